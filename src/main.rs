@@ -1,0 +1,207 @@
+//! The `atelier` command line: migrate, generate, load, demo.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use atelier::dataset::generate::{generate, GenerateOptions};
+use atelier::dataset::manifest::Manifest;
+use atelier::pg::cluster::{ClusterOptions, PrivateCluster};
+use atelier::pg::load::{load, LoadOptions};
+use atelier::pg::{self, migrate::migrate};
+
+#[derive(Parser)]
+#[command(
+    name = "atelier",
+    version,
+    about = "Edge server for the Atelier storefront API"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Apply the schema migrations in sql/ that the database does not have yet.
+    Migrate(DatabaseArgs),
+    /// Write a synthetic data set in the original CSV format.
+    Generate(GenerateArgs),
+    /// Bulk-load a data set directory into the database (migrating it first).
+    Load(LoadArgs),
+    /// Start a private PostgreSQL, generate a small data set and load it.
+    Demo(DemoArgs),
+}
+
+#[derive(Args)]
+struct DatabaseArgs {
+    /// PostgreSQL connection string (URL or key=value form).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// Print only errors and the final summary.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    /// Size relative to the original data set: 1.0 is 1M products and about 70M rows.
+    #[arg(long, default_value_t = 0.01)]
+    scale: f64,
+    /// Seed of the random generator; the same seed and scale give the same files.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Directory to write the CSV files and manifest.tsv into (created if missing).
+    #[arg(long)]
+    out: PathBuf,
+    /// Print only errors and the final summary.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct LoadArgs {
+    /// Directory holding the data set's CSV files (product.csv, styles.csv, ...).
+    dir: PathBuf,
+    /// Delete the data the database holds instead of refusing to load.
+    #[arg(long)]
+    replace: bool,
+    /// Connections used to build indexes and constraints after the copy.
+    #[arg(long, default_value_t = 2)]
+    jobs: usize,
+    /// How many repaired, skipped or dropped lines to list per file.
+    #[arg(long, default_value_t = 20)]
+    show_lines: usize,
+    #[command(flatten)]
+    db: DatabaseArgs,
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Size of the generated demo data set (0.01 is 10,000 products).
+    #[arg(long, default_value_t = 0.01)]
+    scale: f64,
+    /// Seed of the generated data set.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Load this data set directory instead of generating one.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    #[command(flatten)]
+    db: DatabaseArgs,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Migrate(db) => {
+            let config = database_config(&db)?;
+            let mut client = pg::connect(&config).await?;
+            let applied = migrate(&mut client).await?;
+            pg::load::finish_interrupted_load(&config, db.quiet).await?;
+            eprintln!(
+                "{applied} migration(s) applied to {}",
+                pg::describe(&config)
+            );
+        }
+        Command::Generate(args) => {
+            let manifest = generate(&GenerateOptions {
+                scale: args.scale,
+                seed: args.seed,
+                out: args.out.clone(),
+                quiet: args.quiet,
+            })?;
+            print!("{}", manifest.to_tsv());
+        }
+        Command::Load(args) => {
+            let config = database_config(&args.db)?;
+            let report = load(
+                &config,
+                &LoadOptions {
+                    dir: args.dir,
+                    replace: args.replace,
+                    jobs: args.jobs,
+                    quiet: args.db.quiet,
+                },
+            )
+            .await?;
+            print!("{}", report.render(args.show_lines));
+        }
+        Command::Demo(args) => demo(args).await?,
+    }
+    Ok(())
+}
+
+/// The database named by `--database-url`/`DATABASE_URL`, which these commands require.
+fn database_config(db: &DatabaseArgs) -> Result<tokio_postgres::Config> {
+    let url = db.database_url.as_deref().context(
+        "no database given: set DATABASE_URL (or pass --database-url), e.g. DATABASE_URL=postgres://user@localhost/atelier; `atelier demo` starts a private PostgreSQL instead",
+    )?;
+    Ok(pg::parse_url(url)?)
+}
+
+async fn demo(args: DemoArgs) -> Result<()> {
+    let mut cluster = None;
+    let config = match &args.db.database_url {
+        Some(url) => pg::parse_url(url)?,
+        None => {
+            eprintln!("DATABASE_URL is not set: starting a private PostgreSQL cluster");
+            let started = PrivateCluster::start(&ClusterOptions::default())?;
+            let admin = pg::connect(&started.config("postgres")).await?;
+            admin
+                .batch_execute("CREATE DATABASE atelier")
+                .await
+                .context("creating the demo database")?;
+            eprintln!(
+                "private cluster ready: DATABASE_URL='{}'",
+                started.url("atelier")
+            );
+            let config = started.config("atelier");
+            cluster = Some(started);
+            config
+        }
+    };
+    let dir = match args.data {
+        Some(dir) => dir,
+        None => {
+            let dir = std::env::temp_dir()
+                .join(format!("atelier-demo-data-{}-{}", args.scale, args.seed));
+            if Manifest::read(&dir).is_err() {
+                generate(&GenerateOptions {
+                    scale: args.scale,
+                    seed: args.seed,
+                    out: dir.clone(),
+                    quiet: args.db.quiet,
+                })?;
+            } else {
+                eprintln!("using the data set generated earlier in {}", dir.display());
+            }
+            dir
+        }
+    };
+    let report = load(
+        &config,
+        &LoadOptions {
+            dir,
+            replace: cluster.is_none(),
+            jobs: 2,
+            quiet: args.db.quiet,
+        },
+    )
+    .await?;
+    print!("{}", report.render(5));
+    eprintln!("demo data loaded into {}", pg::describe(&config));
+    if let Some(mut cluster) = cluster {
+        cluster.stop();
+    }
+    Ok(())
+}

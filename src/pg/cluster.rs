@@ -1,0 +1,373 @@
+//! A private, throwaway PostgreSQL cluster started from the installed server binaries.
+//!
+//! `atelier demo` and the test suite use one when `DATABASE_URL` is not set, so nothing has to
+//! be set up beyond installing the PostgreSQL server package. The cluster lives in a fresh
+//! directory under the system temp dir, listens only on a Unix socket inside that directory
+//! (so it never fights over a TCP port), runs as the `postgres` OS user when the caller is
+//! root (PostgreSQL refuses to run as root), and is tuned for bulk loading rather than
+//! durability. It is stopped and deleted when dropped — and, because test binaries never drop
+//! their statics, also by a small watchdog process that notices when its owner has exited.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use tokio_postgres::Config;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("PostgreSQL server binaries not found (looked for initdb via pg_config, ATELIER_PG_BIN and /usr/lib/postgresql/*/bin): install them, e.g. `apt-get install postgresql` on Debian/Ubuntu, or set DATABASE_URL to use a running server")]
+    BinariesNotFound,
+    #[error("running as root, but there is no `postgres` OS user to run PostgreSQL as: create one (`useradd postgres`) or set DATABASE_URL")]
+    NoPostgresUser,
+    #[error("cannot prepare the cluster directory {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("`{command}` failed: {output}")]
+    Command { command: String, output: String },
+}
+
+/// Settings for the private cluster, tuned for loading tens of millions of rows on a small
+/// machine: durability is traded for speed because the data can always be reloaded.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    pub shared_buffers: String,
+    pub maintenance_work_mem: String,
+    pub max_connections: u32,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions {
+            shared_buffers: "256MB".into(),
+            maintenance_work_mem: "512MB".into(),
+            max_connections: 200,
+        }
+    }
+}
+
+/// A running private cluster; stopped and removed on drop.
+pub struct PrivateCluster {
+    root: PathBuf,
+    bin: PathBuf,
+    run_as: Option<String>,
+    port: u16,
+    watchdog: Option<Child>,
+    stopped: bool,
+}
+
+impl PrivateCluster {
+    /// Creates and starts a new cluster. Takes a few seconds (initdb).
+    pub fn start(opts: &ClusterOptions) -> Result<Self, ClusterError> {
+        let bin = find_bin_dir().ok_or(ClusterError::BinariesNotFound)?;
+        let run_as = if is_root() {
+            if owner_ids("postgres").is_none() {
+                return Err(ClusterError::NoPostgresUser);
+            }
+            Some("postgres".to_owned())
+        } else {
+            None
+        };
+        let root = unique_dir()?;
+        let port = 5432;
+        let mut cluster = PrivateCluster {
+            root,
+            bin,
+            run_as,
+            port,
+            watchdog: None,
+            stopped: false,
+        };
+        cluster.watchdog = cluster.spawn_watchdog().ok();
+        cluster.init(opts)?;
+        cluster.pg_ctl(
+            &["start", "-w", "-t", "120", "-l"],
+            Some(&cluster.root.join("server.log")),
+        )?;
+        Ok(cluster)
+    }
+
+    /// A connection configuration for database `dbname` as the superuser `postgres`.
+    pub fn config(&self, dbname: &str) -> Config {
+        let mut config = Config::new();
+        config
+            .host_path(self.socket_dir())
+            .port(self.port)
+            .user("postgres")
+            .dbname(dbname)
+            .application_name("atelier");
+        config
+    }
+
+    /// The same as [`Self::config`], as a `DATABASE_URL` for psql and other tools.
+    pub fn url(&self, dbname: &str) -> String {
+        format!(
+            "host={} port={} user=postgres dbname={dbname}",
+            self.socket_dir().display(),
+            self.port
+        )
+    }
+
+    /// The directory holding the data directory, socket and server log.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn socket_dir(&self) -> PathBuf {
+        self.root.clone()
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.root.join("data")
+    }
+
+    fn init(&self, opts: &ClusterOptions) -> Result<(), ClusterError> {
+        let data = self.data_dir();
+        self.run(
+            "initdb",
+            [
+                OsStr::new("-D"),
+                data.as_os_str(),
+                OsStr::new("-U"),
+                OsStr::new("postgres"),
+                OsStr::new("--auth=trust"),
+                OsStr::new("--encoding=UTF8"),
+                OsStr::new("--locale=C"),
+                OsStr::new("--no-sync"),
+            ],
+        )?;
+        let settings = format!(
+            "\n# atelier private cluster: throwaway, tuned for bulk loading\n\
+             listen_addresses = ''\n\
+             port = {port}\n\
+             unix_socket_directories = '{socket}'\n\
+             max_connections = {max_connections}\n\
+             shared_buffers = {shared_buffers}\n\
+             maintenance_work_mem = {maintenance_work_mem}\n\
+             work_mem = 16MB\n\
+             fsync = off\n\
+             synchronous_commit = off\n\
+             full_page_writes = off\n\
+             wal_level = minimal\n\
+             max_wal_senders = 0\n\
+             max_wal_size = 8GB\n\
+             checkpoint_timeout = 30min\n\
+             max_parallel_maintenance_workers = 2\n\
+             logging_collector = off\n\
+             log_min_messages = warning\n",
+            port = self.port,
+            socket = self.socket_dir().display(),
+            max_connections = opts.max_connections,
+            shared_buffers = opts.shared_buffers,
+            maintenance_work_mem = opts.maintenance_work_mem,
+        );
+        let conf = data.join("postgresql.conf");
+        let io = |source| ClusterError::Io {
+            path: conf.clone(),
+            source,
+        };
+        let mut text = std::fs::read_to_string(&conf).map_err(io)?;
+        text.push_str(&settings);
+        std::fs::write(&conf, text).map_err(io)
+    }
+
+    fn pg_ctl(&self, args: &[&str], log: Option<&Path>) -> Result<(), ClusterError> {
+        let data = self.data_dir();
+        let mut all: Vec<&OsStr> = vec![OsStr::new("-D"), data.as_os_str()];
+        all.extend(args.iter().map(OsStr::new));
+        if let Some(log) = log {
+            all.push(log.as_os_str());
+        }
+        self.run("pg_ctl", all).map_err(|e| match e {
+            ClusterError::Command { command, output } => {
+                let log = std::fs::read_to_string(self.root.join("server.log")).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                ClusterError::Command {
+                    command,
+                    output: format!("{output}\nserver log:\n{}", tail.join("\n")),
+                }
+            }
+            other => other,
+        })
+    }
+
+    /// Runs one of the server's programs, as `postgres` when we are root.
+    fn run<I, S>(&self, program: &str, args: I) -> Result<(), ClusterError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut command = self.command(program);
+        command.args(args);
+        let shown = format!("{command:?}");
+        let output = command
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| ClusterError::Command {
+                command: shown.clone(),
+                output: e.to_string(),
+            })?;
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(ClusterError::Command {
+                command: shown,
+                output: format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&output.stdout),
+                    String::from_utf8_lossy(&output.stderr)
+                ),
+            })
+        }
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let path = self.bin.join(program);
+        match &self.run_as {
+            Some(user) => {
+                let mut c = Command::new("runuser");
+                c.arg("-u").arg(user).arg("--").arg(path);
+                c
+            }
+            None => Command::new(path),
+        }
+    }
+
+    /// Starts `sh` watching this process: once it is gone, the cluster is stopped and removed.
+    fn spawn_watchdog(&self) -> std::io::Result<Child> {
+        let pg_ctl = format!("'{}'", self.bin.join("pg_ctl").display());
+        let pg_ctl = match &self.run_as {
+            Some(user) => format!("runuser -u {user} -- {pg_ctl}"),
+            None => pg_ctl,
+        };
+        let script = format!(
+            "while kill -0 {pid} 2>/dev/null; do sleep 1; done; \
+             {pg_ctl} -D '{data}' -m immediate stop >/dev/null 2>&1; rm -rf '{root}'",
+            pid = std::process::id(),
+            data = self.data_dir().display(),
+            root = self.root.display(),
+        );
+        Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+    }
+
+    /// Stops the server and deletes its files.
+    pub fn stop(&mut self) {
+        if self.stopped {
+            return;
+        }
+        self.stopped = true;
+        let _ = self.pg_ctl(&["stop", "-m", "fast", "-w"], None);
+        let _ = std::fs::remove_dir_all(&self.root);
+        if let Some(mut w) = self.watchdog.take() {
+            let _ = w.kill();
+            let _ = w.wait();
+        }
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The directory holding `initdb`, `pg_ctl` and `postgres`.
+fn find_bin_dir() -> Option<PathBuf> {
+    let has_initdb = |dir: &Path| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file();
+    if let Some(dir) = std::env::var_os("ATELIER_PG_BIN").map(PathBuf::from) {
+        return has_initdb(&dir).then_some(dir);
+    }
+    if let Ok(out) = Command::new("pg_config")
+        .arg("--bindir")
+        .stderr(Stdio::null())
+        .output()
+    {
+        let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        if out.status.success() && has_initdb(&dir) {
+            return Some(dir);
+        }
+    }
+    let mut candidates: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let version = entry.file_name().to_string_lossy().parse::<u32>().ok()?;
+            let bin = entry.path().join("bin");
+            has_initdb(&bin).then_some((version, bin))
+        })
+        .collect();
+    candidates.sort();
+    candidates.pop().map(|(_, bin)| bin)
+}
+
+fn is_root() -> bool {
+    // Without libc: the effective uid is in /proc/self/status ("Uid: real effective ...").
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|uid| uid == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// The uid and gid of an OS user, from /etc/passwd.
+fn owner_ids(user: &str) -> Option<(u32, u32)> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(':').collect();
+        if fields.first() == Some(&user) && fields.len() > 3 {
+            Some((fields[2].parse().ok()?, fields[3].parse().ok()?))
+        } else {
+            None
+        }
+    })
+}
+
+/// A new directory for the cluster, owned by the user the server will run as.
+fn unique_dir() -> Result<PathBuf, ClusterError> {
+    use std::os::unix::fs::PermissionsExt;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let base = std::env::temp_dir();
+    for attempt in 0..100u32 {
+        let dir = base.join(format!(
+            "atelier-pg-{}-{nanos:x}-{attempt}",
+            std::process::id()
+        ));
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {
+                let io = |source| ClusterError::Io {
+                    path: dir.clone(),
+                    source,
+                };
+                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+                    .map_err(io)?;
+                if is_root() {
+                    let (uid, gid) = owner_ids("postgres").ok_or(ClusterError::NoPostgresUser)?;
+                    std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).map_err(io)?;
+                }
+                return Ok(dir);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(source) => return Err(ClusterError::Io { path: dir, source }),
+        }
+    }
+    Err(ClusterError::Io {
+        path: base,
+        source: std::io::Error::other("could not create a unique directory"),
+    })
+}

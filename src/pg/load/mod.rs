@@ -1,0 +1,614 @@
+//! `atelier load`: bulk-loads a data set directory into an empty schema.
+//!
+//! The steps, each chosen for speed on a small machine without giving up correctness:
+//!
+//! 1. Check every file exists and has the expected header before touching the database.
+//! 2. Record the tables' indexes and constraints in `loader_deferred_ddl` and drop them, in one
+//!    transaction: building them once at the end is far faster than maintaining them row by
+//!    row, and a load that dies half-way leaves the list behind for the next run to finish.
+//! 3. Stream each file, parents first, through [`convert`] on a thread of its own into
+//!    `COPY ... FROM STDIN (FREEZE)` after a `TRUNCATE` in the same transaction, which lets
+//!    PostgreSQL skip WAL (with `wal_level = minimal`) and later vacuum work. Rows that refer
+//!    to missing parents are dropped and counted, so the foreign keys hold afterwards.
+//! 4. Rebuild primary keys, then indexes, then foreign keys, on several connections at once.
+//! 5. Move every id sequence past the largest loaded id, and ANALYZE.
+
+pub mod convert;
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::SinkExt;
+use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::{Client, Config};
+
+use self::convert::{Converter, LoadedIds, Outcome};
+use super::migrate::{migrate, MigrateError, SCHEMA_LOCK};
+use super::{connect, DbError};
+use crate::dataset::Table;
+use crate::progress::{group_thousands, Progress};
+
+/// Tables the loader empties and fills: the data set's, plus the cart, whose rows refer to
+/// skus and so cannot outlive a reload.
+fn managed_tables() -> Vec<&'static str> {
+    let mut tables: Vec<&str> = Table::ALL.iter().map(|t| t.sql_name()).collect();
+    tables.push("cart_items");
+    tables
+}
+
+/// What to load, and how.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub dir: PathBuf,
+    /// Delete what the tables hold instead of refusing to load into a non-empty database.
+    pub replace: bool,
+    /// Connections used to rebuild indexes and constraints.
+    pub jobs: usize,
+    pub quiet: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{path} does not exist: a data set directory must hold the fourteen CSV files of the Atelier data set (see `atelier generate` to make one)")]
+    MissingFile { path: PathBuf },
+    #[error("{path}: cannot read: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: the header is `{found}`, expected `{expected}`: is this the right file?")]
+    BadHeader {
+        path: PathBuf,
+        found: String,
+        expected: String,
+    },
+    #[error("the database already holds data ({table} has rows): pass --replace to delete it and load again")]
+    NotEmpty { table: String },
+    #[error(transparent)]
+    Migrate(#[from] MigrateError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("loading {file}: {source}")]
+    Copy {
+        file: &'static str,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("loading {file}: the reader thread stopped unexpectedly")]
+    ReaderLost { file: &'static str },
+}
+
+/// One line that was not loaded as it stood.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineNote {
+    pub line: u64,
+    pub outcome: Outcome,
+}
+
+/// What happened to one file.
+#[derive(Debug, Clone, Default)]
+pub struct FileReport {
+    pub file: &'static str,
+    /// Data lines read (the header not counted).
+    pub lines: u64,
+    /// Rows written to the database, repaired ones included.
+    pub loaded: u64,
+    pub repaired: u64,
+    pub skipped: u64,
+    pub dropped: u64,
+    /// The first [`MAX_NOTES`] repaired, skipped or dropped lines.
+    pub notes: Vec<LineNote>,
+    pub elapsed: Duration,
+}
+
+/// At most this many lines are remembered per file; the counts are always complete.
+pub const MAX_NOTES: usize = 10_000;
+
+/// What a load did.
+#[derive(Debug, Clone, Default)]
+pub struct LoadReport {
+    pub files: Vec<FileReport>,
+    pub copy_time: Duration,
+    pub index_time: Duration,
+    pub analyze_time: Duration,
+}
+
+impl LoadReport {
+    pub fn file(&self, name: &str) -> Option<&FileReport> {
+        self.files.iter().find(|f| f.file == name)
+    }
+
+    /// A table of counts per file, then the lines that were repaired, skipped or dropped
+    /// (up to `max_lines` per file).
+    pub fn render(&self, max_lines: usize) -> String {
+        use std::fmt::Write as _;
+        let mut out = format!(
+            "{:<28} {:>12} {:>12} {:>9} {:>9} {:>9} {:>10}\n",
+            "file", "lines", "loaded", "repaired", "skipped", "dropped", "rows/s"
+        );
+        let mut total = FileReport::default();
+        for f in &self.files {
+            let rate = f.lines as f64 / f.elapsed.as_secs_f64().max(1e-3);
+            let _ = writeln!(
+                out,
+                "{:<28} {:>12} {:>12} {:>9} {:>9} {:>9} {:>10}",
+                f.file,
+                group_thousands(f.lines),
+                group_thousands(f.loaded),
+                group_thousands(f.repaired),
+                group_thousands(f.skipped),
+                group_thousands(f.dropped),
+                group_thousands(rate as u64)
+            );
+            total.lines += f.lines;
+            total.loaded += f.loaded;
+            total.repaired += f.repaired;
+            total.skipped += f.skipped;
+            total.dropped += f.dropped;
+        }
+        let _ = writeln!(
+            out,
+            "{:<28} {:>12} {:>12} {:>9} {:>9} {:>9}",
+            "total",
+            group_thousands(total.lines),
+            group_thousands(total.loaded),
+            group_thousands(total.repaired),
+            group_thousands(total.skipped),
+            group_thousands(total.dropped)
+        );
+        let _ = writeln!(
+            out,
+            "copy {:.1}s, indexes and constraints {:.1}s, analyze {:.1}s",
+            self.copy_time.as_secs_f64(),
+            self.index_time.as_secs_f64(),
+            self.analyze_time.as_secs_f64()
+        );
+        for f in &self.files {
+            for note in f.notes.iter().take(max_lines) {
+                let (what, why) = match &note.outcome {
+                    Outcome::Repaired(w) => ("repaired", w),
+                    Outcome::Skipped(w) => ("skipped", w),
+                    Outcome::Dropped(w) => ("dropped", w),
+                    Outcome::Loaded => continue,
+                };
+                let _ = writeln!(out, "{}:{}: {what}: {why}", f.file, note.line);
+            }
+            let noted = f.repaired + f.skipped + f.dropped;
+            if noted > max_lines as u64 {
+                let _ = writeln!(out, "{}: ... and {} more", f.file, noted - max_lines as u64);
+            }
+        }
+        out
+    }
+}
+
+/// Checks that `dir` holds every file with the right header, then loads it.
+pub async fn load(config: &Config, opts: &LoadOptions) -> Result<LoadReport, LoadError> {
+    let files = check_files(&opts.dir)?;
+    let mut client = connect(config).await?;
+    migrate(&mut client).await?;
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&SCHEMA_LOCK])
+        .await
+        .map_err(DbError::query("taking the schema lock"))?;
+    let mut report = LoadReport::default();
+
+    rebuild_deferred(
+        config,
+        opts,
+        &mut Progress::new("finish earlier load", opts.quiet),
+    )
+    .await?;
+    if let Some(table) = first_non_empty(&client).await? {
+        if !opts.replace {
+            return Err(LoadError::NotEmpty { table });
+        }
+    }
+    defer_indexes_and_constraints(&mut client).await?;
+
+    let started = Instant::now();
+    let mut loaded = LoadedIds::default();
+    for (table, path) in files {
+        let (file_report, ids) = copy_file(&mut client, table, &path, loaded, opts.quiet).await?;
+        loaded = ids;
+        report.files.push(file_report);
+    }
+    report.copy_time = started.elapsed();
+
+    let started = Instant::now();
+    rebuild_deferred(
+        config,
+        opts,
+        &mut Progress::new("indexes, constraints", opts.quiet),
+    )
+    .await?;
+    report.index_time = started.elapsed();
+
+    let started = Instant::now();
+    let mut progress = Progress::new("sequences, analyze", opts.quiet);
+    reset_sequences(&client).await?;
+    for table in managed_tables() {
+        client
+            .batch_execute(&format!("ANALYZE {table}"))
+            .await
+            .map_err(DbError::query(format!("analyzing {table}")))?;
+    }
+    progress.finish("done");
+    report.analyze_time = started.elapsed();
+    Ok(report)
+}
+
+/// Every file of the data set with its path, after checking each one's header.
+fn check_files(dir: &Path) -> Result<Vec<(Table, PathBuf)>, LoadError> {
+    Table::ALL
+        .iter()
+        .map(|&table| {
+            let path = dir.join(table.file_name());
+            let file = File::open(&path).map_err(|source| {
+                if source.kind() == std::io::ErrorKind::NotFound {
+                    LoadError::MissingFile { path: path.clone() }
+                } else {
+                    LoadError::Io {
+                        path: path.clone(),
+                        source,
+                    }
+                }
+            })?;
+            let mut header = Vec::new();
+            BufReader::new(file)
+                .take(64 * 1024)
+                .read_until(b'\n', &mut header)
+                .map_err(|source| LoadError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+            let found = String::from_utf8_lossy(&header);
+            let found = found
+                .trim_start_matches('\u{feff}')
+                .trim_end_matches(['\r', '\n']);
+            if found != table.header() {
+                return Err(LoadError::BadHeader {
+                    path,
+                    found: found.to_owned(),
+                    expected: table.header().to_owned(),
+                });
+            }
+            Ok((table, path))
+        })
+        .collect()
+}
+
+async fn first_non_empty(client: &Client) -> Result<Option<String>, DbError> {
+    for table in managed_tables() {
+        let row = client
+            .query_one(&format!("SELECT EXISTS (SELECT 1 FROM {table})"), &[])
+            .await
+            .map_err(DbError::query(format!("checking whether {table} is empty")))?;
+        if row.get::<_, bool>(0) {
+            return Ok(Some(table.to_owned()));
+        }
+    }
+    Ok(None)
+}
+
+/// Phases of the deferred DDL, in the order they must be rebuilt.
+const PHASE_KEYS: i16 = 1;
+const PHASE_INDEXES: i16 = 2;
+const PHASE_FOREIGN_KEYS: i16 = 3;
+
+/// Saves the definitions of the managed tables' keys, indexes and foreign keys and drops them.
+async fn defer_indexes_and_constraints(client: &mut Client) -> Result<(), DbError> {
+    let tables: Vec<String> = managed_tables().into_iter().map(String::from).collect();
+    let tx = client
+        .transaction()
+        .await
+        .map_err(DbError::query("starting a transaction"))?;
+    // Largest tables first within each phase, so parallel workers finish together.
+    let rows = tx
+        .query(
+            "SELECT phase, create_sql, drop_sql FROM (
+                 SELECT CASE c.contype WHEN 'f' THEN 3 ELSE 1 END AS phase,
+                        format('ALTER TABLE %s ADD CONSTRAINT %I %s', c.conrelid::regclass, c.conname,
+                               pg_get_constraintdef(c.oid)) AS create_sql,
+                        format('ALTER TABLE %s DROP CONSTRAINT %I', c.conrelid::regclass, c.conname) AS drop_sql,
+                        c.conrelid AS rel
+                   FROM pg_constraint c
+                  WHERE c.conrelid = ANY ($1::text[]::regclass[]) AND c.contype IN ('p', 'u', 'f')
+                 UNION ALL
+                 SELECT 2, pg_get_indexdef(i.indexrelid), format('DROP INDEX %s', i.indexrelid::regclass),
+                        i.indrelid
+                   FROM pg_index i
+                  WHERE i.indrelid = ANY ($1::text[]::regclass[])
+                    AND NOT EXISTS (SELECT 1 FROM pg_constraint c
+                                     WHERE c.conindid = i.indexrelid AND c.contype IN ('p', 'u', 'x'))
+             ) d
+             ORDER BY phase, (SELECT reltuples FROM pg_class WHERE oid = d.rel) DESC, create_sql",
+            &[&tables],
+        )
+        .await
+        .map_err(DbError::query("reading index and constraint definitions"))?;
+    let next = tx
+        .query_one("SELECT coalesce(max(seq), 0) FROM loader_deferred_ddl", &[])
+        .await
+        .map_err(DbError::query("reading loader_deferred_ddl"))?
+        .get::<_, i32>(0);
+    for (i, row) in rows.iter().enumerate() {
+        let phase: i32 = row.get(0);
+        let create: String = row.get(1);
+        tx.execute(
+            "INSERT INTO loader_deferred_ddl (seq, phase, ddl) VALUES ($1, $2, $3)",
+            &[&(next + 1 + i as i32), &(phase as i16), &create],
+        )
+        .await
+        .map_err(DbError::query("saving a definition"))?;
+    }
+    // Drop in reverse: foreign keys, then indexes, then the keys they depend on.
+    for row in rows.iter().rev() {
+        let drop: String = row.get(2);
+        tx.batch_execute(&drop)
+            .await
+            .map_err(DbError::query(format!("running `{drop}`")))?;
+    }
+    tx.commit()
+        .await
+        .map_err(DbError::query("committing the dropped definitions"))
+}
+
+/// Runs every statement left in `loader_deferred_ddl`, phase by phase, on `opts.jobs`
+/// connections, deleting each row in the transaction that runs its statement.
+async fn rebuild_deferred(
+    config: &Config,
+    opts: &LoadOptions,
+    progress: &mut Progress,
+) -> Result<(), DbError> {
+    let mut rebuilt = 0;
+    for phase in [PHASE_KEYS, PHASE_INDEXES, PHASE_FOREIGN_KEYS] {
+        let client = connect(config).await?;
+        let rows = client
+            .query(
+                "SELECT seq, ddl FROM loader_deferred_ddl WHERE phase = $1 ORDER BY seq",
+                &[&phase],
+            )
+            .await
+            .map_err(DbError::query("reading loader_deferred_ddl"))?;
+        drop(client);
+        if rows.is_empty() {
+            continue;
+        }
+        rebuilt += rows.len();
+        let queue: Arc<std::sync::Mutex<Vec<(i32, String)>>> = Arc::new(std::sync::Mutex::new(
+            rows.iter().rev().map(|r| (r.get(0), r.get(1))).collect(),
+        ));
+        let mut workers = Vec::new();
+        for _ in 0..opts.jobs.max(1) {
+            let queue = Arc::clone(&queue);
+            let config = config.clone();
+            let quiet = opts.quiet;
+            workers.push(tokio::spawn(async move {
+                let mut client = connect(&config).await?;
+                loop {
+                    let next = queue.lock().map(|mut q| q.pop()).unwrap_or(None);
+                    let Some((seq, ddl)) = next else {
+                        return Ok::<(), DbError>(());
+                    };
+                    let started = Instant::now();
+                    let tx = client
+                        .transaction()
+                        .await
+                        .map_err(DbError::query("starting a transaction"))?;
+                    tx.batch_execute(&ddl)
+                        .await
+                        .map_err(DbError::query(format!("running `{ddl}`")))?;
+                    tx.execute("DELETE FROM loader_deferred_ddl WHERE seq = $1", &[&seq])
+                        .await
+                        .map_err(DbError::query("updating loader_deferred_ddl"))?;
+                    tx.commit()
+                        .await
+                        .map_err(DbError::query(format!("committing `{ddl}`")))?;
+                    if !quiet {
+                        eprintln!("  {:>7.1}s  {}", started.elapsed().as_secs_f64(), ddl);
+                    }
+                }
+            }));
+        }
+        for worker in workers {
+            match worker.await {
+                Ok(result) => result?,
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            }
+        }
+    }
+    if rebuilt > 0 {
+        progress.finish(&format!("{rebuilt} indexes and constraints built"));
+    }
+    Ok(())
+}
+
+/// Moves each identity sequence past the largest id, so the next insert cannot collide.
+async fn reset_sequences(client: &Client) -> Result<(), DbError> {
+    for table in managed_tables() {
+        if table == "cart_items" {
+            continue;
+        }
+        client
+            .query_one(
+                &format!(
+                    "SELECT setval(pg_get_serial_sequence('{table}', 'id'), GREATEST(max(id), 1), max(id) IS NOT NULL) FROM {table}"
+                ),
+                &[],
+            )
+            .await
+            .map_err(DbError::query(format!("resetting the id sequence of {table}")))?;
+    }
+    Ok(())
+}
+
+/// Bytes handed to COPY at a time.
+const CHUNK: usize = 256 * 1024;
+
+/// Streams one file into its table. Returns the file's report and the loaded ids, with this
+/// table's ids added when other tables refer to it.
+async fn copy_file(
+    client: &mut Client,
+    table: Table,
+    path: &Path,
+    parents: LoadedIds,
+    quiet: bool,
+) -> Result<(FileReport, LoadedIds), LoadError> {
+    let file = table.file_name();
+    let (chunks_tx, mut chunks_rx) = mpsc::channel::<Bytes>(8);
+    let (done_tx, done_rx) = oneshot::channel();
+    let reader_path = path.to_path_buf();
+    std::thread::Builder::new()
+        .name(format!("read {file}"))
+        .spawn(move || {
+            let result = read_file(table, &reader_path, &parents, &chunks_tx, quiet);
+            let _ = done_tx.send((result, parents));
+        })
+        .map_err(|source| LoadError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+
+    let columns = table.sql_columns().join(", ");
+    let tx = client
+        .transaction()
+        .await
+        .map_err(DbError::query("starting a transaction"))?;
+    tx.batch_execute(&format!("TRUNCATE {}", table.sql_name()))
+        .await
+        .map_err(DbError::query(format!("truncating {}", table.sql_name())))?;
+    let copy = async {
+        let sink = tx
+            .copy_in::<_, Bytes>(&format!(
+                "COPY {} ({columns}) FROM STDIN (FREEZE)",
+                table.sql_name()
+            ))
+            .await?;
+        futures_util::pin_mut!(sink);
+        while let Some(chunk) = chunks_rx.recv().await {
+            sink.send(chunk).await?;
+        }
+        sink.finish().await
+    };
+    let copied = copy.await;
+    drop(chunks_rx); // stops the reader if the COPY failed
+    let (read, mut loaded) = done_rx.await.map_err(|_| LoadError::ReaderLost { file })?;
+    let copied = copied.map_err(|source| LoadError::Copy { file, source })?;
+    let (report, ids) = read?;
+    tx.commit()
+        .await
+        .map_err(|source| LoadError::Copy { file, source })?;
+    debug_assert_eq!(copied, report.loaded);
+
+    if let Some(ids) = ids {
+        loaded.put(table, ids);
+    }
+    Ok((report, loaded))
+}
+
+/// The reader thread: lines in, COPY chunks out.
+fn read_file(
+    table: Table,
+    path: &Path,
+    parents: &LoadedIds,
+    chunks: &mpsc::Sender<Bytes>,
+    quiet: bool,
+) -> Result<(FileReport, Option<convert::IdSet>), LoadError> {
+    let io = |source| LoadError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = File::open(path).map_err(io)?;
+    let size = file.metadata().map_err(io)?.len();
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let mut report = FileReport {
+        file: table.file_name(),
+        ..FileReport::default()
+    };
+    let mut progress = Progress::new(table.file_name(), quiet);
+    let mut converter = Converter::new(table, parents);
+    let mut line = Vec::with_capacity(4096);
+    let mut out = Vec::with_capacity(CHUNK + 64 * 1024);
+    let mut consumed = reader.read_until(b'\n', &mut line).map_err(io)? as u64; // the header
+    let mut line_number = 1;
+    loop {
+        line.clear();
+        let n = reader.read_until(b'\n', &mut line).map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        consumed += n as u64;
+        line_number += 1;
+        while matches!(line.last(), Some(b'\n' | b'\r')) {
+            line.pop();
+        }
+        if line.is_empty() && reader.fill_buf().map_err(io)?.is_empty() {
+            break; // a blank last line is the end of the file, not a row
+        }
+        report.lines += 1;
+        let outcome = converter.convert(&line, &mut out);
+        match &outcome {
+            Outcome::Loaded => report.loaded += 1,
+            Outcome::Repaired(_) => {
+                report.loaded += 1;
+                report.repaired += 1;
+            }
+            Outcome::Skipped(_) => report.skipped += 1,
+            Outcome::Dropped(_) => report.dropped += 1,
+        }
+        if outcome != Outcome::Loaded && report.notes.len() < MAX_NOTES {
+            report.notes.push(LineNote {
+                line: line_number,
+                outcome,
+            });
+        }
+        if out.len() >= CHUNK {
+            let chunk = Bytes::from(std::mem::replace(
+                &mut out,
+                Vec::with_capacity(CHUNK + 64 * 1024),
+            ));
+            if chunks.blocking_send(chunk).is_err() {
+                return Err(LoadError::ReaderLost {
+                    file: table.file_name(),
+                });
+            }
+            progress.update(report.lines, consumed, size);
+        }
+    }
+    if !out.is_empty() && chunks.blocking_send(Bytes::from(out)).is_err() {
+        return Err(LoadError::ReaderLost {
+            file: table.file_name(),
+        });
+    }
+    report.elapsed = progress.elapsed();
+    progress.finish(&format!(
+        "{} rows loaded, {} repaired, {} skipped, {} dropped",
+        group_thousands(report.loaded),
+        report.repaired,
+        report.skipped,
+        report.dropped
+    ));
+    let ids = converter.into_ids();
+    Ok((report, table.is_parent().then_some(ids)))
+}
+
+/// Finishes the rebuild of an earlier load that stopped half-way (if any).
+pub async fn finish_interrupted_load(config: &Config, quiet: bool) -> Result<(), DbError> {
+    let opts = LoadOptions {
+        dir: PathBuf::new(),
+        replace: false,
+        jobs: 2,
+        quiet,
+    };
+    rebuild_deferred(
+        config,
+        &opts,
+        &mut Progress::new("finish earlier load", quiet),
+    )
+    .await
+}

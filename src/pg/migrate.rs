@@ -1,0 +1,125 @@
+//! Schema migrations: the files in `sql/`, applied in order and recorded in
+//! `schema_migrations`, each in its own transaction under an advisory lock so that several
+//! instances starting at once apply each migration exactly once.
+
+use tokio_postgres::Client;
+
+use super::DbError;
+
+/// One migration: its version (the number its file name starts with), name and SQL.
+pub struct Migration {
+    pub version: i32,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+/// Every migration, in order. The SQL is compiled into the binary, so a deployed server
+/// always carries the schema it expects.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "schema",
+    sql: include_str!("../../sql/0001_schema.sql"),
+}];
+
+/// Key of the advisory lock that serialises migrations (and bulk loads) across processes.
+pub const SCHEMA_LOCK: i64 = 0x6174_656c_6965_72; // "atelier"
+
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("migration {version} ({name}) was applied with different SQL than this build carries: the sql/ file changed after it was applied; add a new migration instead of editing an old one")]
+    Changed { version: i32, name: String },
+    #[error("the database has migration {version}, which this build does not know: it was migrated by a newer atelier")]
+    Unknown { version: i32 },
+}
+
+/// Applies every migration not yet applied; returns how many it applied.
+pub async fn migrate(client: &mut Client) -> Result<usize, MigrateError> {
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                 version    integer PRIMARY KEY,
+                 name       text        NOT NULL,
+                 checksum   bigint      NOT NULL,
+                 applied_at timestamptz NOT NULL DEFAULT now()
+             )",
+        )
+        .await
+        .or_else(|e| {
+            // Two processes racing to create the table: one wins, the other sees a unique
+            // violation on the catalog; the table exists either way.
+            if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
+                Ok(())
+            } else {
+                Err(e)
+            }
+        })
+        .map_err(DbError::query("creating schema_migrations"))?;
+
+    let mut applied = 0;
+    for migration in MIGRATIONS {
+        let tx = client
+            .transaction()
+            .await
+            .map_err(DbError::query("starting a migration"))?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
+            .await
+            .map_err(DbError::query("taking the schema lock"))?;
+        let row = tx
+            .query_opt(
+                "SELECT checksum FROM schema_migrations WHERE version = $1",
+                &[&migration.version],
+            )
+            .await
+            .map_err(DbError::query("reading schema_migrations"))?;
+        let checksum = checksum(migration.sql);
+        match row {
+            Some(row) if row.get::<_, i64>(0) == checksum => continue,
+            Some(_) => {
+                return Err(MigrateError::Changed {
+                    version: migration.version,
+                    name: migration.name.into(),
+                })
+            }
+            None => {}
+        }
+        tx.batch_execute(migration.sql)
+            .await
+            .map_err(DbError::query(format!(
+                "applying migration {} ({})",
+                migration.version, migration.name
+            )))?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+            &[&migration.version, &migration.name, &checksum],
+        )
+        .await
+        .map_err(DbError::query("recording a migration"))?;
+        tx.commit()
+            .await
+            .map_err(DbError::query("committing a migration"))?;
+        applied += 1;
+    }
+
+    let newest = client
+        .query_one("SELECT max(version) FROM schema_migrations", &[])
+        .await
+        .map_err(DbError::query("reading schema_migrations"))?
+        .get::<_, Option<i32>>(0);
+    let known = MIGRATIONS.last().map(|m| m.version).unwrap_or(0);
+    if let Some(version) = newest.filter(|&v| v > known) {
+        return Err(MigrateError::Unknown { version });
+    }
+    Ok(applied)
+}
+
+/// FNV-1a of the SQL text, to notice a migration edited after it was applied.
+fn checksum(sql: &str) -> i64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in sql.as_bytes() {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash as i64
+}

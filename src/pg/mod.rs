@@ -1,0 +1,69 @@
+//! Everything that talks to PostgreSQL: connecting, the private throwaway cluster, schema
+//! migrations and the bulk loader.
+
+pub mod cluster;
+pub mod load;
+pub mod migrate;
+
+use tokio_postgres::{Client, Config, NoTls};
+
+/// Why the database could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("DATABASE_URL is not a valid PostgreSQL connection string: {0}")]
+    BadUrl(#[source] tokio_postgres::Error),
+    #[error("cannot connect to PostgreSQL at {target}: {source} (is the server running, and does DATABASE_URL name it?)")]
+    Connect {
+        target: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("{context}: {source}")]
+    Query {
+        context: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+}
+
+impl DbError {
+    /// Wraps a query error with what was being done when it happened.
+    pub fn query(context: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> DbError {
+        let context = context.into();
+        move |source| DbError::Query { context, source }
+    }
+}
+
+/// Parses a `DATABASE_URL` (URL or `key=value` form).
+pub fn parse_url(url: &str) -> Result<Config, DbError> {
+    url.parse::<Config>().map_err(DbError::BadUrl)
+}
+
+/// Where a configuration points, for messages (never includes the password).
+pub fn describe(config: &Config) -> String {
+    use tokio_postgres::config::Host;
+    let host = match config.get_hosts().first() {
+        Some(Host::Tcp(h)) => h.clone(),
+        Some(Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".into(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let db = config.get_dbname().or(config.get_user()).unwrap_or("?");
+    format!("{host}:{port}/{db}")
+}
+
+/// Opens one connection and drives it on a background task until the client is dropped.
+pub async fn connect(config: &Config) -> Result<Client, DbError> {
+    let (client, connection) = config
+        .connect(NoTls)
+        .await
+        .map_err(|source| DbError::Connect {
+            target: describe(config),
+            source,
+        })?;
+    tokio::spawn(async move {
+        // The error surfaces again on the client's next call; nothing to do with it here.
+        let _ = connection.await;
+    });
+    Ok(client)
+}
