@@ -22,7 +22,7 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
 }];
 
 /// Key of the advisory lock that serialises migrations (and bulk loads) across processes.
-pub const SCHEMA_LOCK: i64 = 0x6174_656c_6965_72; // "atelier"
+pub const SCHEMA_LOCK: i64 = 0x0061_7465_6c69_6572; // "atelier"
 
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
