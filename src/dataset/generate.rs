@@ -135,6 +135,8 @@ impl Allocator {
             }
             Shape::Geometric => rng.geometric(mean),
         };
+        // A heavy-tailed draw near the end must not overshoot the target.
+        let n = n.min(left.ceil() as u64);
         self.done += n;
         self.parents_done += 1;
         n

@@ -209,6 +209,12 @@ pub async fn load(config: &Config, opts: &LoadOptions) -> Result<LoadReport, Loa
         }
     }
     defer_indexes_and_constraints(&mut client).await?;
+    // The data set's tables are emptied one by one as they are copied; carts hold skus that
+    // the new data may not have.
+    client
+        .batch_execute("TRUNCATE cart_items")
+        .await
+        .map_err(DbError::query("emptying cart_items"))?;
 
     let started = Instant::now();
     let mut loaded = LoadedIds::default();

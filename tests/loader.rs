@@ -1,0 +1,318 @@
+//! The bulk loader against a real PostgreSQL: the hand-made sample, a generated data set, and
+//! the errors a user can run into.
+
+mod common;
+
+use atelier::dataset::generate::{generate, GenerateOptions};
+use atelier::dataset::Table;
+use atelier::pg::load::{finish_interrupted_load, load, LoadError, LoadOptions, LoadReport};
+use common::{count, TempDir};
+use tokio_postgres::Config;
+
+fn options(dir: &std::path::Path) -> LoadOptions {
+    LoadOptions {
+        dir: dir.to_path_buf(),
+        replace: false,
+        jobs: 2,
+        quiet: true,
+    }
+}
+
+async fn load_dir(config: &Config, dir: &std::path::Path) -> LoadReport {
+    load(config, &options(dir)).await.expect("load")
+}
+
+#[tokio::test]
+async fn loads_the_sample_with_every_quirk_handled() {
+    let db = common::migrated_database().await;
+    let report = load_dir(&db.config, &common::sample_dir()).await;
+    let client = db.client().await;
+
+    // (file, lines, loaded, repaired, skipped, dropped)
+    let expected = [
+        ("product.csv", 6, 6, 0, 0, 0),
+        ("features.csv", 10, 10, 0, 0, 0),
+        ("styles.csv", 9, 9, 0, 0, 0),
+        ("photos.csv", 9, 8, 1, 0, 1), // id 4 lost its closing quote; id 8 has no style 99
+        ("skus.csv", 15, 15, 0, 0, 0),
+        ("related.csv", 12, 10, 0, 0, 2), // related 0 and related 77
+        ("reviews.csv", 6, 6, 0, 0, 0),
+        ("reviews_photos.csv", 4, 3, 0, 0, 1), // review 404
+        ("characteristics.csv", 10, 10, 0, 0, 0),
+        ("characteristic_reviews.csv", 15, 15, 0, 0, 0),
+        ("questions.csv", 6, 6, 0, 0, 0),
+        ("answers.csv", 7, 6, 0, 0, 1), // question 77
+        ("answers_photos.csv", 4, 4, 0, 0, 0),
+    ];
+    for (file, lines, loaded, repaired, skipped, dropped) in expected {
+        let f = report
+            .file(file)
+            .unwrap_or_else(|| panic!("no report for {file}"));
+        assert_eq!(
+            (f.lines, f.loaded, f.repaired, f.skipped, f.dropped),
+            (lines, loaded, repaired, skipped, dropped),
+            "{file}"
+        );
+        let table = Table::from_file_name(file).unwrap().sql_name();
+        assert_eq!(
+            count(&client, table).await,
+            loaded as i64,
+            "rows in {table}"
+        );
+    }
+    let photos = report.file("photos.csv").unwrap();
+    let lines: Vec<u64> = photos.notes.iter().map(|n| n.line).collect();
+    assert_eq!(
+        lines,
+        [5, 9],
+        "photos.csv notes name the file's line numbers"
+    );
+
+    // The repaired row and the quirks' values.
+    let thumb: String = client
+        .query_one("SELECT thumbnail_url FROM photos WHERE id = 4", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        thumb.ends_with("w=300&q=80") && !thumb.contains('"'),
+        "{thumb}"
+    );
+    let row = client
+        .query_one(
+            "SELECT sale_price IS NULL, default_style FROM styles WHERE id = 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(row.get::<_, bool>(0) && row.get::<_, bool>(1));
+    let value: Option<String> = client
+        .query_one("SELECT value FROM features WHERE id = 4", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(value, None, "the null token is SQL NULL");
+    let stitching: String = client
+        .query_one("SELECT value FROM features WHERE id = 10", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stitching, "\"Double Stitch\"");
+    let row = client
+        .query_one(
+            "SELECT to_char(date AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), reported, response IS NULL
+               FROM reviews WHERE id = 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "2020-07-30T03:41:21.467Z");
+    assert!(!row.get::<_, bool>(1) && row.get::<_, bool>(2));
+    let row = client
+        .query_one(
+            "SELECT reported, answerer_email FROM answers WHERE id = 6",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(!row.get::<_, bool>(0));
+    assert_eq!(row.get::<_, Option<String>>(1), None);
+    let reported: bool = client
+        .query_one("SELECT reported FROM questions WHERE id = 2", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(reported, "questions spell true as 1");
+    let duplicates = count(
+        &client,
+        "related WHERE product_id = 2 AND related_product_id = 3",
+    )
+    .await;
+    assert_eq!(duplicates, 2, "duplicate pairs are rows of their own");
+
+    // Every index and constraint is back, the foreign keys validated.
+    let fks: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND convalidated",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(fks, 15);
+    assert_eq!(count(&client, "loader_deferred_ddl").await, 0);
+    assert_eq!(
+        count(
+            &client,
+            "pg_indexes WHERE schemaname = 'public' AND indexname = 'reviews_helpful'"
+        )
+        .await,
+        1
+    );
+
+    // The next id handed out is past every loaded one.
+    let new_id: i64 = client
+        .query_one(
+            "INSERT INTO photos (style_id, url, thumbnail_url) VALUES (1, 'u', 't') RETURNING id",
+            &[],
+        )
+        .await
+        .expect("insert after load")
+        .get(0);
+    assert_eq!(new_id, 10);
+    for table in Table::ALL {
+        let t = table.sql_name();
+        let row = client
+            .query_one(
+                &format!("SELECT nextval(pg_get_serial_sequence('{t}', 'id')), (SELECT max(id) FROM {t})"),
+                &[],
+            )
+            .await
+            .unwrap();
+        let (next, max): (i64, i64) = (row.get(0), row.get(1));
+        assert!(next > max, "{t}: next id {next} is not past {max}");
+    }
+}
+
+#[tokio::test]
+async fn a_generated_data_set_round_trips_with_the_generators_counts() {
+    let dir = TempDir::new("roundtrip");
+    let manifest = generate(&GenerateOptions {
+        scale: 0.002,
+        seed: 3,
+        out: dir.path().into(),
+        quiet: true,
+    })
+    .expect("generate");
+    let db = common::migrated_database().await;
+    let report = load_dir(&db.config, dir.path()).await;
+    let client = db.client().await;
+    for table in Table::ALL {
+        let counts = &manifest.files[&table];
+        let f = report.file(table.file_name()).unwrap();
+        assert_eq!(f.lines, counts.rows, "{table:?} lines");
+        assert_eq!(f.loaded, counts.rows - counts.dangling, "{table:?} loaded");
+        assert_eq!(f.dropped, counts.dangling, "{table:?} dropped");
+        assert_eq!(
+            f.repaired,
+            counts.broken_lines.len() as u64,
+            "{table:?} repaired"
+        );
+        assert_eq!(f.skipped, 0, "{table:?} skipped");
+        assert_eq!(
+            count(&client, table.sql_name()).await as u64,
+            f.loaded,
+            "{table:?} rows"
+        );
+    }
+}
+
+#[tokio::test]
+async fn refuses_a_non_empty_database_unless_told_to_replace() {
+    let db = common::migrated_database().await;
+    load_dir(&db.config, &common::sample_dir()).await;
+    let err = load(&db.config, &options(&common::sample_dir()))
+        .await
+        .expect_err("must refuse");
+    assert!(matches!(err, LoadError::NotEmpty { .. }), "{err}");
+    assert!(err.to_string().contains("pass --replace"), "{err}");
+
+    let client = db.client().await;
+    client
+        .batch_execute("INSERT INTO cart_items (session, sku_id, count) VALUES ('t', 1, 2)")
+        .await
+        .unwrap();
+    let mut opts = options(&common::sample_dir());
+    opts.replace = true;
+    let report = load(&db.config, &opts).await.expect("replace");
+    assert_eq!(report.file("product.csv").unwrap().loaded, 6);
+    assert_eq!(count(&client, "products").await, 6);
+    assert_eq!(
+        count(&client, "cart_items").await,
+        0,
+        "a reload empties carts of old skus"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_file_or_wrong_header_is_named() {
+    let db = common::migrated_database().await;
+    let dir = TempDir::new("broken-set");
+    common::copy_dir(&common::sample_dir(), dir.path());
+
+    std::fs::remove_file(dir.path().join("questions.csv")).unwrap();
+    let err = load(&db.config, &options(dir.path()))
+        .await
+        .expect_err("missing file");
+    assert!(matches!(err, LoadError::MissingFile { .. }));
+    assert!(
+        err.to_string().contains("questions.csv does not exist"),
+        "{err}"
+    );
+
+    common::copy_dir(&common::sample_dir(), dir.path());
+    std::fs::write(dir.path().join("styles.csv"), "id,product_id,name\n1,1,x\n").unwrap();
+    let err = load(&db.config, &options(dir.path()))
+        .await
+        .expect_err("bad header");
+    let text = err.to_string();
+    assert!(
+        text.contains("styles.csv: the header is `id,product_id,name`"),
+        "{text}"
+    );
+    assert!(
+        text.contains("expected `id,productId,name,sale_price,original_price,default_style`"),
+        "{text}"
+    );
+
+    // Nothing was touched by either failure.
+    let client = db.client().await;
+    assert_eq!(count(&client, "products").await, 0);
+    assert_eq!(count(&client, "loader_deferred_ddl").await, 0);
+}
+
+#[tokio::test]
+async fn an_unreachable_database_is_a_one_line_error() {
+    let mut config = Config::new();
+    config
+        .host_path("/nonexistent-atelier-socket-dir")
+        .port(5999)
+        .user("postgres")
+        .dbname("x");
+    let err = load(&config, &options(&common::sample_dir()))
+        .await
+        .expect_err("no server");
+    let text = err.to_string();
+    assert!(
+        text.starts_with("cannot connect to PostgreSQL at /nonexistent-atelier-socket-dir:5999/x"),
+        "{text}"
+    );
+    assert!(text.contains("is the server running"), "{text}");
+    assert!(!text.contains('\n'));
+}
+
+#[tokio::test]
+async fn an_interrupted_load_is_finished_by_the_next_run() {
+    let db = common::migrated_database().await;
+    load_dir(&db.config, &common::sample_dir()).await;
+    let client = db.client().await;
+    // What a load that died after dropping its indexes leaves behind.
+    client
+        .batch_execute(
+            "BEGIN;
+             INSERT INTO loader_deferred_ddl (seq, phase, ddl)
+                 SELECT 1, 2, pg_get_indexdef('reviews_helpful'::regclass);
+             DROP INDEX reviews_helpful;
+             COMMIT;",
+        )
+        .await
+        .unwrap();
+    finish_interrupted_load(&db.config, true)
+        .await
+        .expect("finish");
+    assert_eq!(
+        count(&client, "pg_indexes WHERE indexname = 'reviews_helpful'").await,
+        1
+    );
+    assert_eq!(count(&client, "loader_deferred_ddl").await, 0);
+}

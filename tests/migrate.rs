@@ -1,0 +1,90 @@
+//! Schema migrations against a real PostgreSQL.
+
+mod common;
+
+use atelier::pg::migrate::{migrate, MIGRATIONS};
+use tokio_postgres::Client;
+
+/// Everything about the schema that a migration could change, as sorted text.
+async fn schema_snapshot(client: &Client) -> Vec<String> {
+    let rows = client
+        .query(
+            "SELECT 'column ' || table_name || '.' || column_name || ' ' || data_type || ' ' || is_nullable
+               FROM information_schema.columns WHERE table_schema = 'public'
+             UNION ALL
+             SELECT 'index ' || indexdef FROM pg_indexes WHERE schemaname = 'public'
+             UNION ALL
+             SELECT 'constraint ' || conrelid::regclass || ' ' || pg_get_constraintdef(oid)
+               FROM pg_constraint WHERE connamespace = 'public'::regnamespace
+             UNION ALL
+             SELECT 'migration ' || version || ' ' || name || ' ' || checksum FROM schema_migrations
+             ORDER BY 1",
+            &[],
+        )
+        .await
+        .expect("snapshot");
+    rows.iter().map(|r| r.get(0)).collect()
+}
+
+#[tokio::test]
+async fn migrating_twice_changes_nothing() {
+    let db = common::empty_database().await;
+    let mut client = db.client().await;
+    assert_eq!(
+        migrate(&mut client).await.expect("first migrate"),
+        MIGRATIONS.len()
+    );
+    let first = schema_snapshot(&client).await;
+    assert!(first
+        .iter()
+        .any(|l| l.starts_with("index CREATE INDEX reviews_helpful")));
+    assert_eq!(migrate(&mut client).await.expect("second migrate"), 0);
+    assert_eq!(schema_snapshot(&client).await, first);
+}
+
+#[tokio::test]
+async fn concurrent_migrations_apply_once() {
+    let db = common::empty_database().await;
+    let mut a = db.client().await;
+    let mut b = db.client().await;
+    let (ra, rb) = tokio::join!(migrate(&mut a), migrate(&mut b));
+    let applied = ra.expect("migrate a") + rb.expect("migrate b");
+    assert_eq!(applied, MIGRATIONS.len());
+}
+
+#[tokio::test]
+async fn an_edited_migration_is_refused() {
+    let db = common::migrated_database().await;
+    let mut client = db.client().await;
+    client
+        .execute(
+            "UPDATE schema_migrations SET checksum = checksum + 1 WHERE version = 1",
+            &[],
+        )
+        .await
+        .expect("tamper");
+    let err = migrate(&mut client).await.expect_err("must refuse");
+    assert!(err.to_string().contains("add a new migration"), "{err}");
+}
+
+#[tokio::test]
+async fn the_schema_enforces_the_contract() {
+    let db = common::migrated_database().await;
+    let client = db.client().await;
+    client
+        .batch_execute(
+            "INSERT INTO products (id, name, slogan, description, category, default_price)
+             VALUES (1, 'a', 'b', 'c', 'd', 10)",
+        )
+        .await
+        .expect("insert a product");
+    let bad = [
+        "INSERT INTO reviews (product_id, rating, summary, body, recommend, reviewer_name, reviewer_email) VALUES (1, 6, 's', 'b', true, 'n', 'e')",
+        "INSERT INTO reviews (product_id, rating, summary, body, recommend, reviewer_name, reviewer_email) VALUES (2, 5, 's', 'b', true, 'n', 'e')",
+        "INSERT INTO styles (product_id, name, sale_price, original_price) VALUES (1, 'x', 0, 10)",
+        "INSERT INTO products (name, slogan, description, category, default_price) VALUES ('a', 'b', 'c', 'd', -1)",
+    ];
+    for sql in bad {
+        assert!(client.batch_execute(sql).await.is_err(), "accepted: {sql}");
+    }
+}
