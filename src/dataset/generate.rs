@@ -485,7 +485,9 @@ impl Generator {
                 }
                 (other, false)
             };
-            previous = related.max(previous);
+            if !dangling {
+                previous = related;
+            }
             let f = self.file(Table::Related);
             let id = f.take_id();
             f.counts.dangling += u64::from(dangling);

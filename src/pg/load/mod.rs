@@ -115,6 +115,8 @@ pub struct LoadReport {
     pub copy_time: Duration,
     pub index_time: Duration,
     pub analyze_time: Duration,
+    /// `pg_database_size` after the load.
+    pub database_bytes: i64,
 }
 
 impl LoadReport {
@@ -162,10 +164,11 @@ impl LoadReport {
         );
         let _ = writeln!(
             out,
-            "copy {:.1}s, indexes and constraints {:.1}s, analyze {:.1}s",
+            "copy {:.1}s, indexes and constraints {:.1}s, analyze {:.1}s; database size {} MB",
             self.copy_time.as_secs_f64(),
             self.index_time.as_secs_f64(),
-            self.analyze_time.as_secs_f64()
+            self.analyze_time.as_secs_f64(),
+            self.database_bytes / (1 << 20)
         );
         for f in &self.files {
             for note in f.notes.iter().take(max_lines) {
@@ -245,6 +248,11 @@ pub async fn load(config: &Config, opts: &LoadOptions) -> Result<LoadReport, Loa
     }
     progress.finish("done");
     report.analyze_time = started.elapsed();
+    report.database_bytes = client
+        .query_one("SELECT pg_database_size(current_database())", &[])
+        .await
+        .map_err(DbError::query("measuring the database"))?
+        .get(0);
     Ok(report)
 }
 
