@@ -1,13 +1,20 @@
 //! Atelier edge server: the storefront's JSON API, served from an in-process cache of finished
 //! response bodies kept current from PostgreSQL.
 //!
-//! Modules, with dependencies pointing one way:
+//! Modules, with dependencies pointing one way (`http` → `cache` → `render` → `pg`):
+//! - [`http`]: the HTTP edge — server loop, routing, responses, metrics;
+//! - [`cache`]: the response cache — keys, byte budget, single-flight fills, invalidation;
+//! - [`render`]: database rows to JSON bytes, one module per API area;
+//! - [`pg`]: everything that talks to PostgreSQL (pool, read queries, the private cluster,
+//!   schema migrations, the bulk loader);
 //! - [`dataset`]: the CSV data set's description, and the generator that writes one;
-//! - [`pg`]: everything that talks to PostgreSQL (connections, the private cluster, schema
-//!   migrations, the bulk loader);
-//! - [`progress`] and [`time`]: small shared helpers.
+//! - [`config`], [`progress`] and [`time`]: small shared pieces.
 
+pub mod cache;
+pub mod config;
 pub mod dataset;
+pub mod http;
 pub mod pg;
 pub mod progress;
+pub mod render;
 pub mod time;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
+use atelier::config::ServeSettings;
 use atelier::dataset::generate::{generate, GenerateOptions};
 use atelier::dataset::manifest::Manifest;
 use atelier::pg::cluster::{ClusterOptions, PrivateCluster};
@@ -30,7 +31,9 @@ enum Command {
     Generate(GenerateArgs),
     /// Bulk-load a data set directory into the database (migrating it first).
     Load(LoadArgs),
-    /// Start a private PostgreSQL, generate a small data set and load it.
+    /// Serve the HTTP API.
+    Serve(ServeArgs),
+    /// Start a private PostgreSQL, generate a small data set, load it and serve it.
     Demo(DemoArgs),
 }
 
@@ -78,6 +81,64 @@ struct LoadArgs {
 }
 
 #[derive(Args)]
+struct HttpArgs {
+    /// Address to listen on.
+    #[arg(long, env = "ATELIER_LISTEN", default_value = "127.0.0.1:3000")]
+    listen: std::net::SocketAddr,
+    /// Connections in the database pool for cache fills and writes.
+    #[arg(long, env = "ATELIER_POOL_SIZE", default_value_t = 8)]
+    pool_size: usize,
+    /// Time limit for connecting to the database and for each query, in milliseconds;
+    /// past it a request answers 503.
+    #[arg(long, env = "ATELIER_DB_TIMEOUT_MS", default_value_t = 1000)]
+    db_timeout_ms: u64,
+    /// The response cache's budget in MiB (bodies and keys).
+    #[arg(long, env = "ATELIER_CACHE_MB", default_value_t = 512)]
+    cache_mb: u64,
+    /// Access-Control-Allow-Origin sent with every response.
+    #[arg(long, env = "ATELIER_CORS_ORIGIN", default_value = "*")]
+    cors_origin: String,
+    /// Most rows one GET /products page returns, whatever count asks for.
+    #[arg(long, env = "ATELIER_MAX_PAGE_ROWS", default_value_t = 10_000)]
+    max_page_rows: u64,
+    /// Comma-separated Authorization tokens to accept; when set, others get 401.
+    #[arg(long, env = "ATELIER_AUTH_TOKENS", hide_env_values = true)]
+    auth_tokens: Option<String>,
+    /// Largest request body accepted, in bytes (413 past it).
+    #[arg(long, env = "ATELIER_BODY_LIMIT", default_value_t = 64 * 1024)]
+    body_limit: usize,
+}
+
+impl HttpArgs {
+    fn settings(&self) -> ServeSettings {
+        ServeSettings {
+            listen: self.listen,
+            pool_size: self.pool_size,
+            db_timeout: std::time::Duration::from_millis(self.db_timeout_ms),
+            cache_bytes: self.cache_mb << 20,
+            cors_origin: self.cors_origin.clone(),
+            max_page_rows: self.max_page_rows,
+            auth_tokens: self.auth_tokens.as_ref().map(|t| {
+                t.split(',')
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .map(String::from)
+                    .collect()
+            }),
+            body_limit: self.body_limit,
+        }
+    }
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    http: HttpArgs,
+    #[command(flatten)]
+    db: DatabaseArgs,
+}
+
+#[derive(Args)]
 struct DemoArgs {
     /// Size of the generated demo data set (0.01 is 10,000 products).
     #[arg(long, default_value_t = 0.01)]
@@ -88,6 +149,11 @@ struct DemoArgs {
     /// Load this data set directory instead of generating one.
     #[arg(long)]
     data: Option<PathBuf>,
+    /// Stop after loading instead of serving.
+    #[arg(long)]
+    no_serve: bool,
+    #[command(flatten)]
+    http: HttpArgs,
     #[command(flatten)]
     db: DatabaseArgs,
 }
@@ -135,6 +201,10 @@ async fn run(cli: Cli) -> Result<()> {
             )
             .await?;
             print!("{}", report.render(args.show_lines));
+        }
+        Command::Serve(args) => {
+            let config = database_config(&args.db)?;
+            serve(args.http.settings(), config, false).await?;
         }
         Command::Demo(args) => demo(args).await?,
     }
@@ -200,8 +270,66 @@ async fn demo(args: DemoArgs) -> Result<()> {
     .await?;
     print!("{}", report.render(5));
     eprintln!("demo data loaded into {}", pg::describe(&config));
+    if !args.no_serve {
+        serve(args.http.settings(), config, true).await?;
+    }
     if let Some(mut cluster) = cluster {
         cluster.stop();
     }
     Ok(())
+}
+
+/// Serves until Ctrl-C or SIGTERM, then drains connections and returns.
+async fn serve(
+    settings: ServeSettings,
+    database: tokio_postgres::Config,
+    demo: bool,
+) -> Result<()> {
+    let listen = settings.listen;
+    let running = atelier::http::start(settings, database)
+        .await
+        .with_context(|| format!("cannot listen on {listen}: is another server using that port? (--listen picks another)"))?;
+    let base = format!("http://{}", running.addr);
+    eprintln!("serving on {base}");
+    if demo {
+        eprintln!("try:");
+        for path in [
+            "/products?count=3",
+            "/products/1",
+            "/products/1/styles",
+            "/products/1/related",
+            "/reviews?product_id=2&sort=newest",
+            "/reviews/meta?product_id=2",
+            "/qa/questions?product_id=1",
+            "/metrics",
+        ] {
+            eprintln!("  curl '{base}{path}'");
+        }
+        eprintln!("Ctrl-C stops the server and deletes the private database.");
+    }
+    shutdown_signal().await;
+    eprintln!("shutting down: finishing open requests");
+    running.stop().await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
 }

@@ -4,6 +4,8 @@
 pub mod cluster;
 pub mod load;
 pub mod migrate;
+pub mod pool;
+pub mod read;
 
 use tokio_postgres::{Client, Config, NoTls};
 
@@ -18,6 +20,10 @@ pub enum DbError {
         #[source]
         source: tokio_postgres::Error,
     },
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    #[error("a query failed: {0}")]
+    Failed(#[source] tokio_postgres::Error),
     #[error("{context}: {source}")]
     Query {
         context: String,
@@ -31,6 +37,32 @@ impl DbError {
     pub fn query(context: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> DbError {
         let context = context.into();
         move |source| DbError::Query { context, source }
+    }
+}
+
+impl DbError {
+    /// Classifies an error from the request path: a lost connection means the database is
+    /// unavailable (503); anything else is a failure (500).
+    pub fn from_query(e: tokio_postgres::Error) -> DbError {
+        if e.is_closed() || e.code().is_none() {
+            DbError::Unavailable(e.to_string())
+        } else {
+            match e.code() {
+                Some(code)
+                    if code.code().starts_with("08")
+                        || code.code().starts_with("57P")
+                        || *code == tokio_postgres::error::SqlState::TOO_MANY_CONNECTIONS =>
+                {
+                    DbError::Unavailable(e.to_string())
+                }
+                _ => DbError::Failed(e),
+            }
+        }
+    }
+
+    /// Whether the database could not be reached (rather than refusing a query).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, DbError::Unavailable(_) | DbError::Connect { .. })
     }
 }
 

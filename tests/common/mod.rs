@@ -159,3 +159,90 @@ pub async fn count(client: &Client, table: &str) -> i64 {
         .expect("count rows")
         .get(0)
 }
+
+/// A response as the tests see it.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Sends one raw HTTP/1.1 request over a fresh TCP connection and reads the whole reply.
+/// Written by hand so tests can also send what a well-behaved client never would.
+pub async fn send_raw(addr: std::net::SocketAddr, request: &[u8]) -> Reply {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(request).await.expect("send");
+    let mut raw = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stream.read_to_end(&mut raw),
+    )
+    .await
+    .expect("reply within 10 s")
+    .expect("read");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    Reply {
+        status,
+        headers,
+        body: body.to_owned(),
+    }
+}
+
+/// `method path` with an Authorization header, as the storefront sends it.
+pub async fn request(addr: std::net::SocketAddr, method: &str, path: &str) -> Reply {
+    let raw = format!(
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nAuthorization: test-token\r\nConnection: close\r\n\r\n"
+    );
+    send_raw(addr, raw.as_bytes()).await
+}
+
+pub async fn get(addr: std::net::SocketAddr, path: &str) -> Reply {
+    request(addr, "GET", path).await
+}
+
+/// A server on a free port over a fresh database loaded from `dir`.
+pub async fn server_with_data(dir: &Path) -> (TestDb, atelier::http::Running) {
+    let db = migrated_database().await;
+    atelier::pg::load::load(
+        &db.config,
+        &atelier::pg::load::LoadOptions {
+            dir: dir.to_path_buf(),
+            replace: false,
+            jobs: 2,
+            quiet: true,
+        },
+    )
+    .await
+    .expect("load");
+    let settings = atelier::config::ServeSettings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        pool_size: 2,
+        ..Default::default()
+    };
+    let running = atelier::http::start(settings, db.config.clone())
+        .await
+        .expect("start server");
+    (db, running)
+}

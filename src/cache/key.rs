@@ -1,0 +1,40 @@
+//! Cache keys: one per cached resource. Several routes share a key where one entry serves them
+//! all — every page and count of a product's reviews in one order, for example.
+
+use std::sync::Arc;
+
+use crate::pg::read::ReviewOrder;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Key {
+    /// One page of `GET /products` (the list is small per page and rarely read deep).
+    ProductsPage {
+        limit: i64,
+        offset: i64,
+    },
+    Product(i64),
+    Styles(i64),
+    Related(i64),
+    /// Every visible review of a product, in one order.
+    Reviews {
+        product_id: i64,
+        order: ReviewOrder,
+    },
+    ReviewsMeta(i64),
+    /// Every visible question of a product, with their answers.
+    Questions(i64),
+    /// Every visible answer of a question.
+    Answers(i64),
+    /// The cart of one caller (their Authorization token).
+    Cart(Arc<str>),
+}
+
+impl Key {
+    /// Approximate bytes the key itself costs in the cache, added to the body's weight.
+    pub fn weight(&self) -> usize {
+        64 + match self {
+            Key::Cart(session) => session.len(),
+            _ => 0,
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! The response cache: finished bodies keyed by resource, with a byte budget.
+//!
+//! A hit is a hash lookup and a clone of a reference-counted buffer: no database work and no
+//! serialization. A miss is filled once however many requests wait for it (quick_cache's
+//! placeholder guards make concurrent misses on one key share one database trip); an entry
+//! invalidated while its fill is in flight is not inserted, so a fill can never resurrect data
+//! older than the invalidation. Eviction is quick_cache's S3-FIFO-like policy, which keeps the
+//! hot set when a scan of cold keys passes through.
+
+pub mod key;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+pub use key::Key;
+
+use crate::pg::pool::Pool;
+use crate::pg::DbError;
+use crate::render::{self, Rendered};
+
+#[derive(Clone)]
+struct Weigher;
+
+impl quick_cache::Weighter<Key, Rendered> for Weigher {
+    fn weight(&self, key: &Key, value: &Rendered) -> u64 {
+        (key.weight() + value.weight()) as u64
+    }
+}
+
+#[derive(Clone, Default)]
+struct EvictionCounter(Arc<AtomicU64>);
+
+impl quick_cache::Lifecycle<Key, Rendered> for EvictionCounter {
+    type RequestState = ();
+
+    fn on_evict(&self, _state: &mut (), _key: Key, _value: Rendered) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+type Inner = quick_cache::sync::Cache<
+    Key,
+    Rendered,
+    Weigher,
+    quick_cache::DefaultHashBuilder,
+    EvictionCounter,
+>;
+
+/// Counters for /metrics.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CacheStats {
+    pub hits: u64,
+    pub misses: u64,
+    pub evictions: u64,
+    pub entries: u64,
+    pub bytes: u64,
+    pub capacity_bytes: u64,
+}
+
+pub struct ResponseCache {
+    inner: Inner,
+    evictions: EvictionCounter,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+impl ResponseCache {
+    /// A cache holding up to `capacity_bytes` of bodies and keys.
+    pub fn new(capacity_bytes: u64) -> ResponseCache {
+        let evictions = EvictionCounter::default();
+        let estimated_items = (capacity_bytes / 2048).clamp(1024, 10_000_000) as usize;
+        let options = quick_cache::OptionsBuilder::new()
+            .estimated_items_capacity(estimated_items)
+            .weight_capacity(capacity_bytes)
+            .build()
+            .unwrap_or_else(|_| unreachable!("both required options are set"));
+        let inner = Inner::with_options(options, Weigher, Default::default(), evictions.clone());
+        ResponseCache {
+            inner,
+            evictions,
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
+    }
+
+    /// The entry for `key`, filling it from the database on a miss.
+    pub async fn get(&self, key: &Key, pool: &Pool) -> Result<Rendered, DbError> {
+        match self.inner.get_value_or_guard_async(key).await {
+            Ok(entry) => {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                Ok(entry)
+            }
+            Err(guard) => {
+                self.misses.fetch_add(1, Ordering::Relaxed);
+                // On error the guard is dropped unfilled and a waiting request tries again.
+                let entry = fill(key, pool).await?;
+                let _ = guard.insert(entry.clone());
+                Ok(entry)
+            }
+        }
+    }
+
+    /// The cached entry for `key`, if any, without filling it.
+    pub fn peek(&self, key: &Key) -> Option<Rendered> {
+        self.inner.get(key)
+    }
+
+    /// Drops the entry for `key` (and cancels the insert of a fill in flight for it).
+    pub fn invalidate(&self, key: &Key) {
+        self.inner.remove(key);
+    }
+
+    /// Drops every entry matching `pred`.
+    pub fn invalidate_where(&self, pred: impl Fn(&Key) -> bool) {
+        self.inner.retain(|k, _| !pred(k));
+    }
+
+    /// Drops everything.
+    pub fn clear(&self) {
+        self.inner.clear();
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        CacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            evictions: self.evictions.0.load(Ordering::Relaxed),
+            entries: self.inner.len() as u64,
+            bytes: self.inner.weight(),
+            capacity_bytes: self.inner.capacity(),
+        }
+    }
+}
+
+/// Renders the resource behind `key` fresh from the database: what a fill caches, and what
+/// tests compare cached bodies with.
+pub async fn fill(key: &Key, pool: &Pool) -> Result<Rendered, DbError> {
+    match key {
+        Key::ProductsPage { limit, offset } => {
+            render::products::fill_product_list(pool, *limit, *offset).await
+        }
+        Key::Product(id) => render::products::fill_product(pool, *id).await,
+        Key::Styles(id) => render::products::fill_styles(pool, *id).await,
+        Key::Related(id) => render::products::fill_related(pool, *id).await,
+        Key::Reviews { product_id, order } => {
+            render::reviews::fill_reviews(pool, *product_id, *order).await
+        }
+        Key::ReviewsMeta(id) => render::reviews::fill_meta(pool, *id).await,
+        Key::Questions(id) => render::qa::fill_questions(pool, *id).await,
+        Key::Answers(id) => render::qa::fill_answers(pool, *id).await,
+        Key::Cart(session) => render::cart::fill_cart(pool, session).await,
+    }
+}

@@ -1,0 +1,41 @@
+//! Typed configuration of the HTTP server, built from flags and environment by the binary.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Everything `atelier serve` needs besides the database connection string.
+#[derive(Debug, Clone)]
+pub struct ServeSettings {
+    /// Address to listen on; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Connections in the request-path pool.
+    pub pool_size: usize,
+    /// Bound on connecting and on each query; past it a request answers 503.
+    pub db_timeout: Duration,
+    /// The response cache's byte budget.
+    pub cache_bytes: u64,
+    /// `Access-Control-Allow-Origin`.
+    pub cors_origin: String,
+    /// Most rows one `GET /products` page returns, whatever `count` asks for.
+    pub max_page_rows: u64,
+    /// When set, only these `Authorization` values are accepted (others get 401).
+    pub auth_tokens: Option<HashSet<String>>,
+    /// Largest request body accepted (413 past it).
+    pub body_limit: usize,
+}
+
+impl Default for ServeSettings {
+    fn default() -> Self {
+        ServeSettings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 3000)),
+            pool_size: 8,
+            db_timeout: Duration::from_secs(1),
+            cache_bytes: 512 << 20,
+            cors_origin: "*".into(),
+            max_page_rows: 10_000,
+            auth_tokens: None,
+            body_limit: 64 << 10,
+        }
+    }
+}

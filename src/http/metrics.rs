@@ -1,0 +1,159 @@
+//! Request counters and a latency histogram in Prometheus' text format, kept in plain atomics
+//! so that recording a request takes no lock.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use super::route::ROUTE_LABELS;
+use crate::cache::CacheStats;
+
+/// Status codes counted one by one; anything else counts as "other".
+const STATUSES: [u16; 13] = [
+    200, 201, 204, 400, 401, 404, 405, 413, 415, 422, 500, 501, 503,
+];
+/// Upper bounds of the latency buckets, in seconds.
+const BUCKETS: [f64; 14] = [
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0,
+];
+
+pub struct Metrics {
+    requests: Vec<AtomicU64>,
+    latency: [AtomicU64; BUCKETS.len() + 1],
+    latency_sum_us: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            requests: (0..ROUTE_LABELS.len() * (STATUSES.len() + 1))
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            latency: Default::default(),
+            latency_sum_us: AtomicU64::new(0),
+        }
+    }
+}
+
+/// Everything else /metrics reports, gathered when it is scraped.
+pub struct Gauges {
+    pub cache: CacheStats,
+    pub pool_size: usize,
+    pub pool_open: usize,
+}
+
+impl Metrics {
+    pub fn record(&self, route: usize, status: u16, elapsed: Duration) {
+        let s = STATUSES
+            .iter()
+            .position(|&c| c == status)
+            .unwrap_or(STATUSES.len());
+        if let Some(counter) = self.requests.get(route * (STATUSES.len() + 1) + s) {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        let secs = elapsed.as_secs_f64();
+        let bucket = BUCKETS
+            .iter()
+            .position(|&b| secs <= b)
+            .unwrap_or(BUCKETS.len());
+        self.latency[bucket].fetch_add(1, Ordering::Relaxed);
+        self.latency_sum_us
+            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    pub fn render(&self, gauges: &Gauges) -> String {
+        let mut out = String::with_capacity(4096);
+        out.push_str("# HELP atelier_requests_total Requests answered, by route and status.\n");
+        out.push_str("# TYPE atelier_requests_total counter\n");
+        for (r, label) in ROUTE_LABELS.iter().enumerate() {
+            for s in 0..=STATUSES.len() {
+                let n = self.requests[r * (STATUSES.len() + 1) + s].load(Ordering::Relaxed);
+                if n > 0 {
+                    let status = STATUSES
+                        .get(s)
+                        .map(u16::to_string)
+                        .unwrap_or_else(|| "other".into());
+                    let _ = writeln!(
+                        out,
+                        "atelier_requests_total{{route=\"{label}\",status=\"{status}\"}} {n}"
+                    );
+                }
+            }
+        }
+        out.push_str("# HELP atelier_request_duration_seconds Time from request to response.\n");
+        out.push_str("# TYPE atelier_request_duration_seconds histogram\n");
+        let mut cumulative = 0;
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            cumulative += self.latency[i].load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "atelier_request_duration_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
+            );
+        }
+        cumulative += self.latency[BUCKETS.len()].load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "atelier_request_duration_seconds_bucket{{le=\"+Inf\"}} {cumulative}"
+        );
+        let sum = self.latency_sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "atelier_request_duration_seconds_sum {sum}");
+        let _ = writeln!(out, "atelier_request_duration_seconds_count {cumulative}");
+        let c = &gauges.cache;
+        for (name, kind, help, value) in [
+            (
+                "atelier_cache_hits_total",
+                "counter",
+                "Cache lookups answered from memory.",
+                c.hits,
+            ),
+            (
+                "atelier_cache_misses_total",
+                "counter",
+                "Cache lookups filled from the database.",
+                c.misses,
+            ),
+            (
+                "atelier_cache_evictions_total",
+                "counter",
+                "Entries evicted to stay within the byte budget.",
+                c.evictions,
+            ),
+            (
+                "atelier_cache_entries",
+                "gauge",
+                "Entries in the cache.",
+                c.entries,
+            ),
+            (
+                "atelier_cache_bytes",
+                "gauge",
+                "Bytes of bodies and keys in the cache.",
+                c.bytes,
+            ),
+            (
+                "atelier_cache_capacity_bytes",
+                "gauge",
+                "The cache's byte budget.",
+                c.capacity_bytes,
+            ),
+            (
+                "atelier_db_pool_size",
+                "gauge",
+                "Connections the pool may open.",
+                gauges.pool_size as u64,
+            ),
+            (
+                "atelier_db_pool_open",
+                "gauge",
+                "Connections the pool has open.",
+                gauges.pool_open as u64,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        }
+        out
+    }
+}

@@ -1,0 +1,106 @@
+//! A small pool of long-lived connections for the request path.
+//!
+//! tokio-postgres pipelines queries issued concurrently on one connection, so a handful of
+//! connections shared round-robin serve many concurrent fills; each connection prepares every
+//! read statement once, so a fill costs one round trip, not a Parse plus an Execute. A
+//! connection found closed is replaced on next use. Connecting and querying are bounded by a
+//! timeout, so a database that is down makes requests fail fast (503) instead of hanging.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Mutex;
+use tokio_postgres::{Client, Config};
+
+use super::read::Statements;
+use super::DbError;
+
+/// One pooled connection with its prepared statements.
+pub struct Conn {
+    pub client: Client,
+    pub statements: Statements,
+}
+
+/// Connections to the database for cache fills and writes.
+pub struct Pool {
+    config: Config,
+    slots: Vec<Mutex<Option<Arc<Conn>>>>,
+    next: AtomicUsize,
+    timeout: Duration,
+}
+
+impl Pool {
+    /// A pool of `size` connections, opened lazily. `timeout` bounds connecting and each query.
+    pub fn new(config: Config, size: usize, timeout: Duration) -> Pool {
+        let mut config = config;
+        config.connect_timeout(timeout);
+        Pool {
+            config,
+            slots: (0..size.max(1)).map(|_| Mutex::new(None)).collect(),
+            next: AtomicUsize::new(0),
+            timeout,
+        }
+    }
+
+    /// The per-query time limit.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// A live connection (connecting one if its slot is empty or its connection died).
+    pub async fn get(&self) -> Result<Arc<Conn>, DbError> {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
+        let mut slot = self.slots[i].lock().await;
+        if let Some(conn) = slot.as_ref() {
+            if !conn.client.is_closed() {
+                return Ok(Arc::clone(conn));
+            }
+        }
+        *slot = None;
+        let conn = tokio::time::timeout(self.timeout, self.connect())
+            .await
+            .map_err(|_| DbError::Unavailable("timed out connecting".into()))??;
+        let conn = Arc::new(conn);
+        *slot = Some(Arc::clone(&conn));
+        Ok(conn)
+    }
+
+    async fn connect(&self) -> Result<Conn, DbError> {
+        let client = super::connect(&self.config)
+            .await
+            .map_err(|e| DbError::Unavailable(e.to_string()))?;
+        let statements = Statements::prepare(&client).await?;
+        Ok(Conn { client, statements })
+    }
+
+    /// Connections currently open.
+    pub fn open_connections(&self) -> usize {
+        self.slots
+            .iter()
+            .filter(|s| {
+                s.try_lock()
+                    .map(|s| s.as_ref().is_some_and(|c| !c.client.is_closed()))
+                    .unwrap_or(true)
+            })
+            .count()
+    }
+
+    pub fn size(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Runs `f` on a pooled connection within the time limit.
+    pub async fn run<T, F, Fut>(&self, f: F) -> Result<T, DbError>
+    where
+        F: FnOnce(Arc<Conn>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+    {
+        let conn = self.get().await?;
+        match tokio::time::timeout(self.timeout, f(conn)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(DbError::from_query(e)),
+            Err(_) => Err(DbError::Unavailable("query timed out".into())),
+        }
+    }
+}

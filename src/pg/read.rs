@@ -1,0 +1,449 @@
+//! The read queries behind every GET, prepared once per pooled connection.
+//!
+//! Each resource is read in one round trip: either one query, or several issued together on
+//! one connection (tokio-postgres pipelines them). Every query walks an index in the order it
+//! returns rows (see sql/0001_schema.sql), and reported rows are never read. Dates come back as
+//! epoch milliseconds and prices as text (`140.00`), the forms the renderer writes.
+
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Error, Statement};
+
+use super::pool::Conn;
+use super::DbError;
+
+macro_rules! statements {
+    ($($name:ident = $sql:expr;)*) => {
+        /// The prepared read statements of one connection.
+        pub struct Statements { $(pub $name: Statement,)* }
+
+        impl Statements {
+            pub async fn prepare(client: &Client) -> Result<Statements, DbError> {
+                let ($($name,)*) = tokio::try_join!($(client.prepare($sql),)*)
+                    .map_err(DbError::from_query)?;
+                Ok(Statements { $($name,)* })
+            }
+        }
+    };
+}
+
+/// Epoch milliseconds of a `timestamptz` column.
+macro_rules! epoch_ms {
+    ($col:literal) => {
+        concat!("floor(extract(epoch FROM ", $col, ") * 1000)::int8")
+    };
+}
+
+statements! {
+    products_page = "SELECT id, name, slogan, description, category, default_price::text
+                       FROM products ORDER BY id LIMIT $1 OFFSET $2";
+    product = "SELECT id, name, slogan, description, category, default_price::text
+                 FROM products WHERE id = $1";
+    product_exists = "SELECT EXISTS (SELECT 1 FROM products WHERE id = $1)";
+    features = "SELECT feature, value FROM features WHERE product_id = $1 ORDER BY id";
+    styles = "SELECT id, name, original_price::text, sale_price::text, default_style
+                FROM styles WHERE product_id = $1 ORDER BY id";
+    photos = "SELECT p.style_id, p.url, p.thumbnail_url
+                FROM styles s JOIN photos p ON p.style_id = s.id
+               WHERE s.product_id = $1 ORDER BY p.style_id, p.id";
+    skus = "SELECT k.style_id, k.id, k.size, k.quantity
+              FROM styles s JOIN skus k ON k.style_id = s.id
+             WHERE s.product_id = $1 ORDER BY k.style_id, k.id";
+    related = "SELECT related_product_id FROM related WHERE product_id = $1 ORDER BY id";
+    reviews_helpful = concat!(
+        "SELECT id, rating, summary, recommend, response, body, ", epoch_ms!("date"),
+        ", reviewer_name, helpfulness FROM reviews WHERE product_id = $1 AND NOT reported
+         ORDER BY helpfulness DESC, date DESC, id DESC");
+    reviews_newest = concat!(
+        "SELECT id, rating, summary, recommend, response, body, ", epoch_ms!("date"),
+        ", reviewer_name, helpfulness FROM reviews WHERE product_id = $1 AND NOT reported
+         ORDER BY date DESC, id DESC");
+    review_photos = "SELECT p.review_id, p.id, p.url
+                       FROM reviews r JOIN reviews_photos p ON p.review_id = r.id
+                      WHERE r.product_id = $1 AND NOT r.reported ORDER BY p.review_id, p.id";
+    meta_counts = "SELECT rating, recommend, count(*) FROM reviews
+                    WHERE product_id = $1 AND NOT reported GROUP BY rating, recommend";
+    meta_characteristics = "SELECT c.id, c.name, a.mean
+                              FROM characteristics c
+                              LEFT JOIN (SELECT cr.characteristic_id, avg(cr.value)::text AS mean
+                                           FROM reviews r
+                                           JOIN characteristic_reviews cr ON cr.review_id = r.id
+                                          WHERE r.product_id = $1 AND NOT r.reported
+                                          GROUP BY cr.characteristic_id) a ON a.characteristic_id = c.id
+                             WHERE c.product_id = $1 ORDER BY c.id";
+    questions = concat!(
+        "SELECT id, body, ", epoch_ms!("date"), ", asker_name, helpfulness
+           FROM questions WHERE product_id = $1 AND NOT reported
+          ORDER BY helpfulness DESC, date DESC, id DESC");
+    question_answers = concat!(
+        "SELECT a.question_id, a.id, a.body, ", epoch_ms!("a.date"), ", a.answerer_name, a.helpfulness
+           FROM questions q JOIN answers a ON a.question_id = q.id AND NOT a.reported
+          WHERE q.product_id = $1 AND NOT q.reported
+          ORDER BY a.question_id, a.helpfulness DESC, a.date DESC, a.id DESC");
+    question_answer_photos = "SELECT p.answer_id, p.id, p.url
+                                FROM questions q
+                                JOIN answers a ON a.question_id = q.id AND NOT a.reported
+                                JOIN answers_photos p ON p.answer_id = a.id
+                               WHERE q.product_id = $1 AND NOT q.reported
+                               ORDER BY p.answer_id, p.id";
+    question_exists = "SELECT EXISTS (SELECT 1 FROM questions WHERE id = $1)";
+    answers = concat!(
+        "SELECT question_id, id, body, ", epoch_ms!("date"), ", answerer_name, helpfulness
+           FROM answers WHERE question_id = $1 AND NOT reported
+          ORDER BY helpfulness DESC, date DESC, id DESC");
+    answer_photos = "SELECT p.answer_id, p.id, p.url
+                       FROM answers a JOIN answers_photos p ON p.answer_id = a.id
+                      WHERE a.question_id = $1 AND NOT a.reported ORDER BY p.answer_id, p.id";
+    cart = "SELECT sku_id, count FROM cart_items WHERE session = $1 ORDER BY sku_id";
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProductRow {
+    pub id: i64,
+    pub name: String,
+    pub slogan: String,
+    pub description: String,
+    pub category: String,
+    pub default_price: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeatureRow {
+    pub feature: String,
+    pub value: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StyleRow {
+    pub id: i64,
+    pub name: String,
+    pub original_price: String,
+    pub sale_price: Option<String>,
+    pub default: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PhotoRow {
+    pub style_id: i64,
+    pub url: Option<String>,
+    pub thumbnail_url: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkuRow {
+    pub style_id: i64,
+    pub id: i64,
+    pub size: String,
+    pub quantity: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReviewRow {
+    pub id: i64,
+    pub rating: i16,
+    pub summary: String,
+    pub recommend: bool,
+    pub response: Option<String>,
+    pub body: String,
+    pub date_ms: i64,
+    pub reviewer_name: String,
+    pub helpfulness: i32,
+}
+
+/// A photo of a review or an answer: its owner's id, its own id and its URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PhotoUrlRow {
+    pub owner_id: i64,
+    pub id: i64,
+    pub url: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetaCountRow {
+    pub rating: i16,
+    pub recommend: bool,
+    pub count: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CharacteristicRow {
+    pub id: i64,
+    pub name: String,
+    /// `avg()` of the visible reviews' values as PostgreSQL renders it; None when none.
+    pub mean: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuestionRow {
+    pub id: i64,
+    pub body: String,
+    pub date_ms: i64,
+    pub asker_name: String,
+    pub helpfulness: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnswerRow {
+    pub question_id: i64,
+    pub id: i64,
+    pub body: String,
+    pub date_ms: i64,
+    pub answerer_name: String,
+    pub helpfulness: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CartRow {
+    pub sku_id: i64,
+    pub count: i32,
+}
+
+/// The review orders the API knows; `relevant` shares `helpful`'s order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReviewOrder {
+    Helpful,
+    Newest,
+}
+
+fn photo_urls(rows: Vec<tokio_postgres::Row>) -> Vec<PhotoUrlRow> {
+    rows.iter()
+        .map(|r| PhotoUrlRow {
+            owner_id: r.get(0),
+            id: r.get(1),
+            url: r.get(2),
+        })
+        .collect()
+}
+
+fn product_row(r: &tokio_postgres::Row) -> ProductRow {
+    ProductRow {
+        id: r.get(0),
+        name: r.get(1),
+        slogan: r.get(2),
+        description: r.get(3),
+        category: r.get(4),
+        default_price: r.get(5),
+    }
+}
+
+pub async fn products_page(conn: &Conn, limit: i64, offset: i64) -> Result<Vec<ProductRow>, Error> {
+    let rows = conn
+        .client
+        .query(&conn.statements.products_page, &[&limit, &offset])
+        .await?;
+    Ok(rows.iter().map(product_row).collect())
+}
+
+pub async fn product(conn: &Conn, id: i64) -> Result<Option<(ProductRow, Vec<FeatureRow>)>, Error> {
+    let args: [&(dyn ToSql + Sync); 1] = [&id];
+    let s = &conn.statements;
+    let (product, features) = tokio::try_join!(
+        conn.client.query_opt(&s.product, &args),
+        conn.client.query(&s.features, &args)
+    )?;
+    Ok(product.map(|p| {
+        let features = features
+            .iter()
+            .map(|r| FeatureRow {
+                feature: r.get(0),
+                value: r.get(1),
+            })
+            .collect();
+        (product_row(&p), features)
+    }))
+}
+
+/// A product's styles with their photos and skus; None for an unknown product.
+pub async fn styles(
+    conn: &Conn,
+    id: i64,
+) -> Result<Option<(Vec<StyleRow>, Vec<PhotoRow>, Vec<SkuRow>)>, Error> {
+    let args: [&(dyn ToSql + Sync); 1] = [&id];
+    let s = &conn.statements;
+    let c = &conn.client;
+    let (exists, styles, photos, skus) = tokio::try_join!(
+        c.query_one(&s.product_exists, &args),
+        c.query(&s.styles, &args),
+        c.query(&s.photos, &args),
+        c.query(&s.skus, &args),
+    )?;
+    if !exists.get::<_, bool>(0) {
+        return Ok(None);
+    }
+    let styles = styles
+        .iter()
+        .map(|r| StyleRow {
+            id: r.get(0),
+            name: r.get(1),
+            original_price: r.get(2),
+            sale_price: r.get(3),
+            default: r.get(4),
+        })
+        .collect();
+    let photos = photos
+        .iter()
+        .map(|r| PhotoRow {
+            style_id: r.get(0),
+            url: r.get(1),
+            thumbnail_url: r.get(2),
+        })
+        .collect();
+    let skus = skus
+        .iter()
+        .map(|r| SkuRow {
+            style_id: r.get(0),
+            id: r.get(1),
+            size: r.get(2),
+            quantity: r.get(3),
+        })
+        .collect();
+    Ok(Some((styles, photos, skus)))
+}
+
+/// The related product ids, in row order; None for an unknown product.
+pub async fn related(conn: &Conn, id: i64) -> Result<Option<Vec<i64>>, Error> {
+    let args: [&(dyn ToSql + Sync); 1] = [&id];
+    let s = &conn.statements;
+    let (exists, related) = tokio::try_join!(
+        conn.client.query_one(&s.product_exists, &args),
+        conn.client.query(&s.related, &args),
+    )?;
+    Ok(exists
+        .get::<_, bool>(0)
+        .then(|| related.iter().map(|r| r.get(0)).collect()))
+}
+
+/// A product's visible reviews in `order`, with their photos (ordered by review, then id).
+pub async fn reviews(
+    conn: &Conn,
+    product_id: i64,
+    order: ReviewOrder,
+) -> Result<(Vec<ReviewRow>, Vec<PhotoUrlRow>), Error> {
+    let args: [&(dyn ToSql + Sync); 1] = [&product_id];
+    let s = &conn.statements;
+    let statement = match order {
+        ReviewOrder::Helpful => &s.reviews_helpful,
+        ReviewOrder::Newest => &s.reviews_newest,
+    };
+    let (reviews, photos) = tokio::try_join!(
+        conn.client.query(statement, &args),
+        conn.client.query(&s.review_photos, &args),
+    )?;
+    let reviews = reviews
+        .iter()
+        .map(|r| ReviewRow {
+            id: r.get(0),
+            rating: r.get(1),
+            summary: r.get(2),
+            recommend: r.get(3),
+            response: r.get(4),
+            body: r.get(5),
+            date_ms: r.get(6),
+            reviewer_name: r.get(7),
+            helpfulness: r.get(8),
+        })
+        .collect();
+    Ok((reviews, photo_urls(photos)))
+}
+
+pub async fn reviews_meta(
+    conn: &Conn,
+    product_id: i64,
+) -> Result<(Vec<MetaCountRow>, Vec<CharacteristicRow>), Error> {
+    let args: [&(dyn ToSql + Sync); 1] = [&product_id];
+    let s = &conn.statements;
+    let (counts, characteristics) = tokio::try_join!(
+        conn.client.query(&s.meta_counts, &args),
+        conn.client.query(&s.meta_characteristics, &args),
+    )?;
+    let counts = counts
+        .iter()
+        .map(|r| MetaCountRow {
+            rating: r.get(0),
+            recommend: r.get(1),
+            count: r.get(2),
+        })
+        .collect();
+    let characteristics = characteristics
+        .iter()
+        .map(|r| CharacteristicRow {
+            id: r.get(0),
+            name: r.get(1),
+            mean: r.get(2),
+        })
+        .collect();
+    Ok((counts, characteristics))
+}
+
+fn answer_row(r: &tokio_postgres::Row) -> AnswerRow {
+    AnswerRow {
+        question_id: r.get(0),
+        id: r.get(1),
+        body: r.get(2),
+        date_ms: r.get(3),
+        answerer_name: r.get(4),
+        helpfulness: r.get(5),
+    }
+}
+
+/// A product's visible questions in order, their visible answers (grouped by question, in
+/// order) and those answers' photos.
+pub async fn questions(
+    conn: &Conn,
+    product_id: i64,
+) -> Result<(Vec<QuestionRow>, Vec<AnswerRow>, Vec<PhotoUrlRow>), Error> {
+    let args: [&(dyn ToSql + Sync); 1] = [&product_id];
+    let s = &conn.statements;
+    let c = &conn.client;
+    let (questions, answers, photos) = tokio::try_join!(
+        c.query(&s.questions, &args),
+        c.query(&s.question_answers, &args),
+        c.query(&s.question_answer_photos, &args),
+    )?;
+    let questions = questions
+        .iter()
+        .map(|r| QuestionRow {
+            id: r.get(0),
+            body: r.get(1),
+            date_ms: r.get(2),
+            asker_name: r.get(3),
+            helpfulness: r.get(4),
+        })
+        .collect();
+    Ok((
+        questions,
+        answers.iter().map(answer_row).collect(),
+        photo_urls(photos),
+    ))
+}
+
+/// A question's visible answers in order with their photos; None for an unknown question.
+pub async fn answers(
+    conn: &Conn,
+    question_id: i64,
+) -> Result<Option<(Vec<AnswerRow>, Vec<PhotoUrlRow>)>, Error> {
+    let args: [&(dyn ToSql + Sync); 1] = [&question_id];
+    let s = &conn.statements;
+    let c = &conn.client;
+    let (exists, answers, photos) = tokio::try_join!(
+        c.query_one(&s.question_exists, &args),
+        c.query(&s.answers, &args),
+        c.query(&s.answer_photos, &args),
+    )?;
+    Ok(exists
+        .get::<_, bool>(0)
+        .then(|| (answers.iter().map(answer_row).collect(), photo_urls(photos))))
+}
+
+pub async fn cart(conn: &Conn, session: &str) -> Result<Vec<CartRow>, Error> {
+    let rows = conn
+        .client
+        .query(&conn.statements.cart, &[&session])
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| CartRow {
+            sku_id: r.get(0),
+            count: r.get(1),
+        })
+        .collect())
+}

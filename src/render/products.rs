@@ -1,0 +1,188 @@
+//! Bodies of the product overview widget: the products list, one product with its features,
+//! its styles (with photos and skus) and its related product ids.
+
+use bytes::Bytes;
+
+use super::json::{push_bool, push_int, push_int_str, push_opt_str, push_str};
+use super::Rendered;
+use crate::pg::pool::Pool;
+use crate::pg::read::{self, FeatureRow, PhotoRow, ProductRow, SkuRow, StyleRow};
+use crate::pg::DbError;
+
+/// `"id":1,"name":"…",…,"default_price":"140.00"` — the fields the list and the detail share.
+fn push_product_fields(out: &mut Vec<u8>, p: &ProductRow) {
+    out.extend_from_slice(b"\"id\":");
+    push_int(out, p.id);
+    out.extend_from_slice(b",\"name\":");
+    push_str(out, &p.name);
+    out.extend_from_slice(b",\"slogan\":");
+    push_str(out, &p.slogan);
+    out.extend_from_slice(b",\"description\":");
+    push_str(out, &p.description);
+    out.extend_from_slice(b",\"category\":");
+    push_str(out, &p.category);
+    out.extend_from_slice(b",\"default_price\":");
+    push_str(out, &p.default_price);
+}
+
+/// `GET /products`: a bare array.
+pub fn render_product_list(rows: &[ProductRow]) -> Bytes {
+    let mut out = Vec::with_capacity(64 + rows.len() * 256);
+    out.push(b'[');
+    for (i, p) in rows.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.push(b'{');
+        push_product_fields(&mut out, p);
+        out.push(b'}');
+    }
+    out.push(b']');
+    Bytes::from(out)
+}
+
+/// `GET /products/{id}`.
+pub fn render_product(p: &ProductRow, features: &[FeatureRow]) -> Bytes {
+    let mut out = Vec::with_capacity(512 + features.len() * 64);
+    out.push(b'{');
+    push_product_fields(&mut out, p);
+    out.extend_from_slice(b",\"features\":[");
+    for (i, f) in features.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"feature\":");
+        push_str(&mut out, &f.feature);
+        out.extend_from_slice(b",\"value\":");
+        push_opt_str(&mut out, f.value.as_deref());
+        out.push(b'}');
+    }
+    out.extend_from_slice(b"]}");
+    Bytes::from(out)
+}
+
+/// `GET /products/{id}/styles`. `photos` and `skus` are ordered by style id, then their own id.
+pub fn render_styles(
+    product_id: i64,
+    styles: &[StyleRow],
+    photos: &[PhotoRow],
+    skus: &[SkuRow],
+) -> Bytes {
+    let mut out =
+        Vec::with_capacity(128 + styles.len() * 256 + photos.len() * 256 + skus.len() * 48);
+    out.extend_from_slice(b"{\"product_id\":");
+    push_int_str(&mut out, product_id);
+    out.extend_from_slice(b",\"results\":[");
+    let (mut photo, mut sku) = (0, 0);
+    for (i, s) in styles.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"style_id\":");
+        push_int(&mut out, s.id);
+        out.extend_from_slice(b",\"name\":");
+        push_str(&mut out, &s.name);
+        out.extend_from_slice(b",\"original_price\":");
+        push_str(&mut out, &s.original_price);
+        out.extend_from_slice(b",\"sale_price\":");
+        push_opt_str(&mut out, s.sale_price.as_deref());
+        out.extend_from_slice(b",\"default?\":");
+        push_bool(&mut out, s.default);
+
+        // Clients index photos[0] and the first sku unguarded: an empty style gets one
+        // placeholder of each, as the hosted API did.
+        out.extend_from_slice(b",\"photos\":[");
+        while photos.get(photo).is_some_and(|p| p.style_id < s.id) {
+            photo += 1;
+        }
+        let first_photo = photo;
+        while let Some(p) = photos.get(photo).filter(|p| p.style_id == s.id) {
+            if photo > first_photo {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"{\"thumbnail_url\":");
+            push_opt_str(&mut out, p.thumbnail_url.as_deref());
+            out.extend_from_slice(b",\"url\":");
+            push_opt_str(&mut out, p.url.as_deref());
+            out.push(b'}');
+            photo += 1;
+        }
+        if photo == first_photo {
+            out.extend_from_slice(b"{\"thumbnail_url\":null,\"url\":null}");
+        }
+        out.extend_from_slice(b"],\"skus\":{");
+        while skus.get(sku).is_some_and(|k| k.style_id < s.id) {
+            sku += 1;
+        }
+        let first_sku = sku;
+        while let Some(k) = skus.get(sku).filter(|k| k.style_id == s.id) {
+            if sku > first_sku {
+                out.push(b',');
+            }
+            push_int_str(&mut out, k.id);
+            out.extend_from_slice(b":{\"quantity\":");
+            push_int(&mut out, k.quantity);
+            out.extend_from_slice(b",\"size\":");
+            push_str(&mut out, &k.size);
+            out.push(b'}');
+            sku += 1;
+        }
+        if sku == first_sku {
+            out.extend_from_slice(b"\"null\":{\"quantity\":null,\"size\":null}");
+        }
+        out.extend_from_slice(b"}}");
+    }
+    out.extend_from_slice(b"]}");
+    Bytes::from(out)
+}
+
+/// `GET /products/{id}/related`: a bare array of ids.
+pub fn render_related(ids: &[i64]) -> Bytes {
+    let mut out = Vec::with_capacity(2 + ids.len() * 8);
+    out.push(b'[');
+    for (i, id) in ids.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        push_int(&mut out, *id);
+    }
+    out.push(b']');
+    Bytes::from(out)
+}
+
+pub async fn fill_product_list(pool: &Pool, limit: i64, offset: i64) -> Result<Rendered, DbError> {
+    let rows = pool
+        .run(|c| async move { read::products_page(&c, limit, offset).await })
+        .await?;
+    Ok(Rendered::Json(render_product_list(&rows)))
+}
+
+pub async fn fill_product(pool: &Pool, id: i64) -> Result<Rendered, DbError> {
+    let found = pool
+        .run(|c| async move { read::product(&c, id).await })
+        .await?;
+    Ok(match found {
+        Some((p, features)) => Rendered::Json(render_product(&p, &features)),
+        None => Rendered::NotFound,
+    })
+}
+
+pub async fn fill_styles(pool: &Pool, id: i64) -> Result<Rendered, DbError> {
+    let found = pool
+        .run(|c| async move { read::styles(&c, id).await })
+        .await?;
+    Ok(match found {
+        Some((styles, photos, skus)) => Rendered::Json(render_styles(id, &styles, &photos, &skus)),
+        None => Rendered::NotFound,
+    })
+}
+
+pub async fn fill_related(pool: &Pool, id: i64) -> Result<Rendered, DbError> {
+    let found = pool
+        .run(|c| async move { read::related(&c, id).await })
+        .await?;
+    Ok(match found {
+        Some(ids) => Rendered::Json(render_related(&ids)),
+        None => Rendered::NotFound,
+    })
+}

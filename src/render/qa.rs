@@ -1,0 +1,139 @@
+//! Bodies of the questions & answers widget: a product's questions, each with every visible
+//! answer nested, and one question's answers.
+
+use bytes::Bytes;
+
+use super::json::{push_bool, push_date, push_int, push_int_str, push_str};
+use super::reviews::{photos_by_owner, push_id_url_photos};
+use super::{envelope, ItemList, ItemListBuilder, Rendered};
+use crate::pg::pool::Pool;
+use crate::pg::read::{self, AnswerRow, PhotoUrlRow, QuestionRow};
+use crate::pg::DbError;
+
+/// The items of `GET /qa/questions`. `answers` are grouped by question, each group in order;
+/// every visible answer is nested (answers are not paged), photos as bare URLs.
+pub fn render_question_list(
+    questions: &[QuestionRow],
+    answers: &[AnswerRow],
+    photos: &[PhotoUrlRow],
+) -> ItemList {
+    let photos = photos_by_owner(photos);
+    let mut by_question: std::collections::HashMap<i64, Vec<&AnswerRow>> =
+        std::collections::HashMap::new();
+    for a in answers {
+        by_question.entry(a.question_id).or_default().push(a);
+    }
+    let mut list = ItemListBuilder::default();
+    for q in questions {
+        let out = list.next_item();
+        out.extend_from_slice(b"{\"question_id\":");
+        push_int(out, q.id);
+        out.extend_from_slice(b",\"question_body\":");
+        push_str(out, &q.body);
+        out.extend_from_slice(b",\"question_date\":");
+        push_date(out, q.date_ms);
+        out.extend_from_slice(b",\"asker_name\":");
+        push_str(out, &q.asker_name);
+        out.extend_from_slice(b",\"question_helpfulness\":");
+        push_int(out, q.helpfulness);
+        out.extend_from_slice(b",\"reported\":");
+        push_bool(out, false);
+        out.extend_from_slice(b",\"answers\":{");
+        for (i, a) in by_question.get(&q.id).into_iter().flatten().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            push_int_str(out, a.id);
+            out.extend_from_slice(b":{\"id\":");
+            push_int(out, a.id);
+            out.extend_from_slice(b",\"body\":");
+            push_str(out, &a.body);
+            out.extend_from_slice(b",\"date\":");
+            push_date(out, a.date_ms);
+            out.extend_from_slice(b",\"answerer_name\":");
+            push_str(out, &a.answerer_name);
+            out.extend_from_slice(b",\"helpfulness\":");
+            push_int(out, a.helpfulness);
+            out.extend_from_slice(b",\"photos\":[");
+            for (j, p) in photos.get(&a.id).into_iter().flatten().enumerate() {
+                if j > 0 {
+                    out.push(b',');
+                }
+                push_str(out, &p.url);
+            }
+            out.extend_from_slice(b"]}");
+        }
+        out.extend_from_slice(b"}}");
+        list.end_item();
+    }
+    list.finish()
+}
+
+/// One page of `GET /qa/questions` (no page or count keys in this body).
+pub fn questions_page(product_id: i64, page: u64, count: u64, list: &ItemList) -> Bytes {
+    let mut head = Vec::with_capacity(48);
+    head.extend_from_slice(b"{\"product_id\":");
+    push_int_str(&mut head, product_id);
+    head.extend_from_slice(b",\"results\":[");
+    let skip = (page - 1).saturating_mul(count);
+    envelope(&head, list.slice(skip, count), b"]}")
+}
+
+/// The items of `GET /qa/questions/{id}/answers`, photos as `{id, url}`.
+pub fn render_answer_list(answers: &[AnswerRow], photos: &[PhotoUrlRow]) -> ItemList {
+    let photos = photos_by_owner(photos);
+    let mut list = ItemListBuilder::default();
+    for a in answers {
+        let out = list.next_item();
+        out.extend_from_slice(b"{\"answer_id\":");
+        push_int(out, a.id);
+        out.extend_from_slice(b",\"body\":");
+        push_str(out, &a.body);
+        out.extend_from_slice(b",\"date\":");
+        push_date(out, a.date_ms);
+        out.extend_from_slice(b",\"answerer_name\":");
+        push_str(out, &a.answerer_name);
+        out.extend_from_slice(b",\"helpfulness\":");
+        push_int(out, a.helpfulness);
+        out.extend_from_slice(b",\"photos\":");
+        push_id_url_photos(out, photos.get(&a.id));
+        out.push(b'}');
+        list.end_item();
+    }
+    list.finish()
+}
+
+/// One page of `GET /qa/questions/{id}/answers`: page and count echo the request.
+pub fn answers_page(question_id: i64, page: u64, count: u64, list: &ItemList) -> Bytes {
+    let mut head = Vec::with_capacity(80);
+    head.extend_from_slice(b"{\"question\":");
+    push_int_str(&mut head, question_id);
+    head.extend_from_slice(b",\"page\":");
+    push_int(&mut head, page);
+    head.extend_from_slice(b",\"count\":");
+    push_int(&mut head, count);
+    head.extend_from_slice(b",\"results\":[");
+    let skip = (page - 1).saturating_mul(count);
+    envelope(&head, list.slice(skip, count), b"]}")
+}
+
+pub async fn fill_questions(pool: &Pool, product_id: i64) -> Result<Rendered, DbError> {
+    let (questions, answers, photos) = pool
+        .run(|c| async move { read::questions(&c, product_id).await })
+        .await?;
+    Ok(Rendered::List(std::sync::Arc::new(render_question_list(
+        &questions, &answers, &photos,
+    ))))
+}
+
+pub async fn fill_answers(pool: &Pool, question_id: i64) -> Result<Rendered, DbError> {
+    let found = pool
+        .run(|c| async move { read::answers(&c, question_id).await })
+        .await?;
+    Ok(match found {
+        Some((answers, photos)) => {
+            Rendered::List(std::sync::Arc::new(render_answer_list(&answers, &photos)))
+        }
+        None => Rendered::NotFound,
+    })
+}

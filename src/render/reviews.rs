@@ -1,0 +1,165 @@
+//! Bodies of the ratings & reviews widget: a product's reviews (every page of one sort order
+//! from one list) and its review metadata.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+
+use super::json::{push_bool, push_date, push_int, push_int_str, push_opt_str, push_str};
+use super::{envelope, ItemList, ItemListBuilder, Rendered};
+use crate::pg::pool::Pool;
+use crate::pg::read::{self, CharacteristicRow, MetaCountRow, PhotoUrlRow, ReviewOrder, ReviewRow};
+use crate::pg::DbError;
+
+/// Groups photo rows by their owner (review or answer), keeping their order.
+pub(super) fn photos_by_owner(photos: &[PhotoUrlRow]) -> HashMap<i64, Vec<&PhotoUrlRow>> {
+    let mut map: HashMap<i64, Vec<&PhotoUrlRow>> = HashMap::new();
+    for p in photos {
+        map.entry(p.owner_id).or_default().push(p);
+    }
+    map
+}
+
+/// `[{"id":2,"url":"…"}]`
+pub(super) fn push_id_url_photos(out: &mut Vec<u8>, photos: Option<&Vec<&PhotoUrlRow>>) {
+    out.push(b'[');
+    for (i, p) in photos.into_iter().flatten().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"id\":");
+        push_int(out, p.id);
+        out.extend_from_slice(b",\"url\":");
+        push_str(out, &p.url);
+        out.push(b'}');
+    }
+    out.push(b']');
+}
+
+/// The items of `GET /reviews`, in the order given.
+pub fn render_review_list(reviews: &[ReviewRow], photos: &[PhotoUrlRow]) -> ItemList {
+    let photos = photos_by_owner(photos);
+    let mut list = ItemListBuilder::default();
+    for r in reviews {
+        let out = list.next_item();
+        out.extend_from_slice(b"{\"review_id\":");
+        push_int(out, r.id);
+        out.extend_from_slice(b",\"rating\":");
+        push_int(out, r.rating);
+        out.extend_from_slice(b",\"summary\":");
+        push_str(out, &r.summary);
+        out.extend_from_slice(b",\"recommend\":");
+        push_bool(out, r.recommend);
+        out.extend_from_slice(b",\"response\":");
+        push_opt_str(out, r.response.as_deref());
+        out.extend_from_slice(b",\"body\":");
+        push_str(out, &r.body);
+        out.extend_from_slice(b",\"date\":");
+        push_date(out, r.date_ms);
+        out.extend_from_slice(b",\"reviewer_name\":");
+        push_str(out, &r.reviewer_name);
+        out.extend_from_slice(b",\"helpfulness\":");
+        push_int(out, r.helpfulness);
+        out.extend_from_slice(b",\"photos\":");
+        push_id_url_photos(out, photos.get(&r.id));
+        out.push(b'}');
+        list.end_item();
+    }
+    list.finish()
+}
+
+/// One page of `GET /reviews`: `page` is echoed as the zero-based row offset.
+pub fn reviews_page(product_id: i64, page: u64, count: u64, list: &ItemList) -> Bytes {
+    let offset = u128::from(page - 1) * u128::from(count);
+    let mut head = Vec::with_capacity(96);
+    head.extend_from_slice(b"{\"product\":");
+    push_int_str(&mut head, product_id);
+    head.extend_from_slice(b",\"page\":");
+    head.extend_from_slice(offset.to_string().as_bytes());
+    head.extend_from_slice(b",\"count\":");
+    push_int(&mut head, count);
+    head.extend_from_slice(b",\"results\":[");
+    let skip = u64::try_from(offset).unwrap_or(u64::MAX);
+    envelope(&head, list.slice(skip, count), b"]}")
+}
+
+/// `GET /reviews/meta`. Counts are strings; ratings list only non-zero counts, 1 to 5;
+/// `recommended` always has both keys.
+pub fn render_meta(
+    product_id: i64,
+    counts: &[MetaCountRow],
+    characteristics: &[CharacteristicRow],
+) -> Bytes {
+    let mut ratings = [0i64; 6];
+    let mut recommended = [0i64; 2];
+    for c in counts {
+        if let Some(slot) = ratings.get_mut(c.rating as usize) {
+            *slot += c.count;
+        }
+        recommended[usize::from(c.recommend)] += c.count;
+    }
+    let mut out = Vec::with_capacity(256 + characteristics.len() * 64);
+    out.extend_from_slice(b"{\"product_id\":");
+    push_int_str(&mut out, product_id);
+    out.extend_from_slice(b",\"ratings\":{");
+    let mut first = true;
+    for (rating, &n) in ratings.iter().enumerate().skip(1) {
+        if n > 0 {
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            push_int_str(&mut out, rating as i64);
+            out.push(b':');
+            push_int_str(&mut out, n);
+        }
+    }
+    out.extend_from_slice(b"},\"recommended\":{\"false\":");
+    push_int_str(&mut out, recommended[0]);
+    out.extend_from_slice(b",\"true\":");
+    push_int_str(&mut out, recommended[1]);
+    out.extend_from_slice(b"},\"characteristics\":{");
+    let mut seen: Vec<&str> = Vec::with_capacity(characteristics.len());
+    for c in characteristics {
+        // A JSON object cannot hold a name twice; the first characteristic of a name wins.
+        if seen.contains(&c.name.as_str()) {
+            continue;
+        }
+        if !seen.is_empty() {
+            out.push(b',');
+        }
+        seen.push(&c.name);
+        push_str(&mut out, &c.name);
+        out.extend_from_slice(b":{\"id\":");
+        push_int(&mut out, c.id);
+        out.extend_from_slice(b",\"value\":");
+        push_opt_str(&mut out, c.mean.as_deref());
+        out.push(b'}');
+    }
+    out.extend_from_slice(b"}}");
+    Bytes::from(out)
+}
+
+pub async fn fill_reviews(
+    pool: &Pool,
+    product_id: i64,
+    order: ReviewOrder,
+) -> Result<Rendered, DbError> {
+    let (reviews, photos) = pool
+        .run(|c| async move { read::reviews(&c, product_id, order).await })
+        .await?;
+    Ok(Rendered::List(std::sync::Arc::new(render_review_list(
+        &reviews, &photos,
+    ))))
+}
+
+pub async fn fill_meta(pool: &Pool, product_id: i64) -> Result<Rendered, DbError> {
+    let (counts, characteristics) = pool
+        .run(|c| async move { read::reviews_meta(&c, product_id).await })
+        .await?;
+    Ok(Rendered::Json(render_meta(
+        product_id,
+        &counts,
+        &characteristics,
+    )))
+}
