@@ -1,1 +1,220 @@
-fn main() {}
+//! Criterion benches: a cache hit through the router (no socket), and rendering each body
+//! type from rows. `cargo bench --bench cache`; figures in the README.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+
+use atelier::cache::Key;
+use atelier::config::ServeSettings;
+use atelier::http::App;
+use atelier::pg::pool::Pool;
+use atelier::pg::read::*;
+use atelier::render::{self, Rendered};
+
+fn product() -> ProductRow {
+    ProductRow {
+        id: 42,
+        name: "Camo Onesie".into(),
+        slogan: "Blend in to your crowd".into(),
+        description: "The So Fatigues will wake you up and fit you in. This high energy camo will have you blending in to even the wildest surroundings.".into(),
+        category: "Jackets".into(),
+        default_price: "140.00".into(),
+    }
+}
+
+fn features() -> Vec<FeatureRow> {
+    (0..3)
+        .map(|i| FeatureRow {
+            feature: format!("Feature {i}"),
+            value: (i != 1).then(|| "Canvas".into()),
+        })
+        .collect()
+}
+
+fn styles() -> (Vec<StyleRow>, Vec<PhotoRow>, Vec<SkuRow>) {
+    let url = "https://images.unsplash.com/photo-1501088430049-71c79fa3283e?ixlib=rb-1.2.1&ixid=eyJhcHBfaWQiOjEyMDd9&auto=format&fit=crop&w=668&q=80";
+    let styles = (1..=4)
+        .map(|id| StyleRow {
+            id,
+            name: "Forest Green & Black".into(),
+            original_price: "140.00".into(),
+            sale_price: (id % 2 == 0).then(|| "100.00".into()),
+            default: id == 1,
+        })
+        .collect();
+    let photos = (1..=4)
+        .flat_map(|s| {
+            (0..3).map(move |_| PhotoRow {
+                style_id: s,
+                url: Some(url.into()),
+                thumbnail_url: Some(url.into()),
+            })
+        })
+        .collect();
+    let skus = (1..=4)
+        .flat_map(|s| {
+            (0..6).map(move |i| SkuRow {
+                style_id: s,
+                id: s * 10 + i,
+                size: "XL".into(),
+                quantity: 8,
+            })
+        })
+        .collect();
+    (styles, photos, skus)
+}
+
+fn reviews(n: i64) -> (Vec<ReviewRow>, Vec<PhotoUrlRow>) {
+    let reviews = (1..=n)
+        .map(|id| ReviewRow {
+            id,
+            rating: (id % 5 + 1) as i16,
+            summary: "I am liking these glasses".into(),
+            recommend: id % 3 != 0,
+            response: (id % 4 == 0).then(|| "Glad you're enjoying the product!".into()),
+            body:
+                "They are very dark.  But that's good because I'm in very sunny spots, \"really\"."
+                    .into(),
+            date_ms: 1_609_325_851_021 - id * 1000,
+            reviewer_name: "bigbrotherbenjamin".into(),
+            helpfulness: (100 - id) as i32,
+        })
+        .collect();
+    let photos = (1..=n / 2)
+        .map(|id| PhotoUrlRow {
+            owner_id: id * 2,
+            id,
+            url: "https://images.unsplash.com/photo-review?w=975&q=80".into(),
+        })
+        .collect();
+    (reviews, photos)
+}
+
+fn questions(n: i64) -> (Vec<QuestionRow>, Vec<AnswerRow>, Vec<PhotoUrlRow>) {
+    let questions = (1..=n)
+        .map(|id| QuestionRow {
+            id,
+            body: "Does this product run big or small?".into(),
+            date_ms: 1_608_535_907_083,
+            asker_name: "jbilas".into(),
+            helpfulness: 8,
+        })
+        .collect();
+    let answers: Vec<AnswerRow> = (1..=n * 2)
+        .map(|id| AnswerRow {
+            question_id: (id + 1) / 2,
+            id,
+            body: "Something pretty soft but I can't be sure".into(),
+            date_ms: 1_599_990_560_555,
+            answerer_name: "sillyguy".into(),
+            helpfulness: 5,
+        })
+        .collect();
+    let photos = (1..=n)
+        .map(|id| PhotoUrlRow {
+            owner_id: id,
+            id,
+            url: "https://images.unsplash.com/photo-answer?w=1650".into(),
+        })
+        .collect();
+    (questions, answers, photos)
+}
+
+fn render_bodies(c: &mut Criterion) {
+    let mut g = c.benchmark_group("render");
+    let p = product();
+    let f = features();
+    g.bench_function("product", |b| {
+        b.iter(|| render::products::render_product(black_box(&p), black_box(&f)))
+    });
+    let (s, ph, sk) = styles();
+    g.bench_function("styles (4 styles, 12 photos, 24 skus)", |b| {
+        b.iter(|| {
+            render::products::render_styles(42, black_box(&s), black_box(&ph), black_box(&sk))
+        })
+    });
+    let ids: Vec<i64> = (1..=8).collect();
+    g.bench_function("related (8)", |b| {
+        b.iter(|| render::products::render_related(black_box(&ids)))
+    });
+    let (r, rp) = reviews(50);
+    g.bench_function("reviews (50)", |b| {
+        b.iter(|| render::reviews::render_review_list(black_box(&r), black_box(&rp)))
+    });
+    let counts: Vec<MetaCountRow> = (1..=5)
+        .flat_map(|rating| {
+            [false, true].map(|recommend| MetaCountRow {
+                rating,
+                recommend,
+                count: 7,
+            })
+        })
+        .collect();
+    let chars: Vec<CharacteristicRow> = ["Fit", "Length", "Comfort", "Quality"]
+        .iter()
+        .enumerate()
+        .map(|(i, n)| CharacteristicRow {
+            id: i as i64,
+            name: (*n).into(),
+            mean: Some("3.5000000000000000".into()),
+        })
+        .collect();
+    g.bench_function("reviews meta", |b| {
+        b.iter(|| render::reviews::render_meta(42, black_box(&counts), black_box(&chars)))
+    });
+    let (q, a, qp) = questions(20);
+    g.bench_function("questions (20, 40 answers)", |b| {
+        b.iter(|| render::qa::render_question_list(black_box(&q), black_box(&a), black_box(&qp)))
+    });
+    g.bench_function("answers (40)", |b| {
+        b.iter(|| render::qa::render_answer_list(black_box(&a), black_box(&qp)))
+    });
+    g.finish();
+}
+
+fn cache_hit(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // No database behind it: a hit must not need one.
+    let mut config = tokio_postgres::Config::new();
+    config.host_path("/nonexistent").user("none").dbname("none");
+    let app = Arc::new(App::new(
+        ServeSettings::default(),
+        Pool::new(config, 1, Duration::from_millis(10)),
+    ));
+    let p = product();
+    app.cache.insert(
+        Key::Product(42),
+        Rendered::Json(render::products::render_product(&p, &features())),
+    );
+    let (r, rp) = reviews(200);
+    let list = Arc::new(render::reviews::render_review_list(&r, &rp));
+    app.cache.insert(
+        Key::Reviews {
+            product_id: 42,
+            order: ReviewOrder::Helpful,
+        },
+        Rendered::List(list),
+    );
+
+    let mut g = c.benchmark_group("cache hit through the router");
+    for path in ["/products/42", "/reviews?product_id=42&page=3&count=5"] {
+        g.bench_function(path, |b| {
+            b.iter(|| {
+                let req = hyper::Request::get(path).body(()).unwrap();
+                let response = runtime.block_on(app.handle(req));
+                assert_eq!(response.status(), 200);
+                black_box(response)
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, render_bodies, cache_hit);
+criterion_main!(benches);

@@ -100,6 +100,11 @@ impl ResponseCache {
         }
     }
 
+    /// Puts a rendered entry in the cache (replacing any), as a fill would.
+    pub fn insert(&self, key: Key, entry: Rendered) {
+        self.inner.insert(key, entry);
+    }
+
     /// The cached entry for `key`, if any, without filling it.
     pub fn peek(&self, key: &Key) -> Option<Rendered> {
         self.inner.get(key)

@@ -61,8 +61,9 @@ impl App {
         Ok(())
     }
 
-    /// Answers one request. Never fails: every error is a response.
-    pub async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+    /// Answers one request. Never fails: every error is a response. Generic over the body so
+    /// benches and tests can call it without a socket.
+    pub async fn handle<B>(&self, req: Request<B>) -> Response<Body> {
         let started = Instant::now();
         let (label, mut response) = self.respond(&req).await;
         response.headers_mut().insert(
@@ -74,7 +75,7 @@ impl App {
         response
     }
 
-    async fn respond(&self, req: &Request<Incoming>) -> (usize, Response<Body>) {
+    async fn respond<B>(&self, req: &Request<B>) -> (usize, Response<Body>) {
         let unmatched = ROUTE_LABELS.len() - 1;
         if req.method() == Method::OPTIONS {
             return (unmatched, respond::preflight());
@@ -241,7 +242,7 @@ pub async fn serve(
                 let app = Arc::clone(&app);
                 let mut stop = stop_rx.clone();
                 connections.spawn(async move {
-                    let service = service_fn(move |req| {
+                    let service = service_fn(move |req: Request<Incoming>| {
                         let app = Arc::clone(&app);
                         async move { Ok::<_, Infallible>(app.handle(req).await) }
                     });

@@ -44,9 +44,29 @@ pub fn push_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
     }
 }
 
-/// Appends an integer.
+/// Appends an integer (without allocating: this runs for every number of every body).
 pub fn push_int(out: &mut Vec<u8>, v: impl Into<i128>) {
-    out.extend_from_slice(v.into().to_string().as_bytes());
+    let v = v.into();
+    if v < 0 {
+        out.push(b'-');
+    }
+    push_uint(out, v.unsigned_abs());
+}
+
+/// Appends an unsigned integer; `(page - 1) * count` can need all 128 bits.
+pub fn push_uint(out: &mut Vec<u8>, v: u128) {
+    let mut buf = [0u8; 40];
+    let mut i = buf.len();
+    let mut n = v;
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
 }
 
 /// Appends an integer as a JSON string (`"40344"`): the contract echoes ids and counts so.
@@ -83,6 +103,12 @@ mod tests {
         push_opt_str(&mut out, None);
         push_int_str(&mut out, 40344);
         push_int(&mut out, -3);
-        assert_eq!(out, b"null\"40344\"-3");
+        push_int(&mut out, 0);
+        push_int(&mut out, i128::MIN);
+        push_uint(&mut out, u128::MAX);
+        assert_eq!(
+            out,
+            b"null\"40344\"-30-170141183460469231731687303715884105728340282366920938463463374607431768211455"
+        );
     }
 }

@@ -5,7 +5,9 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 
-use super::json::{push_bool, push_date, push_int, push_int_str, push_opt_str, push_str};
+use super::json::{
+    push_bool, push_date, push_int, push_int_str, push_opt_str, push_str, push_uint,
+};
 use super::{envelope, ItemList, ItemListBuilder, Rendered};
 use crate::pg::pool::Pool;
 use crate::pg::read::{self, CharacteristicRow, MetaCountRow, PhotoUrlRow, ReviewOrder, ReviewRow};
@@ -75,7 +77,7 @@ pub fn reviews_page(product_id: i64, page: u64, count: u64, list: &ItemList) -> 
     head.extend_from_slice(b"{\"product\":");
     push_int_str(&mut head, product_id);
     head.extend_from_slice(b",\"page\":");
-    head.extend_from_slice(offset.to_string().as_bytes());
+    push_uint(&mut head, offset);
     head.extend_from_slice(b",\"count\":");
     push_int(&mut head, count);
     head.extend_from_slice(b",\"results\":[");
