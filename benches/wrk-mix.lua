@@ -1,0 +1,28 @@
+-- wrk script: the storefront's product-page mix over a range of product ids.
+-- A product page load asks for the product, its styles, related ids, reviews, review meta and
+-- questions; this cycles through those for random products in [FIRST, FIRST + COUNT).
+--
+--   FIRST=900000 COUNT=1000 wrk -t2 -c64 -d20s -s benches/wrk-mix.lua http://127.0.0.1:3000
+
+local first = tonumber(os.getenv("FIRST") or "1")
+local count = tonumber(os.getenv("COUNT") or "1000")
+local paths = {
+  "/products/%d",
+  "/products/%d/styles",
+  "/products/%d/related",
+  "/reviews?product_id=%d&count=5&sort=relevant",
+  "/reviews/meta?product_id=%d",
+  "/qa/questions?product_id=%d&count=5",
+}
+local i = 0
+
+function init(args)
+  math.randomseed(os.time() + tonumber(tostring({}):sub(8), 16))
+end
+
+request = function()
+  i = i + 1
+  local id = first + math.random(0, count - 1)
+  local path = string.format(paths[(i % #paths) + 1], id)
+  return wrk.format("GET", path, { ["Authorization"] = "bench" })
+end
