@@ -206,7 +206,9 @@ fn cache_hit(c: &mut Criterion) {
     for path in ["/products/42", "/reviews?product_id=42&page=3&count=5"] {
         g.bench_function(path, |b| {
             b.iter(|| {
-                let req = hyper::Request::get(path).body(()).unwrap();
+                let req = hyper::Request::get(path)
+                    .body(http_body_util::Empty::<bytes::Bytes>::new())
+                    .unwrap();
                 let response = runtime.block_on(app.handle(req));
                 assert_eq!(response.status(), 200);
                 black_box(response)

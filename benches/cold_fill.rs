@@ -24,14 +24,21 @@ fn main() {
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(1000);
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     runtime.block_on(run(&url, samples));
 }
 
 async fn run(url: &str, samples: usize) {
     let config = atelier::pg::parse_url(url).expect("DATABASE_URL");
     let client = atelier::pg::connect(&config).await.expect("connect");
-    let max: i64 = client.query_one("SELECT max(id) FROM products", &[]).await.expect("max id").get(0);
+    let max: i64 = client
+        .query_one("SELECT max(id) FROM products", &[])
+        .await
+        .expect("max id")
+        .get(0);
     let low = max - max / 10;
     let questions: Vec<i64> = client
         .query(
@@ -49,13 +56,23 @@ async fn run(url: &str, samples: usize) {
     println!(
         "cold fills of {samples} random products with ids {low}..={max} (one connection, sequential)"
     );
-    println!("{:<28} {:>9} {:>9} {:>9} {:>9} {:>9}", "resource", "p50 ms", "p90 ms", "p99 ms", "max ms", "mean ms");
-    let kinds: [(&str, fn(i64) -> Key); 8] = [
+    println!(
+        "{:<28} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "resource", "p50 ms", "p90 ms", "p99 ms", "max ms", "mean ms"
+    );
+    type KeyOf = fn(i64) -> Key;
+    let kinds: [(&str, KeyOf); 8] = [
         ("product", Key::Product),
         ("styles", Key::Styles),
         ("related", Key::Related),
-        ("reviews (relevant)", |id| Key::Reviews { product_id: id, order: ReviewOrder::Helpful }),
-        ("reviews (newest)", |id| Key::Reviews { product_id: id, order: ReviewOrder::Newest }),
+        ("reviews (relevant)", |id| Key::Reviews {
+            product_id: id,
+            order: ReviewOrder::Helpful,
+        }),
+        ("reviews (newest)", |id| Key::Reviews {
+            product_id: id,
+            order: ReviewOrder::Newest,
+        }),
         ("reviews/meta", Key::ReviewsMeta),
         ("qa/questions", Key::Questions),
         ("answers (by question)", Key::Answers),

@@ -4,6 +4,8 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::pg::feed::FeedSettings;
+
 /// Everything `atelier serve` needs besides the database connection string.
 #[derive(Debug, Clone)]
 pub struct ServeSettings {
@@ -23,6 +25,9 @@ pub struct ServeSettings {
     pub auth_tokens: Option<HashSet<String>>,
     /// Largest request body accepted (413 past it).
     pub body_limit: usize,
+    /// How long the change feed may be down before `/readyz` answers 503.
+    pub feed_staleness: Duration,
+    pub feed: FeedSettings,
 }
 
 impl Default for ServeSettings {
@@ -36,6 +41,8 @@ impl Default for ServeSettings {
             max_page_rows: 10_000,
             auth_tokens: None,
             body_limit: 64 << 10,
+            feed_staleness: Duration::from_secs(5),
+            feed: FeedSettings::default(),
         }
     }
 }

@@ -107,6 +107,12 @@ struct HttpArgs {
     /// Largest request body accepted, in bytes (413 past it).
     #[arg(long, env = "ATELIER_BODY_LIMIT", default_value_t = 64 * 1024)]
     body_limit: usize,
+    /// Seconds the change feed may be down before /readyz answers 503.
+    #[arg(long, env = "ATELIER_FEED_STALENESS_S", default_value_t = 5)]
+    feed_staleness_s: u64,
+    /// Hours of change_log kept; an instance away longer empties its cache on reconnect.
+    #[arg(long, env = "ATELIER_FEED_RETENTION_H", default_value_t = 24)]
+    feed_retention_h: u64,
 }
 
 impl HttpArgs {
@@ -126,6 +132,11 @@ impl HttpArgs {
                     .collect()
             }),
             body_limit: self.body_limit,
+            feed_staleness: std::time::Duration::from_secs(self.feed_staleness_s),
+            feed: atelier::pg::feed::FeedSettings {
+                retention: std::time::Duration::from_secs(self.feed_retention_h * 3600),
+                ..Default::default()
+            },
         }
     }
 }

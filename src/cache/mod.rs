@@ -7,6 +7,7 @@
 //! older than the invalidation. Eviction is quick_cache's S3-FIFO-like policy, which keeps the
 //! hot set when a scan of cold keys passes through.
 
+pub mod invalidate;
 pub mod key;
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -40,6 +40,7 @@ pub struct Gauges {
     pub cache: CacheStats,
     pub pool_size: usize,
     pub pool_open: usize,
+    pub feed: Option<std::sync::Arc<crate::pg::feed::FeedStatus>>,
 }
 
 impl Metrics {

@@ -1,6 +1,7 @@
 //! The HTTP edge: the accept loop with graceful shutdown, and the request handler that turns a
 //! [`Route`] into a response from the cache.
 
+pub mod body;
 pub mod metrics;
 pub mod respond;
 pub mod route;
@@ -21,23 +22,27 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use self::body::BodyError;
 use self::metrics::{Gauges, Metrics};
 use self::respond::Body;
 use self::route::{Route, ROUTE_LABELS};
 use crate::cache::{Key, ResponseCache};
 use crate::config::ServeSettings;
+use crate::pg::feed::{self, ChangeSink, FeedStatus};
 use crate::pg::pool::Pool;
+use crate::pg::write::{self, WriteError};
 use crate::pg::DbError;
 use crate::render::{self, Rendered};
 
 /// Everything a request handler reads: shared by all connections of one instance.
 pub struct App {
-    pub cache: ResponseCache,
+    pub cache: Arc<ResponseCache>,
     pub pool: Pool,
     pub metrics: Metrics,
     pub settings: ServeSettings,
     cors_origin: HeaderValue,
     ready: AtomicBool,
+    feed: std::sync::OnceLock<Arc<FeedStatus>>,
 }
 
 impl App {
@@ -45,13 +50,27 @@ impl App {
         let cors_origin =
             HeaderValue::from_str(&settings.cors_origin).unwrap_or(HeaderValue::from_static("*"));
         App {
-            cache: ResponseCache::new(settings.cache_bytes),
+            cache: Arc::new(ResponseCache::new(settings.cache_bytes)),
             pool,
             metrics: Metrics::default(),
             settings,
             cors_origin,
             ready: AtomicBool::new(false),
+            feed: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Starts the change feed that keeps this instance's cache current.
+    pub fn start_feed(&self, database: tokio_postgres::Config) -> tokio::task::JoinHandle<()> {
+        let sink: Arc<dyn ChangeSink> = self.cache.clone();
+        let (status, task) = feed::spawn(database, sink, self.settings.feed.clone());
+        let _ = self.feed.set(status);
+        task
+    }
+
+    /// The change feed's state, once started.
+    pub fn feed_status(&self) -> Option<&Arc<FeedStatus>> {
+        self.feed.get()
     }
 
     /// Opens the pool's first connection; `/readyz` answers 503 until this has succeeded.
@@ -63,9 +82,13 @@ impl App {
 
     /// Answers one request. Never fails: every error is a response. Generic over the body so
     /// benches and tests can call it without a socket.
-    pub async fn handle<B>(&self, req: Request<B>) -> Response<Body> {
+    pub async fn handle<B>(&self, req: Request<B>) -> Response<Body>
+    where
+        B: hyper::body::Body,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let started = Instant::now();
-        let (label, mut response) = self.respond(&req).await;
+        let (label, mut response) = self.respond(req).await;
         response.headers_mut().insert(
             header::ACCESS_CONTROL_ALLOW_ORIGIN,
             self.cors_origin.clone(),
@@ -75,7 +98,11 @@ impl App {
         response
     }
 
-    async fn respond<B>(&self, req: &Request<B>) -> (usize, Response<Body>) {
+    async fn respond<B>(&self, req: Request<B>) -> (usize, Response<Body>)
+    where
+        B: hyper::body::Body,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let unmatched = ROUTE_LABELS.len() - 1;
         if req.method() == Method::OPTIONS {
             return (unmatched, respond::preflight());
@@ -98,12 +125,106 @@ impl App {
                 );
             }
         }
-        let response = match self.read(&route, token.unwrap_or("")).await {
+        let session = token.unwrap_or("").to_owned();
+        if route.is_write() {
+            let content_type = req
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok());
+            let json = body::is_json(content_type);
+            let length = req
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok());
+            let bytes = body::read(req.into_body(), length, self.settings.body_limit).await;
+            return (label, self.write(&route, &session, json, bytes).await);
+        }
+        let response = match self.read(&route, &session).await {
             Ok(r) => r,
             Err(e) if e.is_unavailable() => respond::unavailable(),
             Err(_) => respond::internal_error(),
         };
         (label, response)
+    }
+
+    /// Validates and makes a write, then drops what it made stale from this instance's cache
+    /// before answering, so the caller reads its own write at once.
+    async fn write(
+        &self,
+        route: &Route,
+        session: &str,
+        json: bool,
+        bytes: Result<Bytes, BodyError>,
+    ) -> Response<Body> {
+        let invalid: &'static str = match route {
+            Route::PostReview => "Error: Review body contains invalid entries",
+            Route::PostQuestion { .. } => "Error: Question body contains invalid entries",
+            Route::PostAnswer { .. } => "Error: Answer body contains invalid entries",
+            Route::PostCart => "Error: Cart body contains invalid entries",
+            _ => "Error: Interaction body contains invalid entries",
+        };
+        let posted = matches!(
+            route,
+            Route::PostReview
+                | Route::PostQuestion { .. }
+                | Route::PostAnswer { .. }
+                | Route::PostCart
+                | Route::PostInteraction
+        );
+        let bytes = match bytes {
+            Err(BodyError::TooLarge) => {
+                return respond::text(StatusCode::PAYLOAD_TOO_LARGE, "Payload Too Large")
+            }
+            Err(_) => return respond::text(StatusCode::BAD_REQUEST, "Bad Request"),
+            Ok(bytes) => bytes,
+        };
+        if posted && !json {
+            return respond::text(StatusCode::UNSUPPORTED_MEDIA_TYPE, "Unsupported Media Type");
+        }
+        let pool = &self.pool;
+        let result = match *route {
+            Route::PostReview => match body::review(&bytes) {
+                Ok(review) => write::add_review(pool, &review).await,
+                Err(_) => Err(WriteError::Invalid),
+            },
+            Route::PostQuestion { product_id } => match body::question(&bytes, product_id) {
+                Ok(question) => write::add_question(pool, &question).await,
+                Err(_) => Err(WriteError::Invalid),
+            },
+            Route::PostAnswer { question_id } => match body::answer(&bytes) {
+                Ok(answer) => write::add_answer(pool, question_id, &answer).await,
+                Err(_) => Err(WriteError::Invalid),
+            },
+            Route::PostCart => match body::cart_sku(&bytes) {
+                Ok(sku) => write::add_to_cart(pool, session, sku).await,
+                Err(_) => Err(WriteError::Invalid),
+            },
+            Route::PostInteraction => match body::interaction(&bytes) {
+                Ok(interaction) => write::add_interaction(pool, &interaction).await,
+                Err(_) => Err(WriteError::Invalid),
+            },
+            Route::MarkReview { id, mark } => write::mark_review(pool, id, mark).await,
+            Route::MarkQuestion { id, mark } => write::mark_question(pool, id, mark).await,
+            Route::MarkAnswer { id, mark } => write::mark_answer(pool, id, mark).await,
+            _ => return respond::not_found(),
+        };
+        match result {
+            Ok(changes) => {
+                for change in &changes {
+                    self.cache.apply_change(change);
+                }
+                if posted {
+                    respond::text(StatusCode::CREATED, "Created")
+                } else {
+                    respond::no_content()
+                }
+            }
+            Err(WriteError::NotFound) => respond::not_found(),
+            Err(WriteError::Invalid) => respond::text(StatusCode::UNPROCESSABLE_ENTITY, invalid),
+            Err(WriteError::Db(e)) if e.is_unavailable() => respond::unavailable(),
+            Err(WriteError::Db(_)) => respond::internal_error(),
+        }
     }
 
     async fn read(&self, route: &Route, session: &str) -> Result<Response<Body>, DbError> {
@@ -176,6 +297,7 @@ impl App {
                     cache: self.cache.stats(),
                     pool_size: self.pool.size(),
                     pool_open: self.pool.open_connections(),
+                    feed: self.feed.get().cloned(),
                 };
                 let mut r = Response::new(Body::new(Bytes::from(self.metrics.render(&gauges))));
                 r.headers_mut().insert(
@@ -184,20 +306,13 @@ impl App {
                 );
                 r
             }
-            Route::PostReview
-            | Route::MarkReview { .. }
-            | Route::PostQuestion
-            | Route::MarkQuestion { .. }
-            | Route::PostAnswer { .. }
-            | Route::MarkAnswer { .. }
-            | Route::PostCart
-            | Route::PostInteraction => {
-                respond::text(StatusCode::NOT_IMPLEMENTED, "Not Implemented")
-            }
+            // Writes are answered by `write`.
+            _ => respond::not_found(),
         })
     }
 
-    /// 200 only when the server can serve correctly now: warmed up and the database answering.
+    /// 200 only when the server can serve correctly now: warmed up, the change feed connected
+    /// (or down for less than the staleness bound) and the database answering.
     async fn readiness(&self) -> Response<Body> {
         if !self.ready.load(Ordering::Acquire) && self.warm_up().await.is_err() {
             return respond::text(StatusCode::SERVICE_UNAVAILABLE, "warming up");
@@ -302,15 +417,22 @@ pub async fn start(
 ) -> std::io::Result<Running> {
     let listener = TcpListener::bind(settings.listen).await?;
     let addr = listener.local_addr()?;
-    let pool = Pool::new(database, settings.pool_size, settings.db_timeout);
+    let pool = Pool::new(database.clone(), settings.pool_size, settings.db_timeout);
     let app = Arc::new(App::new(settings, pool));
+    let feed = app.start_feed(database);
     if let Err(e) = app.warm_up().await {
         eprintln!("warm-up: {e} (serving anyway; /readyz says 503 until the database answers)");
     }
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(serve(listener, Arc::clone(&app), async {
-        let _ = stopped.await;
-    }));
+    let app_for_task = Arc::clone(&app);
+    let task = tokio::spawn(async move {
+        let served = serve(listener, Arc::clone(&app_for_task), async {
+            let _ = stopped.await;
+        })
+        .await;
+        feed.abort();
+        served
+    });
     Ok(Running {
         addr,
         app,

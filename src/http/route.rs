@@ -40,7 +40,10 @@ pub enum Route {
         id: i64,
         mark: Mark,
     },
-    PostQuestion,
+    /// `product_id` from the query string, used when the body has none.
+    PostQuestion {
+        product_id: Option<i64>,
+    },
     MarkQuestion {
         id: i64,
         mark: Mark,
@@ -59,12 +62,7 @@ pub enum Route {
     Metrics,
 }
 
-/// The two `PUT` actions on reviews, questions and answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mark {
-    Helpful,
-    Report,
-}
+pub use crate::pg::write::Mark;
 
 /// Why a request has no route.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,6 +103,21 @@ pub const ROUTE_LABELS: [&str; 21] = [
 ];
 
 impl Route {
+    /// Whether the route changes data (POST or PUT).
+    pub fn is_write(&self) -> bool {
+        matches!(
+            self,
+            Route::PostReview
+                | Route::MarkReview { .. }
+                | Route::PostQuestion { .. }
+                | Route::MarkQuestion { .. }
+                | Route::PostAnswer { .. }
+                | Route::MarkAnswer { .. }
+                | Route::PostCart
+                | Route::PostInteraction
+        )
+    }
+
     /// Index into [`ROUTE_LABELS`].
     pub fn label_index(&self) -> usize {
         match self {
@@ -119,7 +132,7 @@ impl Route {
             Route::Cart => 8,
             Route::PostReview => 9,
             Route::MarkReview { .. } => 10,
-            Route::PostQuestion => 11,
+            Route::PostQuestion { .. } => 11,
             Route::MarkQuestion { .. } => 12,
             Route::PostAnswer { .. } => 13,
             Route::MarkAnswer { .. } => 14,
@@ -223,7 +236,8 @@ pub fn parse(method: &Method, path: &str, query: Option<&str>) -> Result<Route, 
         ["qa", "questions"] => {
             get_or_post()?;
             if !read {
-                return Ok(Route::PostQuestion);
+                let product_id = q.get("product_id").as_deref().and_then(parse_id);
+                return Ok(Route::PostQuestion { product_id });
             }
             let product_id = q.product_id()?;
             let (page, count) = q.paging()?;

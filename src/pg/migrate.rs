@@ -15,11 +15,18 @@ pub struct Migration {
 
 /// Every migration, in order. The SQL is compiled into the binary, so a deployed server
 /// always carries the schema it expects.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "schema",
-    sql: include_str!("../../sql/0001_schema.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "schema",
+        sql: include_str!("../../sql/0001_schema.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "change_feed",
+        sql: include_str!("../../sql/0002_change_feed.sql"),
+    },
+];
 
 /// Key of the advisory lock that serialises migrations (and bulk loads) across processes.
 pub const SCHEMA_LOCK: i64 = 0x0061_7465_6c69_6572; // "atelier"

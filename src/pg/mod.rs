@@ -2,10 +2,12 @@
 //! migrations and the bulk loader.
 
 pub mod cluster;
+pub mod feed;
 pub mod load;
 pub mod migrate;
 pub mod pool;
 pub mod read;
+pub mod write;
 
 use tokio_postgres::{Client, Config, NoTls};
 

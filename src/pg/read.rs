@@ -1,4 +1,5 @@
-//! The read queries behind every GET, prepared once per pooled connection.
+//! The queries behind every GET (and the write statements of pg::write), prepared once per
+//! pooled connection.
 //!
 //! Each resource is read in one round trip: either one query, or several issued together on
 //! one connection (tokio-postgres pipelines them). Every query walks an index in the order it
@@ -17,10 +18,15 @@ macro_rules! statements {
         pub struct Statements { $(pub $name: Statement,)* }
 
         impl Statements {
+            /// Prepares every statement, pipelined: one round trip in all.
             pub async fn prepare(client: &Client) -> Result<Statements, DbError> {
-                let ($($name,)*) = tokio::try_join!($(client.prepare($sql),)*)
+                let sql = [$($sql,)*];
+                let prepared = futures_util::future::try_join_all(sql.iter().map(|s| client.prepare(s)))
+                    .await
                     .map_err(DbError::from_query)?;
-                Ok(Statements { $($name,)* })
+                let mut prepared = prepared.into_iter();
+                let mut next = || prepared.next().ok_or_else(|| DbError::Unavailable("statement count mismatch".into()));
+                Ok(Statements { $($name: next()?,)* })
             }
         }
     };
@@ -94,6 +100,41 @@ statements! {
                        FROM answers a JOIN answers_photos p ON p.answer_id = a.id
                       WHERE a.question_id = $1 AND NOT a.reported ORDER BY p.answer_id, p.id";
     cart = "SELECT sku_id, count FROM cart_items WHERE session = $1 ORDER BY sku_id";
+
+    // Writes (see pg::write): one statement each, so each is atomic on its own.
+    add_review = "WITH review AS (
+                      INSERT INTO reviews (product_id, rating, summary, body, recommend, reviewer_name, reviewer_email)
+                      SELECT $1, $2, $3, $4, $5, $6, $7
+                       WHERE (SELECT count(*) FROM characteristics
+                               WHERE product_id = $1 AND id = ANY ($9::int8[])) = cardinality($9::int8[])
+                      RETURNING id),
+                  photos AS (
+                      INSERT INTO reviews_photos (review_id, url)
+                      SELECT review.id, url FROM review, unnest($8::text[]) WITH ORDINALITY AS p(url, n) ORDER BY n),
+                  ratings AS (
+                      INSERT INTO characteristic_reviews (characteristic_id, review_id, value)
+                      SELECT c, review.id, v FROM review, unnest($9::int8[], $10::int2[]) AS r(c, v))
+                  SELECT id FROM review";
+    review_helpful = "UPDATE reviews SET helpfulness = LEAST(helpfulness, 2147483646) + 1 WHERE id = $1 RETURNING product_id";
+    review_report = "UPDATE reviews SET reported = true WHERE id = $1 RETURNING product_id";
+    add_question = "INSERT INTO questions (product_id, body, asker_name, asker_email) VALUES ($1, $2, $3, $4)";
+    question_helpful = "UPDATE questions SET helpfulness = LEAST(helpfulness, 2147483646) + 1 WHERE id = $1 RETURNING product_id";
+    question_report = "UPDATE questions SET reported = true WHERE id = $1 RETURNING product_id";
+    add_answer = "WITH answer AS (
+                      INSERT INTO answers (question_id, body, answerer_name, answerer_email)
+                      VALUES ($1, $2, $3, $4) RETURNING id),
+                  photos AS (
+                      INSERT INTO answers_photos (answer_id, url)
+                      SELECT answer.id, url FROM answer, unnest($5::text[]) WITH ORDINALITY AS p(url, n) ORDER BY n)
+                  SELECT (SELECT product_id FROM questions WHERE id = $1) FROM answer";
+    answer_helpful = "UPDATE answers SET helpfulness = LEAST(helpfulness, 2147483646) + 1 WHERE id = $1
+                      RETURNING question_id, (SELECT product_id FROM questions q WHERE q.id = answers.question_id)";
+    answer_report = "UPDATE answers SET reported = true WHERE id = $1
+                     RETURNING question_id, (SELECT product_id FROM questions q WHERE q.id = answers.question_id)";
+    add_to_cart = "INSERT INTO cart_items (session, sku_id, count) VALUES ($1, $2, 1)
+                   ON CONFLICT (session, sku_id)
+                   DO UPDATE SET count = LEAST(cart_items.count, 2147483646) + 1, updated_at = now()";
+    add_interaction = "INSERT INTO interactions (element, widget, time) VALUES ($1, $2, $3)";
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -215,7 +215,10 @@ pub async fn load(config: &Config, opts: &LoadOptions) -> Result<LoadReport, Loa
     // The data set's tables are emptied one by one as they are copied; carts hold skus that
     // the new data may not have.
     client
-        .batch_execute("TRUNCATE cart_items")
+        .batch_execute(
+            "BEGIN; ALTER TABLE cart_items DISABLE TRIGGER USER; TRUNCATE cart_items;
+             ALTER TABLE cart_items ENABLE TRIGGER USER; COMMIT",
+        )
         .await
         .map_err(DbError::query("emptying cart_items"))?;
 
@@ -240,6 +243,11 @@ pub async fn load(config: &Config, opts: &LoadOptions) -> Result<LoadReport, Loa
     let started = Instant::now();
     let mut progress = Progress::new("sequences, analyze", opts.quiet);
     reset_sequences(&client).await?;
+    // One event for the whole load: every server instance empties its cache.
+    client
+        .batch_execute("SELECT atelier_log_change('all', 0, NULL)")
+        .await
+        .map_err(DbError::query("announcing the load on the change feed"))?;
     for table in managed_tables() {
         client
             .batch_execute(&format!("ANALYZE {table}"))
@@ -493,9 +501,15 @@ async fn copy_file(
         .transaction()
         .await
         .map_err(DbError::query("starting a transaction"))?;
-    tx.batch_execute(&format!("TRUNCATE {}", table.sql_name()))
-        .await
-        .map_err(DbError::query(format!("truncating {}", table.sql_name())))?;
+    // The change-log triggers would log every row; the load ends with one "all" event
+    // instead. Disabled inside this transaction only: TRUNCATE already holds the table's
+    // exclusive lock, so no other session ever sees the triggers off.
+    tx.batch_execute(&format!(
+        "TRUNCATE {t}; ALTER TABLE {t} DISABLE TRIGGER USER",
+        t = table.sql_name()
+    ))
+    .await
+    .map_err(DbError::query(format!("truncating {}", table.sql_name())))?;
     let copy = async {
         let sink = tx
             .copy_in::<_, Bytes>(&format!(
@@ -514,6 +528,12 @@ async fn copy_file(
     let (read, mut loaded) = done_rx.await.map_err(|_| LoadError::ReaderLost { file })?;
     let copied = copied.map_err(|source| LoadError::Copy { file, source })?;
     let (report, ids) = read?;
+    tx.batch_execute(&format!(
+        "ALTER TABLE {} ENABLE TRIGGER USER",
+        table.sql_name()
+    ))
+    .await
+    .map_err(|source| LoadError::Copy { file, source })?;
     tx.commit()
         .await
         .map_err(|source| LoadError::Copy { file, source })?;

@@ -1,0 +1,220 @@
+//! Every write of the API, each one SQL statement with parameters only.
+//!
+//! A single statement is its own transaction, so a review with its photos and ratings is
+//! written whole or not at all — and, unlike an explicit BEGIN/COMMIT, a single statement can
+//! share a pooled connection with other requests' pipelined queries. Each function returns the
+//! changes it made, which the caller applies to its own cache before answering (the change
+//! feed carries the same changes to every other instance).
+
+use super::feed::Change;
+use super::pool::Pool;
+use super::DbError;
+
+/// A review as the client sent it, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewReview {
+    pub product_id: i64,
+    pub rating: i16,
+    pub summary: String,
+    pub body: String,
+    pub recommend: bool,
+    pub name: String,
+    pub email: String,
+    pub photos: Vec<String>,
+    /// (characteristic id, value 1–5)
+    pub characteristics: Vec<(i64, i16)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewQuestion {
+    pub product_id: i64,
+    pub body: String,
+    pub name: String,
+    pub email: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewAnswer {
+    pub body: String,
+    pub name: String,
+    pub email: String,
+    pub photos: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewInteraction {
+    pub element: String,
+    pub widget: String,
+    pub time: String,
+}
+
+/// Why a write was not made.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// The id in the path does not exist (404).
+    #[error("not found")]
+    NotFound,
+    /// The body refers to something that does not exist or does not belong (422).
+    #[error("invalid entries")]
+    Invalid,
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+/// Maps a foreign-key violation (the referenced row is missing) to `missing`.
+fn on_missing(missing: WriteError) -> impl FnOnce(DbError) -> WriteError {
+    move |e| match &e {
+        DbError::Failed(source)
+            if source.code() == Some(&tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION) =>
+        {
+            missing
+        }
+        _ => WriteError::Db(e),
+    }
+}
+
+pub async fn add_review(pool: &Pool, r: &NewReview) -> Result<Vec<Change>, WriteError> {
+    let (ids, values): (Vec<i64>, Vec<i16>) = r.characteristics.iter().copied().unzip();
+    let row = pool
+        .run(|c| async move {
+            c.client
+                .query_opt(
+                    &c.statements.add_review,
+                    &[
+                        &r.product_id,
+                        &r.rating,
+                        &r.summary,
+                        &r.body,
+                        &r.recommend,
+                        &r.name,
+                        &r.email,
+                        &r.photos,
+                        &ids,
+                        &values,
+                    ],
+                )
+                .await
+        })
+        .await
+        .map_err(on_missing(WriteError::Invalid))?;
+    // No row: a characteristic id that is not the product's.
+    row.ok_or(WriteError::Invalid)?;
+    Ok(vec![Change::Reviews(r.product_id)])
+}
+
+/// The two `PUT` actions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mark {
+    Helpful,
+    Report,
+}
+
+pub async fn mark_review(pool: &Pool, id: i64, mark: Mark) -> Result<Vec<Change>, WriteError> {
+    let row = pool
+        .run(|c| async move {
+            let statement = match mark {
+                Mark::Helpful => &c.statements.review_helpful,
+                Mark::Report => &c.statements.review_report,
+            };
+            c.client.query_opt(statement, &[&id]).await
+        })
+        .await?;
+    let product_id: i64 = row.ok_or(WriteError::NotFound)?.get(0);
+    Ok(vec![Change::Reviews(product_id)])
+}
+
+pub async fn add_question(pool: &Pool, q: &NewQuestion) -> Result<Vec<Change>, WriteError> {
+    pool.run(|c| async move {
+        c.client
+            .execute(
+                &c.statements.add_question,
+                &[&q.product_id, &q.body, &q.name, &q.email],
+            )
+            .await
+    })
+    .await
+    .map_err(on_missing(WriteError::Invalid))?;
+    Ok(vec![Change::Questions(q.product_id)])
+}
+
+pub async fn mark_question(pool: &Pool, id: i64, mark: Mark) -> Result<Vec<Change>, WriteError> {
+    let row = pool
+        .run(|c| async move {
+            let statement = match mark {
+                Mark::Helpful => &c.statements.question_helpful,
+                Mark::Report => &c.statements.question_report,
+            };
+            c.client.query_opt(statement, &[&id]).await
+        })
+        .await?;
+    let product_id: i64 = row.ok_or(WriteError::NotFound)?.get(0);
+    Ok(vec![Change::Questions(product_id)])
+}
+
+pub async fn add_answer(
+    pool: &Pool,
+    question_id: i64,
+    a: &NewAnswer,
+) -> Result<Vec<Change>, WriteError> {
+    let row = pool
+        .run(|c| async move {
+            c.client
+                .query_one(
+                    &c.statements.add_answer,
+                    &[&question_id, &a.body, &a.name, &a.email, &a.photos],
+                )
+                .await
+        })
+        .await
+        .map_err(on_missing(WriteError::NotFound))?;
+    let product_id: i64 = row.get(0);
+    Ok(vec![
+        Change::Answers(question_id),
+        Change::Questions(product_id),
+    ])
+}
+
+pub async fn mark_answer(pool: &Pool, id: i64, mark: Mark) -> Result<Vec<Change>, WriteError> {
+    let row = pool
+        .run(|c| async move {
+            let statement = match mark {
+                Mark::Helpful => &c.statements.answer_helpful,
+                Mark::Report => &c.statements.answer_report,
+            };
+            c.client.query_opt(statement, &[&id]).await
+        })
+        .await?;
+    let row = row.ok_or(WriteError::NotFound)?;
+    Ok(vec![
+        Change::Answers(row.get(0)),
+        Change::Questions(row.get(1)),
+    ])
+}
+
+pub async fn add_to_cart(
+    pool: &Pool,
+    session: &str,
+    sku_id: i64,
+) -> Result<Vec<Change>, WriteError> {
+    pool.run(|c| async move {
+        c.client
+            .execute(&c.statements.add_to_cart, &[&session, &sku_id])
+            .await
+    })
+    .await
+    .map_err(on_missing(WriteError::Invalid))?;
+    Ok(vec![Change::Cart(session.to_owned())])
+}
+
+pub async fn add_interaction(pool: &Pool, i: &NewInteraction) -> Result<Vec<Change>, WriteError> {
+    pool.run(|c| async move {
+        c.client
+            .execute(
+                &c.statements.add_interaction,
+                &[&i.element, &i.widget, &i.time],
+            )
+            .await
+    })
+    .await?;
+    Ok(Vec::new())
+}
