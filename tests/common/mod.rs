@@ -246,3 +246,42 @@ pub async fn server_with_data(dir: &Path) -> (TestDb, atelier::http::Running) {
         .expect("start server");
     (db, running)
 }
+
+/// `method path` with a body and a Content-Type, as the storefront sends a write.
+pub async fn send(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: &str,
+) -> Reply {
+    let raw = format!(
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nAuthorization: test-token\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    send_raw(addr, raw.as_bytes()).await
+}
+
+pub async fn post_json(addr: std::net::SocketAddr, path: &str, body: &str) -> Reply {
+    send(addr, "POST", path, "application/json", body).await
+}
+
+pub async fn put(addr: std::net::SocketAddr, path: &str) -> Reply {
+    request(addr, "PUT", path).await
+}
+
+/// Polls `path` until its body satisfies `done`, for up to 10 s; returns the last body.
+pub async fn eventually(
+    addr: std::net::SocketAddr,
+    path: &str,
+    done: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let body = get(addr, path).await.body;
+        if done(&body) || std::time::Instant::now() > deadline {
+            return body;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}

@@ -1,0 +1,436 @@
+//! Every write of the contract over real HTTP: what each write changes in the GETs that
+//! follow, and that invalid input gets its 4xx and changes nothing.
+
+mod common;
+
+use common::{eventually, get, post_json, put, send, server_with_data};
+use serde_json::Value;
+
+fn ids(body: &str, list: &str, field: &str) -> Vec<i64> {
+    let v: Value = serde_json::from_str(body).expect("json");
+    v[list]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x[field].as_i64().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_new_review_shows_in_every_sort_and_in_meta() {
+    let (db, server) = server_with_data(&common::sample_dir()).await;
+    let a = server.addr;
+    // Warm every entry the write must invalidate.
+    for sort in ["relevant", "newest", "helpful"] {
+        assert_eq!(
+            ids(
+                &get(a, &format!("/reviews?product_id=2&sort={sort}"))
+                    .await
+                    .body,
+                "results",
+                "review_id"
+            ),
+            [3, 4]
+        );
+    }
+    get(a, "/reviews/meta?product_id=2").await;
+
+    let body = r#"{"product_id":2,"rating":3,"summary":"Okay","body":"Decent lenses.","recommend":false,
+        "name":"newbie","email":"new@example.com","photos":["https://example.com/a.jpg","https://example.com/b.jpg"],
+        "characteristics":{"5":3}}"#;
+    let r = post_json(a, "/reviews", body).await;
+    assert_eq!((r.status, r.body.as_str()), (201, "Created"));
+    let new_id: i64 = db
+        .client()
+        .await
+        .query_one("SELECT max(id) FROM reviews", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(new_id, 7, "the id after the loaded ones");
+
+    assert_eq!(
+        ids(
+            &get(a, "/reviews?product_id=2&sort=newest").await.body,
+            "results",
+            "review_id"
+        ),
+        [7, 3, 4]
+    );
+    assert_eq!(
+        ids(
+            &get(a, "/reviews?product_id=2&sort=relevant").await.body,
+            "results",
+            "review_id"
+        ),
+        [3, 4, 7]
+    );
+    assert_eq!(
+        ids(
+            &get(a, "/reviews?product_id=2&sort=helpful").await.body,
+            "results",
+            "review_id"
+        ),
+        [3, 4, 7]
+    );
+    let newest: Value = serde_json::from_str(
+        &get(a, "/reviews?product_id=2&sort=newest&count=1")
+            .await
+            .body,
+    )
+    .unwrap();
+    let review = &newest["results"][0];
+    assert_eq!(review["helpfulness"], 0);
+    assert_eq!(review["response"], Value::Null);
+    assert_eq!(review["reviewer_name"], "newbie");
+    let urls: Vec<&str> = review["photos"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["url"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        urls,
+        ["https://example.com/a.jpg", "https://example.com/b.jpg"]
+    );
+    assert!(review.get("reviewer_email").is_none());
+    assert_eq!(
+        get(a, "/reviews/meta?product_id=2").await.body,
+        r#"{"product_id":"2","ratings":{"3":"2","4":"1"},"recommended":{"false":"2","true":"1"},"characteristics":{"Quality":{"id":5,"value":"4.0000000000000000"}}}"#
+    );
+}
+
+#[tokio::test]
+async fn report_hides_and_helpful_reorders() {
+    let (_db, server) = server_with_data(&common::sample_dir()).await;
+    let a = server.addr;
+    assert_eq!(
+        ids(
+            &get(a, "/reviews?product_id=1").await.body,
+            "results",
+            "review_id"
+        ),
+        [1, 2]
+    );
+    for _ in 0..7 {
+        assert_eq!(put(a, "/reviews/2/helpful").await.status, 204);
+    }
+    // Review 2 now has 9 helpful votes to review 1's 8.
+    assert_eq!(
+        ids(
+            &get(a, "/reviews?product_id=1").await.body,
+            "results",
+            "review_id"
+        ),
+        [2, 1]
+    );
+
+    get(a, "/reviews/meta?product_id=2").await;
+    let r = put(a, "/reviews/3/report").await;
+    assert_eq!((r.status, r.body.as_str()), (204, ""));
+    assert_eq!(
+        ids(
+            &get(a, "/reviews?product_id=2").await.body,
+            "results",
+            "review_id"
+        ),
+        [4]
+    );
+    assert_eq!(
+        get(a, "/reviews/meta?product_id=2").await.body,
+        r#"{"product_id":"2","ratings":{"3":"1"},"recommended":{"false":"1","true":"0"},"characteristics":{"Quality":{"id":5,"value":"4.0000000000000000"}}}"#
+    );
+
+    // Questions and answers: helpful reorders, report hides.
+    assert_eq!(
+        ids(
+            &get(a, "/qa/questions?product_id=1").await.body,
+            "results",
+            "question_id"
+        ),
+        [3, 4, 1]
+    );
+    for _ in 0..3 {
+        assert_eq!(put(a, "/qa/questions/1/helpful").await.status, 204);
+    }
+    assert_eq!(put(a, "/qa/questions/4/report").await.status, 204);
+    assert_eq!(
+        ids(
+            &get(a, "/qa/questions?product_id=1").await.body,
+            "results",
+            "question_id"
+        ),
+        [3, 1]
+    );
+    get(a, "/qa/questions/1/answers").await;
+    assert_eq!(put(a, "/qa/answers/1/helpful").await.status, 204);
+    assert_eq!(put(a, "/qa/answers/5/report").await.status, 204);
+    assert_eq!(
+        ids(
+            &get(a, "/qa/questions/1/answers").await.body,
+            "results",
+            "answer_id"
+        ),
+        [2, 1]
+    );
+    let questions = get(a, "/qa/questions?product_id=1").await.body;
+    assert!(
+        !questions.contains(r#""5":{"id":5"#),
+        "a reported answer leaves the nested answers too"
+    );
+
+    for path in [
+        "/reviews/999/helpful",
+        "/reviews/999/report",
+        "/qa/questions/999/helpful",
+        "/qa/answers/999/report",
+    ] {
+        let r = put(a, path).await;
+        assert_eq!((r.status, r.body.as_str()), (404, "Not Found"), "{path}");
+    }
+}
+
+#[tokio::test]
+async fn a_new_answer_with_photos_appears_nested_and_in_answers() {
+    let (_db, server) = server_with_data(&common::sample_dir()).await;
+    let a = server.addr;
+    get(a, "/qa/questions?product_id=4").await;
+    get(a, "/qa/questions/6/answers").await;
+    let r = post_json(
+        a,
+        "/qa/questions/6/answers",
+        r#"{"body":"Because we buy in bulk.","name":"Seller","email":"seller@example.com","photos":["https://example.com/p.jpg"]}"#,
+    )
+    .await;
+    assert_eq!((r.status, r.body.as_str()), (201, "Created"));
+    let answers: Value =
+        serde_json::from_str(&get(a, "/qa/questions/6/answers").await.body).unwrap();
+    let answer = &answers["results"][0];
+    assert_eq!(answer["body"], "Because we buy in bulk.");
+    assert_eq!(answer["photos"][0]["url"], "https://example.com/p.jpg");
+    let id = answer["answer_id"].as_i64().unwrap();
+    assert_eq!(
+        id, 7,
+        "the id after the loaded ones (answer 7 of the file was dropped)"
+    );
+    let questions: Value =
+        serde_json::from_str(&get(a, "/qa/questions?product_id=4").await.body).unwrap();
+    let nested = &questions["results"][0]["answers"][id.to_string()];
+    assert_eq!(nested["id"], id);
+    assert_eq!(
+        nested["photos"],
+        serde_json::json!(["https://example.com/p.jpg"])
+    );
+
+    let r = post_json(
+        a,
+        "/qa/questions/999/answers",
+        r#"{"body":"x","name":"y","email":"a@b.co"}"#,
+    )
+    .await;
+    assert_eq!((r.status, r.body.as_str()), (404, "Not Found"));
+
+    // A new question, product id from the query string.
+    get(a, "/qa/questions?product_id=6").await;
+    let r = post_json(
+        a,
+        "/qa/questions?product_id=6",
+        r#"{"body":"Do they squeak?","name":"q","email":"q@example.com"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 201);
+    let questions: Value =
+        serde_json::from_str(&get(a, "/qa/questions?product_id=6").await.body).unwrap();
+    assert_eq!(questions["results"][0]["question_body"], "Do they squeak?");
+    assert_eq!(questions["results"][0]["answers"], serde_json::json!({}));
+}
+
+#[tokio::test]
+async fn cart_and_interactions() {
+    let (db, server) = server_with_data(&common::sample_dir()).await;
+    let a = server.addr;
+    assert_eq!(get(a, "/cart").await.body, "[]");
+    assert_eq!(post_json(a, "/cart", r#"{"sku_id":3}"#).await.status, 201);
+    assert_eq!(post_json(a, "/cart", r#"{"skuId":"3"}"#).await.status, 201);
+    assert_eq!(post_json(a, "/cart", r#"{"sku_id":1}"#).await.status, 201);
+    assert_eq!(
+        get(a, "/cart").await.body,
+        r#"[{"sku_id":1,"count":"1"},{"sku_id":3,"count":"2"}]"#
+    );
+    let other = common::send_raw(a, b"GET /cart HTTP/1.1\r\nHost: t\r\nAuthorization: someone-else\r\nConnection: close\r\n\r\n").await;
+    assert_eq!(other.body, "[]", "carts are per Authorization token");
+    let r = post_json(a, "/cart", r#"{"sku_id":999}"#).await;
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (422, "Error: Cart body contains invalid entries")
+    );
+
+    let r = post_json(
+        a,
+        "/interactions",
+        r#"{"element":"img","widget":"Overview","time":"2020-01-01"}"#,
+    )
+    .await;
+    assert_eq!((r.status, r.body.as_str()), (201, "Created"));
+    assert_eq!(
+        post_json(a, "/interactions", r#"{"element":"img"}"#)
+            .await
+            .status,
+        422
+    );
+    assert_eq!(common::count(&db.client().await, "interactions").await, 1);
+}
+
+#[tokio::test]
+async fn invalid_writes_get_their_4xx_and_change_nothing() {
+    let (db, server) = server_with_data(&common::sample_dir()).await;
+    let a = server.addr;
+    let client = db.client().await;
+    let tables = [
+        "reviews",
+        "reviews_photos",
+        "characteristic_reviews",
+        "questions",
+        "answers",
+        "answers_photos",
+        "cart_items",
+        "interactions",
+        "change_log",
+    ];
+    let mut before = Vec::new();
+    for t in tables {
+        before.push(common::count(&client, t).await);
+    }
+
+    let review = r#"{"product_id":1,"rating":4,"summary":"s","body":"b","recommend":true,"name":"n","email":"n@example.com","characteristics":{"1":4}}"#;
+    let review_with = |field: &str, value: &str| {
+        let mut v: Value = serde_json::from_str(review).unwrap();
+        v[field] = serde_json::from_str(value).unwrap();
+        v.to_string()
+    };
+    let invalid_reviews = [
+        review_with("rating", "\"five\""),
+        review_with("rating", "9"),
+        review_with("product_id", "\"abc\""),
+        review_with("product_id", "999"), // unknown product
+        review_with("recommend", "1"),
+        review_with("body", &format!("\"{}\"", "x".repeat(1001))),
+        review_with("email", "\"nope\""),
+        review_with("characteristics", r#"{"99":4}"#), // unknown characteristic
+        review_with("characteristics", r#"{"5":4}"#),  // another product's characteristic
+        review_with("photos", r#"["javascript:alert(1)"]"#),
+        r#"{"product_id":1}"#.to_owned(),
+        "{\"product_id\":1,".to_owned(),
+        "null".to_owned(),
+        "'; DROP TABLE reviews; --".to_owned(),
+    ];
+    for body in &invalid_reviews {
+        let r = post_json(a, "/reviews", body).await;
+        assert_eq!(
+            (r.status, r.body.as_str()),
+            (422, "Error: Review body contains invalid entries"),
+            "{body}"
+        );
+    }
+    let r = send(a, "POST", "/reviews", "text/plain", review).await;
+    assert_eq!(r.status, 415);
+    let huge = format!(r#"{{"body":"{}"}}"#, "x".repeat(70 * 1024));
+    let r = post_json(a, "/reviews", &huge).await;
+    assert_eq!(r.status, 413);
+
+    for body in [
+        r#"{"body":"Why?","name":"q","email":"q@example.com","product_id":999}"#,
+        r#"{"body":"","name":"q","email":"q@example.com","product_id":1}"#,
+        r#"{"body":"Why?","name":"q","email":"q@example.com"}"#,
+        r#"{"body":"Why?","name":"q","email":"q@example.com","product_id":1.5}"#,
+    ] {
+        let r = post_json(a, "/qa/questions", body).await;
+        assert_eq!(
+            (r.status, r.body.as_str()),
+            (422, "Error: Question body contains invalid entries"),
+            "{body}"
+        );
+    }
+    for body in [
+        r#"{"body":"A","name":"a","email":"a@example.com","photos":"https://x.example/1"}"#,
+        r#"{"body":"A","name":"a","email":"a@example.com","photos":[1]}"#,
+        r#"{"body":"A","name":"","email":"a@example.com"}"#,
+    ] {
+        let r = post_json(a, "/qa/questions/1/answers", body).await;
+        assert_eq!(
+            (r.status, r.body.as_str()),
+            (422, "Error: Answer body contains invalid entries"),
+            "{body}"
+        );
+    }
+    assert_eq!(post_json(a, "/cart", r#"{"sku_id":-1}"#).await.status, 422);
+    assert_eq!(post_json(a, "/cart", "[]").await.status, 422);
+
+    for (t, n) in tables.iter().zip(before) {
+        assert_eq!(common::count(&client, t).await, n, "{t} changed");
+    }
+    // And the server still answers.
+    assert_eq!(get(a, "/reviews?product_id=1").await.status, 200);
+}
+
+#[tokio::test]
+async fn a_write_made_in_sql_reaches_the_cache() {
+    let (db, server) = server_with_data(&common::sample_dir()).await;
+    let a = server.addr;
+    let client = db.client().await;
+    assert!(get(a, "/products/1").await.body.contains("Camo Onesie"));
+    assert_eq!(get(a, "/products/1/related").await.body, "[2,3,5]");
+    assert_eq!(
+        ids(
+            &get(a, "/reviews?product_id=3").await.body,
+            "results",
+            "review_id"
+        ),
+        [6]
+    );
+
+    client
+        .batch_execute("UPDATE products SET name = 'Camo Twosie' WHERE id = 1")
+        .await
+        .unwrap();
+    let body = eventually(a, "/products/1", |b| b.contains("Camo Twosie")).await;
+    assert!(body.contains("Camo Twosie"), "{body}");
+
+    client
+        .batch_execute("INSERT INTO related (product_id, related_product_id) VALUES (1, 6)")
+        .await
+        .unwrap();
+    assert_eq!(
+        eventually(a, "/products/1/related", |b| b == "[2,3,5,6]").await,
+        "[2,3,5,6]"
+    );
+
+    client
+        .batch_execute("UPDATE reviews SET reported = true WHERE id = 6")
+        .await
+        .unwrap();
+    let body = eventually(a, "/reviews?product_id=3", |b| {
+        b.contains(r#""results":[]"#)
+    })
+    .await;
+    assert!(body.contains(r#""results":[]"#), "{body}");
+
+    client
+        .batch_execute("UPDATE skus SET quantity = 99 WHERE id = 8")
+        .await
+        .unwrap();
+    let body = eventually(a, "/products/1/styles", |b| {
+        b.contains(r#""8":{"quantity":99"#)
+    })
+    .await;
+    assert!(body.contains(r#""8":{"quantity":99"#), "{body}");
+
+    client
+        .batch_execute("UPDATE answers_photos SET url = 'https://example.com/new.jpg' WHERE id = 3")
+        .await
+        .unwrap();
+    let body = eventually(a, "/qa/questions?product_id=1", |b| b.contains("new.jpg")).await;
+    assert!(body.contains("new.jpg"), "{body}");
+    let body = eventually(a, "/qa/questions/1/answers", |b| b.contains("new.jpg")).await;
+    assert!(body.contains("new.jpg"), "{body}");
+}
