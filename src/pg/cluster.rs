@@ -259,6 +259,19 @@ impl PrivateCluster {
             .spawn()
     }
 
+    /// Stops the server but keeps its files, as an outage would; [`Self::resume`] restarts it.
+    pub fn pause(&self) -> Result<(), ClusterError> {
+        self.pg_ctl(&["stop", "-m", "fast", "-w"], None)
+    }
+
+    /// Starts the server again after [`Self::pause`].
+    pub fn resume(&self) -> Result<(), ClusterError> {
+        self.pg_ctl(
+            &["start", "-w", "-t", "120", "-l"],
+            Some(&self.root.join("server.log")),
+        )
+    }
+
     /// Stops the server and deletes its files.
     pub fn stop(&mut self) {
         if self.stopped {

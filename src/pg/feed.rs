@@ -353,11 +353,13 @@ impl Follower {
             // rolled back.
             let now = Instant::now();
             let mut expected = floor + 1;
-            for &seq in self.applied.range(floor + 1..=top) {
-                for hole in expected..seq {
-                    self.gaps.entry(hole).or_insert(now);
+            if top > floor {
+                for &seq in self.applied.range(floor + 1..=top) {
+                    for hole in expected..seq {
+                        self.gaps.entry(hole).or_insert(now);
+                    }
+                    expected = seq + 1;
                 }
-                expected = seq + 1;
             }
             // Advance the floor over applied numbers and expired holes.
             loop {

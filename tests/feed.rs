@@ -1,0 +1,226 @@
+//! The change feed against real PostgreSQL servers: two instances on one database, a feed
+//! connection killed while writes go on, and the database stopped and restarted under load.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use atelier::cache::{fill, Key};
+use atelier::config::ServeSettings;
+use atelier::pg::cluster::{ClusterOptions, PrivateCluster};
+use atelier::pg::pool::Pool;
+use atelier::render::Rendered;
+use common::{eventually, get, post_json, put, server_with_data};
+
+fn settings() -> ServeSettings {
+    ServeSettings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        pool_size: 2,
+        ..Default::default()
+    }
+}
+
+async fn wait_connected(app: &atelier::http::App) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !app.feed_status().is_some_and(|f| f.is_connected()) {
+        assert!(Instant::now() < deadline, "the change feed did not connect");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn percentile(sorted: &[Duration], q: f64) -> Duration {
+    sorted[((sorted.len() as f64 * q) as usize).min(sorted.len() - 1)]
+}
+
+#[tokio::test]
+async fn a_write_through_one_instance_reaches_the_other() {
+    let (db, a) = server_with_data(&common::sample_dir()).await;
+    let b = atelier::http::start(settings(), db.config.clone())
+        .await
+        .expect("second instance");
+    wait_connected(&a.app).await;
+    wait_connected(&b.app).await;
+
+    let mut staleness = Vec::new();
+    for i in 1..=40 {
+        // Review 1 starts with 8 helpful votes; each PUT adds one.
+        // Keep the entry cached on b, so only the feed can make it current.
+        assert!(get(b.addr, "/reviews?product_id=1")
+            .await
+            .body
+            .contains(r#""review_id":1,"rating":5"#));
+        let votes = format!(r#""helpfulness":{},"photos""#, 8 + i);
+        assert_eq!(put(a.addr, "/reviews/1/helpful").await.status, 204);
+        let committed = Instant::now();
+        // The writer reads its own write at once.
+        assert!(get(a.addr, "/reviews?product_id=1")
+            .await
+            .body
+            .contains(&votes));
+        let body = eventually(b.addr, "/reviews?product_id=1", |b| b.contains(&votes)).await;
+        assert!(body.contains(&votes), "instance b never served vote {i}");
+        staleness.push(committed.elapsed());
+    }
+    staleness.sort();
+    println!(
+        "staleness from commit on instance a to instance b serving the new body, 40 writes: p50 {:?}, p99 {:?}, max {:?}",
+        percentile(&staleness, 0.5),
+        percentile(&staleness, 0.99),
+        staleness[staleness.len() - 1]
+    );
+}
+
+#[tokio::test]
+async fn no_change_is_missed_across_feed_reconnects() {
+    let (db, server) = server_with_data(&common::sample_dir()).await;
+    let a = server.addr;
+    wait_connected(&server.app).await;
+    let client = db.client().await;
+    let paths: Vec<String> = (1..=6).map(|id| format!("/products/{id}")).collect();
+    for p in &paths {
+        get(a, p).await;
+    }
+    for round in 0..30 {
+        for id in 1..=6i64 {
+            client
+                .execute(
+                    "UPDATE products SET slogan = $1 WHERE id = $2",
+                    &[&format!("round {round}"), &id],
+                )
+                .await
+                .unwrap();
+        }
+        if round % 10 == 3 {
+            wait_connected(&server.app).await;
+            client
+                .batch_execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                      WHERE application_name = 'atelier change feed' AND datname = current_database()",
+                )
+                .await
+                .unwrap();
+        }
+        // Keep the entries cached, so a missed change would leave a stale body behind.
+        for p in &paths {
+            get(a, p).await;
+        }
+    }
+    let feed = server.app.feed_status().unwrap();
+    assert!(
+        feed.reconnects.load(std::sync::atomic::Ordering::Relaxed) >= 3,
+        "the feed was killed three times"
+    );
+    let pool = Pool::new(db.config.clone(), 1, Duration::from_secs(5));
+    for (id, p) in (1..=6).zip(&paths) {
+        let Rendered::Json(fresh) = fill(&Key::Product(id), &pool).await.unwrap() else {
+            panic!("product {id}")
+        };
+        let fresh = String::from_utf8(fresh.to_vec()).unwrap();
+        assert!(fresh.contains("round 29"));
+        assert_eq!(
+            eventually(a, p, |b| b == fresh).await,
+            fresh,
+            "{p} after reconnects"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_database_stopped_and_restarted_under_reads() {
+    let cluster = PrivateCluster::start(&ClusterOptions {
+        shared_buffers: "32MB".into(),
+        maintenance_work_mem: "16MB".into(),
+        max_connections: 50,
+    })
+    .expect("private cluster");
+    pg_setup(&cluster).await;
+    let mut s = settings();
+    s.db_timeout = Duration::from_millis(500);
+    s.feed_staleness = Duration::from_secs(1);
+    let server = atelier::http::start(s, cluster.config("atelier"))
+        .await
+        .expect("server");
+    let a = server.addr;
+    wait_connected(&server.app).await;
+    let cached = get(a, "/products/1").await.body;
+    assert!(cached.contains("Camo Onesie"));
+    assert_eq!(get(a, "/readyz").await.status, 200);
+
+    cluster.pause().expect("stop PostgreSQL");
+    for _ in 0..5 {
+        let r = get(a, "/products/1").await;
+        assert_eq!(
+            (r.status, &r.body),
+            (200, &cached),
+            "hits answer while the database is down"
+        );
+    }
+    let started = Instant::now();
+    let miss = get(a, "/products/2").await;
+    assert_eq!(miss.status, 503, "{}", miss.body);
+    assert_eq!(miss.header("retry-after"), Some("1"));
+    let write = put(a, "/reviews/1/helpful").await;
+    assert_eq!(write.status, 503);
+    println!(
+        "a miss and a write with the database down answered 503 in {:?}",
+        started.elapsed()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "failing fast, not hanging"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        get(a, "/readyz").await.status,
+        503,
+        "not ready while the feed is down"
+    );
+
+    cluster.resume().expect("start PostgreSQL");
+    let ready = eventually(a, "/products/2", |b| b.contains("Bright Future")).await;
+    assert!(ready.contains("Bright Future"), "misses recover: {ready}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while get(a, "/readyz").await.status != 200 {
+        assert!(Instant::now() < deadline, "never ready again");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        put(a, "/reviews/1/helpful").await.status,
+        204,
+        "writes recover"
+    );
+    let r = post_json(a, "/cart", r#"{"sku_id":2}"#).await;
+    assert_eq!(r.status, 201);
+    // And the feed is following again: a write made in SQL reaches the cache.
+    let client = atelier::pg::connect(&cluster.config("atelier"))
+        .await
+        .unwrap();
+    client
+        .batch_execute("UPDATE products SET name = 'Back Again' WHERE id = 1")
+        .await
+        .unwrap();
+    let body = eventually(a, "/products/1", |b| b.contains("Back Again")).await;
+    assert!(body.contains("Back Again"), "{body}");
+    server.stop().await.unwrap();
+}
+
+async fn pg_setup(cluster: &PrivateCluster) {
+    let admin = atelier::pg::connect(&cluster.config("postgres"))
+        .await
+        .unwrap();
+    admin
+        .batch_execute("CREATE DATABASE atelier")
+        .await
+        .unwrap();
+    atelier::pg::load::load(
+        &cluster.config("atelier"),
+        &atelier::pg::load::LoadOptions {
+            dir: common::sample_dir(),
+            replace: false,
+            jobs: 1,
+            quiet: true,
+        },
+    )
+    .await
+    .expect("load the sample");
+}
