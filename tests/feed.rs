@@ -224,3 +224,137 @@ async fn pg_setup(cluster: &PrivateCluster) {
     .await
     .expect("load the sample");
 }
+
+#[tokio::test]
+async fn an_instance_the_pruned_log_no_longer_reaches_empties_its_cache() {
+    let (db, server) = server_with_data(&common::sample_dir()).await;
+    let a = server.addr;
+    wait_connected(&server.app).await;
+    for path in ["/products/1", "/products/2", "/reviews?product_id=1"] {
+        get(a, path).await;
+    }
+    assert!(server.app.cache.stats().entries >= 3);
+    let feed = server.app.feed_status().unwrap();
+    let resets = feed.resets.load(std::sync::atomic::Ordering::Relaxed);
+    // As if the log had been pruned past this instance while its feed was away.
+    let client = db.client().await;
+    client
+        .batch_execute(
+            "UPDATE change_log_pruned SET through = (SELECT coalesce(max(seq), 0) FROM change_log) + 1000;
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+              WHERE application_name = 'atelier change feed' AND datname = current_database();",
+        )
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while feed.resets.load(std::sync::atomic::Ordering::Relaxed) == resets {
+        assert!(Instant::now() < deadline, "the cache was never emptied");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(server.app.cache.stats().entries, 0);
+    assert!(
+        get(a, "/products/1").await.body.contains("Camo Onesie"),
+        "refilled from the database"
+    );
+}
+
+#[tokio::test]
+async fn the_feed_prunes_old_log_rows_and_records_how_far() {
+    let db = common::migrated_database().await;
+    let client = db.client().await;
+    client
+        .batch_execute(
+            "INSERT INTO change_log (kind, id, at) VALUES ('product', 1, now() - interval '2 hours'),
+                                                         ('product', 2, now() - interval '2 hours'),
+                                                         ('product', 3, now())",
+        )
+        .await
+        .unwrap();
+    let mut s = settings();
+    s.feed.retention = Duration::from_secs(3600);
+    let server = atelier::http::start(s, db.config.clone()).await.unwrap();
+    wait_connected(&server.app).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let through: i64 = client
+            .query_one("SELECT through FROM change_log_pruned", &[])
+            .await
+            .unwrap()
+            .get(0);
+        if through == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never pruned (through = {through})"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let left: Vec<i64> = client
+        .query("SELECT id FROM change_log ORDER BY seq", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        left,
+        [3],
+        "rows older than the retention are gone, newer ones kept"
+    );
+}
+
+#[tokio::test]
+async fn a_bulk_load_empties_every_instances_cache_once() {
+    let (db, server) = server_with_data(&common::sample_dir()).await;
+    let a = server.addr;
+    wait_connected(&server.app).await;
+    let before = get(a, "/products/1").await.body;
+    let seq_before: i64 = db
+        .client()
+        .await
+        .query_one("SELECT max(seq) FROM change_log", &[])
+        .await
+        .unwrap()
+        .get(0);
+
+    let dir = common::TempDir::new("reload");
+    common::copy_dir(&common::sample_dir(), dir.path());
+    let products = std::fs::read_to_string(dir.path().join("product.csv")).unwrap();
+    std::fs::write(
+        dir.path().join("product.csv"),
+        products.replace("Camo Onesie", "Camo Reloaded"),
+    )
+    .unwrap();
+    atelier::pg::load::load(
+        &db.config,
+        &atelier::pg::load::LoadOptions {
+            dir: dir.path().to_path_buf(),
+            replace: true,
+            jobs: 2,
+            quiet: true,
+        },
+    )
+    .await
+    .expect("reload");
+
+    let after = eventually(a, "/products/1", |b| b.contains("Camo Reloaded")).await;
+    assert!(
+        after.contains("Camo Reloaded") && before.contains("Camo Onesie"),
+        "{after}"
+    );
+    let logged: i64 = db
+        .client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM change_log WHERE seq > $1",
+            &[&seq_before],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        logged, 1,
+        "the load bypassed the row triggers and logged one 'all' event"
+    );
+}

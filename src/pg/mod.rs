@@ -46,8 +46,12 @@ impl DbError {
     /// Classifies an error from the request path: a lost connection means the database is
     /// unavailable (503); anything else is a failure (500).
     pub fn from_query(e: tokio_postgres::Error) -> DbError {
+        let described = || match e.as_db_error() {
+            Some(db) => format!("{} ({})", db.message(), db.code().code()),
+            None => e.to_string(),
+        };
         if e.is_closed() || e.code().is_none() {
-            DbError::Unavailable(e.to_string())
+            DbError::Unavailable(described())
         } else {
             match e.code() {
                 Some(code)
@@ -55,7 +59,7 @@ impl DbError {
                         || code.code().starts_with("57P")
                         || *code == tokio_postgres::error::SqlState::TOO_MANY_CONNECTIONS =>
                 {
-                    DbError::Unavailable(e.to_string())
+                    DbError::Unavailable(described())
                 }
                 _ => DbError::Failed(e),
             }
