@@ -282,6 +282,6 @@ pub async fn eventually(
         if done(&body) || std::time::Instant::now() > deadline {
             return body;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
     }
 }
