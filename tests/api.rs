@@ -453,3 +453,86 @@ async fn a_hit_serves_the_same_bytes_without_the_database() {
         first
     );
 }
+
+#[tokio::test]
+async fn an_operator_can_require_known_tokens() {
+    let db = common::migrated_database().await;
+    let settings = atelier::config::ServeSettings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        auth_tokens: Some(["test-token".to_owned()].into_iter().collect()),
+        ..Default::default()
+    };
+    let server = atelier::http::start(settings, db.config.clone())
+        .await
+        .unwrap();
+    let a = server.addr;
+    assert_eq!(
+        get(a, "/products/1/related").await.status,
+        404,
+        "the test client sends test-token"
+    );
+    let anonymous = common::send_raw(
+        a,
+        b"GET /products/1 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(
+        (anonymous.status, anonymous.body.as_str()),
+        (401, "Unauthorized")
+    );
+    let stranger = common::send_raw(
+        a,
+        b"GET /products/1 HTTP/1.1\r\nHost: t\r\nAuthorization: nope\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(stranger.status, 401);
+    let health = common::send_raw(
+        a,
+        b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(health.status, 200, "operations endpoints stay open");
+}
+
+#[tokio::test]
+async fn garbage_never_takes_the_server_down() {
+    let (_db, server) = server_with_data(&common::sample_dir()).await;
+    let a = server.addr;
+    let long_path = format!(
+        "GET /products/{} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        "9".repeat(5000)
+    );
+    let many_params = format!(
+        "GET /reviews?{}product_id=1 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        "a=1&".repeat(2000)
+    );
+    let requests: Vec<Vec<u8>> = vec![
+        b"\x00\x01\x02garbage\r\n\r\n".to_vec(),
+        b"GET\r\n\r\n".to_vec(),
+        b"GET /products HTTP/9.9\r\n\r\n".to_vec(),
+        b"POST /reviews HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 99999999999\r\n\r\n{".to_vec(),
+        b"POST /reviews HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nzz\r\n".to_vec(),
+        b"GET /reviews?product_id=%ff%fe HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".to_vec(),
+        b"GET /qa/questions?product_id=1&page=%00 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".to_vec(),
+        long_path.into_bytes(),
+        many_params.into_bytes(),
+    ];
+    for raw in &requests {
+        let r =
+            tokio::time::timeout(std::time::Duration::from_secs(5), common::send_raw(a, raw)).await;
+        if let Ok(r) = r {
+            // 0: the server closed the connection on malformed HTTP, which is fine too.
+            assert!(
+                r.status < 500,
+                "{} for {:?}",
+                r.status,
+                String::from_utf8_lossy(&raw[..raw.len().min(60)])
+            );
+        }
+    }
+    assert_eq!(
+        get(a, "/products/1/related").await.body,
+        "[2,3,5]",
+        "still serving"
+    );
+}
