@@ -8,11 +8,12 @@
 //! - [`pg`]: everything that talks to PostgreSQL (pool, read queries, the private cluster,
 //!   schema migrations, the bulk loader);
 //! - [`dataset`]: the CSV data set's description, and the generator that writes one;
-//! - [`config`], [`progress`] and [`time`]: small shared pieces.
+//! - [`config`], [`digits`], [`progress`] and [`time`]: small shared pieces.
 
 pub mod cache;
 pub mod config;
 pub mod dataset;
+pub mod digits;
 pub mod http;
 pub mod pg;
 pub mod progress;

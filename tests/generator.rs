@@ -60,6 +60,22 @@ fn files_parse_strictly_except_the_deliberately_broken_lines() {
             }
         }
     }
+    // The fourteenth file, cart.csv, in its older shape.
+    let cart = std::fs::read_to_string(dir.path().join("cart.csv")).expect("cart.csv");
+    let mut lines = cart.lines();
+    assert_eq!(lines.next(), Some("id,user_session,product_id,active"));
+    let rows: Vec<&str> = lines.collect();
+    assert_eq!(rows.len() as u64, manifest.legacy_cart_rows);
+    assert!(!rows.is_empty());
+    for row in rows {
+        let fields: Vec<i64> = row
+            .split(',')
+            .map(|f| f.parse().expect("cart.csv holds integers"))
+            .collect();
+        assert_eq!(fields.len(), 4);
+        assert!(fields[3] == 0 || fields[3] == 1);
+    }
+
     let photos = &manifest.files[&Table::Photos];
     assert!(
         !photos.broken_lines.is_empty(),

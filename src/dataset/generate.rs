@@ -152,9 +152,9 @@ struct CsvFile {
 }
 
 impl CsvFile {
-    fn create(dir: &Path, table: Table) -> std::io::Result<Self> {
-        let mut out = BufWriter::with_capacity(1 << 20, File::create(dir.join(table.file_name()))?);
-        out.write_all(table.header().as_bytes())?;
+    fn create(dir: &Path, file_name: &str, header: &str) -> std::io::Result<Self> {
+        let mut out = BufWriter::with_capacity(1 << 20, File::create(dir.join(file_name))?);
+        out.write_all(header.as_bytes())?;
         out.write_all(b"\n")?;
         Ok(CsvFile {
             out,
@@ -176,7 +176,7 @@ impl CsvFile {
     }
 
     fn int(&mut self, v: i64) -> &mut Self {
-        push_int(&mut self.line, v);
+        crate::digits::push_i128(&mut self.line, v.into());
         self.line.push(b',');
         self
     }
@@ -205,24 +205,6 @@ impl CsvFile {
     }
 }
 
-fn push_int(out: &mut Vec<u8>, v: i64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    let mut n = v.unsigned_abs();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    if v < 0 {
-        out.push(b'-');
-    }
-    out.extend_from_slice(&buf[i..]);
-}
-
 fn push_quoted(out: &mut Vec<u8>, v: &[u8]) {
     out.push(b'"');
     for &b in v {
@@ -238,6 +220,7 @@ struct Generator {
     rng: Rng,
     products: i64,
     files: Vec<CsvFile>,
+    legacy_cart: CsvFile,
     features: Allocator,
     styles: Allocator,
     photos: Allocator,
@@ -264,12 +247,18 @@ impl Generator {
         let styles = STYLES * s;
         let files = Table::ALL
             .iter()
-            .map(|&t| CsvFile::create(&opts.out, t))
+            .map(|&t| CsvFile::create(&opts.out, t.file_name(), t.header()))
             .collect::<std::io::Result<_>>()?;
+        let legacy_cart = CsvFile::create(
+            &opts.out,
+            super::LEGACY_CART_FILE,
+            super::LEGACY_CART_HEADER,
+        )?;
         Ok(Generator {
             rng: Rng::new(opts.seed),
             products,
             files,
+            legacy_cart,
             features: Allocator::new(FEATURES * s, p),
             styles: Allocator::new(styles, p),
             photos: Allocator::new(PHOTOS * s, styles),
@@ -294,11 +283,13 @@ impl Generator {
         self.files.iter().map(|f| f.counts.rows).sum()
     }
 
-    fn finish(self) -> std::io::Result<Manifest> {
+    fn finish(mut self) -> std::io::Result<Manifest> {
+        self.legacy_cart.out.flush()?;
         let mut manifest = Manifest {
             scale: self.scale,
             seed: self.seed,
             files: Default::default(),
+            legacy_cart_rows: self.legacy_cart.counts.rows,
         };
         for (table, mut file) in Table::ALL.into_iter().zip(self.files) {
             file.out.flush()?;
@@ -339,6 +330,7 @@ impl Generator {
         let characteristics = self.characteristics(id)?;
         self.reviews(id, &characteristics)?;
         self.questions(id)?;
+        self.legacy_cart(id)?;
         self.dangling_rows(id)
     }
 
@@ -653,6 +645,18 @@ impl Generator {
         Ok(())
     }
 
+    /// cart.csv: a few products in a few sessions' carts, some no longer active.
+    fn legacy_cart(&mut self, product_id: i64) -> std::io::Result<()> {
+        if product_id % 200 != 1 {
+            return Ok(());
+        }
+        let session = self.rng.range(1000, 9999);
+        let active = i64::from(self.rng.chance(0.7));
+        let f = &mut self.legacy_cart;
+        let id = f.take_id();
+        f.int(id).int(session).int(product_id).int(active).end()
+    }
+
     /// Rows that point at parents that do not exist, at low rates: the loader must drop them.
     fn dangling_rows(&mut self, product_id: i64) -> std::io::Result<()> {
         let missing = MISSING_ID_BASE + product_id;
@@ -929,16 +933,11 @@ const WORDS: &[&str] = &[
 
 #[cfg(test)]
 mod tests {
-    use super::{push_int, push_quoted};
+    use super::push_quoted;
 
     #[test]
-    fn writes_ints_and_quoted_text() {
+    fn writes_quoted_text() {
         let mut out = Vec::new();
-        push_int(&mut out, -120);
-        push_int(&mut out, 0);
-        push_int(&mut out, i64::MIN);
-        assert_eq!(out, b"-1200-9223372036854775808");
-        out.clear();
         push_quoted(&mut out, b"say \"hi\", ok");
         assert_eq!(out, b"\"say \"\"hi\"\", ok\"");
     }

@@ -28,6 +28,8 @@ pub struct Manifest {
     pub scale: f64,
     pub seed: u64,
     pub files: BTreeMap<Table, FileCounts>,
+    /// Rows of cart.csv (not loaded).
+    pub legacy_cart_rows: u64,
 }
 
 /// Why a manifest could not be read.
@@ -52,6 +54,12 @@ impl Manifest {
         let mut out = format!(
             "# atelier generate --scale {} --seed {}\nfile\trows\tdangling\tbroken_lines\n",
             self.scale, self.seed
+        );
+        let _ = writeln!(
+            out,
+            "{}\t{}\t0\t",
+            super::LEGACY_CART_FILE,
+            self.legacy_cart_rows
         );
         for (table, counts) in &self.files {
             let broken: Vec<String> = counts.broken_lines.iter().map(u64::to_string).collect();
@@ -107,12 +115,16 @@ impl Manifest {
             let [file, rows, dangling, broken] = cols[..] else {
                 return Err(malformed(i + 1, "expected four tab-separated columns"));
             };
-            let table =
-                Table::from_file_name(file).ok_or_else(|| malformed(i + 1, "unknown file"))?;
             let number = |s: &str| {
                 s.parse::<u64>()
                     .map_err(|_| malformed(i + 1, "not a number"))
             };
+            if file == super::LEGACY_CART_FILE {
+                manifest.legacy_cart_rows = number(rows)?;
+                continue;
+            }
+            let table =
+                Table::from_file_name(file).ok_or_else(|| malformed(i + 1, "unknown file"))?;
             let broken_lines = broken
                 .split(',')
                 .filter(|s| !s.is_empty())

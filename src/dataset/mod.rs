@@ -7,6 +7,12 @@ pub mod generate;
 pub mod manifest;
 pub mod rng;
 
+/// The fourteenth file of the original set: an older cart shape (sessions and product ids)
+/// that the current `/cart` cannot use. The generator writes it, so a generated set has every
+/// file the original has; the loader does not load it.
+pub const LEGACY_CART_FILE: &str = "cart.csv";
+pub const LEGACY_CART_HEADER: &str = "id,user_session,product_id,active";
+
 /// One file of the data set and the table it loads into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Table {

@@ -44,29 +44,14 @@ pub fn push_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
     }
 }
 
-/// Appends an integer (without allocating: this runs for every number of every body).
+/// Appends an integer.
 pub fn push_int(out: &mut Vec<u8>, v: impl Into<i128>) {
-    let v = v.into();
-    if v < 0 {
-        out.push(b'-');
-    }
-    push_uint(out, v.unsigned_abs());
+    crate::digits::push_i128(out, v.into());
 }
 
 /// Appends an unsigned integer; `(page - 1) * count` can need all 128 bits.
 pub fn push_uint(out: &mut Vec<u8>, v: u128) {
-    let mut buf = [0u8; 40];
-    let mut i = buf.len();
-    let mut n = v;
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&buf[i..]);
+    crate::digits::push_u128(out, v);
 }
 
 /// Appends an integer as a JSON string (`"40344"`): the contract echoes ids and counts so.

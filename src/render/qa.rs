@@ -10,6 +10,20 @@ use crate::pg::pool::Pool;
 use crate::pg::read::{self, AnswerRow, PhotoUrlRow, QuestionRow};
 use crate::pg::DbError;
 
+/// An answer's id value and the fields both answer shapes share, up to its photos. The two
+/// shapes differ only in the id's key (`id` nested, `answer_id` in the list) and photos.
+fn push_answer_fields(out: &mut Vec<u8>, a: &AnswerRow) {
+    push_int(out, a.id);
+    out.extend_from_slice(b",\"body\":");
+    push_str(out, &a.body);
+    out.extend_from_slice(b",\"date\":");
+    push_date(out, a.date_ms);
+    out.extend_from_slice(b",\"answerer_name\":");
+    push_str(out, &a.answerer_name);
+    out.extend_from_slice(b",\"helpfulness\":");
+    push_int(out, a.helpfulness);
+}
+
 /// The items of `GET /qa/questions`. `answers` are grouped by question, each group in order;
 /// every visible answer is nested (answers are not paged), photos as bare URLs.
 pub fn render_question_list(
@@ -45,15 +59,7 @@ pub fn render_question_list(
             }
             push_int_str(out, a.id);
             out.extend_from_slice(b":{\"id\":");
-            push_int(out, a.id);
-            out.extend_from_slice(b",\"body\":");
-            push_str(out, &a.body);
-            out.extend_from_slice(b",\"date\":");
-            push_date(out, a.date_ms);
-            out.extend_from_slice(b",\"answerer_name\":");
-            push_str(out, &a.answerer_name);
-            out.extend_from_slice(b",\"helpfulness\":");
-            push_int(out, a.helpfulness);
+            push_answer_fields(out, a);
             out.extend_from_slice(b",\"photos\":[");
             for (j, p) in photos.get(&a.id).into_iter().flatten().enumerate() {
                 if j > 0 {
@@ -86,15 +92,7 @@ pub fn render_answer_list(answers: &[AnswerRow], photos: &[PhotoUrlRow]) -> Item
     for a in answers {
         let out = list.next_item();
         out.extend_from_slice(b"{\"answer_id\":");
-        push_int(out, a.id);
-        out.extend_from_slice(b",\"body\":");
-        push_str(out, &a.body);
-        out.extend_from_slice(b",\"date\":");
-        push_date(out, a.date_ms);
-        out.extend_from_slice(b",\"answerer_name\":");
-        push_str(out, &a.answerer_name);
-        out.extend_from_slice(b",\"helpfulness\":");
-        push_int(out, a.helpfulness);
+        push_answer_fields(out, a);
         out.extend_from_slice(b",\"photos\":");
         push_id_url_photos(out, photos.get(&a.id));
         out.push(b'}');

@@ -285,7 +285,7 @@ fn is_money(raw: &[u8]) -> bool {
 }
 
 fn push_int(out: &mut Vec<u8>, v: i64) {
-    out.extend_from_slice(v.to_string().as_bytes());
+    crate::digits::push_i128(out, v.into());
 }
 
 /// Escapes text for COPY. Invalid UTF-8 and NUL bytes (which PostgreSQL rejects, failing the
