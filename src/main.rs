@@ -107,6 +107,10 @@ struct HttpArgs {
     /// Largest request body accepted, in bytes (413 past it).
     #[arg(long, env = "ATELIER_BODY_LIMIT", default_value_t = 64 * 1024)]
     body_limit: usize,
+    /// HTTP front end: `hyper` (the default), or `may` (may_minihttp; needs a build with
+    /// `--features may-server`; see the README for how they measured).
+    #[arg(long, env = "ATELIER_ENGINE", default_value = "hyper", value_parser = ["hyper", "may"])]
+    engine: String,
     /// Seconds the change feed may be down before /readyz answers 503.
     #[arg(long, env = "ATELIER_FEED_STALENESS_S", default_value_t = 5)]
     feed_staleness_s: u64,
@@ -215,7 +219,7 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Serve(args) => {
             let config = database_config(&args.db)?;
-            serve(args.http.settings(), config, false).await?;
+            serve(&args.http, config, false).await?;
         }
         Command::Demo(args) => demo(args).await?,
     }
@@ -282,7 +286,7 @@ async fn demo(args: DemoArgs) -> Result<()> {
     print!("{}", report.render(5));
     eprintln!("demo data loaded into {}", pg::describe(&config));
     if !args.no_serve {
-        serve(args.http.settings(), config, true).await?;
+        serve(&args.http, config, true).await?;
     }
     if let Some(mut cluster) = cluster {
         cluster.stop();
@@ -291,15 +295,18 @@ async fn demo(args: DemoArgs) -> Result<()> {
 }
 
 /// Serves until Ctrl-C or SIGTERM, then drains connections and returns.
-async fn serve(
-    settings: ServeSettings,
-    database: tokio_postgres::Config,
-    demo: bool,
-) -> Result<()> {
+async fn serve(http: &HttpArgs, database: tokio_postgres::Config, demo: bool) -> Result<()> {
+    let settings = http.settings();
     let listen = settings.listen;
+    let cannot_listen = || {
+        format!("cannot listen on {listen}: is another server using that port? (--listen picks another)")
+    };
+    if http.engine == "may" {
+        return serve_may(settings, database).await;
+    }
     let running = atelier::http::start(settings, database)
         .await
-        .with_context(|| format!("cannot listen on {listen}: is another server using that port? (--listen picks another)"))?;
+        .with_context(cannot_listen)?;
     let base = format!("http://{}", running.addr);
     eprintln!("serving on {base}");
     if demo {
@@ -322,6 +329,23 @@ async fn serve(
     eprintln!("shutting down: finishing open requests");
     running.stop().await?;
     Ok(())
+}
+
+#[cfg(feature = "may-server")]
+async fn serve_may(settings: ServeSettings, database: tokio_postgres::Config) -> Result<()> {
+    let listen = settings.listen;
+    let (app, feed) = atelier::http::build_app(settings, database).await;
+    atelier::http::may_server::start(app, tokio::runtime::Handle::current(), listen)
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    eprintln!("serving on http://{listen} (may_minihttp)");
+    shutdown_signal().await;
+    feed.abort();
+    Ok(())
+}
+
+#[cfg(not(feature = "may-server"))]
+async fn serve_may(_: ServeSettings, _: tokio_postgres::Config) -> Result<()> {
+    anyhow::bail!("this build has no may_minihttp front end: rebuild with `cargo build --release --features may-server`, or use --engine hyper")
 }
 
 async fn shutdown_signal() {

@@ -2,6 +2,8 @@
 //! [`Route`] into a response from the cache.
 
 pub mod body;
+#[cfg(feature = "may-server")]
+pub mod may_server;
 pub mod metrics;
 pub mod respond;
 pub mod route;
@@ -409,6 +411,21 @@ impl Running {
     }
 }
 
+/// The shared state of one instance, warmed up and with its change feed following: what
+/// either front end serves from. The feed task stops when the returned handle is aborted.
+pub async fn build_app(
+    settings: ServeSettings,
+    database: tokio_postgres::Config,
+) -> (Arc<App>, tokio::task::JoinHandle<()>) {
+    let pool = Pool::new(database.clone(), settings.pool_size, settings.db_timeout);
+    let app = Arc::new(App::new(settings, pool));
+    let feed = app.start_feed(database);
+    if let Err(e) = app.warm_up().await {
+        eprintln!("warm-up: {e} (serving anyway; /readyz says 503 until the database answers)");
+    }
+    (app, feed)
+}
+
 /// Binds `settings.listen`, warms up and serves in the background until stopped. The database
 /// need not be up: the server starts anyway and reports it on `/readyz`.
 pub async fn start(
@@ -417,12 +434,7 @@ pub async fn start(
 ) -> std::io::Result<Running> {
     let listener = TcpListener::bind(settings.listen).await?;
     let addr = listener.local_addr()?;
-    let pool = Pool::new(database.clone(), settings.pool_size, settings.db_timeout);
-    let app = Arc::new(App::new(settings, pool));
-    let feed = app.start_feed(database);
-    if let Err(e) = app.warm_up().await {
-        eprintln!("warm-up: {e} (serving anyway; /readyz says 503 until the database answers)");
-    }
+    let (app, feed) = build_app(settings, database).await;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let app_for_task = Arc::clone(&app);
     let task = tokio::spawn(async move {
