@@ -16,8 +16,6 @@ use crate::pg::write::{NewAnswer, NewInteraction, NewQuestion, NewReview};
 pub enum BodyError {
     /// 413: larger than the limit.
     TooLarge,
-    /// 415: not declared as JSON.
-    NotJson,
     /// 400: the body could not be read at all.
     Unreadable,
     /// 422: not valid JSON, or not what the contract asks for.

@@ -127,8 +127,8 @@ impl App {
                 );
             }
         }
-        let session = token.unwrap_or("").to_owned();
         if route.is_write() {
+            let session = token.unwrap_or("").to_owned();
             let content_type = req
                 .headers()
                 .get(header::CONTENT_TYPE)
@@ -142,7 +142,7 @@ impl App {
             let bytes = body::read(req.into_body(), length, self.settings.body_limit).await;
             return (label, self.write(&route, &session, json, bytes).await);
         }
-        let response = match self.read(&route, &session).await {
+        let response = match self.read(&route, token.unwrap_or("")).await {
             Ok(r) => r,
             Err(e) if e.is_unavailable() => respond::unavailable(),
             Err(_) => respond::internal_error(),

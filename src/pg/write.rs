@@ -7,7 +7,10 @@
 //! feed carries the same changes to every other instance).
 
 use super::feed::Change;
+use tokio_postgres::Statement;
+
 use super::pool::Pool;
+use super::read::Statements;
 use super::DbError;
 
 /// A review as the client sent it, validated.
@@ -110,17 +113,29 @@ pub enum Mark {
 }
 
 pub async fn mark_review(pool: &Pool, id: i64, mark: Mark) -> Result<Vec<Change>, WriteError> {
+    let row = mark_row(pool, id, mark, |s| (&s.review_helpful, &s.review_report)).await?;
+    Ok(vec![Change::Reviews(row.get(0))])
+}
+
+/// Runs the helpful or the report statement that `pick` names for one row; NotFound when no
+/// row has that id. Returns the statement's RETURNING row.
+async fn mark_row(
+    pool: &Pool,
+    id: i64,
+    mark: Mark,
+    pick: fn(&Statements) -> (&Statement, &Statement),
+) -> Result<tokio_postgres::Row, WriteError> {
     let row = pool
         .run(|c| async move {
+            let (helpful, report) = pick(&c.statements);
             let statement = match mark {
-                Mark::Helpful => &c.statements.review_helpful,
-                Mark::Report => &c.statements.review_report,
+                Mark::Helpful => helpful,
+                Mark::Report => report,
             };
             c.client.query_opt(statement, &[&id]).await
         })
         .await?;
-    let product_id: i64 = row.ok_or(WriteError::NotFound)?.get(0);
-    Ok(vec![Change::Reviews(product_id)])
+    row.ok_or(WriteError::NotFound)
 }
 
 pub async fn add_question(pool: &Pool, q: &NewQuestion) -> Result<Vec<Change>, WriteError> {
@@ -138,17 +153,11 @@ pub async fn add_question(pool: &Pool, q: &NewQuestion) -> Result<Vec<Change>, W
 }
 
 pub async fn mark_question(pool: &Pool, id: i64, mark: Mark) -> Result<Vec<Change>, WriteError> {
-    let row = pool
-        .run(|c| async move {
-            let statement = match mark {
-                Mark::Helpful => &c.statements.question_helpful,
-                Mark::Report => &c.statements.question_report,
-            };
-            c.client.query_opt(statement, &[&id]).await
-        })
-        .await?;
-    let product_id: i64 = row.ok_or(WriteError::NotFound)?.get(0);
-    Ok(vec![Change::Questions(product_id)])
+    let row = mark_row(pool, id, mark, |s| {
+        (&s.question_helpful, &s.question_report)
+    })
+    .await?;
+    Ok(vec![Change::Questions(row.get(0))])
 }
 
 pub async fn add_answer(
@@ -175,16 +184,7 @@ pub async fn add_answer(
 }
 
 pub async fn mark_answer(pool: &Pool, id: i64, mark: Mark) -> Result<Vec<Change>, WriteError> {
-    let row = pool
-        .run(|c| async move {
-            let statement = match mark {
-                Mark::Helpful => &c.statements.answer_helpful,
-                Mark::Report => &c.statements.answer_report,
-            };
-            c.client.query_opt(statement, &[&id]).await
-        })
-        .await?;
-    let row = row.ok_or(WriteError::NotFound)?;
+    let row = mark_row(pool, id, mark, |s| (&s.answer_helpful, &s.answer_report)).await?;
     Ok(vec![
         Change::Answers(row.get(0)),
         Change::Questions(row.get(1)),
