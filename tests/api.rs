@@ -536,3 +536,29 @@ async fn garbage_never_takes_the_server_down() {
         "still serving"
     );
 }
+
+#[tokio::test]
+async fn concurrent_misses_on_one_key_make_one_database_trip() {
+    let (_db, server) = server_with_data(&common::sample_dir()).await;
+    let a = server.addr;
+    let misses = server.app.cache.stats().misses;
+    let requests: Vec<_> = (0..50)
+        .map(|i| {
+            tokio::spawn(async move {
+                get(
+                    a,
+                    &format!("/reviews?product_id=1&count=1&page={}", i % 3 + 1),
+                )
+                .await
+            })
+        })
+        .collect();
+    for r in requests {
+        assert_eq!(r.await.unwrap().status, 200);
+    }
+    assert_eq!(
+        server.app.cache.stats().misses,
+        misses + 1,
+        "one fill for 50 concurrent requests"
+    );
+}

@@ -169,6 +169,22 @@ async fn the_database_stopped_and_restarted_under_reads() {
         started.elapsed() < Duration::from_secs(5),
         "failing fast, not hanging"
     );
+    // Many requests waiting on one uncached key must not retry one after another.
+    let started = Instant::now();
+    let waiting: Vec<_> = (0..20)
+        .map(|_| tokio::spawn(async move { get(a, "/products/3").await.status }))
+        .collect();
+    for w in waiting {
+        assert_eq!(w.await.unwrap(), 503);
+    }
+    println!(
+        "20 concurrent misses on one key with the database down answered 503 in {:?}",
+        started.elapsed()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "waiters fail together, not in turn"
+    );
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(
         get(a, "/readyz").await.status,

@@ -85,8 +85,16 @@ impl ResponseCache {
     }
 
     /// The entry for `key`, filling it from the database on a miss.
+    ///
+    /// A request waiting for another's fill of the same key waits at most the pool's time
+    /// limit: when the database is down, a queue of waiters must not retry one after another.
     pub async fn get(&self, key: &Key, pool: &Pool) -> Result<Rendered, DbError> {
-        match self.inner.get_value_or_guard_async(key).await {
+        let lookup = tokio::time::timeout(pool.timeout(), self.inner.get_value_or_guard_async(key))
+            .await
+            .map_err(|_| {
+                DbError::Unavailable("timed out waiting for a fill of the same resource".into())
+            })?;
+        match lookup {
             Ok(entry) => {
                 self.hits.fetch_add(1, Ordering::Relaxed);
                 Ok(entry)

@@ -48,22 +48,26 @@ impl Pool {
         self.timeout
     }
 
-    /// A live connection (connecting one if its slot is empty or its connection died).
+    /// A live connection (connecting one if its slot is empty or its connection died). Waiting
+    /// for the slot and connecting share one time limit, so a request never waits longer than
+    /// that for a connection, however many others are queued on the same slot.
     pub async fn get(&self) -> Result<Arc<Conn>, DbError> {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
-        let mut slot = self.slots[i].lock().await;
-        if let Some(conn) = slot.as_ref() {
-            if !conn.client.is_closed() {
-                return Ok(Arc::clone(conn));
+        let attempt = async {
+            let mut slot = self.slots[i].lock().await;
+            if let Some(conn) = slot.as_ref() {
+                if !conn.client.is_closed() {
+                    return Ok(Arc::clone(conn));
+                }
             }
-        }
-        *slot = None;
-        let conn = tokio::time::timeout(self.timeout, self.connect())
+            *slot = None;
+            let conn = Arc::new(self.connect().await?);
+            *slot = Some(Arc::clone(&conn));
+            Ok(conn)
+        };
+        tokio::time::timeout(self.timeout, attempt)
             .await
-            .map_err(|_| DbError::Unavailable("timed out connecting".into()))??;
-        let conn = Arc::new(conn);
-        *slot = Some(Arc::clone(&conn));
-        Ok(conn)
+            .map_err(|_| DbError::Unavailable("timed out connecting".into()))?
     }
 
     async fn connect(&self) -> Result<Conn, DbError> {
