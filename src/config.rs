@@ -38,7 +38,7 @@ impl Default for ServeSettings {
             db_timeout: Duration::from_secs(1),
             cache_bytes: 512 << 20,
             cors_origin: "*".into(),
-            max_page_rows: 10_000,
+            max_page_rows: 100_000,
             auth_tokens: None,
             body_limit: 64 << 10,
             feed_staleness: Duration::from_secs(5),

@@ -99,7 +99,7 @@ struct HttpArgs {
     #[arg(long, env = "ATELIER_CORS_ORIGIN", default_value = "*")]
     cors_origin: String,
     /// Most rows one GET /products page returns, whatever count asks for.
-    #[arg(long, env = "ATELIER_MAX_PAGE_ROWS", default_value_t = 10_000)]
+    #[arg(long, env = "ATELIER_MAX_PAGE_ROWS", default_value_t = 100_000)]
     max_page_rows: u64,
     /// Comma-separated Authorization tokens to accept; when set, others get 401.
     #[arg(long, env = "ATELIER_AUTH_TOKENS", hide_env_values = true)]

@@ -229,7 +229,8 @@ impl<'a> Converter<'a> {
                     out.extend_from_slice(raw);
                 }
                 Column::OptMoney => {
-                    if null || raw.iter().all(|&b| b == b'0' || b == b'.') && !raw.is_empty() {
+                    let zero = !raw.is_empty() && raw.iter().all(|&b| b == b'0' || b == b'.');
+                    if null || raw == b"null" || zero {
                         out.extend_from_slice(b"\\N");
                     } else if is_money(raw) {
                         out.extend_from_slice(raw);
@@ -390,6 +391,11 @@ mod tests {
         );
         let (_, row) = convert(Table::Styles, &parents, r#"1,1,"A",0,140,0"#);
         assert_eq!(row, "1\t1\tA\t\\N\t140\tf\n");
+        let (_, row) = convert(Table::Styles, &parents, r#"1,1,"A","null",140,0"#);
+        assert_eq!(
+            row, "1\t1\tA\t\\N\t140\tf\n",
+            "a quoted null is no price either"
+        );
         let (_, row) = convert(Table::Styles, &parents, r#"1,1,"A",35.5,140,0"#);
         assert_eq!(row, "1\t1\tA\t35.5\t140\tf\n");
         let (o, _) = convert(Table::Styles, &parents, r#"1,1,"A",-3,140,0"#);
