@@ -13,7 +13,7 @@
 -- questions its questions or their answers          product id
 -- answers a question's answers or their photos     question id
 -- cart    a caller's cart                           session
--- all     everything (a bulk load)                  -
+-- all     everything (a bulk load, a TRUNCATE)      -
 
 CREATE TABLE change_log (
     seq     bigserial   PRIMARY KEY,
@@ -129,6 +129,25 @@ BEGIN
         PERFORM atelier_log_change('cart', NULL, NEW.session);
     END IF;
     RETURN NULL;
+END $$;
+
+-- TRUNCATE fires no row triggers: log it as "everything changed".
+CREATE FUNCTION atelier_truncated() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM atelier_log_change('all', 0, NULL);
+    RETURN NULL;
+END $$;
+
+DO $$
+DECLARE
+    t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['products', 'features', 'styles', 'photos', 'skus', 'related', 'reviews',
+                             'reviews_photos', 'characteristics', 'characteristic_reviews', 'questions',
+                             'answers', 'answers_photos', 'cart_items'] LOOP
+        EXECUTE format('CREATE TRIGGER log_truncate AFTER TRUNCATE ON %I
+                            FOR EACH STATEMENT EXECUTE FUNCTION atelier_truncated()', t);
+    END LOOP;
 END $$;
 
 CREATE TRIGGER log_change AFTER INSERT OR UPDATE OR DELETE ON products

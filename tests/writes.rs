@@ -434,3 +434,17 @@ async fn a_write_made_in_sql_reaches_the_cache() {
     let body = eventually(a, "/qa/questions/1/answers", |b| b.contains("new.jpg")).await;
     assert!(body.contains("new.jpg"), "{body}");
 }
+
+#[tokio::test]
+async fn a_truncate_made_in_sql_empties_the_cache() {
+    let (db, server) = server_with_data(&common::sample_dir()).await;
+    let a = server.addr;
+    assert_eq!(post_json(a, "/cart", r#"{"sku_id":3}"#).await.status, 201);
+    assert_eq!(get(a, "/cart").await.body, r#"[{"sku_id":3,"count":"1"}]"#);
+    db.client()
+        .await
+        .batch_execute("TRUNCATE cart_items")
+        .await
+        .unwrap();
+    assert_eq!(eventually(a, "/cart", |b| b == "[]").await, "[]");
+}

@@ -501,11 +501,11 @@ async fn copy_file(
         .transaction()
         .await
         .map_err(DbError::query("starting a transaction"))?;
-    // The change-log triggers would log every row; the load ends with one "all" event
-    // instead. Disabled inside this transaction only: TRUNCATE already holds the table's
-    // exclusive lock, so no other session ever sees the triggers off.
+    // The change-log triggers would log every row (and the TRUNCATE); the load ends with one
+    // "all" event instead. Disabled inside this transaction only: ALTER TABLE takes the
+    // table's exclusive lock, so no other session ever sees the triggers off.
     tx.batch_execute(&format!(
-        "TRUNCATE {t}; ALTER TABLE {t} DISABLE TRIGGER USER",
+        "ALTER TABLE {t} DISABLE TRIGGER USER; TRUNCATE {t}",
         t = table.sql_name()
     ))
     .await
