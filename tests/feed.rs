@@ -374,3 +374,46 @@ async fn a_bulk_load_empties_every_instances_cache_once() {
         "the load bypassed the row triggers and logged one 'all' event"
     );
 }
+
+#[tokio::test]
+async fn a_change_committed_after_a_later_one_is_not_missed() {
+    let (db, server) = server_with_data(&common::sample_dir()).await;
+    let a = server.addr;
+    wait_connected(&server.app).await;
+    for path in ["/products/1", "/products/2", "/products/3"] {
+        get(a, path).await;
+    }
+    // The first writer takes the lower sequence number but commits last.
+    let mut slow = db.client().await;
+    let tx = slow.transaction().await.unwrap();
+    tx.batch_execute("UPDATE products SET name = 'Slow Writer' WHERE id = 1")
+        .await
+        .unwrap();
+    let fast = db.client().await;
+    fast.batch_execute("UPDATE products SET name = 'Fast Writer' WHERE id = 2")
+        .await
+        .unwrap();
+    assert!(eventually(a, "/products/2", |b| b.contains("Fast Writer"))
+        .await
+        .contains("Fast Writer"));
+    // A write that rolls back leaves a hole that never fills; later changes still arrive.
+    fast.batch_execute("BEGIN; UPDATE products SET name = 'Never' WHERE id = 3; ROLLBACK")
+        .await
+        .unwrap();
+    fast.batch_execute("UPDATE products SET name = 'After Rollback' WHERE id = 3")
+        .await
+        .unwrap();
+    assert!(
+        eventually(a, "/products/3", |b| b.contains("After Rollback"))
+            .await
+            .contains("After Rollback")
+    );
+    // Keep the stale body cached, then commit the slow write.
+    assert!(get(a, "/products/1").await.body.contains("Camo Onesie"));
+    tx.commit().await.unwrap();
+    let body = eventually(a, "/products/1", |b| b.contains("Slow Writer")).await;
+    assert!(
+        body.contains("Slow Writer"),
+        "the lower sequence number, committed last, was applied: {body}"
+    );
+}

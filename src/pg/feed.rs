@@ -172,6 +172,7 @@ pub fn spawn(
             floor: None,
             applied: BTreeSet::new(),
             gaps: BTreeMap::new(),
+            high: 0,
             last_prune: None,
         };
         let mut backoff = Duration::from_millis(50);
@@ -206,6 +207,8 @@ struct Follower {
     applied: BTreeSet<i64>,
     /// Missing sequence numbers above the floor, with when they were first seen missing.
     gaps: BTreeMap<i64, Instant>,
+    /// The highest sequence number read so far.
+    high: i64,
     last_prune: Option<Instant>,
 }
 
@@ -316,26 +319,28 @@ impl Follower {
         settings: &FeedSettings,
     ) -> Result<(), DbError> {
         let mut floor = self.floor.unwrap_or(0);
-        let mut read_from = floor;
         loop {
+            // Only what is new, plus the holes still open: applied rows are not read again.
+            let high = self.high.max(floor);
+            let holes: Vec<i64> = self.gaps.keys().copied().take(BATCH as usize).collect();
             let rows = client
                 .query(
                     "SELECT seq, kind, id, session,
                             (extract(epoch FROM clock_timestamp() - at) * 1000)::int8
-                       FROM change_log WHERE seq > $1 ORDER BY seq LIMIT $2",
-                    &[&read_from, &BATCH],
+                       FROM change_log WHERE seq > $1 OR seq = ANY ($2::int8[])
+                      ORDER BY seq LIMIT $3",
+                    &[&high, &holes, &BATCH],
                 )
                 .await
                 .map_err(DbError::from_query)?;
             let full = rows.len() as i64 == BATCH;
-            let mut top = read_from;
             for row in &rows {
                 let seq: i64 = row.get(0);
-                top = top.max(seq);
-                if !self.applied.insert(seq) {
+                self.high = self.high.max(seq);
+                self.gaps.remove(&seq);
+                if seq <= floor || !self.applied.insert(seq) {
                     continue;
                 }
-                self.gaps.remove(&seq);
                 if let Some(change) = Change::from_row(row.get(1), row.get(2), row.get(3)) {
                     if change == Change::All {
                         sink.reset();
@@ -353,8 +358,8 @@ impl Follower {
             // rolled back.
             let now = Instant::now();
             let mut expected = floor + 1;
-            if top > floor {
-                for &seq in self.applied.range(floor + 1..=top) {
+            if self.high > floor {
+                for &seq in self.applied.range(floor + 1..=self.high) {
                     for hole in expected..seq {
                         self.gaps.entry(hole).or_insert(now);
                     }
@@ -381,7 +386,6 @@ impl Follower {
             if !full {
                 return Ok(());
             }
-            read_from = top;
         }
     }
 
