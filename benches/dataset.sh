@@ -18,5 +18,5 @@ echo "== generate --scale $scale"
 /usr/bin/time -f "generate: %e s wall, peak RSS %M KB" "$bin" generate --scale "$scale" --out "$dir" --quiet
 du -sh "$dir"
 echo "== load"
-/usr/bin/time -f "load: %e s wall, peak RSS %M KB" "$bin" demo --data "$dir" --quiet
+/usr/bin/time -f "load: %e s wall, peak RSS %M KB" "$bin" demo --data "$dir" --no-serve --quiet
 rm -rf "$dir"
