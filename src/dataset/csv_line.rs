@@ -5,7 +5,7 @@
 //! missing value. Some lines in photos.csv lose the closing quote of their last field; the
 //! parser reports that as [`LineError::UnbalancedQuote`] so the caller can decide to repair it.
 
-/// One field of a parsed line, as a range into [`Fields::text`].
+/// One field of a parsed line, as a range into the unescaped text that [`Fields`] holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Field {
     start: usize,
