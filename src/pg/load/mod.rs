@@ -213,12 +213,9 @@ pub async fn load(config: &Config, opts: &LoadOptions) -> Result<LoadReport, Loa
     }
     defer_indexes_and_constraints(&mut client).await?;
     // The data set's tables are emptied one by one as they are copied; carts hold skus that
-    // the new data may not have.
+    // the new data may not have. (The TRUNCATE logs an "all" event.)
     client
-        .batch_execute(
-            "BEGIN; ALTER TABLE cart_items DISABLE TRIGGER USER; TRUNCATE cart_items;
-             ALTER TABLE cart_items ENABLE TRIGGER USER; COMMIT",
-        )
+        .batch_execute("TRUNCATE cart_items")
         .await
         .map_err(DbError::query("emptying cart_items"))?;
 
@@ -243,11 +240,6 @@ pub async fn load(config: &Config, opts: &LoadOptions) -> Result<LoadReport, Loa
     let started = Instant::now();
     let mut progress = Progress::new("sequences, analyze", opts.quiet);
     reset_sequences(&client).await?;
-    // One event for the whole load: every server instance empties its cache.
-    client
-        .batch_execute("SELECT atelier_log_change('all', 0, NULL)")
-        .await
-        .map_err(DbError::query("announcing the load on the change feed"))?;
     for table in managed_tables() {
         client
             .batch_execute(&format!("ANALYZE {table}"))
@@ -501,7 +493,7 @@ async fn copy_file(
         .transaction()
         .await
         .map_err(DbError::query("starting a transaction"))?;
-    // The change-log triggers would log every row (and the TRUNCATE); the load ends with one
+    // The change-log triggers would log every row (and the TRUNCATE); the file logs one
     // "all" event instead. Disabled inside this transaction only: ALTER TABLE takes the
     // table's exclusive lock, so no other session ever sees the triggers off.
     tx.batch_execute(&format!(
@@ -528,8 +520,10 @@ async fn copy_file(
     let (read, mut loaded) = done_rx.await.map_err(|_| LoadError::ReaderLost { file })?;
     let copied = copied.map_err(|source| LoadError::Copy { file, source })?;
     let (report, ids) = read?;
+    // The file's rows and one "all" event commit together: every server instance empties
+    // its cache as soon as the new rows are visible, not minutes later at the end of the load.
     tx.batch_execute(&format!(
-        "ALTER TABLE {} ENABLE TRIGGER USER",
+        "ALTER TABLE {} ENABLE TRIGGER USER; SELECT atelier_log_change('all', 0, NULL)",
         table.sql_name()
     ))
     .await
