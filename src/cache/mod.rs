@@ -114,11 +114,6 @@ impl ResponseCache {
         self.inner.insert(key, entry);
     }
 
-    /// The cached entry for `key`, if any, without filling it.
-    pub fn peek(&self, key: &Key) -> Option<Rendered> {
-        self.inner.get(key)
-    }
-
     /// Drops the entry for `key` (and cancels the insert of a fill in flight for it).
     pub fn invalidate(&self, key: &Key) {
         self.inner.remove(key);

@@ -238,7 +238,7 @@ impl App {
         Ok(match *route {
             Route::ProductsList { page, count } => {
                 let limit = count.min(self.settings.max_page_rows);
-                let offset = u128::from(page - 1) * u128::from(count);
+                let offset = render::page_offset(page, count);
                 match (i64::try_from(limit), i64::try_from(offset)) {
                     (Ok(limit), Ok(offset)) => whole(
                         self.cache

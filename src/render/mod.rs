@@ -8,7 +8,11 @@ pub mod products;
 pub mod qa;
 pub mod reviews;
 
+use std::collections::HashMap;
+
 use bytes::Bytes;
+
+use crate::pg::read::PhotoUrlRow;
 
 /// A rendered resource: what the cache holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +58,12 @@ impl ItemList {
     /// Bytes held (for the cache's weight).
     pub fn weight(&self) -> usize {
         self.json.len() + self.ends.len() * 4
+    }
+
+    /// Page `page` (1-based) of `count` items, as JSON array contents: empty past the end.
+    pub fn page(&self, page: u64, count: u64) -> &[u8] {
+        let skip = u64::try_from(page_offset(page, count)).unwrap_or(u64::MAX);
+        self.slice(skip, count)
     }
 
     /// Items `skip..skip + take` as JSON array contents (without brackets).
@@ -102,6 +112,38 @@ impl ItemListBuilder {
             ends: self.ends,
         }
     }
+}
+
+/// The zero-based row offset of page `page` (1-based) of `count` rows. It needs 128 bits:
+/// clients send counts up to 2^64-1, and `/reviews` echoes the exact offset.
+pub fn page_offset(page: u64, count: u64) -> u128 {
+    u128::from(page.saturating_sub(1)) * u128::from(count)
+}
+
+/// Groups rows by a parent id (a photo's review or answer, an answer's question), keeping
+/// their order within each group.
+pub(crate) fn group_by<T>(rows: &[T], parent: impl Fn(&T) -> i64) -> HashMap<i64, Vec<&T>> {
+    let mut groups: HashMap<i64, Vec<&T>> = HashMap::new();
+    for row in rows {
+        groups.entry(parent(row)).or_default().push(row);
+    }
+    groups
+}
+
+/// `[{"id":2,"url":"…"}]`: the photos of a review or of an answer in `/answers`.
+pub(crate) fn push_id_url_photos(out: &mut Vec<u8>, photos: Option<&Vec<&PhotoUrlRow>>) {
+    out.push(b'[');
+    for (i, p) in photos.into_iter().flatten().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"id\":");
+        json::push_int(out, p.id);
+        out.extend_from_slice(b",\"url\":");
+        json::push_str(out, &p.url);
+        out.push(b'}');
+    }
+    out.push(b']');
 }
 
 /// Wraps a page of items in the bytes before and after it.

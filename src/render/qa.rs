@@ -4,8 +4,7 @@
 use bytes::Bytes;
 
 use super::json::{push_bool, push_date, push_int, push_int_str, push_str};
-use super::reviews::{photos_by_owner, push_id_url_photos};
-use super::{envelope, ItemList, ItemListBuilder, Rendered};
+use super::{envelope, group_by, push_id_url_photos, ItemList, ItemListBuilder, Rendered};
 use crate::pg::pool::Pool;
 use crate::pg::read::{self, AnswerRow, PhotoUrlRow, QuestionRow};
 use crate::pg::DbError;
@@ -31,12 +30,8 @@ pub fn render_question_list(
     answers: &[AnswerRow],
     photos: &[PhotoUrlRow],
 ) -> ItemList {
-    let photos = photos_by_owner(photos);
-    let mut by_question: std::collections::HashMap<i64, Vec<&AnswerRow>> =
-        std::collections::HashMap::new();
-    for a in answers {
-        by_question.entry(a.question_id).or_default().push(a);
-    }
+    let photos = group_by(photos, |p| p.owner_id);
+    let by_question = group_by(answers, |a| a.question_id);
     let mut list = ItemListBuilder::default();
     for q in questions {
         let out = list.next_item();
@@ -81,13 +76,12 @@ pub fn questions_page(product_id: i64, page: u64, count: u64, list: &ItemList) -
     head.extend_from_slice(b"{\"product_id\":");
     push_int_str(&mut head, product_id);
     head.extend_from_slice(b",\"results\":[");
-    let skip = (page - 1).saturating_mul(count);
-    envelope(&head, list.slice(skip, count), b"]}")
+    envelope(&head, list.page(page, count), b"]}")
 }
 
 /// The items of `GET /qa/questions/{id}/answers`, photos as `{id, url}`.
 pub fn render_answer_list(answers: &[AnswerRow], photos: &[PhotoUrlRow]) -> ItemList {
-    let photos = photos_by_owner(photos);
+    let photos = group_by(photos, |p| p.owner_id);
     let mut list = ItemListBuilder::default();
     for a in answers {
         let out = list.next_item();
@@ -111,8 +105,7 @@ pub fn answers_page(question_id: i64, page: u64, count: u64, list: &ItemList) ->
     head.extend_from_slice(b",\"count\":");
     push_int(&mut head, count);
     head.extend_from_slice(b",\"results\":[");
-    let skip = (page - 1).saturating_mul(count);
-    envelope(&head, list.slice(skip, count), b"]}")
+    envelope(&head, list.page(page, count), b"]}")
 }
 
 pub async fn fill_questions(pool: &Pool, product_id: i64) -> Result<Rendered, DbError> {

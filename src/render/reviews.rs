@@ -1,46 +1,19 @@
 //! Bodies of the ratings & reviews widget: a product's reviews (every page of one sort order
 //! from one list) and its review metadata.
 
-use std::collections::HashMap;
-
 use bytes::Bytes;
 
 use super::json::{
     push_bool, push_date, push_int, push_int_str, push_opt_str, push_str, push_uint,
 };
-use super::{envelope, ItemList, ItemListBuilder, Rendered};
+use super::{envelope, group_by, push_id_url_photos, ItemList, ItemListBuilder, Rendered};
 use crate::pg::pool::Pool;
 use crate::pg::read::{self, CharacteristicRow, MetaCountRow, PhotoUrlRow, ReviewOrder, ReviewRow};
 use crate::pg::DbError;
 
-/// Groups photo rows by their owner (review or answer), keeping their order.
-pub(super) fn photos_by_owner(photos: &[PhotoUrlRow]) -> HashMap<i64, Vec<&PhotoUrlRow>> {
-    let mut map: HashMap<i64, Vec<&PhotoUrlRow>> = HashMap::new();
-    for p in photos {
-        map.entry(p.owner_id).or_default().push(p);
-    }
-    map
-}
-
-/// `[{"id":2,"url":"…"}]`
-pub(super) fn push_id_url_photos(out: &mut Vec<u8>, photos: Option<&Vec<&PhotoUrlRow>>) {
-    out.push(b'[');
-    for (i, p) in photos.into_iter().flatten().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(b"{\"id\":");
-        push_int(out, p.id);
-        out.extend_from_slice(b",\"url\":");
-        push_str(out, &p.url);
-        out.push(b'}');
-    }
-    out.push(b']');
-}
-
 /// The items of `GET /reviews`, in the order given.
 pub fn render_review_list(reviews: &[ReviewRow], photos: &[PhotoUrlRow]) -> ItemList {
-    let photos = photos_by_owner(photos);
+    let photos = group_by(photos, |p| p.owner_id);
     let mut list = ItemListBuilder::default();
     for r in reviews {
         let out = list.next_item();
@@ -72,7 +45,7 @@ pub fn render_review_list(reviews: &[ReviewRow], photos: &[PhotoUrlRow]) -> Item
 
 /// One page of `GET /reviews`: `page` is echoed as the zero-based row offset.
 pub fn reviews_page(product_id: i64, page: u64, count: u64, list: &ItemList) -> Bytes {
-    let offset = u128::from(page - 1) * u128::from(count);
+    let offset = super::page_offset(page, count);
     let mut head = Vec::with_capacity(96);
     head.extend_from_slice(b"{\"product\":");
     push_int_str(&mut head, product_id);
@@ -81,8 +54,7 @@ pub fn reviews_page(product_id: i64, page: u64, count: u64, list: &ItemList) -> 
     head.extend_from_slice(b",\"count\":");
     push_int(&mut head, count);
     head.extend_from_slice(b",\"results\":[");
-    let skip = u64::try_from(offset).unwrap_or(u64::MAX);
-    envelope(&head, list.slice(skip, count), b"]}")
+    envelope(&head, list.page(page, count), b"]}")
 }
 
 /// `GET /reviews/meta`. Counts are strings; ratings list only non-zero counts, 1 to 5;
