@@ -1,6 +1,8 @@
 //! Parsing a request line into a typed [`Route`], validating every parameter once. Bad input
 //! becomes a [`RouteError`] here and never reaches the cache or the database.
 
+use std::borrow::Cow;
+
 use hyper::Method;
 
 use crate::pg::read::ReviewOrder;
@@ -211,9 +213,13 @@ pub fn parse(method: &Method, path: &str, query: Option<&str>) -> Result<Route, 
             }
             let product_id = q.product_id()?;
             let (page, count) = q.paging()?;
-            let order = match q.get("sort").map(|s| s.to_ascii_lowercase()).as_deref() {
-                Some("newest") => ReviewOrder::Newest,
-                _ => ReviewOrder::Helpful,
+            let newest = q
+                .get("sort")
+                .is_some_and(|s| s.eq_ignore_ascii_case("newest"));
+            let order = if newest {
+                ReviewOrder::Newest
+            } else {
+                ReviewOrder::Helpful
             };
             Ok(Route::Reviews {
                 product_id,
@@ -301,7 +307,7 @@ fn path_id(s: &str) -> Result<i64, RouteError> {
 struct Query<'a>(&'a str);
 
 impl Query<'_> {
-    fn get(&self, name: &str) -> Option<String> {
+    fn get(&self, name: &str) -> Option<Cow<'_, str>> {
         self.0.split('&').find_map(|pair| {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
             (percent_decode(k) == name).then(|| percent_decode(v))
@@ -335,9 +341,9 @@ impl Query<'_> {
 }
 
 /// Decodes `%XX` escapes and `+` (a space in form encoding); invalid escapes stay as written.
-fn percent_decode(s: &str) -> String {
+fn percent_decode(s: &str) -> Cow<'_, str> {
     if !s.contains(['%', '+']) {
-        return s.to_owned();
+        return Cow::Borrowed(s);
     }
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -361,7 +367,7 @@ fn percent_decode(s: &str) -> String {
         }
         i += 1;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
 }
 
 #[cfg(test)]
