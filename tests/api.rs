@@ -1,6 +1,6 @@
 //! Every GET of the contract over real HTTP against the hand-made sample data set. The
-//! expected bodies are written out by hand from ../shared/api/CONTRACT.md and the sample's CSV
-//! rows — never captured from the server.
+//! expected bodies are written out by hand from the API reference (docs/api.md) and the
+//! sample's CSV rows — never captured from the server.
 
 mod common;
 

@@ -34,9 +34,9 @@ async fn loads_the_sample_with_every_quirk_handled() {
         ("features.csv", 10, 10, 0, 0, 0),
         ("styles.csv", 9, 9, 0, 0, 0),
         ("photos.csv", 9, 8, 1, 0, 1), // id 4 lost its closing quote; id 8 has no style 99
-        ("skus.csv", 15, 15, 0, 0, 0),
+        ("skus.csv", 16, 15, 0, 1, 0), // quantity "plenty"
         ("related.csv", 12, 10, 0, 0, 2), // related 0 and related 77
-        ("reviews.csv", 6, 6, 0, 0, 0),
+        ("reviews.csv", 9, 6, 0, 3, 0), // rating 9, a duplicate id, too few fields
         ("reviews_photos.csv", 4, 3, 0, 0, 1), // review 404
         ("characteristics.csv", 10, 10, 0, 0, 0),
         ("characteristic_reviews.csv", 15, 15, 0, 0, 0),
@@ -86,6 +86,37 @@ async fn loads_the_sample_with_every_quirk_handled() {
         .await
         .unwrap();
     assert!(row.get::<_, bool>(0) && row.get::<_, bool>(1));
+    let no_sale: bool = client
+        .query_one("SELECT sale_price IS NULL FROM styles WHERE id = 8", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(no_sale, "a sale price of 0 is no sale");
+    let quoted_null: bool = client
+        .query_one("SELECT response IS NULL FROM reviews WHERE id = 2", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        quoted_null,
+        "a quoted \"null\" in a column that may be NULL is NULL"
+    );
+    let kept: String = client
+        .query_one("SELECT summary FROM reviews WHERE id = 3", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        kept, "I am liking these glasses",
+        "the first of two rows with one id is kept"
+    );
+    let reviews = report.file("reviews.csv").unwrap();
+    let lines: Vec<u64> = reviews.notes.iter().map(|n| n.line).collect();
+    assert_eq!(
+        lines,
+        [8, 9, 10],
+        "each skipped review is named by its line"
+    );
     let value: Option<String> = client
         .query_one("SELECT value FROM features WHERE id = 4", &[])
         .await

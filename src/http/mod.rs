@@ -36,6 +36,10 @@ use crate::pg::write::{self, WriteError};
 use crate::pg::DbError;
 use crate::render::{self, Rendered};
 
+/// The OpenAPI 3.1 description of every route, served at `GET /openapi.yaml`. The tests
+/// validate every response they receive against it.
+pub const OPENAPI_YAML: &str = include_str!("../../openapi.yaml");
+
 /// Everything a request handler reads: shared by all connections of one instance.
 pub struct App {
     pub cache: Arc<ResponseCache>,
@@ -119,7 +123,10 @@ impl App {
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
         if let Some(allowed) = &self.settings.auth_tokens {
-            let operational = matches!(route, Route::Healthz | Route::Readyz | Route::Metrics);
+            let operational = matches!(
+                route,
+                Route::Healthz | Route::Readyz | Route::Metrics | Route::OpenApi
+            );
             if !operational && !token.is_some_and(|t| allowed.contains(t)) {
                 return (
                     label,
@@ -305,6 +312,14 @@ impl App {
                 r.headers_mut().insert(
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("text/plain; version=0.0.4"),
+                );
+                r
+            }
+            Route::OpenApi => {
+                let mut r = Response::new(Body::new(Bytes::from_static(OPENAPI_YAML.as_bytes())));
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/yaml"),
                 );
                 r
             }

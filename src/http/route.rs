@@ -62,6 +62,8 @@ pub enum Route {
     Healthz,
     Readyz,
     Metrics,
+    /// The OpenAPI description of this API (`openapi.yaml`).
+    OpenApi,
 }
 
 pub use crate::pg::write::Mark;
@@ -80,7 +82,7 @@ pub enum RouteError {
 }
 
 /// Labels for metrics, one per route kind; `"unmatched"` is last.
-pub const ROUTE_LABELS: [&str; 21] = [
+pub const ROUTE_LABELS: [&str; 22] = [
     "products_list",
     "product",
     "styles",
@@ -101,6 +103,7 @@ pub const ROUTE_LABELS: [&str; 21] = [
     "healthz",
     "readyz",
     "metrics",
+    "openapi",
     "unmatched",
 ];
 
@@ -143,6 +146,7 @@ impl Route {
             Route::Healthz => 17,
             Route::Readyz => 18,
             Route::Metrics => 19,
+            Route::OpenApi => 20,
         }
     }
 }
@@ -287,6 +291,7 @@ pub fn parse(method: &Method, path: &str, query: Option<&str>) -> Result<Route, 
         ["healthz"] => get().map(|_| Route::Healthz),
         ["readyz"] => get().map(|_| Route::Readyz),
         ["metrics"] => get().map(|_| Route::Metrics),
+        ["openapi.yaml"] => get().map(|_| Route::OpenApi),
         _ => Err(RouteError::NotFound),
     }
 }

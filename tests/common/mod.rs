@@ -3,6 +3,8 @@
 //! tests run in parallel without seeing each other's rows.
 #![allow(dead_code)]
 
+pub mod openapi;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
@@ -112,9 +114,10 @@ pub async fn empty_database() -> TestDb {
     create_database("template0").await
 }
 
-/// The hand-made sample data set in ../shared.
+/// The hand-made sample data set (`tests/data/sample`): a few rows of each file, with every
+/// quirk the loader handles at least once.
 pub fn sample_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/sample")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/sample")
 }
 
 /// A directory removed when dropped.
@@ -178,7 +181,8 @@ impl Reply {
 }
 
 /// Sends one raw HTTP/1.1 request over a fresh TCP connection and reads the whole reply.
-/// Written by hand so tests can also send what a well-behaved client never would.
+/// Written by hand so tests can also send what a well-behaved client never would. Every reply
+/// is checked against `openapi.yaml` ([`openapi::check`]).
 pub async fn send_raw(addr: std::net::SocketAddr, request: &[u8]) -> Reply {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
@@ -203,11 +207,13 @@ pub async fn send_raw(addr: std::net::SocketAddr, request: &[u8]) -> Reply {
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
         .collect();
-    Reply {
+    let reply = Reply {
         status,
         headers,
         body: body.to_owned(),
-    }
+    };
+    openapi::check(request, &reply);
+    reply
 }
 
 /// `method path` with an Authorization header, as the storefront sends it.
