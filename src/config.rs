@@ -28,6 +28,11 @@ pub struct ServeSettings {
     /// How long the change feed may be down before `/readyz` answers 503.
     pub feed_staleness: Duration,
     pub feed: FeedSettings,
+    /// Where the change feed connects, when not where the pool does (a pool behind a
+    /// transaction-pooling proxy cannot LISTEN).
+    pub feed_database: Option<tokio_postgres::Config>,
+    /// The anti-entropy sweep re-renders every cached entry within this period; `None`: off.
+    pub sweep_period: Option<Duration>,
 }
 
 impl Default for ServeSettings {
@@ -43,6 +48,8 @@ impl Default for ServeSettings {
             body_limit: 64 << 10,
             feed_staleness: Duration::from_secs(5),
             feed: FeedSettings::default(),
+            feed_database: None,
+            sweep_period: Some(Duration::from_secs(15 * 60)),
         }
     }
 }

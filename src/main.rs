@@ -117,11 +117,26 @@ struct HttpArgs {
     /// Hours of change_log kept; an instance away longer empties its cache on reconnect.
     #[arg(long, env = "ATELIER_FEED_RETENTION_H", default_value_t = 24)]
     feed_retention_h: u64,
+    /// Where the change feed connects, if not DATABASE_URL (for example when the pool goes
+    /// through a transaction-pooling proxy, which cannot LISTEN).
+    #[arg(long, env = "ATELIER_FEED_DATABASE_URL", hide_env_values = true)]
+    feed_database_url: Option<String>,
+    /// Seconds within which the anti-entropy sweep re-renders every cached entry and counts
+    /// those that drifted (0: off).
+    #[arg(long, env = "ATELIER_SWEEP_PERIOD_S", default_value_t = 900)]
+    sweep_period_s: u64,
 }
 
 impl HttpArgs {
-    fn settings(&self) -> ServeSettings {
-        ServeSettings {
+    fn settings(&self) -> anyhow::Result<ServeSettings> {
+        let feed_database = match &self.feed_database_url {
+            Some(url) => Some(
+                atelier::pg::parse_url(url)
+                    .map_err(|e| anyhow::anyhow!("--feed-database-url: {e}"))?,
+            ),
+            None => None,
+        };
+        Ok(ServeSettings {
             listen: self.listen,
             pool_size: self.pool_size,
             db_timeout: std::time::Duration::from_millis(self.db_timeout_ms),
@@ -141,7 +156,10 @@ impl HttpArgs {
                 retention: std::time::Duration::from_secs(self.feed_retention_h * 3600),
                 ..Default::default()
             },
-        }
+            feed_database,
+            sweep_period: (self.sweep_period_s > 0)
+                .then(|| std::time::Duration::from_secs(self.sweep_period_s)),
+        })
     }
 }
 
@@ -296,7 +314,7 @@ async fn demo(args: DemoArgs) -> Result<()> {
 
 /// Serves until Ctrl-C or SIGTERM, then drains connections and returns.
 async fn serve(http: &HttpArgs, database: tokio_postgres::Config, demo: bool) -> Result<()> {
-    let settings = http.settings();
+    let settings = http.settings()?;
     let listen = settings.listen;
     let cannot_listen = || {
         format!("cannot listen on {listen}: is another server using that port? (--listen picks another)")
@@ -334,12 +352,12 @@ async fn serve(http: &HttpArgs, database: tokio_postgres::Config, demo: bool) ->
 #[cfg(feature = "may-server")]
 async fn serve_may(settings: ServeSettings, database: tokio_postgres::Config) -> Result<()> {
     let listen = settings.listen;
-    let (app, feed) = atelier::http::build_app(settings, database).await;
+    let (app, background) = atelier::http::build_app(settings, database).await;
     atelier::http::may_server::start(app, tokio::runtime::Handle::current(), listen)
         .with_context(|| format!("cannot listen on {listen}"))?;
     eprintln!("serving on http://{listen} (may_minihttp)");
     shutdown_signal().await;
-    feed.abort();
+    background.abort();
     Ok(())
 }
 

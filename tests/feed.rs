@@ -281,9 +281,9 @@ async fn the_feed_prunes_old_log_rows_and_records_how_far() {
     let client = db.client().await;
     client
         .batch_execute(
-            "INSERT INTO change_log (kind, id, at) VALUES ('product', 1, now() - interval '2 hours'),
-                                                         ('product', 2, now() - interval '2 hours'),
-                                                         ('product', 3, now())",
+            "INSERT INTO change_log (kind, id, at, xid) VALUES ('product', 1, now() - interval '2 hours', 0),
+                                                         ('product', 2, now() - interval '2 hours', 0),
+                                                         ('product', 3, now(), 0)",
         )
         .await
         .unwrap();

@@ -448,3 +448,17 @@ async fn a_truncate_made_in_sql_empties_the_cache() {
         .unwrap();
     assert_eq!(eventually(a, "/cart", |b| b == "[]").await, "[]");
 }
+
+#[tokio::test]
+async fn a_characteristic_rated_only_1_has_sixteen_places() {
+    let (_db, server) = server_with_data(&common::sample_dir()).await;
+    let a = server.addr;
+    let body = r#"{"product_id":4,"rating":1,"summary":"No","body":"Not for me.","recommend":false,
+        "name":"grump","email":"grump@example.com","characteristics":{"10":1}}"#;
+    assert_eq!(post_json(a, "/reviews", body).await.status, 201);
+    assert_eq!(
+        get(a, "/reviews/meta?product_id=4").await.body,
+        r#"{"product_id":"4","ratings":{"1":"1"},"recommended":{"false":"1","true":"0"},"characteristics":{"Quality":{"id":10,"value":"1.0000000000000000"}}}"#,
+        "PostgreSQL's avg() alone renders 1 with twenty places"
+    );
+}

@@ -13,11 +13,11 @@ impl ResponseCache {
         match change {
             Change::Product(id) => {
                 // Its detail, its existence (styles and related answer 404 without it) and
-                // every page of the products list.
+                // every page of the products list (a new generation of pages).
                 self.invalidate(&Key::Product(*id));
                 self.invalidate(&Key::Styles(*id));
                 self.invalidate(&Key::Related(*id));
-                self.invalidate_where(|k| matches!(k, Key::ProductsPage { .. }));
+                self.next_products_generation();
             }
             Change::Features(id) => self.invalidate(&Key::Product(*id)),
             Change::Styles(id) => self.invalidate(&Key::Styles(*id)),

@@ -7,8 +7,12 @@ use crate::pg::read::ReviewOrder;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Key {
-    /// One page of `GET /products` (the list is small per page and rarely read deep).
+    /// One page of `GET /products` (the list is small per page and rarely read deep), in one
+    /// generation of the products list: any product change starts a new generation, which
+    /// makes every page of the old one unreachable at once — entries and fills in flight
+    /// alike — without visiting them (they age out of the cache).
     ProductsPage {
+        generation: u64,
         limit: i64,
         offset: i64,
     },

@@ -9,6 +9,7 @@
 
 pub mod invalidate;
 pub mod key;
+pub mod sweep;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -56,6 +57,11 @@ pub struct CacheStats {
     pub entries: u64,
     pub bytes: u64,
     pub capacity_bytes: u64,
+    /// Entries the anti-entropy sweep re-rendered.
+    pub swept: u64,
+    /// Entries the sweep found different from a fresh render that no change had replaced: each
+    /// one is a bug (or a write that bypassed the triggers).
+    pub drift: u64,
 }
 
 pub struct ResponseCache {
@@ -63,6 +69,9 @@ pub struct ResponseCache {
     evictions: EvictionCounter,
     hits: AtomicU64,
     misses: AtomicU64,
+    products_generation: AtomicU64,
+    swept: AtomicU64,
+    drift: AtomicU64,
 }
 
 impl ResponseCache {
@@ -81,7 +90,25 @@ impl ResponseCache {
             evictions,
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
+            products_generation: AtomicU64::new(0),
+            swept: AtomicU64::new(0),
+            drift: AtomicU64::new(0),
         }
+    }
+
+    /// The key of one page of the products list, in the list's current generation.
+    pub fn products_page_key(&self, limit: i64, offset: i64) -> Key {
+        Key::ProductsPage {
+            generation: self.products_generation.load(Ordering::Acquire),
+            limit,
+            offset,
+        }
+    }
+
+    /// Makes every cached page of the products list (and every fill of one in flight)
+    /// unreachable.
+    fn next_products_generation(&self) {
+        self.products_generation.fetch_add(1, Ordering::AcqRel);
     }
 
     /// The entry for `key`, filling it from the database on a miss.
@@ -119,11 +146,6 @@ impl ResponseCache {
         self.inner.remove(key);
     }
 
-    /// Drops every entry matching `pred`.
-    pub fn invalidate_where(&self, pred: impl Fn(&Key) -> bool) {
-        self.inner.retain(|k, _| !pred(k));
-    }
-
     /// Drops everything.
     pub fn clear(&self) {
         self.inner.clear();
@@ -137,6 +159,8 @@ impl ResponseCache {
             entries: self.inner.len() as u64,
             bytes: self.inner.weight(),
             capacity_bytes: self.inner.capacity(),
+            swept: self.swept.load(Ordering::Relaxed),
+            drift: self.drift.load(Ordering::Relaxed),
         }
     }
 }
@@ -145,7 +169,7 @@ impl ResponseCache {
 /// tests compare cached bodies with.
 pub async fn fill(key: &Key, pool: &Pool) -> Result<Rendered, DbError> {
     match key {
-        Key::ProductsPage { limit, offset } => {
+        Key::ProductsPage { limit, offset, .. } => {
             render::products::fill_product_list(pool, *limit, *offset).await
         }
         Key::Product(id) => render::products::fill_product(pool, *id).await,

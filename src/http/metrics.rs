@@ -149,12 +149,90 @@ impl Metrics {
                 "Connections the pool has open.",
                 gauges.pool_open as u64,
             ),
+            (
+                "atelier_cache_swept_total",
+                "counter",
+                "Entries the anti-entropy sweep re-rendered.",
+                c.swept,
+            ),
+            (
+                "atelier_cache_drift_total",
+                "counter",
+                "Entries the sweep found stale with no change to explain it (non-zero: a bug, or a write that bypassed the triggers).",
+                c.drift,
+            ),
         ] {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-            );
+            write_metric(&mut out, name, kind, help, value);
+        }
+        if let Some(feed) = &gauges.feed {
+            use std::sync::atomic::Ordering::Relaxed;
+            let lag_seconds = feed.lag_ms.load(Relaxed) as f64 / 1000.0;
+            for (name, kind, help, value) in [
+                (
+                    "atelier_feed_connected",
+                    "gauge",
+                    "1 while the change feed is connected and following the log.",
+                    u64::from(feed.is_connected()).to_string(),
+                ),
+                (
+                    "atelier_feed_lag_seconds",
+                    "gauge",
+                    "From the start of the last applied change's transaction to its application.",
+                    lag_seconds.to_string(),
+                ),
+                (
+                    "atelier_feed_last_seq",
+                    "gauge",
+                    "Highest change_log sequence number applied.",
+                    feed.last_seq.load(Relaxed).to_string(),
+                ),
+                (
+                    "atelier_feed_pending_transactions",
+                    "gauge",
+                    "Open transactions whose logged changes the feed is still waiting for (its open holes).",
+                    feed.pending_transactions.load(Relaxed).to_string(),
+                ),
+                (
+                    "atelier_feed_reconnects_total",
+                    "counter",
+                    "Times the change feed lost its connection.",
+                    feed.reconnects.load(Relaxed).to_string(),
+                ),
+                (
+                    "atelier_feed_resets_total",
+                    "counter",
+                    "Times the cache was emptied by the feed (start, bulk load, TRUNCATE, pruned past, unknown change).",
+                    feed.resets.load(Relaxed).to_string(),
+                ),
+                (
+                    "atelier_feed_restarts_total",
+                    "counter",
+                    "Times the change feed task panicked and was restarted.",
+                    feed.restarts.load(Relaxed).to_string(),
+                ),
+                (
+                    "atelier_feed_unknown_changes_total",
+                    "counter",
+                    "Log rows of a kind this build does not know.",
+                    feed.unknown_changes.load(Relaxed).to_string(),
+                ),
+            ] {
+                write_metric(&mut out, name, kind, help, value);
+            }
         }
         out
     }
+}
+
+fn write_metric(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    value: impl std::fmt::Display,
+) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+    );
 }

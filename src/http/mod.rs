@@ -67,7 +67,7 @@ impl App {
     }
 
     /// Starts the change feed that keeps this instance's cache current.
-    pub fn start_feed(&self, database: tokio_postgres::Config) -> tokio::task::JoinHandle<()> {
+    fn start_feed(&self, database: tokio_postgres::Config) -> tokio::task::JoinHandle<()> {
         let sink: Arc<dyn ChangeSink> = self.cache.clone();
         let (status, task) = feed::spawn(database, sink, self.settings.feed.clone());
         let _ = self.feed.set(status);
@@ -249,7 +249,7 @@ impl App {
                 match (i64::try_from(limit), i64::try_from(offset)) {
                     (Ok(limit), Ok(offset)) => whole(
                         self.cache
-                            .get(&Key::ProductsPage { limit, offset }, pool)
+                            .get(&self.cache.products_page_key(limit, offset), pool)
                             .await?,
                     ),
                     _ => respond::json(Bytes::from_static(b"[]")),
@@ -328,11 +328,20 @@ impl App {
         })
     }
 
-    /// 200 only when the server can serve correctly now: warmed up, the change feed connected
-    /// (or down for less than the staleness bound) and the database answering.
+    /// 200 only when the server can serve correctly now: warmed up, the change feed
+    /// established in the log, connected (or down for less than the staleness bound) and not
+    /// reading a backlog, and the database answering.
     async fn readiness(&self) -> Response<Body> {
         if !self.ready.load(Ordering::Acquire) && self.warm_up().await.is_err() {
             return respond::text(StatusCode::SERVICE_UNAVAILABLE, "warming up");
+        }
+        match self.feed.get() {
+            None => return respond::text(StatusCode::SERVICE_UNAVAILABLE, "change feed starting"),
+            Some(feed) => {
+                if let Some(reason) = feed.unready_reason(self.settings.feed_staleness) {
+                    return respond::text(StatusCode::SERVICE_UNAVAILABLE, reason);
+                }
+            }
         }
         let ping = self
             .pool
@@ -426,19 +435,54 @@ impl Running {
     }
 }
 
-/// The shared state of one instance, warmed up and with its change feed following: what
-/// either front end serves from. The feed task stops when the returned handle is aborted.
+/// The background tasks of one instance: its change feed and its anti-entropy sweep. They
+/// stop when [`BackgroundTasks::abort`] is called or the value is dropped.
+pub struct BackgroundTasks {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl BackgroundTasks {
+    pub fn abort(&self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for BackgroundTasks {
+    fn drop(&mut self) {
+        self.abort();
+    }
+}
+
+/// The shared state of one instance, warmed up and with its change feed following (and its
+/// sweep running, if configured): what either front end serves from.
 pub async fn build_app(
     settings: ServeSettings,
     database: tokio_postgres::Config,
-) -> (Arc<App>, tokio::task::JoinHandle<()>) {
+) -> (Arc<App>, BackgroundTasks) {
     let pool = Pool::new(database.clone(), settings.pool_size, settings.db_timeout);
+    let feed_database = settings.feed_database.clone().unwrap_or(database);
     let app = Arc::new(App::new(settings, pool));
-    let feed = app.start_feed(database);
+    let mut tasks = vec![app.start_feed(feed_database)];
     if let Err(e) = app.warm_up().await {
         eprintln!("warm-up: {e} (serving anyway; /readyz says 503 until the database answers)");
     }
-    (app, feed)
+    if let Some(feed) = app.feed_status() {
+        // Start-up waits (as long as one feed query may take) for the feed to find its place in
+        // the log, then serves anyway, with /readyz answering 503 until it has.
+        let deadline = Instant::now() + app.settings.feed.query_timeout;
+        while !feed.is_established() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if let Some(period) = app.settings.sweep_period {
+            let (app, feed) = (Arc::clone(&app), Arc::clone(feed));
+            tasks.push(tokio::spawn(async move {
+                crate::cache::sweep::run(&app.cache, &app.pool, &feed, period).await
+            }));
+        }
+    }
+    (app, BackgroundTasks { tasks })
 }
 
 /// Binds `settings.listen`, warms up and serves in the background until stopped. The database
@@ -449,7 +493,7 @@ pub async fn start(
 ) -> std::io::Result<Running> {
     let listener = TcpListener::bind(settings.listen).await?;
     let addr = listener.local_addr()?;
-    let (app, feed) = build_app(settings, database).await;
+    let (app, background) = build_app(settings, database).await;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let app_for_task = Arc::clone(&app);
     let task = tokio::spawn(async move {
@@ -457,7 +501,7 @@ pub async fn start(
             let _ = stopped.await;
         })
         .await;
-        feed.abort();
+        drop(background);
         served
     });
     Ok(Running {

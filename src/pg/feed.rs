@@ -1,21 +1,37 @@
 //! The change feed: one task per server instance that follows `change_log` (see
-//! sql/0002_change_feed.sql) over a dedicated connection — never one from the pool — and hands
-//! each change to a [`ChangeSink`] (the response cache).
+//! sql/0002_change_feed.sql and sql/0003_change_log_xid.sql) over a dedicated connection —
+//! never one from the pool — and hands each change to a [`ChangeSink`] (the response cache).
 //!
-//! The task LISTENs on `atelier_changes`, and on each notification (bursts are coalesced) reads
-//! the log from the last sequence number it applied. Sequence numbers are handed out when a
-//! writer inserts its log row but become visible when it commits, so a lower number can
-//! appear after a higher one: the task remembers which numbers above its floor it has
-//! applied and only moves the floor over a gap once the gap has stayed empty for
-//! `gap_timeout` (a rolled-back write leaves a gap that never fills). Applying a change twice
-//! is harmless (it drops a cache entry), missing one is not.
+//! # Why no change is missed
 //!
-//! On connection loss it reconnects with capped exponential backoff and jitter and replays
-//! from its floor. If the log was pruned past the floor while it was away, it cannot know what
-//! it missed and resets the sink (empties the cache). The task also prunes the log: rows older
-//! than `retention` are deleted, and the highest pruned sequence number is recorded.
+//! Sequence numbers are drawn when a writer logs a change but become visible when it commits,
+//! so a lower number can appear after a higher one, however long the writer's transaction
+//! stays open. The feed therefore never guesses that a missing number is a rollback. Every
+//! read of the log happens in one statement together with `pg_current_snapshot()`, and each log
+//! row carries its writer's top-level transaction id, taken before its number was drawn. After
+//! a read that returned everything up to sequence number `high`, any row numbered at most
+//! `high` that the read did not see belongs to a transaction the snapshot lists as still
+//! running. The feed keeps those transaction ids (`pending`, at most one per open
+//! transaction of the cluster) and asks again for their rows (`xid = ANY(pending)`) until a
+//! later snapshot shows them ended: committed rows are then read, rolled-back ones never
+//! existed. Memory is bounded by the number of open transactions, not by the history.
+//!
+//! Applying a change twice is harmless (it drops a cache entry twice); missing one is not.
+//!
+//! # Start, reconnects, pruning
+//!
+//! The first read establishes `high` and then resets the sink: nothing filled before the feed
+//! knew where it stood survives. On connection loss the task reconnects with capped
+//! exponential backoff and jitter and resumes from its state. If the log was pruned past
+//! `high` while it was away, it cannot know what it missed and resets the sink. The task also
+//! prunes the log: rows older than `retention` are deleted and the highest pruned sequence
+//! number is recorded.
+//!
+//! Every query of the feed has a time limit, and its connection has TCP keepalives and a TCP
+//! user timeout, so a silent network drop is noticed within seconds. The task is supervised:
+//! a panic is counted, and the feed starts over (and resets the sink, since its state is
+//! lost).
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -44,11 +60,13 @@ pub enum Change {
     Answers(i64),
     /// A caller's cart.
     Cart(String),
-    /// Anything at all (a bulk load).
+    /// Anything at all (a bulk load, a TRUNCATE).
     All,
 }
 
 impl Change {
+    /// The change a log row describes; `None` for a kind this build does not know (a newer
+    /// writer), which the feed must treat as "anything may have changed".
     fn from_row(kind: &str, id: Option<i64>, session: Option<String>) -> Option<Change> {
         Some(match (kind, id, session) {
             ("product", Some(id), _) => Change::Product(id),
@@ -77,60 +95,93 @@ pub trait ChangeSink: Send + Sync + 'static {
 pub struct FeedSettings {
     /// How long change_log rows are kept before pruning.
     pub retention: Duration,
-    /// How long a gap in sequence numbers may stay open before it counts as a rollback.
-    pub gap_timeout: Duration,
-    /// Re-read the log this often even without notifications (closes gaps, prunes).
+    /// Re-read the log this often even without notifications (prunes, and notices a dead
+    /// connection that no notification would reveal).
     pub poll_interval: Duration,
     /// Longest wait between reconnect attempts.
     pub max_backoff: Duration,
+    /// Time limit for connecting and for each of the feed's queries.
+    pub query_timeout: Duration,
+    /// Log rows read per query; a backlog larger than this is read in several.
+    pub batch_rows: i64,
 }
 
 impl Default for FeedSettings {
     fn default() -> Self {
         FeedSettings {
             retention: Duration::from_secs(24 * 3600),
-            gap_timeout: Duration::from_secs(30),
             poll_interval: Duration::from_secs(1),
             max_backoff: Duration::from_secs(5),
+            query_timeout: Duration::from_secs(5),
+            batch_rows: 10_000,
         }
     }
 }
 
-/// The feed's state, for `/readyz` and `/metrics`.
+/// The feed's state, for `/readyz`, `/metrics` and the anti-entropy sweep.
 #[derive(Debug)]
 pub struct FeedStatus {
     connected: AtomicBool,
-    ever_connected: AtomicBool,
+    /// Whether the feed has established where it stands in the log (and reset the sink).
+    established: AtomicBool,
+    /// Whether the feed is reading a backlog larger than one batch.
+    catching_up: AtomicBool,
     down_since: Mutex<Option<Instant>>,
     /// Highest sequence number applied.
     pub last_seq: AtomicI64,
+    /// Transactions that were open at the last read and may still commit logged changes.
+    pub pending_transactions: AtomicU64,
     pub reconnects: AtomicU64,
+    /// Times the sink was emptied (a bulk load, a TRUNCATE, a pruned-past reconnect, a restart).
     pub resets: AtomicU64,
+    /// Times the feed task panicked and was restarted.
+    pub restarts: AtomicU64,
+    /// Log rows of a kind this build does not know (each reset the sink).
+    pub unknown_changes: AtomicU64,
     /// Milliseconds from the start of the last applied change's transaction to its application.
     pub lag_ms: AtomicU64,
+    /// Reads of the log begun and completed, numbered: a read numbered n sees every
+    /// transaction that committed before read n began.
+    reads_begun: AtomicU64,
+    reads_done: AtomicU64,
+    read_done: tokio::sync::Notify,
+    panic_requested: AtomicBool,
 }
 
 impl FeedStatus {
     fn new() -> FeedStatus {
         FeedStatus {
             connected: AtomicBool::new(false),
-            ever_connected: AtomicBool::new(false),
+            established: AtomicBool::new(false),
+            catching_up: AtomicBool::new(false),
             down_since: Mutex::new(Some(Instant::now())),
             last_seq: AtomicI64::new(0),
+            pending_transactions: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
             resets: AtomicU64::new(0),
+            restarts: AtomicU64::new(0),
+            unknown_changes: AtomicU64::new(0),
             lag_ms: AtomicU64::new(0),
+            reads_begun: AtomicU64::new(0),
+            reads_done: AtomicU64::new(0),
+            read_done: tokio::sync::Notify::new(),
+            panic_requested: AtomicBool::new(false),
         }
     }
 
-    /// Whether the feed is connected and caught up.
+    /// Whether the feed is connected and following the log.
     pub fn is_connected(&self) -> bool {
         self.connected.load(Ordering::Acquire)
     }
 
-    /// Whether the feed has not yet connected once.
-    pub fn never_connected(&self) -> bool {
-        !self.ever_connected.load(Ordering::Acquire)
+    /// Whether the feed has found its place in the log since it (re)started.
+    pub fn is_established(&self) -> bool {
+        self.established.load(Ordering::Acquire)
+    }
+
+    /// Whether the feed is reading a backlog.
+    pub fn is_catching_up(&self) -> bool {
+        self.catching_up.load(Ordering::Acquire)
     }
 
     /// How long the feed has been down (zero while it is up).
@@ -142,94 +193,175 @@ impl FeedStatus {
             .unwrap_or_default()
     }
 
+    /// Why this instance cannot vouch for its cache now, if it cannot: not yet established,
+    /// down longer than `staleness`, or reading a backlog.
+    pub fn unready_reason(&self, staleness: Duration) -> Option<&'static str> {
+        if !self.is_established() {
+            Some("change feed starting")
+        } else if !self.is_connected() && self.down_for() > staleness {
+            Some("change feed disconnected")
+        } else if self.is_catching_up() {
+            Some("change feed catching up")
+        } else {
+            None
+        }
+    }
+
+    /// Waits until a read of the log that began after this call has completed: every change
+    /// committed before the call has then been applied. Gives up after `limit` (false).
+    pub async fn wait_for_fresh_read(&self, limit: Duration) -> bool {
+        let target = self.reads_begun.load(Ordering::Acquire) + 1;
+        tokio::time::timeout(limit, async {
+            loop {
+                let notified = self.read_done.notified();
+                if self.reads_done.load(Ordering::Acquire) >= target {
+                    return;
+                }
+                notified.await;
+            }
+        })
+        .await
+        .is_ok()
+    }
+
+    /// Test hook: makes the feed task panic at its next step, to exercise its supervision.
+    #[doc(hidden)]
+    pub fn inject_panic(&self) {
+        self.panic_requested.store(true, Ordering::Release);
+    }
+
     fn set_up(&self) {
         self.connected.store(true, Ordering::Release);
-        self.ever_connected.store(true, Ordering::Release);
         if let Ok(mut d) = self.down_since.lock() {
             *d = None;
         }
     }
 
     fn set_down(&self) {
-        if self.connected.swap(false, Ordering::AcqRel) {
-            if let Ok(mut d) = self.down_since.lock() {
-                d.get_or_insert_with(Instant::now);
-            }
+        self.connected.store(false, Ordering::Release);
+        self.catching_up.store(false, Ordering::Release);
+        if let Ok(mut d) = self.down_since.lock() {
+            d.get_or_insert_with(Instant::now);
         }
+    }
+
+    fn begin_read(&self) -> u64 {
+        self.reads_begun.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    fn end_read(&self, n: u64) {
+        self.reads_done.fetch_max(n, Ordering::AcqRel);
+        self.read_done.notify_waiters();
+    }
+
+    fn reset(&self, sink: &dyn ChangeSink) {
+        sink.reset();
+        self.resets.fetch_add(1, Ordering::Relaxed);
     }
 }
 
-/// Starts the feed task; it runs until the returned handle is aborted.
+/// Starts the feed task; it runs until the returned handle is aborted. A panic inside it is
+/// counted in [`FeedStatus::restarts`] and the feed starts over.
 pub fn spawn(
     config: Config,
     sink: Arc<dyn ChangeSink>,
     settings: FeedSettings,
 ) -> (Arc<FeedStatus>, tokio::task::JoinHandle<()>) {
     let status = Arc::new(FeedStatus::new());
-    let task_status = Arc::clone(&status);
+    let supervised = Arc::clone(&status);
     let handle = tokio::spawn(async move {
-        let mut follower = Follower {
-            floor: None,
-            applied: BTreeSet::new(),
-            gaps: BTreeMap::new(),
-            high: 0,
-            last_prune: None,
-        };
-        let mut backoff = Duration::from_millis(50);
-        let mut jitter = crate::dataset::rng::Rng::new(u64::from(std::process::id()));
         loop {
-            let started = Instant::now();
-            let err = follower
-                .session(&config, sink.as_ref(), &task_status, &settings)
-                .await;
-            task_status.set_down();
-            task_status.reconnects.fetch_add(1, Ordering::Relaxed);
-            if started.elapsed() > Duration::from_secs(10) {
-                backoff = Duration::from_millis(50);
+            let run = tokio::spawn(follow_forever(
+                config.clone(),
+                Arc::clone(&sink),
+                Arc::clone(&supervised),
+                settings.clone(),
+            ));
+            // Aborting the supervisor aborts the follower with it.
+            let mut run = AbortOnDrop(run);
+            match (&mut run.0).await {
+                Err(e) if e.is_panic() => {
+                    supervised.restarts.fetch_add(1, Ordering::Relaxed);
+                    supervised.established.store(false, Ordering::Release);
+                    supervised.set_down();
+                    eprintln!("change feed: the task panicked; starting it over");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                _ => return,
             }
-            let wait = backoff.mul_f64(0.5 + jitter.unit());
-            eprintln!(
-                "change feed: {err}; reconnecting in {} ms",
-                wait.as_millis()
-            );
-            tokio::time::sleep(wait).await;
-            backoff = (backoff * 2).min(settings.max_backoff);
         }
     });
     (status, handle)
 }
 
+async fn follow_forever(
+    config: Config,
+    sink: Arc<dyn ChangeSink>,
+    status: Arc<FeedStatus>,
+    settings: FeedSettings,
+) {
+    let mut follower = Follower {
+        high: None,
+        pending: Vec::new(),
+        last_prune: None,
+    };
+    let mut backoff = Duration::from_millis(50);
+    let mut jitter = crate::dataset::rng::Rng::new(u64::from(std::process::id()));
+    loop {
+        let started = Instant::now();
+        let err = match follower
+            .follow(&config, sink.as_ref(), &status, &settings)
+            .await
+        {
+            Ok(never) => match never {},
+            Err(e) => e,
+        };
+        status.set_down();
+        status.reconnects.fetch_add(1, Ordering::Relaxed);
+        if started.elapsed() > Duration::from_secs(10) {
+            backoff = Duration::from_millis(50);
+        }
+        let wait = backoff.mul_f64(0.5 + jitter.unit());
+        eprintln!(
+            "change feed: {err}; reconnecting in {} ms",
+            wait.as_millis()
+        );
+        tokio::time::sleep(wait).await;
+        backoff = (backoff * 2).min(settings.max_backoff);
+    }
+}
+
 struct Follower {
-    /// Every sequence number up to the floor is applied (or was a rollback). None until the
-    /// first connection, which starts from the log's current end: the cache starts empty.
-    floor: Option<i64>,
-    /// Applied sequence numbers above the floor.
-    applied: BTreeSet<i64>,
-    /// Missing sequence numbers above the floor, with when they were first seen missing.
-    gaps: BTreeMap<i64, Instant>,
-    /// The highest sequence number read so far.
-    high: i64,
+    /// Every log row numbered at most `high` has been applied, or was written by a
+    /// transaction in `pending`. None until the first read.
+    high: Option<i64>,
+    /// Top-level transaction ids that were running at the last read, sorted.
+    pending: Vec<i64>,
     last_prune: Option<Instant>,
 }
 
-/// Rows read from the log per query.
-const BATCH: i64 = 10_000;
+/// One read: the log rows above `$1` or written by a transaction in `$2`, and the ids of the
+/// transactions running when the statement's snapshot was taken (the same snapshot).
+const READ_LOG: &str = "
+    SELECT ARRAY(SELECT x::text::int8 FROM pg_snapshot_xip(s) AS x),
+           c.seq, c.kind, c.id, c.session,
+           (extract(epoch FROM clock_timestamp() - c.at) * 1000)::int8
+      FROM pg_current_snapshot() AS s
+      LEFT JOIN LATERAL (
+           SELECT seq, kind, id, session, at FROM change_log
+            WHERE seq > $1 OR xid = ANY ($2::int8[])
+            ORDER BY seq LIMIT $3) AS c ON true";
+
+/// Where a first read starts: the highest visible number (the pruned mark if the log is
+/// empty) and the running transactions, from one snapshot. (Not the sequence's position: it is
+/// not transactional, so a number drawn after the snapshot by a transaction it cannot name
+/// could lie below it.)
+const READ_START: &str = "
+    SELECT greatest((SELECT max(seq) FROM change_log), (SELECT through FROM change_log_pruned)),
+           ARRAY(SELECT x::text::int8 FROM pg_snapshot_xip(s) AS x)
+      FROM pg_current_snapshot() AS s";
 
 impl Follower {
-    /// One connection's life: returns why it ended.
-    async fn session(
-        &mut self,
-        config: &Config,
-        sink: &dyn ChangeSink,
-        status: &FeedStatus,
-        settings: &FeedSettings,
-    ) -> DbError {
-        match self.follow(config, sink, status, settings).await {
-            Ok(never) => match never {},
-            Err(e) => e,
-        }
-    }
-
     async fn follow(
         &mut self,
         config: &Config,
@@ -237,14 +369,17 @@ impl Follower {
         status: &FeedStatus,
         settings: &FeedSettings,
     ) -> Result<std::convert::Infallible, DbError> {
+        let limit = settings.query_timeout;
         let mut config = config.clone();
-        config
-            .connect_timeout(Duration::from_secs(2))
-            .application_name("atelier change feed");
-        let (client, mut connection) = config
-            .connect(NoTls)
-            .await
-            .map_err(|e| DbError::Unavailable(e.to_string()))?;
+        super::notice_failures(&mut config, limit);
+        config.application_name("atelier change feed");
+        let (client, mut connection) = timed(limit, async {
+            config
+                .connect(NoTls)
+                .await
+                .map_err(|e| DbError::Unavailable(e.to_string()))
+        })
+        .await?;
         let (notify_tx, mut notified) = tokio::sync::mpsc::unbounded_channel::<()>();
         let driver = tokio::spawn(async move {
             let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
@@ -261,33 +396,43 @@ impl Follower {
             }
         });
         let _driver = AbortOnDrop(driver);
-        client
-            .batch_execute("LISTEN atelier_changes")
-            .await
-            .map_err(DbError::from_query)?;
+        timed(limit, async {
+            client
+                .batch_execute("LISTEN atelier_changes")
+                .await
+                .map_err(DbError::from_query)
+        })
+        .await?;
 
         // Listening before reading: nothing committed from here on can be missed.
-        match self.floor {
+        match self.high {
             None => {
-                let end: i64 = client
-                    .query_one("SELECT coalesce(max(seq), 0) FROM change_log", &[])
-                    .await
-                    .map_err(DbError::from_query)?
-                    .get(0);
-                self.floor = Some(end);
+                let row = timed(limit, async {
+                    client
+                        .query_one(READ_START, &[])
+                        .await
+                        .map_err(DbError::from_query)
+                })
+                .await?;
+                self.high = Some(row.get::<_, Option<i64>>(0).unwrap_or(0));
+                self.pending = sorted(row.get(1));
+                // Whatever was filled before now may predate changes this feed will never
+                // read: start from an empty sink.
+                status.reset(sink);
+                status.established.store(true, Ordering::Release);
             }
-            Some(floor) => {
-                let pruned: i64 = client
-                    .query_one("SELECT through FROM change_log_pruned", &[])
-                    .await
-                    .map_err(DbError::from_query)?
-                    .get(0);
-                if pruned > floor {
-                    sink.reset();
-                    status.resets.fetch_add(1, Ordering::Relaxed);
-                    self.floor = Some(pruned);
-                    self.applied.retain(|&s| s > pruned);
-                    self.gaps.retain(|&s, _| s > pruned);
+            Some(high) => {
+                let pruned: i64 = timed(limit, async {
+                    client
+                        .query_one("SELECT through FROM change_log_pruned", &[])
+                        .await
+                        .map_err(DbError::from_query)
+                })
+                .await?
+                .get(0);
+                if pruned > high {
+                    status.reset(sink);
+                    self.high = Some(pruned);
                 }
             }
         }
@@ -310,7 +455,8 @@ impl Follower {
         }
     }
 
-    /// Reads and applies every logged change above the floor not yet applied.
+    /// Reads and applies every logged change above `high` and every row of the pending
+    /// transactions, until a read returns less than a batch.
     async fn catch_up(
         &mut self,
         client: &Client,
@@ -318,71 +464,59 @@ impl Follower {
         status: &FeedStatus,
         settings: &FeedSettings,
     ) -> Result<(), DbError> {
-        let mut floor = self.floor.unwrap_or(0);
         loop {
-            // Only what is new, plus the holes still open: applied rows are not read again.
-            let high = self.high.max(floor);
-            let holes: Vec<i64> = self.gaps.keys().copied().take(BATCH as usize).collect();
-            let rows = client
-                .query(
-                    "SELECT seq, kind, id, session,
-                            (extract(epoch FROM clock_timestamp() - at) * 1000)::int8
-                       FROM change_log WHERE seq > $1 OR seq = ANY ($2::int8[])
-                      ORDER BY seq LIMIT $3",
-                    &[&high, &holes, &BATCH],
-                )
-                .await
-                .map_err(DbError::from_query)?;
-            let full = rows.len() as i64 == BATCH;
+            if status.panic_requested.swap(false, Ordering::AcqRel) {
+                panic!("change feed: panic injected by a test");
+            }
+            let high = self.high.unwrap_or(0);
+            let read = status.begin_read();
+            let rows = timed(settings.query_timeout, async {
+                client
+                    .query(READ_LOG, &[&high, &self.pending, &settings.batch_rows])
+                    .await
+                    .map_err(DbError::from_query)
+            })
+            .await?;
+            let mut running: Vec<i64> = match rows.first() {
+                Some(row) => row.get(0),
+                None => Vec::new(),
+            };
+            let mut seen = 0;
             for row in &rows {
-                let seq: i64 = row.get(0);
-                self.high = self.high.max(seq);
-                self.gaps.remove(&seq);
-                if seq <= floor || !self.applied.insert(seq) {
-                    continue;
-                }
-                if let Some(change) = Change::from_row(row.get(1), row.get(2), row.get(3)) {
-                    if change == Change::All {
-                        sink.reset();
-                        status.resets.fetch_add(1, Ordering::Relaxed);
-                    } else {
-                        sink.apply(&change);
+                let Some(seq) = row.get::<_, Option<i64>>(1) else {
+                    continue; // the snapshot's row when the log has nothing to give
+                };
+                seen += 1;
+                match Change::from_row(row.get(2), row.get(3), row.get(4)) {
+                    Some(Change::All) => status.reset(sink),
+                    Some(change) => sink.apply(&change),
+                    None => {
+                        status.unknown_changes.fetch_add(1, Ordering::Relaxed);
+                        eprintln!(
+                            "change feed: unknown change kind {:?} at seq {seq}; emptying the cache",
+                            row.get::<_, String>(2)
+                        );
+                        status.reset(sink);
                     }
                 }
+                self.high = Some(self.high.unwrap_or(0).max(seq));
                 status
                     .lag_ms
-                    .store(row.get::<_, i64>(4).max(0) as u64, Ordering::Relaxed);
+                    .store(row.get::<_, i64>(5).max(0) as u64, Ordering::Relaxed);
                 status.last_seq.fetch_max(seq, Ordering::Relaxed);
             }
-            // Note the holes below the highest number seen: writes not yet committed, or
-            // rolled back.
-            let now = Instant::now();
-            let mut expected = floor + 1;
-            if self.high > floor {
-                for &seq in self.applied.range(floor + 1..=self.high) {
-                    for hole in expected..seq {
-                        self.gaps.entry(hole).or_insert(now);
-                    }
-                    expected = seq + 1;
-                }
+            let full = seen == settings.batch_rows;
+            if full {
+                // Rows of the pending transactions may lie past this batch: keep asking for
+                // them as well as for those running now.
+                running.extend_from_slice(&self.pending);
             }
-            // Advance the floor over applied numbers and expired holes.
-            loop {
-                let next = floor + 1;
-                if self.applied.remove(&next) {
-                    floor = next;
-                } else if self
-                    .gaps
-                    .get(&next)
-                    .is_some_and(|t| t.elapsed() >= settings.gap_timeout)
-                {
-                    self.gaps.remove(&next);
-                    floor = next;
-                } else {
-                    break;
-                }
-            }
-            self.floor = Some(floor);
+            self.pending = sorted(running);
+            status
+                .pending_transactions
+                .store(self.pending.len() as u64, Ordering::Relaxed);
+            status.catching_up.store(full, Ordering::Release);
+            status.end_read(read);
             if !full {
                 return Ok(());
             }
@@ -401,22 +535,41 @@ impl Follower {
         }
         self.last_prune = Some(Instant::now());
         let retention_secs = settings.retention.as_secs_f64();
-        client
-            .execute(
-                "WITH gone AS (DELETE FROM change_log WHERE at < now() - make_interval(secs => $1) RETURNING seq)
-                 UPDATE change_log_pruned SET through = GREATEST(through, (SELECT max(seq) FROM gone))
-                  WHERE EXISTS (SELECT 1 FROM gone)",
-                &[&retention_secs],
-            )
-            .await
-            .map_err(DbError::from_query)?;
+        timed(settings.query_timeout, async {
+            client
+                .execute(
+                    "WITH gone AS (DELETE FROM change_log WHERE at < now() - make_interval(secs => $1) RETURNING seq)
+                     UPDATE change_log_pruned SET through = GREATEST(through, (SELECT max(seq) FROM gone))
+                      WHERE EXISTS (SELECT 1 FROM gone)",
+                    &[&retention_secs],
+                )
+                .await
+                .map_err(DbError::from_query)
+        })
+        .await?;
         Ok(())
     }
 }
 
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+fn sorted(mut ids: Vec<i64>) -> Vec<i64> {
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
 
-impl Drop for AbortOnDrop {
+/// Runs `f` within `limit`; past it the feed gives up on its connection.
+async fn timed<T>(
+    limit: Duration,
+    f: impl std::future::Future<Output = Result<T, DbError>>,
+) -> Result<T, DbError> {
+    tokio::time::timeout(limit, f)
+        .await
+        .unwrap_or_else(|_| Err(DbError::Unavailable("a change feed query timed out".into())))
+}
+
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
     }

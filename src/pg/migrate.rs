@@ -26,6 +26,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "change_feed",
         sql: include_str!("../../sql/0002_change_feed.sql"),
     },
+    Migration {
+        version: 3,
+        name: "change_log_xid",
+        sql: include_str!("../../sql/0003_change_log_xid.sql"),
+    },
 ];
 
 /// Key of the advisory lock that serialises migrations (and bulk loads) across processes.

@@ -43,8 +43,9 @@ impl DbError {
 }
 
 impl DbError {
-    /// Classifies an error from the request path: a lost connection means the database is
-    /// unavailable (503); anything else is a failure (500).
+    /// Classifies an error from the request path: a lost connection, or a query cancelled by
+    /// `statement_timeout`, means the database is unavailable (503); anything else is a
+    /// failure (500).
     pub fn from_query(e: tokio_postgres::Error) -> DbError {
         let described = || match e.as_db_error() {
             Some(db) => format!("{} ({})", db.message(), db.code().code()),
@@ -57,7 +58,8 @@ impl DbError {
                 Some(code)
                     if code.code().starts_with("08")
                         || code.code().starts_with("57P")
-                        || *code == tokio_postgres::error::SqlState::TOO_MANY_CONNECTIONS =>
+                        || *code == tokio_postgres::error::SqlState::TOO_MANY_CONNECTIONS
+                        || *code == tokio_postgres::error::SqlState::QUERY_CANCELED =>
                 {
                     DbError::Unavailable(described())
                 }
@@ -88,6 +90,21 @@ pub fn describe(config: &Config) -> String {
     let port = config.get_ports().first().copied().unwrap_or(5432);
     let db = config.get_dbname().or(config.get_user()).unwrap_or("?");
     format!("{host}:{port}/{db}")
+}
+
+/// Makes a connection notice a dead peer within seconds rather than the operating system's
+/// quarter of an hour: TCP keepalives probe an idle connection, the TCP user timeout drops
+/// one whose sent data goes unacknowledged, and connecting is bounded by `limit`. (Unix
+/// sockets ignore the TCP settings; they fail at once when the server goes.)
+pub fn notice_failures(config: &mut Config, limit: std::time::Duration) {
+    use std::time::Duration;
+    config
+        .connect_timeout(limit)
+        .keepalives(true)
+        .keepalives_idle(Duration::from_secs(5))
+        .keepalives_interval(Duration::from_secs(2))
+        .keepalives_retries(3)
+        .tcp_user_timeout(limit.max(Duration::from_secs(5)));
 }
 
 /// Opens one connection and drives it on a background task until the client is dropped.

@@ -5,6 +5,12 @@
 //! read statement once, so a fill costs one round trip, not a Parse plus an Execute. A
 //! connection found closed is replaced on next use. Connecting and querying are bounded by a
 //! timeout, so a database that is down makes requests fail fast (503) instead of hanging.
+//!
+//! The same limit is the connections' `statement_timeout`, so PostgreSQL itself stops a query
+//! nobody waits for any more. A query that outlives the limit on our side (a stalled network,
+//! a server too busy to cancel) costs its connection: the pool asks the server to cancel what
+//! runs there and opens a fresh connection for the next request, so the queries pipelined
+//! behind a stuck one do not queue behind it.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -34,7 +40,13 @@ impl Pool {
     /// A pool of `size` connections, opened lazily. `timeout` bounds connecting and each query.
     pub fn new(config: Config, size: usize, timeout: Duration) -> Pool {
         let mut config = config;
-        config.connect_timeout(timeout);
+        super::notice_failures(&mut config, timeout);
+        let limit = format!("-c statement_timeout={}", timeout.as_millis().max(1));
+        let options = match config.get_options() {
+            Some(existing) if !existing.is_empty() => format!("{existing} {limit}"),
+            _ => limit,
+        };
+        config.options(&options);
         Pool {
             config,
             slots: (0..size.max(1)).map(|_| Mutex::new(None)).collect(),
@@ -52,6 +64,10 @@ impl Pool {
     /// for the slot and connecting share one time limit, so a request never waits longer than
     /// that for a connection, however many others are queued on the same slot.
     pub async fn get(&self) -> Result<Arc<Conn>, DbError> {
+        self.get_slot().await.map(|(_, conn)| conn)
+    }
+
+    async fn get_slot(&self) -> Result<(usize, Arc<Conn>), DbError> {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
         let attempt = async {
             let mut slot = self.slots[i].lock().await;
@@ -65,9 +81,24 @@ impl Pool {
             *slot = Some(Arc::clone(&conn));
             Ok(conn)
         };
-        tokio::time::timeout(self.timeout, attempt)
+        let conn = tokio::time::timeout(self.timeout, attempt)
             .await
-            .map_err(|_| DbError::Unavailable("timed out connecting".into()))?
+            .map_err(|_| DbError::Unavailable("timed out connecting".into()))??;
+        Ok((i, conn))
+    }
+
+    /// Gives up on the connection in slot `i` (if it still holds `conn`): asks the server to
+    /// cancel whatever runs on it, and leaves the slot empty for a fresh connection.
+    async fn discard(&self, i: usize, conn: &Arc<Conn>) {
+        let mut slot = self.slots[i].lock().await;
+        if slot.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {
+            *slot = None;
+        }
+        let cancel = conn.client.cancel_token();
+        let limit = self.timeout;
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(limit, cancel.cancel_query(tokio_postgres::NoTls)).await;
+        });
     }
 
     async fn connect(&self) -> Result<Conn, DbError> {
@@ -94,17 +125,21 @@ impl Pool {
         self.slots.len()
     }
 
-    /// Runs `f` on a pooled connection within the time limit.
+    /// Runs `f` on a pooled connection within the time limit. Past it, the connection is
+    /// replaced (see the module docs).
     pub async fn run<T, F, Fut>(&self, f: F) -> Result<T, DbError>
     where
         F: FnOnce(Arc<Conn>) -> Fut,
         Fut: std::future::Future<Output = Result<T, tokio_postgres::Error>>,
     {
-        let conn = self.get().await?;
-        match tokio::time::timeout(self.timeout, f(conn)).await {
+        let (i, conn) = self.get_slot().await?;
+        match tokio::time::timeout(self.timeout, f(Arc::clone(&conn))).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(DbError::from_query(e)),
-            Err(_) => Err(DbError::Unavailable("query timed out".into())),
+            Err(_) => {
+                self.discard(i, &conn).await;
+                Err(DbError::Unavailable("query timed out".into()))
+            }
         }
     }
 }

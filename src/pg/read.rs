@@ -70,7 +70,7 @@ statements! {
                     WHERE product_id = $1 AND NOT reported GROUP BY rating, recommend";
     meta_characteristics = "SELECT c.id, c.name, a.mean
                               FROM characteristics c
-                              LEFT JOIN (SELECT cr.characteristic_id, avg(cr.value)::text AS mean
+                              LEFT JOIN (SELECT cr.characteristic_id, round(avg(cr.value), 16)::text AS mean
                                            FROM reviews r
                                            JOIN characteristic_reviews cr ON cr.review_id = r.id
                                           WHERE r.product_id = $1 AND NOT r.reported

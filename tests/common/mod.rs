@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod openapi;
+pub mod proxy;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -230,6 +231,16 @@ pub async fn get(addr: std::net::SocketAddr, path: &str) -> Reply {
 
 /// A server on a free port over a fresh database loaded from `dir`.
 pub async fn server_with_data(dir: &Path) -> (TestDb, atelier::http::Running) {
+    let settings = atelier::config::ServeSettings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        pool_size: 2,
+        ..Default::default()
+    };
+    server_with_settings(dir, settings).await
+}
+
+/// A fresh database loaded from `dir`.
+pub async fn loaded_database(dir: &Path) -> TestDb {
     let db = migrated_database().await;
     atelier::pg::load::load(
         &db.config,
@@ -242,11 +253,15 @@ pub async fn server_with_data(dir: &Path) -> (TestDb, atelier::http::Running) {
     )
     .await
     .expect("load");
-    let settings = atelier::config::ServeSettings {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        pool_size: 2,
-        ..Default::default()
-    };
+    db
+}
+
+/// A server with `settings` over a fresh database loaded from `dir`.
+pub async fn server_with_settings(
+    dir: &Path,
+    settings: atelier::config::ServeSettings,
+) -> (TestDb, atelier::http::Running) {
+    let db = loaded_database(dir).await;
     let running = atelier::http::start(settings, db.config.clone())
         .await
         .expect("start server");

@@ -1,0 +1,355 @@
+//! The change feed loses nothing and says when it cannot be trusted: changes of transactions
+//! held open past every timeout the feed has, a feed connection that goes silent while the
+//! pool works, a panic in the feed, a pruned log far ahead of zero, a products page filled
+//! while a product changes, a backlog, and a write that bypasses the triggers (repaired by the
+//! sweep).
+
+mod common;
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use atelier::config::ServeSettings;
+use atelier::pg::feed::FeedSettings;
+use common::proxy::Proxy;
+use common::{eventually, get, put, server_with_settings};
+
+/// A feed with short timeouts, so "longer than any timeout the feed has" fits in a test.
+fn quick() -> ServeSettings {
+    ServeSettings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        pool_size: 2,
+        feed_staleness: Duration::from_secs(1),
+        feed: FeedSettings {
+            poll_interval: Duration::from_millis(50),
+            query_timeout: Duration::from_millis(500),
+            max_backoff: Duration::from_millis(200),
+            ..Default::default()
+        },
+        sweep_period: None,
+        ..Default::default()
+    }
+}
+
+/// Polls `check` every 10 ms until it holds, for up to `limit`.
+async fn until<F, Fut>(what: &str, limit: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn readyz(addr: std::net::SocketAddr) -> (u16, String) {
+    let r = get(addr, "/readyz").await;
+    (r.status, r.body)
+}
+
+#[tokio::test]
+async fn a_change_in_a_transaction_open_past_every_feed_timeout_is_applied_at_commit() {
+    let (db, server) = server_with_settings(&common::sample_dir(), quick()).await;
+    let a = server.addr;
+    let meta = "/reviews/meta?product_id=1";
+    assert!(get(a, meta)
+        .await
+        .body
+        .contains(r#""ratings":{"4":"1","5":"1"}"#));
+
+    // An analyst's session: takes a sequence number now, commits much later.
+    let mut analyst = db.client().await;
+    let tx = analyst.transaction().await.unwrap();
+    tx.batch_execute("UPDATE reviews SET rating = 5 WHERE id = 2")
+        .await
+        .unwrap();
+
+    // Meanwhile later writes commit (through the API and with SQL), and one rolls back.
+    let other = db.client().await;
+    assert_eq!(put(a, "/reviews/3/helpful").await.status, 204);
+    other
+        .batch_execute("BEGIN; UPDATE products SET name = 'Never' WHERE id = 3; ROLLBACK")
+        .await
+        .unwrap();
+    other
+        .batch_execute("UPDATE products SET slogan = 'Later' WHERE id = 2")
+        .await
+        .unwrap();
+    assert!(eventually(a, "/products/2", |b| b.contains("Later"))
+        .await
+        .contains("Later"));
+    let feed = server.app.feed_status().unwrap();
+    assert!(
+        feed.pending_transactions.load(Relaxed) >= 1,
+        "the open transaction is awaited"
+    );
+
+    // Five times the feed's query timeout, fifty poll intervals.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        readyz(a).await.0,
+        200,
+        "an open transaction is not an outage"
+    );
+    assert!(
+        get(a, meta)
+            .await
+            .body
+            .contains(r#""ratings":{"4":"1","5":"1"}"#),
+        "still cached, uncommitted"
+    );
+    assert!(!get(a, "/products/3").await.body.contains("Never"));
+
+    tx.commit().await.unwrap();
+    let body = eventually(a, meta, |b| b.contains(r#""ratings":{"5":"2"}"#)).await;
+    assert!(
+        body.contains(r#""ratings":{"5":"2"}"#),
+        "the change committed last, with the lowest number, was applied: {body}"
+    );
+}
+
+#[tokio::test]
+async fn a_silent_feed_connection_fails_readyz_and_misses_nothing_once_back() {
+    let db = common::loaded_database(&common::sample_dir()).await;
+    let proxy = Proxy::start(&db.config).await;
+    proxy.black_hole();
+    let mut settings = quick();
+    settings.feed_database = Some(proxy.config(&db.config));
+    let server = atelier::http::start(settings, db.config.clone())
+        .await
+        .unwrap();
+    let a = server.addr;
+
+    // The feed cannot find its place in the log: not ready, though the pool works.
+    assert_eq!(readyz(a).await, (503, "change feed starting".to_owned()));
+    assert!(get(a, "/products/1").await.body.contains("Camo Onesie"));
+    // A change the feed will count as before its start: the fill above must not outlive it.
+    let client = db.client().await;
+    client
+        .batch_execute("UPDATE products SET name = 'Before The Feed' WHERE id = 1")
+        .await
+        .unwrap();
+    proxy.pass();
+    until("ready", Duration::from_secs(10), || async {
+        readyz(a).await.0 == 200
+    })
+    .await;
+    assert!(
+        get(a, "/products/1").await.body.contains("Before The Feed"),
+        "nothing filled before the feed found its place survives it"
+    );
+
+    // The network drops the feed's packets silently: no error, no FIN, nothing.
+    proxy.black_hole();
+    let went = Instant::now();
+    until(
+        "/readyz says the feed is gone",
+        Duration::from_secs(5),
+        || async { readyz(a).await == (503, "change feed disconnected".to_owned()) },
+    )
+    .await;
+    println!(
+        "/readyz failed {:?} after the feed went silent",
+        went.elapsed()
+    );
+    client
+        .batch_execute("UPDATE products SET name = 'While Silent' WHERE id = 1")
+        .await
+        .unwrap();
+    assert_eq!(
+        get(a, "/products/2").await.status,
+        200,
+        "misses are still filled through the pool"
+    );
+
+    proxy.pass();
+    until("ready again", Duration::from_secs(10), || async {
+        readyz(a).await.0 == 200
+    })
+    .await;
+    let body = eventually(a, "/products/1", |b| b.contains("While Silent")).await;
+    assert!(
+        body.contains("While Silent"),
+        "the change made while silent: {body}"
+    );
+}
+
+#[tokio::test]
+async fn a_panic_in_the_feed_is_counted_and_the_feed_starts_over() {
+    let (db, server) = server_with_settings(&common::sample_dir(), quick()).await;
+    let a = server.addr;
+    let feed = server.app.feed_status().unwrap();
+    assert!(get(a, "/products/1").await.body.contains("Camo Onesie"));
+    feed.inject_panic();
+    until("the feed restarted", Duration::from_secs(10), || async {
+        feed.restarts.load(Relaxed) == 1 && feed.is_connected()
+    })
+    .await;
+    assert_eq!(readyz(a).await.0, 200);
+    assert!(get(a, "/metrics")
+        .await
+        .body
+        .contains("\natelier_feed_restarts_total 1\n"));
+    db.client()
+        .await
+        .batch_execute("UPDATE products SET name = 'After The Panic' WHERE id = 1")
+        .await
+        .unwrap();
+    let body = eventually(a, "/products/1", |b| b.contains("After The Panic")).await;
+    assert!(body.contains("After The Panic"), "{body}");
+}
+
+#[tokio::test]
+async fn a_pruned_empty_log_far_from_zero_costs_no_memory() {
+    let db = common::loaded_database(&common::sample_dir()).await;
+    // A million writes ago, all pruned: the log is empty, its numbers far from zero.
+    db.client()
+        .await
+        .batch_execute(
+            "DELETE FROM change_log;
+             SELECT setval('change_log_seq_seq', 1000000);
+             UPDATE change_log_pruned SET through = 1000000;",
+        )
+        .await
+        .unwrap();
+    let server = atelier::http::start(quick(), db.config.clone())
+        .await
+        .unwrap();
+    let a = server.addr;
+    assert!(get(a, "/products/1").await.body.contains("Camo Onesie"));
+    db.client()
+        .await
+        .batch_execute("UPDATE products SET name = 'A Million And One' WHERE id = 1")
+        .await
+        .unwrap();
+    let body = eventually(a, "/products/1", |b| b.contains("A Million And One")).await;
+    assert!(body.contains("A Million And One"));
+    let feed = server.app.feed_status().unwrap();
+    assert_eq!(feed.last_seq.load(Relaxed), 1_000_001);
+    assert!(
+        feed.pending_transactions.load(Relaxed) < 10,
+        "the feed's state is the open transactions, not the numbers below it"
+    );
+}
+
+#[tokio::test]
+async fn a_products_page_filled_while_a_product_changes_is_not_served_stale() {
+    let db = common::loaded_database(&common::sample_dir()).await;
+    // The pool's replies arrive late; the feed's do not.
+    let proxy = Proxy::start(&db.config).await;
+    let mut settings = quick();
+    settings.feed_database = Some(db.config.clone());
+    // One connection, opened before the replies slow down; time enough for a slow reply.
+    settings.pool_size = 1;
+    settings.db_timeout = Duration::from_secs(5);
+    let server = atelier::http::start(settings, proxy.config(&db.config))
+        .await
+        .unwrap();
+    let a = server.addr;
+    proxy.delay_replies(Duration::from_millis(700));
+
+    let in_flight = tokio::spawn(async move { get(a, "/products?count=3").await });
+    // The fill's query has run (its snapshot holds the old name); its reply is on the way.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    db.client()
+        .await
+        .batch_execute("UPDATE products SET name = 'Renamed Meanwhile' WHERE id = 1")
+        .await
+        .unwrap();
+    let first = in_flight.await.unwrap();
+    assert_eq!(first.status, 200);
+    assert!(
+        first.body.contains("Camo Onesie"),
+        "the request that raced the change saw the old row: {}",
+        first.body
+    );
+    let second = get(a, "/products?count=3").await;
+    assert!(
+        second.body.contains("Renamed Meanwhile"),
+        "the page filled before the change was not kept: {}",
+        second.body
+    );
+}
+
+#[tokio::test]
+async fn readyz_fails_while_the_feed_reads_a_backlog() {
+    let db = common::loaded_database(&common::sample_dir()).await;
+    let proxy = Proxy::start(&db.config).await;
+    let mut settings = quick();
+    settings.feed_database = Some(proxy.config(&db.config));
+    settings.feed.batch_rows = 5;
+    settings.feed.query_timeout = Duration::from_secs(5);
+    let server = atelier::http::start(settings, db.config.clone())
+        .await
+        .unwrap();
+    let a = server.addr;
+    until("ready", Duration::from_secs(10), || async {
+        readyz(a).await.0 == 200
+    })
+    .await;
+    // 500 changes at once, read 5 per query, each reply 40 ms late: seconds of backlog.
+    proxy.delay_replies(Duration::from_millis(40));
+    db.client()
+        .await
+        .batch_execute(
+            "SELECT atelier_log_change('product', g, NULL) FROM generate_series(1000, 1499) g",
+        )
+        .await
+        .unwrap();
+    until(
+        "/readyz reports the backlog",
+        Duration::from_secs(10),
+        || async { readyz(a).await == (503, "change feed catching up".to_owned()) },
+    )
+    .await;
+    proxy.delay_replies(Duration::ZERO);
+    until("caught up", Duration::from_secs(10), || async {
+        readyz(a).await.0 == 200
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_sweep_repairs_a_write_that_bypassed_the_triggers() {
+    let mut settings = quick();
+    settings.sweep_period = Some(Duration::from_millis(300));
+    let (db, server) = server_with_settings(&common::sample_dir(), settings).await;
+    let a = server.addr;
+    let client = db.client().await;
+    for path in ["/products/1", "/products/2", "/reviews?product_id=2"] {
+        assert_eq!(get(a, path).await.status, 200);
+    }
+    // Ordinary writes are the feed's: the sweep sees them as changes, not drift.
+    client
+        .batch_execute("UPDATE products SET slogan = 'Ordinary' WHERE id = 2")
+        .await
+        .unwrap();
+    assert_eq!(put(a, "/reviews/3/helpful").await.status, 204);
+    get(a, "/reviews?product_id=2").await;
+    until("a sweep round", Duration::from_secs(10), || async {
+        server.app.cache.stats().swept >= 6
+    })
+    .await;
+    assert_eq!(server.app.cache.stats().drift, 0, "no false alarm");
+
+    client
+        .batch_execute(
+            "ALTER TABLE products DISABLE TRIGGER log_change;
+             UPDATE products SET name = 'Behind Your Back' WHERE id = 1;
+             ALTER TABLE products ENABLE TRIGGER log_change;",
+        )
+        .await
+        .unwrap();
+    let body = eventually(a, "/products/1", |b| b.contains("Behind Your Back")).await;
+    assert!(
+        body.contains("Behind Your Back"),
+        "repaired by the sweep: {body}"
+    );
+    assert_eq!(server.app.cache.stats().drift, 1);
+    assert!(get(a, "/metrics")
+        .await
+        .body
+        .contains("\natelier_cache_drift_total 1\n"));
+}
