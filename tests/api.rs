@@ -350,6 +350,14 @@ async fn global_rules() {
         assert_eq!((r.status, r.body.as_str()), (200, "[2,3,5]"), "{path}");
     }
     assert_eq!(get(a, "/reviews/?product_id=2&count=1").await.status, 200);
+    // A bad id in a path is an unknown path, whatever the method; methods are case-sensitive.
+    assert_eq!(request(a, "POST", "/products/abc").await.status, 404);
+    assert_eq!(request(a, "PUT", "/reviews/0/helpful").await.status, 404);
+    let lower = request(a, "get", "/products/1").await;
+    assert_eq!(
+        (lower.status, lower.header("allow")),
+        (405, Some("GET, HEAD, OPTIONS"))
+    );
 
     let head = request(a, "HEAD", "/products/1").await;
     assert_eq!(head.status, 200);
@@ -516,6 +524,12 @@ async fn garbage_never_takes_the_server_down() {
         b"GET /qa/questions?product_id=1&page=%00 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".to_vec(),
         long_path.into_bytes(),
         many_params.into_bytes(),
+        b"GET /products/1 HTTP/1.1\r\nHost: t\r\nNo colon here\r\nConnection: close\r\n\r\n".to_vec(),
+        format!(
+            "GET /products/1 HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
+            "a".repeat(500_000)
+        )
+        .into_bytes(),
     ];
     for raw in &requests {
         let r =

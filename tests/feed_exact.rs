@@ -81,10 +81,12 @@ async fn a_change_in_a_transaction_open_past_every_feed_timeout_is_applied_at_co
         .await
         .contains("Later"));
     let feed = server.app.feed_status().unwrap();
-    assert!(
-        feed.pending_transactions.load(Relaxed) >= 1,
-        "the open transaction is awaited"
-    );
+    until(
+        "the open transaction is awaited",
+        Duration::from_secs(5),
+        || async { feed.pending_transactions.load(Relaxed) >= 1 },
+    )
+    .await;
 
     // Five times the feed's query timeout, fifty poll intervals.
     tokio::time::sleep(Duration::from_millis(2500)).await;
@@ -352,4 +354,69 @@ async fn the_sweep_repairs_a_write_that_bypassed_the_triggers() {
         .await
         .body
         .contains("\natelier_cache_drift_total 1\n"));
+}
+
+#[tokio::test]
+async fn an_unknown_change_kind_empties_the_cache_and_is_counted() {
+    let (db, server) = server_with_settings(&common::sample_dir(), quick()).await;
+    let a = server.addr;
+    assert!(get(a, "/products/1").await.body.contains("Camo Onesie"));
+    assert!(server.app.cache.stats().entries > 0);
+    // A newer writer logs a kind this build does not know.
+    db.client()
+        .await
+        .batch_execute("SELECT atelier_log_change('gift_cards', 1, NULL)")
+        .await
+        .unwrap();
+    let feed = server.app.feed_status().unwrap();
+    until(
+        "the unknown change is counted",
+        Duration::from_secs(10),
+        || async { feed.unknown_changes.load(Relaxed) == 1 },
+    )
+    .await;
+    assert_eq!(
+        server.app.cache.stats().entries,
+        0,
+        "it may have changed anything"
+    );
+}
+
+#[tokio::test]
+async fn the_metrics_export_the_feeds_state() {
+    let (db, server) = server_with_settings(&common::sample_dir(), quick()).await;
+    let a = server.addr;
+    db.client()
+        .await
+        .batch_execute("UPDATE products SET name = 'Counted' WHERE id = 1")
+        .await
+        .unwrap();
+    let feed = server.app.feed_status().unwrap();
+    until("the change is applied", Duration::from_secs(10), || async {
+        feed.last_seq.load(Relaxed) > 0
+    })
+    .await;
+    let metrics = get(a, "/metrics").await.body;
+    let last = feed.last_seq.load(Relaxed);
+    for line in [
+        "atelier_feed_connected 1".to_owned(),
+        format!("atelier_feed_last_seq {last}"),
+        "atelier_feed_reconnects_total 0".to_owned(),
+        "atelier_feed_restarts_total 0".to_owned(),
+        "atelier_feed_resets_total 1".to_owned(),
+        "atelier_feed_unknown_changes_total 0".to_owned(),
+        "atelier_cache_drift_total 0".to_owned(),
+    ] {
+        assert!(
+            metrics.contains(&format!("\n{line}\n")),
+            "{line} in:\n{metrics}"
+        );
+    }
+    for name in [
+        "atelier_feed_lag_seconds",
+        "atelier_feed_pending_transactions",
+        "atelier_cache_swept_total",
+    ] {
+        assert!(metrics.contains(&format!("\n{name} ")), "{name}");
+    }
 }

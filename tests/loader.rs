@@ -34,14 +34,14 @@ async fn loads_the_sample_with_every_quirk_handled() {
         ("features.csv", 10, 10, 0, 0, 0),
         ("styles.csv", 9, 9, 0, 0, 0),
         ("photos.csv", 9, 8, 1, 0, 1), // id 4 lost its closing quote; id 8 has no style 99
-        ("skus.csv", 16, 15, 0, 1, 0), // quantity "plenty"
-        ("related.csv", 12, 10, 0, 0, 2), // related 0 and related 77
+        ("skus.csv", 16, 15, 0, 1, 0), // quantity "plenty"; a blank last line is no row
+        ("related.csv", 13, 10, 0, 1, 2), // a line of spaces; related 0 and related 77
         ("reviews.csv", 9, 6, 0, 3, 0), // rating 9, a duplicate id, too few fields
         ("reviews_photos.csv", 4, 3, 0, 0, 1), // review 404
-        ("characteristics.csv", 10, 10, 0, 0, 0),
-        ("characteristic_reviews.csv", 15, 15, 0, 0, 0),
+        ("characteristics.csv", 10, 10, 0, 0, 0), // a byte-order mark, CRLF line ends
+        ("characteristic_reviews.csv", 16, 15, 0, 0, 1), // review 404
         ("questions.csv", 6, 6, 0, 0, 0),
-        ("answers.csv", 7, 6, 0, 0, 1), // question 77
+        ("answers.csv", 7, 6, 1, 0, 1), // a byte that is not UTF-8; question 77
         ("answers_photos.csv", 4, 4, 0, 0, 0),
     ];
     for (file, lines, loaded, repaired, skipped, dropped) in expected {
@@ -100,6 +100,42 @@ async fn loads_the_sample_with_every_quirk_handled() {
     assert!(
         quoted_null,
         "a quoted \"null\" in a column that may be NULL is NULL"
+    );
+    let clean: i64 = client
+        .query_one(
+            "SELECT count(*) FROM characteristics WHERE name IN ('Fit', 'Length', 'Comfort', 'Quality', 'Size', 'Width')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        clean, 10,
+        "no byte-order mark or carriage return in the values"
+    );
+    let body: String = client
+        .query_one("SELECT body FROM answers WHERE id = 3", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        body, "Its the best! Seriously magic fabric \u{fffd}",
+        "bytes that are not UTF-8 are replaced"
+    );
+    let row = client
+        .query_one(
+            "SELECT (SELECT sale_price IS NULL FROM styles WHERE id = 2), recommend, reported FROM reviews WHERE id = 6",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(
+        row.get::<_, bool>(0),
+        "a quoted \"null\" sale price is no sale"
+    );
+    assert!(
+        row.get::<_, bool>(1) && !row.get::<_, bool>(2),
+        "t and f are booleans"
     );
     let kept: String = client
         .query_one("SELECT summary FROM reviews WHERE id = 3", &[])

@@ -77,23 +77,41 @@ fn is_path_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '.' | '/' | '_' | '-')
 }
 
-/// Every relative path in `text` that starts by climbing (`../x`), as written.
+/// Every path-like run of `text` that climbs to a parent folder anywhere along it (also after
+/// a folder, or after `CARGO_MANIFEST_DIR` and a slash), as written.
 fn climbing_paths(text: &str) -> Vec<&str> {
     let up = concat!("..", "/");
     let mut found = Vec::new();
     let mut from = 0;
     while let Some(at) = text[from..].find(up) {
-        let start = from + at;
-        let preceded_by_path = text[..start].chars().next_back().is_some_and(is_path_char);
-        let end = text[start..]
+        let hit = from + at;
+        let start = text[..hit]
+            .char_indices()
+            .rev()
+            .take_while(|(_, c)| is_path_char(*c))
+            .last()
+            .map_or(hit, |(i, _)| i);
+        let end = text[hit..]
             .find(|c: char| !is_path_char(c))
-            .map_or(text.len(), |n| start + n);
-        if !preceded_by_path {
-            found.push(&text[start..end]);
-        }
-        from = end.max(start + up.len());
+            .map_or(text.len(), |n| hit + n);
+        found.push(&text[start..end]);
+        from = end.max(hit + up.len());
     }
     found
+}
+
+/// Whether `path`, found in `file`, leads outside the repository. Markdown links and
+/// `include_str!` resolve from the file's folder; cargo, the tests and the scripts resolve
+/// from the root. So a path must stay inside from the file's folder, and, unless it names an
+/// existing file from there, from the root too.
+fn leaves_the_repository(file: &Path, path: &str) -> bool {
+    let dir = file.parent().unwrap_or(Path::new(""));
+    let relative = path.trim_start_matches('/');
+    match resolve_inside(dir, relative) {
+        None => true,
+        Some(inside) if root().join(&inside).exists() => false,
+        Some(_) => resolve_inside(Path::new(""), relative).is_none(),
+    }
 }
 
 #[test]
@@ -108,9 +126,8 @@ fn no_file_refers_to_a_path_outside_the_repository() {
         let Ok(text) = std::fs::read_to_string(root().join(file)) else {
             continue; // not text
         };
-        let dir = file.parent().unwrap_or(Path::new(""));
         for path in climbing_paths(&text) {
-            if resolve_inside(dir, path).is_none() {
+            if leaves_the_repository(file, path) {
                 outside.push(format!("{}: {path}", file.display()));
             }
         }
@@ -125,18 +142,30 @@ fn no_file_refers_to_a_path_outside_the_repository() {
 #[test]
 fn the_climbing_path_finder_sees_what_it_must() {
     let up = concat!("..", "/");
-    let text = format!("see {up}{up}elsewhere/file.md and `{up}x` but not a{up}b");
+    let text = format!("see {up}{up}elsewhere/file.md and `{up}x` and a/{up}{up}b");
     assert_eq!(
         climbing_paths(&text),
-        [format!("{up}{up}elsewhere/file.md"), format!("{up}x")]
+        [
+            format!("{up}{up}elsewhere/file.md"),
+            format!("{up}x"),
+            format!("a/{up}{up}b")
+        ]
     );
-    assert_eq!(
-        resolve_inside(Path::new("src/pg"), &format!("{up}{up}sql/a.sql")),
-        Some(PathBuf::from("sql/a.sql"))
+    let doc = Path::new("docs/api.md");
+    assert!(!leaves_the_repository(doc, &format!("{up}openapi.yaml")));
+    assert!(leaves_the_repository(doc, &format!("{up}{up}x")));
+    // The bug this test exists for: a test helper reaching beside the crate.
+    let helper = Path::new("tests/common/mod.rs");
+    let sample = format!("{up}shared/data/sample");
+    assert!(leaves_the_repository(helper, &sample), "from the root");
+    assert!(
+        leaves_the_repository(helper, &format!("/{sample}")),
+        "after CARGO_MANIFEST_DIR"
     );
-    assert_eq!(
-        resolve_inside(Path::new("docs"), &format!("{up}{up}x")),
-        None
+    let include = format!("{up}{up}sql/0001_schema.sql");
+    assert!(
+        !leaves_the_repository(Path::new("src/pg/migrate.rs"), &include),
+        "an include_str! of a file in the repository"
     );
 }
 

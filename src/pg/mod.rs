@@ -122,3 +122,26 @@ pub async fn connect(config: &Config) -> Result<Client, DbError> {
     });
     Ok(client)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    #[test]
+    fn connections_notice_a_dead_peer_within_seconds() {
+        let mut config = tokio_postgres::Config::new();
+        super::notice_failures(&mut config, Duration::from_millis(800));
+        assert!(config.get_keepalives());
+        assert_eq!(config.get_keepalives_idle(), Duration::from_secs(5));
+        assert_eq!(
+            config.get_keepalives_interval(),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(config.get_keepalives_retries(), Some(3));
+        assert_eq!(config.get_tcp_user_timeout(), Some(&Duration::from_secs(5)));
+        assert_eq!(
+            config.get_connect_timeout(),
+            Some(&Duration::from_millis(800))
+        );
+    }
+}

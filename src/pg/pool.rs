@@ -41,6 +41,7 @@ impl Pool {
     pub fn new(config: Config, size: usize, timeout: Duration) -> Pool {
         let mut config = config;
         super::notice_failures(&mut config, timeout);
+        config.application_name("atelier pool");
         let limit = format!("-c statement_timeout={}", timeout.as_millis().max(1));
         let options = match config.get_options() {
             Some(existing) if !existing.is_empty() => format!("{existing} {limit}"),

@@ -8,8 +8,8 @@
 //! validated as a JSON string); every header the response marks `required` must be present and
 //! valid. A path the description does not know must answer `NotFound`, a known path with a
 //! method it lacks `MethodNotAllowed`, and `OPTIONS` anywhere `Preflight` (all three from
-//! `components/responses`). Requests that are not HTTP/1.x at all are not checked: no
-//! description can speak of them.
+//! `components/responses`). A refusal by the HTTP layer itself (a request that is not valid
+//! HTTP/1.1) must match `MalformedRequest`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -84,8 +84,14 @@ fn path_item(path: &str) -> Option<(&'static str, &'static Value)> {
             }
             let mut literal = 0;
             for (part, segment) in parts.iter().zip(&segments) {
-                if part.starts_with('{') && part.ends_with('}') {
-                    if segment.is_empty() {
+                if let Some(name) = part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
+                    // An id parameter matches only an `ID`; anything else in its place is an
+                    // unknown path (404), not a known path with a bad value.
+                    let is_id = || {
+                        segment.bytes().all(|b| b.is_ascii_digit())
+                            && segment.parse::<i64>().is_ok_and(|v| v > 0)
+                    };
+                    if segment.is_empty() || (name.ends_with("_id") && !is_id()) {
                         return None;
                     }
                 } else if part == segment {
@@ -112,6 +118,16 @@ pub fn check(request: &[u8], reply: &Reply) {
     if reply.status == 0 {
         return; // the server closed the connection: nothing to check
     }
+    if ANSWERED_BY_THE_HTTP_LAYER.contains(&reply.status) && reply.header("content-type").is_none()
+    {
+        // The HTTP layer refused the request before the application saw it.
+        let context = format!(
+            "{:?} -> {}",
+            String::from_utf8_lossy(&request[..request.len().min(60)]),
+            reply.status
+        );
+        return check_response("", component_response("MalformedRequest"), reply, &context);
+    }
     let head = match request.split(|&b| b == b'\r').next() {
         Some(line) => String::from_utf8_lossy(line).into_owned(),
         None => return,
@@ -120,11 +136,12 @@ pub fn check(request: &[u8], reply: &Reply) {
     let (Some(method), Some(target), Some(version), None) =
         (words.next(), words.next(), words.next(), words.next())
     else {
-        return;
+        panic!("{head:?} is not HTTP/1.x, yet it got an application's answer: {reply:?}");
     };
-    if !target.starts_with('/') || !matches!(version, "HTTP/1.1" | "HTTP/1.0") {
-        return;
-    }
+    assert!(
+        target.starts_with('/') && matches!(version, "HTTP/1.1" | "HTTP/1.0"),
+        "{head:?} is not HTTP/1.x, yet it got an application's answer: {reply:?}"
+    );
     let path = target.split('?').next().unwrap_or(target);
     let path = match path.strip_suffix('/') {
         Some(stripped) if !stripped.is_empty() => stripped,
@@ -136,12 +153,17 @@ pub fn check(request: &[u8], reply: &Reply) {
         _ if method == "OPTIONS" => component_response("Preflight"),
         None => component_response("NotFound"),
         Some((template, item)) => {
+            // Methods are case-sensitive: `get` is not `GET`.
             let op_name = method.to_ascii_lowercase();
-            let operation = item
-                .get(&op_name)
+            let operation = (op_name.to_ascii_uppercase() == method)
+                .then(|| item.get(&op_name))
+                .flatten()
                 .or_else(|| (method == "HEAD").then(|| item.get("get")).flatten());
             match operation {
-                None => component_response("MethodNotAllowed"),
+                None => {
+                    check_allow(item, reply, &context);
+                    component_response("MethodNotAllowed")
+                }
                 Some(operation) => {
                     let responses = &resolve(operation)["responses"];
                     let status = reply.status.to_string();
@@ -162,6 +184,31 @@ pub fn check(request: &[u8], reply: &Reply) {
         }
     };
     check_response(method, response, reply, &context);
+}
+
+/// Statuses the HTTP layer (hyper) answers by itself to a request that is not valid HTTP/1.1:
+/// no body, no `Content-Type`, no CORS header (`components/responses/MalformedRequest`).
+const ANSWERED_BY_THE_HTTP_LAYER: [u16; 3] = [400, 414, 431];
+
+/// A 405's `Allow` lists exactly the methods the path's description has.
+fn check_allow(item: &Value, reply: &Reply, context: &str) {
+    let mut described: Vec<String> = ["get", "head", "post", "put", "options"]
+        .into_iter()
+        .filter(|m| item.get(m).is_some())
+        .map(str::to_ascii_uppercase)
+        .collect();
+    let mut allowed: Vec<String> = reply
+        .header("allow")
+        .unwrap_or_else(|| panic!("{context}: a 405 without Allow"))
+        .split(',')
+        .map(|m| m.trim().to_owned())
+        .collect();
+    described.sort();
+    allowed.sort();
+    assert_eq!(
+        allowed, described,
+        "{context}: Allow differs from the path's methods"
+    );
 }
 
 fn check_response(method: &str, response: &Value, reply: &Reply, context: &str) {

@@ -1,0 +1,118 @@
+//! The request-path pool against a real PostgreSQL: every connection carries a
+//! `statement_timeout`, a query past the limit answers 503 fast, and a connection whose
+//! query outlived the limit is cancelled and replaced while the next request is served.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use atelier::config::ServeSettings;
+use atelier::pg::pool::Pool;
+use common::get;
+use common::proxy::Proxy;
+
+#[tokio::test]
+async fn pooled_connections_carry_the_time_limit_as_statement_timeout() {
+    let db = common::migrated_database().await;
+    let pool = Pool::new(db.config.clone(), 1, Duration::from_millis(750));
+    let shown: String = pool
+        .run(|c| async move {
+            let row = c.client.query_one("SHOW statement_timeout", &[]).await?;
+            Ok(row.get(0))
+        })
+        .await
+        .unwrap();
+    assert_eq!(shown, "750ms");
+}
+
+async fn pool_backend(db: &common::TestDb) -> Vec<i32> {
+    db.client()
+        .await
+        .query(
+            "SELECT pid FROM pg_stat_activity
+              WHERE application_name = 'atelier pool' AND datname = current_database() ORDER BY pid",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_query_the_server_holds_past_the_limit_answers_503_and_the_connection_stays_usable() {
+    let db = common::loaded_database(&common::sample_dir()).await;
+    let settings = ServeSettings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        pool_size: 1,
+        db_timeout: Duration::from_millis(400),
+        ..Default::default()
+    };
+    let server = atelier::http::start(settings, db.config.clone())
+        .await
+        .unwrap();
+    let a = server.addr;
+    // Another session holds a lock the fill needs: PostgreSQL cancels the fill at the limit.
+    let mut locker = db.client().await;
+    let tx = locker.transaction().await.unwrap();
+    tx.batch_execute("LOCK TABLE products IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let asked = Instant::now();
+    let r = get(a, "/products/2").await;
+    assert_eq!((r.status, r.header("retry-after")), (503, Some("1")));
+    assert!(
+        asked.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        asked.elapsed()
+    );
+    tx.rollback().await.unwrap();
+    assert!(get(a, "/products/2").await.body.contains("Bright Future"));
+}
+
+#[tokio::test]
+async fn a_connection_whose_reply_never_comes_in_time_is_replaced() {
+    let db = common::loaded_database(&common::sample_dir()).await;
+    let proxy = Proxy::start(&db.config).await;
+    let settings = ServeSettings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        pool_size: 1,
+        db_timeout: Duration::from_millis(400),
+        feed_database: Some(db.config.clone()),
+        ..Default::default()
+    };
+    let server = atelier::http::start(settings, proxy.config(&db.config))
+        .await
+        .unwrap();
+    let a = server.addr;
+    assert!(get(a, "/products/1").await.body.contains("Camo Onesie"));
+    let before = pool_backend(&db).await;
+    assert_eq!(before.len(), 1);
+
+    // The network stalls: the reply would come, but far too late.
+    proxy.delay_replies(Duration::from_secs(3));
+    let asked = Instant::now();
+    assert_eq!(get(a, "/products/2").await.status, 503);
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        asked.elapsed()
+    );
+    proxy.delay_replies(Duration::ZERO);
+
+    let r = get(a, "/products/3").await;
+    assert!(r.body.contains("Morning Joggers"), "{r:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let after = pool_backend(&db).await;
+        if after.len() == 1 && after != before {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stalled connection was not replaced: {before:?} -> {after:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
