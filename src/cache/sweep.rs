@@ -28,19 +28,32 @@ const FEED_WAIT: Duration = Duration::from_secs(10);
 /// `period`. Runs until the task is aborted.
 pub async fn run(cache: &ResponseCache, pool: &Pool, feed: &FeedStatus, period: Duration) {
     loop {
-        let keys: Vec<Key> = cache.inner.iter().map(|(key, _)| key).collect();
-        if keys.is_empty() {
+        if round(cache, pool, feed, period).await == 0 {
             tokio::time::sleep(period.min(Duration::from_secs(1))).await;
-            continue;
-        }
-        let gap = (period / keys.len() as u32).max(Duration::from_micros(10));
-        let mut pace = tokio::time::interval(gap);
-        pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        for key in keys {
-            pace.tick().await;
-            check(cache, pool, feed, &key).await;
         }
     }
+}
+
+/// One round: re-renders every entry present now, spread over `period` (or as fast as the
+/// database answers, if that is slower). Returns how many entries it visited.
+pub async fn round(
+    cache: &ResponseCache,
+    pool: &Pool,
+    feed: &FeedStatus,
+    period: Duration,
+) -> usize {
+    let keys: Vec<Key> = cache.inner.iter().map(|(key, _)| key).collect();
+    if keys.is_empty() {
+        return 0;
+    }
+    let gap = (period / keys.len() as u32).max(Duration::from_micros(10));
+    let mut pace = tokio::time::interval(gap);
+    pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    for key in &keys {
+        pace.tick().await;
+        check(cache, pool, feed, key).await;
+    }
+    keys.len()
 }
 
 /// Re-renders one entry and, if it drifted, counts, logs and drops it.
