@@ -230,6 +230,11 @@ async fn a_pruned_empty_log_far_from_zero_costs_no_memory() {
     assert!(body.contains("A Million And One"));
     let feed = server.app.feed_status().unwrap();
     assert_eq!(feed.last_seq.load(Relaxed), 1_000_001);
+    assert_eq!(
+        feed.resets.load(Relaxed),
+        1,
+        "only the start emptied the cache: the feed started from the pruned mark"
+    );
     assert!(
         feed.pending_transactions.load(Relaxed) < 10,
         "the feed's state is the open transactions, not the numbers below it"
@@ -419,4 +424,129 @@ async fn the_metrics_export_the_feeds_state() {
     ] {
         assert!(metrics.contains(&format!("\n{name} ")), "{name}");
     }
+}
+
+#[tokio::test]
+async fn a_change_by_a_transaction_that_took_its_id_after_the_snapshot_is_not_missed() {
+    let (db, server) = server_with_settings(&common::sample_dir(), quick()).await;
+    let a = server.addr;
+    let meta = "/reviews/meta?product_id=2";
+    assert!(get(a, meta)
+        .await
+        .body
+        .contains(r#""ratings":{"3":"1","4":"1"}"#));
+    assert!(get(a, "/products/3").await.body.contains("Morning Joggers"));
+    // A takes the lower transaction id, B the higher one and a sequence number between A's.
+    let mut first = db.client().await;
+    let ta = first.transaction().await.unwrap();
+    ta.batch_execute("UPDATE products SET name = 'First Id' WHERE id = 1")
+        .await
+        .unwrap();
+    let mut second = db.client().await;
+    let tb = second.transaction().await.unwrap();
+    tb.batch_execute("UPDATE reviews SET rating = 5 WHERE id = 4")
+        .await
+        .unwrap();
+    ta.batch_execute("UPDATE products SET slogan = 'Later Number' WHERE id = 3")
+        .await
+        .unwrap();
+    // A commits: a snapshot now ends (xmax) below B's id, and does not list B as running.
+    ta.commit().await.unwrap();
+    assert!(eventually(a, "/products/3", |b| b.contains("Later Number"))
+        .await
+        .contains("Later Number"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    tb.commit().await.unwrap();
+    let body = eventually(a, meta, |b| b.contains(r#""ratings":{"4":"1","5":"1"}"#)).await;
+    assert!(body.contains(r#""ratings":{"4":"1","5":"1"}"#), "{body}");
+}
+
+#[tokio::test]
+async fn a_transaction_with_more_rows_than_a_batch_below_the_high_mark_does_not_stall_the_feed() {
+    let mut settings = quick();
+    settings.feed.batch_rows = 5;
+    let (db, server) = server_with_settings(&common::sample_dir(), settings).await;
+    let a = server.addr;
+    for path in ["/products/2", "/products/3"] {
+        assert_eq!(get(a, path).await.status, 200);
+    }
+    let mut batch_job = db.client().await;
+    let job = batch_job.transaction().await.unwrap();
+    job.batch_execute(
+        "SELECT atelier_log_change('product', g, NULL) FROM generate_series(100, 119) g",
+    )
+    .await
+    .unwrap();
+    // A later number commits first: the job's twenty rows will lie below the feed's mark.
+    db.client()
+        .await
+        .batch_execute("UPDATE products SET name = 'Meanwhile' WHERE id = 2")
+        .await
+        .unwrap();
+    assert!(eventually(a, "/products/2", |b| b.contains("Meanwhile"))
+        .await
+        .contains("Meanwhile"));
+    job.commit().await.unwrap();
+    let feed = server.app.feed_status().unwrap();
+    until(
+        "the job's rows are read",
+        Duration::from_secs(10),
+        || async { feed.last_seq.load(Relaxed) > 0 && readyz(a).await.0 == 200 },
+    )
+    .await;
+    db.client()
+        .await
+        .batch_execute("UPDATE products SET name = 'Still Following' WHERE id = 3")
+        .await
+        .unwrap();
+    let body = eventually(a, "/products/3", |b| b.contains("Still Following")).await;
+    assert!(body.contains("Still Following"), "{body}");
+    assert_eq!(readyz(a).await.0, 200);
+}
+
+#[tokio::test]
+async fn rows_of_a_waited_for_transaction_pruned_before_they_were_read_empty_the_cache() {
+    let db = common::loaded_database(&common::sample_dir()).await;
+    let proxy = Proxy::start(&db.config).await;
+    let mut settings = quick();
+    settings.feed_database = Some(proxy.config(&db.config));
+    let server = atelier::http::start(settings, db.config.clone())
+        .await
+        .unwrap();
+    let a = server.addr;
+    until("ready", Duration::from_secs(10), || async {
+        readyz(a).await.0 == 200
+    })
+    .await;
+    assert!(get(a, "/products/1").await.body.contains("Camo Onesie"));
+    assert!(get(a, "/products/2").await.body.contains("Bright Future"));
+    // A transaction older than the retention, waited for by the feed.
+    let mut old = db.client().await;
+    let tx = old.transaction().await.unwrap();
+    tx.batch_execute("UPDATE products SET name = 'Long Ago' WHERE id = 1")
+        .await
+        .unwrap();
+    let client = db.client().await;
+    client
+        .batch_execute("UPDATE products SET slogan = 'Passed It' WHERE id = 2")
+        .await
+        .unwrap();
+    // Cached, so only the feed can bring it: the feed's mark is now past the open one's row.
+    assert!(eventually(a, "/products/2", |b| b.contains("Passed It"))
+        .await
+        .contains("Passed It"));
+    // The feed goes away; the transaction commits; another instance prunes its rows at once.
+    proxy.black_hole();
+    tx.commit().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let pruned = atelier::pg::feed::prune(&client, Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert!(pruned >= 2, "pruned {pruned}");
+    proxy.pass();
+    let body = eventually(a, "/products/1", |b| b.contains("Long Ago")).await;
+    assert!(
+        body.contains("Long Ago"),
+        "the feed knew it missed rows it waited for: {body}"
+    );
 }

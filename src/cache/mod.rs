@@ -105,6 +105,17 @@ impl ResponseCache {
         }
     }
 
+    /// Whether `key` is one a request could look up now (a products page of the current
+    /// generation, or any other key).
+    pub fn is_current(&self, key: &Key) -> bool {
+        match key {
+            Key::ProductsPage { generation, .. } => {
+                *generation == self.products_generation.load(Ordering::Acquire)
+            }
+            _ => true,
+        }
+    }
+
     /// Makes every cached page of the products list (and every fill of one in flight)
     /// unreachable.
     fn next_products_generation(&self) {

@@ -4,14 +4,18 @@
 //! alarm: with a correct change feed it finds nothing.
 //!
 //! A difference alone is not drift: the entry may have changed an instant before the fresh
-//! render, with the feed about to apply it. So the sweep first waits for a read of the change
-//! log that began after its render; if the cache still holds the same body, no change that
-//! the feed knows of explains it. That entry is counted in
-//! [`CacheStats::drift`](super::CacheStats::drift), logged with its key, and dropped, so the
-//! next read renders it fresh.
+//! render, with the feed about to apply it. So differing entries are set aside, and once per
+//! batch of them the sweep waits for a complete read of the change log that began after their
+//! renders. An entry the cache still holds as the very same value (not merely equal bytes: a
+//! dropped and refilled entry is a new value) was not explained by any change the feed knows
+//! of: it is counted in [`CacheStats::drift`](super::CacheStats::drift), logged with its key,
+//! and dropped, so the next read renders it fresh. If the feed cannot complete a read in time,
+//! the sweep cannot tell drift from lag: it drops the entry without counting it, so staleness
+//! stays bounded by the period even then.
 //!
 //! The database cost is bounded by pacing: one render at a time, spread evenly over the
-//! period, so a sweep of `n` entries costs `n / period` renders per second.
+//! period, so a sweep of `n` entries costs `n / period` renders per second
+//! (`benches/sweep_cost.rs` measures the database's CPU per render).
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -19,10 +23,13 @@ use std::time::Duration;
 use super::{fill, Key, ResponseCache};
 use crate::pg::feed::FeedStatus;
 use crate::pg::pool::Pool;
+use crate::render::Rendered;
 
-/// How long the sweep waits for the feed to vouch for a changed entry before leaving it for
-/// the next round (the feed is down, or far behind).
+/// How long the sweep waits for the feed to vouch for changed entries.
 const FEED_WAIT: Duration = Duration::from_secs(10);
+
+/// Differing entries judged together, after one wait for the feed.
+const JUDGED_TOGETHER: usize = 64;
 
 /// Sweeps `cache` for ever, each round re-rendering every entry present when it began within
 /// `period`. Runs until the task is aborted.
@@ -49,38 +56,54 @@ pub async fn round(
     let gap = (period / keys.len() as u32).max(Duration::from_micros(10));
     let mut pace = tokio::time::interval(gap);
     pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut differing = Vec::new();
     for key in &keys {
         pace.tick().await;
-        check(cache, pool, feed, key).await;
+        if let Some(cached) = rerender(cache, pool, key).await {
+            differing.push((key, cached));
+            if differing.len() == JUDGED_TOGETHER {
+                judge(cache, feed, &mut differing).await;
+            }
+        }
     }
+    judge(cache, feed, &mut differing).await;
     keys.len()
 }
 
-/// Re-renders one entry and, if it drifted, counts, logs and drops it.
-async fn check(cache: &ResponseCache, pool: &Pool, feed: &FeedStatus, key: &Key) {
-    if let Key::ProductsPage { generation, .. } = key {
-        if *generation != cache.products_generation.load(Ordering::Acquire) {
-            return; // unreachable already; it ages out
-        }
+/// Re-renders one entry; returns the cached value if the fresh render differs from it.
+async fn rerender(cache: &ResponseCache, pool: &Pool, key: &Key) -> Option<Rendered> {
+    if !cache.is_current(key) {
+        return None; // a products page of an old generation: unreachable already
     }
-    let Some(cached) = cache.inner.peek(key) else {
-        return;
-    };
-    let Ok(fresh) = fill(key, pool).await else {
-        return; // the database is away: next round
-    };
+    let cached = cache.inner.peek(key)?;
+    let fresh = fill(key, pool).await.ok()?; // the database is away: next round
     cache.swept.fetch_add(1, Ordering::Relaxed);
-    if fresh == cached || !feed.wait_for_fresh_read(FEED_WAIT).await {
+    (fresh != cached).then_some(cached)
+}
+
+/// Decides, after the feed has caught up with the renders, which differing entries drifted.
+async fn judge(cache: &ResponseCache, feed: &FeedStatus, differing: &mut Vec<(&Key, Rendered)>) {
+    if differing.is_empty() {
         return;
     }
-    if cache.inner.remove_if(key, |now| *now == cached).is_some() {
-        cache.drift.fetch_add(1, Ordering::Relaxed);
-        let shown = match key {
-            Key::Cart(_) => "Cart(<a session>)".to_owned(),
-            other => format!("{other:?}"),
-        };
-        eprintln!(
-            "cache drift: {shown} differed from a fresh render and no change explained it; dropped"
-        );
+    let vouched = feed.wait_for_fresh_read(FEED_WAIT).await;
+    for (key, cached) in differing.drain(..) {
+        if !cache.is_current(key) {
+            continue; // a product changed meanwhile: its pages are unreachable already
+        }
+        let dropped = cache
+            .inner
+            .remove_if(key, |now| now.is_same_value(&cached))
+            .is_some();
+        if dropped && vouched {
+            cache.drift.fetch_add(1, Ordering::Relaxed);
+            let shown = match key {
+                Key::Cart(_) => "Cart(<a session>)".to_owned(),
+                other => format!("{other:?}"),
+            };
+            eprintln!(
+                "cache drift: {shown} differed from a fresh render and no change explained it; dropped"
+            );
+        }
     }
 }

@@ -455,6 +455,33 @@ impl Drop for BackgroundTasks {
     }
 }
 
+/// Runs the task `start` makes, and starts it again whenever it panics, until it returns or
+/// the returned handle is aborted (which aborts the running task too).
+fn supervised<F, Fut>(name: &'static str, start: F) -> tokio::task::JoinHandle<()>
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    struct AbortOnDrop(tokio::task::JoinHandle<()>);
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    tokio::spawn(async move {
+        loop {
+            let mut run = AbortOnDrop(tokio::spawn(start()));
+            match (&mut run.0).await {
+                Err(e) if e.is_panic() => {
+                    eprintln!("{name} panicked; starting it again");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                _ => return,
+            }
+        }
+    })
+}
+
 /// The shared state of one instance, warmed up and with its change feed following (and its
 /// sweep running, if configured): what either front end serves from.
 pub async fn build_app(
@@ -477,8 +504,9 @@ pub async fn build_app(
         }
         if let Some(period) = app.settings.sweep_period {
             let (app, feed) = (Arc::clone(&app), Arc::clone(feed));
-            tasks.push(tokio::spawn(async move {
-                crate::cache::sweep::run(&app.cache, &app.pool, &feed, period).await
+            tasks.push(supervised("the anti-entropy sweep", move || {
+                let (app, feed) = (Arc::clone(&app), Arc::clone(&feed));
+                async move { crate::cache::sweep::run(&app.cache, &app.pool, &feed, period).await }
             }));
         }
     }

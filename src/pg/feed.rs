@@ -8,13 +8,19 @@
 //! so a lower number can appear after a higher one, however long the writer's transaction
 //! stays open. The feed therefore never guesses that a missing number is a rollback. Every
 //! read of the log happens in one statement together with `pg_current_snapshot()`, and each log
-//! row carries its writer's top-level transaction id, taken before its number was drawn. After
-//! a read that returned everything up to sequence number `high`, any row numbered at most
-//! `high` that the read did not see belongs to a transaction the snapshot lists as still
-//! running. The feed keeps those transaction ids (`pending`, at most one per open
-//! transaction of the cluster) and asks again for their rows (`xid = ANY(pending)`) until a
-//! later snapshot shows them ended: committed rows are then read, rolled-back ones never
-//! existed. Memory is bounded by the number of open transactions, not by the history.
+//! row carries its writer's top-level transaction id. A row the read did not see belongs to a
+//! transaction that snapshot shows as not committed: one in its list of running transactions,
+//! or one at or past its `xmax` (which is the latest completed id plus one, so transactions
+//! that took their id later, and are still running, lie there too). The feed keeps both —
+//! `pending`, at most one id per open transaction of the cluster, and `pending_from` — and asks
+//! again for those transactions' rows below `high` (`xid = ANY(pending) OR xid >= pending_from`)
+//! until a later snapshot shows them ended: committed rows are then read, rolled-back ones
+//! never existed. Memory is bounded by the number of open transactions, not by the history,
+//! and nothing depends on the order in which sequence numbers are drawn.
+//!
+//! A backlog larger than one batch is read in several statements with a cursor on the
+//! sequence number; the transactions still pending afterwards are those not committed at the
+//! first of them.
 //!
 //! Applying a change twice is harmless (it drops a cache entry twice); missing one is not.
 //!
@@ -22,10 +28,11 @@
 //!
 //! The first read establishes `high` and then resets the sink: nothing filled before the feed
 //! knew where it stood survives. On connection loss the task reconnects with capped
-//! exponential backoff and jitter and resumes from its state. If the log was pruned past
-//! `high` while it was away, it cannot know what it missed and resets the sink. The task also
-//! prunes the log: rows older than `retention` are deleted and the highest pruned sequence
-//! number is recorded.
+//! exponential backoff and jitter and resumes from its state. The task also prunes the log:
+//! rows older than `retention` are deleted, and the highest sequence number and writer id
+//! pruned are recorded. Every read also reads that record, in the same snapshot: if the log
+//! was pruned past `high`, or pruned rows of a transaction the feed still waits for, it cannot
+//! know what it missed and resets the sink.
 //!
 //! Every query of the feed has a time limit, and its connection has TCP keepalives and a TCP
 //! user timeout, so a silent network drop is noticed within seconds. The task is supervised:
@@ -303,6 +310,8 @@ async fn follow_forever(
     let mut follower = Follower {
         high: None,
         pending: Vec::new(),
+        pending_from: 0,
+        pruned_xid_seen: 0,
         last_prune: None,
     };
     let mut backoff = Duration::from_millis(50);
@@ -333,33 +342,48 @@ async fn follow_forever(
 
 struct Follower {
     /// Every log row numbered at most `high` has been applied, or was written by a
-    /// transaction in `pending`. None until the first read.
+    /// transaction in `pending` or at or past `pending_from`. None until the first read.
     high: Option<i64>,
-    /// Top-level transaction ids that were running at the last read, sorted.
+    /// Transaction ids that were running at the last complete read, sorted.
     pending: Vec<i64>,
+    /// The last complete read's snapshot `xmax`: transactions with this id or a later one were
+    /// not committed then.
+    pending_from: i64,
+    /// The highest pruned writer id this feed has already taken into account.
+    pruned_xid_seen: i64,
     last_prune: Option<Instant>,
 }
 
-/// One read: the log rows above `$1` or written by a transaction in `$2`, and the ids of the
-/// transactions running when the statement's snapshot was taken (the same snapshot).
+/// One read, in one snapshot: the snapshot's running transactions and `xmax`, the pruning
+/// record, and up to `$5` log rows past the cursor `$4`: those above `high` (`$1`), and those
+/// at or below it written by a pending transaction (`$2`, or at or past `$3`).
 const READ_LOG: &str = "
     SELECT ARRAY(SELECT x::text::int8 FROM pg_snapshot_xip(s) AS x),
+           pg_snapshot_xmax(s)::text::int8, p.through, p.max_xid,
            c.seq, c.kind, c.id, c.session,
            (extract(epoch FROM clock_timestamp() - c.at) * 1000)::int8
       FROM pg_current_snapshot() AS s
+     CROSS JOIN change_log_pruned AS p
       LEFT JOIN LATERAL (
-           SELECT seq, kind, id, session, at FROM change_log
-            WHERE seq > $1 OR xid = ANY ($2::int8[])
-            ORDER BY seq LIMIT $3) AS c ON true";
+           SELECT * FROM (
+               (SELECT seq, kind, id, session, at FROM change_log
+                 WHERE seq > greatest($1::int8, $4::int8) ORDER BY seq LIMIT $5::int8)
+               UNION
+               (SELECT seq, kind, id, session, at FROM change_log
+                 WHERE xid = ANY ($2::int8[]) AND seq > $4::int8 AND seq <= $1::int8 ORDER BY seq LIMIT $5::int8)
+               UNION
+               (SELECT seq, kind, id, session, at FROM change_log
+                 WHERE xid >= $3::int8 AND seq > $4::int8 AND seq <= $1::int8 ORDER BY seq LIMIT $5::int8)
+           ) AS u ORDER BY seq LIMIT $5::int8) AS c ON true";
 
 /// Where a first read starts: the highest visible number (the pruned mark if the log is
-/// empty) and the running transactions, from one snapshot. (Not the sequence's position: it is
-/// not transactional, so a number drawn after the snapshot by a transaction it cannot name
-/// could lie below it.)
+/// empty), and what the snapshot shows as not committed. (Not the sequence's position: it is
+/// not transactional.)
 const READ_START: &str = "
-    SELECT greatest((SELECT max(seq) FROM change_log), (SELECT through FROM change_log_pruned)),
-           ARRAY(SELECT x::text::int8 FROM pg_snapshot_xip(s) AS x)
-      FROM pg_current_snapshot() AS s";
+    SELECT greatest((SELECT max(seq) FROM change_log), p.through),
+           ARRAY(SELECT x::text::int8 FROM pg_snapshot_xip(s) AS x),
+           pg_snapshot_xmax(s)::text::int8, p.max_xid
+      FROM pg_current_snapshot() AS s, change_log_pruned AS p";
 
 impl Follower {
     async fn follow(
@@ -405,36 +429,22 @@ impl Follower {
         .await?;
 
         // Listening before reading: nothing committed from here on can be missed.
-        match self.high {
-            None => {
-                let row = timed(limit, async {
-                    client
-                        .query_one(READ_START, &[])
-                        .await
-                        .map_err(DbError::from_query)
-                })
-                .await?;
-                self.high = Some(row.get::<_, Option<i64>>(0).unwrap_or(0));
-                self.pending = sorted(row.get(1));
-                // Whatever was filled before now may predate changes this feed will never
-                // read: start from an empty sink.
-                status.reset(sink);
-                status.established.store(true, Ordering::Release);
-            }
-            Some(high) => {
-                let pruned: i64 = timed(limit, async {
-                    client
-                        .query_one("SELECT through FROM change_log_pruned", &[])
-                        .await
-                        .map_err(DbError::from_query)
-                })
-                .await?
-                .get(0);
-                if pruned > high {
-                    status.reset(sink);
-                    self.high = Some(pruned);
-                }
-            }
+        if self.high.is_none() {
+            let row = timed(limit, async {
+                client
+                    .query_one(READ_START, &[])
+                    .await
+                    .map_err(DbError::from_query)
+            })
+            .await?;
+            self.high = Some(row.get::<_, Option<i64>>(0).unwrap_or(0));
+            self.pending = sorted(row.get(1));
+            self.pending_from = row.get(2);
+            self.pruned_xid_seen = row.get(3);
+            // Whatever was filled before now may predate changes this feed will never read:
+            // start from an empty sink.
+            status.reset(sink);
+            status.established.store(true, Ordering::Release);
         }
         self.catch_up(&client, sink, status, settings).await?;
         status.set_up();
@@ -456,7 +466,7 @@ impl Follower {
     }
 
     /// Reads and applies every logged change above `high` and every row of the pending
-    /// transactions, until a read returns less than a batch.
+    /// transactions, in batches, until a read returns less than a batch.
     async fn catch_up(
         &mut self,
         client: &Client,
@@ -464,37 +474,66 @@ impl Follower {
         status: &FeedStatus,
         settings: &FeedSettings,
     ) -> Result<(), DbError> {
+        if status.panic_requested.swap(false, Ordering::AcqRel) {
+            panic!("change feed: panic injected by a test");
+        }
+        let read = status.begin_read();
+        // What the first read of this catch-up shows as not committed: pending afterwards.
+        let mut not_committed: Option<(Vec<i64>, i64)> = None;
+        let mut after = 0i64;
         loop {
-            if status.panic_requested.swap(false, Ordering::AcqRel) {
-                panic!("change feed: panic injected by a test");
-            }
             let high = self.high.unwrap_or(0);
-            let read = status.begin_read();
             let rows = timed(settings.query_timeout, async {
                 client
-                    .query(READ_LOG, &[&high, &self.pending, &settings.batch_rows])
+                    .query(
+                        READ_LOG,
+                        &[
+                            &high,
+                            &self.pending,
+                            &self.pending_from,
+                            &after,
+                            &settings.batch_rows,
+                        ],
+                    )
                     .await
                     .map_err(DbError::from_query)
             })
             .await?;
-            let mut running: Vec<i64> = match rows.first() {
-                Some(row) => row.get(0),
-                None => Vec::new(),
+            let Some(first) = rows.first() else {
+                return Err(DbError::Unavailable(
+                    "the change feed read no snapshot".into(),
+                ));
             };
+            if not_committed.is_none() {
+                not_committed = Some((first.get(0), first.get(1)));
+            }
+            let (pruned_through, pruned_xid): (i64, i64) = (first.get(2), first.get(3));
+            // Newly pruned rows may include rows of a transaction this feed waits for (a
+            // transaction open longer than the retention): then assume they were unread.
+            let pruned_a_pending_one = pruned_xid > self.pruned_xid_seen
+                && (self.pending_from <= pruned_xid
+                    || self.pending.first().is_some_and(|&x| x <= pruned_xid));
+            self.pruned_xid_seen = self.pruned_xid_seen.max(pruned_xid);
+            if pruned_through > high || pruned_a_pending_one {
+                // Rows this feed had not read are gone: it cannot know what changed.
+                status.reset(sink);
+                self.high = Some(high.max(pruned_through));
+            }
             let mut seen = 0;
             for row in &rows {
-                let Some(seq) = row.get::<_, Option<i64>>(1) else {
+                let Some(seq) = row.get::<_, Option<i64>>(4) else {
                     continue; // the snapshot's row when the log has nothing to give
                 };
                 seen += 1;
-                match Change::from_row(row.get(2), row.get(3), row.get(4)) {
+                after = seq;
+                match Change::from_row(row.get(5), row.get(6), row.get(7)) {
                     Some(Change::All) => status.reset(sink),
                     Some(change) => sink.apply(&change),
                     None => {
                         status.unknown_changes.fetch_add(1, Ordering::Relaxed);
                         eprintln!(
                             "change feed: unknown change kind {:?} at seq {seq}; emptying the cache",
-                            row.get::<_, String>(2)
+                            row.get::<_, String>(5)
                         );
                         status.reset(sink);
                     }
@@ -502,25 +541,24 @@ impl Follower {
                 self.high = Some(self.high.unwrap_or(0).max(seq));
                 status
                     .lag_ms
-                    .store(row.get::<_, i64>(5).max(0) as u64, Ordering::Relaxed);
+                    .store(row.get::<_, i64>(8).max(0) as u64, Ordering::Relaxed);
                 status.last_seq.fetch_max(seq, Ordering::Relaxed);
             }
             let full = seen == settings.batch_rows;
-            if full {
-                // Rows of the pending transactions may lie past this batch: keep asking for
-                // them as well as for those running now.
-                running.extend_from_slice(&self.pending);
-            }
-            self.pending = sorted(running);
-            status
-                .pending_transactions
-                .store(self.pending.len() as u64, Ordering::Relaxed);
             status.catching_up.store(full, Ordering::Release);
-            status.end_read(read);
             if !full {
-                return Ok(());
+                break;
             }
         }
+        if let Some((running, xmax)) = not_committed {
+            self.pending = sorted(running);
+            self.pending_from = xmax;
+        }
+        status
+            .pending_transactions
+            .store(self.pending.len() as u64, Ordering::Relaxed);
+        status.end_read(read);
+        Ok(())
     }
 
     async fn prune_if_due(
@@ -534,21 +572,27 @@ impl Follower {
             return Ok(());
         }
         self.last_prune = Some(Instant::now());
-        let retention_secs = settings.retention.as_secs_f64();
-        timed(settings.query_timeout, async {
-            client
-                .execute(
-                    "WITH gone AS (DELETE FROM change_log WHERE at < now() - make_interval(secs => $1) RETURNING seq)
-                     UPDATE change_log_pruned SET through = GREATEST(through, (SELECT max(seq) FROM gone))
-                      WHERE EXISTS (SELECT 1 FROM gone)",
-                    &[&retention_secs],
-                )
-                .await
-                .map_err(DbError::from_query)
-        })
-        .await?;
+        timed(settings.query_timeout, prune(client, settings.retention)).await?;
         Ok(())
     }
+}
+
+/// Deletes the log rows older than `retention` and records the highest sequence number and
+/// writer id deleted, so that feeds that had not read them know. Returns the rows deleted.
+pub async fn prune(client: &Client, retention: Duration) -> Result<u64, DbError> {
+    client
+        .execute(
+            "WITH gone AS (DELETE FROM change_log WHERE at < now() - make_interval(secs => $1)
+                           RETURNING seq, xid),
+                  marked AS (UPDATE change_log_pruned
+                                SET through = GREATEST(through, (SELECT max(seq) FROM gone)),
+                                    max_xid = GREATEST(max_xid, (SELECT max(xid) FROM gone))
+                              WHERE EXISTS (SELECT 1 FROM gone))
+             SELECT 1 FROM gone",
+            &[&retention.as_secs_f64()],
+        )
+        .await
+        .map_err(DbError::from_query)
 }
 
 fn sorted(mut ids: Vec<i64>) -> Vec<i64> {

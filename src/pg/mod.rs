@@ -24,7 +24,7 @@ pub enum DbError {
     },
     #[error("the database is unavailable: {0}")]
     Unavailable(String),
-    #[error("a query failed: {0}")]
+    #[error("a query failed: {}", described(.0))]
     Failed(#[source] tokio_postgres::Error),
     #[error("{context}: {source}")]
     Query {
@@ -47,10 +47,7 @@ impl DbError {
     /// `statement_timeout`, means the database is unavailable (503); anything else is a
     /// failure (500).
     pub fn from_query(e: tokio_postgres::Error) -> DbError {
-        let described = || match e.as_db_error() {
-            Some(db) => format!("{} ({})", db.message(), db.code().code()),
-            None => e.to_string(),
-        };
+        let described = || described(&e);
         if e.is_closed() || e.code().is_none() {
             DbError::Unavailable(described())
         } else {
@@ -71,6 +68,14 @@ impl DbError {
     /// Whether the database could not be reached (rather than refusing a query).
     pub fn is_unavailable(&self) -> bool {
         matches!(self, DbError::Unavailable(_) | DbError::Connect { .. })
+    }
+}
+
+/// What PostgreSQL said (message and SQLSTATE), or the client's own error.
+fn described(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => e.to_string(),
     }
 }
 
@@ -97,23 +102,34 @@ pub fn describe(config: &Config) -> String {
 /// one whose sent data goes unacknowledged, and connecting is bounded by `limit`. (Unix
 /// sockets ignore the TCP settings; they fail at once when the server goes.)
 pub fn notice_failures(config: &mut Config, limit: std::time::Duration) {
+    config.connect_timeout(limit);
+    keep_alive(config, limit.max(std::time::Duration::from_secs(5)));
+}
+
+fn keep_alive(config: &mut Config, user_timeout: std::time::Duration) {
     use std::time::Duration;
     config
-        .connect_timeout(limit)
         .keepalives(true)
         .keepalives_idle(Duration::from_secs(5))
         .keepalives_interval(Duration::from_secs(2))
         .keepalives_retries(3)
-        .tcp_user_timeout(limit.max(Duration::from_secs(5)));
+        .tcp_user_timeout(user_timeout);
 }
 
 /// Opens one connection and drives it on a background task until the client is dropped.
+///
+/// Connections made here (the command line's, the loader's) notice a dead peer too: keepalives
+/// and, unless the caller chose one, a generous TCP user timeout.
 pub async fn connect(config: &Config) -> Result<Client, DbError> {
+    let mut config = config.clone();
+    if config.get_tcp_user_timeout().is_none() {
+        keep_alive(&mut config, std::time::Duration::from_secs(30));
+    }
     let (client, connection) = config
         .connect(NoTls)
         .await
         .map_err(|source| DbError::Connect {
-            target: describe(config),
+            target: describe(&config),
             source,
         })?;
     tokio::spawn(async move {

@@ -26,6 +26,19 @@ pub enum Rendered {
 }
 
 impl Rendered {
+    /// Whether `self` and `other` are the very same cached value, not merely equal bytes: an
+    /// entry dropped and filled again is a new value even when its bytes are the old ones.
+    pub fn is_same_value(&self, other: &Rendered) -> bool {
+        match (self, other) {
+            (Rendered::Json(a), Rendered::Json(b)) => {
+                a.as_ptr() == b.as_ptr() && a.len() == b.len()
+            }
+            (Rendered::List(a), Rendered::List(b)) => std::sync::Arc::ptr_eq(a, b),
+            (Rendered::NotFound, Rendered::NotFound) => true,
+            _ => false,
+        }
+    }
+
     /// Bytes held, for the cache's weight.
     pub fn weight(&self) -> usize {
         match self {
