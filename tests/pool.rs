@@ -12,7 +12,7 @@ use common::get;
 use common::proxy::Proxy;
 
 #[tokio::test]
-async fn pooled_connections_carry_the_time_limit_as_statement_timeout() {
+async fn pooled_connections_carry_the_time_limit_as_statement_timeout_and_no_jit() {
     let db = common::migrated_database().await;
     let pool = Pool::new(db.config.clone(), 1, Duration::from_millis(750));
     let shown: String = pool
@@ -23,6 +23,11 @@ async fn pooled_connections_carry_the_time_limit_as_statement_timeout() {
         .await
         .unwrap();
     assert_eq!(shown, "750ms");
+    let jit: String = pool
+        .run(|c| async move { Ok(c.client.query_one("SHOW jit", &[]).await?.get(0)) })
+        .await
+        .unwrap();
+    assert_eq!(jit, "off", "small queries are not worth compiling");
 }
 
 async fn pool_backend(db: &common::TestDb) -> Vec<i32> {

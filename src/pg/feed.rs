@@ -396,6 +396,7 @@ impl Follower {
         let limit = settings.query_timeout;
         let mut config = config.clone();
         super::notice_failures(&mut config, limit);
+        super::add_options(&mut config, "-c jit=off");
         config.application_name("atelier change feed");
         let (client, mut connection) = timed(limit, async {
             config

@@ -106,6 +106,18 @@ pub fn notice_failures(config: &mut Config, limit: std::time::Duration) {
     keep_alive(config, limit.max(std::time::Duration::from_secs(5)));
 }
 
+/// Appends server settings (`-c name=value`) to the connection's startup options. The request
+/// path and the feed turn JIT compilation off: their queries are small, and compiling one
+/// (which PostgreSQL does when its cost estimate is high, as a LIMIT over a union can make
+/// it) costs more milliseconds than running it.
+pub fn add_options(config: &mut Config, options: &str) {
+    let combined = match config.get_options() {
+        Some(existing) if !existing.is_empty() => format!("{existing} {options}"),
+        _ => options.to_owned(),
+    };
+    config.options(&combined);
+}
+
 fn keep_alive(config: &mut Config, user_timeout: std::time::Duration) {
     use std::time::Duration;
     config

@@ -43,11 +43,8 @@ impl Pool {
         super::notice_failures(&mut config, timeout);
         config.application_name("atelier pool");
         let limit = format!("-c statement_timeout={}", timeout.as_millis().max(1));
-        let options = match config.get_options() {
-            Some(existing) if !existing.is_empty() => format!("{existing} {limit}"),
-            _ => limit,
-        };
-        config.options(&options);
+        super::add_options(&mut config, &limit);
+        super::add_options(&mut config, "-c jit=off");
         Pool {
             config,
             slots: (0..size.max(1)).map(|_| Mutex::new(None)).collect(),
