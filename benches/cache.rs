@@ -9,6 +9,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 
 use atelier::cache::Key;
 use atelier::config::ServeSettings;
+use atelier::domain::ReviewOrder;
 use atelier::http::App;
 use atelier::pg::pool::Pool;
 use atelier::pg::read::*;

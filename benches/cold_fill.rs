@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use atelier::cache::{fill, Key};
 use atelier::dataset::rng::Rng;
+use atelier::domain::ReviewOrder;
 use atelier::pg::pool::Pool;
-use atelier::pg::read::ReviewOrder;
 
 fn main() {
     let Ok(url) = std::env::var("DATABASE_URL") else {

@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 
 use atelier::cache::{Key, ResponseCache};
 use atelier::dataset::rng::Rng;
+use atelier::domain::ReviewOrder;
 use atelier::pg::feed::{self, ChangeSink, FeedSettings};
 use atelier::pg::pool::Pool;
-use atelier::pg::read::ReviewOrder;
 
 fn main() {
     let Ok(url) = std::env::var("DATABASE_URL") else {

@@ -12,9 +12,15 @@ ALTER TABLE change_log ALTER COLUMN xid DROP DEFAULT;
 -- A pending transaction's rows, in log order.
 CREATE INDEX change_log_xid ON change_log (xid, seq);
 
--- Pruning also records the highest writer xid it deleted: a feed still waiting for that
--- transaction's rows knows they are gone.
-ALTER TABLE change_log_pruned ADD COLUMN max_xid bigint NOT NULL DEFAULT 0;
+-- Pruning deletes a row only once it has been visible for the whole retention. Each pruning
+-- run records when it ran and its snapshot's xmin as ended_below (every transaction below it
+-- had ended, so its rows, if committed, were visible then); a later run deletes the rows whose
+-- writers lie below ended_below of a run at least one retention old. A feed that completes a
+-- read more often than that reads every row before it can go; one that cannot knows to reset.
+CREATE TABLE change_log_prune_runs (
+    at          timestamptz NOT NULL,
+    ended_below bigint NOT NULL
+);
 
 CREATE OR REPLACE FUNCTION atelier_log_change(change_kind text, change_id bigint, change_session text)
 RETURNS void LANGUAGE plpgsql AS $$

@@ -4,16 +4,19 @@
 //! Modules, with dependencies pointing one way (`http` → `cache` → `render` → `pg`):
 //! - [`http`]: the HTTP edge — server loop, routing, responses, metrics;
 //! - [`cache`]: the response cache — keys, byte budget, single-flight fills, invalidation;
-//! - [`render`]: database rows to JSON bytes, one module per API area;
+//! - [`render`]: database rows to JSON bytes, one module per API area, with no database
+//!   access (the cache's fills read the rows and hand them over);
 //! - [`pg`]: everything that talks to PostgreSQL (pool, read queries, the private cluster,
 //!   schema migrations, the bulk loader);
 //! - [`dataset`]: the CSV data set's description, and the generator that writes one;
+//! - [`domain`]: the vocabulary every layer shares (review orders, marks, changes);
 //! - [`config`], [`digits`], [`progress`] and [`time`]: small shared pieces.
 
 pub mod cache;
 pub mod config;
 pub mod dataset;
 pub mod digits;
+pub mod domain;
 pub mod http;
 pub mod pg;
 pub mod progress;

@@ -576,3 +576,61 @@ async fn concurrent_misses_on_one_key_make_one_database_trip() {
         "one fill for 50 concurrent requests"
     );
 }
+
+/// A GET with `If-None-Match`, as a browser revalidating its cache sends it.
+async fn conditional(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    tags: &str,
+) -> common::Reply {
+    let raw = format!(
+        "{method} {path} HTTP/1.1\r\nHost: t\r\nIf-None-Match: {tags}\r\nConnection: close\r\n\r\n"
+    );
+    common::send_raw(addr, raw.as_bytes()).await
+}
+
+#[tokio::test]
+async fn conditional_requests_answer_304_while_the_body_is_unchanged() {
+    let (_db, server) = server_with_data(&common::sample_dir()).await;
+    let a = server.addr;
+    let first = get(a, "/products/1").await;
+    let tag = first.header("etag").expect("an ETag").to_owned();
+    assert!(
+        tag.len() == 18 && tag.starts_with('"') && tag.ends_with('"') && !tag.starts_with("W/"),
+        "a strong tag: {tag}"
+    );
+    assert_eq!(
+        get(a, "/products/1").await.header("etag"),
+        Some(tag.as_str())
+    );
+
+    for listed in [
+        tag.clone(),
+        format!("\"0000000000000000\", W/{tag}"),
+        "*".to_owned(),
+    ] {
+        let r = conditional(a, "GET", "/products/1", &listed).await;
+        assert_eq!((r.status, r.body.as_str()), (304, ""), "{listed}");
+        assert_eq!(r.header("etag"), Some(tag.as_str()));
+        assert_eq!(r.header("access-control-allow-origin"), Some("*"));
+    }
+    assert_eq!(
+        conditional(a, "HEAD", "/products/1", &tag).await.status,
+        304
+    );
+    let other = conditional(a, "GET", "/products/1", "\"0000000000000000\"").await;
+    assert_eq!((other.status, other.body), (200, first.body));
+    let missing = conditional(a, "GET", "/products/999", "*").await;
+    assert_eq!((missing.status, missing.header("etag")), (404, None));
+
+    // Every page of a list has its own tag; a write changes the tags of what it changed.
+    let page = |n: u32| format!("/reviews?product_id=2&count=1&page={n}");
+    let one = get(a, &page(1)).await.header("etag").unwrap().to_owned();
+    let two = get(a, &page(2)).await.header("etag").unwrap().to_owned();
+    assert_ne!(one, two);
+    assert_eq!(common::put(a, "/reviews/4/helpful").await.status, 204);
+    let after = conditional(a, "GET", &page(1), &one).await;
+    assert_eq!(after.status, 200, "the vote reordered the reviews");
+    assert_ne!(after.header("etag"), Some(one.as_str()));
+}

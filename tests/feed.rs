@@ -10,7 +10,7 @@ use atelier::config::ServeSettings;
 use atelier::pg::cluster::{ClusterOptions, PrivateCluster};
 use atelier::pg::pool::Pool;
 use atelier::render::Rendered;
-use common::{eventually, get, post_json, put, server_with_data};
+use common::{count, eventually, get, post_json, put, server_with_data};
 
 fn settings() -> ServeSettings {
     ServeSettings {
@@ -276,49 +276,62 @@ async fn an_instance_the_pruned_log_no_longer_reaches_empties_its_cache() {
 }
 
 #[tokio::test]
-async fn the_feed_prunes_old_log_rows_and_records_how_far() {
+async fn the_feed_prunes_rows_visible_for_the_whole_retention_and_records_how_far() {
     let db = common::migrated_database().await;
     let client = db.client().await;
+    // Rows from before transaction ids were logged (xid 0): long visible.
     client
         .batch_execute(
-            "INSERT INTO change_log (kind, id, at, xid) VALUES ('product', 1, now() - interval '2 hours', 0),
-                                                         ('product', 2, now() - interval '2 hours', 0),
-                                                         ('product', 3, now(), 0)",
+            "INSERT INTO change_log (kind, id, xid) VALUES ('product', 1, 0), ('product', 2, 0)",
         )
         .await
         .unwrap();
     let mut s = settings();
-    s.feed.retention = Duration::from_secs(3600);
+    s.feed.retention = Duration::from_secs(2);
     let server = atelier::http::start(s, db.config.clone()).await.unwrap();
     wait_connected(&server.app).await;
+    // The feed's first pruning run (which deletes nothing: no run is a retention old yet).
     let deadline = Instant::now() + Duration::from_secs(10);
+    while count(&client, "change_log_prune_runs").await == 0 {
+        assert!(Instant::now() < deadline, "the feed never pruned");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // A row written now is kept until it has been visible for the retention.
+    client
+        .batch_execute("SELECT atelier_log_change('product', 3, NULL)")
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut kept_while_young = false;
     loop {
-        let through: i64 = client
-            .query_one("SELECT through FROM change_log_pruned", &[])
-            .await
-            .unwrap()
-            .get(0);
-        if through == 2 {
+        let (through, left): (i64, Vec<i64>) = (
+            client
+                .query_one("SELECT through FROM change_log_pruned", &[])
+                .await
+                .unwrap()
+                .get(0),
+            client
+                .query("SELECT id FROM change_log ORDER BY seq", &[])
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
+                .collect(),
+        );
+        if through == 2 && left == [3] {
+            kept_while_young = true;
+        }
+        if left.is_empty() {
+            assert!(kept_while_young, "the young row outlived the old ones");
+            assert_eq!(through, 3);
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "never pruned (through = {through})"
+            "never pruned (through = {through}, left {left:?})"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let left: Vec<i64> = client
-        .query("SELECT id FROM change_log ORDER BY seq", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    assert_eq!(
-        left,
-        [3],
-        "rows older than the retention are gone, newer ones kept"
-    );
 }
 
 #[tokio::test]

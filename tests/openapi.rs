@@ -9,6 +9,9 @@ fn reply(status: u16, content_type: Option<&str>, body: &str) -> Reply {
     let mut headers = vec![("Access-Control-Allow-Origin".to_owned(), "*".to_owned())];
     if let Some(t) = content_type {
         headers.push(("Content-Type".to_owned(), t.to_owned()));
+        if t == "application/json" && status == 200 {
+            headers.push(("ETag".to_owned(), "\"0123456789abcdef\"".to_owned()));
+        }
     }
     Reply {
         status,
@@ -88,6 +91,9 @@ fn the_checker_rejects_what_the_description_does_not_allow() {
         !accepted(get, &reply(404, text, "Nope")),
         "an undocumented error text"
     );
+    let mut no_tag = reply(200, json, product);
+    no_tag.headers.retain(|(k, _)| k != "ETag");
+    assert!(!accepted(get, &no_tag), "a 200 JSON body carries its ETag");
     let mut no_cors = reply(200, json, product);
     no_cors
         .headers

@@ -4,8 +4,9 @@
 use std::sync::Arc;
 
 use super::{Key, ResponseCache};
-use crate::pg::feed::{Change, ChangeSink};
-use crate::pg::read::ReviewOrder;
+use crate::domain::Change;
+use crate::domain::ReviewOrder;
+use crate::pg::feed::ChangeSink;
 
 impl ResponseCache {
     /// Drops every entry `change` makes stale.

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::pg::read::ReviewOrder;
+use crate::domain::ReviewOrder;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Key {

@@ -7,6 +7,7 @@
 //! older than the invalidation. Eviction is quick_cache's S3-FIFO-like policy, which keeps the
 //! hot set when a scan of cold keys passes through.
 
+pub mod fill;
 pub mod invalidate;
 pub mod key;
 pub mod sweep;
@@ -14,11 +15,12 @@ pub mod sweep;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+pub use fill::fill;
 pub use key::Key;
 
 use crate::pg::pool::Pool;
 use crate::pg::DbError;
-use crate::render::{self, Rendered};
+use crate::render::Rendered;
 
 #[derive(Clone)]
 struct Weigher;
@@ -173,25 +175,5 @@ impl ResponseCache {
             swept: self.swept.load(Ordering::Relaxed),
             drift: self.drift.load(Ordering::Relaxed),
         }
-    }
-}
-
-/// Renders the resource behind `key` fresh from the database: what a fill caches, and what
-/// tests compare cached bodies with.
-pub async fn fill(key: &Key, pool: &Pool) -> Result<Rendered, DbError> {
-    match key {
-        Key::ProductsPage { limit, offset, .. } => {
-            render::products::fill_product_list(pool, *limit, *offset).await
-        }
-        Key::Product(id) => render::products::fill_product(pool, *id).await,
-        Key::Styles(id) => render::products::fill_styles(pool, *id).await,
-        Key::Related(id) => render::products::fill_related(pool, *id).await,
-        Key::Reviews { product_id, order } => {
-            render::reviews::fill_reviews(pool, *product_id, *order).await
-        }
-        Key::ReviewsMeta(id) => render::reviews::fill_meta(pool, *id).await,
-        Key::Questions(id) => render::qa::fill_questions(pool, *id).await,
-        Key::Answers(id) => render::qa::fill_answers(pool, *id).await,
-        Key::Cart(session) => render::cart::fill_cart(pool, session).await,
     }
 }

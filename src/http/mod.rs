@@ -94,7 +94,13 @@ impl App {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let started = Instant::now();
+        let if_none_match = req.headers().get(header::IF_NONE_MATCH).cloned();
         let (label, mut response) = self.respond(req).await;
+        if let Some(wanted) = if_none_match {
+            if let Some(not_modified) = respond::not_modified(&response, &wanted) {
+                response = not_modified;
+            }
+        }
         response.headers_mut().insert(
             header::ACCESS_CONTROL_ALLOW_ORIGIN,
             self.cors_origin.clone(),

@@ -5,7 +5,7 @@ use std::borrow::Cow;
 
 use hyper::Method;
 
-use crate::pg::read::ReviewOrder;
+use crate::domain::ReviewOrder;
 
 /// What a request asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,7 +66,7 @@ pub enum Route {
     OpenApi,
 }
 
-pub use crate::pg::write::Mark;
+pub use crate::domain::Mark;
 
 /// Why a request has no route.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -28,11 +28,11 @@
 //!
 //! The first read establishes `high` and then resets the sink: nothing filled before the feed
 //! knew where it stood survives. On connection loss the task reconnects with capped
-//! exponential backoff and jitter and resumes from its state. The task also prunes the log:
-//! rows older than `retention` are deleted, and the highest sequence number and writer id
-//! pruned are recorded. Every read also reads that record, in the same snapshot: if the log
-//! was pruned past `high`, or pruned rows of a transaction the feed still waits for, it cannot
-//! know what it missed and resets the sink.
+//! exponential backoff and jitter and resumes from its state. The task also prunes the log
+//! ([`prune`]): a row goes only once it has been visible for the whole retention, and the
+//! highest sequence number deleted is recorded. A feed whose last complete read is older than
+//! half the retention (it was away), or that finds the log pruned past `high`, cannot know
+//! what it missed and resets the sink. Every instance must use the same retention.
 //!
 //! Every query of the feed has a time limit, and its connection has TCP keepalives and a TCP
 //! user timeout, so a silent network drop is noticed within seconds. The task is supervised:
@@ -47,47 +47,23 @@ use futures_util::StreamExt;
 use tokio_postgres::{AsyncMessage, Client, Config, NoTls};
 
 use super::DbError;
+pub use crate::domain::Change;
 
-/// What changed, as logged by the triggers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Change {
-    /// A product row: its detail, existence and the products list.
-    Product(i64),
-    /// A product's features.
-    Features(i64),
-    /// A product's styles, photos or skus.
-    Styles(i64),
-    /// A product's related rows.
-    Related(i64),
-    /// A product's reviews, their photos and ratings, or its characteristics.
-    Reviews(i64),
-    /// A product's questions (or the answers nested in them).
-    Questions(i64),
-    /// A question's answers.
-    Answers(i64),
-    /// A caller's cart.
-    Cart(String),
-    /// Anything at all (a bulk load, a TRUNCATE).
-    All,
-}
-
-impl Change {
-    /// The change a log row describes; `None` for a kind this build does not know (a newer
-    /// writer), which the feed must treat as "anything may have changed".
-    fn from_row(kind: &str, id: Option<i64>, session: Option<String>) -> Option<Change> {
-        Some(match (kind, id, session) {
-            ("product", Some(id), _) => Change::Product(id),
-            ("features", Some(id), _) => Change::Features(id),
-            ("styles", Some(id), _) => Change::Styles(id),
-            ("related", Some(id), _) => Change::Related(id),
-            ("reviews", Some(id), _) => Change::Reviews(id),
-            ("questions", Some(id), _) => Change::Questions(id),
-            ("answers", Some(id), _) => Change::Answers(id),
-            ("cart", _, Some(session)) => Change::Cart(session),
-            ("all", _, _) => Change::All,
-            _ => return None,
-        })
-    }
+/// The change a log row describes; `None` for a kind this build does not know (a newer
+/// writer), which the feed must treat as "anything may have changed".
+fn change_from_row(kind: &str, id: Option<i64>, session: Option<String>) -> Option<Change> {
+    Some(match (kind, id, session) {
+        ("product", Some(id), _) => Change::Product(id),
+        ("features", Some(id), _) => Change::Features(id),
+        ("styles", Some(id), _) => Change::Styles(id),
+        ("related", Some(id), _) => Change::Related(id),
+        ("reviews", Some(id), _) => Change::Reviews(id),
+        ("questions", Some(id), _) => Change::Questions(id),
+        ("answers", Some(id), _) => Change::Answers(id),
+        ("cart", _, Some(session)) => Change::Cart(session),
+        ("all", _, _) => Change::All,
+        _ => return None,
+    })
 }
 
 /// Where the feed delivers changes.
@@ -311,7 +287,7 @@ async fn follow_forever(
         high: None,
         pending: Vec::new(),
         pending_from: 0,
-        pruned_xid_seen: 0,
+        last_complete_read: None,
         last_prune: None,
     };
     let mut backoff = Duration::from_millis(50);
@@ -349,8 +325,9 @@ struct Follower {
     /// The last complete read's snapshot `xmax`: transactions with this id or a later one were
     /// not committed then.
     pending_from: i64,
-    /// The highest pruned writer id this feed has already taken into account.
-    pruned_xid_seen: i64,
+    /// When the last catch-up completed: pruning never deletes a row visible for less than
+    /// the retention, so a feed that completes reads more often than that has read it.
+    last_complete_read: Option<Instant>,
     last_prune: Option<Instant>,
 }
 
@@ -359,7 +336,7 @@ struct Follower {
 /// at or below it written by a pending transaction (`$2`, or at or past `$3`).
 const READ_LOG: &str = "
     SELECT ARRAY(SELECT x::text::int8 FROM pg_snapshot_xip(s) AS x),
-           pg_snapshot_xmax(s)::text::int8, p.through, p.max_xid,
+           pg_snapshot_xmax(s)::text::int8, p.through,
            c.seq, c.kind, c.id, c.session,
            (extract(epoch FROM clock_timestamp() - c.at) * 1000)::int8
       FROM pg_current_snapshot() AS s
@@ -382,7 +359,7 @@ const READ_LOG: &str = "
 const READ_START: &str = "
     SELECT greatest((SELECT max(seq) FROM change_log), p.through),
            ARRAY(SELECT x::text::int8 FROM pg_snapshot_xip(s) AS x),
-           pg_snapshot_xmax(s)::text::int8, p.max_xid
+           pg_snapshot_xmax(s)::text::int8
       FROM pg_current_snapshot() AS s, change_log_pruned AS p";
 
 impl Follower {
@@ -441,7 +418,6 @@ impl Follower {
             self.high = Some(row.get::<_, Option<i64>>(0).unwrap_or(0));
             self.pending = sorted(row.get(1));
             self.pending_from = row.get(2);
-            self.pruned_xid_seen = row.get(3);
             // Whatever was filled before now may predate changes this feed will never read:
             // start from an empty sink.
             status.reset(sink);
@@ -479,6 +455,10 @@ impl Follower {
             panic!("change feed: panic injected by a test");
         }
         let read = status.begin_read();
+        // Half the retention, for the clocks of this host and the database's to disagree in.
+        let mut away_too_long = self
+            .last_complete_read
+            .is_some_and(|t| t.elapsed() > settings.retention / 2);
         // What the first read of this catch-up shows as not committed: pending afterwards.
         let mut not_committed: Option<(Vec<i64>, i64)> = None;
         let mut after = 0i64;
@@ -508,33 +488,28 @@ impl Follower {
             if not_committed.is_none() {
                 not_committed = Some((first.get(0), first.get(1)));
             }
-            let (pruned_through, pruned_xid): (i64, i64) = (first.get(2), first.get(3));
-            // Newly pruned rows may include rows of a transaction this feed waits for (a
-            // transaction open longer than the retention): then assume they were unread.
-            let pruned_a_pending_one = pruned_xid > self.pruned_xid_seen
-                && (self.pending_from <= pruned_xid
-                    || self.pending.first().is_some_and(|&x| x <= pruned_xid));
-            self.pruned_xid_seen = self.pruned_xid_seen.max(pruned_xid);
-            if pruned_through > high || pruned_a_pending_one {
-                // Rows this feed had not read are gone: it cannot know what changed.
+            let pruned_through: i64 = first.get(2);
+            if pruned_through > high || away_too_long {
+                // Rows this feed had not read may be gone: it cannot know what changed.
                 status.reset(sink);
                 self.high = Some(high.max(pruned_through));
+                away_too_long = false;
             }
             let mut seen = 0;
             for row in &rows {
-                let Some(seq) = row.get::<_, Option<i64>>(4) else {
+                let Some(seq) = row.get::<_, Option<i64>>(3) else {
                     continue; // the snapshot's row when the log has nothing to give
                 };
                 seen += 1;
                 after = seq;
-                match Change::from_row(row.get(5), row.get(6), row.get(7)) {
+                match change_from_row(row.get(4), row.get(5), row.get(6)) {
                     Some(Change::All) => status.reset(sink),
                     Some(change) => sink.apply(&change),
                     None => {
                         status.unknown_changes.fetch_add(1, Ordering::Relaxed);
                         eprintln!(
                             "change feed: unknown change kind {:?} at seq {seq}; emptying the cache",
-                            row.get::<_, String>(5)
+                            row.get::<_, String>(4)
                         );
                         status.reset(sink);
                     }
@@ -542,7 +517,7 @@ impl Follower {
                 self.high = Some(self.high.unwrap_or(0).max(seq));
                 status
                     .lag_ms
-                    .store(row.get::<_, i64>(8).max(0) as u64, Ordering::Relaxed);
+                    .store(row.get::<_, i64>(7).max(0) as u64, Ordering::Relaxed);
                 status.last_seq.fetch_max(seq, Ordering::Relaxed);
             }
             let full = seen == settings.batch_rows;
@@ -558,6 +533,7 @@ impl Follower {
         status
             .pending_transactions
             .store(self.pending.len() as u64, Ordering::Relaxed);
+        self.last_complete_read = Some(Instant::now());
         status.end_read(read);
         Ok(())
     }
@@ -578,21 +554,29 @@ impl Follower {
     }
 }
 
-/// Deletes the log rows older than `retention` and records the highest sequence number and
-/// writer id deleted, so that feeds that had not read them know. Returns the rows deleted.
+/// Prunes the log: records this run, deletes the rows whose writers had ended before a
+/// previous run at least `retention` old (so every row deleted was visible for the whole
+/// retention), forgets runs no longer needed, and records the highest sequence number
+/// deleted. Returns the rows deleted.
 pub async fn prune(client: &Client, retention: Duration) -> Result<u64, DbError> {
     client
-        .execute(
-            "WITH gone AS (DELETE FROM change_log WHERE at < now() - make_interval(secs => $1)
-                           RETURNING seq, xid),
+        .query_one(
+            "WITH horizon AS (SELECT max(ended_below) AS xmin, max(at) AS at FROM change_log_prune_runs
+                               WHERE at < now() - make_interval(secs => $1)),
+                  run AS (INSERT INTO change_log_prune_runs
+                          VALUES (now(), pg_snapshot_xmin(pg_current_snapshot())::text::int8)),
+                  gone AS (DELETE FROM change_log WHERE xid < (SELECT xmin FROM horizon)
+                           RETURNING seq),
                   marked AS (UPDATE change_log_pruned
-                                SET through = GREATEST(through, (SELECT max(seq) FROM gone)),
-                                    max_xid = GREATEST(max_xid, (SELECT max(xid) FROM gone))
-                              WHERE EXISTS (SELECT 1 FROM gone))
-             SELECT 1 FROM gone",
+                                SET through = GREATEST(through, (SELECT max(seq) FROM gone))
+                              WHERE EXISTS (SELECT 1 FROM gone)),
+                  forgotten AS (DELETE FROM change_log_prune_runs
+                                 WHERE at < (SELECT at FROM horizon))
+             SELECT count(*) FROM gone",
             &[&retention.as_secs_f64()],
         )
         .await
+        .map(|row| row.get::<_, i64>(0) as u64)
         .map_err(DbError::from_query)
 }
 

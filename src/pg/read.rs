@@ -11,6 +11,7 @@ use tokio_postgres::{Client, Error, Statement};
 
 use super::pool::Conn;
 use super::DbError;
+use crate::domain::ReviewOrder;
 
 macro_rules! statements {
     ($($name:ident = $sql:expr;)*) => {
@@ -236,13 +237,6 @@ pub struct AnswerRow {
 pub struct CartRow {
     pub sku_id: i64,
     pub count: i32,
-}
-
-/// The review orders the API knows; `relevant` shares `helpful`'s order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ReviewOrder {
-    Helpful,
-    Newest,
 }
 
 fn photo_urls(rows: Vec<tokio_postgres::Row>) -> Vec<PhotoUrlRow> {

@@ -6,7 +6,7 @@
 //! changes it made, which the caller applies to its own cache before answering (the change
 //! feed carries the same changes to every other instance).
 
-use super::feed::Change;
+use crate::domain::{Change, Mark};
 use tokio_postgres::Statement;
 
 use super::pool::Pool;
@@ -103,13 +103,6 @@ pub async fn add_review(pool: &Pool, r: &NewReview) -> Result<Vec<Change>, Write
     // No row: a characteristic id that is not the product's.
     row.ok_or(WriteError::Invalid)?;
     Ok(vec![Change::Reviews(r.product_id)])
-}
-
-/// The two `PUT` actions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mark {
-    Helpful,
-    Report,
 }
 
 pub async fn mark_review(pool: &Pool, id: i64, mark: Mark) -> Result<Vec<Change>, WriteError> {

@@ -3,10 +3,7 @@
 use bytes::Bytes;
 
 use super::json::{push_int, push_int_str};
-use super::Rendered;
-use crate::pg::pool::Pool;
-use crate::pg::read::{self, CartRow};
-use crate::pg::DbError;
+use crate::pg::read::CartRow;
 
 pub fn render_cart(rows: &[CartRow]) -> Bytes {
     let mut out = Vec::with_capacity(2 + rows.len() * 32);
@@ -23,12 +20,4 @@ pub fn render_cart(rows: &[CartRow]) -> Bytes {
     }
     out.push(b']');
     Bytes::from(out)
-}
-
-pub async fn fill_cart(pool: &Pool, session: &str) -> Result<Rendered, DbError> {
-    let session = session.to_owned();
-    let rows = pool
-        .run(|c| async move { read::cart(&c, &session).await })
-        .await?;
-    Ok(Rendered::Json(render_cart(&rows)))
 }

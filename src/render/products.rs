@@ -4,10 +4,7 @@
 use bytes::Bytes;
 
 use super::json::{push_bool, push_int, push_int_str, push_opt_str, push_str};
-use super::Rendered;
-use crate::pg::pool::Pool;
-use crate::pg::read::{self, FeatureRow, PhotoRow, ProductRow, SkuRow, StyleRow};
-use crate::pg::DbError;
+use crate::pg::read::{FeatureRow, PhotoRow, ProductRow, SkuRow, StyleRow};
 
 /// `"id":1,"name":"…",…,"default_price":"140.00"` — the fields the list and the detail share.
 fn push_product_fields(out: &mut Vec<u8>, p: &ProductRow) {
@@ -148,41 +145,4 @@ pub fn render_related(ids: &[i64]) -> Bytes {
     }
     out.push(b']');
     Bytes::from(out)
-}
-
-pub async fn fill_product_list(pool: &Pool, limit: i64, offset: i64) -> Result<Rendered, DbError> {
-    let rows = pool
-        .run(|c| async move { read::products_page(&c, limit, offset).await })
-        .await?;
-    Ok(Rendered::Json(render_product_list(&rows)))
-}
-
-pub async fn fill_product(pool: &Pool, id: i64) -> Result<Rendered, DbError> {
-    let found = pool
-        .run(|c| async move { read::product(&c, id).await })
-        .await?;
-    Ok(match found {
-        Some((p, features)) => Rendered::Json(render_product(&p, &features)),
-        None => Rendered::NotFound,
-    })
-}
-
-pub async fn fill_styles(pool: &Pool, id: i64) -> Result<Rendered, DbError> {
-    let found = pool
-        .run(|c| async move { read::styles(&c, id).await })
-        .await?;
-    Ok(match found {
-        Some((styles, photos, skus)) => Rendered::Json(render_styles(id, &styles, &photos, &skus)),
-        None => Rendered::NotFound,
-    })
-}
-
-pub async fn fill_related(pool: &Pool, id: i64) -> Result<Rendered, DbError> {
-    let found = pool
-        .run(|c| async move { read::related(&c, id).await })
-        .await?;
-    Ok(match found {
-        Some(ids) => Rendered::Json(render_related(&ids)),
-        None => Rendered::NotFound,
-    })
 }

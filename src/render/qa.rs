@@ -4,10 +4,8 @@
 use bytes::Bytes;
 
 use super::json::{push_bool, push_date, push_int, push_int_str, push_str};
-use super::{envelope, group_by, push_id_url_photos, ItemList, ItemListBuilder, Rendered};
-use crate::pg::pool::Pool;
-use crate::pg::read::{self, AnswerRow, PhotoUrlRow, QuestionRow};
-use crate::pg::DbError;
+use super::{envelope, group_by, push_id_url_photos, ItemList, ItemListBuilder};
+use crate::pg::read::{AnswerRow, PhotoUrlRow, QuestionRow};
 
 /// An answer's id value and the fields both answer shapes share, up to its photos. The two
 /// shapes differ only in the id's key (`id` nested, `answer_id` in the list) and photos.
@@ -106,25 +104,4 @@ pub fn answers_page(question_id: i64, page: u64, count: u64, list: &ItemList) ->
     push_int(&mut head, count);
     head.extend_from_slice(b",\"results\":[");
     envelope(&head, list.page(page, count), b"]}")
-}
-
-pub async fn fill_questions(pool: &Pool, product_id: i64) -> Result<Rendered, DbError> {
-    let (questions, answers, photos) = pool
-        .run(|c| async move { read::questions(&c, product_id).await })
-        .await?;
-    Ok(Rendered::List(std::sync::Arc::new(render_question_list(
-        &questions, &answers, &photos,
-    ))))
-}
-
-pub async fn fill_answers(pool: &Pool, question_id: i64) -> Result<Rendered, DbError> {
-    let found = pool
-        .run(|c| async move { read::answers(&c, question_id).await })
-        .await?;
-    Ok(match found {
-        Some((answers, photos)) => {
-            Rendered::List(std::sync::Arc::new(render_answer_list(&answers, &photos)))
-        }
-        None => Rendered::NotFound,
-    })
 }

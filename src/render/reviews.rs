@@ -6,10 +6,8 @@ use bytes::Bytes;
 use super::json::{
     push_bool, push_date, push_int, push_int_str, push_opt_str, push_str, push_uint,
 };
-use super::{envelope, group_by, push_id_url_photos, ItemList, ItemListBuilder, Rendered};
-use crate::pg::pool::Pool;
-use crate::pg::read::{self, CharacteristicRow, MetaCountRow, PhotoUrlRow, ReviewOrder, ReviewRow};
-use crate::pg::DbError;
+use super::{envelope, group_by, push_id_url_photos, ItemList, ItemListBuilder};
+use crate::pg::read::{CharacteristicRow, MetaCountRow, PhotoUrlRow, ReviewRow};
 
 /// The items of `GET /reviews`, in the order given.
 pub fn render_review_list(reviews: &[ReviewRow], photos: &[PhotoUrlRow]) -> ItemList {
@@ -112,28 +110,4 @@ pub fn render_meta(
     }
     out.extend_from_slice(b"}}");
     Bytes::from(out)
-}
-
-pub async fn fill_reviews(
-    pool: &Pool,
-    product_id: i64,
-    order: ReviewOrder,
-) -> Result<Rendered, DbError> {
-    let (reviews, photos) = pool
-        .run(|c| async move { read::reviews(&c, product_id, order).await })
-        .await?;
-    Ok(Rendered::List(std::sync::Arc::new(render_review_list(
-        &reviews, &photos,
-    ))))
-}
-
-pub async fn fill_meta(pool: &Pool, product_id: i64) -> Result<Rendered, DbError> {
-    let (counts, characteristics) = pool
-        .run(|c| async move { read::reviews_meta(&c, product_id).await })
-        .await?;
-    Ok(Rendered::Json(render_meta(
-        product_id,
-        &counts,
-        &characteristics,
-    )))
 }

@@ -1,0 +1,120 @@
+//! Filling a cache entry: the resource's rows read from the database in one round trip,
+//! then rendered. The only place where reading and rendering meet; rendering itself
+//! (`crate::render`) never touches the database.
+
+use std::sync::Arc;
+
+use super::Key;
+use crate::domain::ReviewOrder;
+use crate::pg::pool::Pool;
+use crate::pg::read;
+use crate::pg::DbError;
+use crate::render::cart::render_cart;
+use crate::render::products::{render_product, render_product_list, render_related, render_styles};
+use crate::render::qa::{render_answer_list, render_question_list};
+use crate::render::reviews::{render_meta, render_review_list};
+use crate::render::Rendered;
+
+/// Renders the resource behind `key` fresh from the database: what a fill caches, what the
+/// sweep compares with, and what tests compare cached bodies with.
+pub async fn fill(key: &Key, pool: &Pool) -> Result<Rendered, DbError> {
+    match key {
+        Key::ProductsPage { limit, offset, .. } => fill_product_list(pool, *limit, *offset).await,
+        Key::Product(id) => fill_product(pool, *id).await,
+        Key::Styles(id) => fill_styles(pool, *id).await,
+        Key::Related(id) => fill_related(pool, *id).await,
+        Key::Reviews { product_id, order } => fill_reviews(pool, *product_id, *order).await,
+        Key::ReviewsMeta(id) => fill_meta(pool, *id).await,
+        Key::Questions(id) => fill_questions(pool, *id).await,
+        Key::Answers(id) => fill_answers(pool, *id).await,
+        Key::Cart(session) => fill_cart(pool, session).await,
+    }
+}
+
+async fn fill_product_list(pool: &Pool, limit: i64, offset: i64) -> Result<Rendered, DbError> {
+    let rows = pool
+        .run(|c| async move { read::products_page(&c, limit, offset).await })
+        .await?;
+    Ok(Rendered::Json(render_product_list(&rows)))
+}
+
+async fn fill_product(pool: &Pool, id: i64) -> Result<Rendered, DbError> {
+    let found = pool
+        .run(|c| async move { read::product(&c, id).await })
+        .await?;
+    Ok(match found {
+        Some((p, features)) => Rendered::Json(render_product(&p, &features)),
+        None => Rendered::NotFound,
+    })
+}
+
+async fn fill_styles(pool: &Pool, id: i64) -> Result<Rendered, DbError> {
+    let found = pool
+        .run(|c| async move { read::styles(&c, id).await })
+        .await?;
+    Ok(match found {
+        Some((styles, photos, skus)) => Rendered::Json(render_styles(id, &styles, &photos, &skus)),
+        None => Rendered::NotFound,
+    })
+}
+
+async fn fill_related(pool: &Pool, id: i64) -> Result<Rendered, DbError> {
+    let found = pool
+        .run(|c| async move { read::related(&c, id).await })
+        .await?;
+    Ok(match found {
+        Some(ids) => Rendered::Json(render_related(&ids)),
+        None => Rendered::NotFound,
+    })
+}
+
+async fn fill_reviews(
+    pool: &Pool,
+    product_id: i64,
+    order: ReviewOrder,
+) -> Result<Rendered, DbError> {
+    let (reviews, photos) = pool
+        .run(|c| async move { read::reviews(&c, product_id, order).await })
+        .await?;
+    Ok(Rendered::List(Arc::new(render_review_list(
+        &reviews, &photos,
+    ))))
+}
+
+async fn fill_meta(pool: &Pool, product_id: i64) -> Result<Rendered, DbError> {
+    let (counts, characteristics) = pool
+        .run(|c| async move { read::reviews_meta(&c, product_id).await })
+        .await?;
+    Ok(Rendered::Json(render_meta(
+        product_id,
+        &counts,
+        &characteristics,
+    )))
+}
+
+async fn fill_questions(pool: &Pool, product_id: i64) -> Result<Rendered, DbError> {
+    let (questions, answers, photos) = pool
+        .run(|c| async move { read::questions(&c, product_id).await })
+        .await?;
+    Ok(Rendered::List(Arc::new(render_question_list(
+        &questions, &answers, &photos,
+    ))))
+}
+
+async fn fill_answers(pool: &Pool, question_id: i64) -> Result<Rendered, DbError> {
+    let found = pool
+        .run(|c| async move { read::answers(&c, question_id).await })
+        .await?;
+    Ok(match found {
+        Some((answers, photos)) => Rendered::List(Arc::new(render_answer_list(&answers, &photos))),
+        None => Rendered::NotFound,
+    })
+}
+
+async fn fill_cart(pool: &Pool, session: &str) -> Result<Rendered, DbError> {
+    let session = session.to_owned();
+    let rows = pool
+        .run(|c| async move { read::cart(&c, &session).await })
+        .await?;
+    Ok(Rendered::Json(render_cart(&rows)))
+}

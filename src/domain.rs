@@ -1,0 +1,40 @@
+//! The API's domain vocabulary, shared by every layer: the review orders, the two marks a
+//! `PUT` sets, and the changes the feed and the writes report. It depends on nothing, so
+//! `http → cache → render → pg` holds for every other import.
+
+/// The review orders the API knows; `relevant` shares `helpful`'s order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReviewOrder {
+    Helpful,
+    Newest,
+}
+
+/// The two `PUT` actions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mark {
+    Helpful,
+    Report,
+}
+
+/// What changed, as logged by the triggers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A product row: its detail, existence and the products list.
+    Product(i64),
+    /// A product's features.
+    Features(i64),
+    /// A product's styles, photos or skus.
+    Styles(i64),
+    /// A product's related rows.
+    Related(i64),
+    /// A product's reviews, their photos and ratings, or its characteristics.
+    Reviews(i64),
+    /// A product's questions (or the answers nested in them).
+    Questions(i64),
+    /// A question's answers.
+    Answers(i64),
+    /// A caller's cart.
+    Cart(String),
+    /// Anything at all (a bulk load, a TRUNCATE).
+    All,
+}
