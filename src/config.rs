@@ -33,6 +33,19 @@ pub struct ServeSettings {
     pub feed_database: Option<tokio_postgres::Config>,
     /// The anti-entropy sweep re-renders every cached entry within this period; `None`: off.
     pub sweep_period: Option<Duration>,
+    /// Whether the catalog is rendered into the cache at start (and after the feed empties it).
+    pub precompute: Precompute,
+    /// Where the warm-up scan reads, when not where the pool does.
+    pub scan_database: Option<tokio_postgres::Config>,
+}
+
+/// What the instance renders before it reports ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precompute {
+    /// The whole catalog (as much as the cache budget holds; see `cache::warm`).
+    All,
+    /// Nothing: every body is filled on its first request.
+    None,
 }
 
 impl Default for ServeSettings {
@@ -50,6 +63,8 @@ impl Default for ServeSettings {
             feed: FeedSettings::default(),
             feed_database: None,
             sweep_period: Some(Duration::from_secs(15 * 60)),
+            precompute: Precompute::All,
+            scan_database: None,
         }
     }
 }

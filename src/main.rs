@@ -125,6 +125,10 @@ struct HttpArgs {
     /// those that drifted (0: off).
     #[arg(long, env = "ATELIER_SWEEP_PERIOD_S", default_value_t = 900)]
     sweep_period_s: u64,
+    /// What to render into the cache before reporting ready: `all` (the whole catalog, as far
+    /// as --cache-mb holds it) or `none` (every body on its first request).
+    #[arg(long, env = "ATELIER_PRECOMPUTE", default_value = "all", value_parser = ["all", "none"])]
+    precompute: String,
 }
 
 impl HttpArgs {
@@ -159,6 +163,12 @@ impl HttpArgs {
             feed_database,
             sweep_period: (self.sweep_period_s > 0)
                 .then(|| std::time::Duration::from_secs(self.sweep_period_s)),
+            precompute: if self.precompute == "none" {
+                atelier::config::Precompute::None
+            } else {
+                atelier::config::Precompute::All
+            },
+            scan_database: None,
         })
     }
 }

@@ -417,7 +417,10 @@ async fn global_rules() {
 
     assert_eq!(get(a, "/cart").await.body, "[]");
     assert_eq!(get(a, "/healthz").await.status, 200);
-    assert_eq!(get(a, "/readyz").await.status, 200);
+    assert_eq!(
+        common::eventually(a, "/readyz", |b| b == "ready").await,
+        "ready"
+    );
     let metrics = get(a, "/metrics").await.body;
     assert!(
         metrics.contains(r#"atelier_requests_total{route="related",status="200"}"#),
@@ -553,7 +556,12 @@ async fn garbage_never_takes_the_server_down() {
 
 #[tokio::test]
 async fn concurrent_misses_on_one_key_make_one_database_trip() {
-    let (_db, server) = server_with_data(&common::sample_dir()).await;
+    let settings = atelier::config::ServeSettings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        precompute: atelier::config::Precompute::None,
+        ..Default::default()
+    };
+    let (_db, server) = common::server_with_settings(&common::sample_dir(), settings).await;
     let a = server.addr;
     let misses = server.app.cache.stats().misses;
     let requests: Vec<_> = (0..50)

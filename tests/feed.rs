@@ -138,6 +138,8 @@ async fn the_database_stopped_and_restarted_under_reads() {
     let mut s = settings();
     s.db_timeout = Duration::from_millis(500);
     s.feed_staleness = Duration::from_secs(1);
+    // On demand, so that a body not yet asked for is a miss.
+    s.precompute = atelier::config::Precompute::None;
     let server = atelier::http::start(s, cluster.config("atelier"))
         .await
         .expect("server");
@@ -145,7 +147,8 @@ async fn the_database_stopped_and_restarted_under_reads() {
     wait_connected(&server.app).await;
     let cached = get(a, "/products/1").await.body;
     assert!(cached.contains("Camo Onesie"));
-    assert_eq!(get(a, "/readyz").await.status, 200);
+    let body = eventually(a, "/readyz", |b| b == "ready").await;
+    assert_eq!(body, "ready", "warmed up and following the log");
 
     cluster.pause().expect("stop PostgreSQL");
     for _ in 0..5 {

@@ -52,6 +52,8 @@ async fn a_query_the_server_holds_past_the_limit_answers_503_and_the_connection_
         listen: "127.0.0.1:0".parse().unwrap(),
         pool_size: 1,
         db_timeout: Duration::from_millis(400),
+        // On demand, so that these reads go to the database.
+        precompute: atelier::config::Precompute::None,
         ..Default::default()
     };
     let server = atelier::http::start(settings, db.config.clone())
@@ -84,6 +86,8 @@ async fn a_connection_whose_reply_never_comes_in_time_is_replaced() {
         listen: "127.0.0.1:0".parse().unwrap(),
         pool_size: 1,
         db_timeout: Duration::from_millis(400),
+        // On demand, so that these reads go to the database.
+        precompute: atelier::config::Precompute::None,
         feed_database: Some(db.config.clone()),
         ..Default::default()
     };

@@ -11,6 +11,7 @@ pub mod fill;
 pub mod invalidate;
 pub mod key;
 pub mod sweep;
+pub mod warm;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -74,6 +75,16 @@ pub struct ResponseCache {
     products_generation: AtomicU64,
     swept: AtomicU64,
     drift: AtomicU64,
+    /// What was invalidated since a warm-up began (see [`warm`]); None when none runs.
+    warming: std::sync::Mutex<Option<Invalidated>>,
+    warming_on: std::sync::atomic::AtomicBool,
+}
+
+/// Keys invalidated while a warm-up runs.
+#[derive(Default)]
+struct Invalidated {
+    keys: std::collections::HashSet<Key>,
+    everything: bool,
 }
 
 impl ResponseCache {
@@ -95,6 +106,21 @@ impl ResponseCache {
             products_generation: AtomicU64::new(0),
             swept: AtomicU64::new(0),
             drift: AtomicU64::new(0),
+            warming: std::sync::Mutex::new(None),
+            warming_on: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Runs `f` with the warm-up's record of invalidations, if a warm-up runs, holding the lock
+    /// the warm-up inserts under: an invalidation is either recorded before the warm-up's
+    /// insert of that key (which then skips it), or removes what it inserted.
+    fn while_warming<T>(&self, f: impl FnOnce(Option<&mut Invalidated>) -> T) -> T {
+        if !self.warming_on.load(Ordering::SeqCst) {
+            return f(None);
+        }
+        match self.warming.lock() {
+            Ok(mut guard) => f(guard.as_mut()),
+            Err(_) => f(None),
         }
     }
 
@@ -105,6 +131,16 @@ impl ResponseCache {
             limit,
             offset,
         }
+    }
+
+    /// The keys of every entry now in the cache (a snapshot; entries come and go meanwhile).
+    pub fn keys(&self) -> Vec<Key> {
+        self.inner.iter().map(|(key, _)| key).collect()
+    }
+
+    /// The entry for `key`, if the cache holds one, without filling it or counting a hit.
+    pub fn peek(&self, key: &Key) -> Option<Rendered> {
+        self.inner.peek(key)
     }
 
     /// Whether `key` is one a request could look up now (a products page of the current
@@ -156,12 +192,22 @@ impl ResponseCache {
 
     /// Drops the entry for `key` (and cancels the insert of a fill in flight for it).
     pub fn invalidate(&self, key: &Key) {
-        self.inner.remove(key);
+        self.while_warming(|warming| {
+            if let Some(w) = warming {
+                w.keys.insert(key.clone());
+            }
+            self.inner.remove(key);
+        });
     }
 
     /// Drops everything.
     pub fn clear(&self) {
-        self.inner.clear();
+        self.while_warming(|warming| {
+            if let Some(w) = warming {
+                w.everything = true;
+            }
+            self.inner.clear();
+        });
     }
 
     pub fn stats(&self) -> CacheStats {

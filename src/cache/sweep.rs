@@ -49,7 +49,7 @@ pub async fn round(
     feed: &FeedStatus,
     period: Duration,
 ) -> usize {
-    let keys: Vec<Key> = cache.inner.iter().map(|(key, _)| key).collect();
+    let keys = cache.keys();
     if keys.is_empty() {
         return 0;
     }

@@ -41,6 +41,7 @@ pub struct Gauges {
     pub pool_size: usize,
     pub pool_open: usize,
     pub feed: Option<std::sync::Arc<crate::pg::feed::FeedStatus>>,
+    pub warmup: std::sync::Arc<crate::cache::warm::WarmupStatus>,
 }
 
 impl Metrics {
@@ -163,6 +164,64 @@ impl Metrics {
             ),
         ] {
             write_metric(&mut out, name, kind, help, value);
+        }
+        {
+            use std::sync::atomic::Ordering::Relaxed;
+            let w = &gauges.warmup;
+            for (name, kind, help, value) in [
+                (
+                    "atelier_warmup_done",
+                    "gauge",
+                    "1 once the first warm-up of the catalog has finished (or filled its budget).",
+                    u64::from(w.first_done.load(Relaxed)),
+                ),
+                (
+                    "atelier_warmup_running",
+                    "gauge",
+                    "1 while a warm-up scans the catalog.",
+                    u64::from(w.running.load(Relaxed)),
+                ),
+                (
+                    "atelier_warmup_products",
+                    "gauge",
+                    "Products the current or last warm-up has rendered.",
+                    w.products_done.load(Relaxed),
+                ),
+                (
+                    "atelier_warmup_products_total",
+                    "gauge",
+                    "Products in the catalog the warm-up scans.",
+                    w.products_total.load(Relaxed),
+                ),
+                (
+                    "atelier_warmup_entries",
+                    "gauge",
+                    "Entries the current or last warm-up put in the cache.",
+                    w.entries.load(Relaxed),
+                ),
+                (
+                    "atelier_warmup_last_seconds",
+                    "gauge",
+                    "How long the last finished warm-up took, in whole seconds.",
+                    w.last_ms.load(Relaxed) / 1000,
+                ),
+                (
+                    "atelier_warmup_completed_total",
+                    "counter",
+                    "Warm-ups finished.",
+                    w.completed.load(Relaxed),
+                ),
+            ] {
+                write_metric(&mut out, name, kind, help, value);
+            }
+            out.push_str("# HELP atelier_warmup_bytes Bytes of bodies the last warm-up put in the cache, by kind.\n# TYPE atelier_warmup_bytes gauge\n");
+            for (kind, bytes) in crate::cache::warm::KINDS.iter().zip(&w.bytes) {
+                let _ = writeln!(
+                    out,
+                    "atelier_warmup_bytes{{kind=\"{kind}\"}} {}",
+                    bytes.load(Relaxed)
+                );
+            }
         }
         if let Some(feed) = &gauges.feed {
             use std::sync::atomic::Ordering::Relaxed;

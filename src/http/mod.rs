@@ -28,8 +28,9 @@ use self::body::BodyError;
 use self::metrics::{Gauges, Metrics};
 use self::respond::Body;
 use self::route::{Route, ROUTE_LABELS};
+use crate::cache::warm::{self, WarmupOutcome, WarmupStatus};
 use crate::cache::{Key, ResponseCache};
-use crate::config::ServeSettings;
+use crate::config::{Precompute, ServeSettings};
 use crate::pg::feed::{self, ChangeSink, FeedStatus};
 use crate::pg::pool::Pool;
 use crate::pg::write::{self, WriteError};
@@ -49,6 +50,7 @@ pub struct App {
     cors_origin: HeaderValue,
     ready: AtomicBool,
     feed: std::sync::OnceLock<Arc<FeedStatus>>,
+    pub warmup: Arc<WarmupStatus>,
 }
 
 impl App {
@@ -63,6 +65,7 @@ impl App {
             cors_origin,
             ready: AtomicBool::new(false),
             feed: std::sync::OnceLock::new(),
+            warmup: Arc::new(WarmupStatus::default()),
         }
     }
 
@@ -313,6 +316,7 @@ impl App {
                     pool_size: self.pool.size(),
                     pool_open: self.pool.open_connections(),
                     feed: self.feed.get().cloned(),
+                    warmup: Arc::clone(&self.warmup),
                 };
                 let mut r = Response::new(Body::new(Bytes::from(self.metrics.render(&gauges))));
                 r.headers_mut().insert(
@@ -348,6 +352,11 @@ impl App {
                     return respond::text(StatusCode::SERVICE_UNAVAILABLE, reason);
                 }
             }
+        }
+        if self.settings.precompute == Precompute::All
+            && !self.warmup.first_done.load(Ordering::Acquire)
+        {
+            return respond::text(StatusCode::SERVICE_UNAVAILABLE, "warming up the catalog");
         }
         let ping = self
             .pool
@@ -488,6 +497,30 @@ where
     })
 }
 
+/// Warms the catalog once the feed has found its place in the log (its start empties the
+/// cache), and again whenever the feed empties the cache (a bulk load, a log pruned past it,
+/// a restart); only the first warm-up holds `/readyz` at 503.
+async fn keep_warm(app: &App, feed: &FeedStatus, database: &tokio_postgres::Config) {
+    loop {
+        while !feed.is_established() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let resets = feed.resets.load(Ordering::Acquire);
+        match warm::warm(&app.cache, database, &app.warmup).await {
+            Ok(WarmupOutcome::Interrupted) => continue,
+            Ok(_) => app.warmup.first_done.store(true, Ordering::Release),
+            Err(e) => {
+                eprintln!("warm-up: {e}; trying again in 1 s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        }
+        while feed.resets.load(Ordering::Acquire) == resets {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
 /// The shared state of one instance, warmed up and with its change feed following (and its
 /// sweep running, if configured): what either front end serves from.
 pub async fn build_app(
@@ -495,6 +528,7 @@ pub async fn build_app(
     database: tokio_postgres::Config,
 ) -> (Arc<App>, BackgroundTasks) {
     let pool = Pool::new(database.clone(), settings.pool_size, settings.db_timeout);
+    let scan_database = settings.scan_database.clone().unwrap_or(database.clone());
     let feed_database = settings.feed_database.clone().unwrap_or(database);
     let app = Arc::new(App::new(settings, pool));
     let mut tasks = vec![app.start_feed(feed_database)];
@@ -507,6 +541,14 @@ pub async fn build_app(
         let deadline = Instant::now() + app.settings.feed.query_timeout;
         while !feed.is_established() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if app.settings.precompute == Precompute::All {
+            let (app, feed) = (Arc::clone(&app), Arc::clone(feed));
+            tasks.push(supervised("the catalog warm-up", move || {
+                let (app, feed, scan_database) =
+                    (Arc::clone(&app), Arc::clone(&feed), scan_database.clone());
+                async move { keep_warm(&app, &feed, &scan_database).await }
+            }));
         }
         if let Some(period) = app.settings.sweep_period {
             let (app, feed) = (Arc::clone(&app), Arc::clone(feed));

@@ -7,6 +7,7 @@ pub mod load;
 pub mod migrate;
 pub mod pool;
 pub mod read;
+pub mod scan;
 pub mod write;
 
 use tokio_postgres::{Client, Config, NoTls};

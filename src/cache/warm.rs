@@ -1,0 +1,317 @@
+//! The warm-up: every body of the catalog rendered from one scan ([`crate::pg::scan`]) and put
+//! in the cache before the instance reports ready, so GETs are hits from the first request.
+//!
+//! Priority, when the catalog is larger than the budget: products in id order, and for each
+//! product its detail, styles, related ids, reviews meta, reviews (both orders), questions and
+//! the answers of each of its questions; then the first pages of the products list. The
+//! warm-up stops adding entries when the cache is nine tenths full, leaving room for the
+//! on-demand fills that serve the rest: the server degrades, it never refuses.
+//!
+//! The scan reads one snapshot, so a change committed after it must not be overwritten by the
+//! scan's older rows. While a warm-up runs the cache records every key it invalidates, under
+//! the same lock the warm-up takes to insert; the warm-up skips a recorded key (the next
+//! request fills it fresh), and a later invalidation removes what it inserted. A change to
+//! everything (a bulk load) stops the warm-up; its caller starts another.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_postgres::Config;
+
+use super::{Key, ResponseCache};
+use crate::domain::ReviewOrder;
+use crate::pg::scan::{CatalogScan, ProductRows};
+use crate::pg::DbError;
+use crate::render::products::{render_product, render_product_list, render_related, render_styles};
+use crate::render::qa::{render_answer_list, render_question_list};
+use crate::render::reviews::{render_meta, render_review_list};
+use crate::render::Rendered;
+
+/// Pages of `GET /products` warmed, at the default count.
+const PRODUCT_PAGES: usize = 20;
+/// The contract's default `count`.
+const PAGE_SIZE: usize = 5;
+
+/// The kinds of body, for the bytes-by-kind report.
+pub const KINDS: [&str; 8] = [
+    "products_page",
+    "product",
+    "styles",
+    "related",
+    "reviews",
+    "reviews_meta",
+    "questions",
+    "answers",
+];
+
+fn kind(key: &Key) -> Option<usize> {
+    Some(match key {
+        Key::ProductsPage { .. } => 0,
+        Key::Product(_) => 1,
+        Key::Styles(_) => 2,
+        Key::Related(_) => 3,
+        Key::Reviews { .. } => 4,
+        Key::ReviewsMeta(_) => 5,
+        Key::Questions(_) => 6,
+        Key::Answers(_) => 7,
+        Key::Cart(_) => return None,
+    })
+}
+
+/// The warm-up's progress, for `/readyz`, `/metrics` and the log.
+#[derive(Debug, Default)]
+pub struct WarmupStatus {
+    /// Whether a warm-up has completed (or stopped at the budget) since the instance started.
+    pub first_done: AtomicBool,
+    pub running: AtomicBool,
+    pub products_done: AtomicU64,
+    pub products_total: AtomicU64,
+    pub entries: AtomicU64,
+    /// Milliseconds the last complete warm-up took.
+    pub last_ms: AtomicU64,
+    /// Bytes of the bodies put in the cache by the last warm-up, by [`KINDS`].
+    pub bytes: [AtomicU64; 8],
+    pub completed: AtomicU64,
+}
+
+/// How a warm-up ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WarmupOutcome {
+    /// Every body of the catalog is in the cache.
+    Complete,
+    /// The cache reached its warm-up share of the budget; the rest is served on demand.
+    BudgetFull,
+    /// Everything changed meanwhile (a bulk load): the warm-up must start over.
+    Interrupted,
+}
+
+/// Why [`ResponseCache::insert_warm`] stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WarmStop {
+    BudgetFull,
+    Interrupted,
+}
+
+/// Renders every body of the catalog from one scan of `database` into `cache`.
+pub async fn warm(
+    cache: &ResponseCache,
+    database: &Config,
+    status: &WarmupStatus,
+) -> Result<WarmupOutcome, DbError> {
+    let generation = cache.begin_warmup();
+    status.running.store(true, Ordering::Release);
+    let outcome = scan_into(cache, database, status, generation).await;
+    cache.end_warmup();
+    status.running.store(false, Ordering::Release);
+    outcome
+}
+
+async fn scan_into(
+    cache: &ResponseCache,
+    database: &Config,
+    status: &WarmupStatus,
+    generation: u64,
+) -> Result<WarmupOutcome, DbError> {
+    let started = Instant::now();
+    let mut client = crate::pg::connect(database).await?;
+    let mut scan = CatalogScan::start(&mut client).await?;
+    status.products_done.store(0, Ordering::Relaxed);
+    status.entries.store(0, Ordering::Relaxed);
+    status
+        .products_total
+        .store(scan.products.max(0) as u64, Ordering::Relaxed);
+    for b in &status.bytes {
+        b.store(0, Ordering::Relaxed);
+    }
+    let mut first_products = Vec::with_capacity(PRODUCT_PAGES * PAGE_SIZE);
+    let mut logged = Instant::now();
+    let mut outcome = WarmupOutcome::Complete;
+    while let Some(rows) = scan.next().await? {
+        if first_products.len() < PRODUCT_PAGES * PAGE_SIZE {
+            first_products.push(rows.product.clone());
+        }
+        match cache.insert_warm(bodies(&rows), status) {
+            Ok(()) => {}
+            Err(WarmStop::BudgetFull) => {
+                outcome = WarmupOutcome::BudgetFull;
+                break;
+            }
+            Err(WarmStop::Interrupted) => return Ok(WarmupOutcome::Interrupted),
+        }
+        let done = status.products_done.fetch_add(1, Ordering::Relaxed) + 1;
+        if logged.elapsed() > Duration::from_secs(5) {
+            logged = Instant::now();
+            eprintln!(
+                "warm-up: {done} of {} products, {} entries, {} MB, {:.0} s",
+                scan.products,
+                status.entries.load(Ordering::Relaxed),
+                cache.stats().bytes >> 20,
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    if outcome == WarmupOutcome::Complete {
+        let pages = first_products
+            .chunks(PAGE_SIZE)
+            .enumerate()
+            .map(|(page, products)| {
+                let key = Key::ProductsPage {
+                    generation,
+                    limit: PAGE_SIZE as i64,
+                    offset: (page * PAGE_SIZE) as i64,
+                };
+                (key, Rendered::Json(render_product_list(products)))
+            })
+            .collect();
+        match cache.insert_warm(pages, status) {
+            Ok(()) => {}
+            Err(WarmStop::BudgetFull) => outcome = WarmupOutcome::BudgetFull,
+            Err(WarmStop::Interrupted) => return Ok(WarmupOutcome::Interrupted),
+        }
+    }
+    let ms = started.elapsed().as_millis() as u64;
+    status.last_ms.store(ms, Ordering::Relaxed);
+    status.completed.fetch_add(1, Ordering::Relaxed);
+    let by_kind: Vec<String> = KINDS
+        .iter()
+        .zip(&status.bytes)
+        .map(|(k, b)| format!("{k} {} KB", b.load(Ordering::Relaxed) >> 10))
+        .collect();
+    eprintln!(
+        "warm-up {}: {} of {} products, {} entries in {:.1} s ({})",
+        if outcome == WarmupOutcome::Complete {
+            "complete"
+        } else {
+            "stopped at the cache budget"
+        },
+        status.products_done.load(Ordering::Relaxed),
+        scan.products,
+        status.entries.load(Ordering::Relaxed),
+        ms as f64 / 1000.0,
+        by_kind.join(", ")
+    );
+    Ok(outcome)
+}
+
+/// Every cached body of one product, in the warm-up's priority order.
+fn bodies(rows: &ProductRows) -> Vec<(Key, Rendered)> {
+    let id = rows.product.id;
+    let mut out = Vec::with_capacity(8 + rows.questions.len());
+    out.push((
+        Key::Product(id),
+        Rendered::Json(render_product(&rows.product, &rows.features)),
+    ));
+    out.push((
+        Key::Styles(id),
+        Rendered::Json(render_styles(id, &rows.styles, &rows.photos, &rows.skus)),
+    ));
+    out.push((
+        Key::Related(id),
+        Rendered::Json(render_related(&rows.related)),
+    ));
+    out.push((
+        Key::ReviewsMeta(id),
+        Rendered::Json(render_meta(id, &rows.meta_counts, &rows.characteristics)),
+    ));
+    let helpful: Vec<_> = rows.reviews.iter().map(|r| r.row.clone()).collect();
+    let mut newest: Vec<_> = rows.reviews.iter().collect();
+    newest.sort_by_key(|r| std::cmp::Reverse((r.date_us, r.row.id)));
+    let newest: Vec<_> = newest.into_iter().map(|r| r.row.clone()).collect();
+    for (order, reviews) in [
+        (ReviewOrder::Helpful, helpful),
+        (ReviewOrder::Newest, newest),
+    ] {
+        out.push((
+            Key::Reviews {
+                product_id: id,
+                order,
+            },
+            Rendered::List(Arc::new(render_review_list(&reviews, &rows.review_photos))),
+        ));
+    }
+    let visible: Vec<_> = rows
+        .questions
+        .iter()
+        .filter(|q| !q.reported)
+        .map(|q| q.row.clone())
+        .collect();
+    out.push((
+        Key::Questions(id),
+        Rendered::List(Arc::new(render_question_list(
+            &visible,
+            &rows.answers,
+            &rows.answer_photos,
+        ))),
+    ));
+    for q in &rows.questions {
+        let answers = answers_of(&rows.answers, q.row.id);
+        out.push((
+            Key::Answers(q.row.id),
+            Rendered::List(Arc::new(render_answer_list(answers, &rows.answer_photos))),
+        ));
+    }
+    out
+}
+
+/// The answers of `question_id` in `answers` (grouped by question id, ascending).
+fn answers_of(
+    answers: &[crate::pg::read::AnswerRow],
+    question_id: i64,
+) -> &[crate::pg::read::AnswerRow] {
+    let start = answers.partition_point(|a| a.question_id < question_id);
+    let end = answers.partition_point(|a| a.question_id <= question_id);
+    &answers[start..end]
+}
+
+impl ResponseCache {
+    /// Starts recording invalidated keys for a warm-up; returns the products-list generation
+    /// its pages belong to.
+    pub(crate) fn begin_warmup(&self) -> u64 {
+        if let Ok(mut w) = self.warming.lock() {
+            *w = Some(Default::default());
+        }
+        self.warming_on.store(true, Ordering::SeqCst);
+        self.products_generation.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn end_warmup(&self) {
+        self.warming_on.store(false, Ordering::SeqCst);
+        if let Ok(mut w) = self.warming.lock() {
+            *w = None;
+        }
+    }
+
+    /// Inserts a warm-up's bodies, skipping every key invalidated since the warm-up began.
+    pub(crate) fn insert_warm(
+        &self,
+        entries: Vec<(Key, Rendered)>,
+        status: &WarmupStatus,
+    ) -> Result<(), WarmStop> {
+        let Ok(guard) = self.warming.lock() else {
+            return Err(WarmStop::Interrupted);
+        };
+        let Some(invalidated) = guard.as_ref() else {
+            return Err(WarmStop::Interrupted);
+        };
+        if invalidated.everything {
+            return Err(WarmStop::Interrupted);
+        }
+        let share = self.inner.capacity() / 10 * 9;
+        for (key, body) in entries {
+            if invalidated.keys.contains(&key) {
+                continue;
+            }
+            let weight = (key.weight() + body.weight()) as u64;
+            if self.inner.weight() + weight > share {
+                return Err(WarmStop::BudgetFull);
+            }
+            if let Some(k) = kind(&key) {
+                status.bytes[k].fetch_add(body.weight() as u64, Ordering::Relaxed);
+            }
+            status.entries.fetch_add(1, Ordering::Relaxed);
+            self.inner.insert(key, body);
+        }
+        Ok(())
+    }
+}

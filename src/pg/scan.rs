@@ -1,0 +1,336 @@
+//! The catalog scan behind the warm-up: every row a cached body needs, read in product-id order
+//! from a few ordered sequential reads — one per table or join, not one query per resource —
+//! and handed out product by product.
+//!
+//! The scan runs in one `REPEATABLE READ` transaction, so every product's rows come from one
+//! snapshot. Each read is a portal fetched a chunk at a time, so memory stays bounded whatever
+//! the catalog's size. The columns and orders are those of the keyed queries in
+//! [`super::read`], so the bodies rendered from them are byte-identical to a fill.
+
+use std::collections::VecDeque;
+
+use tokio_postgres::{Client, Portal, Row, Transaction};
+
+use super::read::{
+    AnswerRow, CharacteristicRow, FeatureRow, MetaCountRow, PhotoRow, PhotoUrlRow, ProductRow,
+    QuestionRow, ReviewRow, SkuRow, StyleRow,
+};
+use super::DbError;
+
+/// Rows fetched per round trip from each read.
+const CHUNK: i32 = 2000;
+
+/// Epoch milliseconds and microseconds of a `timestamptz` column: milliseconds for the body,
+/// microseconds to order rows as PostgreSQL orders the column.
+macro_rules! epoch {
+    ($col:literal) => {
+        concat!(
+            "floor(extract(epoch FROM ",
+            $col,
+            ") * 1000)::int8, ",
+            "floor(extract(epoch FROM ",
+            $col,
+            ") * 1000000)::int8"
+        )
+    };
+}
+
+/// The reads, each ordered by product id first.
+const READS: [&str; 13] = [
+    "SELECT id, name, slogan, description, category, default_price::text FROM products ORDER BY id",
+    "SELECT product_id, feature, value FROM features ORDER BY product_id, id",
+    "SELECT product_id, id, name, original_price::text, sale_price::text, default_style
+       FROM styles ORDER BY product_id, id",
+    "SELECT s.product_id, p.style_id, p.url, p.thumbnail_url
+       FROM styles s JOIN photos p ON p.style_id = s.id ORDER BY s.product_id, p.style_id, p.id",
+    "SELECT s.product_id, k.style_id, k.id, k.size, k.quantity
+       FROM styles s JOIN skus k ON k.style_id = s.id ORDER BY s.product_id, k.style_id, k.id",
+    "SELECT product_id, related_product_id FROM related ORDER BY product_id, id",
+    concat!(
+        "SELECT product_id, id, rating, summary, recommend, response, body, ",
+        epoch!("date"),
+        ", reviewer_name, helpfulness FROM reviews WHERE NOT reported
+         ORDER BY product_id, helpfulness DESC, date DESC, id DESC"
+    ),
+    "SELECT r.product_id, p.review_id, p.id, p.url
+       FROM reviews r JOIN reviews_photos p ON p.review_id = r.id
+      WHERE NOT r.reported ORDER BY r.product_id, p.review_id, p.id",
+    "SELECT product_id, rating, recommend, count(*) FROM reviews WHERE NOT reported
+      GROUP BY product_id, rating, recommend ORDER BY product_id",
+    "SELECT c.product_id, c.id, c.name, a.mean
+       FROM characteristics c
+       LEFT JOIN (SELECT cr.characteristic_id, round(avg(cr.value), 16)::text AS mean
+                    FROM reviews r JOIN characteristic_reviews cr ON cr.review_id = r.id
+                   WHERE NOT r.reported GROUP BY cr.characteristic_id) a
+         ON a.characteristic_id = c.id
+      ORDER BY c.product_id, c.id",
+    concat!(
+        "SELECT product_id, id, body, ",
+        epoch!("date"),
+        ", asker_name, helpfulness, reported FROM questions
+         ORDER BY product_id, helpfulness DESC, date DESC, id DESC"
+    ),
+    concat!(
+        "SELECT q.product_id, a.question_id, a.id, a.body, ",
+        epoch!("a.date"),
+        ", a.answerer_name, a.helpfulness
+           FROM questions q JOIN answers a ON a.question_id = q.id AND NOT a.reported
+          ORDER BY q.product_id, a.question_id, a.helpfulness DESC, a.date DESC, a.id DESC"
+    ),
+    "SELECT q.product_id, p.answer_id, p.id, p.url
+       FROM questions q
+       JOIN answers a ON a.question_id = q.id AND NOT a.reported
+       JOIN answers_photos p ON p.answer_id = a.id
+      ORDER BY q.product_id, p.answer_id, p.id",
+];
+
+/// A review with the microseconds of its date, to order the `newest` list exactly.
+#[derive(Debug, Clone)]
+pub struct ScannedReview {
+    pub row: ReviewRow,
+    pub date_us: i64,
+}
+
+/// A question (reported ones too: their answers are still served by `/answers`).
+#[derive(Debug, Clone)]
+pub struct ScannedQuestion {
+    pub row: QuestionRow,
+    pub reported: bool,
+}
+
+/// Every row the cached bodies of one product need.
+#[derive(Debug, Clone)]
+pub struct ProductRows {
+    pub product: ProductRow,
+    pub features: Vec<FeatureRow>,
+    pub styles: Vec<StyleRow>,
+    pub photos: Vec<PhotoRow>,
+    pub skus: Vec<SkuRow>,
+    pub related: Vec<i64>,
+    /// Visible reviews in `helpful` order.
+    pub reviews: Vec<ScannedReview>,
+    pub review_photos: Vec<PhotoUrlRow>,
+    pub meta_counts: Vec<MetaCountRow>,
+    pub characteristics: Vec<CharacteristicRow>,
+    /// Every question, in question order.
+    pub questions: Vec<ScannedQuestion>,
+    /// Visible answers of every question, grouped by question id (ascending), each group in
+    /// answer order.
+    pub answers: Vec<AnswerRow>,
+    pub answer_photos: Vec<PhotoUrlRow>,
+}
+
+/// One read: its portal and the rows fetched but not yet handed out.
+struct Read {
+    portal: Portal,
+    rows: VecDeque<Row>,
+    done: bool,
+}
+
+impl Read {
+    /// Rows for `product_id` (the read's first column), in order. Rows of products before it
+    /// cannot exist (every read is ordered by product id and the products read leads).
+    async fn take(&mut self, tx: &Transaction<'_>, product_id: i64) -> Result<Vec<Row>, DbError> {
+        let mut taken = Vec::new();
+        loop {
+            if self.rows.is_empty() && !self.done {
+                let chunk = tx
+                    .query_portal(&self.portal, CHUNK)
+                    .await
+                    .map_err(DbError::query("scanning the catalog"))?;
+                self.done = chunk.len() < CHUNK as usize;
+                self.rows.extend(chunk);
+            }
+            match self.rows.front() {
+                Some(row) if row.get::<_, i64>(0) < product_id => {
+                    self.rows.pop_front();
+                }
+                Some(row) if row.get::<_, i64>(0) == product_id => {
+                    taken.extend(self.rows.pop_front());
+                }
+                Some(_) => return Ok(taken),
+                None if self.done => return Ok(taken),
+                None => {}
+            }
+        }
+    }
+}
+
+/// A scan of the whole catalog, product by product, from one snapshot.
+pub struct CatalogScan<'a> {
+    tx: Transaction<'a>,
+    reads: Vec<Read>,
+    /// Products in the snapshot (for progress).
+    pub products: i64,
+}
+
+impl<'a> CatalogScan<'a> {
+    /// Opens the snapshot and the reads on `client` (a connection of the scan's own).
+    pub async fn start(client: &'a mut Client) -> Result<CatalogScan<'a>, DbError> {
+        let tx = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(DbError::query("starting the catalog scan"))?;
+        // The first statement takes the snapshot every read then shares.
+        let products: i64 = tx
+            .query_one("SELECT count(*) FROM products", &[])
+            .await
+            .map_err(DbError::query("counting products"))?
+            .get(0);
+        let mut reads = Vec::with_capacity(READS.len());
+        for sql in READS {
+            let statement = tx
+                .prepare(sql)
+                .await
+                .map_err(DbError::query("preparing the catalog scan"))?;
+            let portal = tx
+                .bind(&statement, &[])
+                .await
+                .map_err(DbError::query("opening the catalog scan"))?;
+            reads.push(Read {
+                portal,
+                rows: VecDeque::new(),
+                done: false,
+            });
+        }
+        Ok(CatalogScan {
+            tx,
+            reads,
+            products,
+        })
+    }
+
+    /// The next product's rows, or None at the end of the catalog.
+    pub async fn next(&mut self) -> Result<Option<ProductRows>, DbError> {
+        let tx = &self.tx;
+        let [products, features, styles, photos, skus, related, reviews, review_photos, counts, characteristics, questions, answers, answer_photos] =
+            &mut self.reads[..]
+        else {
+            return Err(DbError::Unavailable("the catalog scan lost a read".into()));
+        };
+        if products.rows.is_empty() && !products.done {
+            let chunk = tx
+                .query_portal(&products.portal, CHUNK)
+                .await
+                .map_err(DbError::query("scanning products"))?;
+            products.done = chunk.len() < CHUNK as usize;
+            products.rows.extend(chunk);
+        }
+        let Some(p) = products.rows.pop_front() else {
+            return Ok(None);
+        };
+        let id: i64 = p.get(0);
+        let product = ProductRow {
+            id,
+            name: p.get(1),
+            slogan: p.get(2),
+            description: p.get(3),
+            category: p.get(4),
+            default_price: p.get(5),
+        };
+        let rows = ProductRows {
+            product,
+            features: (features.take(tx, id).await?.iter())
+                .map(|r| FeatureRow {
+                    feature: r.get(1),
+                    value: r.get(2),
+                })
+                .collect(),
+            styles: (styles.take(tx, id).await?.iter())
+                .map(|r| StyleRow {
+                    id: r.get(1),
+                    name: r.get(2),
+                    original_price: r.get(3),
+                    sale_price: r.get(4),
+                    default: r.get(5),
+                })
+                .collect(),
+            photos: (photos.take(tx, id).await?.iter())
+                .map(|r| PhotoRow {
+                    style_id: r.get(1),
+                    url: r.get(2),
+                    thumbnail_url: r.get(3),
+                })
+                .collect(),
+            skus: (skus.take(tx, id).await?.iter())
+                .map(|r| SkuRow {
+                    style_id: r.get(1),
+                    id: r.get(2),
+                    size: r.get(3),
+                    quantity: r.get(4),
+                })
+                .collect(),
+            related: (related.take(tx, id).await?.iter())
+                .map(|r| r.get(1))
+                .collect(),
+            reviews: (reviews.take(tx, id).await?.iter())
+                .map(|r| ScannedReview {
+                    row: ReviewRow {
+                        id: r.get(1),
+                        rating: r.get(2),
+                        summary: r.get(3),
+                        recommend: r.get(4),
+                        response: r.get(5),
+                        body: r.get(6),
+                        date_ms: r.get(7),
+                        reviewer_name: r.get(9),
+                        helpfulness: r.get(10),
+                    },
+                    date_us: r.get(8),
+                })
+                .collect(),
+            review_photos: photo_urls(review_photos.take(tx, id).await?),
+            meta_counts: (counts.take(tx, id).await?.iter())
+                .map(|r| MetaCountRow {
+                    rating: r.get(1),
+                    recommend: r.get(2),
+                    count: r.get(3),
+                })
+                .collect(),
+            characteristics: (characteristics.take(tx, id).await?.iter())
+                .map(|r| CharacteristicRow {
+                    id: r.get(1),
+                    name: r.get(2),
+                    mean: r.get(3),
+                })
+                .collect(),
+            questions: (questions.take(tx, id).await?.iter())
+                .map(|r| ScannedQuestion {
+                    row: QuestionRow {
+                        id: r.get(1),
+                        body: r.get(2),
+                        date_ms: r.get(3),
+                        asker_name: r.get(5),
+                        helpfulness: r.get(6),
+                    },
+                    reported: r.get(7),
+                })
+                .collect(),
+            answers: (answers.take(tx, id).await?.iter())
+                .map(|r| AnswerRow {
+                    question_id: r.get(1),
+                    id: r.get(2),
+                    body: r.get(3),
+                    date_ms: r.get(4),
+                    answerer_name: r.get(6),
+                    helpfulness: r.get(7),
+                })
+                .collect(),
+            answer_photos: photo_urls(answer_photos.take(tx, id).await?),
+        };
+        Ok(Some(rows))
+    }
+}
+
+fn photo_urls(rows: Vec<Row>) -> Vec<PhotoUrlRow> {
+    rows.iter()
+        .map(|r| PhotoUrlRow {
+            owner_id: r.get(1),
+            id: r.get(2),
+            url: r.get(3),
+        })
+        .collect()
+}

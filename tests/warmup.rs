@@ -1,0 +1,223 @@
+//! The warm-up renders the catalog from one scan before the instance reports ready: every
+//! body it puts in the cache is what a fill renders, before and after writes of every kind; a
+//! write made while it scans is not lost; and a budget smaller than the catalog is kept.
+
+mod common;
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use atelier::cache::{fill, Key};
+use atelier::config::ServeSettings;
+use atelier::dataset::generate::{generate, GenerateOptions};
+use atelier::pg::pool::Pool;
+use common::proxy::Proxy;
+use common::{eventually, get, post_json, put, TempDir};
+
+fn settings() -> ServeSettings {
+    ServeSettings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        pool_size: 2,
+        sweep_period: None,
+        ..Default::default()
+    }
+}
+
+fn generated(label: &str, scale: f64) -> TempDir {
+    let dir = TempDir::new(label);
+    generate(&GenerateOptions {
+        scale,
+        seed: 5,
+        out: dir.path().into(),
+        quiet: true,
+    })
+    .expect("generate");
+    dir
+}
+
+async fn ready(addr: std::net::SocketAddr) {
+    let body = eventually(addr, "/readyz", |b| b == "ready").await;
+    assert_eq!(body, "ready");
+}
+
+/// Every entry in the cache equals a fresh render of its key.
+async fn every_entry_is_fresh(server: &atelier::http::Running, pool: &Pool) -> usize {
+    let keys = server.app.cache.keys();
+    for key in &keys {
+        if !server.app.cache.is_current(key) {
+            continue; // a products page of an old generation: no request reaches it
+        }
+        let Some(cached) = server.app.cache.peek(key) else {
+            continue; // invalidated meanwhile
+        };
+        let fresh = fill(key, pool).await.expect("fresh render");
+        assert!(
+            cached == fresh,
+            "{key:?}: the cached body differs from a fresh render"
+        );
+    }
+    keys.len()
+}
+
+#[tokio::test]
+async fn every_warmed_body_is_what_a_fill_renders_before_and_after_writes() {
+    for dir in [
+        common::sample_dir(),
+        generated("warm-generated", 0.0005).0.clone(),
+    ] {
+        let db = common::loaded_database(&dir).await;
+        let server = atelier::http::start(settings(), db.config.clone())
+            .await
+            .unwrap();
+        let a = server.addr;
+        ready(a).await;
+        let client = db.client().await;
+        let count = |sql: &'static str| {
+            let client = &client;
+            async move { client.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) as usize }
+        };
+        let products = count("SELECT count(*) FROM products").await;
+        let questions = count("SELECT count(*) FROM questions").await;
+        let keys = server.app.cache.keys();
+        let of = |f: fn(&Key) -> bool| keys.iter().filter(|k| f(k)).count();
+        assert_eq!(of(|k| matches!(k, Key::Product(_))), products, "{dir:?}");
+        assert_eq!(of(|k| matches!(k, Key::Styles(_))), products);
+        assert_eq!(of(|k| matches!(k, Key::Reviews { .. })), 2 * products);
+        assert_eq!(of(|k| matches!(k, Key::Questions(_))), products);
+        assert_eq!(of(|k| matches!(k, Key::Answers(_))), questions);
+        assert!(of(|k| matches!(k, Key::ProductsPage { .. })) >= 1);
+        let pool = Pool::new(db.config.clone(), 2, Duration::from_secs(5));
+        every_entry_is_fresh(&server, &pool).await;
+
+        // Every GET of a warmed catalog is a hit.
+        let misses = server.app.cache.stats().misses;
+        for id in [1, products as i64] {
+            for path in [
+                format!("/products/{id}"),
+                format!("/products/{id}/styles"),
+                format!("/products/{id}/related"),
+                format!("/reviews?product_id={id}&sort=newest"),
+                format!("/reviews/meta?product_id={id}"),
+                format!("/qa/questions?product_id={id}"),
+                "/products".to_owned(),
+            ] {
+                assert_eq!(get(a, &path).await.status, 200, "{path}");
+            }
+        }
+        assert_eq!(
+            server.app.cache.stats().misses,
+            misses,
+            "no miss after the warm-up"
+        );
+
+        // A burst of writes of every kind, through the API and with SQL.
+        let review = r#"{"product_id":1,"rating":5,"summary":"s","body":"b","recommend":true,
+            "name":"n","email":"n@example.com","photos":["https://example.com/p.jpg"]}"#;
+        assert_eq!(post_json(a, "/reviews", review).await.status, 201);
+        let question = r#"{"product_id":1,"body":"q?","name":"n","email":"n@example.com"}"#;
+        assert_eq!(post_json(a, "/qa/questions", question).await.status, 201);
+        let answer = r#"{"body":"a","name":"n","email":"n@example.com","photos":[]}"#;
+        assert_eq!(
+            post_json(a, "/qa/questions/1/answers", answer).await.status,
+            201
+        );
+        for path in [
+            "/reviews/1/helpful",
+            "/reviews/2/report",
+            "/qa/questions/1/helpful",
+            "/qa/questions/2/report",
+            "/qa/answers/1/helpful",
+            "/qa/answers/2/report",
+        ] {
+            assert_eq!(put(a, path).await.status, 204, "{path}");
+        }
+        client
+            .batch_execute(
+                "UPDATE products SET name = name || '!' WHERE id = 1;
+                 UPDATE styles SET name = name || '!' WHERE product_id = 1;
+                 DELETE FROM related WHERE product_id = 1;
+                 UPDATE features SET value = 'x' WHERE product_id = 1;",
+            )
+            .await
+            .unwrap();
+        let feed = server.app.feed_status().unwrap();
+        assert!(feed.wait_for_fresh_read(Duration::from_secs(10)).await);
+        let checked = every_entry_is_fresh(&server, &pool).await;
+        assert!(checked > 0);
+    }
+}
+
+#[tokio::test]
+async fn a_write_made_while_the_warm_up_scans_is_not_lost() {
+    let db = common::loaded_database(&common::sample_dir()).await;
+    // The scan's replies crawl; the pool's and the feed's do not.
+    let proxy = Proxy::start(&db.config).await;
+    proxy.delay_replies(Duration::from_millis(150));
+    let mut s = settings();
+    s.scan_database = Some(proxy.config(&db.config));
+    let server = atelier::http::start(s, db.config.clone()).await.unwrap();
+    let a = server.addr;
+    let warmup = &server.app.warmup;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // The scan has taken its snapshot once it has counted the products.
+    while warmup.products_total.load(Relaxed) == 0 {
+        assert!(Instant::now() < deadline, "the warm-up never started");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(get(a, "/readyz").await.body, "warming up the catalog");
+    db.client()
+        .await
+        .batch_execute(
+            "UPDATE products SET name = 'Renamed While Warming' WHERE id = 6;
+             UPDATE reviews SET helpfulness = 99 WHERE id = 6;",
+        )
+        .await
+        .unwrap();
+    assert!(
+        warmup.running.load(Relaxed),
+        "the write landed during the scan"
+    );
+    ready(a).await;
+    assert!(get(a, "/products/6")
+        .await
+        .body
+        .contains("Renamed While Warming"));
+    assert!(get(a, "/reviews?product_id=3")
+        .await
+        .body
+        .contains(r#""helpfulness":99"#));
+}
+
+#[tokio::test]
+async fn a_budget_smaller_than_the_catalog_is_kept_and_the_rest_served_on_demand() {
+    let dir = generated("warm-budget", 0.0005);
+    let db = common::loaded_database(dir.path()).await;
+    let mut s = settings();
+    s.cache_bytes = 256 << 10;
+    let server = atelier::http::start(s, db.config.clone()).await.unwrap();
+    let a = server.addr;
+    ready(a).await;
+    let stats = server.app.cache.stats();
+    assert!(
+        stats.bytes <= stats.capacity_bytes,
+        "{} bytes in a {}-byte cache",
+        stats.bytes,
+        stats.capacity_bytes
+    );
+    let warmup = &server.app.warmup;
+    let (done, total) = (
+        warmup.products_done.load(Relaxed),
+        warmup.products_total.load(Relaxed),
+    );
+    assert!(
+        done > 0 && done < total,
+        "warmed {done} of {total} products"
+    );
+    // Products past the budget are filled on their first request.
+    let last = get(a, &format!("/products/{total}")).await;
+    assert_eq!(last.status, 200);
+    assert!(get(a, "/metrics")
+        .await
+        .body
+        .contains("\natelier_warmup_done 1\n"));
+}
