@@ -35,3 +35,19 @@ BEGIN
         RETURNING seq INTO new_seq;
     PERFORM pg_notify('atelier_changes', new_seq::text);
 END $$;
+
+-- A question's answers list (`/qa/questions/{id}/answers`) exists exactly while the question
+-- does: log it when a question is created, deleted or renumbered, not only its product's list.
+CREATE FUNCTION atelier_changed_question() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP <> 'INSERT' THEN
+        PERFORM atelier_log_change('answers', OLD.id, NULL);
+    END IF;
+    IF TG_OP <> 'DELETE' AND (TG_OP = 'INSERT' OR NEW.id <> OLD.id) THEN
+        PERFORM atelier_log_change('answers', NEW.id, NULL);
+    END IF;
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER log_answers_change AFTER INSERT OR DELETE OR UPDATE OF id ON questions
+    FOR EACH ROW EXECUTE FUNCTION atelier_changed_question();

@@ -561,3 +561,40 @@ async fn a_feed_away_longer_than_rows_are_kept_empties_the_cache() {
         "the feed knew it missed rows it waited for: {body}"
     );
 }
+
+#[tokio::test]
+async fn a_question_created_after_its_answers_were_asked_for_is_served() {
+    let (db, server) = server_with_settings(&common::sample_dir(), quick()).await;
+    let a = server.addr;
+    let client = db.client().await;
+    let next: i64 = client
+        .query_one("SELECT max(id) + 1 FROM questions", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let path = format!("/qa/questions/{next}/answers");
+    assert_eq!(get(a, &path).await.status, 404, "cached as unknown");
+    client
+        .batch_execute(&format!(
+            "INSERT INTO questions (id, product_id, body, asker_name, asker_email)
+             VALUES ({next}, 1, 'New?', 'n', 'n@example.com')"
+        ))
+        .await
+        .unwrap();
+    until(
+        "the new question's answers are served",
+        Duration::from_secs(10),
+        || async { get(a, &path).await.status == 200 },
+    )
+    .await;
+    client
+        .batch_execute(&format!("DELETE FROM questions WHERE id = {next}"))
+        .await
+        .unwrap();
+    until(
+        "the deleted question's answers are gone",
+        Duration::from_secs(10),
+        || async { get(a, &path).await.status == 404 },
+    )
+    .await;
+}

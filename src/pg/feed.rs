@@ -325,8 +325,9 @@ struct Follower {
     /// The last complete read's snapshot `xmax`: transactions with this id or a later one were
     /// not committed then.
     pending_from: i64,
-    /// When the last catch-up completed: pruning never deletes a row visible for less than
-    /// the retention, so a feed that completes reads more often than that has read it.
+    /// When the last complete catch-up began (everything committed before then has been
+    /// read): pruning never deletes a row visible for less than the retention, so a feed that
+    /// completes reads more often than that has read it.
     last_complete_read: Option<Instant>,
     last_prune: Option<Instant>,
 }
@@ -418,6 +419,7 @@ impl Follower {
             self.high = Some(row.get::<_, Option<i64>>(0).unwrap_or(0));
             self.pending = sorted(row.get(1));
             self.pending_from = row.get(2);
+            self.last_complete_read = Some(Instant::now());
             // Whatever was filled before now may predate changes this feed will never read:
             // start from an empty sink.
             status.reset(sink);
@@ -455,6 +457,7 @@ impl Follower {
             panic!("change feed: panic injected by a test");
         }
         let read = status.begin_read();
+        let chain_began = Instant::now();
         // Half the retention, for the clocks of this host and the database's to disagree in.
         let mut away_too_long = self
             .last_complete_read
@@ -533,7 +536,8 @@ impl Follower {
         status
             .pending_transactions
             .store(self.pending.len() as u64, Ordering::Relaxed);
-        self.last_complete_read = Some(Instant::now());
+        // What this catch-up vouches for is what had committed when it began.
+        self.last_complete_read = Some(chain_began);
         status.end_read(read);
         Ok(())
     }
