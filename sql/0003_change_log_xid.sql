@@ -38,16 +38,17 @@ END $$;
 
 -- A question's answers list (`/qa/questions/{id}/answers`) exists exactly while the question
 -- does: log it when a question is created, deleted or renumbered, not only its product's list.
-CREATE FUNCTION atelier_changed_question() RETURNS trigger LANGUAGE plpgsql AS $$
+-- The change kind comes from the trigger's argument, as for atelier_changed_by_product.
+CREATE FUNCTION atelier_changed_by_id() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP <> 'INSERT' THEN
-        PERFORM atelier_log_change('answers', OLD.id, NULL);
+        PERFORM atelier_log_change(TG_ARGV[0], OLD.id, NULL);
     END IF;
     IF TG_OP <> 'DELETE' AND (TG_OP = 'INSERT' OR NEW.id <> OLD.id) THEN
-        PERFORM atelier_log_change('answers', NEW.id, NULL);
+        PERFORM atelier_log_change(TG_ARGV[0], NEW.id, NULL);
     END IF;
     RETURN NULL;
 END $$;
 
 CREATE TRIGGER log_answers_change AFTER INSERT OR DELETE OR UPDATE OF id ON questions
-    FOR EACH ROW EXECUTE FUNCTION atelier_changed_question();
+    FOR EACH ROW EXECUTE FUNCTION atelier_changed_by_id('answers');

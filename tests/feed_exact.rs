@@ -49,6 +49,32 @@ async fn readyz(addr: std::net::SocketAddr) -> (u16, String) {
     (r.status, r.body)
 }
 
+/// A server over the sample whose change feed connects through a proxy (the pool does not),
+/// ready unless the proxy starts black-holed.
+async fn server_with_proxied_feed(
+    settings: ServeSettings,
+    black_holed: bool,
+) -> (common::TestDb, Proxy, atelier::http::Running) {
+    let db = common::loaded_database(&common::sample_dir()).await;
+    let proxy = Proxy::start(&db.config).await;
+    if black_holed {
+        proxy.black_hole();
+    }
+    let mut settings = settings;
+    settings.feed_database = Some(proxy.config(&db.config));
+    let server = atelier::http::start(settings, db.config.clone())
+        .await
+        .unwrap();
+    if !black_holed {
+        let a = server.addr;
+        until("ready", Duration::from_secs(10), || async {
+            readyz(a).await.0 == 200
+        })
+        .await;
+    }
+    (db, proxy, server)
+}
+
 #[tokio::test]
 async fn a_change_in_a_transaction_open_past_every_feed_timeout_is_applied_at_commit() {
     let (db, server) = server_with_settings(&common::sample_dir(), quick()).await;
@@ -114,14 +140,7 @@ async fn a_change_in_a_transaction_open_past_every_feed_timeout_is_applied_at_co
 
 #[tokio::test]
 async fn a_silent_feed_connection_fails_readyz_and_misses_nothing_once_back() {
-    let db = common::loaded_database(&common::sample_dir()).await;
-    let proxy = Proxy::start(&db.config).await;
-    proxy.black_hole();
-    let mut settings = quick();
-    settings.feed_database = Some(proxy.config(&db.config));
-    let server = atelier::http::start(settings, db.config.clone())
-        .await
-        .unwrap();
+    let (db, proxy, server) = server_with_proxied_feed(quick(), true).await;
     let a = server.addr;
 
     // The feed cannot find its place in the log: not ready, though the pool works.
@@ -287,20 +306,11 @@ async fn a_products_page_filled_while_a_product_changes_is_not_served_stale() {
 
 #[tokio::test]
 async fn readyz_fails_while_the_feed_reads_a_backlog() {
-    let db = common::loaded_database(&common::sample_dir()).await;
-    let proxy = Proxy::start(&db.config).await;
     let mut settings = quick();
-    settings.feed_database = Some(proxy.config(&db.config));
     settings.feed.batch_rows = 5;
     settings.feed.query_timeout = Duration::from_secs(5);
-    let server = atelier::http::start(settings, db.config.clone())
-        .await
-        .unwrap();
+    let (db, proxy, server) = server_with_proxied_feed(settings, false).await;
     let a = server.addr;
-    until("ready", Duration::from_secs(10), || async {
-        readyz(a).await.0 == 200
-    })
-    .await;
     // 500 changes at once, read 5 per query, each reply 40 ms late: seconds of backlog.
     proxy.delay_replies(Duration::from_millis(40));
     db.client()
@@ -511,19 +521,10 @@ async fn a_transaction_with_more_rows_than_a_batch_below_the_high_mark_does_not_
 
 #[tokio::test]
 async fn a_feed_away_longer_than_rows_are_kept_empties_the_cache() {
-    let db = common::loaded_database(&common::sample_dir()).await;
-    let proxy = Proxy::start(&db.config).await;
     let mut settings = quick();
-    settings.feed_database = Some(proxy.config(&db.config));
     settings.feed.retention = Duration::from_secs(2);
-    let server = atelier::http::start(settings, db.config.clone())
-        .await
-        .unwrap();
+    let (db, proxy, server) = server_with_proxied_feed(settings, false).await;
     let a = server.addr;
-    until("ready", Duration::from_secs(10), || async {
-        readyz(a).await.0 == 200
-    })
-    .await;
     assert!(get(a, "/products/1").await.body.contains("Camo Onesie"));
     assert!(get(a, "/products/2").await.body.contains("Bright Future"));
     // A transaction older than the retention, waited for by the feed.
