@@ -125,3 +125,29 @@ async fn a_connection_whose_reply_never_comes_in_time_is_replaced() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[test]
+fn pool_and_feed_connections_notice_a_dead_peer() {
+    let database: tokio_postgres::Config = "host=db.example user=u dbname=d".parse().unwrap();
+    let pool = Pool::new(database.clone(), 1, Duration::from_millis(800));
+    let feed = atelier::pg::feed::connection_config(&database, &Default::default());
+    for (who, config) in [("pool", pool.config()), ("feed", &feed)] {
+        assert!(config.get_keepalives(), "{who}: keepalives");
+        assert!(
+            config.get_keepalives_retries().is_some(),
+            "{who}: keepalive probes"
+        );
+        assert!(
+            config.get_tcp_user_timeout().is_some(),
+            "{who}: TCP user timeout"
+        );
+        assert!(
+            config.get_connect_timeout().is_some(),
+            "{who}: connect limit"
+        );
+        assert!(
+            config.get_options().is_some_and(|o| o.contains("jit=off")),
+            "{who}: no JIT"
+        );
+    }
+}

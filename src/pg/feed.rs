@@ -372,10 +372,7 @@ impl Follower {
         settings: &FeedSettings,
     ) -> Result<std::convert::Infallible, DbError> {
         let limit = settings.query_timeout;
-        let mut config = config.clone();
-        super::notice_failures(&mut config, limit);
-        super::add_options(&mut config, "-c jit=off");
-        config.application_name("atelier change feed");
+        let config = connection_config(config, settings);
         let (client, mut connection) = timed(limit, async {
             config
                 .connect(NoTls)
@@ -556,6 +553,16 @@ impl Follower {
         timed(settings.query_timeout, prune(client, settings.retention)).await?;
         Ok(())
     }
+}
+
+/// How the feed connects to `database`: failures noticed within seconds (keepalives, TCP user
+/// timeout, a connect limit), no JIT, and a name that shows in `pg_stat_activity`.
+pub fn connection_config(database: &Config, settings: &FeedSettings) -> Config {
+    let mut config = database.clone();
+    super::notice_failures(&mut config, settings.query_timeout);
+    super::add_options(&mut config, "-c jit=off");
+    config.application_name("atelier change feed");
+    config
 }
 
 /// Prunes the log: records this run, deletes the rows whose writers had ended before a

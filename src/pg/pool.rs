@@ -53,6 +53,11 @@ impl Pool {
         }
     }
 
+    /// How the pool's connections connect: what [`Pool::new`] made of the configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
     /// The per-query time limit.
     pub fn timeout(&self) -> Duration {
         self.timeout
