@@ -602,3 +602,41 @@ async fn a_question_created_after_its_answers_were_asked_for_is_served() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_write_never_turns_a_hot_read_into_a_miss() {
+    let mut settings = quick();
+    settings.precompute = atelier::config::Precompute::None;
+    let (db, server) = server_with_settings(&common::sample_dir(), settings).await;
+    let a = server.addr;
+    let old = get(a, "/products/1").await.body;
+    let reviews = get(a, "/reviews?product_id=1").await.body;
+    assert!(reviews.contains(r#""helpfulness":8"#));
+    let misses = server.app.cache.stats().misses;
+
+    // A change from elsewhere: readers get the previous body until the new one is in.
+    db.client()
+        .await
+        .batch_execute("UPDATE products SET name = 'Refreshed In Place' WHERE id = 1")
+        .await
+        .unwrap();
+    loop {
+        let body = get(a, "/products/1").await.body;
+        if body.contains("Refreshed In Place") {
+            break;
+        }
+        assert_eq!(body, old, "the previous body, whole, until the new one");
+    }
+    // The instance's own write: its writer's next read is the new body, and a hit too.
+    assert_eq!(put(a, "/reviews/1/helpful").await.status, 204);
+    assert!(get(a, "/reviews?product_id=1")
+        .await
+        .body
+        .contains(r#""helpfulness":9"#));
+    assert_eq!(
+        server.app.cache.stats().misses,
+        misses,
+        "every read was a hit"
+    );
+    assert!(server.app.cache.stats().refreshed >= 2);
+}

@@ -142,6 +142,11 @@ async fn every_warmed_body_is_what_a_fill_renders_before_and_after_writes() {
             .unwrap();
         let feed = server.app.feed_status().unwrap();
         assert!(feed.wait_for_fresh_read(Duration::from_secs(10)).await);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while server.app.cache.refreshes_pending() > 0 {
+            assert!(Instant::now() < deadline, "refreshes never finished");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         let checked = every_entry_is_fresh(&server, &pool).await;
         assert!(checked > 0);
     }

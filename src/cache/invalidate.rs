@@ -8,35 +8,65 @@ use crate::domain::Change;
 use crate::domain::ReviewOrder;
 use crate::pg::feed::ChangeSink;
 
+/// The entries a change makes stale (besides the products pages of a product change, which
+/// go by generation).
+pub fn stale_keys(change: &Change) -> Vec<Key> {
+    match change {
+        // A product's detail, and its existence (styles and related answer 404 without it).
+        Change::Product(id) => vec![Key::Product(*id), Key::Styles(*id), Key::Related(*id)],
+        Change::Features(id) => vec![Key::Product(*id)],
+        Change::Styles(id) => vec![Key::Styles(*id)],
+        Change::Related(id) => vec![Key::Related(*id)],
+        Change::Reviews(id) => vec![
+            Key::Reviews {
+                product_id: *id,
+                order: ReviewOrder::Helpful,
+            },
+            Key::Reviews {
+                product_id: *id,
+                order: ReviewOrder::Newest,
+            },
+            Key::ReviewsMeta(*id),
+        ],
+        Change::Questions(id) => vec![Key::Questions(*id)],
+        Change::Answers(id) => vec![Key::Answers(*id)],
+        Change::Cart(session) => vec![Key::Cart(Arc::from(session.as_str()))],
+        Change::All => Vec::new(),
+    }
+}
+
 impl ResponseCache {
-    /// Drops every entry `change` makes stale.
+    /// Makes every entry `change` touches current again: each one held is re-rendered in the
+    /// background and swapped in (readers get the previous body meanwhile), each one being
+    /// filled is cancelled, and every page of the products list of a product change becomes
+    /// unreachable (a new generation). Without a refresher running, stale entries are dropped.
     pub fn apply_change(&self, change: &Change) {
-        match change {
-            Change::Product(id) => {
-                // Its detail, its existence (styles and related answer 404 without it) and
-                // every page of the products list (a new generation of pages).
-                self.invalidate(&Key::Product(*id));
-                self.invalidate(&Key::Styles(*id));
-                self.invalidate(&Key::Related(*id));
-                self.next_products_generation();
-            }
-            Change::Features(id) => self.invalidate(&Key::Product(*id)),
-            Change::Styles(id) => self.invalidate(&Key::Styles(*id)),
-            Change::Related(id) => self.invalidate(&Key::Related(*id)),
-            Change::Reviews(id) => {
-                for order in [ReviewOrder::Helpful, ReviewOrder::Newest] {
-                    self.invalidate(&Key::Reviews {
-                        product_id: *id,
-                        order,
-                    });
-                }
-                self.invalidate(&Key::ReviewsMeta(*id));
-            }
-            Change::Questions(id) => self.invalidate(&Key::Questions(*id)),
-            Change::Answers(id) => self.invalidate(&Key::Answers(*id)),
-            Change::Cart(session) => self.invalidate(&Key::Cart(Arc::from(session.as_str()))),
-            Change::All => self.clear(),
+        if let Change::All = change {
+            return self.clear();
         }
+        if let Change::Product(_) = change {
+            self.next_products_generation();
+        }
+        for key in stale_keys(change) {
+            self.stale(key);
+        }
+    }
+}
+
+impl ResponseCache {
+    /// [`apply_change`](Self::apply_change) for a write this instance made: what it changed is
+    /// re-rendered before this returns, so the writer's next read gets the new body.
+    pub async fn apply_own_change(&self, change: &Change, pool: &crate::pg::pool::Pool) {
+        if let Change::All = change {
+            return self.clear();
+        }
+        if let Change::Product(_) = change {
+            self.next_products_generation();
+        }
+        let refreshes = stale_keys(change)
+            .into_iter()
+            .map(|key| self.refresh_now(key, pool));
+        futures_util::future::join_all(refreshes).await;
     }
 }
 

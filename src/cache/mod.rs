@@ -10,6 +10,7 @@
 pub mod fill;
 pub mod invalidate;
 pub mod key;
+pub mod refresh;
 pub mod sweep;
 pub mod warm;
 
@@ -60,6 +61,10 @@ pub struct CacheStats {
     pub entries: u64,
     pub bytes: u64,
     pub capacity_bytes: u64,
+    /// Stale entries re-rendered and swapped in after a change.
+    pub refreshed: u64,
+    /// Refreshes under way.
+    pub refreshes_pending: u64,
     /// Entries the anti-entropy sweep re-rendered.
     pub swept: u64,
     /// Entries the sweep found different from a fresh render that no change had replaced: each
@@ -75,6 +80,13 @@ pub struct ResponseCache {
     products_generation: AtomicU64,
     swept: AtomicU64,
     drift: AtomicU64,
+    /// Where stale entries go to be re-rendered (see [`refresh`]); None: they are dropped.
+    refresh_tx: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedSender<refresh::Refresh>>>,
+    /// The number of the latest change to each key whose refresh is under way.
+    refreshing: std::sync::Mutex<std::collections::HashMap<Key, u64>>,
+    refresh_numbers: AtomicU64,
+    refreshed: AtomicU64,
+    refresh_done: tokio::sync::Notify,
     /// What was invalidated since a warm-up began (see [`warm`]); None when none runs.
     warming: std::sync::Mutex<Option<Invalidated>>,
     warming_on: std::sync::atomic::AtomicBool,
@@ -106,6 +118,11 @@ impl ResponseCache {
             products_generation: AtomicU64::new(0),
             swept: AtomicU64::new(0),
             drift: AtomicU64::new(0),
+            refresh_tx: std::sync::Mutex::new(None),
+            refreshing: std::sync::Mutex::new(Default::default()),
+            refresh_numbers: AtomicU64::new(0),
+            refreshed: AtomicU64::new(0),
+            refresh_done: tokio::sync::Notify::new(),
             warming: std::sync::Mutex::new(None),
             warming_on: std::sync::atomic::AtomicBool::new(false),
         }
@@ -218,6 +235,8 @@ impl ResponseCache {
             entries: self.inner.len() as u64,
             bytes: self.inner.weight(),
             capacity_bytes: self.inner.capacity(),
+            refreshed: self.refreshed.load(Ordering::Relaxed),
+            refreshes_pending: self.refreshes_pending() as u64,
             swept: self.swept.load(Ordering::Relaxed),
             drift: self.drift.load(Ordering::Relaxed),
         }

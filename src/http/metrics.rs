@@ -151,6 +151,18 @@ impl Metrics {
                 gauges.pool_open as u64,
             ),
             (
+                "atelier_cache_refreshed_total",
+                "counter",
+                "Stale entries re-rendered and swapped in after a change.",
+                c.refreshed,
+            ),
+            (
+                "atelier_cache_refreshes_pending",
+                "gauge",
+                "Refreshes of stale entries under way.",
+                c.refreshes_pending,
+            ),
+            (
                 "atelier_cache_swept_total",
                 "counter",
                 "Entries the anti-entropy sweep re-rendered.",

@@ -230,7 +230,7 @@ impl App {
         match result {
             Ok(changes) => {
                 for change in &changes {
-                    self.cache.apply_change(change);
+                    self.cache.apply_own_change(change, pool).await;
                 }
                 if posted {
                     respond::text(StatusCode::CREATED, "Created")
@@ -531,7 +531,15 @@ pub async fn build_app(
     let scan_database = settings.scan_database.clone().unwrap_or(database.clone());
     let feed_database = settings.feed_database.clone().unwrap_or(database);
     let app = Arc::new(App::new(settings, pool));
-    let mut tasks = vec![app.start_feed(feed_database)];
+    let refreshes = app.cache.refresh_queue();
+    let refresher = {
+        let app = Arc::clone(&app);
+        let concurrency = app.settings.pool_size * 2;
+        tokio::spawn(async move {
+            crate::cache::refresh::run(&app.cache, &app.pool, refreshes, concurrency).await
+        })
+    };
+    let mut tasks = vec![refresher, app.start_feed(feed_database)];
     if let Err(e) = app.warm_up().await {
         eprintln!("warm-up: {e} (serving anyway; /readyz says 503 until the database answers)");
     }
