@@ -135,6 +135,14 @@ impl ResponseCache {
             .unwrap_or(true)
     }
 
+    /// Whether a change's refresh of `key` is under way.
+    pub fn is_being_refreshed(&self, key: &Key) -> bool {
+        self.refreshing
+            .lock()
+            .map(|n| n.contains_key(key))
+            .unwrap_or(false)
+    }
+
     /// Refreshes not yet swapped in.
     pub fn refreshes_pending(&self) -> usize {
         self.refreshing.lock().map(|n| n.len()).unwrap_or(0)

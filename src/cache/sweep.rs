@@ -88,8 +88,10 @@ async fn judge(cache: &ResponseCache, feed: &FeedStatus, differing: &mut Vec<(&K
     }
     let vouched = feed.wait_for_fresh_read(FEED_WAIT).await;
     for (key, cached) in differing.drain(..) {
-        if !cache.is_current(key) {
-            continue; // a product changed meanwhile: its pages are unreachable already
+        if !cache.is_current(key) || cache.is_being_refreshed(key) {
+            // A product changed meanwhile (its pages are unreachable already), or a change's
+            // refresh is about to swap the new body in.
+            continue;
         }
         let dropped = cache
             .inner
