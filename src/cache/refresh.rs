@@ -70,12 +70,7 @@ impl ResponseCache {
                 let done = self.refresh_done.notified();
                 tokio::pin!(done);
                 done.as_mut().enable();
-                if !self
-                    .refreshing
-                    .lock()
-                    .map(|n| n.contains_key(&key))
-                    .unwrap_or(false)
-                {
+                if !self.is_being_refreshed(&key) {
                     return;
                 }
                 done.await;
