@@ -81,9 +81,9 @@ pub struct ResponseCache {
     swept: AtomicU64,
     drift: AtomicU64,
     /// Where stale entries go to be re-rendered (see [`refresh`]); None: they are dropped.
-    refresh_tx: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedSender<refresh::Refresh>>>,
-    /// The number of the latest change to each key whose refresh is under way.
-    refreshing: std::sync::Mutex<std::collections::HashMap<Key, u64>>,
+    refresh_tx: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedSender<Key>>>,
+    /// The keys whose refresh is under way, with the number of their latest change.
+    refreshing: std::sync::Mutex<std::collections::HashMap<Key, refresh::Pending>>,
     refresh_numbers: AtomicU64,
     refreshed: AtomicU64,
     refresh_done: tokio::sync::Notify,
@@ -207,22 +207,14 @@ impl ResponseCache {
         self.inner.insert(key, entry);
     }
 
-    /// Drops the entry for `key` (and cancels the insert of a fill in flight for it).
-    pub fn invalidate(&self, key: &Key) {
-        self.while_warming(|warming| {
-            if let Some(w) = warming {
-                w.keys.insert(key.clone());
-            }
-            self.inner.remove(key);
-        });
-    }
-
     /// Drops everything.
     pub fn clear(&self) {
         self.while_warming(|warming| {
             if let Some(w) = warming {
                 w.everything = true;
             }
+            // A refresh that read before now must not swap its body into the emptied cache.
+            self.abandon_refreshes();
             self.inner.clear();
         });
     }

@@ -7,8 +7,11 @@
 //! its client's next read is the new body. Refreshes of one key can overlap (two changes in a
 //! row), and a slow one must not overwrite a newer one: every change to a held key takes a new
 //! number, and a refresh swaps its body in only if no later change has taken one since — under
-//! the lock changes take their numbers under. An entry not held is simply dropped (which also
-//! cancels a fill in flight); a refresh that fails drops its entry, so the next read fills it.
+//! the lock changes take their numbers under. A key waits in the background queue at most once
+//! however many changes it gets (the refresh renders for the latest), so the queue is bounded
+//! by the keys the cache holds. An entry not held is simply dropped (which also cancels a fill
+//! in flight); a refresh that fails, or is abandoned half-way, drops its entry, so the next
+//! read fills it; emptying the cache abandons every refresh under way.
 
 use std::sync::atomic::Ordering;
 
@@ -18,16 +21,19 @@ use super::{fill, Key, ResponseCache};
 use crate::pg::pool::Pool;
 use crate::render::Rendered;
 
-/// A refresh to run: the key, and the number of the change it answers.
-pub struct Refresh {
-    key: Key,
-    number: u64,
+/// A key with a refresh under way.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Pending {
+    /// The number of the latest change to the key.
+    latest: u64,
+    /// Whether the key waits in the background queue.
+    queued: bool,
 }
 
 impl ResponseCache {
     /// Starts taking refreshes: returns the queue [`run`] serves. Until this is called (and
     /// after [`run`] stops), stale entries are dropped instead.
-    pub fn refresh_queue(&self) -> mpsc::UnboundedReceiver<Refresh> {
+    pub fn refresh_queue(&self) -> mpsc::UnboundedReceiver<Key> {
         let (tx, rx) = mpsc::unbounded_channel();
         if let Ok(mut queue) = self.refresh_tx.lock() {
             *queue = Some(tx);
@@ -39,27 +45,31 @@ impl ResponseCache {
     /// of it is under way), drops it otherwise.
     pub(crate) fn stale(&self, key: Key) {
         let queue = self.refresh_tx.lock().ok().and_then(|q| q.clone());
-        match (queue, self.take_number(&key)) {
-            (Some(queue), Some(number)) => {
-                if let Err(refused) = queue.send(Refresh { key, number }) {
-                    // The refresher is gone: fall back to dropping.
-                    self.finish(refused.0.key, refused.0.number, None);
-                }
-            }
-            (None, Some(number)) => {
-                self.finish(key, number, None);
-            }
-            (_, None) => {}
+        let Some((number, newly_queued)) = self.take_number(&key, queue.is_some()) else {
+            return;
+        };
+        if !newly_queued {
+            return; // already waiting: its refresh will render for this change too
+        }
+        let refused = match queue {
+            Some(queue) => queue.send(key).err().map(|e| e.0),
+            None => Some(key),
+        };
+        if let Some(key) = refused {
+            // No refresher: drop the entry instead.
+            self.finish(key, number, None);
         }
     }
 
     /// Re-renders `key` now, if the cache holds it, and swaps the new body in; drops it if
     /// the render fails. For the instance's own writes.
     pub async fn refresh_now(&self, key: Key, pool: &Pool) {
-        let Some(number) = self.take_number(&key) else {
+        let Some((number, _)) = self.take_number(&key, false) else {
             return; // dropped: the next read fills it fresh
         };
+        let guard = Abandoned::new(self, &key, number);
         let fresh = fill(&key, pool).await.ok();
+        guard.disarm();
         if self.finish(key.clone(), number, fresh) {
             return;
         }
@@ -79,35 +89,51 @@ impl ResponseCache {
         .await;
     }
 
-    /// Gives `key`'s next change a number if the cache holds the key or a refresh of it is
-    /// under way; otherwise drops it (cancelling a fill in flight) and returns None. Either
-    /// way, a warm-up running now will not insert the key.
-    fn take_number(&self, key: &Key) -> Option<u64> {
+    /// Gives `key`'s latest change a number if the cache holds the key or a refresh of it is
+    /// under way, and with `enqueue` marks it queued (returning whether it was not already);
+    /// otherwise drops it (cancelling a fill in flight) and returns None. Either way, a
+    /// warm-up running now will not insert the key.
+    fn take_number(&self, key: &Key, enqueue: bool) -> Option<(u64, bool)> {
         self.while_warming(|warming| {
             if let Some(w) = warming {
                 w.keys.insert(key.clone());
             }
-            let mut numbers = self.refreshing.lock().ok()?;
-            if self.inner.peek(key).is_none() && !numbers.contains_key(key) {
+            let mut pending = self.refreshing.lock().ok()?;
+            if !pending.contains_key(key) && !self.inner.contains_key(key) {
                 self.inner.remove(key);
                 return None;
             }
             let number = self.refresh_numbers.fetch_add(1, Ordering::Relaxed) + 1;
-            numbers.insert(key.clone(), number);
-            Some(number)
+            let entry = pending.entry(key.clone()).or_insert(Pending {
+                latest: number,
+                queued: false,
+            });
+            entry.latest = number;
+            let newly_queued = enqueue && !entry.queued;
+            entry.queued |= enqueue;
+            Some((number, newly_queued))
         })
+    }
+
+    /// Takes `key` off the queue for rendering: the number of the change to render for, or
+    /// None if the refresh was abandoned meanwhile.
+    fn dequeue(&self, key: &Key) -> Option<u64> {
+        let mut pending = self.refreshing.lock().ok()?;
+        let entry = pending.get_mut(key)?;
+        entry.queued = false;
+        Some(entry.latest)
     }
 
     /// Swaps `fresh` in for `key` (or drops the entry if None), unless a change after the one
     /// numbered `number` has come since: its own refresh will. Returns whether it did.
     fn finish(&self, key: Key, number: u64, fresh: Option<Rendered>) -> bool {
-        let Ok(mut numbers) = self.refreshing.lock() else {
+        let Ok(mut pending) = self.refreshing.lock() else {
             return false;
         };
-        if numbers.get(&key) != Some(&number) {
+        if pending.get(&key).map(|p| p.latest) != Some(number) {
             return false;
         }
-        numbers.remove(&key);
+        pending.remove(&key);
         match fresh {
             Some(body) => {
                 self.inner.insert(key, body);
@@ -117,17 +143,17 @@ impl ResponseCache {
                 self.inner.remove(&key);
             }
         }
-        drop(numbers);
+        drop(pending);
         self.refresh_done.notify_waiters();
         true
     }
 
-    /// Whether a later change has superseded refresh `number` of `key` (so it need not run).
-    fn superseded(&self, key: &Key, number: u64) -> bool {
-        self.refreshing
-            .lock()
-            .map(|n| n.get(key) != Some(&number))
-            .unwrap_or(true)
+    /// Abandons every refresh under way (the cache is being emptied): none will swap in.
+    pub(crate) fn abandon_refreshes(&self) {
+        if let Ok(mut pending) = self.refreshing.lock() {
+            pending.clear();
+        }
+        self.refresh_done.notify_waiters();
     }
 
     /// Whether a change's refresh of `key` is under way.
@@ -144,24 +170,54 @@ impl ResponseCache {
     }
 }
 
+/// Drops the entry of a refresh abandoned half-way (its future dropped, or a panic), so the
+/// key is neither left stale nor left looking refreshed for ever.
+struct Abandoned<'a> {
+    cache: &'a ResponseCache,
+    key: Option<(Key, u64)>,
+}
+
+impl<'a> Abandoned<'a> {
+    fn new(cache: &'a ResponseCache, key: &Key, number: u64) -> Abandoned<'a> {
+        Abandoned {
+            cache,
+            key: Some((key.clone(), number)),
+        }
+    }
+
+    fn disarm(mut self) {
+        self.key = None;
+    }
+}
+
+impl Drop for Abandoned<'_> {
+    fn drop(&mut self) {
+        if let Some((key, number)) = self.key.take() {
+            self.cache.finish(key, number, None);
+        }
+    }
+}
+
 /// Serves the refresh queue until it closes: up to `concurrency` re-renders at once.
 pub async fn run(
     cache: &ResponseCache,
     pool: &Pool,
-    mut queue: mpsc::UnboundedReceiver<Refresh>,
+    mut queue: mpsc::UnboundedReceiver<Key>,
     concurrency: usize,
 ) {
-    let mut running = futures_util::stream::FuturesUnordered::new();
     use futures_util::StreamExt;
+    let mut running = futures_util::stream::FuturesUnordered::new();
     loop {
         tokio::select! {
             next = queue.recv(), if running.len() < concurrency => match next {
-                Some(Refresh { key, number }) => {
-                    if cache.superseded(&key, number) {
-                        continue;
-                    }
+                Some(key) => {
+                    let Some(number) = cache.dequeue(&key) else {
+                        continue; // abandoned meanwhile
+                    };
                     running.push(async move {
+                        let guard = Abandoned::new(cache, &key, number);
                         let fresh = fill(&key, pool).await.ok();
+                        guard.disarm();
                         cache.finish(key, number, fresh);
                     });
                 }

@@ -166,8 +166,8 @@ impl App {
         (label, response)
     }
 
-    /// Validates and makes a write, then drops what it made stale from this instance's cache
-    /// before answering, so the caller reads its own write at once.
+    /// Validates and makes a write, then re-renders what it made stale in this instance's
+    /// cache before answering, so the caller reads its own write at once.
     async fn write(
         &self,
         route: &Route,

@@ -380,20 +380,21 @@ impl Follower {
                 .map_err(|e| DbError::Unavailable(e.to_string()))
         })
         .await?;
-        let (notify_tx, mut notified) = tokio::sync::mpsc::unbounded_channel::<()>();
+        // One stored wake-up however many notifications arrive: a burst becomes one read.
+        let notified = Arc::new(tokio::sync::Notify::new());
+        let closed = Arc::new(AtomicBool::new(false));
+        let (wake, gone) = (Arc::clone(&notified), Arc::clone(&closed));
         let driver = tokio::spawn(async move {
             let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
             while let Some(message) = messages.next().await {
                 match message {
-                    Ok(AsyncMessage::Notification(_)) => {
-                        if notify_tx.send(()).is_err() {
-                            break;
-                        }
-                    }
+                    Ok(AsyncMessage::Notification(_)) => wake.notify_one(),
                     Ok(_) => {}
                     Err(_) => break,
                 }
             }
+            gone.store(true, Ordering::Release);
+            wake.notify_one();
         });
         let _driver = AbortOnDrop(driver);
         timed(limit, async {
@@ -429,11 +430,10 @@ impl Follower {
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                message = notified.recv() => {
-                    if message.is_none() {
+                () = notified.notified() => {
+                    if closed.load(Ordering::Acquire) {
                         return Err(DbError::Unavailable("the change feed connection closed".into()));
                     }
-                    while notified.try_recv().is_ok() {} // coalesce a burst into one read
                 }
                 _ = poll.tick() => self.prune_if_due(&client, settings).await?,
             }

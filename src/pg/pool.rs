@@ -26,6 +26,8 @@ use super::DbError;
 pub struct Conn {
     pub client: Client,
     pub statements: Statements,
+    /// Set when a query on it outlived the time limit: the next request replaces it.
+    abandoned: std::sync::atomic::AtomicBool,
 }
 
 /// Connections to the database for cache fills and writes.
@@ -67,15 +69,11 @@ impl Pool {
     /// for the slot and connecting share one time limit, so a request never waits longer than
     /// that for a connection, however many others are queued on the same slot.
     pub async fn get(&self) -> Result<Arc<Conn>, DbError> {
-        self.get_slot().await.map(|(_, conn)| conn)
-    }
-
-    async fn get_slot(&self) -> Result<(usize, Arc<Conn>), DbError> {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
         let attempt = async {
             let mut slot = self.slots[i].lock().await;
             if let Some(conn) = slot.as_ref() {
-                if !conn.client.is_closed() {
+                if !conn.client.is_closed() && !conn.abandoned.load(Ordering::Acquire) {
                     return Ok(Arc::clone(conn));
                 }
             }
@@ -84,19 +82,16 @@ impl Pool {
             *slot = Some(Arc::clone(&conn));
             Ok(conn)
         };
-        let conn = tokio::time::timeout(self.timeout, attempt)
+        tokio::time::timeout(self.timeout, attempt)
             .await
-            .map_err(|_| DbError::Unavailable("timed out connecting".into()))??;
-        Ok((i, conn))
+            .map_err(|_| DbError::Unavailable("timed out connecting".into()))?
     }
 
-    /// Gives up on the connection in slot `i` (if it still holds `conn`): asks the server to
-    /// cancel whatever runs on it, and leaves the slot empty for a fresh connection.
-    async fn discard(&self, i: usize, conn: &Arc<Conn>) {
-        let mut slot = self.slots[i].lock().await;
-        if slot.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {
-            *slot = None;
-        }
+    /// Gives up on `conn`: the next request for its slot opens a fresh connection, and the
+    /// server is asked to cancel whatever runs on it. Takes no lock, so a request that has
+    /// already waited its limit does not wait behind a slot being reconnected.
+    fn discard(&self, conn: &Arc<Conn>) {
+        conn.abandoned.store(true, Ordering::Release);
         let cancel = conn.client.cancel_token();
         let limit = self.timeout;
         tokio::spawn(async move {
@@ -109,7 +104,11 @@ impl Pool {
             .await
             .map_err(|e| DbError::Unavailable(e.to_string()))?;
         let statements = Statements::prepare(&client).await?;
-        Ok(Conn { client, statements })
+        Ok(Conn {
+            client,
+            statements,
+            abandoned: std::sync::atomic::AtomicBool::new(false),
+        })
     }
 
     /// Connections currently open.
@@ -135,12 +134,12 @@ impl Pool {
         F: FnOnce(Arc<Conn>) -> Fut,
         Fut: std::future::Future<Output = Result<T, tokio_postgres::Error>>,
     {
-        let (i, conn) = self.get_slot().await?;
+        let conn = self.get().await?;
         match tokio::time::timeout(self.timeout, f(Arc::clone(&conn))).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(DbError::from_query(e)),
             Err(_) => {
-                self.discard(i, &conn).await;
+                self.discard(&conn);
                 Err(DbError::Unavailable("query timed out".into()))
             }
         }
