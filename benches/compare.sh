@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# The load benchmark, side by side in one run: the constant-body ceiling (examples/
+# constant_body.rs), nginx serving a static body of the same size, and atelier precomputed,
+# on demand and without a cache, each under the same workloads:
+#   a. the product-page mix over random ids in the last 10% of the catalog;
+#   b. the same mix over uniform random ids;
+#   c. the mix of a with 5% writes (helpful votes, new reviews, new answers);
+#   d. a fixed 10,000 requests/s for 30 s with latency correction (needs `oha`:
+#      `cargo install oha`; skipped without it).
+# Prints one table. Needs wrk and nginx (apt-get install wrk nginx-light) and DATABASE_URL
+# naming a loaded database (which workload c writes to).
+#
+#   DATABASE_URL=... benches/compare.sh [SECONDS] [CACHE_MB]
+#
+# Everything runs on this machine, load generator included: figures are for comparing rows of
+# one run, not absolute capacity.
+set -euo pipefail
+seconds=${1:-15}
+cache_mb=${2:-512}
+: "${DATABASE_URL:?set DATABASE_URL to a loaded database}"
+command -v wrk >/dev/null || { echo "wrk is not installed: apt-get install wrk" >&2; exit 1; }
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { echo "nginx is not installed: apt-get install nginx-light" >&2; exit 1; }
+nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
+cd "$(dirname "$0")/.."
+cargo build --release --quiet --bin atelier --example constant_body
+bin=target/release/atelier
+work=$(mktemp -d)
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+max_id=$(psql "$DATABASE_URL" -Atc "SELECT max(id) FROM products" 2>/dev/null || true)
+if [ -z "$max_id" ]; then
+    echo "cannot read products from DATABASE_URL (is psql installed, and the database loaded?)" >&2
+    exit 1
+fi
+tail_first=$((max_id - max_id / 10))
+tail_count=$((max_id / 10))
+
+wait_ready() {
+    for _ in $(seq 1 900); do
+        [ "$(curl -s "$1/readyz" 2>/dev/null)" = ready ] && return 0
+        sleep 1
+    done
+    echo "$1 never became ready" >&2
+    return 1
+}
+
+rows=()
+run_wrk() { # name workload url script first count
+    local out
+    out=$(FIRST=$5 COUNT=$6 wrk -t2 -c64 -d"${seconds}s" --latency -s "benches/$4" "$3")
+    local rps p50 p99
+    rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+    p50=$(awk '$1=="50%" {print $2}' <<<"$out")
+    p99=$(awk '$1=="99%" {print $2}' <<<"$out")
+    rows+=("$1|$2|$rps|$p50|$p99")
+    echo "  $1, $2: $rps requests/s, p50 $p50, p99 $p99" >&2
+}
+
+run_fixed() { # name url first
+    if ! command -v oha >/dev/null; then
+        rows+=("$1|d (10k/s fixed)|skipped: no oha||")
+        return
+    fi
+    local out
+    out=$(oha --no-tui -z 30s -q 10000 --latency-correction -c 64 \
+        -H "Authorization: bench" "$2/products/$3" 2>/dev/null)
+    local p50 p99 p999 rps
+    rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+    p50=$(awk '/50.00%/ {print $3" "$4}' <<<"$out")
+    p99=$(awk '/99.00%/ {print $3" "$4}' <<<"$out")
+    p999=$(awk '/99.90%/ {print $3" "$4}' <<<"$out")
+    rows+=("$1|d (10k/s fixed)|$rps|$p50|$p99 (p99.9 $p999)")
+}
+
+body_size=1400
+echo "== constant-body ceiling" >&2
+target/release/examples/constant_body 127.0.0.1:4501 "$body_size" 2>/dev/null &
+pids+=($!)
+sleep 1
+for w in "a|wrk-mix.lua|$tail_first|$tail_count" "b|wrk-mix.lua|1|$max_id"; do
+    IFS='|' read -r name script first count <<<"$w"
+    run_wrk "ceiling (constant body)" "$name" http://127.0.0.1:4501 "$script" "$first" "$count"
+done
+run_fixed "ceiling (constant body)" http://127.0.0.1:4501 "$tail_first"
+
+echo "== nginx, static body" >&2
+mkdir -p "$work/www"
+head -c "$body_size" /dev/zero | tr '\0' 'x' >"$work/www/body.json"
+cat >"$work/nginx.conf" <<CONF
+worker_processes 1;
+pid $work/nginx.pid;
+error_log $work/error.log;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    server {
+        listen 127.0.0.1:4502;
+        root $work/www;
+        location / { try_files /body.json =404; default_type application/json; }
+    }
+}
+CONF
+"$nginx_bin" -c "$work/nginx.conf"
+sleep 1
+for w in "a|wrk-mix.lua|$tail_first|$tail_count" "b|wrk-mix.lua|1|$max_id"; do
+    IFS='|' read -r name script first count <<<"$w"
+    run_wrk "nginx (static body)" "$name" http://127.0.0.1:4502 "$script" "$first" "$count"
+done
+run_fixed "nginx (static body)" http://127.0.0.1:4502 "$tail_first"
+kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
+
+for setup in "precomputed|all|$cache_mb" "on demand|none|$cache_mb" "no cache|none|0"; do
+    IFS='|' read -r label precompute mb <<<"$setup"
+    echo "== atelier, $label" >&2
+    "$bin" serve --listen 127.0.0.1:4503 --precompute "$precompute" --cache-mb "$mb" \
+        --sweep-period-s 0 2>"$work/atelier.log" &
+    pid=$!
+    pids+=("$pid")
+    started=$(date +%s)
+    wait_ready http://127.0.0.1:4503
+    echo "  ready after $(($(date +%s) - started)) s" >&2
+    for w in "a|wrk-mix.lua|$tail_first|$tail_count" "b|wrk-mix.lua|1|$max_id" "c (5% writes)|wrk-writes.lua|$tail_first|$tail_count"; do
+        IFS='|' read -r name script first count <<<"$w"
+        run_wrk "atelier $label" "$name" http://127.0.0.1:4503 "$script" "$first" "$count"
+    done
+    run_fixed "atelier $label" http://127.0.0.1:4503 "$tail_first"
+    kill "$pid"
+    wait "$pid" 2>/dev/null || true
+done
+
+echo
+echo "$(nproc) cores, $(date -u +%F), $seconds s a workload, wrk -t2 -c64, catalog of $max_id products, --cache-mb $cache_mb"
+printf '| %-26s | %-16s | %12s | %10s | %10s |\n' setup workload requests/s p50 p99
+printf '|%s|%s|%s|%s|%s|\n' "----------------------------" "------------------" "--------------" "------------" "------------"
+for r in "${rows[@]}"; do
+    IFS='|' read -r a b c d e <<<"$r"
+    printf '| %-26s | %-16s | %12s | %10s | %10s |\n' "$a" "$b" "$c" "$d" "$e"
+done
