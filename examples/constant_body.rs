@@ -18,7 +18,10 @@ async fn main() -> std::io::Result<()> {
     let mut args = std::env::args().skip(1);
     let listen = args.next().unwrap_or_else(|| "127.0.0.1:4501".into());
     let size: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(1400);
-    let body = Bytes::from(format!("{{\"pad\":\"{}\"}}", "x".repeat(size.saturating_sub(10))));
+    let body = Bytes::from(format!(
+        "{{\"pad\":\"{}\"}}",
+        "x".repeat(size.saturating_sub(10))
+    ));
     let listener = tokio::net::TcpListener::bind(&listen).await?;
     eprintln!("constant body of {} bytes on http://{listen}", body.len());
     loop {
