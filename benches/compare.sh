@@ -78,16 +78,21 @@ run_fixed() { # name url first
     rows+=("$1|d (10k/s fixed)|$rps|$p50|$p99 (p99.9 $p999)")
 }
 
+# A server that answers every path with one body: the read-only workloads and the fixed rate.
+measure_static() { # name url
+    for w in "a|$tail_first|$tail_count" "b|1|$max_id"; do
+        IFS='|' read -r workload first count <<<"$w"
+        run_wrk "$1" "$workload" "$2" wrk-mix.lua "$first" "$count"
+    done
+    run_fixed "$1" "$2" "$tail_first"
+}
+
 body_size=1400
 echo "== constant-body ceiling" >&2
 target/release/examples/constant_body 127.0.0.1:4501 "$body_size" 2>/dev/null &
 pids+=($!)
 sleep 1
-for w in "a|wrk-mix.lua|$tail_first|$tail_count" "b|wrk-mix.lua|1|$max_id"; do
-    IFS='|' read -r name script first count <<<"$w"
-    run_wrk "ceiling (constant body)" "$name" http://127.0.0.1:4501 "$script" "$first" "$count"
-done
-run_fixed "ceiling (constant body)" http://127.0.0.1:4501 "$tail_first"
+measure_static "ceiling (constant body)" http://127.0.0.1:4501
 
 echo "== nginx, static body" >&2
 mkdir -p "$work/www"
@@ -108,11 +113,7 @@ http {
 CONF
 "$nginx_bin" -c "$work/nginx.conf"
 sleep 1
-for w in "a|wrk-mix.lua|$tail_first|$tail_count" "b|wrk-mix.lua|1|$max_id"; do
-    IFS='|' read -r name script first count <<<"$w"
-    run_wrk "nginx (static body)" "$name" http://127.0.0.1:4502 "$script" "$first" "$count"
-done
-run_fixed "nginx (static body)" http://127.0.0.1:4502 "$tail_first"
+measure_static "nginx (static body)" http://127.0.0.1:4502
 kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
 
 for setup in "precomputed|all|$cache_mb" "on demand|none|$cache_mb" "no cache|none|0"; do

@@ -1,11 +1,12 @@
 -- wrk script: the storefront's product-page mix over a range of product ids.
 -- A product page load asks for the product, its styles, related ids, reviews, review meta and
 -- questions; this cycles through those for random products in [FIRST, FIRST + COUNT).
+-- benches/wrk-writes.lua builds on it (run wrk from the repository root).
 --
 --   FIRST=900000 COUNT=1000 wrk -t2 -c64 -d20s -s benches/wrk-mix.lua http://127.0.0.1:3000
 
-local first = tonumber(os.getenv("FIRST") or "1")
-local count = tonumber(os.getenv("COUNT") or "1000")
+first = tonumber(os.getenv("FIRST") or "1")
+count = tonumber(os.getenv("COUNT") or "1000")
 local paths = {
   "/products/%d",
   "/products/%d/styles",
@@ -20,9 +21,17 @@ function init(args)
   math.randomseed(os.time() + tonumber(tostring({}):sub(8), 16))
 end
 
-request = function()
+-- A random product of the range.
+function random_product()
+  return first + math.random(0, count - 1)
+end
+
+-- The next request of a product page of product `id`.
+function page_view(id)
   i = i + 1
-  local id = first + math.random(0, count - 1)
-  local path = string.format(paths[(i % #paths) + 1], id)
-  return wrk.format("GET", path, { ["Authorization"] = "bench" })
+  return wrk.format("GET", string.format(paths[(i % #paths) + 1], id), { ["Authorization"] = "bench" })
+end
+
+request = function()
+  return page_view(random_product())
 end
