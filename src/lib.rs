@@ -10,7 +10,7 @@
 //!   schema migrations, the bulk loader);
 //! - [`dataset`]: the CSV data set's description, and the generator that writes one;
 //! - [`domain`]: the vocabulary every layer shares (review orders, marks, changes);
-//! - [`config`], [`digits`], [`progress`] and [`time`]: small shared pieces.
+//! - [`config`], [`digits`], [`progress`], [`task`] and [`time`]: small shared pieces.
 
 pub mod cache;
 pub mod config;
@@ -21,4 +21,5 @@ pub mod http;
 pub mod pg;
 pub mod progress;
 pub mod render;
+pub mod task;
 pub mod time;

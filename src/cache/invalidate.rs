@@ -41,32 +41,30 @@ impl ResponseCache {
     /// filled is cancelled, and every page of the products list of a product change becomes
     /// unreachable (a new generation). Without a refresher running, stale entries are dropped.
     pub fn apply_change(&self, change: &Change) {
-        if let Change::All = change {
-            return self.clear();
-        }
-        if let Change::Product(_) = change {
-            self.next_products_generation();
-        }
-        for key in stale_keys(change) {
+        for key in self.stale_after(change) {
             self.stale(key);
         }
     }
-}
 
-impl ResponseCache {
     /// [`apply_change`](Self::apply_change) for a write this instance made: what it changed is
     /// re-rendered before this returns, so the writer's next read gets the new body.
     pub async fn apply_own_change(&self, change: &Change, pool: &crate::pg::pool::Pool) {
-        if let Change::All = change {
-            return self.clear();
-        }
-        if let Change::Product(_) = change {
-            self.next_products_generation();
-        }
-        let refreshes = stale_keys(change)
+        let refreshes = self
+            .stale_after(change)
             .into_iter()
             .map(|key| self.refresh_now(key, pool));
         futures_util::future::join_all(refreshes).await;
+    }
+
+    /// What every change does before its keys are refreshed: `all` empties the cache (no key
+    /// is left to refresh), a product change starts a new generation of products pages.
+    fn stale_after(&self, change: &Change) -> Vec<Key> {
+        match change {
+            Change::All => self.clear(),
+            Change::Product(_) => self.next_products_generation(),
+            _ => {}
+        }
+        stale_keys(change)
     }
 }
 

@@ -36,6 +36,7 @@ use crate::pg::pool::Pool;
 use crate::pg::write::{self, WriteError};
 use crate::pg::DbError;
 use crate::render::{self, Rendered};
+use crate::task::supervised;
 
 /// The OpenAPI 3.1 description of every route, served at `GET /openapi.yaml`. The tests
 /// validate every response they receive against it.
@@ -470,33 +471,6 @@ impl Drop for BackgroundTasks {
     }
 }
 
-/// Runs the task `start` makes, and starts it again whenever it panics, until it returns or
-/// the returned handle is aborted (which aborts the running task too).
-fn supervised<F, Fut>(name: &'static str, start: F) -> tokio::task::JoinHandle<()>
-where
-    F: Fn() -> Fut + Send + 'static,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    struct AbortOnDrop(tokio::task::JoinHandle<()>);
-    impl Drop for AbortOnDrop {
-        fn drop(&mut self) {
-            self.0.abort();
-        }
-    }
-    tokio::spawn(async move {
-        loop {
-            let mut run = AbortOnDrop(tokio::spawn(start()));
-            match (&mut run.0).await {
-                Err(e) if e.is_panic() => {
-                    eprintln!("{name} panicked; starting it again");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-                _ => return,
-            }
-        }
-    })
-}
-
 /// Warms the catalog once the feed has found its place in the log (its start empties the
 /// cache), and again whenever the feed empties the cache (a bulk load, a log pruned past it,
 /// a restart); only the first warm-up holds `/readyz` at 503.
@@ -552,15 +526,20 @@ pub async fn build_app(
         }
         if app.settings.precompute == Precompute::All {
             let (app, feed) = (Arc::clone(&app), Arc::clone(feed));
-            tasks.push(supervised("the catalog warm-up", move || {
-                let (app, feed, scan_database) =
-                    (Arc::clone(&app), Arc::clone(&feed), scan_database.clone());
-                async move { keep_warm(&app, &feed, &scan_database).await }
-            }));
+            tasks.push(supervised(
+                "the catalog warm-up",
+                Duration::from_secs(1),
+                || {},
+                move || {
+                    let (app, feed, scan_database) =
+                        (Arc::clone(&app), Arc::clone(&feed), scan_database.clone());
+                    async move { keep_warm(&app, &feed, &scan_database).await }
+                },
+            ));
         }
         if let Some(period) = app.settings.sweep_period {
             let (app, feed) = (Arc::clone(&app), Arc::clone(feed));
-            tasks.push(supervised("the anti-entropy sweep", move || {
+            tasks.push(supervised("the anti-entropy sweep", Duration::from_secs(1), || {}, move || {
                 let (app, feed) = (Arc::clone(&app), Arc::clone(&feed));
                 async move { crate::cache::sweep::run(&app.cache, &app.pool, &feed, period).await }
             }));

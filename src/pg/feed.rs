@@ -48,6 +48,7 @@ use tokio_postgres::{AsyncMessage, Client, Config, NoTls};
 
 use super::DbError;
 pub use crate::domain::Change;
+use crate::task::{supervised, AbortOnDrop};
 
 /// The change a log row describes; `None` for a kind this build does not know (a newer
 /// writer), which the feed must treat as "anything may have changed".
@@ -251,29 +252,25 @@ pub fn spawn(
     settings: FeedSettings,
 ) -> (Arc<FeedStatus>, tokio::task::JoinHandle<()>) {
     let status = Arc::new(FeedStatus::new());
-    let supervised = Arc::clone(&status);
-    let handle = tokio::spawn(async move {
-        loop {
-            let run = tokio::spawn(follow_forever(
+    let (watched, running) = (Arc::clone(&status), Arc::clone(&status));
+    let handle = supervised(
+        "the change feed",
+        Duration::from_millis(50),
+        move || {
+            // Its state is lost: count the restart, and start over from a new position.
+            watched.restarts.fetch_add(1, Ordering::Relaxed);
+            watched.established.store(false, Ordering::Release);
+            watched.set_down();
+        },
+        move || {
+            follow_forever(
                 config.clone(),
                 Arc::clone(&sink),
-                Arc::clone(&supervised),
+                Arc::clone(&running),
                 settings.clone(),
-            ));
-            // Aborting the supervisor aborts the follower with it.
-            let mut run = AbortOnDrop(run);
-            match (&mut run.0).await {
-                Err(e) if e.is_panic() => {
-                    supervised.restarts.fetch_add(1, Ordering::Relaxed);
-                    supervised.established.store(false, Ordering::Release);
-                    supervised.set_down();
-                    eprintln!("change feed: the task panicked; starting it over");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                _ => return,
-            }
-        }
-    });
+            )
+        },
+    );
     (status, handle)
 }
 
@@ -605,12 +602,4 @@ async fn timed<T>(
     tokio::time::timeout(limit, f)
         .await
         .unwrap_or_else(|_| Err(DbError::Unavailable("a change feed query timed out".into())))
-}
-
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }

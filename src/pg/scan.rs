@@ -128,19 +128,25 @@ struct Read {
 }
 
 impl Read {
+    /// Fetches the next chunk when every fetched row has been handed out.
+    async fn refill(&mut self, tx: &Transaction<'_>) -> Result<(), DbError> {
+        if self.rows.is_empty() && !self.done {
+            let chunk = tx
+                .query_portal(&self.portal, CHUNK)
+                .await
+                .map_err(DbError::query("scanning the catalog"))?;
+            self.done = chunk.len() < CHUNK as usize;
+            self.rows.extend(chunk);
+        }
+        Ok(())
+    }
+
     /// Rows for `product_id` (the read's first column), in order. Rows of products before it
     /// cannot exist (every read is ordered by product id and the products read leads).
     async fn take(&mut self, tx: &Transaction<'_>, product_id: i64) -> Result<Vec<Row>, DbError> {
         let mut taken = Vec::new();
         loop {
-            if self.rows.is_empty() && !self.done {
-                let chunk = tx
-                    .query_portal(&self.portal, CHUNK)
-                    .await
-                    .map_err(DbError::query("scanning the catalog"))?;
-                self.done = chunk.len() < CHUNK as usize;
-                self.rows.extend(chunk);
-            }
+            self.refill(tx).await?;
             match self.rows.front() {
                 Some(row) if row.get::<_, i64>(0) < product_id => {
                     self.rows.pop_front();
@@ -211,14 +217,7 @@ impl<'a> CatalogScan<'a> {
         else {
             return Err(DbError::Unavailable("the catalog scan lost a read".into()));
         };
-        if products.rows.is_empty() && !products.done {
-            let chunk = tx
-                .query_portal(&products.portal, CHUNK)
-                .await
-                .map_err(DbError::query("scanning products"))?;
-            products.done = chunk.len() < CHUNK as usize;
-            products.rows.extend(chunk);
-        }
+        products.refill(tx).await?;
         let Some(p) = products.rows.pop_front() else {
             return Ok(None);
         };

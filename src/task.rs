@@ -1,0 +1,42 @@
+//! Background tasks that outlive neither their owner nor a panic: a handle that aborts its
+//! task when dropped, and a supervisor that starts a task again whenever it panics.
+
+use std::future::Future;
+use std::time::Duration;
+
+/// A task handle that aborts the task when dropped, so a task's helpers end with it.
+pub struct AbortOnDrop<T>(pub tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Runs the task `start` makes, and whenever it panics logs it, calls `on_panic`, waits
+/// `pause` and starts it again, until it returns or the returned handle is aborted (which
+/// aborts the running task too).
+pub fn supervised<F, Fut>(
+    name: &'static str,
+    pause: Duration,
+    on_panic: impl Fn() + Send + 'static,
+    start: F,
+) -> tokio::task::JoinHandle<()>
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(async move {
+        loop {
+            let mut run = AbortOnDrop(tokio::spawn(start()));
+            match (&mut run.0).await {
+                Err(e) if e.is_panic() => {
+                    eprintln!("{name} panicked; starting it again");
+                    on_panic();
+                    tokio::time::sleep(pause).await;
+                }
+                _ => return,
+            }
+        }
+    })
+}
