@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 
-use atelier::cache::Key;
+use atelier::cache::{CatalogSize, Key};
 use atelier::config::ServeSettings;
 use atelier::domain::ReviewOrder;
 use atelier::http::App;
@@ -184,37 +184,67 @@ fn cache_hit(c: &mut Criterion) {
     // No database behind it: a hit must not need one.
     let mut config = tokio_postgres::Config::new();
     config.host_path("/nonexistent").user("none").dbname("none");
-    let app = Arc::new(App::new(
-        ServeSettings::default(),
-        Pool::new(config, 1, Duration::from_millis(10)),
-    ));
+    let app = || {
+        Arc::new(App::new(
+            ServeSettings::default(),
+            Pool::new(config.clone(), 1, Duration::from_millis(10)),
+        ))
+    };
+    let (on_demand, catalog) = (app(), app());
     let p = product();
-    app.cache.insert(
-        Key::Product(42),
-        Rendered::Json(render::products::render_product(&p, &features())),
-    );
+    let product = Rendered::Json(render::products::render_product(&p, &features()));
     let (r, rp) = reviews(200);
-    let list = Arc::new(render::reviews::render_review_list(&r, &rp));
-    app.cache.insert(
-        Key::Reviews {
-            product_id: 42,
-            order: ReviewOrder::Helpful,
-        },
-        Rendered::List(list),
-    );
+    let helpful = render::reviews::render_review_list(&r, &rp);
+    let newest = helpful
+        .reordered((0..200).rev().collect())
+        .expect("a permutation");
+    let entries = [
+        (Key::Product(42), product),
+        (
+            Key::Reviews {
+                product_id: 42,
+                order: ReviewOrder::Helpful,
+            },
+            Rendered::List(Arc::new(helpful)),
+        ),
+        (
+            Key::Reviews {
+                product_id: 42,
+                order: ReviewOrder::Newest,
+            },
+            Rendered::List(Arc::new(newest)),
+        ),
+    ];
+    for (key, body) in entries.clone() {
+        on_demand.cache.insert(key, body);
+    }
+    catalog.cache.open_catalog(CatalogSize {
+        products: 100,
+        max_product_id: 100,
+        ..Default::default()
+    });
+    for (key, body) in entries {
+        assert!(catalog.cache.precompute(key, body));
+    }
 
     let mut g = c.benchmark_group("cache hit through the router");
-    for path in ["/products/42", "/reviews?product_id=42&page=3&count=5"] {
-        g.bench_function(path, |b| {
-            b.iter(|| {
-                let req = hyper::Request::get(path)
-                    .body(http_body_util::Empty::<bytes::Bytes>::new())
-                    .unwrap();
-                let response = runtime.block_on(app.handle(req));
-                assert_eq!(response.status(), 200);
-                black_box(response)
-            })
-        });
+    for (store, app) in [("on demand", &on_demand), ("catalog", &catalog)] {
+        for path in [
+            "/products/42",
+            "/reviews?product_id=42&page=3&count=5",
+            "/reviews?product_id=42&page=3&count=5&sort=newest",
+        ] {
+            g.bench_function(format!("{store} {path}"), |b| {
+                b.iter(|| {
+                    let req = hyper::Request::get(path)
+                        .body(http_body_util::Empty::<bytes::Bytes>::new())
+                        .unwrap();
+                    let response = runtime.block_on(app.handle(req));
+                    assert_eq!(response.status(), 200);
+                    black_box(response)
+                })
+            });
+        }
     }
     g.finish();
 }

@@ -11,46 +11,21 @@ pub mod fill;
 pub mod invalidate;
 pub mod key;
 pub mod refresh;
+pub mod store;
 pub mod sweep;
 pub mod warm;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
 pub use fill::fill;
 pub use key::Key;
+pub use store::CatalogSize;
+
+use store::Store;
 
 use crate::pg::pool::Pool;
 use crate::pg::DbError;
 use crate::render::Rendered;
-
-#[derive(Clone)]
-struct Weigher;
-
-impl quick_cache::Weighter<Key, Rendered> for Weigher {
-    fn weight(&self, key: &Key, value: &Rendered) -> u64 {
-        (key.weight() + value.weight()) as u64
-    }
-}
-
-#[derive(Clone, Default)]
-struct EvictionCounter(Arc<AtomicU64>);
-
-impl quick_cache::Lifecycle<Key, Rendered> for EvictionCounter {
-    type RequestState = ();
-
-    fn on_evict(&self, _state: &mut (), _key: Key, _value: Rendered) {
-        self.0.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-type Inner = quick_cache::sync::Cache<
-    Key,
-    Rendered,
-    Weigher,
-    quick_cache::DefaultHashBuilder,
-    EvictionCounter,
->;
 
 /// Counters for /metrics.
 #[derive(Debug, Clone, Copy, Default)]
@@ -61,6 +36,9 @@ pub struct CacheStats {
     pub entries: u64,
     pub bytes: u64,
     pub capacity_bytes: u64,
+    /// Entries and bytes of the precomputed catalog (part of `entries` and `bytes`).
+    pub catalog_entries: u64,
+    pub catalog_bytes: u64,
     /// Stale entries re-rendered and swapped in after a change.
     pub refreshed: u64,
     /// Refreshes under way.
@@ -73,8 +51,7 @@ pub struct CacheStats {
 }
 
 pub struct ResponseCache {
-    inner: Inner,
-    evictions: EvictionCounter,
+    store: Store,
     hits: AtomicU64,
     misses: AtomicU64,
     products_generation: AtomicU64,
@@ -102,17 +79,8 @@ struct Invalidated {
 impl ResponseCache {
     /// A cache holding up to `capacity_bytes` of bodies and keys.
     pub fn new(capacity_bytes: u64) -> ResponseCache {
-        let evictions = EvictionCounter::default();
-        let estimated_items = (capacity_bytes / 2048).clamp(1024, 10_000_000) as usize;
-        let options = quick_cache::OptionsBuilder::new()
-            .estimated_items_capacity(estimated_items)
-            .weight_capacity(capacity_bytes)
-            .build()
-            .unwrap_or_else(|_| unreachable!("both required options are set"));
-        let inner = Inner::with_options(options, Weigher, Default::default(), evictions.clone());
         ResponseCache {
-            inner,
-            evictions,
+            store: Store::new(capacity_bytes),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             products_generation: AtomicU64::new(0),
@@ -152,12 +120,12 @@ impl ResponseCache {
 
     /// The keys of every entry now in the cache (a snapshot; entries come and go meanwhile).
     pub fn keys(&self) -> Vec<Key> {
-        self.inner.iter().map(|(key, _)| key).collect()
+        self.store.keys()
     }
 
     /// The entry for `key`, if the cache holds one, without filling it or counting a hit.
     pub fn peek(&self, key: &Key) -> Option<Rendered> {
-        self.inner.peek(key)
+        self.store.peek(key)
     }
 
     /// Whether `key` is one a request could look up now (a products page of the current
@@ -182,7 +150,7 @@ impl ResponseCache {
     /// A request waiting for another's fill of the same key waits at most the pool's time
     /// limit: when the database is down, a queue of waiters must not retry one after another.
     pub async fn get(&self, key: &Key, pool: &Pool) -> Result<Rendered, DbError> {
-        let lookup = tokio::time::timeout(pool.timeout(), self.inner.get_value_or_guard_async(key))
+        let lookup = tokio::time::timeout(pool.timeout(), self.store.get_or_guard(key))
             .await
             .map_err(|_| {
                 DbError::Unavailable("timed out waiting for a fill of the same resource".into())
@@ -204,7 +172,22 @@ impl ResponseCache {
 
     /// Puts a rendered entry in the cache (replacing any), as a fill would.
     pub fn insert(&self, key: Key, entry: Rendered) {
-        self.inner.insert(key, entry);
+        self.store.insert(key, entry);
+    }
+
+    /// Opens an empty precomputed catalog for tables of `size`, dropping any held: what a
+    /// warm-up does first. Public for benches.
+    pub fn open_catalog(&self, size: CatalogSize) {
+        self.store.open_catalog(size);
+    }
+
+    /// Puts `body` in the precomputed catalog as a warm-up does, outside of any warm-up;
+    /// false if the catalog cannot take it. Public for benches.
+    pub fn precompute(&self, key: Key, body: Rendered) -> bool {
+        matches!(
+            self.store.insert_precomputed(key, body),
+            store::Precomputed::Stored
+        )
     }
 
     /// Drops everything.
@@ -215,7 +198,7 @@ impl ResponseCache {
             }
             // A refresh that read before now must not swap its body into the emptied cache.
             self.abandon_refreshes();
-            self.inner.clear();
+            self.store.clear();
         });
     }
 
@@ -223,10 +206,12 @@ impl ResponseCache {
         CacheStats {
             hits: self.hits.load(Ordering::Relaxed),
             misses: self.misses.load(Ordering::Relaxed),
-            evictions: self.evictions.0.load(Ordering::Relaxed),
-            entries: self.inner.len() as u64,
-            bytes: self.inner.weight(),
-            capacity_bytes: self.inner.capacity(),
+            evictions: self.store.evictions(),
+            entries: self.store.entries(),
+            bytes: self.store.bytes(),
+            capacity_bytes: self.store.capacity(),
+            catalog_entries: self.store.catalog_entries(),
+            catalog_bytes: self.store.catalog_bytes(),
             refreshed: self.refreshed.load(Ordering::Relaxed),
             refreshes_pending: self.refreshes_pending() as u64,
             swept: self.swept.load(Ordering::Relaxed),

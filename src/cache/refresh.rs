@@ -99,8 +99,8 @@ impl ResponseCache {
                 w.keys.insert(key.clone());
             }
             let mut pending = self.refreshing.lock().ok()?;
-            if !pending.contains_key(key) && !self.inner.contains_key(key) {
-                self.inner.remove(key);
+            if !pending.contains_key(key) && !self.store.contains_key(key) {
+                self.store.remove(key);
                 return None;
             }
             let number = self.refresh_numbers.fetch_add(1, Ordering::Relaxed) + 1;
@@ -136,11 +136,11 @@ impl ResponseCache {
         pending.remove(&key);
         match fresh {
             Some(body) => {
-                self.inner.insert(key, body);
+                self.store.insert(key, body);
                 self.refreshed.fetch_add(1, Ordering::Relaxed);
             }
             None => {
-                self.inner.remove(&key);
+                self.store.remove(&key);
             }
         }
         drop(pending);

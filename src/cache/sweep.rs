@@ -75,7 +75,7 @@ async fn rerender(cache: &ResponseCache, pool: &Pool, key: &Key) -> Option<Rende
     if !cache.is_current(key) {
         return None; // a products page of an old generation: unreachable already
     }
-    let cached = cache.inner.peek(key)?;
+    let cached = cache.store.peek(key)?;
     let fresh = fill(key, pool).await.ok()?; // the database is away: next round
     cache.swept.fetch_add(1, Ordering::Relaxed);
     (fresh != cached).then_some(cached)
@@ -93,10 +93,7 @@ async fn judge(cache: &ResponseCache, feed: &FeedStatus, differing: &mut Vec<(&K
             // refresh is about to swap the new body in.
             continue;
         }
-        let dropped = cache
-            .inner
-            .remove_if(key, |now| now.is_same_value(&cached))
-            .is_some();
+        let dropped = cache.store.remove_if(key, |now| now.is_same_value(&cached));
         if dropped && vouched {
             cache.drift.fetch_add(1, Ordering::Relaxed);
             let shown = match key {

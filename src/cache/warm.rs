@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 
 use tokio_postgres::Config;
 
-use super::{Key, ResponseCache};
+use super::store::Precomputed;
+use super::{CatalogSize, Key, ResponseCache};
 use crate::domain::ReviewOrder;
 use crate::pg::scan::{CatalogScan, ProductRows};
 use crate::pg::DbError;
@@ -116,6 +117,12 @@ async fn scan_into(
     let started = Instant::now();
     let mut client = crate::pg::connect(database).await?;
     let mut scan = CatalogScan::start(&mut client).await?;
+    cache.open_catalog(CatalogSize {
+        products: scan.products,
+        max_product_id: scan.max_product_id,
+        questions: scan.questions,
+        max_question_id: scan.max_question_id,
+    });
     status.products_done.store(0, Ordering::Relaxed);
     status.entries.store(0, Ordering::Relaxed);
     status
@@ -214,20 +221,30 @@ fn bodies(rows: &ProductRows) -> Vec<(Key, Rendered)> {
         Key::ReviewsMeta(id),
         Rendered::Json(render_meta(id, &rows.meta_counts, &rows.characteristics)),
     ));
+    // The reviews are rendered once, in the helpful order the scan reads them in; the newest
+    // order is an index into the same buffer.
     let helpful: Vec<_> = rows.reviews.iter().map(|r| r.row.clone()).collect();
-    let mut newest: Vec<_> = rows.reviews.iter().collect();
-    newest.sort_by_key(|r| std::cmp::Reverse((r.date_us, r.row.id)));
-    let newest: Vec<_> = newest.into_iter().map(|r| r.row.clone()).collect();
-    for (order, reviews) in [
-        (ReviewOrder::Helpful, helpful),
-        (ReviewOrder::Newest, newest),
-    ] {
+    let helpful = render_review_list(&helpful, &rows.review_photos);
+    let mut newest: Vec<u32> = (0..rows.reviews.len() as u32).collect();
+    newest.sort_by_key(|&i| {
+        let r = &rows.reviews[i as usize];
+        std::cmp::Reverse((r.date_us, r.row.id))
+    });
+    let newest = helpful.reordered(newest);
+    out.push((
+        Key::Reviews {
+            product_id: id,
+            order: ReviewOrder::Helpful,
+        },
+        Rendered::List(Arc::new(helpful)),
+    ));
+    if let Some(newest) = newest {
         out.push((
             Key::Reviews {
                 product_id: id,
-                order,
+                order: ReviewOrder::Newest,
             },
-            Rendered::List(Arc::new(render_review_list(&reviews, &rows.review_photos))),
+            Rendered::List(Arc::new(newest)),
         ));
     }
     let visible: Vec<_> = rows
@@ -297,20 +314,21 @@ impl ResponseCache {
         if invalidated.everything {
             return Err(WarmStop::Interrupted);
         }
-        let share = self.inner.capacity() / 10 * 9;
         for (key, body) in entries {
             if invalidated.keys.contains(&key) {
                 continue;
             }
-            let weight = (key.weight() + body.weight()) as u64;
-            if self.inner.weight() + weight > share {
-                return Err(WarmStop::BudgetFull);
+            let bytes = body.weight() as u64;
+            let k = kind(&key);
+            match self.store.insert_precomputed(key, body) {
+                Precomputed::Stored => {}
+                Precomputed::NoSlot(key, body) => self.store.insert(key, body),
+                Precomputed::Full => return Err(WarmStop::BudgetFull),
             }
-            if let Some(k) = kind(&key) {
-                status.bytes[k].fetch_add(body.weight() as u64, Ordering::Relaxed);
+            if let Some(k) = k {
+                status.bytes[k].fetch_add(bytes, Ordering::Relaxed);
             }
             status.entries.fetch_add(1, Ordering::Relaxed);
-            self.inner.insert(key, body);
         }
         Ok(())
     }

@@ -129,8 +129,20 @@ impl Metrics {
             (
                 "atelier_cache_bytes",
                 "gauge",
-                "Bytes of bodies and keys in the cache.",
+                "Bytes the cache holds: bodies plus a per-entry overhead.",
                 c.bytes,
+            ),
+            (
+                "atelier_cache_catalog_entries",
+                "gauge",
+                "Entries of the precomputed catalog (part of atelier_cache_entries).",
+                c.catalog_entries,
+            ),
+            (
+                "atelier_cache_catalog_bytes",
+                "gauge",
+                "Bytes of the precomputed catalog (part of atelier_cache_bytes).",
+                c.catalog_bytes,
             ),
             (
                 "atelier_cache_capacity_bytes",

@@ -168,6 +168,9 @@ pub struct CatalogScan<'a> {
     reads: Vec<Read>,
     /// Products in the snapshot (for progress).
     pub products: i64,
+    pub max_product_id: i64,
+    pub questions: i64,
+    pub max_question_id: i64,
 }
 
 impl<'a> CatalogScan<'a> {
@@ -181,11 +184,16 @@ impl<'a> CatalogScan<'a> {
             .await
             .map_err(DbError::query("starting the catalog scan"))?;
         // The first statement takes the snapshot every read then shares.
-        let products: i64 = tx
-            .query_one("SELECT count(*) FROM products", &[])
+        let counts = tx
+            .query_one(
+                "SELECT count(*), coalesce(max(id), 0), \
+                        (SELECT count(*) FROM questions), \
+                        (SELECT coalesce(max(id), 0) FROM questions) \
+                 FROM products",
+                &[],
+            )
             .await
-            .map_err(DbError::query("counting products"))?
-            .get(0);
+            .map_err(DbError::query("counting products and questions"))?;
         let mut reads = Vec::with_capacity(READS.len());
         for sql in READS {
             let statement = tx
@@ -205,7 +213,10 @@ impl<'a> CatalogScan<'a> {
         Ok(CatalogScan {
             tx,
             reads,
-            products,
+            products: counts.get(0),
+            max_product_id: counts.get(1),
+            questions: counts.get(2),
+            max_question_id: counts.get(3),
         })
     }
 

@@ -19,5 +19,5 @@ pub fn render_cart(rows: &[CartRow]) -> Bytes {
         out.push(b'}');
     }
     out.push(b']');
-    Bytes::from(out)
+    super::frozen(out)
 }

@@ -49,14 +49,18 @@ impl Rendered {
     }
 }
 
-/// The rendered items of a list, in order, comma-separated in one buffer, so that any page is
-/// one contiguous slice: serving page 7 of a product's reviews copies bytes, it renders
-/// nothing.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The rendered items of a list, comma-separated in one buffer, so that a page is copied, not
+/// rendered: serving page 7 of a product's reviews copies bytes.
+///
+/// Lists of the same items in another order share the buffer ([`ItemList::reordered`]): a
+/// product's reviews are held once, with an index per sort order.
+#[derive(Debug, Clone, Default)]
 pub struct ItemList {
     json: Bytes,
-    /// End offset of each item (the comma after it, if any, not included).
+    /// End offset of each item in `json` (the comma after it, if any, not included).
     ends: Vec<u32>,
+    /// The list's order as indexes into `ends`; None: the buffer's own order.
+    order: Option<Box<[u32]>>,
 }
 
 impl ItemList {
@@ -68,34 +72,118 @@ impl ItemList {
         self.ends.is_empty()
     }
 
-    /// Bytes held (for the cache's weight).
+    /// Bytes held (for the cache's weight). A reordered list counts only its index: the
+    /// buffer is counted once, by the list it was made from.
     pub fn weight(&self) -> usize {
-        self.json.len() + self.ends.len() * 4
-    }
-
-    /// Page `page` (1-based) of `count` items, as JSON array contents: empty past the end.
-    pub fn page(&self, page: u64, count: u64) -> &[u8] {
-        let skip = u64::try_from(page_offset(page, count)).unwrap_or(u64::MAX);
-        self.slice(skip, count)
-    }
-
-    /// Items `skip..skip + take` as JSON array contents (without brackets).
-    pub fn slice(&self, skip: u64, take: u64) -> &[u8] {
-        let len = self.ends.len() as u64;
-        let first = skip.min(len);
-        let last = skip.saturating_add(take).min(len);
-        if first == last {
-            return &[];
+        match &self.order {
+            None => self.json.len() + self.ends.len() * 4,
+            Some(order) => self.ends.len() * 4 + order.len() * 4,
         }
-        let start = if first == 0 {
+    }
+
+    /// The same items in another order: `order[i]` is the index in `self` of item `i`. The
+    /// buffer is shared, not copied. None if `order` is not a permutation of `self`'s items.
+    pub fn reordered(&self, order: Vec<u32>) -> Option<ItemList> {
+        let mut seen = vec![false; self.len()];
+        for &i in &order {
+            let slot = seen.get_mut(self.position(i as usize)?)?;
+            if std::mem::replace(slot, true) {
+                return None;
+            }
+        }
+        if order.len() != self.len() {
+            return None;
+        }
+        let order = order
+            .into_iter()
+            .map(|i| self.position(i as usize).map(|p| p as u32))
+            .collect::<Option<Box<[u32]>>>()?;
+        Some(ItemList {
+            json: self.json.clone(),
+            ends: self.ends.clone(),
+            order: Some(order),
+        })
+    }
+
+    /// Where item `i` of the list lies in the buffer's own order.
+    fn position(&self, i: usize) -> Option<usize> {
+        match &self.order {
+            None => (i < self.ends.len()).then_some(i),
+            Some(order) => order.get(i).map(|&p| p as usize),
+        }
+    }
+
+    /// Item `i` of the buffer's own order.
+    fn stored_item(&self, i: usize) -> &[u8] {
+        let start = if i == 0 {
             0
         } else {
-            self.ends[first as usize - 1] as usize + 1
+            self.ends[i - 1] as usize + 1
         };
-        let end = self.ends[last as usize - 1] as usize;
-        &self.json[start..end]
+        &self.json[start..self.ends[i] as usize]
+    }
+
+    /// Item `i` of the list, if there is one.
+    pub fn item(&self, i: usize) -> Option<&[u8]> {
+        self.position(i).map(|p| self.stored_item(p))
+    }
+
+    /// Appends page `page` (1-based) of `count` items to `out`, as JSON array contents:
+    /// nothing past the end.
+    pub fn write_page(&self, page: u64, count: u64, out: &mut Vec<u8>) {
+        let skip = u64::try_from(page_offset(page, count)).unwrap_or(u64::MAX);
+        self.write_slice(skip, count, out);
+    }
+
+    /// Appends items `skip..skip + take` to `out`, as JSON array contents (no brackets).
+    pub fn write_slice(&self, skip: u64, take: u64, out: &mut Vec<u8>) {
+        let len = self.ends.len() as u64;
+        let first = skip.min(len) as usize;
+        let last = skip.saturating_add(take).min(len) as usize;
+        if first == last {
+            return;
+        }
+        match &self.order {
+            None => {
+                let start = if first == 0 {
+                    0
+                } else {
+                    self.ends[first - 1] as usize + 1
+                };
+                out.extend_from_slice(&self.json[start..self.ends[last - 1] as usize]);
+            }
+            Some(order) => {
+                for (n, &p) in order[first..last].iter().enumerate() {
+                    if n > 0 {
+                        out.push(b',');
+                    }
+                    out.extend_from_slice(self.stored_item(p as usize));
+                }
+            }
+        }
+    }
+
+    /// The length [`Self::write_slice`] appends, to size a buffer once.
+    fn slice_len(&self, skip: u64, take: u64) -> usize {
+        let len = self.ends.len() as u64;
+        let first = skip.min(len) as usize;
+        let last = skip.saturating_add(take).min(len) as usize;
+        (first..last)
+            .filter_map(|i| self.item(i))
+            .map(|item| item.len() + 1)
+            .sum()
     }
 }
+
+/// Two lists are equal when they hold the same items in the same order, however stored: a
+/// reordered list equals the same items rendered in that order.
+impl PartialEq for ItemList {
+    fn eq(&self, other: &ItemList) -> bool {
+        self.len() == other.len() && (0..self.len()).all(|i| self.item(i) == other.item(i))
+    }
+}
+
+impl Eq for ItemList {}
 
 /// Builds an [`ItemList`] one item at a time.
 #[derive(Debug, Default)]
@@ -121,8 +209,9 @@ impl ItemListBuilder {
 
     pub fn finish(self) -> ItemList {
         ItemList {
-            json: Bytes::from(self.json),
-            ends: self.ends,
+            json: frozen(self.json),
+            ends: shrunk(self.ends),
+            order: None,
         }
     }
 }
@@ -159,33 +248,88 @@ pub(crate) fn push_id_url_photos(out: &mut Vec<u8>, photos: Option<&Vec<&PhotoUr
     out.push(b']');
 }
 
-/// Wraps a page of items in the bytes before and after it.
-pub fn envelope(head: &[u8], items: &[u8], tail: &[u8]) -> Bytes {
-    let mut out = Vec::with_capacity(head.len() + items.len() + tail.len());
+/// Page `page` of `count` items of `list`, wrapped in the bytes before and after it.
+pub fn envelope(head: &[u8], list: &ItemList, page: u64, count: u64, tail: &[u8]) -> Bytes {
+    let skip = u64::try_from(page_offset(page, count)).unwrap_or(u64::MAX);
+    let mut out = Vec::with_capacity(head.len() + list.slice_len(skip, count) + tail.len());
     out.extend_from_slice(head);
-    out.extend_from_slice(items);
+    list.write_slice(skip, count, &mut out);
     out.extend_from_slice(tail);
     Bytes::from(out)
+}
+
+/// A rendered body frozen for the cache, holding no spare capacity: a body grown by pushes
+/// holds up to twice its length, and the cache keeps millions of them.
+pub fn frozen(body: Vec<u8>) -> Bytes {
+    Bytes::from(body.into_boxed_slice())
+}
+
+fn shrunk<T>(mut v: Vec<T>) -> Vec<T> {
+    v.shrink_to_fit();
+    v
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn slices_pages() {
+    fn slice(list: &ItemList, skip: u64, take: u64) -> Vec<u8> {
+        let mut out = Vec::new();
+        list.write_slice(skip, take, &mut out);
+        assert_eq!(
+            out.len() + usize::from(!out.is_empty()),
+            list.slice_len(skip, take)
+        );
+        out
+    }
+
+    fn list_of(items: &[&str]) -> ItemList {
         let mut b = ItemListBuilder::default();
-        for item in ["{\"a\":1}", "2", "[3]"] {
+        for item in items {
             b.next_item().extend_from_slice(item.as_bytes());
             b.end_item();
         }
-        let list = b.finish();
-        assert_eq!(list.slice(0, 5), b"{\"a\":1},2,[3]");
-        assert_eq!(list.slice(1, 1), b"2");
-        assert_eq!(list.slice(1, u64::MAX), b"2,[3]");
-        assert_eq!(list.slice(2, 1), b"[3]");
-        assert_eq!(list.slice(3, 1), b"");
-        assert_eq!(list.slice(u64::MAX, u64::MAX), b"");
-        assert_eq!(ItemList::default().slice(0, 5), b"");
+        b.finish()
+    }
+
+    #[test]
+    fn slices_pages() {
+        let list = list_of(&["{\"a\":1}", "2", "[3]"]);
+        assert_eq!(slice(&list, 0, 5), b"{\"a\":1},2,[3]");
+        assert_eq!(slice(&list, 1, 1), b"2");
+        assert_eq!(slice(&list, 1, u64::MAX), b"2,[3]");
+        assert_eq!(slice(&list, 2, 1), b"[3]");
+        assert_eq!(slice(&list, 3, 1), b"");
+        assert_eq!(slice(&list, u64::MAX, u64::MAX), b"");
+        assert_eq!(slice(&ItemList::default(), 0, 5), b"");
+    }
+
+    #[test]
+    fn a_reordered_list_shares_the_buffer_and_equals_a_list_rendered_in_its_order() {
+        let list = list_of(&["\"a review\"", "\"another review\"", "\"a third\""]);
+        let reordered = list.reordered(vec![2, 0, 1]).expect("a permutation");
+        assert_eq!(
+            reordered.json.as_ptr(),
+            list.json.as_ptr(),
+            "shared, not copied"
+        );
+        assert_eq!(
+            slice(&reordered, 0, 5),
+            b"\"a third\",\"a review\",\"another review\""
+        );
+        assert_eq!(slice(&reordered, 1, 1), b"\"a review\"");
+        assert_eq!(slice(&reordered, 2, 9), b"\"another review\"");
+        assert_eq!(
+            reordered,
+            list_of(&["\"a third\"", "\"a review\"", "\"another review\""])
+        );
+        assert_ne!(reordered, list);
+        assert!(reordered.weight() < list.weight());
+        // Reordering a reordered list composes the orders.
+        let back = reordered.reordered(vec![1, 2, 0]).expect("a permutation");
+        assert_eq!(back, list);
+        for bad in [vec![0, 0, 1], vec![0, 1], vec![0, 1, 3], vec![0, 1, 2, 0]] {
+            assert!(list.reordered(bad.clone()).is_none(), "{bad:?}");
+        }
     }
 }

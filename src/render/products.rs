@@ -35,7 +35,7 @@ pub fn render_product_list(rows: &[ProductRow]) -> Bytes {
         out.push(b'}');
     }
     out.push(b']');
-    Bytes::from(out)
+    super::frozen(out)
 }
 
 /// `GET /products/{id}`.
@@ -55,7 +55,7 @@ pub fn render_product(p: &ProductRow, features: &[FeatureRow]) -> Bytes {
         out.push(b'}');
     }
     out.extend_from_slice(b"]}");
-    Bytes::from(out)
+    super::frozen(out)
 }
 
 /// `GET /products/{id}/styles`. `photos` and `skus` are ordered by style id, then their own id.
@@ -130,7 +130,7 @@ pub fn render_styles(
         out.extend_from_slice(b"}}");
     }
     out.extend_from_slice(b"]}");
-    Bytes::from(out)
+    super::frozen(out)
 }
 
 /// `GET /products/{id}/related`: a bare array of ids.
@@ -144,5 +144,5 @@ pub fn render_related(ids: &[i64]) -> Bytes {
         push_int(&mut out, *id);
     }
     out.push(b']');
-    Bytes::from(out)
+    super::frozen(out)
 }

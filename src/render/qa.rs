@@ -74,7 +74,7 @@ pub fn questions_page(product_id: i64, page: u64, count: u64, list: &ItemList) -
     head.extend_from_slice(b"{\"product_id\":");
     push_int_str(&mut head, product_id);
     head.extend_from_slice(b",\"results\":[");
-    envelope(&head, list.page(page, count), b"]}")
+    envelope(&head, list, page, count, b"]}")
 }
 
 /// The items of `GET /qa/questions/{id}/answers`, photos as `{id, url}`.
@@ -103,5 +103,5 @@ pub fn answers_page(question_id: i64, page: u64, count: u64, list: &ItemList) ->
     head.extend_from_slice(b",\"count\":");
     push_int(&mut head, count);
     head.extend_from_slice(b",\"results\":[");
-    envelope(&head, list.page(page, count), b"]}")
+    envelope(&head, list, page, count, b"]}")
 }

@@ -52,7 +52,7 @@ pub fn reviews_page(product_id: i64, page: u64, count: u64, list: &ItemList) -> 
     head.extend_from_slice(b",\"count\":");
     push_int(&mut head, count);
     head.extend_from_slice(b",\"results\":[");
-    envelope(&head, list.page(page, count), b"]}")
+    envelope(&head, list, page, count, b"]}")
 }
 
 /// `GET /reviews/meta`. Counts are strings; ratings list only non-zero counts, 1 to 5;
@@ -109,5 +109,5 @@ pub fn render_meta(
         out.push(b'}');
     }
     out.extend_from_slice(b"}}");
-    Bytes::from(out)
+    super::frozen(out)
 }

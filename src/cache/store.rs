@@ -1,0 +1,514 @@
+//! Where the cache keeps its entries: the precomputed catalog in slots indexed by id, which a
+//! read reaches without taking any lock, and the on-demand cache (quick_cache) for the rest.
+//!
+//! The catalog is a fixed array of `arc-swap` slots per kind of body, sized by the largest
+//! product and question ids when a warm-up opens it. A hit there is two atomic loads and a
+//! reference count; a refresh swaps a slot's body for a new one, so a reader gets the old body
+//! or the new one and never waits. `benches/hit_path.rs` measured the slot against
+//! quick_cache's hit (72 ns against 152 ns a lookup; README). Catalog entries are never
+//! evicted: the warm-up fills the catalog in priority order up to nine tenths of the budget,
+//! and the on-demand cache, with the remaining tenth, holds what did not fit, products created
+//! since, products pages and carts. Without a catalog (`--precompute none`, or after a reset
+//! until the next warm-up) the on-demand cache has the whole budget.
+//!
+//! A key lives in one place at a time: a body put in the catalog is removed from the
+//! on-demand cache (which also cancels a fill of it in flight), and a body replacing one in the
+//! catalog goes to the catalog.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
+
+use super::Key;
+use crate::domain::ReviewOrder;
+use crate::render::Rendered;
+
+/// What an entry costs besides its body: a catalog slot and its body's reference-counted box,
+/// or an on-demand entry's key and bookkeeping.
+const ENTRY_OVERHEAD: u64 = 72;
+
+/// The catalog's share of the budget, in tenths.
+const CATALOG_TENTHS: u64 = 9;
+
+#[derive(Clone)]
+pub(crate) struct Weigher;
+
+impl quick_cache::Weighter<Key, Rendered> for Weigher {
+    fn weight(&self, key: &Key, value: &Rendered) -> u64 {
+        weight(key, value)
+    }
+}
+
+fn weight(key: &Key, value: &Rendered) -> u64 {
+    ENTRY_OVERHEAD + (key.weight() + value.weight()) as u64
+}
+
+#[derive(Clone, Default)]
+pub(crate) struct EvictionCounter(Arc<AtomicU64>);
+
+impl quick_cache::Lifecycle<Key, Rendered> for EvictionCounter {
+    type RequestState = ();
+
+    fn on_evict(&self, _state: &mut (), _key: Key, _value: Rendered) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+type OnDemand = quick_cache::sync::Cache<
+    Key,
+    Rendered,
+    Weigher,
+    quick_cache::DefaultHashBuilder,
+    EvictionCounter,
+>;
+
+/// A fill's claim on a key missing from both places: insert through it, or drop it.
+pub(crate) type FillGuard<'a> = quick_cache::sync::PlaceholderGuard<
+    'a,
+    Key,
+    Rendered,
+    Weigher,
+    quick_cache::DefaultHashBuilder,
+    EvictionCounter,
+>;
+
+/// The kinds of body the catalog holds, one slot array each.
+const SLOT_KINDS: usize = 8;
+
+/// The slot array and index of `key`'s body, if the catalog can hold it.
+fn slot_of(key: &Key) -> Option<(usize, i64)> {
+    Some(match *key {
+        Key::Product(id) => (0, id),
+        Key::Styles(id) => (1, id),
+        Key::Related(id) => (2, id),
+        Key::ReviewsMeta(id) => (3, id),
+        Key::Reviews {
+            product_id,
+            order: ReviewOrder::Helpful,
+        } => (4, product_id),
+        Key::Reviews {
+            product_id,
+            order: ReviewOrder::Newest,
+        } => (5, product_id),
+        Key::Questions(id) => (6, id),
+        Key::Answers(id) => (7, id),
+        Key::ProductsPage { .. } | Key::Cart(_) => return None,
+    })
+}
+
+/// The key of slot `index` of array `kind`.
+fn key_of(kind: usize, index: usize) -> Key {
+    let id = index as i64;
+    match kind {
+        0 => Key::Product(id),
+        1 => Key::Styles(id),
+        2 => Key::Related(id),
+        3 => Key::ReviewsMeta(id),
+        4 => Key::Reviews {
+            product_id: id,
+            order: ReviewOrder::Helpful,
+        },
+        5 => Key::Reviews {
+            product_id: id,
+            order: ReviewOrder::Newest,
+        },
+        6 => Key::Questions(id),
+        _ => Key::Answers(id),
+    }
+}
+
+/// The precomputed catalog's slots.
+struct Catalog {
+    slots: [Box<[ArcSwapOption<Rendered>]>; SLOT_KINDS],
+}
+
+impl Catalog {
+    fn slot(&self, key: &Key) -> Option<&ArcSwapOption<Rendered>> {
+        let (kind, id) = slot_of(key)?;
+        self.slots[kind].get(usize::try_from(id).ok()?)
+    }
+}
+
+/// The most slots an array gets per row of its table: ids far sparser than that are served
+/// from the on-demand cache rather than given memory they would mostly leave empty.
+const SLOTS_PER_ROW: u64 = 4;
+
+/// How many slots to give ids up to `max_id` of a table of `rows` rows.
+fn slot_count(max_id: i64, rows: i64) -> usize {
+    let wanted = u64::try_from(max_id).map_or(0, |m| m.saturating_add(1));
+    let allowed = u64::try_from(rows)
+        .unwrap_or(0)
+        .saturating_mul(SLOTS_PER_ROW)
+        .saturating_add(1024);
+    usize::try_from(wanted.min(allowed)).unwrap_or(0)
+}
+
+/// The sizes of the tables a catalog is opened for.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CatalogSize {
+    pub products: i64,
+    pub max_product_id: i64,
+    pub questions: i64,
+    pub max_question_id: i64,
+}
+
+/// What became of a body offered to the catalog.
+pub(crate) enum Precomputed {
+    Stored,
+    /// The catalog has no slot for the key (no catalog, a products page or a cart, or an id
+    /// past the slots): the body is handed back.
+    NoSlot(Key, Rendered),
+    /// The catalog's share of the budget is spent.
+    Full,
+}
+
+impl Precomputed {
+    #[cfg(test)]
+    fn stored(&self) -> bool {
+        matches!(self, Precomputed::Stored)
+    }
+}
+
+pub(crate) struct Store {
+    on_demand: OnDemand,
+    evictions: EvictionCounter,
+    catalog: ArcSwapOption<Catalog>,
+    catalog_entries: AtomicU64,
+    catalog_bytes: AtomicU64,
+    capacity: u64,
+}
+
+impl Store {
+    pub(crate) fn new(capacity_bytes: u64) -> Store {
+        let evictions = EvictionCounter::default();
+        let estimated_items = (capacity_bytes / 2048).clamp(1024, 10_000_000) as usize;
+        let options = quick_cache::OptionsBuilder::new()
+            .estimated_items_capacity(estimated_items)
+            .weight_capacity(capacity_bytes)
+            .build()
+            .unwrap_or_else(|_| unreachable!("both required options are set"));
+        Store {
+            on_demand: OnDemand::with_options(
+                options,
+                Weigher,
+                Default::default(),
+                evictions.clone(),
+            ),
+            evictions,
+            catalog: ArcSwapOption::empty(),
+            catalog_entries: AtomicU64::new(0),
+            catalog_bytes: AtomicU64::new(0),
+            capacity: capacity_bytes,
+        }
+    }
+
+    /// The catalog's body for `key`, if it holds one: no lock, no wait.
+    fn catalog_body(&self, key: &Key) -> Option<Rendered> {
+        let catalog = self.catalog.load();
+        let body = catalog.as_ref()?.slot(key)?.load();
+        body.as_deref().cloned()
+    }
+
+    /// The body for `key`, or a guard through which the caller fills it (other requests for
+    /// the key wait for that fill).
+    pub(crate) async fn get_or_guard(&self, key: &Key) -> Result<Rendered, FillGuard<'_>> {
+        if let Some(body) = self.catalog_body(key) {
+            return Ok(body);
+        }
+        self.on_demand.get_value_or_guard_async(key).await
+    }
+
+    pub(crate) fn peek(&self, key: &Key) -> Option<Rendered> {
+        self.catalog_body(key).or_else(|| self.on_demand.peek(key))
+    }
+
+    pub(crate) fn contains_key(&self, key: &Key) -> bool {
+        self.peek(key).is_some()
+    }
+
+    /// Puts `body` in for `key`: in the catalog if it holds the key, in the on-demand cache
+    /// otherwise.
+    pub(crate) fn insert(&self, key: Key, body: Rendered) {
+        let catalog = self.catalog.load();
+        if let Some(slot) = catalog.as_ref().and_then(|c| c.slot(&key)) {
+            if slot.load().is_some() {
+                self.replace_in_catalog(slot, &key, Some(weigh(&key, body)));
+                return;
+            }
+        }
+        self.on_demand.insert(key, body);
+    }
+
+    /// Puts a warm-up's `body` in the catalog, if the catalog can take it.
+    pub(crate) fn insert_precomputed(&self, key: Key, body: Rendered) -> Precomputed {
+        let catalog = self.catalog.load();
+        let Some(slot) = catalog.as_ref().and_then(|c| c.slot(&key)) else {
+            return Precomputed::NoSlot(key, body);
+        };
+        let (body, weight) = weigh(&key, body);
+        if self.catalog_bytes.load(Ordering::Relaxed) + weight > self.catalog_share() {
+            return Precomputed::Full;
+        }
+        self.replace_in_catalog(slot, &key, Some((body, weight)));
+        // One place at a time (and a fill of it in flight must not land).
+        self.on_demand.remove(&key);
+        Precomputed::Stored
+    }
+
+    fn catalog_share(&self) -> u64 {
+        self.capacity / 10 * CATALOG_TENTHS
+    }
+
+    /// Stores `new` in `slot` (or empties it), keeping the catalog's counts.
+    fn replace_in_catalog(
+        &self,
+        slot: &ArcSwapOption<Rendered>,
+        key: &Key,
+        new: Option<(Rendered, u64)>,
+    ) {
+        let (new, added) = match new {
+            Some((body, weight)) => (Some(Arc::new(body)), weight),
+            None => (None, 0),
+        };
+        let added_entry = u64::from(new.is_some());
+        let old = slot.swap(new);
+        self.account(key, old.as_deref(), added, added_entry);
+    }
+
+    /// Counts `added_bytes` and `added_entries` in, and `key`'s `old` body out.
+    fn account(&self, key: &Key, old: Option<&Rendered>, added_bytes: u64, added_entries: u64) {
+        let (old_bytes, old_entries) = match old {
+            Some(body) => (weight(key, body), 1),
+            None => (0, 0),
+        };
+        self.catalog_bytes.fetch_add(added_bytes, Ordering::Relaxed);
+        self.catalog_bytes.fetch_sub(old_bytes, Ordering::Relaxed);
+        self.catalog_entries
+            .fetch_add(added_entries, Ordering::Relaxed);
+        self.catalog_entries
+            .fetch_sub(old_entries, Ordering::Relaxed);
+    }
+
+    pub(crate) fn remove(&self, key: &Key) {
+        let catalog = self.catalog.load();
+        if let Some(slot) = catalog.as_ref().and_then(|c| c.slot(key)) {
+            self.replace_in_catalog(slot, key, None);
+        }
+        self.on_demand.remove(key);
+    }
+
+    /// Removes `key`'s entry if `f` says so of it; returns whether it did.
+    pub(crate) fn remove_if(&self, key: &Key, f: impl Fn(&Rendered) -> bool) -> bool {
+        let catalog = self.catalog.load();
+        if let Some(slot) = catalog.as_ref().and_then(|c| c.slot(key)) {
+            let current = slot.load_full();
+            if let Some(body) = current.as_deref().filter(|b| f(b)) {
+                let previous = slot.compare_and_swap(&current, None);
+                if arc_ptr_eq(&previous, &current) {
+                    self.account(key, Some(body), 0, 0);
+                    return true;
+                }
+                return false;
+            }
+        }
+        self.on_demand.remove_if(key, |now| f(now)).is_some()
+    }
+
+    /// Opens an empty catalog for tables of `size` (dropping any catalog held), and hands
+    /// the on-demand cache the remaining tenth of the budget.
+    pub(crate) fn open_catalog(&self, size: CatalogSize) {
+        let products = slot_count(size.max_product_id, size.products);
+        let questions = slot_count(size.max_question_id, size.questions);
+        let slots = std::array::from_fn(|kind| {
+            let len = if kind == 7 { questions } else { products };
+            (0..len).map(|_| ArcSwapOption::empty()).collect()
+        });
+        self.drop_catalog();
+        self.on_demand
+            .set_capacity(self.capacity - self.catalog_share());
+        self.catalog.store(Some(Arc::new(Catalog { slots })));
+    }
+
+    /// Drops the catalog; the on-demand cache gets the whole budget back.
+    fn drop_catalog(&self) {
+        self.catalog.store(None);
+        self.catalog_entries.store(0, Ordering::Relaxed);
+        self.catalog_bytes.store(0, Ordering::Relaxed);
+        self.on_demand.set_capacity(self.capacity);
+    }
+
+    pub(crate) fn clear(&self) {
+        self.drop_catalog();
+        self.on_demand.clear();
+    }
+
+    /// The keys of every entry held now (a snapshot; entries come and go meanwhile).
+    pub(crate) fn keys(&self) -> Vec<Key> {
+        let mut keys: Vec<Key> = self.on_demand.iter().map(|(key, _)| key).collect();
+        if let Some(catalog) = self.catalog.load().as_ref() {
+            for (kind, slots) in catalog.slots.iter().enumerate() {
+                for (index, slot) in slots.iter().enumerate() {
+                    if slot.load().is_some() {
+                        keys.push(key_of(kind, index));
+                    }
+                }
+            }
+        }
+        keys
+    }
+
+    pub(crate) fn entries(&self) -> u64 {
+        self.on_demand.len() as u64 + self.catalog_entries.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn catalog_entries(&self) -> u64 {
+        self.catalog_entries.load(Ordering::Relaxed)
+    }
+
+    /// Bytes held (bodies plus per-entry overhead), in both places.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.on_demand.weight() + self.catalog_bytes.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn catalog_bytes(&self) -> u64 {
+        self.catalog_bytes.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    pub(crate) fn evictions(&self) -> u64 {
+        self.evictions.0.load(Ordering::Relaxed)
+    }
+}
+
+fn weigh(key: &Key, body: Rendered) -> (Rendered, u64) {
+    let w = weight(key, &body);
+    (body, w)
+}
+
+fn arc_ptr_eq(a: &Option<Arc<Rendered>>, b: &Option<Arc<Rendered>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        (None, None) => true,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    /// A body of its own allocation (a value distinct from every other).
+    fn body(text: &str) -> Rendered {
+        Rendered::Json(Bytes::from(text.as_bytes().to_vec()))
+    }
+
+    fn catalog_store() -> Store {
+        let store = Store::new(1 << 20);
+        store.open_catalog(CatalogSize {
+            products: 10,
+            max_product_id: 10,
+            questions: 10,
+            max_question_id: 10,
+        });
+        store
+    }
+
+    #[test]
+    fn a_precomputed_body_lives_in_the_catalog_only_and_is_replaced_there() {
+        let store = catalog_store();
+        store.on_demand.insert(Key::Product(3), body("old"));
+        assert!(store
+            .insert_precomputed(Key::Product(3), body("warm"))
+            .stored());
+        assert!(
+            store.on_demand.peek(&Key::Product(3)).is_none(),
+            "one place"
+        );
+        assert_eq!(store.peek(&Key::Product(3)), Some(body("warm")));
+        store.insert(Key::Product(3), body("fresh"));
+        assert_eq!(store.catalog_body(&Key::Product(3)), Some(body("fresh")));
+        assert!(store.on_demand.peek(&Key::Product(3)).is_none());
+        assert_eq!(store.catalog_entries(), 1);
+        assert_eq!(
+            store.catalog_bytes(),
+            weight(&Key::Product(3), &body("fresh"))
+        );
+        store.remove(&Key::Product(3));
+        assert_eq!(store.peek(&Key::Product(3)), None);
+        assert_eq!((store.catalog_entries(), store.catalog_bytes()), (0, 0));
+    }
+
+    #[test]
+    fn keys_the_catalog_cannot_hold_go_on_demand() {
+        let store = catalog_store();
+        // Past the slots, a products page, a cart; and not precomputed: on demand.
+        assert!(!store
+            .insert_precomputed(Key::Product(1 << 40), body("x"))
+            .stored());
+        assert!(!store
+            .insert_precomputed(Key::Product(-1), body("x"))
+            .stored());
+        assert!(!store
+            .insert_precomputed(Key::Cart("t".into()), body("x"))
+            .stored());
+        store.insert(Key::Product(4), body("filled"));
+        assert!(store.catalog_body(&Key::Product(4)).is_none());
+        assert_eq!(store.peek(&Key::Product(4)), Some(body("filled")));
+        let keys = store.keys();
+        assert_eq!(keys, vec![Key::Product(4)]);
+    }
+
+    #[test]
+    fn the_catalog_stops_at_its_share_and_a_clear_returns_the_budget() {
+        let store = Store::new(10_000);
+        store.open_catalog(CatalogSize {
+            products: 100,
+            max_product_id: 100,
+            ..Default::default()
+        });
+        assert_eq!(store.on_demand.capacity(), 1_000);
+        let big = Rendered::Json(Bytes::from(vec![b'1'; 4_000]));
+        assert!(store
+            .insert_precomputed(Key::Styles(1), big.clone())
+            .stored());
+        assert!(store
+            .insert_precomputed(Key::Styles(2), big.clone())
+            .stored());
+        assert!(
+            !store.insert_precomputed(Key::Styles(3), big).stored(),
+            "past 9/10"
+        );
+        store.clear();
+        assert_eq!(store.peek(&Key::Styles(1)), None);
+        assert_eq!(store.on_demand.capacity(), 10_000);
+        assert_eq!(store.bytes(), 0);
+    }
+
+    #[test]
+    fn remove_if_removes_only_the_value_it_was_asked_about() {
+        let store = catalog_store();
+        assert!(store
+            .insert_precomputed(Key::Questions(2), body("a"))
+            .stored());
+        let seen = store.peek(&Key::Questions(2)).expect("held");
+        store.insert(Key::Questions(2), body("a"));
+        assert!(!store.remove_if(&Key::Questions(2), |now| now.is_same_value(&seen)));
+        let now = store.peek(&Key::Questions(2)).expect("held");
+        assert!(store.remove_if(&Key::Questions(2), |b| b.is_same_value(&now)));
+        assert_eq!(store.peek(&Key::Questions(2)), None);
+        assert_eq!(store.catalog_entries(), 0);
+    }
+
+    #[test]
+    fn sparse_ids_get_bounded_slots() {
+        assert_eq!(slot_count(99, 100), 100);
+        assert_eq!(slot_count(0, 0), 1);
+        assert_eq!(slot_count(-5, 3), 0);
+        assert_eq!(slot_count(i64::MAX, 10), 1064);
+    }
+}
