@@ -11,12 +11,14 @@ fn reply(status: u16, content_type: Option<&str>, body: &str) -> Reply {
         headers.push(("Content-Type".to_owned(), t.to_owned()));
         if t == "application/json" && status == 200 {
             headers.push(("ETag".to_owned(), "\"0123456789abcdef\"".to_owned()));
+            headers.push(("Vary".to_owned(), "Accept-Encoding".to_owned()));
         }
     }
     Reply {
         status,
         headers,
         body: body.to_owned(),
+        raw_body: body.as_bytes().to_vec(),
     }
 }
 
@@ -26,6 +28,7 @@ fn accepted(request: &str, reply: &Reply) -> bool {
         status: reply.status,
         headers: reply.headers.clone(),
         body: reply.body.clone(),
+        raw_body: reply.raw_body.clone(),
     };
     std::panic::catch_unwind(move || openapi::check(&request, &reply)).is_ok()
 }
@@ -94,6 +97,16 @@ fn the_checker_rejects_what_the_description_does_not_allow() {
     let mut no_tag = reply(200, json, product);
     no_tag.headers.retain(|(k, _)| k != "ETag");
     assert!(!accepted(get, &no_tag), "a 200 JSON body carries its ETag");
+    let mut no_vary = reply(200, json, product);
+    no_vary.headers.retain(|(k, _)| k != "Vary");
+    assert!(!accepted(get, &no_vary), "a 200 JSON body says Vary");
+    let mut coded = reply(200, json, product);
+    coded
+        .headers
+        .push(("Content-Encoding".to_owned(), "gzip".to_owned()));
+    assert!(!accepted(get, &coded), "gzip to a client that did not ask");
+    let asks = "GET /products/1 HTTP/1.1\r\nAccept-Encoding: gzip\r\n\r\n";
+    assert!(accepted(asks, &coded), "gzip to a client that asked");
     let mut no_cors = reply(200, json, product);
     no_cors
         .headers

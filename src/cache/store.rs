@@ -11,6 +11,9 @@
 //! since, products pages and carts. Without a catalog (`--precompute none`, or after a reset
 //! until the next warm-up) the on-demand cache has the whole budget.
 //!
+//! The catalog keeps its bodies compacted ([`Rendered::compacted`]): whole bodies
+//! gzip-compressed, sent as they are to clients that accept gzip, and lists deflated.
+//!
 //! A key lives in one place at a time: a body put in the catalog is removed from the
 //! on-demand cache (which also cancels a fill of it in flight), and a body replacing one in the
 //! catalog goes to the catalog.
@@ -227,12 +230,13 @@ impl Store {
         self.peek(key).is_some()
     }
 
-    /// Puts `body` in for `key`: in the catalog if it holds the key, in the on-demand cache
-    /// otherwise.
+    /// Puts `body` in for `key`: in the catalog (compacted) if it holds the key, in the
+    /// on-demand cache otherwise (as it is: on-demand entries are the hot ones, sent often).
     pub(crate) fn insert(&self, key: Key, body: Rendered) {
         let catalog = self.catalog.load();
         if let Some(slot) = catalog.as_ref().and_then(|c| c.slot(&key)) {
             if slot.load().is_some() {
+                let body = body.compacted();
                 self.replace_in_catalog(slot, &key, Some(weigh(&key, body)));
                 return;
             }
@@ -240,13 +244,13 @@ impl Store {
         self.on_demand.insert(key, body);
     }
 
-    /// Puts a warm-up's `body` in the catalog, if the catalog can take it.
+    /// Puts a warm-up's `body` in the catalog, compacted, if the catalog can take it.
     pub(crate) fn insert_precomputed(&self, key: Key, body: Rendered) -> Precomputed {
         let catalog = self.catalog.load();
         let Some(slot) = catalog.as_ref().and_then(|c| c.slot(&key)) else {
             return Precomputed::NoSlot(key, body);
         };
-        let (body, weight) = weigh(&key, body);
+        let (body, weight) = weigh(&key, body.compacted());
         if self.catalog_bytes.load(Ordering::Relaxed) + weight > self.catalog_share() {
             return Precomputed::Full;
         }
@@ -472,7 +476,15 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(store.on_demand.capacity(), 1_000);
-        let big = Rendered::Json(Bytes::from(vec![b'1'; 4_000]));
+        // Bytes that do not compress, so that the catalog keeps them as they are.
+        let mut state = 1u32;
+        let noise: Vec<u8> = (0..4_000)
+            .map(|_| {
+                state = state.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                (state >> 24) as u8
+            })
+            .collect();
+        let big = Rendered::Json(Bytes::from(noise));
         assert!(store
             .insert_precomputed(Key::Styles(1), big.clone())
             .stored());

@@ -201,8 +201,16 @@ async fn scan_into(
     Ok(outcome)
 }
 
-/// Every cached body of one product, in the warm-up's priority order.
+/// Every cached body of one product, in the warm-up's priority order, compacted for the
+/// catalog (here, before the warm-up takes the lock it inserts under).
 fn bodies(rows: &ProductRows) -> Vec<(Key, Rendered)> {
+    rendered(rows)
+        .into_iter()
+        .map(|(key, body)| (key, body.compacted()))
+        .collect()
+}
+
+fn rendered(rows: &ProductRows) -> Vec<(Key, Rendered)> {
     let id = rows.product.id;
     let mut out = Vec::with_capacity(8 + rows.questions.len());
     out.push((
@@ -224,7 +232,8 @@ fn bodies(rows: &ProductRows) -> Vec<(Key, Rendered)> {
     // The reviews are rendered once, in the helpful order the scan reads them in; the newest
     // order is an index into the same buffer.
     let helpful: Vec<_> = rows.reviews.iter().map(|r| r.row.clone()).collect();
-    let helpful = render_review_list(&helpful, &rows.review_photos);
+    // Compacted before it is reordered, so that both orders share the deflated buffer.
+    let helpful = render_review_list(&helpful, &rows.review_photos).compacted();
     let mut newest: Vec<u32> = (0..rows.reviews.len() as u32).collect();
     newest.sort_by_key(|&i| {
         let r = &rows.reviews[i as usize];

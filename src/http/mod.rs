@@ -26,7 +26,7 @@ use tokio::sync::watch;
 
 use self::body::BodyError;
 use self::metrics::{Gauges, Metrics};
-use self::respond::Body;
+use self::respond::{Body, Coding};
 use self::route::{Route, ROUTE_LABELS};
 use crate::cache::warm::{self, WarmupOutcome, WarmupStatus};
 use crate::cache::{Key, ResponseCache};
@@ -159,7 +159,8 @@ impl App {
             let bytes = body::read(req.into_body(), length, self.settings.body_limit).await;
             return (label, self.write(&route, &session, json, bytes).await);
         }
-        let response = match self.read(&route, token.unwrap_or("")).await {
+        let gzip = respond::accepts_gzip(req.headers().get_all(header::ACCEPT_ENCODING).iter());
+        let response = match self.read(&route, token.unwrap_or(""), gzip).await {
             Ok(r) => r,
             Err(e) if e.is_unavailable() => respond::unavailable(),
             Err(_) => respond::internal_error(),
@@ -246,10 +247,21 @@ impl App {
         }
     }
 
-    async fn read(&self, route: &Route, session: &str) -> Result<Response<Body>, DbError> {
+    async fn read(
+        &self,
+        route: &Route,
+        session: &str,
+        gzip: bool,
+    ) -> Result<Response<Body>, DbError> {
         let pool = &self.pool;
         let whole = |entry: Rendered| match entry {
             Rendered::Json(body) => respond::json(body),
+            // Sent as it is kept to a client that takes gzip, inflated for one that does not.
+            Rendered::Gzip(g) if gzip => respond::json_with(g.gz, g.digest, Coding::Gzip),
+            Rendered::Gzip(g) => match g.plain() {
+                Some(plain) => respond::json_with(plain, g.digest, Coding::Identity),
+                None => respond::internal_error(),
+            },
             _ => respond::not_found(),
         };
         Ok(match *route {

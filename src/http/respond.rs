@@ -7,6 +7,7 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Response, StatusCode};
 
 use super::route::RouteError;
+use crate::render;
 
 pub type Body = Full<Bytes>;
 
@@ -16,46 +17,77 @@ pub const INTERNAL_ERROR: &str =
 
 /// A 200 JSON body, with its strong entity tag.
 pub fn json(body: Bytes) -> Response<Body> {
-    let tag = entity_tag(&body);
+    let digest = render::digest(&body);
+    json_with(body, digest, Coding::Identity)
+}
+
+/// How a body is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Coding {
+    Identity,
+    Gzip,
+}
+
+/// A 200 JSON body as it is sent (`coding`), with the digest of its plain bytes.
+///
+/// Every JSON response says `Vary: Accept-Encoding`: whether a body is sent compressed
+/// depends on that header, and a cache between client and server must not hand a compressed
+/// body to a client that did not ask for one.
+pub fn json_with(body: Bytes, digest: u64, coding: Coding) -> Response<Body> {
     let mut r = Response::new(Full::new(body));
     let h = r.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    h.insert(header::ETAG, tag);
+    h.insert(header::ETAG, entity_tag(digest, coding));
+    h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    if coding == Coding::Gzip {
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
     r
 }
 
-/// A strong entity tag for `body`: a 64-bit hash of its bytes, the same on every instance of
-/// one build, so a client's `If-None-Match` works whichever instance the balancer picks. It
-/// tells versions of one resource apart, so it need not resist attack, only be well mixed;
-/// eight bytes a step keeps it well under a microsecond for a typical body.
-pub fn entity_tag(body: &[u8]) -> HeaderValue {
-    const K: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut h = (body.len() as u64).wrapping_mul(K);
-    let mut words = body.chunks_exact(8);
-    for word in &mut words {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(word);
-        h = (h ^ u64::from_le_bytes(w)).wrapping_mul(K).rotate_left(31);
+/// A strong entity tag from the digest of a body's plain bytes ([`render::digest`]), the
+/// same on every instance of one build, so a client's `If-None-Match` works whichever
+/// instance the balancer picks. The gzip-coded body is another representation and gets
+/// another tag (RFC 9110, 8.8.3).
+pub fn entity_tag(digest: u64, coding: Coding) -> HeaderValue {
+    let mut tag = Vec::with_capacity(23);
+    tag.push(b'"');
+    for i in 0..16 {
+        tag.push(b"0123456789abcdef"[((digest >> (60 - 4 * i)) & 0xf) as usize]);
     }
-    for &b in words.remainder() {
-        h = (h ^ u64::from(b)).wrapping_mul(K).rotate_left(31);
+    if coding == Coding::Gzip {
+        tag.extend_from_slice(b"-gzip");
     }
-    // A final avalanche, so that every input bit reaches every output bit.
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    h ^= h >> 33;
-    let mut tag = [0u8; 18];
-    tag[0] = b'"';
-    tag[17] = b'"';
-    for (i, digit) in tag[1..17].iter_mut().enumerate() {
-        *digit = b"0123456789abcdef"[((h >> (60 - 4 * i)) & 0xf) as usize];
-    }
+    tag.push(b'"');
     HeaderValue::from_bytes(&tag).unwrap_or(HeaderValue::from_static("\"0\""))
+}
+
+/// Whether a request's `Accept-Encoding` values accept gzip: `gzip` (or `x-gzip`), or `*`
+/// when gzip is not named, with a non-zero `q` (RFC 9110, 12.5.3).
+pub fn accepts_gzip<'a>(values: impl Iterator<Item = &'a HeaderValue>) -> bool {
+    let mut named = None;
+    let mut any = None;
+    for value in values {
+        let Ok(value) = value.to_str() else { continue };
+        for item in value.split(',') {
+            let mut parts = item.split(';');
+            let coding = parts.next().unwrap_or("").trim();
+            let q = parts
+                .filter_map(|p| p.trim().strip_prefix("q=").or(p.trim().strip_prefix("Q=")))
+                .find_map(|q| q.trim().parse::<f32>().ok())
+                .unwrap_or(1.0);
+            let wanted = q > 0.0;
+            if coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip") {
+                named = Some(named.unwrap_or(false) || wanted);
+            } else if coding == "*" {
+                any = Some(wanted);
+            }
+        }
+    }
+    named.or(any).unwrap_or(false)
 }
 
 /// A 304 in place of `response` when it is a 200 whose entity tag `if_none_match` lists
@@ -77,7 +109,9 @@ pub fn not_modified(
     }
     let mut r = Response::new(Full::new(Bytes::new()));
     *r.status_mut() = StatusCode::NOT_MODIFIED;
-    r.headers_mut().insert(header::ETAG, tag.clone());
+    let h = r.headers_mut();
+    h.insert(header::ETAG, tag.clone());
+    h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
     Some(r)
 }
 
@@ -160,14 +194,40 @@ mod tests {
     use super::*;
 
     #[test]
-    fn entity_tags_are_stable_and_tell_bodies_apart() {
+    fn entity_tags_are_stable_and_tell_bodies_and_codings_apart() {
         let body = br#"{"id":1,"name":"Camo Onesie"}"#;
-        let tag = entity_tag(body);
-        assert_eq!(tag, entity_tag(body));
+        let tag = entity_tag(render::digest(body), Coding::Identity);
+        assert_eq!(tag, entity_tag(render::digest(body), Coding::Identity));
         assert_eq!(tag.len(), 18);
         let mut flipped = body.to_vec();
         flipped[5] ^= 1;
-        assert_ne!(entity_tag(&flipped), tag);
-        assert_ne!(entity_tag(b""), entity_tag(b"\0"), "length counts");
+        assert_ne!(entity_tag(render::digest(&flipped), Coding::Identity), tag);
+        assert_ne!(render::digest(b""), render::digest(b"\0"), "length counts");
+        let gzip = entity_tag(render::digest(body), Coding::Gzip);
+        assert_ne!(gzip, tag);
+        assert_eq!(gzip.as_bytes()[..17], tag.as_bytes()[..17]);
+    }
+
+    #[test]
+    fn accept_encoding_is_read_as_rfc_9110_says() {
+        let accepts = |values: &[&'static str]| {
+            let values: Vec<HeaderValue> =
+                values.iter().map(|v| HeaderValue::from_static(v)).collect();
+            accepts_gzip(values.iter())
+        };
+        assert!(accepts(&["gzip"]));
+        assert!(accepts(&["gzip, deflate, br"]));
+        assert!(accepts(&["br;q=1.0, GZIP;q=0.5"]));
+        assert!(accepts(&["x-gzip"]));
+        assert!(accepts(&["*"]));
+        assert!(accepts(&["deflate", "gzip"]), "one header per line");
+        assert!(!accepts(&[]));
+        assert!(!accepts(&["identity"]));
+        assert!(!accepts(&["br, deflate"]));
+        assert!(!accepts(&["gzip;q=0"]));
+        assert!(!accepts(&["gzip; q=0.000"]));
+        assert!(!accepts(&["*, gzip;q=0"]), "named beats the wildcard");
+        assert!(!accepts(&["*;q=0"]));
+        assert!(!accepts(&["gzipper"]));
     }
 }

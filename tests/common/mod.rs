@@ -169,7 +169,11 @@ pub async fn count(client: &Client, table: &str) -> i64 {
 pub struct Reply {
     pub status: u16,
     pub headers: Vec<(String, String)>,
+    /// The body as a browser shows it: decoded (by the system's `gzip`, a decoder independent
+    /// of the server's) when it came with `Content-Encoding: gzip`.
     pub body: String,
+    /// The body's bytes as they came.
+    pub raw_body: Vec<u8>,
 }
 
 impl Reply {
@@ -196,25 +200,56 @@ pub async fn send_raw(addr: std::net::SocketAddr, request: &[u8]) -> Reply {
     .await
     .expect("reply within 10 s")
     .expect("read");
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(raw.len(), |at| at + 4);
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let raw_body = raw[split..].to_vec();
     let mut lines = head.lines();
     let status = lines
         .next()
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let headers = lines
+    let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
         .collect();
+    let gzipped = headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("content-encoding") && v == "gzip");
+    let decoded = if gzipped && !raw_body.is_empty() {
+        gunzip(&raw_body)
+    } else {
+        raw_body.clone()
+    };
     let reply = Reply {
         status,
         headers,
-        body: body.to_owned(),
+        body: String::from_utf8_lossy(&decoded).into_owned(),
+        raw_body,
     };
     openapi::check(request, &reply);
     reply
+}
+
+/// `gz` decoded by the system's `gzip -d`.
+pub fn gunzip(gz: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut child = std::process::Command::new("gzip")
+        .arg("-dc")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run gzip (every Debian system has it)");
+    let mut stdin = child.stdin.take().expect("gzip's stdin");
+    let input = gz.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    let out = child.wait_with_output().expect("gzip's output");
+    writer.join().expect("writer").expect("write to gzip");
+    assert!(out.status.success(), "gzip -d refused the body: {out:?}");
+    out.stdout
 }
 
 /// `method path` with an Authorization header, as the storefront sends it.

@@ -148,6 +148,20 @@ pub fn check(request: &[u8], reply: &Reply) {
         _ => path,
     };
     let context = format!("{method} {target} -> {}", reply.status);
+    if reply.header("content-encoding").is_some() {
+        // A coded body only to a request that accepts the coding (the description's
+        // `Accept-Encoding` parameter).
+        let text = String::from_utf8_lossy(request).to_ascii_lowercase();
+        let accepts = text.lines().any(|l| {
+            l.strip_prefix("accept-encoding:")
+                .is_some_and(|v| v.contains("gzip") || v.contains('*'))
+        });
+        assert!(
+            accepts,
+            "{context}: Content-Encoding {:?} to a request that did not accept it",
+            reply.header("content-encoding")
+        );
+    }
 
     let response = match path_item(path) {
         _ if method == "OPTIONS" => component_response("Preflight"),

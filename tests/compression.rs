@@ -1,0 +1,194 @@
+//! The precomputed catalog keeps its bodies compacted: whole bodies gzip-compressed and sent
+//! as they are to clients that accept gzip (decoded here by the system's `gzip`), inflated for
+//! clients that do not; lists deflated and inflated to copy a page. Every representation
+//! serves the bytes of a fresh render, before and after a write refreshes them.
+
+mod common;
+
+use std::time::Duration;
+
+use atelier::cache::{fill, Key};
+use atelier::config::ServeSettings;
+use atelier::dataset::generate::{generate, GenerateOptions};
+use atelier::domain::ReviewOrder;
+use atelier::pg::pool::Pool;
+use atelier::render::Rendered;
+use common::{eventually, get, put, send_raw, Reply, TempDir};
+
+async fn request(addr: std::net::SocketAddr, method: &str, path: &str, extra: &str) -> Reply {
+    let raw = format!(
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nAuthorization: t\r\n{extra}Connection: close\r\n\r\n"
+    );
+    send_raw(addr, raw.as_bytes()).await
+}
+
+#[tokio::test]
+async fn compacted_bodies_go_out_gzip_coded_to_clients_that_take_gzip_and_plain_to_others() {
+    let dir = TempDir::new("compression");
+    generate(&GenerateOptions {
+        scale: 0.0005,
+        seed: 9,
+        out: dir.path().into(),
+        quiet: true,
+    })
+    .expect("generate");
+    let db = common::loaded_database(dir.path()).await;
+    let settings = ServeSettings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        pool_size: 2,
+        sweep_period: None,
+        ..Default::default()
+    };
+    let server = atelier::http::start(settings, db.config.clone())
+        .await
+        .unwrap();
+    let a = server.addr;
+    eventually(a, "/readyz", |b| b == "ready").await;
+    let client = db.client().await;
+    // A product with several reviews, so that its list is worth deflating.
+    let id: i64 = client
+        .query_one(
+            "SELECT product_id FROM reviews WHERE NOT reported GROUP BY product_id \
+             ORDER BY count(*) DESC, product_id LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let pool = Pool::new(db.config.clone(), 2, Duration::from_secs(5));
+    let cache = &server.app.cache;
+
+    // Kept compacted.
+    let styles = Key::Styles(id);
+    assert!(
+        matches!(cache.peek(&styles), Some(Rendered::Gzip(_))),
+        "styles kept gzip-compressed: {:?}",
+        cache.peek(&styles)
+    );
+    let helpful = Key::Reviews {
+        product_id: id,
+        order: ReviewOrder::Helpful,
+    };
+    let newest = Key::Reviews {
+        product_id: id,
+        order: ReviewOrder::Newest,
+    };
+    for key in [&helpful, &newest] {
+        assert!(
+            matches!(cache.peek(key), Some(Rendered::List(l)) if l.is_deflated()),
+            "{key:?} kept deflated"
+        );
+    }
+
+    let path = format!("/products/{id}/styles");
+    let fresh = fill(&styles, &pool).await.unwrap().plain().unwrap();
+    let plain = request(a, "GET", &path, "").await;
+    assert_eq!(plain.status, 200);
+    assert_eq!(plain.header("content-encoding"), None);
+    assert_eq!(plain.header("vary"), Some("Accept-Encoding"));
+    assert_eq!(
+        plain.raw_body, fresh,
+        "inflated for a client that takes no gzip"
+    );
+    let tag = plain.header("etag").unwrap().to_owned();
+
+    let gz = request(a, "GET", &path, "Accept-Encoding: gzip, deflate, br\r\n").await;
+    assert_eq!(gz.status, 200);
+    assert_eq!(gz.header("content-encoding"), Some("gzip"));
+    assert_eq!(gz.header("vary"), Some("Accept-Encoding"));
+    assert_eq!(
+        gz.body.as_bytes(),
+        &fresh[..],
+        "gzip -d gives the plain body"
+    );
+    assert!(gz.raw_body.len() < fresh.len() / 2, "sent compressed");
+    let gz_tag = gz.header("etag").unwrap().to_owned();
+    assert_eq!(gz_tag, format!("{}-gzip\"", &tag[..tag.len() - 1]));
+
+    for refused in ["gzip;q=0", "identity", "br"] {
+        let r = request(a, "GET", &path, &format!("Accept-Encoding: {refused}\r\n")).await;
+        assert_eq!(r.header("content-encoding"), None, "{refused}");
+        assert_eq!(r.raw_body, fresh, "{refused}");
+    }
+
+    // HEAD says what GET would send; each representation's tag validates only itself.
+    let head = request(a, "HEAD", &path, "Accept-Encoding: gzip\r\n").await;
+    assert_eq!(head.header("content-encoding"), Some("gzip"));
+    assert_eq!(
+        head.header("content-length"),
+        Some(gz.raw_body.len().to_string().as_str())
+    );
+    let if_gz = format!("If-None-Match: {gz_tag}\r\n");
+    let not_modified = request(
+        a,
+        "GET",
+        &path,
+        &format!("Accept-Encoding: gzip\r\n{if_gz}"),
+    )
+    .await;
+    assert_eq!(not_modified.status, 304);
+    assert_eq!(not_modified.header("vary"), Some("Accept-Encoding"));
+    assert_eq!(request(a, "GET", &path, &if_gz).await.status, 200);
+
+    // Pages of a deflated list, in both orders, are those of a fresh render.
+    let fresh_page = |sort: &'static str| {
+        let pool = &pool;
+        async move {
+            let order = if sort == "newest" {
+                ReviewOrder::Newest
+            } else {
+                ReviewOrder::Helpful
+            };
+            let key = Key::Reviews {
+                product_id: id,
+                order,
+            };
+            match fill(&key, pool).await.unwrap() {
+                Rendered::List(list) => {
+                    atelier::render::reviews::reviews_page(id, 2, 2, &list).to_vec()
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    };
+    for sort in ["newest", "helpful"] {
+        let page = format!("/reviews?product_id={id}&page=2&count=2&sort={sort}");
+        let r = request(a, "GET", &page, "Accept-Encoding: gzip\r\n").await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("content-encoding"), None, "a page is sent plain");
+        assert_eq!(r.raw_body, fresh_page(sort).await, "{sort}");
+    }
+
+    // A write refreshes the catalog's entries, compacted again, with the new bytes.
+    let review: i64 = client
+        .query_one(
+            "SELECT min(id) FROM reviews WHERE product_id = $1 AND NOT reported",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        put(a, &format!("/reviews/{review}/helpful")).await.status,
+        204
+    );
+    let r = get(
+        a,
+        &format!("/reviews?product_id={id}&count=100&sort=newest"),
+    )
+    .await;
+    let fresh_list = match fill(&newest, &pool).await.unwrap() {
+        Rendered::List(list) => atelier::render::reviews::reviews_page(id, 1, 100, &list),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        r.raw_body,
+        fresh_list.to_vec(),
+        "the writer reads its write"
+    );
+    assert!(
+        matches!(cache.peek(&newest), Some(Rendered::List(l)) if l.is_deflated()),
+        "refreshed into the catalog, deflated"
+    );
+    assert!(cache.stats().catalog_entries > 0);
+}
