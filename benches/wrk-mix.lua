@@ -4,9 +4,16 @@
 -- benches/wrk-writes.lua builds on it (run wrk from the repository root).
 --
 --   FIRST=900000 COUNT=1000 wrk -t2 -c64 -d20s -s benches/wrk-mix.lua http://127.0.0.1:3000
+--   ACCEPT_ENCODING=gzip FIRST=1 COUNT=1000000 wrk ... (the same, as a browser asks)
 
 first = tonumber(os.getenv("FIRST") or "1")
 count = tonumber(os.getenv("COUNT") or "1000")
+-- ACCEPT_ENCODING=gzip asks for compressed bodies, as every browser does; unset, bodies come
+-- plain (the server inflates what it keeps compressed).
+local headers = { ["Authorization"] = "bench" }
+if os.getenv("ACCEPT_ENCODING") then
+  headers["Accept-Encoding"] = os.getenv("ACCEPT_ENCODING")
+end
 local paths = {
   "/products/%d",
   "/products/%d/styles",
@@ -29,7 +36,7 @@ end
 -- The next request of a product page of product `id`.
 function page_view(id)
   i = i + 1
-  return wrk.format("GET", string.format(paths[(i % #paths) + 1], id), { ["Authorization"] = "bench" })
+  return wrk.format("GET", string.format(paths[(i % #paths) + 1], id), headers)
 end
 
 request = function()

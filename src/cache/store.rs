@@ -47,6 +47,11 @@ fn weight(key: &Key, value: &Rendered) -> u64 {
     ENTRY_OVERHEAD + (key.weight() + value.weight()) as u64
 }
 
+/// What a catalog entry weighs: its slot holds no key.
+fn catalog_weight(value: &Rendered) -> u64 {
+    ENTRY_OVERHEAD + value.weight() as u64
+}
+
 #[derive(Clone, Default)]
 pub(crate) struct EvictionCounter(Arc<AtomicU64>);
 
@@ -237,7 +242,7 @@ impl Store {
         if let Some(slot) = catalog.as_ref().and_then(|c| c.slot(&key)) {
             if slot.load().is_some() {
                 let body = body.compacted();
-                self.replace_in_catalog(slot, &key, Some(weigh(&key, body)));
+                self.replace_in_catalog(slot, Some(weigh(body)));
                 return;
             }
         }
@@ -250,11 +255,11 @@ impl Store {
         let Some(slot) = catalog.as_ref().and_then(|c| c.slot(&key)) else {
             return Precomputed::NoSlot(key, body);
         };
-        let (body, weight) = weigh(&key, body.compacted());
+        let (body, weight) = weigh(body.compacted());
         if self.catalog_bytes.load(Ordering::Relaxed) + weight > self.catalog_share() {
             return Precomputed::Full;
         }
-        self.replace_in_catalog(slot, &key, Some((body, weight)));
+        self.replace_in_catalog(slot, Some((body, weight)));
         // One place at a time (and a fill of it in flight must not land).
         self.on_demand.remove(&key);
         Precomputed::Stored
@@ -265,25 +270,20 @@ impl Store {
     }
 
     /// Stores `new` in `slot` (or empties it), keeping the catalog's counts.
-    fn replace_in_catalog(
-        &self,
-        slot: &ArcSwapOption<Rendered>,
-        key: &Key,
-        new: Option<(Rendered, u64)>,
-    ) {
+    fn replace_in_catalog(&self, slot: &ArcSwapOption<Rendered>, new: Option<(Rendered, u64)>) {
         let (new, added) = match new {
             Some((body, weight)) => (Some(Arc::new(body)), weight),
             None => (None, 0),
         };
         let added_entry = u64::from(new.is_some());
         let old = slot.swap(new);
-        self.account(key, old.as_deref(), added, added_entry);
+        self.account(old.as_deref(), added, added_entry);
     }
 
-    /// Counts `added_bytes` and `added_entries` in, and `key`'s `old` body out.
-    fn account(&self, key: &Key, old: Option<&Rendered>, added_bytes: u64, added_entries: u64) {
+    /// Counts `added_bytes` and `added_entries` in, and the `old` body out.
+    fn account(&self, old: Option<&Rendered>, added_bytes: u64, added_entries: u64) {
         let (old_bytes, old_entries) = match old {
-            Some(body) => (weight(key, body), 1),
+            Some(body) => (catalog_weight(body), 1),
             None => (0, 0),
         };
         self.catalog_bytes.fetch_add(added_bytes, Ordering::Relaxed);
@@ -297,7 +297,7 @@ impl Store {
     pub(crate) fn remove(&self, key: &Key) {
         let catalog = self.catalog.load();
         if let Some(slot) = catalog.as_ref().and_then(|c| c.slot(key)) {
-            self.replace_in_catalog(slot, key, None);
+            self.replace_in_catalog(slot, None);
         }
         self.on_demand.remove(key);
     }
@@ -310,7 +310,7 @@ impl Store {
             if let Some(body) = current.as_deref().filter(|b| f(b)) {
                 let previous = slot.compare_and_swap(&current, None);
                 if arc_ptr_eq(&previous, &current) {
-                    self.account(key, Some(body), 0, 0);
+                    self.account(Some(body), 0, 0);
                     return true;
                 }
                 return false;
@@ -388,8 +388,8 @@ impl Store {
     }
 }
 
-fn weigh(key: &Key, body: Rendered) -> (Rendered, u64) {
-    let w = weight(key, &body);
+fn weigh(body: Rendered) -> (Rendered, u64) {
+    let w = catalog_weight(&body);
     (body, w)
 }
 
@@ -438,10 +438,7 @@ mod tests {
         assert_eq!(store.catalog_body(&Key::Product(3)), Some(body("fresh")));
         assert!(store.on_demand.peek(&Key::Product(3)).is_none());
         assert_eq!(store.catalog_entries(), 1);
-        assert_eq!(
-            store.catalog_bytes(),
-            weight(&Key::Product(3), &body("fresh"))
-        );
+        assert_eq!(store.catalog_bytes(), catalog_weight(&body("fresh")));
         store.remove(&Key::Product(3));
         assert_eq!(store.peek(&Key::Product(3)), None);
         assert_eq!((store.catalog_entries(), store.catalog_bytes()), (0, 0));

@@ -94,11 +94,14 @@ pub(crate) enum WarmStop {
     Interrupted,
 }
 
+/// Products read ahead of the renderer.
+const READ_AHEAD: usize = 256;
+
 /// Renders every body of the catalog from one scan of `database` into `cache`.
 pub async fn warm(
-    cache: &ResponseCache,
+    cache: &Arc<ResponseCache>,
     database: &Config,
-    status: &WarmupStatus,
+    status: &Arc<WarmupStatus>,
 ) -> Result<WarmupOutcome, DbError> {
     let generation = cache.begin_warmup();
     status.running.store(true, Ordering::Release);
@@ -109,9 +112,9 @@ pub async fn warm(
 }
 
 async fn scan_into(
-    cache: &ResponseCache,
+    cache: &Arc<ResponseCache>,
     database: &Config,
-    status: &WarmupStatus,
+    status: &Arc<WarmupStatus>,
     generation: u64,
 ) -> Result<WarmupOutcome, DbError> {
     let started = Instant::now();
@@ -133,24 +136,34 @@ async fn scan_into(
     }
     let mut first_products = Vec::with_capacity(PRODUCT_PAGES * PAGE_SIZE);
     let mut logged = Instant::now();
-    let mut outcome = WarmupOutcome::Complete;
-    while let Some(rows) = scan.next().await? {
+    // Rendering and compressing are most of a warm-up's work: a thread of their own does them
+    // while this task reads and decodes the next products.
+    let (rows_tx, rows_rx) = tokio::sync::mpsc::channel(READ_AHEAD);
+    let renderer = {
+        let (cache, status) = (Arc::clone(cache), Arc::clone(status));
+        tokio::task::spawn_blocking(move || render_into(&cache, &status, rows_rx))
+    };
+    let mut scanned = Ok(());
+    loop {
+        let rows = match scan.next().await {
+            Ok(Some(rows)) => rows,
+            Ok(None) => break,
+            Err(e) => {
+                scanned = Err(e);
+                break;
+            }
+        };
         if first_products.len() < PRODUCT_PAGES * PAGE_SIZE {
             first_products.push(rows.product.clone());
         }
-        match cache.insert_warm(bodies(&rows), status) {
-            Ok(()) => {}
-            Err(WarmStop::BudgetFull) => {
-                outcome = WarmupOutcome::BudgetFull;
-                break;
-            }
-            Err(WarmStop::Interrupted) => return Ok(WarmupOutcome::Interrupted),
+        if rows_tx.send(rows).await.is_err() {
+            break; // the renderer stopped: the budget is spent, or everything changed
         }
-        let done = status.products_done.fetch_add(1, Ordering::Relaxed) + 1;
         if logged.elapsed() > Duration::from_secs(5) {
             logged = Instant::now();
             eprintln!(
-                "warm-up: {done} of {} products, {} entries, {} MB, {:.0} s",
+                "warm-up: {} of {} products, {} entries, {} MB, {:.0} s",
+                status.products_done.load(Ordering::Relaxed),
                 scan.products,
                 status.entries.load(Ordering::Relaxed),
                 cache.stats().bytes >> 20,
@@ -158,6 +171,18 @@ async fn scan_into(
             );
         }
     }
+    drop(rows_tx);
+    let rendered = match renderer.await {
+        Ok(rendered) => rendered,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Err(WarmStop::Interrupted), // the runtime is shutting down
+    };
+    scanned?;
+    let mut outcome = match rendered {
+        Ok(()) => WarmupOutcome::Complete,
+        Err(WarmStop::BudgetFull) => WarmupOutcome::BudgetFull,
+        Err(WarmStop::Interrupted) => return Ok(WarmupOutcome::Interrupted),
+    };
     if outcome == WarmupOutcome::Complete {
         let pages = first_products
             .chunks(PAGE_SIZE)
@@ -199,6 +224,20 @@ async fn scan_into(
         by_kind.join(", ")
     );
     Ok(outcome)
+}
+
+/// Renders the products the scan hands over into the catalog, in the order it reads them,
+/// until the scan ends or the catalog stops taking them.
+fn render_into(
+    cache: &ResponseCache,
+    status: &WarmupStatus,
+    mut rows: tokio::sync::mpsc::Receiver<ProductRows>,
+) -> Result<(), WarmStop> {
+    while let Some(rows) = rows.blocking_recv() {
+        cache.insert_warm(bodies(&rows), status)?;
+        status.products_done.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok(())
 }
 
 /// Every cached body of one product, in the warm-up's priority order, compacted for the

@@ -18,7 +18,10 @@ const LEVEL: CompressionLvl = match CompressionLvl::new(6) {
 };
 
 thread_local! {
-    static COMPRESSOR: RefCell<Compressor> = RefCell::new(Compressor::new(LEVEL));
+    /// The compressor, and a scratch buffer it writes into (kept, so that compressing a
+    /// catalog is not millions of large allocations).
+    static COMPRESSOR: RefCell<(Compressor, Vec<u8>)> =
+        RefCell::new((Compressor::new(LEVEL), Vec::new()));
     static DECOMPRESSOR: RefCell<Decompressor> = RefCell::new(Decompressor::new());
 }
 
@@ -28,14 +31,26 @@ fn worth_it(compressed: usize, plain: usize) -> bool {
     compressed + plain / 8 <= plain
 }
 
-/// `plain` as a gzip member, if that saves at least an eighth.
-pub fn gzip(plain: &[u8]) -> Option<Vec<u8>> {
+/// `plain` as a gzip member, if that saves at least an eighth. The result holds no spare
+/// capacity: it is kept for a long time, in millions.
+pub fn gzip(plain: &[u8]) -> Option<Box<[u8]>> {
+    compressed(plain, |c, out| {
+        let bound = c.gzip_compress_bound(plain.len());
+        out.resize(bound, 0);
+        c.gzip_compress(plain, out).ok()
+    })
+}
+
+/// Runs `compress` with this thread's compressor and scratch buffer; returns an exact copy of
+/// what it wrote if that is worth keeping.
+fn compressed(
+    plain: &[u8],
+    compress: impl FnOnce(&mut Compressor, &mut Vec<u8>) -> Option<usize>,
+) -> Option<Box<[u8]>> {
     COMPRESSOR.with(|c| {
-        let mut c = c.borrow_mut();
-        let mut out = vec![0; c.gzip_compress_bound(plain.len())];
-        let n = c.gzip_compress(plain, &mut out).ok()?;
-        out.truncate(n);
-        worth_it(n, plain.len()).then_some(out)
+        let (compressor, scratch) = &mut *c.borrow_mut();
+        let n = compress(compressor, scratch)?;
+        worth_it(n, plain.len()).then(|| Box::from(&scratch[..n]))
     })
 }
 
@@ -50,14 +65,12 @@ pub fn gunzip(gz: &[u8]) -> Option<Vec<u8>> {
     (n == out.len()).then_some(out)
 }
 
-/// `plain` as raw deflate, if that saves at least an eighth.
-pub fn deflate(plain: &[u8]) -> Option<Vec<u8>> {
-    COMPRESSOR.with(|c| {
-        let mut c = c.borrow_mut();
-        let mut out = vec![0; c.deflate_compress_bound(plain.len())];
-        let n = c.deflate_compress(plain, &mut out).ok()?;
-        out.truncate(n);
-        worth_it(n, plain.len()).then_some(out)
+/// `plain` as raw deflate, if that saves at least an eighth (no spare capacity either).
+pub fn deflate(plain: &[u8]) -> Option<Box<[u8]>> {
+    compressed(plain, |c, out| {
+        let bound = c.deflate_compress_bound(plain.len());
+        out.resize(bound, 0);
+        c.deflate_compress(plain, out).ok()
     })
 }
 
@@ -79,6 +92,11 @@ mod tests {
         let text = br#"{"id":1,"name":"Camo Onesie","slogan":"Blend in"}"#.repeat(20);
         let gz = gzip(&text).expect("repetitive text shrinks");
         assert!(gz.len() < text.len() / 4);
+        assert_eq!(
+            Vec::from(gz.clone()).capacity(),
+            gz.len(),
+            "no spare capacity"
+        );
         assert_eq!(gunzip(&gz).as_deref(), Some(&text[..]));
         let raw = deflate(&text).expect("shrinks");
         assert_eq!(inflate(&raw, text.len()).as_deref(), Some(&text[..]));

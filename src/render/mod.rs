@@ -62,7 +62,8 @@ impl Rendered {
         match self {
             Rendered::Json(b) => b.len(),
             Rendered::Gzip(g) => g.gz.len(),
-            Rendered::List(l) => l.weight(),
+            // The list's own box, besides what it holds.
+            Rendered::List(l) => std::mem::size_of::<ItemList>() + 16 + l.weight(),
             Rendered::NotFound => 0,
         }
     }
