@@ -2,11 +2,15 @@
 # The load benchmark, side by side in one run: the constant-body ceiling (examples/
 # constant_body.rs), nginx serving a static body of the same size, and atelier precomputed,
 # on demand and without a cache, each under the same workloads:
-#   a. the product-page mix over random ids in the last 10% of the catalog;
+#   a. the product-page mix over random ids in the last 10% of the catalog (and, for the
+#      ceiling and atelier precomputed, each of its six GET endpoints alone);
 #   b. the same mix over uniform random ids;
 #   c. the mix of a with 5% writes (helpful votes, new reviews, new answers);
-#   d. a fixed 10,000 requests/s for 30 s with latency correction (needs `oha`:
-#      `cargo install oha`; skipped without it).
+#   d. a fixed 10,000 requests/s for 30 s with latency correction, over random products of
+#      the last tenth (product, styles and meta; needs `oha`: `cargo install oha`; skipped
+#      without it).
+# Requests ask for gzip as browsers do (ACCEPT_ENCODING, default "gzip, deflate, br"; set it
+# empty for plain bodies).
 # Prints one table. Needs wrk and nginx (apt-get install wrk nginx-light) and DATABASE_URL
 # naming a loaded database (which workload c writes to).
 #
@@ -17,6 +21,8 @@
 set -euo pipefail
 seconds=${1:-15}
 cache_mb=${2:-512}
+export ACCEPT_ENCODING=${ACCEPT_ENCODING-gzip, deflate, br}
+[ -n "$ACCEPT_ENCODING" ] || unset ACCEPT_ENCODING
 : "${DATABASE_URL:?set DATABASE_URL to a loaded database}"
 command -v wrk >/dev/null || { echo "wrk is not installed: apt-get install wrk" >&2; exit 1; }
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { echo "nginx is not installed: apt-get install nginx-light" >&2; exit 1; }
@@ -50,10 +56,14 @@ wait_ready() {
     return 1
 }
 
+# oha draws each URL from a regex: ids of the last tenth, for a catalog of ids 1 to about a
+# power of ten (as generated and real sets are): 9 followed by the rest of the digits.
+tail_regex="9[0-9]{$((${#max_id} - 2))}"
+
 rows=()
-run_wrk() { # name workload url script first count
+run_wrk() { # name workload url script first count [endpoint]
     local out
-    out=$(FIRST=$5 COUNT=$6 wrk -t2 -c64 -d"${seconds}s" --latency -s "benches/$4" "$3")
+    out=$(ONLY=${7:-0} FIRST=$5 COUNT=$6 wrk -t2 -c64 -d"${seconds}s" --latency -s "benches/$4" "$3")
     local rps p50 p99
     rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
     p50=$(awk '$1=="50%" {print $2}' <<<"$out")
@@ -62,14 +72,17 @@ run_wrk() { # name workload url script first count
     echo "  $1, $2: $rps requests/s, p50 $p50, p99 $p99" >&2
 }
 
-run_fixed() { # name url first
+run_fixed() { # name url
     if ! command -v oha >/dev/null; then
         rows+=("$1|d (10k/s fixed)|skipped: no oha||")
         return
     fi
-    local out
+    local out encoding=()
+    [ -n "${ACCEPT_ENCODING:-}" ] && encoding=(-H "Accept-Encoding: $ACCEPT_ENCODING")
     out=$(oha --no-tui -z 30s -q 10000 --latency-correction -c 64 \
-        -H "Authorization: bench" "$2/products/$3" 2>/dev/null)
+        -H "Authorization: bench" "${encoding[@]}" \
+        --rand-regex-url "${2//./\\.}/(products/$tail_regex|products/$tail_regex/styles|reviews/meta\\?product_id=$tail_regex)" \
+        2>/dev/null)
     local p50 p99 p999 rps
     rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
     p50=$(awk '/50.00%/ {print $3" "$4}' <<<"$out")
@@ -78,13 +91,21 @@ run_fixed() { # name url first
     rows+=("$1|d (10k/s fixed)|$rps|$p50|$p99 (p99.9 $p999)")
 }
 
+# The six endpoints of the mix, each alone (workload a).
+endpoints=(product styles related reviews meta questions)
+measure_endpoints() { # name url
+    for n in 1 2 3 4 5 6; do
+        run_wrk "$1" "a: ${endpoints[$((n - 1))]}" "$2" wrk-mix.lua "$tail_first" "$tail_count" "$n"
+    done
+}
+
 # A server that answers every path with one body: the read-only workloads and the fixed rate.
 measure_static() { # name url
     for w in "a|$tail_first|$tail_count" "b|1|$max_id"; do
         IFS='|' read -r workload first count <<<"$w"
         run_wrk "$1" "$workload" "$2" wrk-mix.lua "$first" "$count"
     done
-    run_fixed "$1" "$2" "$tail_first"
+    run_fixed "$1" "$2"
 }
 
 body_size=1400
@@ -93,6 +114,7 @@ target/release/examples/constant_body 127.0.0.1:4501 "$body_size" 2>/dev/null &
 pids+=($!)
 sleep 1
 measure_static "ceiling (constant body)" http://127.0.0.1:4501
+measure_endpoints "ceiling (constant body)" http://127.0.0.1:4501
 
 echo "== nginx, static body" >&2
 mkdir -p "$work/www"
@@ -125,18 +147,19 @@ for setup in "precomputed|all|$cache_mb" "on demand|none|$cache_mb" "no cache|no
     pids+=("$pid")
     started=$(date +%s)
     wait_ready http://127.0.0.1:4503
-    echo "  ready after $(($(date +%s) - started)) s" >&2
+    echo "  ready after $(($(date +%s) - started)) s, $(($(ps -o rss= -p "$pid") / 1024)) MB resident" >&2
     for w in "a|wrk-mix.lua|$tail_first|$tail_count" "b|wrk-mix.lua|1|$max_id" "c (5% writes)|wrk-writes.lua|$tail_first|$tail_count"; do
         IFS='|' read -r name script first count <<<"$w"
         run_wrk "atelier $label" "$name" http://127.0.0.1:4503 "$script" "$first" "$count"
     done
-    run_fixed "atelier $label" http://127.0.0.1:4503 "$tail_first"
+    run_fixed "atelier $label" http://127.0.0.1:4503
+    [ "$precompute" = all ] && measure_endpoints "atelier $label" http://127.0.0.1:4503
     kill "$pid"
     wait "$pid" 2>/dev/null || true
 done
 
 echo
-echo "$(nproc) cores, $(date -u +%F), $seconds s a workload, wrk -t2 -c64, catalog of $max_id products, --cache-mb $cache_mb"
+echo "$(nproc) cores, $(date -u +%F), $seconds s a workload, wrk -t2 -c64, catalog of $max_id products, --cache-mb $cache_mb, Accept-Encoding: ${ACCEPT_ENCODING:-(none)}"
 printf '| %-26s | %-16s | %12s | %10s | %10s |\n' setup workload requests/s p50 p99
 printf '|%s|%s|%s|%s|%s|\n' "----------------------------" "------------------" "--------------" "------------" "------------"
 for r in "${rows[@]}"; do

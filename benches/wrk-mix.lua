@@ -23,6 +23,8 @@ local paths = {
   "/qa/questions?product_id=%d&count=5",
 }
 local i = 0
+-- ONLY=N (1 to 6) asks for one endpoint of the mix, on every request.
+local only = tonumber(os.getenv("ONLY") or "0")
 
 function init(args)
   math.randomseed(os.time() + tonumber(tostring({}):sub(8), 16))
@@ -36,7 +38,11 @@ end
 -- The next request of a product page of product `id`.
 function page_view(id)
   i = i + 1
-  return wrk.format("GET", string.format(paths[(i % #paths) + 1], id), headers)
+  local path = paths[(i % #paths) + 1]
+  if only > 0 then
+    path = paths[only]
+  end
+  return wrk.format("GET", string.format(path, id), headers)
 end
 
 request = function()

@@ -186,9 +186,39 @@ async fn compacted_bodies_go_out_gzip_coded_to_clients_that_take_gzip_and_plain_
         fresh_list.to_vec(),
         "the writer reads its write"
     );
+    let list = |key: &Key| match cache.peek(key) {
+        Some(Rendered::List(l)) => l,
+        other => panic!("{key:?}: {other:?}"),
+    };
     assert!(
-        matches!(cache.peek(&newest), Some(Rendered::List(l)) if l.is_deflated()),
+        list(&newest).is_deflated(),
         "refreshed into the catalog, deflated"
     );
+    assert!(
+        list(&newest).shares_buffer_with(&list(&helpful)),
+        "both orders rendered from one read, sharing one buffer"
+    );
+    // So is a change made elsewhere, which reaches the cache through the feed.
+    client
+        .execute(
+            "UPDATE reviews SET helpfulness = helpfulness + 5 WHERE id = $1",
+            &[&review],
+        )
+        .await
+        .unwrap();
+    let fresh_list = match fill(&helpful, &pool).await.unwrap() {
+        Rendered::List(l) => atelier::render::reviews::reviews_page(id, 1, 100, &l).to_vec(),
+        other => panic!("{other:?}"),
+    };
+    let path = format!("/reviews?product_id={id}&count=100");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while get(a, &path).await.raw_body != fresh_list {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the feed's refresh never came"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(list(&helpful).is_deflated());
     assert!(cache.stats().catalog_entries > 0);
 }

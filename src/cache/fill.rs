@@ -12,7 +12,7 @@ use crate::pg::DbError;
 use crate::render::cart::render_cart;
 use crate::render::products::{render_product, render_product_list, render_related, render_styles};
 use crate::render::qa::{render_answer_list, render_question_list};
-use crate::render::reviews::{render_meta, render_review_list};
+use crate::render::reviews::{newest_order, render_meta, render_review_list};
 use crate::render::Rendered;
 
 /// Renders the resource behind `key` fresh from the database: what a fill caches, what the
@@ -79,6 +79,31 @@ async fn fill_reviews(
     Ok(Rendered::List(Arc::new(render_review_list(
         &reviews, &photos,
     ))))
+}
+
+/// Renders both orders of a product's reviews from one read, the `newest` list an index into
+/// the `helpful` list's buffer; with `compact`, the buffer is deflated first, for the
+/// precomputed catalog (see [`Rendered::compacted`]), so that the orders share it there too.
+/// Returns the `helpful` list, then the `newest`.
+pub async fn fill_review_orders(
+    pool: &Pool,
+    product_id: i64,
+    compact: bool,
+) -> Result<(Rendered, Rendered), DbError> {
+    let (reviews, dates_us, photos) = pool
+        .run(|c| async move { read::reviews_with_dates(&c, product_id).await })
+        .await?;
+    let mut helpful = render_review_list(&reviews, &photos);
+    if compact {
+        helpful = helpful.compacted();
+    }
+    let newest = helpful
+        .reordered(newest_order(&reviews, &dates_us))
+        .ok_or_else(|| DbError::Unavailable("review dates did not match the reviews".into()))?;
+    Ok((
+        Rendered::List(Arc::new(helpful)),
+        Rendered::List(Arc::new(newest)),
+    ))
 }
 
 async fn fill_meta(pool: &Pool, product_id: i64) -> Result<Rendered, DbError> {

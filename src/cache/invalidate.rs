@@ -47,12 +47,19 @@ impl ResponseCache {
     }
 
     /// [`apply_change`](Self::apply_change) for a write this instance made: what it changed is
-    /// re-rendered before this returns, so the writer's next read gets the new body.
+    /// re-rendered before this returns, so the writer's next read gets the new body. A
+    /// product's two review orders are rendered together, from one read.
     pub async fn apply_own_change(&self, change: &Change, pool: &crate::pg::pool::Pool) {
-        let refreshes = self
-            .stale_after(change)
-            .into_iter()
-            .map(|key| self.refresh_now(key, pool));
+        let mut keys = self.stale_after(change);
+        let reviews: Vec<Key> = keys
+            .iter()
+            .filter(|key| matches!(key, Key::Reviews { .. }))
+            .cloned()
+            .collect();
+        keys.retain(|key| !matches!(key, Key::Reviews { .. }));
+        let together = std::iter::once(reviews).filter(|group| !group.is_empty());
+        let groups = together.chain(keys.into_iter().map(|key| vec![key]));
+        let refreshes = groups.map(|group| async move { self.refresh_now(&group, pool).await });
         futures_util::future::join_all(refreshes).await;
     }
 

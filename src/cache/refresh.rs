@@ -17,7 +17,9 @@ use std::sync::atomic::Ordering;
 
 use tokio::sync::mpsc;
 
+use super::fill::fill_review_orders;
 use super::{fill, Key, ResponseCache};
+use crate::domain::ReviewOrder;
 use crate::pg::pool::Pool;
 use crate::render::Rendered;
 
@@ -61,32 +63,73 @@ impl ResponseCache {
         }
     }
 
-    /// Re-renders `key` now, if the cache holds it, and swaps the new body in; drops it if
-    /// the render fails. For the instance's own writes.
-    pub async fn refresh_now(&self, key: Key, pool: &Pool) {
-        let Some((number, _)) = self.take_number(&key, false) else {
-            return; // dropped: the next read fills it fresh
-        };
-        let guard = Abandoned::new(self, &key, number);
-        let fresh = fill(&key, pool).await.ok();
-        guard.disarm();
-        if self.finish(key.clone(), number, fresh) {
-            return;
+    /// Re-renders `keys` now (those the cache holds), and swaps the new bodies in; drops one
+    /// whose render fails. For the instance's own writes. Siblings (a product's two review
+    /// orders) are rendered from one read.
+    pub async fn refresh_now(&self, keys: &[Key], pool: &Pool) {
+        let numbered: Vec<(Key, u64)> = keys
+            .iter()
+            .filter_map(|key| Some((key.clone(), self.take_number(key, false)?.0)))
+            .collect();
+        if numbered.is_empty() {
+            return; // dropped: the next read fills them fresh
         }
-        // A later change took the key over; its refresh also reads after this write. Wait
-        // for it, so that the writer's next read is not the body from before its write.
+        let superseded = self.render_and_finish(numbered, pool).await;
+        // A later change took a key over; its refresh also reads after this write. Wait for
+        // it, so that the writer's next read is not the body from before its write.
         let _ = tokio::time::timeout(pool.timeout(), async {
             loop {
                 let done = self.refresh_done.notified();
                 tokio::pin!(done);
                 done.as_mut().enable();
-                if !self.is_being_refreshed(&key) {
+                if !superseded.iter().any(|key| self.is_being_refreshed(key)) {
                     return;
                 }
                 done.await;
             }
         })
         .await;
+    }
+
+    /// Renders the numbered keys afresh (siblings from one read) and swaps each in; returns
+    /// the keys a later change took over meanwhile.
+    async fn render_and_finish(&self, numbered: Vec<(Key, u64)>, pool: &Pool) -> Vec<Key> {
+        let guards: Vec<Abandoned> = numbered
+            .iter()
+            .map(|(key, number)| Abandoned::new(self, key, *number))
+            .collect();
+        let keys: Vec<Key> = numbered.iter().map(|(key, _)| key.clone()).collect();
+        let fresh = self.render_together(&keys, pool).await;
+        guards.into_iter().for_each(Abandoned::disarm);
+        numbered
+            .into_iter()
+            .zip(fresh)
+            .filter_map(|((key, number), body)| {
+                (!self.finish(key.clone(), number, body)).then_some(key)
+            })
+            .collect()
+    }
+
+    /// Fresh renders of `keys`, in order; None where a render failed. A product's two review
+    /// orders come from one read, sharing one buffer (compacted first if the catalog holds
+    /// them, so that they share it there).
+    async fn render_together(&self, keys: &[Key], pool: &Pool) -> Vec<Option<Rendered>> {
+        if let [first, second] = keys {
+            if let (Key::Reviews { product_id, order }, Some(other)) = (first, sibling(first)) {
+                if *second == other {
+                    let compact = self.store.in_catalog(first);
+                    return match fill_review_orders(pool, *product_id, compact).await {
+                        Ok((helpful, newest)) if *order == ReviewOrder::Helpful => {
+                            vec![Some(helpful), Some(newest)]
+                        }
+                        Ok((helpful, newest)) => vec![Some(newest), Some(helpful)],
+                        Err(_) => vec![None, None],
+                    };
+                }
+            }
+        }
+        futures_util::future::join_all(keys.iter().map(|key| async { fill(key, pool).await.ok() }))
+            .await
     }
 
     /// Gives `key`'s latest change a number if the cache holds the key or a refresh of it is
@@ -120,6 +163,15 @@ impl ResponseCache {
     fn dequeue(&self, key: &Key) -> Option<u64> {
         let mut pending = self.refreshing.lock().ok()?;
         let entry = pending.get_mut(key)?;
+        entry.queued = false;
+        Some(entry.latest)
+    }
+
+    /// Takes `key` off the queue to render it now with a sibling, if it waits there: the
+    /// number of the change to render for. Its turn in the queue then finds nothing to do.
+    fn take_queued(&self, key: &Key) -> Option<u64> {
+        let mut pending = self.refreshing.lock().ok()?;
+        let entry = pending.get_mut(key).filter(|entry| entry.queued)?;
         entry.queued = false;
         Some(entry.latest)
     }
@@ -198,6 +250,20 @@ impl Drop for Abandoned<'_> {
     }
 }
 
+/// The key rendered from the same read as `key`: a product's other review order.
+fn sibling(key: &Key) -> Option<Key> {
+    match *key {
+        Key::Reviews { product_id, order } => Some(Key::Reviews {
+            product_id,
+            order: match order {
+                ReviewOrder::Helpful => ReviewOrder::Newest,
+                ReviewOrder::Newest => ReviewOrder::Helpful,
+            },
+        }),
+        _ => None,
+    }
+}
+
 /// Serves the refresh queue until it closes: up to `concurrency` re-renders at once.
 pub async fn run(
     cache: &ResponseCache,
@@ -212,13 +278,16 @@ pub async fn run(
             next = queue.recv(), if running.len() < concurrency => match next {
                 Some(key) => {
                     let Some(number) = cache.dequeue(&key) else {
-                        continue; // abandoned meanwhile
+                        continue; // abandoned, or rendered with its sibling, meanwhile
                     };
+                    let mut numbered = vec![(key.clone(), number)];
+                    if let Some(other) = sibling(&key) {
+                        if let Some(n) = cache.take_queued(&other) {
+                            numbered.push((other, n));
+                        }
+                    }
                     running.push(async move {
-                        let guard = Abandoned::new(cache, &key, number);
-                        let fresh = fill(&key, pool).await.ok();
-                        guard.disarm();
-                        cache.finish(key, number, fresh);
+                        cache.render_and_finish(numbered, pool).await;
                     });
                 }
                 None => break,

@@ -231,6 +231,11 @@ impl Store {
         self.catalog_body(key).or_else(|| self.on_demand.peek(key))
     }
 
+    /// Whether the catalog holds `key` (its body is kept compacted).
+    pub(crate) fn in_catalog(&self, key: &Key) -> bool {
+        self.catalog_body(key).is_some()
+    }
+
     pub(crate) fn contains_key(&self, key: &Key) -> bool {
         self.peek(key).is_some()
     }

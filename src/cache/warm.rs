@@ -26,7 +26,7 @@ use crate::pg::scan::{CatalogScan, ProductRows};
 use crate::pg::DbError;
 use crate::render::products::{render_product, render_product_list, render_related, render_styles};
 use crate::render::qa::{render_answer_list, render_question_list};
-use crate::render::reviews::{render_meta, render_review_list};
+use crate::render::reviews::{newest_order, render_meta, render_review_list};
 use crate::render::Rendered;
 
 /// Pages of `GET /products` warmed, at the default count.
@@ -271,13 +271,10 @@ fn rendered(rows: &ProductRows) -> Vec<(Key, Rendered)> {
     // The reviews are rendered once, in the helpful order the scan reads them in; the newest
     // order is an index into the same buffer.
     let helpful: Vec<_> = rows.reviews.iter().map(|r| r.row.clone()).collect();
+    let dates_us: Vec<_> = rows.reviews.iter().map(|r| r.date_us).collect();
     // Compacted before it is reordered, so that both orders share the deflated buffer.
+    let newest = newest_order(&helpful, &dates_us);
     let helpful = render_review_list(&helpful, &rows.review_photos).compacted();
-    let mut newest: Vec<u32> = (0..rows.reviews.len() as u32).collect();
-    newest.sort_by_key(|&i| {
-        let r = &rows.reviews[i as usize];
-        std::cmp::Reverse((r.date_us, r.row.id))
-    });
     let newest = helpful.reordered(newest);
     out.push((
         Key::Reviews {

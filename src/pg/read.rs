@@ -64,6 +64,11 @@ statements! {
         "SELECT id, rating, summary, recommend, response, body, ", epoch_ms!("date"),
         ", reviewer_name, helpfulness FROM reviews WHERE product_id = $1 AND NOT reported
          ORDER BY date DESC, id DESC");
+    reviews_with_dates = concat!(
+        "SELECT id, rating, summary, recommend, response, body, ", epoch_ms!("date"),
+        ", reviewer_name, helpfulness, floor(extract(epoch FROM date) * 1000000)::int8
+         FROM reviews WHERE product_id = $1 AND NOT reported
+         ORDER BY helpfulness DESC, date DESC, id DESC");
     review_photos = "SELECT p.review_id, p.id, p.url
                        FROM reviews r JOIN reviews_photos p ON p.review_id = r.id
                       WHERE r.product_id = $1 AND NOT r.reported ORDER BY p.review_id, p.id";
@@ -363,21 +368,39 @@ pub async fn reviews(
         conn.client.query(statement, &args),
         conn.client.query(&s.review_photos, &args),
     )?;
-    let reviews = reviews
-        .iter()
-        .map(|r| ReviewRow {
-            id: r.get(0),
-            rating: r.get(1),
-            summary: r.get(2),
-            recommend: r.get(3),
-            response: r.get(4),
-            body: r.get(5),
-            date_ms: r.get(6),
-            reviewer_name: r.get(7),
-            helpfulness: r.get(8),
-        })
-        .collect();
-    Ok((reviews, photo_urls(photos)))
+    Ok((reviews.iter().map(review_row).collect(), photo_urls(photos)))
+}
+
+/// A product's visible reviews in `helpful` order with the microseconds of their dates (to
+/// order the `newest` list exactly, as PostgreSQL orders the column), and their photos: both
+/// orders from one read.
+pub async fn reviews_with_dates(
+    conn: &Conn,
+    product_id: i64,
+) -> Result<(Vec<ReviewRow>, Vec<i64>, Vec<PhotoUrlRow>), Error> {
+    let args: [&(dyn ToSql + Sync); 1] = [&product_id];
+    let s = &conn.statements;
+    let (rows, photos) = tokio::try_join!(
+        conn.client.query(&s.reviews_with_dates, &args),
+        conn.client.query(&s.review_photos, &args),
+    )?;
+    let reviews = rows.iter().map(review_row).collect();
+    let dates_us = rows.iter().map(|r| r.get(9)).collect();
+    Ok((reviews, dates_us, photo_urls(photos)))
+}
+
+fn review_row(r: &tokio_postgres::Row) -> ReviewRow {
+    ReviewRow {
+        id: r.get(0),
+        rating: r.get(1),
+        summary: r.get(2),
+        recommend: r.get(3),
+        response: r.get(4),
+        body: r.get(5),
+        date_ms: r.get(6),
+        reviewer_name: r.get(7),
+        helpfulness: r.get(8),
+    }
 }
 
 pub async fn reviews_meta(

@@ -167,6 +167,11 @@ impl ItemList {
         self.deflated
     }
 
+    /// Whether `self` and `other` hold their items in the very same buffer.
+    pub fn shares_buffer_with(&self, other: &ItemList) -> bool {
+        self.json.as_ptr() == other.json.as_ptr() && self.json.len() == other.json.len()
+    }
+
     /// Bytes held (for the cache's weight). A reordered list counts only its index: the
     /// buffer is counted once, by the list it was made from.
     pub fn weight(&self) -> usize {

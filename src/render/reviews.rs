@@ -41,6 +41,14 @@ pub fn render_review_list(reviews: &[ReviewRow], photos: &[PhotoUrlRow]) -> Item
     list.finish()
 }
 
+/// The `newest` order of reviews given in `helpful` order, as indexes into them: by date, then
+/// id, both descending (`dates_us[i]` is review `i`'s date in microseconds).
+pub fn newest_order(reviews: &[ReviewRow], dates_us: &[i64]) -> Vec<u32> {
+    let mut order: Vec<u32> = (0..reviews.len().min(dates_us.len()) as u32).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse((dates_us[i as usize], reviews[i as usize].id)));
+    order
+}
+
 /// One page of `GET /reviews`: `page` is echoed as the zero-based row offset.
 pub fn reviews_page(product_id: i64, page: u64, count: u64, list: &ItemList) -> Bytes {
     let offset = super::page_offset(page, count);
