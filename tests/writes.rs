@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::time::{Duration, Instant};
+
 use common::{eventually, get, post_json, put, send, server_with_data};
 use serde_json::Value;
 
@@ -460,5 +462,66 @@ async fn a_characteristic_rated_only_1_has_sixteen_places() {
         get(a, "/reviews/meta?product_id=4").await.body,
         r#"{"product_id":"4","ratings":{"1":"1"},"recommended":{"false":"1","true":"0"},"characteristics":{"Quality":{"id":10,"value":"1.0000000000000000"}}}"#,
         "PostgreSQL's avg() alone renders 1 with twenty places"
+    );
+}
+
+#[tokio::test]
+async fn the_feed_does_not_refresh_again_what_a_write_of_this_instance_refreshed() {
+    let (db, server) = server_with_data(&common::sample_dir()).await;
+    let a = server.addr;
+    eventually(a, "/readyz", |b| b == "ready").await;
+    let cache = &server.app.cache;
+    let feed = server.app.feed_status().expect("feed started");
+    let settled = || async {
+        assert!(feed.wait_for_fresh_read(Duration::from_secs(10)).await);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while cache.refreshes_pending() > 0 {
+            assert!(Instant::now() < deadline, "refreshes never finished");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        cache.stats()
+    };
+    let before = settled().await;
+
+    // Review 3 is product 2's: its helpful and newest lists and its meta are refreshed once,
+    // by the write itself; the feed brings the change back and skips it.
+    assert_eq!(put(a, "/reviews/3/helpful").await.status, 204);
+    let after_own = settled().await;
+    assert_eq!(after_own.refreshed - before.refreshed, 3);
+    assert!(after_own.own_changes_skipped > before.own_changes_skipped);
+
+    // The same change made by another writer is refreshed by the feed.
+    let client = db.client().await;
+    client
+        .execute(
+            "UPDATE reviews SET helpfulness = helpfulness + 1 WHERE id = 3",
+            &[],
+        )
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cache.stats().refreshed - after_own.refreshed < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the feed never refreshed another's change"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let after_other = settled().await;
+    assert_eq!(after_other.refreshed - after_own.refreshed, 3);
+    assert_eq!(
+        after_other.own_changes_skipped,
+        after_own.own_changes_skipped
+    );
+    let helpfulness: i32 = client
+        .query_one("SELECT helpfulness FROM reviews WHERE id = 3", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let body = get(a, "/reviews?product_id=2&sort=newest").await.body;
+    assert!(
+        body.contains("\"review_id\":3,")
+            && body.contains(&format!("\"helpfulness\":{helpfulness},")),
+        "{body}"
     );
 }

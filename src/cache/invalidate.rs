@@ -1,7 +1,10 @@
 //! Which cache entries a change makes stale. The change feed and the instance that takes a
 //! write both go through here, so the two can never disagree.
 
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::{Key, ResponseCache};
 use crate::domain::Change;
@@ -46,20 +49,43 @@ impl ResponseCache {
         }
     }
 
-    /// [`apply_change`](Self::apply_change) for a write this instance made: what it changed is
-    /// re-rendered before this returns, so the writer's next read gets the new body. A
-    /// product's two review orders are rendered together, from one read.
-    pub async fn apply_own_change(&self, change: &Change, pool: &crate::pg::pool::Pool) {
-        let mut keys = self.stale_after(change);
-        let reviews: Vec<Key> = keys
+    /// [`apply_change`](Self::apply_change) for a write this instance made (`changes`, by
+    /// transaction `xid`): what it changed is re-rendered before this returns, so the writer's
+    /// next read gets the new body. A product's two review orders are rendered together, from
+    /// one read. When the change feed brings the same changes back, they are not refreshed
+    /// again: these renders read after the write committed.
+    pub async fn apply_own_write(
+        &self,
+        changes: &[Change],
+        xid: Option<i64>,
+        pool: &crate::pg::pool::Pool,
+    ) {
+        if let Some(xid) = xid {
+            self.own_writes.remember(xid, changes);
+        }
+        let mut keys: Vec<Key> = Vec::new();
+        for change in changes {
+            for key in self.stale_after(change) {
+                if !keys.contains(&key) {
+                    keys.push(key);
+                }
+            }
+        }
+        let (reviews, others): (Vec<Key>, Vec<Key>) = keys
+            .into_iter()
+            .partition(|key| matches!(key, Key::Reviews { .. }));
+        let mut groups: Vec<Vec<Key>> = Vec::new();
+        for key in reviews {
+            // Each product's orders together.
+            match groups.iter_mut().find(|g| same_product(&g[0], &key)) {
+                Some(group) => group.push(key),
+                None => groups.push(vec![key]),
+            }
+        }
+        groups.extend(others.into_iter().map(|key| vec![key]));
+        let refreshes = groups
             .iter()
-            .filter(|key| matches!(key, Key::Reviews { .. }))
-            .cloned()
-            .collect();
-        keys.retain(|key| !matches!(key, Key::Reviews { .. }));
-        let together = std::iter::once(reviews).filter(|group| !group.is_empty());
-        let groups = together.chain(keys.into_iter().map(|key| vec![key]));
-        let refreshes = groups.map(|group| async move { self.refresh_now(&group, pool).await });
+            .map(|group| async move { self.refresh_now(group, pool).await });
         futures_util::future::join_all(refreshes).await;
     }
 
@@ -75,8 +101,52 @@ impl ResponseCache {
     }
 }
 
+fn same_product(a: &Key, b: &Key) -> bool {
+    matches!((a, b), (Key::Reviews { product_id: x, .. }, Key::Reviews { product_id: y, .. }) if x == y)
+}
+
+/// The changes of this instance's own recent writes, by transaction: the feed skips them when
+/// it brings them back, since the writer refreshed them after its commit. Bounded: entries
+/// older than [`OWN_WRITE_MEMORY`] go when the record grows past [`OWN_WRITES_KEPT`] (a
+/// change the feed brings later than that is refreshed again, which costs only the render).
+#[derive(Default)]
+pub(crate) struct OwnWrites(std::sync::Mutex<HashMap<i64, (Vec<Change>, Instant)>>);
+
+const OWN_WRITE_MEMORY: Duration = Duration::from_secs(60);
+const OWN_WRITES_KEPT: usize = 4096;
+
+impl OwnWrites {
+    fn remember(&self, xid: i64, changes: &[Change]) {
+        let Ok(mut writes) = self.0.lock() else {
+            return;
+        };
+        if writes.len() >= OWN_WRITES_KEPT {
+            writes.retain(|_, (_, at)| at.elapsed() < OWN_WRITE_MEMORY);
+        }
+        if writes.len() < OWN_WRITES_KEPT * 2 {
+            writes.insert(xid, (changes.to_vec(), Instant::now()));
+        }
+    }
+
+    /// Whether this instance's write `xid` made `change` (and so refreshed it already).
+    fn covers(&self, xid: i64, change: &Change) -> bool {
+        self.0
+            .lock()
+            .map(|writes| writes.get(&xid).is_some_and(|(c, _)| c.contains(change)))
+            .unwrap_or(false)
+    }
+}
+
 impl ChangeSink for ResponseCache {
     fn apply(&self, change: &Change) {
+        self.apply_change(change);
+    }
+
+    fn apply_logged(&self, change: &Change, xid: i64) {
+        if self.own_writes.covers(xid, change) {
+            self.own_changes_skipped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         self.apply_change(change);
     }
 

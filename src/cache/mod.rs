@@ -43,6 +43,8 @@ pub struct CacheStats {
     pub refreshed: u64,
     /// Refreshes under way.
     pub refreshes_pending: u64,
+    /// Changes the feed brought back from this instance's own writes, already refreshed.
+    pub own_changes_skipped: u64,
     /// Entries the anti-entropy sweep re-rendered.
     pub swept: u64,
     /// Entries the sweep found different from a fresh render that no change had replaced: each
@@ -67,6 +69,9 @@ pub struct ResponseCache {
     /// What was invalidated since a warm-up began (see [`warm`]); None when none runs.
     warming: std::sync::Mutex<Option<Invalidated>>,
     warming_on: std::sync::atomic::AtomicBool,
+    /// This instance's recent writes, which the feed need not refresh again.
+    own_writes: invalidate::OwnWrites,
+    own_changes_skipped: AtomicU64,
 }
 
 /// Keys invalidated while a warm-up runs.
@@ -93,6 +98,8 @@ impl ResponseCache {
             refresh_done: tokio::sync::Notify::new(),
             warming: std::sync::Mutex::new(None),
             warming_on: std::sync::atomic::AtomicBool::new(false),
+            own_writes: Default::default(),
+            own_changes_skipped: AtomicU64::new(0),
         }
     }
 
@@ -213,6 +220,7 @@ impl ResponseCache {
             catalog_entries: self.store.catalog_entries(),
             catalog_bytes: self.store.catalog_bytes(),
             refreshed: self.refreshed.load(Ordering::Relaxed),
+            own_changes_skipped: self.own_changes_skipped.load(Ordering::Relaxed),
             refreshes_pending: self.refreshes_pending() as u64,
             swept: self.swept.load(Ordering::Relaxed),
             drift: self.drift.load(Ordering::Relaxed),

@@ -169,6 +169,12 @@ impl Metrics {
                 c.refreshed,
             ),
             (
+                "atelier_cache_own_changes_skipped_total",
+                "counter",
+                "Changes the feed brought back from this instance's own writes, which it had refreshed already.",
+                c.own_changes_skipped,
+            ),
+            (
                 "atelier_cache_refreshes_pending",
                 "gauge",
                 "Refreshes of stale entries under way.",

@@ -230,10 +230,10 @@ impl App {
             _ => return respond::not_found(),
         };
         match result {
-            Ok(changes) => {
-                for change in &changes {
-                    self.cache.apply_own_change(change, pool).await;
-                }
+            Ok(written) => {
+                self.cache
+                    .apply_own_write(&written.changes, written.xid, pool)
+                    .await;
                 if posted {
                     respond::text(StatusCode::CREATED, "Created")
                 } else {

@@ -70,6 +70,10 @@ fn change_from_row(kind: &str, id: Option<i64>, session: Option<String>) -> Opti
 /// Where the feed delivers changes.
 pub trait ChangeSink: Send + Sync + 'static {
     fn apply(&self, change: &Change);
+    /// A change as the log has it, with the id of the transaction that made it.
+    fn apply_logged(&self, change: &Change, _xid: i64) {
+        self.apply(change);
+    }
     /// Forget everything: the feed cannot tell what changed.
     fn reset(&self);
 }
@@ -336,18 +340,18 @@ const READ_LOG: &str = "
     SELECT ARRAY(SELECT x::text::int8 FROM pg_snapshot_xip(s) AS x),
            pg_snapshot_xmax(s)::text::int8, p.through,
            c.seq, c.kind, c.id, c.session,
-           (extract(epoch FROM clock_timestamp() - c.at) * 1000)::int8
+           (extract(epoch FROM clock_timestamp() - c.at) * 1000)::int8, c.xid
       FROM pg_current_snapshot() AS s
      CROSS JOIN change_log_pruned AS p
       LEFT JOIN LATERAL (
            SELECT * FROM (
-               (SELECT seq, kind, id, session, at FROM change_log
+               (SELECT seq, kind, id, session, at, xid FROM change_log
                  WHERE seq > greatest($1::int8, $4::int8) ORDER BY seq LIMIT $5::int8)
                UNION
-               (SELECT seq, kind, id, session, at FROM change_log
+               (SELECT seq, kind, id, session, at, xid FROM change_log
                  WHERE xid = ANY ($2::int8[]) AND seq > $4::int8 AND seq <= $1::int8 ORDER BY seq LIMIT $5::int8)
                UNION
-               (SELECT seq, kind, id, session, at FROM change_log
+               (SELECT seq, kind, id, session, at, xid FROM change_log
                  WHERE xid >= $3::int8 AND seq > $4::int8 AND seq <= $1::int8 ORDER BY seq LIMIT $5::int8)
            ) AS u ORDER BY seq LIMIT $5::int8) AS c ON true";
 
@@ -501,7 +505,7 @@ impl Follower {
                 after = seq;
                 match change_from_row(row.get(4), row.get(5), row.get(6)) {
                     Some(Change::All) => status.reset(sink),
-                    Some(change) => sink.apply(&change),
+                    Some(change) => sink.apply_logged(&change, row.get(8)),
                     None => {
                         status.unknown_changes.fetch_add(1, Ordering::Relaxed);
                         eprintln!(

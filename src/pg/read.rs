@@ -107,7 +107,8 @@ statements! {
                       WHERE a.question_id = $1 AND NOT a.reported ORDER BY p.answer_id, p.id";
     cart = "SELECT sku_id, count FROM cart_items WHERE session = $1 ORDER BY sku_id";
 
-    // Writes (see pg::write): one statement each, so each is atomic on its own.
+    // Writes (see pg::write): one statement each, so each is atomic on its own. Each returns
+    // its transaction's id, as the triggers log it in change_log.xid.
     add_review = "WITH review AS (
                       INSERT INTO reviews (product_id, rating, summary, body, recommend, reviewer_name, reviewer_email)
                       SELECT $1, $2, $3, $4, $5, $6, $7
@@ -120,26 +121,28 @@ statements! {
                   ratings AS (
                       INSERT INTO characteristic_reviews (characteristic_id, review_id, value)
                       SELECT c, review.id, v FROM review, unnest($9::int8[], $10::int2[]) AS r(c, v))
-                  SELECT id FROM review";
-    review_helpful = "UPDATE reviews SET helpfulness = LEAST(helpfulness, 2147483646) + 1 WHERE id = $1 RETURNING product_id";
-    review_report = "UPDATE reviews SET reported = true WHERE id = $1 RETURNING product_id";
-    add_question = "INSERT INTO questions (product_id, body, asker_name, asker_email) VALUES ($1, $2, $3, $4)";
-    question_helpful = "UPDATE questions SET helpfulness = LEAST(helpfulness, 2147483646) + 1 WHERE id = $1 RETURNING product_id";
-    question_report = "UPDATE questions SET reported = true WHERE id = $1 RETURNING product_id";
+                  SELECT id, pg_current_xact_id()::text::int8 FROM review";
+    review_helpful = "UPDATE reviews SET helpfulness = LEAST(helpfulness, 2147483646) + 1 WHERE id = $1 RETURNING product_id, pg_current_xact_id()::text::int8";
+    review_report = "UPDATE reviews SET reported = true WHERE id = $1 RETURNING product_id, pg_current_xact_id()::text::int8";
+    add_question = "INSERT INTO questions (product_id, body, asker_name, asker_email) VALUES ($1, $2, $3, $4)
+                    RETURNING pg_current_xact_id()::text::int8";
+    question_helpful = "UPDATE questions SET helpfulness = LEAST(helpfulness, 2147483646) + 1 WHERE id = $1 RETURNING product_id, pg_current_xact_id()::text::int8";
+    question_report = "UPDATE questions SET reported = true WHERE id = $1 RETURNING product_id, pg_current_xact_id()::text::int8";
     add_answer = "WITH answer AS (
                       INSERT INTO answers (question_id, body, answerer_name, answerer_email)
                       VALUES ($1, $2, $3, $4) RETURNING id),
                   photos AS (
                       INSERT INTO answers_photos (answer_id, url)
                       SELECT answer.id, url FROM answer, unnest($5::text[]) WITH ORDINALITY AS p(url, n) ORDER BY n)
-                  SELECT (SELECT product_id FROM questions WHERE id = $1) FROM answer";
+                  SELECT (SELECT product_id FROM questions WHERE id = $1), pg_current_xact_id()::text::int8 FROM answer";
     answer_helpful = "UPDATE answers SET helpfulness = LEAST(helpfulness, 2147483646) + 1 WHERE id = $1
-                      RETURNING question_id, (SELECT product_id FROM questions q WHERE q.id = answers.question_id)";
+                      RETURNING question_id, (SELECT product_id FROM questions q WHERE q.id = answers.question_id), pg_current_xact_id()::text::int8";
     answer_report = "UPDATE answers SET reported = true WHERE id = $1
-                     RETURNING question_id, (SELECT product_id FROM questions q WHERE q.id = answers.question_id)";
+                     RETURNING question_id, (SELECT product_id FROM questions q WHERE q.id = answers.question_id), pg_current_xact_id()::text::int8";
     add_to_cart = "INSERT INTO cart_items (session, sku_id, count) VALUES ($1, $2, 1)
                    ON CONFLICT (session, sku_id)
-                   DO UPDATE SET count = LEAST(cart_items.count, 2147483646) + 1, updated_at = now()";
+                   DO UPDATE SET count = LEAST(cart_items.count, 2147483646) + 1, updated_at = now()
+                   RETURNING pg_current_xact_id()::text::int8";
     add_interaction = "INSERT INTO interactions (element, widget, time) VALUES ($1, $2, $3)";
 }
 

@@ -3,8 +3,9 @@
 //! A single statement is its own transaction, so a review with its photos and ratings is
 //! written whole or not at all — and, unlike an explicit BEGIN/COMMIT, a single statement can
 //! share a pooled connection with other requests' pipelined queries. Each function returns the
-//! changes it made, which the caller applies to its own cache before answering (the change
-//! feed carries the same changes to every other instance).
+//! changes it made and its transaction's id, which the caller applies to its own cache before
+//! answering (the change feed carries the same changes to every instance, this one included,
+//! which knows them by the id).
 
 use crate::domain::{Change, Mark};
 use tokio_postgres::Statement;
@@ -12,6 +13,23 @@ use tokio_postgres::Statement;
 use super::pool::Pool;
 use super::read::Statements;
 use super::DbError;
+
+/// What a write changed, and the transaction that changed it (as change_log's rows from its
+/// triggers name it: the change feed brings the same changes back with this id).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Written {
+    pub changes: Vec<Change>,
+    pub xid: Option<i64>,
+}
+
+impl Written {
+    fn by(row: &tokio_postgres::Row, xid_column: usize, changes: Vec<Change>) -> Written {
+        Written {
+            changes,
+            xid: row.try_get(xid_column).ok(),
+        }
+    }
+}
 
 /// A review as the client sent it, validated.
 #[derive(Debug, Clone, PartialEq)]
@@ -76,7 +94,7 @@ fn on_missing(missing: WriteError) -> impl FnOnce(DbError) -> WriteError {
     }
 }
 
-pub async fn add_review(pool: &Pool, r: &NewReview) -> Result<Vec<Change>, WriteError> {
+pub async fn add_review(pool: &Pool, r: &NewReview) -> Result<Written, WriteError> {
     let (ids, values): (Vec<i64>, Vec<i16>) = r.characteristics.iter().copied().unzip();
     let row = pool
         .run(|c| async move {
@@ -101,13 +119,13 @@ pub async fn add_review(pool: &Pool, r: &NewReview) -> Result<Vec<Change>, Write
         .await
         .map_err(on_missing(WriteError::Invalid))?;
     // No row: a characteristic id that is not the product's.
-    row.ok_or(WriteError::Invalid)?;
-    Ok(vec![Change::Reviews(r.product_id)])
+    let row = row.ok_or(WriteError::Invalid)?;
+    Ok(Written::by(&row, 1, vec![Change::Reviews(r.product_id)]))
 }
 
-pub async fn mark_review(pool: &Pool, id: i64, mark: Mark) -> Result<Vec<Change>, WriteError> {
+pub async fn mark_review(pool: &Pool, id: i64, mark: Mark) -> Result<Written, WriteError> {
     let row = mark_row(pool, id, mark, |s| (&s.review_helpful, &s.review_report)).await?;
-    Ok(vec![Change::Reviews(row.get(0))])
+    Ok(Written::by(&row, 1, vec![Change::Reviews(row.get(0))]))
 }
 
 /// Runs the helpful or the report statement that `pick` names for one row; NotFound when no
@@ -131,33 +149,34 @@ async fn mark_row(
     row.ok_or(WriteError::NotFound)
 }
 
-pub async fn add_question(pool: &Pool, q: &NewQuestion) -> Result<Vec<Change>, WriteError> {
-    pool.run(|c| async move {
-        c.client
-            .execute(
-                &c.statements.add_question,
-                &[&q.product_id, &q.body, &q.name, &q.email],
-            )
-            .await
-    })
-    .await
-    .map_err(on_missing(WriteError::Invalid))?;
-    Ok(vec![Change::Questions(q.product_id)])
+pub async fn add_question(pool: &Pool, q: &NewQuestion) -> Result<Written, WriteError> {
+    let row = pool
+        .run(|c| async move {
+            c.client
+                .query_one(
+                    &c.statements.add_question,
+                    &[&q.product_id, &q.body, &q.name, &q.email],
+                )
+                .await
+        })
+        .await
+        .map_err(on_missing(WriteError::Invalid))?;
+    Ok(Written::by(&row, 0, vec![Change::Questions(q.product_id)]))
 }
 
-pub async fn mark_question(pool: &Pool, id: i64, mark: Mark) -> Result<Vec<Change>, WriteError> {
+pub async fn mark_question(pool: &Pool, id: i64, mark: Mark) -> Result<Written, WriteError> {
     let row = mark_row(pool, id, mark, |s| {
         (&s.question_helpful, &s.question_report)
     })
     .await?;
-    Ok(vec![Change::Questions(row.get(0))])
+    Ok(Written::by(&row, 1, vec![Change::Questions(row.get(0))]))
 }
 
 pub async fn add_answer(
     pool: &Pool,
     question_id: i64,
     a: &NewAnswer,
-) -> Result<Vec<Change>, WriteError> {
+) -> Result<Written, WriteError> {
     let row = pool
         .run(|c| async move {
             c.client
@@ -170,36 +189,35 @@ pub async fn add_answer(
         .await
         .map_err(on_missing(WriteError::NotFound))?;
     let product_id: i64 = row.get(0);
-    Ok(vec![
-        Change::Answers(question_id),
-        Change::Questions(product_id),
-    ])
+    Ok(Written::by(
+        &row,
+        1,
+        vec![Change::Answers(question_id), Change::Questions(product_id)],
+    ))
 }
 
-pub async fn mark_answer(pool: &Pool, id: i64, mark: Mark) -> Result<Vec<Change>, WriteError> {
+pub async fn mark_answer(pool: &Pool, id: i64, mark: Mark) -> Result<Written, WriteError> {
     let row = mark_row(pool, id, mark, |s| (&s.answer_helpful, &s.answer_report)).await?;
-    Ok(vec![
-        Change::Answers(row.get(0)),
-        Change::Questions(row.get(1)),
-    ])
+    Ok(Written::by(
+        &row,
+        2,
+        vec![Change::Answers(row.get(0)), Change::Questions(row.get(1))],
+    ))
 }
 
-pub async fn add_to_cart(
-    pool: &Pool,
-    session: &str,
-    sku_id: i64,
-) -> Result<Vec<Change>, WriteError> {
-    pool.run(|c| async move {
-        c.client
-            .execute(&c.statements.add_to_cart, &[&session, &sku_id])
-            .await
-    })
-    .await
-    .map_err(on_missing(WriteError::Invalid))?;
-    Ok(vec![Change::Cart(session.to_owned())])
+pub async fn add_to_cart(pool: &Pool, session: &str, sku_id: i64) -> Result<Written, WriteError> {
+    let row = pool
+        .run(|c| async move {
+            c.client
+                .query_one(&c.statements.add_to_cart, &[&session, &sku_id])
+                .await
+        })
+        .await
+        .map_err(on_missing(WriteError::Invalid))?;
+    Ok(Written::by(&row, 0, vec![Change::Cart(session.to_owned())]))
 }
 
-pub async fn add_interaction(pool: &Pool, i: &NewInteraction) -> Result<Vec<Change>, WriteError> {
+pub async fn add_interaction(pool: &Pool, i: &NewInteraction) -> Result<Written, WriteError> {
     pool.run(|c| async move {
         c.client
             .execute(
@@ -209,5 +227,5 @@ pub async fn add_interaction(pool: &Pool, i: &NewInteraction) -> Result<Vec<Chan
             .await
     })
     .await?;
-    Ok(Vec::new())
+    Ok(Written::default())
 }
