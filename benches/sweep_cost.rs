@@ -13,6 +13,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use atelier::cache::sweep::SweepPace;
 use atelier::cache::{Key, ResponseCache};
 use atelier::dataset::rng::Rng;
 use atelier::domain::ReviewOrder;
@@ -103,7 +104,7 @@ async fn run(url: &str, products: i64) {
 
     let cpu_before = cpu_seconds(backend);
     let started = Instant::now();
-    let visited = atelier::cache::sweep::round(&cache, &pool, &status, Duration::ZERO).await;
+    let visited = atelier::cache::sweep::round(&cache, &pool, &status, SweepPace::FLAT_OUT).await;
     let wall = started.elapsed().as_secs_f64();
     let cpu = cpu_seconds(backend) - cpu_before;
     let after = cache.stats();

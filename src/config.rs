@@ -33,6 +33,8 @@ pub struct ServeSettings {
     pub feed_database: Option<tokio_postgres::Config>,
     /// The anti-entropy sweep re-renders every cached entry within this period; `None`: off.
     pub sweep_period: Option<Duration>,
+    /// The most entries the sweep re-renders a second, whatever the period asks.
+    pub sweep_max_rate: u32,
     /// Whether the catalog is rendered into the cache at start (and after the feed empties it).
     pub precompute: Precompute,
     /// Where the warm-up scan reads, when not where the pool does.
@@ -63,6 +65,7 @@ impl Default for ServeSettings {
             feed: FeedSettings::default(),
             feed_database: None,
             sweep_period: Some(Duration::from_secs(15 * 60)),
+            sweep_max_rate: 200,
             precompute: Precompute::All,
             scan_database: None,
         }

@@ -14,8 +14,11 @@
 //! stays bounded by the period even then.
 //!
 //! The database cost is bounded by pacing: one render at a time, spread evenly over the
-//! period, so a sweep of `n` entries costs `n / period` renders per second
-//! (`benches/sweep_cost.rs` measures the database's CPU per render).
+//! period, so a sweep of `n` entries costs `n / period` renders per second, and never more
+//! than a rate cap: a precomputed full catalog (10.5 million entries) swept every 15 minutes
+//! would be 11,700 renders a second, well over a database core (`benches/sweep_cost.rs`
+//! measures the database's CPU per render, about 140 µs). Past the cap a round takes longer
+//! than the period.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -31,30 +34,53 @@ const FEED_WAIT: Duration = Duration::from_secs(10);
 /// Differing entries judged together, after one wait for the feed.
 const JUDGED_TOGETHER: usize = 64;
 
-/// Sweeps `cache` for ever, each round re-rendering every entry present when it began within
-/// `period`. Runs until the task is aborted.
-pub async fn run(cache: &ResponseCache, pool: &Pool, feed: &FeedStatus, period: Duration) {
+/// How fast a sweep goes: every entry within `period`, at most `max_per_second` renders a
+/// second.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SweepPace {
+    pub period: Duration,
+    pub max_per_second: u32,
+}
+
+impl SweepPace {
+    /// As fast as the database answers (for measuring what a render costs).
+    pub const FLAT_OUT: SweepPace = SweepPace {
+        period: Duration::ZERO,
+        max_per_second: u32::MAX,
+    };
+
+    /// The time between two renders of a round of `entries`.
+    fn gap(&self, entries: usize) -> Duration {
+        let spread = self.period / u32::try_from(entries).unwrap_or(u32::MAX).max(1);
+        let capped = Duration::from_secs(1) / self.max_per_second.max(1);
+        spread.max(capped).max(Duration::from_micros(10))
+    }
+}
+
+/// Sweeps `cache` for ever, each round re-rendering every entry present when it began at
+/// `pace`. Runs until the task is aborted.
+pub async fn run(cache: &ResponseCache, pool: &Pool, feed: &FeedStatus, pace: SweepPace) {
+    let period = pace.period;
     loop {
-        if round(cache, pool, feed, period).await == 0 {
+        if round(cache, pool, feed, pace).await == 0 {
             tokio::time::sleep(period.min(Duration::from_secs(1))).await;
         }
     }
 }
 
-/// One round: re-renders every entry present now, spread over `period` (or as fast as the
-/// database answers, if that is slower). Returns how many entries it visited.
+/// One round: re-renders every entry present now at `pace` (or as fast as the database
+/// answers, if that is slower). Returns how many entries it visited.
 pub async fn round(
     cache: &ResponseCache,
     pool: &Pool,
     feed: &FeedStatus,
-    period: Duration,
+    pace: SweepPace,
 ) -> usize {
     let keys = cache.keys();
     if keys.is_empty() {
         return 0;
     }
-    let gap = (period / keys.len() as u32).max(Duration::from_micros(10));
-    let mut pace = tokio::time::interval(gap);
+    let mut pace = tokio::time::interval(pace.gap(keys.len()));
     pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut differing = Vec::new();
     for key in &keys {
@@ -104,5 +130,29 @@ async fn judge(cache: &ResponseCache, feed: &FeedStatus, differing: &mut Vec<(&K
                 "cache drift: {shown} differed from a fresh render and no change explained it; dropped"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_round_is_spread_over_its_period_but_never_faster_than_the_cap() {
+        let pace = SweepPace {
+            period: Duration::from_secs(900),
+            max_per_second: 200,
+        };
+        assert_eq!(
+            pace.gap(9_000),
+            Duration::from_millis(100),
+            "spread over the period"
+        );
+        assert_eq!(
+            pace.gap(10_500_000),
+            Duration::from_millis(5),
+            "capped at 200 a second"
+        );
+        assert_eq!(SweepPace::FLAT_OUT.gap(1_000), Duration::from_micros(10));
     }
 }

@@ -553,7 +553,11 @@ pub async fn build_app(
             let (app, feed) = (Arc::clone(&app), Arc::clone(feed));
             tasks.push(supervised("the anti-entropy sweep", Duration::from_secs(1), || {}, move || {
                 let (app, feed) = (Arc::clone(&app), Arc::clone(&feed));
-                async move { crate::cache::sweep::run(&app.cache, &app.pool, &feed, period).await }
+                let pace = crate::cache::sweep::SweepPace {
+                    period,
+                    max_per_second: app.settings.sweep_max_rate,
+                };
+                async move { crate::cache::sweep::run(&app.cache, &app.pool, &feed, pace).await }
             }));
         }
     }
