@@ -9,6 +9,7 @@
 #   d. a fixed 10,000 requests/s for 30 s with latency correction, over random products of
 #      the last tenth (product, styles and meta; needs `oha`: `cargo install oha`; skipped
 #      without it).
+# SETUPS="ceiling nginx precomputed on-demand no-cache" (the default) picks the servers.
 # Requests ask for gzip as browsers do (ACCEPT_ENCODING, default "gzip, deflate, br"; set it
 # empty for plain bodies).
 # Prints one table. Needs wrk and nginx (apt-get install wrk nginx-light) and DATABASE_URL
@@ -22,6 +23,8 @@ set -euo pipefail
 seconds=${1:-15}
 cache_mb=${2:-512}
 export ACCEPT_ENCODING=${ACCEPT_ENCODING-gzip, deflate, br}
+# SETUPS picks the servers to run (all by default).
+SETUPS=${SETUPS:-ceiling nginx precomputed on-demand no-cache}
 [ -n "$ACCEPT_ENCODING" ] || unset ACCEPT_ENCODING
 : "${DATABASE_URL:?set DATABASE_URL to a loaded database}"
 command -v wrk >/dev/null || { echo "wrk is not installed: apt-get install wrk" >&2; exit 1; }
@@ -91,16 +94,18 @@ run_fixed() { # name url
         --rand-regex-url "$2/(products/$tail_regex|products/$tail_regex/styles|reviews/meta\\?product_id=$tail_regex)" \
         2>/dev/null)
     # Every answer must be a 200: a fast error is not a result.
-    if awk '/Status code distribution/ {on = 1; next} on && /\[/ && !/\[200\]/ {bad = 1} END {exit !bad}' <<<"$out"; then
+    if awk '/Status code distribution/ {on = 1; next} /Error distribution/ {on = 0}
+            on && /\[/ && !/\[200\]/ {bad = 1} END {exit !bad}' <<<"$out"; then
         rows+=("$1|d (10k/s fixed)|FAILED: not all 200|$(grep -A4 'Status code' <<<"$out" | tr '\n' ' ')|")
         return
     fi
-    local p50 p99 p999 rps
+    local p50 p90 p99 p999 rps
     rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
     p50=$(awk '/50.00%/ {print $3" "$4}' <<<"$out")
+    p90=$(awk '/90.00%/ {print $3" "$4}' <<<"$out")
     p99=$(awk '/99.00%/ {print $3" "$4}' <<<"$out")
     p999=$(awk '/99.90%/ {print $3" "$4}' <<<"$out")
-    rows+=("$1|d (10k/s fixed)|$rps|$p50|$p99 (p99.9 $p999)")
+    rows+=("$1|d (10k/s fixed)|$rps|$p50|$p99 (p90 $p90, p99.9 $p999)")
 }
 
 # The six endpoints of the mix, each alone (workload a).
@@ -121,16 +126,23 @@ measure_static() { # name url
 }
 
 body_size=1400
+wanted() { [[ " $SETUPS " == *" $1 "* ]]; }
+if wanted ceiling; then
 echo "== constant-body ceiling" >&2
 target/release/examples/constant_body 127.0.0.1:4501 "$body_size" 2>/dev/null &
 pids+=($!)
 sleep 1
 measure_static "ceiling (constant body)" http://127.0.0.1:4501
 measure_endpoints "ceiling (constant body)" http://127.0.0.1:4501
+fi
 
+if wanted nginx; then
 echo "== nginx, static body" >&2
 mkdir -p "$work/www"
 head -c "$body_size" /dev/zero | tr '\0' 'x' >"$work/www/body.json"
+# nginx's workers drop root: they must be able to read the body (mktemp -d is private).
+chmod 755 "$work" "$work/www"
+chmod 644 "$work/www/body.json"
 cat >"$work/nginx.conf" <<CONF
 worker_processes 1;
 pid $work/nginx.pid;
@@ -149,9 +161,11 @@ CONF
 sleep 1
 measure_static "nginx (static body)" http://127.0.0.1:4502
 kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
+fi
 
 for setup in "precomputed|all|$cache_mb" "on demand|none|$cache_mb" "no cache|none|0"; do
     IFS='|' read -r label precompute mb <<<"$setup"
+    wanted "${label// /-}" || continue
     echo "== atelier, $label" >&2
     "$bin" serve --listen 127.0.0.1:4503 --precompute "$precompute" --cache-mb "$mb" \
         --sweep-period-s 0 2>"$work/atelier.log" &

@@ -107,6 +107,11 @@ fn the_checker_rejects_what_the_description_does_not_allow() {
     assert!(!accepted(get, &coded), "gzip to a client that did not ask");
     let asks = "GET /products/1 HTTP/1.1\r\nAccept-Encoding: gzip\r\n\r\n";
     assert!(accepted(asks, &coded), "gzip to a client that asked");
+    let refuses = "GET /products/1 HTTP/1.1\r\nAccept-Encoding: br, gzip;q=0\r\n\r\n";
+    assert!(
+        !accepted(refuses, &coded),
+        "gzip to a client that refused it"
+    );
     let mut no_cors = reply(200, json, product);
     no_cors
         .headers

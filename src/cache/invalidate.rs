@@ -1,7 +1,7 @@
 //! Which cache entries a change makes stale. The change feed and the instance that takes a
 //! write both go through here, so the two can never disagree.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,9 +44,8 @@ impl ResponseCache {
     /// filled is cancelled, and every page of the products list of a product change becomes
     /// unreachable (a new generation). Without a refresher running, stale entries are dropped.
     pub fn apply_change(&self, change: &Change) {
-        for key in self.stale_after(change) {
-            self.stale(key);
-        }
+        let keys = self.stale_after(change);
+        self.stale(keys);
     }
 
     /// [`apply_change`](Self::apply_change) for a write this instance made (`changes`, by
@@ -106,33 +105,44 @@ fn same_product(a: &Key, b: &Key) -> bool {
 }
 
 /// The changes of this instance's own recent writes, by transaction: the feed skips them when
-/// it brings them back, since the writer refreshed them after its commit. Bounded: entries
-/// older than [`OWN_WRITE_MEMORY`] go when the record grows past [`OWN_WRITES_KEPT`] (a
-/// change the feed brings later than that is refreshed again, which costs only the render).
+/// it brings them back, since the writer refreshed them after its commit. Bounded: the oldest
+/// go first, past [`OWN_WRITE_MEMORY`] or [`OWN_WRITES_KEPT`] writes (a change the feed
+/// brings later than that is refreshed again, which costs only the render).
 #[derive(Default)]
-pub(crate) struct OwnWrites(std::sync::Mutex<HashMap<i64, (Vec<Change>, Instant)>>);
+pub(crate) struct OwnWrites(std::sync::Mutex<OwnWritesInner>);
+
+#[derive(Default)]
+pub(crate) struct OwnWritesInner {
+    changes: HashMap<i64, Vec<Change>>,
+    /// Transactions in the order they were remembered.
+    order: VecDeque<(Instant, i64)>,
+}
 
 const OWN_WRITE_MEMORY: Duration = Duration::from_secs(60);
-const OWN_WRITES_KEPT: usize = 4096;
+const OWN_WRITES_KEPT: usize = 65_536;
 
 impl OwnWrites {
     fn remember(&self, xid: i64, changes: &[Change]) {
         let Ok(mut writes) = self.0.lock() else {
             return;
         };
-        if writes.len() >= OWN_WRITES_KEPT {
-            writes.retain(|_, (_, at)| at.elapsed() < OWN_WRITE_MEMORY);
+        let writes = &mut *writes;
+        while let Some(&(at, oldest)) = writes.order.front() {
+            if writes.order.len() < OWN_WRITES_KEPT && at.elapsed() < OWN_WRITE_MEMORY {
+                break;
+            }
+            writes.order.pop_front();
+            writes.changes.remove(&oldest);
         }
-        if writes.len() < OWN_WRITES_KEPT * 2 {
-            writes.insert(xid, (changes.to_vec(), Instant::now()));
-        }
+        writes.order.push_back((Instant::now(), xid));
+        writes.changes.insert(xid, changes.to_vec());
     }
 
     /// Whether this instance's write `xid` made `change` (and so refreshed it already).
     fn covers(&self, xid: i64, change: &Change) -> bool {
         self.0
             .lock()
-            .map(|writes| writes.get(&xid).is_some_and(|(c, _)| c.contains(change)))
+            .map(|writes| writes.changes.get(&xid).is_some_and(|c| c.contains(change)))
             .unwrap_or(false)
     }
 }

@@ -192,7 +192,7 @@ impl ResponseCache {
     /// false if the catalog cannot take it. Public for benches.
     pub fn precompute(&self, key: Key, body: Rendered) -> bool {
         matches!(
-            self.store.insert_precomputed(key, body),
+            self.store.insert_precomputed(key, body.compacted()),
             store::Precomputed::Stored
         )
     }

@@ -43,23 +43,29 @@ impl ResponseCache {
         rx
     }
 
-    /// Marks `key` stale: refreshes it in the background if the cache holds it (or a refresh
-    /// of it is under way), drops it otherwise.
-    pub(crate) fn stale(&self, key: Key) {
+    /// Marks `keys` stale: refreshes each in the background if the cache holds it (or a
+    /// refresh of it is under way), drops it otherwise. Every key is numbered before any is
+    /// queued, so the refresher finds a product's two review orders both waiting and renders
+    /// them from one read.
+    pub(crate) fn stale(&self, keys: Vec<Key>) {
         let queue = self.refresh_tx.lock().ok().and_then(|q| q.clone());
-        let Some((number, newly_queued)) = self.take_number(&key, queue.is_some()) else {
-            return;
-        };
-        if !newly_queued {
-            return; // already waiting: its refresh will render for this change too
-        }
-        let refused = match queue {
-            Some(queue) => queue.send(key).err().map(|e| e.0),
-            None => Some(key),
-        };
-        if let Some(key) = refused {
-            // No refresher: drop the entry instead.
-            self.finish(key, number, None);
+        let numbered: Vec<(Key, u64)> = keys
+            .into_iter()
+            .filter_map(|key| {
+                let (number, newly_queued) = self.take_number(&key, queue.is_some())?;
+                // Already waiting: its refresh will render for this change too.
+                newly_queued.then_some((key, number))
+            })
+            .collect();
+        for (key, number) in numbered {
+            let refused = match &queue {
+                Some(queue) => queue.send(key).err().map(|e| e.0),
+                None => Some(key),
+            };
+            if let Some(key) = refused {
+                // No refresher: drop the entry instead.
+                self.finish(key, number, None);
+            }
         }
     }
 
@@ -100,6 +106,16 @@ impl ResponseCache {
             .collect();
         let keys: Vec<Key> = numbered.iter().map(|(key, _)| key.clone()).collect();
         let fresh = self.render_together(&keys, pool).await;
+        // Compacted here, not under the lock `finish` takes: compressing a long list takes a
+        // while, and every change waits on that lock.
+        let fresh: Vec<Option<Rendered>> = keys
+            .iter()
+            .zip(fresh)
+            .map(|(key, body)| match body {
+                Some(body) if self.store.has_slot(key) => Some(body.compacted()),
+                other => other,
+            })
+            .collect();
         guards.into_iter().for_each(Abandoned::disarm);
         numbered
             .into_iter()
@@ -117,7 +133,9 @@ impl ResponseCache {
         if let [first, second] = keys {
             if let (Key::Reviews { product_id, order }, Some(other)) = (first, sibling(first)) {
                 if *second == other {
-                    let compact = self.store.in_catalog(first);
+                    // Compacted before the newest order is made from it, so that the two share
+                    // the compact buffer; only where the catalog has both's slots.
+                    let compact = self.store.has_slot(first) && self.store.has_slot(second);
                     return match fill_review_orders(pool, *product_id, compact).await {
                         Ok((helpful, newest)) if *order == ReviewOrder::Helpful => {
                             vec![Some(helpful), Some(newest)]
@@ -158,18 +176,10 @@ impl ResponseCache {
         })
     }
 
-    /// Takes `key` off the queue for rendering: the number of the change to render for, or
-    /// None if the refresh was abandoned meanwhile.
+    /// Takes `key` off the queue for rendering: the number of the change to render for; None
+    /// if the refresh was abandoned meanwhile, or taken to be rendered with its sibling (its
+    /// turn in the queue then finds nothing to do).
     fn dequeue(&self, key: &Key) -> Option<u64> {
-        let mut pending = self.refreshing.lock().ok()?;
-        let entry = pending.get_mut(key)?;
-        entry.queued = false;
-        Some(entry.latest)
-    }
-
-    /// Takes `key` off the queue to render it now with a sibling, if it waits there: the
-    /// number of the change to render for. Its turn in the queue then finds nothing to do.
-    fn take_queued(&self, key: &Key) -> Option<u64> {
         let mut pending = self.refreshing.lock().ok()?;
         let entry = pending.get_mut(key).filter(|entry| entry.queued)?;
         entry.queued = false;
@@ -282,7 +292,7 @@ pub async fn run(
                     };
                     let mut numbered = vec![(key.clone(), number)];
                     if let Some(other) = sibling(&key) {
-                        if let Some(n) = cache.take_queued(&other) {
+                        if let Some(n) = cache.dequeue(&other) {
                             numbered.push((other, n));
                         }
                     }

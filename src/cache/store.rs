@@ -231,36 +231,47 @@ impl Store {
         self.catalog_body(key).or_else(|| self.on_demand.peek(key))
     }
 
-    /// Whether the catalog holds `key` (its body is kept compacted).
-    pub(crate) fn in_catalog(&self, key: &Key) -> bool {
-        self.catalog_body(key).is_some()
+    /// Whether the catalog has a slot for `key`: a body put in for it goes there, compacted,
+    /// while the catalog's share of the budget lasts.
+    pub(crate) fn has_slot(&self, key: &Key) -> bool {
+        let catalog = self.catalog.load();
+        catalog.as_ref().and_then(|c| c.slot(key)).is_some()
     }
 
     pub(crate) fn contains_key(&self, key: &Key) -> bool {
         self.peek(key).is_some()
     }
 
-    /// Puts `body` in for `key`: in the catalog (compacted) if it holds the key, in the
-    /// on-demand cache otherwise (as it is: on-demand entries are the hot ones, sent often).
+    /// Puts `body` in for `key`: in the catalog if it has the key's slot and its share of the
+    /// budget takes the new body (a body refreshed into a slot a failed render emptied goes
+    /// back there), in the on-demand cache otherwise. The caller compacts what may go to the
+    /// catalog ([`Rendered::compacted`]); nothing is compressed here, under the callers' locks.
     pub(crate) fn insert(&self, key: Key, body: Rendered) {
         let catalog = self.catalog.load();
         if let Some(slot) = catalog.as_ref().and_then(|c| c.slot(&key)) {
-            if slot.load().is_some() {
-                let body = body.compacted();
-                self.replace_in_catalog(slot, Some(weigh(body)));
+            let (body, weight) = weigh(body);
+            let held = slot.load().as_deref().map_or(0, catalog_weight);
+            let after = self.catalog_bytes.load(Ordering::Relaxed) + weight;
+            if after.saturating_sub(held) <= self.catalog_share() {
+                self.replace_in_catalog(slot, Some((body, weight)));
+                self.on_demand.remove(&key);
                 return;
             }
+            // Grown past the catalog's share: the key moves to the on-demand cache.
+            self.replace_in_catalog(slot, None);
+            self.on_demand.insert(key, body);
+            return;
         }
         self.on_demand.insert(key, body);
     }
 
-    /// Puts a warm-up's `body` in the catalog, compacted, if the catalog can take it.
+    /// Puts a warm-up's `body` (compacted by the caller) in the catalog, if it can take it.
     pub(crate) fn insert_precomputed(&self, key: Key, body: Rendered) -> Precomputed {
         let catalog = self.catalog.load();
         let Some(slot) = catalog.as_ref().and_then(|c| c.slot(&key)) else {
             return Precomputed::NoSlot(key, body);
         };
-        let (body, weight) = weigh(body.compacted());
+        let (body, weight) = weigh(body);
         if self.catalog_bytes.load(Ordering::Relaxed) + weight > self.catalog_share() {
             return Precomputed::Full;
         }
@@ -291,12 +302,14 @@ impl Store {
             Some(body) => (catalog_weight(body), 1),
             None => (0, 0),
         };
-        self.catalog_bytes.fetch_add(added_bytes, Ordering::Relaxed);
-        self.catalog_bytes.fetch_sub(old_bytes, Ordering::Relaxed);
-        self.catalog_entries
-            .fetch_add(added_entries, Ordering::Relaxed);
-        self.catalog_entries
-            .fetch_sub(old_entries, Ordering::Relaxed);
+        // Saturating: a catalog dropped meanwhile (its counts reset) must not wrap them.
+        let update = |counter: &AtomicU64, add: u64, sub: u64| {
+            let _ = counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some((n + add).saturating_sub(sub))
+            });
+        };
+        update(&self.catalog_bytes, added_bytes, old_bytes);
+        update(&self.catalog_entries, added_entries, old_entries);
     }
 
     pub(crate) fn remove(&self, key: &Key) {
@@ -339,9 +352,26 @@ impl Store {
         self.catalog.store(Some(Arc::new(Catalog { slots })));
     }
 
-    /// Drops the catalog; the on-demand cache gets the whole budget back.
+    /// Gives the on-demand cache what the catalog leaves of the budget (at least a tenth):
+    /// once a warm-up has filled the catalog, for as long as it holds.
+    pub(crate) fn settle_budget(&self) {
+        let catalog = self
+            .catalog_bytes
+            .load(Ordering::Relaxed)
+            .min(self.catalog_share());
+        if self.catalog.load().is_some() {
+            self.on_demand.set_capacity(self.capacity - catalog);
+        }
+    }
+
+    /// Drops the catalog; the on-demand cache gets the whole budget back. Freeing millions of
+    /// bodies takes a while: a thread of its own does it, not the caller's.
     fn drop_catalog(&self) {
-        self.catalog.store(None);
+        if let Some(old) = self.catalog.swap(None) {
+            let _ = std::thread::Builder::new()
+                .name("atelier-drop-catalog".into())
+                .spawn(move || drop(old));
+        }
         self.catalog_entries.store(0, Ordering::Relaxed);
         self.catalog_bytes.store(0, Ordering::Relaxed);
         self.on_demand.set_capacity(self.capacity);
@@ -452,7 +482,7 @@ mod tests {
     #[test]
     fn keys_the_catalog_cannot_hold_go_on_demand() {
         let store = catalog_store();
-        // Past the slots, a products page, a cart; and not precomputed: on demand.
+        // Past the slots, a products page, a cart: on demand.
         assert!(!store
             .insert_precomputed(Key::Product(1 << 40), body("x"))
             .stored());
@@ -462,11 +492,18 @@ mod tests {
         assert!(!store
             .insert_precomputed(Key::Cart("t".into()), body("x"))
             .stored());
-        store.insert(Key::Product(4), body("filled"));
-        assert!(store.catalog_body(&Key::Product(4)).is_none());
-        assert_eq!(store.peek(&Key::Product(4)), Some(body("filled")));
-        let keys = store.keys();
-        assert_eq!(keys, vec![Key::Product(4)]);
+        store.insert(Key::Product(1 << 40), body("filled"));
+        assert!(store.catalog_body(&Key::Product(1 << 40)).is_none());
+        assert_eq!(store.peek(&Key::Product(1 << 40)), Some(body("filled")));
+        // A key with a slot goes to the catalog, while its share of the budget lasts.
+        store.insert(Key::Product(4), body("refreshed"));
+        assert_eq!(
+            store.catalog_body(&Key::Product(4)),
+            Some(body("refreshed"))
+        );
+        let mut keys = store.keys();
+        keys.sort_by_key(|k| format!("{k:?}"));
+        assert_eq!(keys, vec![Key::Product(1 << 40), Key::Product(4)]);
     }
 
     #[test]
@@ -501,6 +538,32 @@ mod tests {
         assert_eq!(store.peek(&Key::Styles(1)), None);
         assert_eq!(store.on_demand.capacity(), 10_000);
         assert_eq!(store.bytes(), 0);
+    }
+
+    #[test]
+    fn a_refresh_stays_within_the_catalogs_share_and_refills_an_emptied_slot() {
+        let store = Store::new(10_000);
+        store.open_catalog(CatalogSize {
+            products: 100,
+            max_product_id: 100,
+            ..Default::default()
+        });
+        assert!(store
+            .insert_precomputed(Key::Styles(1), body(&"a".repeat(3_000)))
+            .stored());
+        // A refresh whose body grew past the share moves the key to the on-demand cache (which
+        // cannot hold one that big either: the next read fills it).
+        store.insert(Key::Styles(1), body(&"b".repeat(9_000)));
+        assert_eq!(store.catalog_body(&Key::Styles(1)), None);
+        assert_eq!(store.catalog_bytes(), 0);
+        // One that fits goes back into its slot, and leaves the on-demand cache.
+        store.insert(Key::Styles(1), body("small again"));
+        assert_eq!(
+            store.catalog_body(&Key::Styles(1)),
+            Some(body("small again"))
+        );
+        assert!(store.on_demand.peek(&Key::Styles(1)).is_none());
+        assert!(store.catalog_bytes() <= store.catalog_share());
     }
 
     #[test]

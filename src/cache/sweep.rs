@@ -11,7 +11,7 @@
 //! of: it is counted in [`CacheStats::drift`](super::CacheStats::drift), logged with its key,
 //! and dropped, so the next read renders it fresh. If the feed cannot complete a read in time,
 //! the sweep cannot tell drift from lag: it drops the entry without counting it, so staleness
-//! stays bounded by the period even then.
+//! stays bounded by a round's length even then.
 //!
 //! The database cost is bounded by pacing: one render at a time, spread evenly over the
 //! period, so a sweep of `n` entries costs `n / period` renders per second, and never more

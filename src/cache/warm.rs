@@ -202,6 +202,7 @@ async fn scan_into(
             Err(WarmStop::Interrupted) => return Ok(WarmupOutcome::Interrupted),
         }
     }
+    cache.store.settle_budget();
     let ms = started.elapsed().as_millis() as u64;
     status.last_ms.store(ms, Ordering::Relaxed);
     status.completed.fetch_add(1, Ordering::Relaxed);

@@ -268,10 +268,14 @@ impl ItemList {
             return;
         }
         let buffer = self.buffer();
+        // `get`, not indexing: a buffer that failed to inflate (which one deflated here cannot)
+        // gives an empty page, not a panic.
         match &self.order {
             None => {
                 let end = self.ends[span.end - 1] as usize;
-                out.extend_from_slice(&buffer[self.start(span.start)..end]);
+                if let Some(items) = buffer.get(self.start(span.start)..end) {
+                    out.extend_from_slice(items);
+                }
             }
             Some(order) => {
                 for (n, &p) in order[span].iter().enumerate() {
@@ -279,7 +283,9 @@ impl ItemList {
                         out.push(b',');
                     }
                     let p = p as usize;
-                    out.extend_from_slice(&buffer[self.start(p)..self.ends[p] as usize]);
+                    if let Some(item) = buffer.get(self.start(p)..self.ends[p] as usize) {
+                        out.extend_from_slice(item);
+                    }
                 }
             }
         }
@@ -298,7 +304,10 @@ impl ItemList {
         let buffer = self.buffer();
         (0..self.len())
             .filter_map(|i| self.position(i))
-            .map(|p| buffer[self.start(p)..self.ends[p] as usize].to_vec())
+            .map(|p| {
+                let item = buffer.get(self.start(p)..self.ends[p] as usize);
+                item.unwrap_or_default().to_vec()
+            })
             .collect()
     }
 }

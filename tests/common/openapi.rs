@@ -152,9 +152,21 @@ pub fn check(request: &[u8], reply: &Reply) {
         // A coded body only to a request that accepts the coding (the description's
         // `Accept-Encoding` parameter).
         let text = String::from_utf8_lossy(request).to_ascii_lowercase();
+        // gzip, x-gzip or *, unless with q=0 (a reading of RFC 9110 of its own, apart from
+        // the server's).
         let accepts = text.lines().any(|l| {
-            l.strip_prefix("accept-encoding:")
-                .is_some_and(|v| v.contains("gzip") || v.contains('*'))
+            l.strip_prefix("accept-encoding:").is_some_and(|v| {
+                v.split(',').any(|item| {
+                    let mut parts = item.split(';').map(str::trim);
+                    let coding = parts.next().unwrap_or("");
+                    let refused = parts.any(|p| {
+                        p.strip_prefix("q=")
+                            .and_then(|q| q.parse::<f64>().ok())
+                            .is_some_and(|q| q == 0.0)
+                    });
+                    matches!(coding, "gzip" | "x-gzip" | "*") && !refused
+                })
+            })
         });
         assert!(
             accepts,
