@@ -39,6 +39,8 @@ pub struct ServeSettings {
     pub precompute: Precompute,
     /// Where the warm-up scan reads, when not where the pool does.
     pub scan_database: Option<tokio_postgres::Config>,
+    /// How far the precomputed catalog compacts its bodies.
+    pub compaction: crate::render::Compaction,
 }
 
 /// What the instance renders before it reports ready.
@@ -68,6 +70,7 @@ impl Default for ServeSettings {
             sweep_max_rate: 200,
             precompute: Precompute::All,
             scan_database: None,
+            compaction: crate::render::Compaction::All,
         }
     }
 }

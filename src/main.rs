@@ -133,6 +133,11 @@ struct HttpArgs {
     /// as --cache-mb holds it) or `none` (every body on its first request).
     #[arg(long, env = "ATELIER_PRECOMPUTE", default_value = "all", value_parser = ["all", "none"])]
     precompute: String,
+    /// How far the precomputed catalog compacts its bodies: `all` (whole bodies kept gzip,
+    /// sent as they are to clients that take gzip; list buffers kept deflated, inflated for
+    /// each page), `bodies` (lists kept plain: more memory, faster list pages) or `none`
+    #[arg(long, env = "ATELIER_COMPRESS", default_value = "all", value_parser = ["all", "bodies", "none"])]
+    compress: String,
 }
 
 impl HttpArgs {
@@ -167,6 +172,11 @@ impl HttpArgs {
             feed_database,
             sweep_period: (self.sweep_period_s > 0)
                 .then(|| std::time::Duration::from_secs(self.sweep_period_s)),
+            compaction: match self.compress.as_str() {
+                "none" => atelier::render::Compaction::None,
+                "bodies" => atelier::render::Compaction::Bodies,
+                _ => atelier::render::Compaction::All,
+            },
             sweep_max_rate: self.sweep_max_rate,
             precompute: if self.precompute == "none" {
                 atelier::config::Precompute::None

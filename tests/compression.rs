@@ -1,7 +1,8 @@
 //! The precomputed catalog keeps its bodies compacted: whole bodies gzip-compressed and sent
 //! as they are to clients that accept gzip (decoded here by the system's `gzip`), inflated for
 //! clients that do not; lists deflated and inflated to copy a page. Every representation
-//! serves the bytes of a fresh render, before and after a write refreshes them.
+//! serves the bytes of a fresh render, before and after a write refreshes them; and
+//! `--compress bodies` and `none` keep lists, or everything, plain.
 
 mod common;
 
@@ -12,7 +13,7 @@ use atelier::config::ServeSettings;
 use atelier::dataset::generate::{generate, GenerateOptions};
 use atelier::domain::ReviewOrder;
 use atelier::pg::pool::Pool;
-use atelier::render::Rendered;
+use atelier::render::{Compaction, Rendered};
 use common::{eventually, get, put, send_raw, Reply, TempDir};
 
 async fn request(addr: std::net::SocketAddr, method: &str, path: &str, extra: &str) -> Reply {
@@ -227,4 +228,69 @@ async fn compacted_bodies_go_out_gzip_coded_to_clients_that_take_gzip_and_plain_
         "the feed's refresh renders both orders from one read too"
     );
     assert!(cache.stats().catalog_entries > 0);
+}
+
+#[tokio::test]
+async fn compaction_goes_as_far_as_configured() {
+    let dir = TempDir::new("compaction-levels");
+    generate(&GenerateOptions {
+        scale: 0.0002,
+        seed: 4,
+        out: dir.path().into(),
+        quiet: true,
+    })
+    .expect("generate");
+    let db = common::loaded_database(dir.path()).await;
+    let client = db.client().await;
+    let id: i64 = client
+        .query_one(
+            "SELECT product_id FROM reviews WHERE NOT reported GROUP BY product_id \
+             ORDER BY count(*) DESC, product_id LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let pool = Pool::new(db.config.clone(), 2, Duration::from_secs(5));
+    for compaction in [Compaction::Bodies, Compaction::None] {
+        let settings = ServeSettings {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            pool_size: 2,
+            sweep_period: None,
+            compaction,
+            ..Default::default()
+        };
+        let server = atelier::http::start(settings, db.config.clone())
+            .await
+            .unwrap();
+        let a = server.addr;
+        eventually(a, "/readyz", |b| b == "ready").await;
+        let cache = &server.app.cache;
+        let styles = cache.peek(&Key::Styles(id));
+        let reviews = cache.peek(&Key::Reviews {
+            product_id: id,
+            order: ReviewOrder::Newest,
+        });
+        assert!(matches!(reviews, Some(Rendered::List(ref l)) if !l.is_deflated()));
+        let path = format!("/products/{id}/styles");
+        let r = request(a, "GET", &path, "Accept-Encoding: gzip\r\n").await;
+        let fresh = fill(&Key::Styles(id), &pool)
+            .await
+            .unwrap()
+            .plain()
+            .unwrap();
+        assert_eq!(r.body.as_bytes(), &fresh[..], "{compaction:?}");
+        match compaction {
+            Compaction::Bodies => {
+                assert!(matches!(styles, Some(Rendered::Gzip(_))));
+                assert_eq!(r.header("content-encoding"), Some("gzip"));
+            }
+            _ => {
+                assert!(matches!(styles, Some(Rendered::Json(_))));
+                assert_eq!(r.header("content-encoding"), None);
+            }
+        }
+        let page = format!("/reviews?product_id={id}&count=3&sort=newest");
+        assert_eq!(request(a, "GET", &page, "").await.status, 200);
+    }
 }

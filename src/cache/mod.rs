@@ -25,7 +25,7 @@ use store::Store;
 
 use crate::pg::pool::Pool;
 use crate::pg::DbError;
-use crate::render::Rendered;
+use crate::render::{Compaction, Rendered};
 
 /// Counters for /metrics.
 #[derive(Debug, Clone, Copy, Default)]
@@ -54,6 +54,7 @@ pub struct CacheStats {
 
 pub struct ResponseCache {
     store: Store,
+    compaction: Compaction,
     hits: AtomicU64,
     misses: AtomicU64,
     products_generation: AtomicU64,
@@ -82,9 +83,17 @@ struct Invalidated {
 }
 
 impl ResponseCache {
-    /// A cache holding up to `capacity_bytes` of bodies and keys.
+    /// A cache holding up to `capacity_bytes` of bodies and keys, its catalog compacted as far
+    /// as [`Compaction::All`] goes.
     pub fn new(capacity_bytes: u64) -> ResponseCache {
+        ResponseCache::with_compaction(capacity_bytes, Compaction::All)
+    }
+
+    /// A cache holding up to `capacity_bytes`, its catalog compacted as far as `compaction`
+    /// goes.
+    pub fn with_compaction(capacity_bytes: u64, compaction: Compaction) -> ResponseCache {
         ResponseCache {
+            compaction,
             store: Store::new(capacity_bytes),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
@@ -192,9 +201,14 @@ impl ResponseCache {
     /// false if the catalog cannot take it. Public for benches.
     pub fn precompute(&self, key: Key, body: Rendered) -> bool {
         matches!(
-            self.store.insert_precomputed(key, body.compacted()),
+            self.store.insert_precomputed(key, self.compact(body)),
             store::Precomputed::Stored
         )
+    }
+
+    /// `body` compacted for the catalog, as far as this cache's [`Compaction`] goes.
+    pub(crate) fn compact(&self, body: Rendered) -> Rendered {
+        body.compacted_as(self.compaction)
     }
 
     /// Drops everything.

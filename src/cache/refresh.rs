@@ -21,6 +21,7 @@ use super::fill::fill_review_orders;
 use super::{fill, Key, ResponseCache};
 use crate::domain::ReviewOrder;
 use crate::pg::pool::Pool;
+use crate::render::Compaction;
 use crate::render::Rendered;
 
 /// A key with a refresh under way.
@@ -112,7 +113,7 @@ impl ResponseCache {
             .iter()
             .zip(fresh)
             .map(|(key, body)| match body {
-                Some(body) if self.store.has_slot(key) => Some(body.compacted()),
+                Some(body) if self.store.has_slot(key) => Some(self.compact(body)),
                 other => other,
             })
             .collect();
@@ -135,7 +136,9 @@ impl ResponseCache {
                 if *second == other {
                     // Compacted before the newest order is made from it, so that the two share
                     // the compact buffer; only where the catalog has both's slots.
-                    let compact = self.store.has_slot(first) && self.store.has_slot(second);
+                    let compact = self.compaction == Compaction::All
+                        && self.store.has_slot(first)
+                        && self.store.has_slot(second);
                     return match fill_review_orders(pool, *product_id, compact).await {
                         Ok((helpful, newest)) if *order == ReviewOrder::Helpful => {
                             vec![Some(helpful), Some(newest)]

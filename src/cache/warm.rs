@@ -27,7 +27,7 @@ use crate::pg::DbError;
 use crate::render::products::{render_product, render_product_list, render_related, render_styles};
 use crate::render::qa::{render_answer_list, render_question_list};
 use crate::render::reviews::{newest_order, render_meta, render_review_list};
-use crate::render::Rendered;
+use crate::render::{Compaction, Rendered};
 
 /// Pages of `GET /products` warmed, at the default count.
 const PRODUCT_PAGES: usize = 20;
@@ -235,7 +235,7 @@ fn render_into(
     mut rows: tokio::sync::mpsc::Receiver<ProductRows>,
 ) -> Result<(), WarmStop> {
     while let Some(rows) = rows.blocking_recv() {
-        cache.insert_warm(bodies(&rows), status)?;
+        cache.insert_warm(bodies(&rows, cache.compaction), status)?;
         status.products_done.fetch_add(1, Ordering::Relaxed);
     }
     Ok(())
@@ -243,14 +243,14 @@ fn render_into(
 
 /// Every cached body of one product, in the warm-up's priority order, compacted for the
 /// catalog (here, before the warm-up takes the lock it inserts under).
-fn bodies(rows: &ProductRows) -> Vec<(Key, Rendered)> {
-    rendered(rows)
+fn bodies(rows: &ProductRows, compaction: Compaction) -> Vec<(Key, Rendered)> {
+    rendered(rows, compaction)
         .into_iter()
-        .map(|(key, body)| (key, body.compacted()))
+        .map(|(key, body)| (key, body.compacted_as(compaction)))
         .collect()
 }
 
-fn rendered(rows: &ProductRows) -> Vec<(Key, Rendered)> {
+fn rendered(rows: &ProductRows, compaction: Compaction) -> Vec<(Key, Rendered)> {
     let id = rows.product.id;
     let mut out = Vec::with_capacity(8 + rows.questions.len());
     out.push((
@@ -275,7 +275,10 @@ fn rendered(rows: &ProductRows) -> Vec<(Key, Rendered)> {
     let dates_us: Vec<_> = rows.reviews.iter().map(|r| r.date_us).collect();
     // Compacted before it is reordered, so that both orders share the deflated buffer.
     let newest = newest_order(&helpful, &dates_us);
-    let helpful = render_review_list(&helpful, &rows.review_photos).compacted();
+    let mut helpful = render_review_list(&helpful, &rows.review_photos);
+    if compaction == Compaction::All {
+        helpful = helpful.compacted();
+    }
     let newest = helpful.reordered(newest);
     out.push((
         Key::Reviews {

@@ -59,7 +59,10 @@ impl App {
         let cors_origin =
             HeaderValue::from_str(&settings.cors_origin).unwrap_or(HeaderValue::from_static("*"));
         App {
-            cache: Arc::new(ResponseCache::new(settings.cache_bytes)),
+            cache: Arc::new(ResponseCache::with_compaction(
+                settings.cache_bytes,
+                settings.compaction,
+            )),
             pool,
             metrics: Metrics::default(),
             settings,

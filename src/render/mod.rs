@@ -29,6 +29,20 @@ pub enum Rendered {
     NotFound,
 }
 
+/// How far the precomputed catalog compacts what it keeps: memory against the time a request
+/// spends inflating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compaction {
+    /// Whole bodies gzip-compressed (sent as they are to clients that take gzip), list buffers
+    /// deflated (inflated for each page).
+    #[default]
+    All,
+    /// Whole bodies only: list pages are copied from plain buffers.
+    Bodies,
+    /// Nothing.
+    None,
+}
+
 /// A whole body as a gzip member, with the digest of its plain bytes (for its entity tags).
 #[derive(Debug, Clone)]
 pub struct Gzipped {
@@ -71,6 +85,15 @@ impl Rendered {
     /// The same resource in less memory, for the precomputed catalog: a whole body
     /// gzip-compressed, a list's buffer deflated, where that saves at least an eighth.
     pub fn compacted(self) -> Rendered {
+        self.compacted_as(Compaction::All)
+    }
+
+    /// [`Rendered::compacted`], as far as `compaction` goes.
+    pub fn compacted_as(self, compaction: Compaction) -> Rendered {
+        match (compaction, &self) {
+            (Compaction::None, _) | (Compaction::Bodies, Rendered::List(_)) => return self,
+            _ => {}
+        }
         match self {
             Rendered::Json(plain) => match compress::gzip(&plain) {
                 Some(gz) => Rendered::Gzip(Gzipped {
