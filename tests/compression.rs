@@ -23,31 +23,21 @@ async fn request(addr: std::net::SocketAddr, method: &str, path: &str, extra: &s
     send_raw(addr, raw.as_bytes()).await
 }
 
-#[tokio::test]
-async fn compacted_bodies_go_out_gzip_coded_to_clients_that_take_gzip_and_plain_to_others() {
-    let dir = TempDir::new("compression");
+/// A generated data set, loaded, and its product with the most reviews (a list worth
+/// deflating).
+async fn catalog_with_a_long_list(label: &str, scale: f64) -> (TempDir, common::TestDb, i64) {
+    let dir = TempDir::new(label);
     generate(&GenerateOptions {
-        scale: 0.0005,
+        scale,
         seed: 9,
         out: dir.path().into(),
         quiet: true,
     })
     .expect("generate");
     let db = common::loaded_database(dir.path()).await;
-    let settings = ServeSettings {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        pool_size: 2,
-        sweep_period: None,
-        ..Default::default()
-    };
-    let server = atelier::http::start(settings, db.config.clone())
+    let id: i64 = db
+        .client()
         .await
-        .unwrap();
-    let a = server.addr;
-    eventually(a, "/readyz", |b| b == "ready").await;
-    let client = db.client().await;
-    // A product with several reviews, so that its list is worth deflating.
-    let id: i64 = client
         .query_one(
             "SELECT product_id FROM reviews WHERE NOT reported GROUP BY product_id \
              ORDER BY count(*) DESC, product_id LIMIT 1",
@@ -56,6 +46,31 @@ async fn compacted_bodies_go_out_gzip_coded_to_clients_that_take_gzip_and_plain_
         .await
         .unwrap()
         .get(0);
+    (dir, db, id)
+}
+
+/// A server over `db`, compacting as far as `compaction` goes, once it is ready.
+async fn ready_server(db: &common::TestDb, compaction: Compaction) -> atelier::http::Running {
+    let settings = ServeSettings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        pool_size: 2,
+        sweep_period: None,
+        compaction,
+        ..Default::default()
+    };
+    let server = atelier::http::start(settings, db.config.clone())
+        .await
+        .unwrap();
+    eventually(server.addr, "/readyz", |b| b == "ready").await;
+    server
+}
+
+#[tokio::test]
+async fn compacted_bodies_go_out_gzip_coded_to_clients_that_take_gzip_and_plain_to_others() {
+    let (_dir, db, id) = catalog_with_a_long_list("compression", 0.0005).await;
+    let server = ready_server(&db, Compaction::All).await;
+    let a = server.addr;
+    let client = db.client().await;
     let pool = Pool::new(db.config.clone(), 2, Duration::from_secs(5));
     let cache = &server.app.cache;
 
@@ -232,39 +247,11 @@ async fn compacted_bodies_go_out_gzip_coded_to_clients_that_take_gzip_and_plain_
 
 #[tokio::test]
 async fn compaction_goes_as_far_as_configured() {
-    let dir = TempDir::new("compaction-levels");
-    generate(&GenerateOptions {
-        scale: 0.0002,
-        seed: 4,
-        out: dir.path().into(),
-        quiet: true,
-    })
-    .expect("generate");
-    let db = common::loaded_database(dir.path()).await;
-    let client = db.client().await;
-    let id: i64 = client
-        .query_one(
-            "SELECT product_id FROM reviews WHERE NOT reported GROUP BY product_id \
-             ORDER BY count(*) DESC, product_id LIMIT 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let (_dir, db, id) = catalog_with_a_long_list("compaction-levels", 0.0002).await;
     let pool = Pool::new(db.config.clone(), 2, Duration::from_secs(5));
     for compaction in [Compaction::Bodies, Compaction::None] {
-        let settings = ServeSettings {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            pool_size: 2,
-            sweep_period: None,
-            compaction,
-            ..Default::default()
-        };
-        let server = atelier::http::start(settings, db.config.clone())
-            .await
-            .unwrap();
+        let server = ready_server(&db, compaction).await;
         let a = server.addr;
-        eventually(a, "/readyz", |b| b == "ready").await;
         let cache = &server.app.cache;
         let styles = cache.peek(&Key::Styles(id));
         let reviews = cache.peek(&Key::Reviews {
