@@ -186,7 +186,8 @@ impl ResponseCache {
         }
     }
 
-    /// Puts a rendered entry in the cache (replacing any), as a fill would.
+    /// Puts a rendered entry in the cache (replacing any): in the catalog if it has the key's
+    /// slot and room for it, in the on-demand cache otherwise. Nothing is compacted here.
     pub fn insert(&self, key: Key, entry: Rendered) {
         self.store.insert(key, entry);
     }

@@ -7,16 +7,18 @@
 //! or the new one and never waits. `benches/hit_path.rs` measured the slot against
 //! quick_cache's hit (72 ns against 152 ns a lookup; README). Catalog entries are never
 //! evicted: the warm-up fills the catalog in priority order up to nine tenths of the budget,
-//! and the on-demand cache, with the remaining tenth, holds what did not fit, products created
-//! since, products pages and carts. Without a catalog (`--precompute none`, or after a reset
-//! until the next warm-up) the on-demand cache has the whole budget.
+//! and the on-demand cache, with the remaining tenth (or what the catalog leaves once the
+//! warm-up is done), holds what did not fit, products created since, products pages and carts.
+//! Without a catalog (`--precompute none`, or after a reset until the next warm-up) the
+//! on-demand cache has the whole budget.
 //!
-//! The catalog keeps its bodies compacted ([`Rendered::compacted`]): whole bodies
-//! gzip-compressed, sent as they are to clients that accept gzip, and lists deflated.
+//! The catalog's bodies are compacted by whoever puts them in (`--compress`,
+//! [`Rendered::compacted_as`]): whole bodies gzip-compressed, sent as they are to clients that
+//! accept gzip, and lists deflated.
 //!
 //! A key lives in one place at a time: a body put in the catalog is removed from the
-//! on-demand cache (which also cancels a fill of it in flight), and a body replacing one in the
-//! catalog goes to the catalog.
+//! on-demand cache (which also cancels a fill of it in flight), and a body put in for a key the
+//! catalog has a slot for goes to the catalog while the catalog's share of the budget lasts.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
