@@ -22,7 +22,7 @@ use tokio_postgres::Config;
 use super::store::Precomputed;
 use super::{CatalogSize, Key, ResponseCache};
 use crate::domain::ReviewOrder;
-use crate::pg::scan::{CatalogScan, ProductRows};
+use crate::pg::scan::{CatalogScan, ProductRows, Snapshot};
 use crate::pg::DbError;
 use crate::render::products::{render_product, render_product_list, render_related, render_styles};
 use crate::render::qa::{render_answer_list, render_question_list};
@@ -118,22 +118,22 @@ async fn scan_into(
     generation: u64,
 ) -> Result<WarmupOutcome, DbError> {
     let started = Instant::now();
-    let mut client = crate::pg::connect(database).await?;
-    let mut scan = CatalogScan::start(&mut client).await?;
+    let snapshot = Snapshot::take(database).await?;
     cache.open_catalog(CatalogSize {
-        products: scan.products,
-        max_product_id: scan.max_product_id,
-        questions: scan.questions,
-        max_question_id: scan.max_question_id,
+        products: snapshot.products,
+        max_product_id: snapshot.max_product_id,
+        questions: snapshot.questions,
+        max_question_id: snapshot.max_question_id,
     });
     status.products_done.store(0, Ordering::Relaxed);
     status.entries.store(0, Ordering::Relaxed);
     status
         .products_total
-        .store(scan.products.max(0) as u64, Ordering::Relaxed);
+        .store(snapshot.products.max(0) as u64, Ordering::Relaxed);
     for b in &status.bytes {
         b.store(0, Ordering::Relaxed);
     }
+    let mut scan = CatalogScan::open(snapshot, database).await?;
     let mut first_products = Vec::with_capacity(PRODUCT_PAGES * PAGE_SIZE);
     let mut logged = Instant::now();
     // Rendering and compressing are most of a warm-up's work: a thread of their own does them

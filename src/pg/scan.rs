@@ -2,14 +2,18 @@
 //! from a few ordered sequential reads — one per table or join, not one query per resource —
 //! and handed out product by product.
 //!
-//! The scan runs in one `REPEATABLE READ` transaction, so every product's rows come from one
-//! snapshot. Each read is a portal fetched a chunk at a time, so memory stays bounded whatever
-//! the catalog's size. The columns and orders are those of the keyed queries in
-//! [`super::read`], so the bodies rendered from them are byte-identical to a fill.
+//! The scan runs in `REPEATABLE READ` transactions on a few connections that share one
+//! snapshot (exported by the first, imported by the others), so every product's rows come from
+//! one snapshot, and PostgreSQL sorts the big joins on several backends at once. Each read is a
+//! cursor fetched a chunk at a time, so memory stays bounded whatever the catalog's size. The
+//! columns and orders are those of the keyed queries in [`super::read`], so the bodies
+//! rendered from them are byte-identical to a fill.
 
 use std::collections::VecDeque;
 
-use tokio_postgres::{Client, Portal, Row, Transaction};
+use std::sync::Arc;
+
+use tokio_postgres::{Client, Config, Row, Statement};
 
 use super::read::{
     AnswerRow, CharacteristicRow, FeatureRow, MetaCountRow, PhotoRow, PhotoUrlRow, ProductRow,
@@ -19,6 +23,11 @@ use super::DbError;
 
 /// Rows fetched per round trip from each read.
 const CHUNK: i32 = 2000;
+
+/// Connections the reads are spread over, all in one snapshot: PostgreSQL sorts the big
+/// joins before a read's first row, and on one backend those sorts ran one after another
+/// (about a minute at full scale before the first product).
+const CONNECTIONS: usize = 3;
 
 /// Epoch milliseconds and microseconds of a `timestamptz` column: milliseconds for the body,
 /// microseconds to order rows as PostgreSQL orders the column.
@@ -120,19 +129,23 @@ pub struct ProductRows {
     pub answer_photos: Vec<PhotoUrlRow>,
 }
 
-/// One read: its portal and the rows fetched but not yet handed out.
+/// One read: a cursor on one of the scan's connections, and the rows fetched but not yet
+/// handed out.
 struct Read {
-    portal: Portal,
+    client: Arc<Client>,
+    /// `FETCH` of the next chunk from the read's cursor.
+    fetch: Statement,
     rows: VecDeque<Row>,
     done: bool,
 }
 
 impl Read {
     /// Fetches the next chunk when every fetched row has been handed out.
-    async fn refill(&mut self, tx: &Transaction<'_>) -> Result<(), DbError> {
+    async fn refill(&mut self) -> Result<(), DbError> {
         if self.rows.is_empty() && !self.done {
-            let chunk = tx
-                .query_portal(&self.portal, CHUNK)
+            let chunk = self
+                .client
+                .query(&self.fetch, &[])
                 .await
                 .map_err(DbError::query("scanning the catalog"))?;
             self.done = chunk.len() < CHUNK as usize;
@@ -143,10 +156,10 @@ impl Read {
 
     /// Rows for `product_id` (the read's first column), in order. Rows of products before it
     /// cannot exist (every read is ordered by product id and the products read leads).
-    async fn take(&mut self, tx: &Transaction<'_>, product_id: i64) -> Result<Vec<Row>, DbError> {
+    async fn take(&mut self, product_id: i64) -> Result<Vec<Row>, DbError> {
         let mut taken = Vec::new();
         loop {
-            self.refill(tx).await?;
+            self.refill().await?;
             match self.rows.front() {
                 Some(row) if row.get::<_, i64>(0) < product_id => {
                     self.rows.pop_front();
@@ -163,8 +176,7 @@ impl Read {
 }
 
 /// A scan of the whole catalog, product by product, from one snapshot.
-pub struct CatalogScan<'a> {
-    tx: Transaction<'a>,
+pub struct CatalogScan {
     reads: Vec<Read>,
     /// Products in the snapshot (for progress).
     pub products: i64,
@@ -173,20 +185,30 @@ pub struct CatalogScan<'a> {
     pub max_question_id: i64,
 }
 
-impl<'a> CatalogScan<'a> {
-    /// Opens the snapshot and the reads on `client` (a connection of the scan's own).
-    pub async fn start(client: &'a mut Client) -> Result<CatalogScan<'a>, DbError> {
-        let tx = client
-            .build_transaction()
-            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
+/// The snapshot a scan reads, taken, with the sizes of the catalog in it.
+pub struct Snapshot {
+    /// The connection whose transaction exported it.
+    first: Client,
+    name: String,
+    pub products: i64,
+    pub max_product_id: i64,
+    pub questions: i64,
+    pub max_question_id: i64,
+}
+
+impl Snapshot {
+    /// Takes the snapshot on a connection of the scan's own to `database`, and counts the
+    /// products and questions in it. A change committed from here on is not in the scan.
+    pub async fn take(database: &Config) -> Result<Snapshot, DbError> {
+        let first = super::connect(database).await?;
+        first
+            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .await
             .map_err(DbError::query("starting the catalog scan"))?;
         // The first statement takes the snapshot every read then shares.
-        let counts = tx
+        let counts = first
             .query_one(
-                "SELECT count(*), coalesce(max(id), 0), \
+                "SELECT pg_export_snapshot(), count(*), coalesce(max(id), 0), \
                         (SELECT count(*) FROM questions), \
                         (SELECT coalesce(max(id), 0) FROM questions) \
                  FROM products",
@@ -194,41 +216,79 @@ impl<'a> CatalogScan<'a> {
             )
             .await
             .map_err(DbError::query("counting products and questions"))?;
-        let mut reads = Vec::with_capacity(READS.len());
-        for sql in READS {
-            let statement = tx
-                .prepare(sql)
+        let name: String = counts.get(0);
+        // PostgreSQL names snapshots in hex digits and dashes; nothing else goes into SQL.
+        if !name.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            return Err(DbError::Unavailable(format!(
+                "unexpected snapshot name {name:?}"
+            )));
+        }
+        Ok(Snapshot {
+            first,
+            name,
+            products: counts.get(1),
+            max_product_id: counts.get(2),
+            questions: counts.get(3),
+            max_question_id: counts.get(4),
+        })
+    }
+}
+
+impl CatalogScan {
+    /// Opens the reads of `snapshot`: on its connection and more of the scan's own to
+    /// `database`, which import the snapshot; each declares a cursor for its share of the
+    /// reads. Every read's first chunk is asked for at once, so that PostgreSQL sorts on
+    /// every connection together.
+    pub async fn open(snapshot: Snapshot, database: &Config) -> Result<CatalogScan, DbError> {
+        let name = &snapshot.name;
+        let mut clients = vec![Arc::new(snapshot.first)];
+        for _ in 1..CONNECTIONS {
+            let client = super::connect(database).await?;
+            client
+                .batch_execute(&format!(
+                    "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; \
+                     SET TRANSACTION SNAPSHOT '{name}'"
+                ))
                 .await
-                .map_err(DbError::query("preparing the catalog scan"))?;
-            let portal = tx
-                .bind(&statement, &[])
+                .map_err(DbError::query("sharing the catalog scan's snapshot"))?;
+            clients.push(Arc::new(client));
+        }
+        let mut reads = Vec::with_capacity(READS.len());
+        for (i, sql) in READS.iter().enumerate() {
+            let client = Arc::clone(&clients[i % CONNECTIONS]);
+            client
+                .batch_execute(&format!("DECLARE scan_{i} NO SCROLL CURSOR FOR {sql}"))
                 .await
                 .map_err(DbError::query("opening the catalog scan"))?;
+            let fetch = client
+                .prepare(&format!("FETCH {CHUNK} FROM scan_{i}"))
+                .await
+                .map_err(DbError::query("preparing the catalog scan"))?;
             reads.push(Read {
-                portal,
+                client,
+                fetch,
                 rows: VecDeque::new(),
                 done: false,
             });
         }
+        futures_util::future::try_join_all(reads.iter_mut().map(Read::refill)).await?;
         Ok(CatalogScan {
-            tx,
             reads,
-            products: counts.get(0),
-            max_product_id: counts.get(1),
-            questions: counts.get(2),
-            max_question_id: counts.get(3),
+            products: snapshot.products,
+            max_product_id: snapshot.max_product_id,
+            questions: snapshot.questions,
+            max_question_id: snapshot.max_question_id,
         })
     }
 
     /// The next product's rows, or None at the end of the catalog.
     pub async fn next(&mut self) -> Result<Option<ProductRows>, DbError> {
-        let tx = &self.tx;
         let [products, features, styles, photos, skus, related, reviews, review_photos, counts, characteristics, questions, answers, answer_photos] =
             &mut self.reads[..]
         else {
             return Err(DbError::Unavailable("the catalog scan lost a read".into()));
         };
-        products.refill(tx).await?;
+        products.refill().await?;
         let Some(p) = products.rows.pop_front() else {
             return Ok(None);
         };
@@ -243,13 +303,13 @@ impl<'a> CatalogScan<'a> {
         };
         let rows = ProductRows {
             product,
-            features: (features.take(tx, id).await?.iter())
+            features: (features.take(id).await?.iter())
                 .map(|r| FeatureRow {
                     feature: r.get(1),
                     value: r.get(2),
                 })
                 .collect(),
-            styles: (styles.take(tx, id).await?.iter())
+            styles: (styles.take(id).await?.iter())
                 .map(|r| StyleRow {
                     id: r.get(1),
                     name: r.get(2),
@@ -258,14 +318,14 @@ impl<'a> CatalogScan<'a> {
                     default: r.get(5),
                 })
                 .collect(),
-            photos: (photos.take(tx, id).await?.iter())
+            photos: (photos.take(id).await?.iter())
                 .map(|r| PhotoRow {
                     style_id: r.get(1),
                     url: r.get(2),
                     thumbnail_url: r.get(3),
                 })
                 .collect(),
-            skus: (skus.take(tx, id).await?.iter())
+            skus: (skus.take(id).await?.iter())
                 .map(|r| SkuRow {
                     style_id: r.get(1),
                     id: r.get(2),
@@ -273,10 +333,8 @@ impl<'a> CatalogScan<'a> {
                     quantity: r.get(4),
                 })
                 .collect(),
-            related: (related.take(tx, id).await?.iter())
-                .map(|r| r.get(1))
-                .collect(),
-            reviews: (reviews.take(tx, id).await?.iter())
+            related: (related.take(id).await?.iter()).map(|r| r.get(1)).collect(),
+            reviews: (reviews.take(id).await?.iter())
                 .map(|r| ScannedReview {
                     row: ReviewRow {
                         id: r.get(1),
@@ -292,22 +350,22 @@ impl<'a> CatalogScan<'a> {
                     date_us: r.get(8),
                 })
                 .collect(),
-            review_photos: photo_urls(review_photos.take(tx, id).await?),
-            meta_counts: (counts.take(tx, id).await?.iter())
+            review_photos: photo_urls(review_photos.take(id).await?),
+            meta_counts: (counts.take(id).await?.iter())
                 .map(|r| MetaCountRow {
                     rating: r.get(1),
                     recommend: r.get(2),
                     count: r.get(3),
                 })
                 .collect(),
-            characteristics: (characteristics.take(tx, id).await?.iter())
+            characteristics: (characteristics.take(id).await?.iter())
                 .map(|r| CharacteristicRow {
                     id: r.get(1),
                     name: r.get(2),
                     mean: r.get(3),
                 })
                 .collect(),
-            questions: (questions.take(tx, id).await?.iter())
+            questions: (questions.take(id).await?.iter())
                 .map(|r| ScannedQuestion {
                     row: QuestionRow {
                         id: r.get(1),
@@ -319,7 +377,7 @@ impl<'a> CatalogScan<'a> {
                     reported: r.get(7),
                 })
                 .collect(),
-            answers: (answers.take(tx, id).await?.iter())
+            answers: (answers.take(id).await?.iter())
                 .map(|r| AnswerRow {
                     question_id: r.get(1),
                     id: r.get(2),
@@ -329,7 +387,7 @@ impl<'a> CatalogScan<'a> {
                     helpfulness: r.get(7),
                 })
                 .collect(),
-            answer_photos: photo_urls(answer_photos.take(tx, id).await?),
+            answer_photos: photo_urls(answer_photos.take(id).await?),
         };
         Ok(Some(rows))
     }
