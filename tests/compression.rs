@@ -230,7 +230,7 @@ async fn compacted_bodies_go_out_gzip_coded_to_clients_that_take_gzip_and_plain_
     };
     let path = format!("/reviews?product_id={id}&count=100");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while get(a, &path).await.raw_body != fresh_list {
+    while get(a, &path).await.raw_body != fresh_list || cache.refreshes_pending() > 0 {
         assert!(
             std::time::Instant::now() < deadline,
             "the feed's refresh never came"
@@ -279,5 +279,30 @@ async fn compaction_goes_as_far_as_configured() {
         }
         let page = format!("/reviews?product_id={id}&count=3&sort=newest");
         assert_eq!(request(a, "GET", &page, "").await.status, 200);
+        // A write's refresh keeps to the same policy.
+        let review: i64 = db
+            .client()
+            .await
+            .query_one(
+                "SELECT min(id) FROM reviews WHERE product_id = $1 AND NOT reported",
+                &[&id],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            put(a, &format!("/reviews/{review}/helpful")).await.status,
+            204
+        );
+        for order in [ReviewOrder::Helpful, ReviewOrder::Newest] {
+            let key = Key::Reviews {
+                product_id: id,
+                order,
+            };
+            assert!(
+                matches!(cache.peek(&key), Some(Rendered::List(ref l)) if !l.is_deflated()),
+                "{compaction:?}: {key:?} refreshed plain"
+            );
+        }
     }
 }

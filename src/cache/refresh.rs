@@ -54,8 +54,9 @@ impl ResponseCache {
             .into_iter()
             .filter_map(|key| {
                 let (number, newly_queued) = self.take_number(&key, queue.is_some())?;
-                // Already waiting: its refresh will render for this change too.
-                newly_queued.then_some((key, number))
+                // Already waiting: its refresh will render for this change too. Without a
+                // refresher nothing waits: the entry is dropped below.
+                (newly_queued || queue.is_none()).then_some((key, number))
             })
             .collect();
         for (key, number) in numbered {

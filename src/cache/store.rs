@@ -254,7 +254,7 @@ impl Store {
             let (body, weight) = weigh(body);
             let held = slot.load().as_deref().map_or(0, catalog_weight);
             let after = self.catalog_bytes.load(Ordering::Relaxed) + weight;
-            if after.saturating_sub(held) <= self.catalog_share() {
+            if after.saturating_sub(held) <= self.catalog_room() {
                 self.replace_in_catalog(slot, Some((body, weight)));
                 self.on_demand.remove(&key);
                 return;
@@ -285,6 +285,13 @@ impl Store {
 
     fn catalog_share(&self) -> u64 {
         self.capacity / 10 * CATALOG_TENTHS
+    }
+
+    /// What the catalog may hold now: the budget less what the on-demand cache was given (a
+    /// tenth during a warm-up, what the catalog left once it is done), so that the two
+    /// together stay within the budget.
+    fn catalog_room(&self) -> u64 {
+        self.capacity.saturating_sub(self.on_demand.capacity())
     }
 
     /// Stores `new` in `slot` (or empties it), keeping the catalog's counts.
@@ -566,6 +573,20 @@ mod tests {
         );
         assert!(store.on_demand.peek(&Key::Styles(1)).is_none());
         assert!(store.catalog_bytes() <= store.catalog_share());
+
+        // Once the warm-up is done, the on-demand cache has what the catalog left, and the
+        // catalog cannot grow back into it.
+        store.settle_budget();
+        let held = store.catalog_bytes();
+        // (quick_cache splits a capacity among its shards, rounding each share down.)
+        assert!(
+            store.catalog_room() < held + 100,
+            "{}",
+            store.catalog_room()
+        );
+        store.insert(Key::Styles(1), body(&"c".repeat(2_000)));
+        assert_eq!(store.catalog_body(&Key::Styles(1)), None, "no room left");
+        assert!(store.bytes() <= 10_000);
     }
 
     #[test]

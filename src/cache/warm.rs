@@ -119,12 +119,12 @@ async fn scan_into(
 ) -> Result<WarmupOutcome, DbError> {
     let started = Instant::now();
     let snapshot = Snapshot::take(database).await?;
-    cache.open_catalog(CatalogSize {
+    let size = CatalogSize {
         products: snapshot.products,
         max_product_id: snapshot.max_product_id,
         questions: snapshot.questions,
         max_question_id: snapshot.max_question_id,
-    });
+    };
     status.products_done.store(0, Ordering::Relaxed);
     status.entries.store(0, Ordering::Relaxed);
     status
@@ -133,7 +133,10 @@ async fn scan_into(
     for b in &status.bytes {
         b.store(0, Ordering::Relaxed);
     }
+    // The catalog held so far is dropped only once the scan is open: a scan that cannot start
+    // leaves what the instance had.
     let mut scan = CatalogScan::open(snapshot, database).await?;
+    cache.open_catalog(size);
     let mut first_products = Vec::with_capacity(PRODUCT_PAGES * PAGE_SIZE);
     let mut logged = Instant::now();
     // Rendering and compressing are most of a warm-up's work: a thread of their own does them
