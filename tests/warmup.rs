@@ -11,6 +11,7 @@ use atelier::cache::{fill, Key};
 use atelier::config::ServeSettings;
 use atelier::dataset::generate::{generate, GenerateOptions};
 use atelier::pg::pool::Pool;
+use atelier::pg::scan::{CatalogScan, Snapshot};
 use common::proxy::Proxy;
 use common::{eventually, get, post_json, put, TempDir};
 
@@ -249,4 +250,31 @@ async fn a_budget_smaller_than_the_catalog_is_kept_and_the_rest_served_on_demand
         .await
         .body
         .contains("\natelier_warmup_done 1\n"));
+}
+
+#[tokio::test]
+async fn every_connection_of_the_scan_reads_the_snapshot_taken_first() {
+    let db = common::loaded_database(&common::sample_dir()).await;
+    let snapshot = Snapshot::take(&db.config).await.unwrap();
+    // Features are read on the scan's second connection, styles on its third, products on
+    // the first (the one that took the snapshot).
+    db.client()
+        .await
+        .batch_execute(
+            "UPDATE products SET name = 'Changed After' WHERE id = 1;
+             UPDATE features SET value = 'Changed After' WHERE product_id = 1;
+             UPDATE styles SET name = 'Changed After' WHERE product_id = 1;",
+        )
+        .await
+        .unwrap();
+    let mut scan = CatalogScan::open(snapshot, &db.config).await.unwrap();
+    let rows = scan.next().await.unwrap().expect("product 1");
+    assert_eq!(rows.product.id, 1);
+    assert_eq!(rows.product.name, "Camo Onesie");
+    assert!(!rows.features.is_empty() && !rows.styles.is_empty());
+    assert!(rows
+        .features
+        .iter()
+        .all(|f| f.value.as_deref() != Some("Changed After")));
+    assert!(rows.styles.iter().all(|s| s.name != "Changed After"));
 }
