@@ -49,6 +49,19 @@ async fn catalog_with_a_long_list(label: &str, scale: f64) -> (TempDir, common::
     (dir, db, id)
 }
 
+/// The lowest id of `product_id`'s visible reviews.
+async fn first_visible_review(db: &common::TestDb, product_id: i64) -> i64 {
+    db.client()
+        .await
+        .query_one(
+            "SELECT min(id) FROM reviews WHERE product_id = $1 AND NOT reported",
+            &[&product_id],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
 /// A server over `db`, compacting as far as `compaction` goes, once it is ready.
 async fn ready_server(db: &common::TestDb, compaction: Compaction) -> atelier::http::Running {
     let settings = ServeSettings {
@@ -178,14 +191,7 @@ async fn compacted_bodies_go_out_gzip_coded_to_clients_that_take_gzip_and_plain_
     }
 
     // A write refreshes the catalog's entries, compacted again, with the new bytes.
-    let review: i64 = client
-        .query_one(
-            "SELECT min(id) FROM reviews WHERE product_id = $1 AND NOT reported",
-            &[&id],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let review = first_visible_review(&db, id).await;
     assert_eq!(
         put(a, &format!("/reviews/{review}/helpful")).await.status,
         204
@@ -280,16 +286,7 @@ async fn compaction_goes_as_far_as_configured() {
         let page = format!("/reviews?product_id={id}&count=3&sort=newest");
         assert_eq!(request(a, "GET", &page, "").await.status, 200);
         // A write's refresh keeps to the same policy.
-        let review: i64 = db
-            .client()
-            .await
-            .query_one(
-                "SELECT min(id) FROM reviews WHERE product_id = $1 AND NOT reported",
-                &[&id],
-            )
-            .await
-            .unwrap()
-            .get(0);
+        let review = first_visible_review(&db, id).await;
         assert_eq!(
             put(a, &format!("/reviews/{review}/helpful")).await.status,
             204

@@ -12,7 +12,7 @@ use crate::pg::DbError;
 use crate::render::cart::render_cart;
 use crate::render::products::{render_product, render_product_list, render_related, render_styles};
 use crate::render::qa::{render_answer_list, render_question_list};
-use crate::render::reviews::{newest_order, render_meta, render_review_list};
+use crate::render::reviews::{render_meta, render_review_list, render_review_orders};
 use crate::render::Rendered;
 
 /// Renders the resource behind `key` fresh from the database: what a fill caches, what the
@@ -93,13 +93,7 @@ pub async fn fill_review_orders(
     let (reviews, dates_us, photos) = pool
         .run(|c| async move { read::reviews_with_dates(&c, product_id).await })
         .await?;
-    let mut helpful = render_review_list(&reviews, &photos);
-    if compact {
-        helpful = helpful.compacted();
-    }
-    let newest = helpful
-        .reordered(newest_order(&reviews, &dates_us))
-        .ok_or_else(|| DbError::Unavailable("review dates did not match the reviews".into()))?;
+    let (helpful, newest) = render_review_orders(&reviews, &dates_us, &photos, compact);
     Ok((
         Rendered::List(Arc::new(helpful)),
         Rendered::List(Arc::new(newest)),

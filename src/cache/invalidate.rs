@@ -70,18 +70,7 @@ impl ResponseCache {
                 }
             }
         }
-        let (reviews, others): (Vec<Key>, Vec<Key>) = keys
-            .into_iter()
-            .partition(|key| matches!(key, Key::Reviews { .. }));
-        let mut groups: Vec<Vec<Key>> = Vec::new();
-        for key in reviews {
-            // Each product's orders together.
-            match groups.iter_mut().find(|g| same_product(&g[0], &key)) {
-                Some(group) => group.push(key),
-                None => groups.push(vec![key]),
-            }
-        }
-        groups.extend(others.into_iter().map(|key| vec![key]));
+        let groups = super::refresh::with_siblings(keys);
         let refreshes = groups
             .iter()
             .map(|group| async move { self.refresh_now(group, pool).await });
@@ -98,10 +87,6 @@ impl ResponseCache {
         }
         stale_keys(change)
     }
-}
-
-fn same_product(a: &Key, b: &Key) -> bool {
-    matches!((a, b), (Key::Reviews { product_id: x, .. }, Key::Reviews { product_id: y, .. }) if x == y)
 }
 
 /// The changes of this instance's own recent writes, by transaction: the feed skips them when

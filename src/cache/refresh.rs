@@ -278,6 +278,19 @@ fn sibling(key: &Key) -> Option<Key> {
     }
 }
 
+/// `keys` in groups rendered together: each key with its sibling, if that is among them.
+pub(crate) fn with_siblings(mut keys: Vec<Key>) -> Vec<Vec<Key>> {
+    let mut groups = Vec::with_capacity(keys.len());
+    while let Some(key) = keys.pop() {
+        let mut group = vec![key];
+        if let Some(at) = sibling(&group[0]).and_then(|s| keys.iter().position(|k| *k == s)) {
+            group.push(keys.swap_remove(at));
+        }
+        groups.push(group);
+    }
+    groups
+}
+
 /// Serves the refresh queue until it closes: up to `concurrency` re-renders at once.
 pub async fn run(
     cache: &ResponseCache,

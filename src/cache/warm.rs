@@ -26,7 +26,7 @@ use crate::pg::scan::{CatalogScan, ProductRows, Snapshot};
 use crate::pg::DbError;
 use crate::render::products::{render_product, render_product_list, render_related, render_styles};
 use crate::render::qa::{render_answer_list, render_question_list};
-use crate::render::reviews::{newest_order, render_meta, render_review_list};
+use crate::render::reviews::{render_meta, render_review_orders};
 use crate::render::{Compaction, Rendered};
 
 /// Pages of `GET /products` warmed, at the default count.
@@ -249,7 +249,11 @@ fn render_into(
 fn bodies(rows: &ProductRows, compaction: Compaction) -> Vec<(Key, Rendered)> {
     rendered(rows, compaction)
         .into_iter()
-        .map(|(key, body)| (key, body.compacted_as(compaction)))
+        .map(|(key, body)| match key {
+            // Compacted as they were rendered, so that both orders share one buffer.
+            Key::Reviews { .. } => (key, body),
+            _ => (key, body.compacted_as(compaction)),
+        })
         .collect()
 }
 
@@ -272,17 +276,12 @@ fn rendered(rows: &ProductRows, compaction: Compaction) -> Vec<(Key, Rendered)> 
         Key::ReviewsMeta(id),
         Rendered::Json(render_meta(id, &rows.meta_counts, &rows.characteristics)),
     ));
-    // The reviews are rendered once, in the helpful order the scan reads them in; the newest
-    // order is an index into the same buffer.
+    // The reviews are rendered once, in the helpful order the scan reads them in, compacted
+    // here (as far as the policy goes) so that both orders share the buffer.
     let helpful: Vec<_> = rows.reviews.iter().map(|r| r.row.clone()).collect();
     let dates_us: Vec<_> = rows.reviews.iter().map(|r| r.date_us).collect();
-    // Compacted before it is reordered, so that both orders share the deflated buffer.
-    let newest = newest_order(&helpful, &dates_us);
-    let mut helpful = render_review_list(&helpful, &rows.review_photos);
-    if compaction == Compaction::All {
-        helpful = helpful.compacted();
-    }
-    let newest = helpful.reordered(newest);
+    let compact = compaction == Compaction::All;
+    let (helpful, newest) = render_review_orders(&helpful, &dates_us, &rows.review_photos, compact);
     out.push((
         Key::Reviews {
             product_id: id,
@@ -290,15 +289,13 @@ fn rendered(rows: &ProductRows, compaction: Compaction) -> Vec<(Key, Rendered)> 
         },
         Rendered::List(Arc::new(helpful)),
     ));
-    if let Some(newest) = newest {
-        out.push((
-            Key::Reviews {
-                product_id: id,
-                order: ReviewOrder::Newest,
-            },
-            Rendered::List(Arc::new(newest)),
-        ));
-    }
+    out.push((
+        Key::Reviews {
+            product_id: id,
+            order: ReviewOrder::Newest,
+        },
+        Rendered::List(Arc::new(newest)),
+    ));
     let visible: Vec<_> = rows
         .questions
         .iter()

@@ -43,10 +43,35 @@ pub fn render_review_list(reviews: &[ReviewRow], photos: &[PhotoUrlRow]) -> Item
 
 /// The `newest` order of reviews given in `helpful` order, as indexes into them: by date, then
 /// id, both descending (`dates_us[i]` is review `i`'s date in microseconds).
-pub fn newest_order(reviews: &[ReviewRow], dates_us: &[i64]) -> Vec<u32> {
-    let mut order: Vec<u32> = (0..reviews.len().min(dates_us.len()) as u32).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse((dates_us[i as usize], reviews[i as usize].id)));
+/// Always a permutation of every review (one without a date sorts last).
+fn newest_order(reviews: &[ReviewRow], dates_us: &[i64]) -> Vec<u32> {
+    let mut order: Vec<u32> = (0..reviews.len() as u32).collect();
+    order.sort_by_key(|&i| {
+        let date = dates_us.get(i as usize).copied().unwrap_or(i64::MIN);
+        std::cmp::Reverse((date, reviews[i as usize].id))
+    });
     order
+}
+
+/// Both orders of a product's reviews from one render: `reviews` in `helpful` order (with
+/// `dates_us`, their dates in microseconds) rendered once, and the `newest` list an index into
+/// the same buffer. With `compact` the buffer is deflated first ([`ItemList::compacted`]), so
+/// that the two orders share the compact buffer. Returns the `helpful` list, then the `newest`.
+pub fn render_review_orders(
+    reviews: &[ReviewRow],
+    dates_us: &[i64],
+    photos: &[PhotoUrlRow],
+    compact: bool,
+) -> (ItemList, ItemList) {
+    let mut helpful = render_review_list(reviews, photos);
+    if compact {
+        helpful = helpful.compacted();
+    }
+    // `newest_order` is always a permutation, which `reordered` takes.
+    let newest = helpful
+        .reordered(newest_order(reviews, dates_us))
+        .unwrap_or_else(|| helpful.clone());
+    (helpful, newest)
 }
 
 /// One page of `GET /reviews`: `page` is echoed as the zero-based row offset.
