@@ -62,6 +62,32 @@ async fn first_visible_review(db: &common::TestDb, product_id: i64) -> i64 {
         .get(0)
 }
 
+/// Asserts that `path` answers with page 1 of 5 of `key`'s list, as a fresh render gives it:
+/// to a client that takes gzip, the lead page sent gzip-coded as it is kept; to one that does
+/// not, the same bytes plain, under the matching entity tag.
+async fn assert_lead_page(a: std::net::SocketAddr, pool: &Pool, path: &str, key: &Key) {
+    let fresh = match fill(key, pool).await.unwrap() {
+        Rendered::List(list) => key.frame().unwrap().page(&list, 1, 5),
+        other => panic!("{other:?}"),
+    };
+    let gz = request(a, "GET", path, "Accept-Encoding: gzip\r\n").await;
+    assert_eq!(gz.status, 200, "{path}");
+    assert_eq!(
+        gz.header("content-encoding"),
+        Some("gzip"),
+        "{path}: the lead page, as it is kept"
+    );
+    assert_eq!(gz.body.as_bytes(), &fresh[..], "{path}");
+    let plain = request(a, "GET", path, "").await;
+    assert_eq!(plain.header("content-encoding"), None, "{path}");
+    assert_eq!(plain.raw_body, fresh, "{path}");
+    let tag = plain.header("etag").unwrap();
+    assert_eq!(
+        gz.header("etag").unwrap(),
+        format!("{}-gzip\"", &tag[..tag.len() - 1])
+    );
+}
+
 /// A server over `db`, compacting as far as `compaction` goes, once it is ready.
 async fn ready_server(db: &common::TestDb, compaction: Compaction) -> atelier::http::Running {
     let settings = ServeSettings {
@@ -104,10 +130,15 @@ async fn compacted_bodies_go_out_gzip_coded_to_clients_that_take_gzip_and_plain_
     };
     for key in [&helpful, &newest] {
         assert!(
-            matches!(cache.peek(key), Some(Rendered::List(l)) if l.is_deflated()),
+            matches!(cache.peek(key), Some(Rendered::List(l)) if l.is_compacted()),
             "{key:?} kept deflated"
         );
     }
+
+    let list = |key: &Key| match cache.peek(key) {
+        Some(Rendered::List(l)) => l,
+        other => panic!("{key:?}: {other:?}"),
+    };
 
     let path = format!("/products/{id}/styles");
     let fresh = fill(&styles, &pool).await.unwrap().plain().unwrap();
@@ -175,9 +206,9 @@ async fn compacted_bodies_go_out_gzip_coded_to_clients_that_take_gzip_and_plain_
                 order,
             };
             match fill(&key, pool).await.unwrap() {
-                Rendered::List(list) => {
-                    atelier::render::reviews::reviews_page(id, 2, 2, &list).to_vec()
-                }
+                Rendered::List(list) => atelier::render::Frame::Reviews(id)
+                    .page(&list, 2, 2)
+                    .to_vec(),
                 other => panic!("{other:?}"),
             }
         }
@@ -189,6 +220,33 @@ async fn compacted_bodies_go_out_gzip_coded_to_clients_that_take_gzip_and_plain_
         assert_eq!(r.header("content-encoding"), None, "a page is sent plain");
         assert_eq!(r.raw_body, fresh_page(sort).await, "{sort}");
     }
+
+    // The page a product page asks for is kept gzip-ready; other counts and orders are cut
+    // from the list.
+    let lead = format!("/reviews?product_id={id}&count=5&sort=relevant");
+    assert_lead_page(a, &pool, &lead, &helpful).await;
+    assert_lead_page(a, &pool, &format!("/reviews?product_id={id}"), &helpful).await;
+    assert!(list(&helpful).has_lead_page() && list(&newest).lead_page(1, 5).is_none());
+    for other in ["count=4", "count=5&sort=newest", "count=5&page=2"] {
+        let path = format!("/reviews?product_id={id}&{other}");
+        let r = request(a, "GET", &path, "Accept-Encoding: gzip\r\n").await;
+        assert_eq!(
+            (r.status, r.header("content-encoding")),
+            (200, None),
+            "{path}"
+        );
+    }
+    let asked: i64 = client
+        .query_one(
+            "SELECT product_id FROM questions WHERE NOT reported GROUP BY product_id \
+             ORDER BY count(*) DESC, product_id LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let questions = format!("/qa/questions?product_id={asked}&count=5");
+    assert_lead_page(a, &pool, &questions, &Key::Questions(asked)).await;
 
     // A write refreshes the catalog's entries, compacted again, with the new bytes.
     let review = first_visible_review(&db, id).await;
@@ -202,7 +260,7 @@ async fn compacted_bodies_go_out_gzip_coded_to_clients_that_take_gzip_and_plain_
     )
     .await;
     let fresh_list = match fill(&newest, &pool).await.unwrap() {
-        Rendered::List(list) => atelier::render::reviews::reviews_page(id, 1, 100, &list),
+        Rendered::List(list) => atelier::render::Frame::Reviews(id).page(&list, 1, 100),
         other => panic!("{other:?}"),
     };
     assert_eq!(
@@ -210,12 +268,9 @@ async fn compacted_bodies_go_out_gzip_coded_to_clients_that_take_gzip_and_plain_
         fresh_list.to_vec(),
         "the writer reads its write"
     );
-    let list = |key: &Key| match cache.peek(key) {
-        Some(Rendered::List(l)) => l,
-        other => panic!("{key:?}: {other:?}"),
-    };
+    assert_lead_page(a, &pool, &lead, &helpful).await;
     assert!(
-        list(&newest).is_deflated(),
+        list(&newest).is_compacted(),
         "refreshed into the catalog, deflated"
     );
     assert!(
@@ -231,7 +286,9 @@ async fn compacted_bodies_go_out_gzip_coded_to_clients_that_take_gzip_and_plain_
         .await
         .unwrap();
     let fresh_list = match fill(&helpful, &pool).await.unwrap() {
-        Rendered::List(l) => atelier::render::reviews::reviews_page(id, 1, 100, &l).to_vec(),
+        Rendered::List(l) => atelier::render::Frame::Reviews(id)
+            .page(&l, 1, 100)
+            .to_vec(),
         other => panic!("{other:?}"),
     };
     let path = format!("/reviews?product_id={id}&count=100");
@@ -243,11 +300,12 @@ async fn compacted_bodies_go_out_gzip_coded_to_clients_that_take_gzip_and_plain_
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(list(&helpful).is_deflated());
+    assert!(list(&helpful).is_compacted());
     assert!(
         list(&newest).shares_buffer_with(&list(&helpful)),
         "the feed's refresh renders both orders from one read too"
     );
+    assert_lead_page(a, &pool, &lead, &helpful).await;
     assert!(cache.stats().catalog_entries > 0);
 }
 
@@ -264,7 +322,7 @@ async fn compaction_goes_as_far_as_configured() {
             product_id: id,
             order: ReviewOrder::Newest,
         });
-        assert!(matches!(reviews, Some(Rendered::List(ref l)) if !l.is_deflated()));
+        assert!(matches!(reviews, Some(Rendered::List(ref l)) if !l.is_compacted()));
         let path = format!("/products/{id}/styles");
         let r = request(a, "GET", &path, "Accept-Encoding: gzip\r\n").await;
         let fresh = fill(&Key::Styles(id), &pool)
@@ -297,7 +355,7 @@ async fn compaction_goes_as_far_as_configured() {
                 order,
             };
             assert!(
-                matches!(cache.peek(&key), Some(Rendered::List(ref l)) if !l.is_deflated()),
+                matches!(cache.peek(&key), Some(Rendered::List(ref l)) if !l.is_compacted()),
                 "{compaction:?}: {key:?} refreshed plain"
             );
         }

@@ -164,13 +164,13 @@ async fn cached_bodies_equal_fresh_renders_and_match_the_rows() {
             (ReviewOrder::Newest, "newest", "SELECT id FROM reviews WHERE product_id = $1 AND NOT reported ORDER BY date DESC, id DESC"),
         ] {
             let items = list(fresh(&pool, Key::Reviews { product_id: id, order }).await);
-            let body = String::from_utf8(render::reviews::reviews_page(id, 1, ALL, &items).to_vec()).unwrap();
+            let body = String::from_utf8(render::Frame::Reviews(id).page(&items, 1, ALL).to_vec()).unwrap();
             let v = check(a, &format!("/reviews?product_id={id}&sort={sort}&count={ALL}"), &body).await;
             let got: Vec<i64> = v["results"].as_array().unwrap().iter().map(|r| r["review_id"].as_i64().unwrap()).collect();
             assert_eq!(got, ids(&client, sql, id).await, "{sort} reviews of {id}");
             // A later page of the same list, from the same entry.
             if got.len() > 3 {
-                let body = String::from_utf8(render::reviews::reviews_page(id, 2, 3, &items).to_vec()).unwrap();
+                let body = String::from_utf8(render::Frame::Reviews(id).page(&items, 2, 3).to_vec()).unwrap();
                 check(a, &format!("/reviews?product_id={id}&sort={sort}&count=3&page=2"), &body).await;
             }
         }
@@ -206,7 +206,7 @@ async fn cached_bodies_equal_fresh_renders_and_match_the_rows() {
 
         let items = list(fresh(&pool, Key::Questions(id)).await);
         let body =
-            String::from_utf8(render::qa::questions_page(id, 1, ALL, &items).to_vec()).unwrap();
+            String::from_utf8(render::Frame::Questions(id).page(&items, 1, ALL).to_vec()).unwrap();
         let v = check(
             a,
             &format!("/qa/questions?product_id={id}&count={ALL}"),
@@ -246,7 +246,7 @@ async fn cached_bodies_equal_fresh_renders_and_match_the_rows() {
         let id = rng.range(1, questions);
         let items = list(fresh(&pool, Key::Answers(id)).await);
         let body =
-            String::from_utf8(render::qa::answers_page(id, 1, ALL, &items).to_vec()).unwrap();
+            String::from_utf8(render::Frame::Answers(id).page(&items, 1, ALL).to_vec()).unwrap();
         let v = check(a, &format!("/qa/questions/{id}/answers?count={ALL}"), &body).await;
         let got: Vec<i64> = v["results"]
             .as_array()

@@ -82,7 +82,7 @@ async fn fill_reviews(
 }
 
 /// Renders both orders of a product's reviews from one read, the `newest` list an index into
-/// the `helpful` list's buffer; with `compact`, the buffer is deflated first, for the
+/// the `helpful` list's buffer; with `compact`, the buffer is compacted first, for the
 /// precomputed catalog (see [`Rendered::compacted`]), so that the orders share it there too.
 /// Returns the `helpful` list, then the `newest`.
 pub async fn fill_review_orders(
@@ -93,7 +93,7 @@ pub async fn fill_review_orders(
     let (reviews, dates_us, photos) = pool
         .run(|c| async move { read::reviews_with_dates(&c, product_id).await })
         .await?;
-    let (helpful, newest) = render_review_orders(&reviews, &dates_us, &photos, compact);
+    let (helpful, newest) = render_review_orders(product_id, &reviews, &dates_us, &photos, compact);
     Ok((
         Rendered::List(Arc::new(helpful)),
         Rendered::List(Arc::new(newest)),

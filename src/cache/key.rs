@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use crate::domain::ReviewOrder;
+use crate::render::Frame;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Key {
@@ -34,6 +35,16 @@ pub enum Key {
 }
 
 impl Key {
+    /// The frame of the pages cut from this key's list, if it holds one.
+    pub fn frame(&self) -> Option<Frame> {
+        match *self {
+            Key::Reviews { product_id, .. } => Some(Frame::Reviews(product_id)),
+            Key::Questions(product_id) => Some(Frame::Questions(product_id)),
+            Key::Answers(question_id) => Some(Frame::Answers(question_id)),
+            _ => None,
+        }
+    }
+
     /// Approximate bytes the key itself costs in the cache, added to the body's weight.
     pub fn weight(&self) -> usize {
         64 + match self {

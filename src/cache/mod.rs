@@ -201,15 +201,16 @@ impl ResponseCache {
     /// Puts `body` in the precomputed catalog as a warm-up does, outside of any warm-up;
     /// false if the catalog cannot take it. Public for benches.
     pub fn precompute(&self, key: Key, body: Rendered) -> bool {
+        let body = self.compact(&key, body);
         matches!(
-            self.store.insert_precomputed(key, self.compact(body)),
+            self.store.insert_precomputed(key, body),
             store::Precomputed::Stored
         )
     }
 
-    /// `body` compacted for the catalog, as far as this cache's [`Compaction`] goes.
-    pub(crate) fn compact(&self, body: Rendered) -> Rendered {
-        body.compacted_as(self.compaction)
+    /// `key`'s `body` compacted for the catalog, as far as this cache's [`Compaction`] goes.
+    pub(crate) fn compact(&self, key: &Key, body: Rendered) -> Rendered {
+        body.compacted_as(self.compaction, key.frame())
     }
 
     /// Drops everything.

@@ -114,7 +114,7 @@ impl ResponseCache {
             .iter()
             .zip(fresh)
             .map(|(key, body)| match body {
-                Some(body) if self.store.has_slot(key) => Some(self.compact(body)),
+                Some(body) if self.store.has_slot(key) => Some(self.compact(key, body)),
                 other => other,
             })
             .collect();

@@ -252,7 +252,10 @@ fn bodies(rows: &ProductRows, compaction: Compaction) -> Vec<(Key, Rendered)> {
         .map(|(key, body)| match key {
             // Compacted as they were rendered, so that both orders share one buffer.
             Key::Reviews { .. } => (key, body),
-            _ => (key, body.compacted_as(compaction)),
+            _ => {
+                let frame = key.frame();
+                (key, body.compacted_as(compaction, frame))
+            }
         })
         .collect()
 }
@@ -281,7 +284,8 @@ fn rendered(rows: &ProductRows, compaction: Compaction) -> Vec<(Key, Rendered)> 
     let helpful: Vec<_> = rows.reviews.iter().map(|r| r.row.clone()).collect();
     let dates_us: Vec<_> = rows.reviews.iter().map(|r| r.date_us).collect();
     let compact = compaction == Compaction::All;
-    let (helpful, newest) = render_review_orders(&helpful, &dates_us, &rows.review_photos, compact);
+    let (helpful, newest) =
+        render_review_orders(id, &helpful, &dates_us, &rows.review_photos, compact);
     out.push((
         Key::Reviews {
             product_id: id,

@@ -35,7 +35,7 @@ use crate::pg::feed::{self, ChangeSink, FeedStatus};
 use crate::pg::pool::Pool;
 use crate::pg::write::{self, WriteError};
 use crate::pg::DbError;
-use crate::render::{self, Rendered};
+use crate::render::{self, Frame, Rendered};
 use crate::task::supervised;
 
 /// The OpenAPI 3.1 description of every route, served at `GET /openapi.yaml`. The tests
@@ -267,6 +267,16 @@ impl App {
             },
             _ => respond::not_found(),
         };
+        // A page of a list: the lead page as it is kept, or cut from the list. Only a question
+        // that does not exist has no list: a product's lists are empty, never absent.
+        let page_of = |entry: Rendered, frame: Frame, page: u64, count: u64| match entry {
+            Rendered::List(list) => match list.lead_page(page, count) {
+                Some(lead) => whole(Rendered::Gzip(lead.clone())),
+                None => respond::json(frame.page(&list, page, count)),
+            },
+            _ if matches!(frame, Frame::Answers(_)) => respond::not_found(),
+            _ => respond::internal_error(),
+        };
         Ok(match *route {
             Route::ProductsList { page, count } => {
                 let limit = count.min(self.settings.max_page_rows);
@@ -289,16 +299,9 @@ impl App {
                 count,
                 order,
             } => {
-                match self
-                    .cache
-                    .get(&Key::Reviews { product_id, order }, pool)
-                    .await?
-                {
-                    Rendered::List(list) => respond::json(render::reviews::reviews_page(
-                        product_id, page, count, &list,
-                    )),
-                    _ => respond::internal_error(),
-                }
+                let key = Key::Reviews { product_id, order };
+                let list = self.cache.get(&key, pool).await?;
+                page_of(list, Frame::Reviews(product_id), page, count)
             }
             Route::ReviewsMeta { product_id } => {
                 whole(self.cache.get(&Key::ReviewsMeta(product_id), pool).await?)
@@ -307,22 +310,18 @@ impl App {
                 product_id,
                 page,
                 count,
-            } => match self.cache.get(&Key::Questions(product_id), pool).await? {
-                Rendered::List(list) => {
-                    respond::json(render::qa::questions_page(product_id, page, count, &list))
-                }
-                _ => respond::internal_error(),
-            },
+            } => {
+                let list = self.cache.get(&Key::Questions(product_id), pool).await?;
+                page_of(list, Frame::Questions(product_id), page, count)
+            }
             Route::Answers {
                 question_id,
                 page,
                 count,
-            } => match self.cache.get(&Key::Answers(question_id), pool).await? {
-                Rendered::List(list) => {
-                    respond::json(render::qa::answers_page(question_id, page, count, &list))
-                }
-                _ => respond::not_found(),
-            },
+            } => {
+                let list = self.cache.get(&Key::Answers(question_id), pool).await?;
+                page_of(list, Frame::Answers(question_id), page, count)
+            }
             Route::Cart => whole(self.cache.get(&Key::Cart(Arc::from(session)), pool).await?),
             Route::Healthz => respond::text(StatusCode::OK, "ok"),
             Route::Readyz => self.readiness().await,

@@ -83,13 +83,14 @@ impl Rendered {
     }
 
     /// The same resource in less memory, for the precomputed catalog: a whole body
-    /// gzip-compressed, a list's buffer deflated, where that saves at least an eighth.
-    pub fn compacted(self) -> Rendered {
-        self.compacted_as(Compaction::All)
+    /// gzip-compressed, a list's buffer deflated, where that saves at least an eighth. A list
+    /// in `frame` keeps its lead page gzip-ready ([`ItemList::compacted`]).
+    pub fn compacted(self, frame: Option<Frame>) -> Rendered {
+        self.compacted_as(Compaction::All, frame)
     }
 
     /// [`Rendered::compacted`], as far as `compaction` goes.
-    pub fn compacted_as(self, compaction: Compaction) -> Rendered {
+    pub fn compacted_as(self, compaction: Compaction, frame: Option<Frame>) -> Rendered {
         match (compaction, &self) {
             (Compaction::None, _) | (Compaction::Bodies, Rendered::List(_)) => return self,
             _ => {}
@@ -102,8 +103,8 @@ impl Rendered {
                 }),
                 None => Rendered::Json(plain),
             },
-            Rendered::List(list) if !list.is_deflated() => {
-                Rendered::List(Arc::new(list.compacted()))
+            Rendered::List(list) if !list.is_compacted() => {
+                Rendered::List(Arc::new(list.compacted(frame)))
             }
             other => other,
         }
@@ -165,16 +166,83 @@ pub fn digest(body: &[u8]) -> u64 {
 ///
 /// Lists of the same items in another order share the buffer ([`ItemList::reordered`]): a
 /// product's reviews are held once, with an index per sort order. In the precomputed catalog
-/// the buffer is kept deflated ([`ItemList::compacted`]) and inflated to copy a page.
+/// the buffer is kept deflated ([`ItemList::compacted`]) and inflated to copy a page; the
+/// first items may be held instead as the finished gzip body of the page a product page asks
+/// for ([`ItemList::lead_page`]), sent as it is.
 #[derive(Debug, Clone, Default)]
 pub struct ItemList {
-    /// The items, or (`deflated`) their raw deflate.
+    /// The items (after the lead page's, if there is one), or (`deflated`) their raw deflate.
     json: Bytes,
     deflated: bool,
-    /// End offset of each item in the buffer (the comma after it, if any, not included).
+    /// End offset of each item in the whole list's plain buffer, lead page included (the comma
+    /// after it, if any, not included).
     ends: Vec<u32>,
     /// The list's order as indexes into `ends`; None: the buffer's own order.
     order: Option<Box<[u32]>>,
+    /// The first items, held as the body of the lead page (shared by reordered lists, whose
+    /// buffer it begins).
+    lead: Option<Arc<Lead>>,
+}
+
+/// The contract's default `count`, which the storefront's product page asks for: the lead
+/// page of a product's reviews and questions is page 1 of this many.
+pub const LEAD_COUNT: u64 = 5;
+
+/// The first page of a list in the buffer's order, kept as the finished gzip body of that
+/// page's response: the product page's request for it is answered without inflating,
+/// slicing or copying anything.
+#[derive(Debug)]
+struct Lead {
+    body: Gzipped,
+    /// Where the items begin in the body's plain bytes.
+    items_start: u32,
+    /// How many items it holds: the list's first.
+    len: u32,
+    /// The count the body's head echoes, if its endpoint echoes one: then it answers only a
+    /// request for that count.
+    count: Option<u64>,
+}
+
+/// What wraps the pages of a list: the endpoint, and the id its head names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Frame {
+    /// `GET /reviews` of a product.
+    Reviews(i64),
+    /// `GET /qa/questions` of a product.
+    Questions(i64),
+    /// `GET /qa/questions/{id}/answers`.
+    Answers(i64),
+}
+
+impl Frame {
+    /// Page `page` (1-based) of `count` items of `list`, as the endpoint sends it.
+    pub fn page(self, list: &ItemList, page: u64, count: u64) -> Bytes {
+        envelope(&self.head(page, count), list, page, count, b"]}")
+    }
+
+    /// The bytes before the items of a page; the bytes after them are always `]}`.
+    fn head(self, page: u64, count: u64) -> Vec<u8> {
+        match self {
+            Frame::Reviews(product_id) => reviews::page_head(product_id, page, count),
+            Frame::Questions(product_id) => qa::questions_head(product_id),
+            Frame::Answers(question_id) => qa::answers_head(question_id, page, count),
+        }
+    }
+
+    /// The count of the lead page kept for lists in this frame: the product page asks for a
+    /// product's reviews and questions; a question's answers are asked for far less often,
+    /// and there are several times as many of them, so they keep none.
+    fn lead_count(self) -> Option<u64> {
+        match self {
+            Frame::Reviews(_) | Frame::Questions(_) => Some(LEAD_COUNT),
+            Frame::Answers(_) => None,
+        }
+    }
+
+    /// Whether the head names the requested count (questions' does not).
+    fn echoes_count(self) -> bool {
+        !matches!(self, Frame::Questions(_))
+    }
 }
 
 impl ItemList {
@@ -186,32 +254,53 @@ impl ItemList {
         self.ends.is_empty()
     }
 
-    pub fn is_deflated(&self) -> bool {
-        self.deflated
+    /// Whether the list is kept compacted: deflated, or with a lead page.
+    pub fn is_compacted(&self) -> bool {
+        self.deflated || self.lead.is_some()
+    }
+
+    /// Whether the list holds its first items as a gzip-ready lead page.
+    pub fn has_lead_page(&self) -> bool {
+        self.lead.is_some()
     }
 
     /// Whether `self` and `other` hold their items in the very same buffer.
     pub fn shares_buffer_with(&self, other: &ItemList) -> bool {
-        self.json.as_ptr() == other.json.as_ptr() && self.json.len() == other.json.len()
+        let same_lead = match (&self.lead, &other.lead) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        same_lead
+            && self.json.as_ptr() == other.json.as_ptr()
+            && self.json.len() == other.json.len()
     }
 
     /// Bytes held (for the cache's weight). A reordered list counts only its index: the
-    /// buffer is counted once, by the list it was made from.
+    /// buffer and the lead page are counted once, by the list it was made from.
     pub fn weight(&self) -> usize {
         match &self.order {
-            None => self.json.len() + self.ends.len() * 4,
+            None => {
+                let lead = self.lead.as_ref().map_or(0, |l| {
+                    // The body, and the lead's own box with its reference counts.
+                    l.body.gz.len() + std::mem::size_of::<Lead>() + 16
+                });
+                self.json.len() + self.ends.len() * 4 + lead
+            }
             Some(order) => self.ends.len() * 4 + order.len() * 4,
         }
     }
 
-    /// The same list with its buffer deflated, if that saves at least an eighth.
-    pub fn compacted(&self) -> ItemList {
-        let deflated = if self.deflated {
-            None
-        } else {
-            compress::deflate(&self.json)
-        };
-        match deflated {
+    /// The same list in less memory: with a lead page if `frame` keeps one and its body
+    /// shrinks by an eighth, the rest of the buffer deflated if that saves an eighth.
+    pub fn compacted(&self, frame: Option<Frame>) -> ItemList {
+        if self.is_compacted() {
+            return self.clone();
+        }
+        if let Some(led) = frame.and_then(|frame| self.with_lead(frame)) {
+            return led;
+        }
+        match compress::deflate(&self.json) {
             Some(raw) => ItemList {
                 json: Bytes::from(raw),
                 deflated: true,
@@ -221,14 +310,93 @@ impl ItemList {
         }
     }
 
-    /// The plain buffer: inflated if need be (empty if the buffer is damaged, which a
-    /// buffer deflated here cannot be).
+    /// The list with its lead page split off (see [`Lead`]); None where `frame` keeps none,
+    /// the list is empty or reordered, or the page would not shrink.
+    fn with_lead(&self, frame: Frame) -> Option<ItemList> {
+        let count = frame.lead_count()?;
+        let len = usize::try_from(count).ok()?.min(self.len());
+        if len == 0 || self.order.is_some() || self.deflated {
+            return None;
+        }
+        let split = self.ends[len - 1] as usize;
+        let head = frame.head(1, count);
+        let mut body = Vec::with_capacity(head.len() + split + 2);
+        body.extend_from_slice(&head);
+        body.extend_from_slice(self.json.get(..split)?);
+        body.extend_from_slice(b"]}");
+        let gz = compress::gzip(&body)?;
+        // The rest begins after the comma that follows the lead's last item.
+        let rest = self.json.get(split + 1..).unwrap_or_default();
+        let (json, deflated) = match compress::deflate(rest) {
+            Some(raw) => (Bytes::from(raw), true),
+            None => (Bytes::copy_from_slice(rest), false),
+        };
+        Some(ItemList {
+            json,
+            deflated,
+            ends: self.ends.clone(),
+            order: None,
+            lead: Some(Arc::new(Lead {
+                body: Gzipped {
+                    gz: Bytes::from(gz),
+                    digest: digest(&body),
+                },
+                items_start: u32::try_from(head.len()).ok()?,
+                len: u32::try_from(len).ok()?,
+                count: frame.echoes_count().then_some(count),
+            })),
+        })
+    }
+
+    /// The lead page's body, if it is exactly page `page` of `count` items of this list: the
+    /// page at offset 0, in the buffer's order, holding the lead's items and naming the
+    /// lead's count where the endpoint echoes it.
+    pub fn lead_page(&self, page: u64, count: u64) -> Option<&Gzipped> {
+        let lead = self.lead.as_ref()?;
+        let shown = count.min(self.len() as u64);
+        let fits = self.order.is_none()
+            && page_offset(page, count) == 0
+            && shown == u64::from(lead.len)
+            && lead.count.is_none_or(|c| c == count);
+        fits.then_some(&lead.body)
+    }
+
+    /// The plain buffer: the lead page's items and the rest, inflated if need be (empty if
+    /// a part is damaged, which one compressed here cannot be).
     fn buffer(&self) -> std::borrow::Cow<'_, [u8]> {
-        if !self.deflated {
+        if self.lead.is_none() && !self.deflated {
             return std::borrow::Cow::Borrowed(&self.json);
         }
-        let len = self.ends.last().map_or(0, |&end| end as usize);
-        std::borrow::Cow::Owned(compress::inflate(&self.json, len).unwrap_or_default())
+        std::borrow::Cow::Owned(self.assembled().unwrap_or_default())
+    }
+
+    /// The plain buffer of a compacted list.
+    fn assembled(&self) -> Option<Vec<u8>> {
+        let total = self.ends.last().map_or(0, |&end| end as usize);
+        let (mut out, rest_start) = match &self.lead {
+            None => (Vec::with_capacity(total), 0),
+            Some(lead) => {
+                let lead_end = *self.ends.get((lead.len as usize).checked_sub(1)?)? as usize;
+                let start = lead.items_start as usize;
+                let plain = compress::gunzip(&lead.body.gz)?;
+                let mut out = Vec::with_capacity(total);
+                out.extend_from_slice(plain.get(start..start + lead_end)?);
+                // The rest follows the comma after the lead's last item.
+                (out, lead_end + 1)
+            }
+        };
+        let rest_len = total.saturating_sub(rest_start);
+        if rest_len > 0 {
+            if self.lead.is_some() {
+                out.push(b',');
+            }
+            if self.deflated {
+                out.extend_from_slice(&compress::inflate(&self.json, rest_len)?);
+            } else {
+                out.extend_from_slice(&self.json);
+            }
+        }
+        Some(out)
     }
 
     /// The same items in another order: `order[i]` is the index in `self` of item `i`. The
@@ -373,6 +541,7 @@ impl ItemListBuilder {
             deflated: false,
             ends: shrunk(self.ends),
             order: None,
+            lead: None,
         }
     }
 }
@@ -438,7 +607,7 @@ mod tests {
     fn a_compacted_body_serves_the_same_bytes_in_less_memory() {
         let plain = Bytes::from(br#"{"name":"a style","photos":[]}"#.repeat(30));
         let body = Rendered::Json(plain.clone());
-        let compact = body.clone().compacted();
+        let compact = body.clone().compacted(None);
         let Rendered::Gzip(g) = &compact else {
             panic!("not compacted: {compact:?}")
         };
@@ -448,8 +617,8 @@ mod tests {
         assert_eq!(compact, body);
         assert_ne!(compact, Rendered::Json(Bytes::from_static(b"[]")));
         let small = Rendered::Json(Bytes::from_static(b"[1,2]"));
-        assert!(matches!(small.clone().compacted(), Rendered::Json(_)));
-        assert_eq!(Rendered::NotFound.compacted(), Rendered::NotFound);
+        assert!(matches!(small.clone().compacted(None), Rendered::Json(_)));
+        assert_eq!(Rendered::NotFound.compacted(None), Rendered::NotFound);
     }
 
     fn slice(list: &ItemList, skip: u64, take: u64) -> Vec<u8> {
@@ -512,8 +681,8 @@ mod tests {
             .map(|i| format!("{{\"review_id\":{i},\"body\":\"the same words again\"}}"))
             .collect();
         let long = list_of(&long.iter().map(String::as_str).collect::<Vec<_>>());
-        let deflated = long.compacted();
-        assert!(deflated.is_deflated() && deflated.weight() < long.weight() / 2);
+        let deflated = long.compacted(None);
+        assert!(deflated.is_compacted() && deflated.weight() < long.weight() / 2);
         assert_eq!(deflated, long);
         assert_eq!(slice(&deflated, 7, 3), slice(&long, 7, 3));
         let order: Vec<u32> = (0..40).rev().collect();
@@ -532,5 +701,67 @@ mod tests {
         for bad in [vec![0, 0, 1], vec![0, 1], vec![0, 1, 3], vec![0, 1, 2, 0]] {
             assert!(list.reordered(bad.clone()).is_none(), "{bad:?}");
         }
+    }
+
+    fn reviews(n: usize) -> ItemList {
+        let items: Vec<String> = (0..n)
+            .map(|i| {
+                let words = "the same words again and again ".repeat(4);
+                format!("{{\"review_id\":{i},\"body\":\"{words}\"}}")
+            })
+            .collect();
+        list_of(&items.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn a_lead_page_is_kept_gzip_ready_and_every_page_is_still_cut_right() {
+        for n in [1, 4, 5, 6, 13] {
+            let plain = reviews(n);
+            let frame = Frame::Reviews(42);
+            let led = plain.compacted(Some(frame));
+            assert!(led.has_lead_page(), "{n} items");
+            assert_eq!(led, plain, "{n} items");
+            for (page, count) in [(1, 5), (1, 1), (2, 5), (1, 100), (3, 2), (0, 5), (9, 9)] {
+                assert_eq!(
+                    frame.page(&led, page, count),
+                    frame.page(&plain, page, count),
+                    "{n} items, page {page} of {count}"
+                );
+            }
+            // The lead answers page 1 of 5 (page 0 is the same offset), in the buffer's order.
+            let lead = led.lead_page(1, 5).expect("page 1 of 5");
+            assert_eq!(lead.plain().unwrap(), frame.page(&plain, 1, 5));
+            assert_eq!(lead.digest, digest(&frame.page(&plain, 1, 5)));
+            assert!(led.lead_page(0, 5).is_some());
+            for (page, count) in [(2, 5), (1, 4), (1, 6)] {
+                assert!(
+                    led.lead_page(page, count).is_none(),
+                    "{n}: {page} of {count}"
+                );
+            }
+            let newest = led.reordered((0..n as u32).rev().collect()).unwrap();
+            assert!(newest.lead_page(1, 5).is_none(), "another order");
+            assert!(newest.shares_buffer_with(&led));
+            assert_eq!(
+                newest,
+                plain.reordered((0..n as u32).rev().collect()).unwrap()
+            );
+        }
+        // A question's page names no count: the lead answers any count that shows its items.
+        let questions = Frame::Questions(7);
+        let three = reviews(3).compacted(Some(questions));
+        assert!(three.lead_page(1, 100).is_some() && three.lead_page(1, 3).is_some());
+        assert!(three.lead_page(1, 2).is_none() && three.lead_page(2, 100).is_none());
+        let lead = three.lead_page(1, 100).unwrap();
+        assert_eq!(lead.plain().unwrap(), questions.page(&reviews(3), 1, 100));
+        // Answers keep no lead; nor does an empty list.
+        assert!(!reviews(9)
+            .compacted(Some(Frame::Answers(1)))
+            .has_lead_page());
+        assert!(!reviews(0)
+            .compacted(Some(Frame::Reviews(1)))
+            .has_lead_page());
+        let long = reviews(40);
+        assert!(long.compacted(Some(Frame::Reviews(1))).weight() < long.weight() / 2);
     }
 }

@@ -1,10 +1,8 @@
 //! Bodies of the questions & answers widget: a product's questions, each with every visible
 //! answer nested, and one question's answers.
 
-use bytes::Bytes;
-
 use super::json::{push_bool, push_date, push_int, push_int_str, push_str};
-use super::{envelope, group_by, push_id_url_photos, ItemList, ItemListBuilder};
+use super::{group_by, push_id_url_photos, ItemList, ItemListBuilder};
 use crate::pg::read::{AnswerRow, PhotoUrlRow, QuestionRow};
 
 /// An answer's id value and the fields both answer shapes share, up to its photos. The two
@@ -68,13 +66,14 @@ pub fn render_question_list(
     list.finish()
 }
 
-/// One page of `GET /qa/questions` (no page or count keys in this body).
-pub fn questions_page(product_id: i64, page: u64, count: u64, list: &ItemList) -> Bytes {
+/// What precedes the items of a page of `GET /qa/questions` (no page or count keys in this
+/// body).
+pub(super) fn questions_head(product_id: i64) -> Vec<u8> {
     let mut head = Vec::with_capacity(48);
     head.extend_from_slice(b"{\"product_id\":");
     push_int_str(&mut head, product_id);
     head.extend_from_slice(b",\"results\":[");
-    envelope(&head, list, page, count, b"]}")
+    head
 }
 
 /// The items of `GET /qa/questions/{id}/answers`, photos as `{id, url}`.
@@ -93,8 +92,9 @@ pub fn render_answer_list(answers: &[AnswerRow], photos: &[PhotoUrlRow]) -> Item
     list.finish()
 }
 
-/// One page of `GET /qa/questions/{id}/answers`: page and count echo the request.
-pub fn answers_page(question_id: i64, page: u64, count: u64, list: &ItemList) -> Bytes {
+/// What precedes the items of a page of `GET /qa/questions/{id}/answers`: page and count echo
+/// the request.
+pub(super) fn answers_head(question_id: i64, page: u64, count: u64) -> Vec<u8> {
     let mut head = Vec::with_capacity(80);
     head.extend_from_slice(b"{\"question\":");
     push_int_str(&mut head, question_id);
@@ -103,5 +103,5 @@ pub fn answers_page(question_id: i64, page: u64, count: u64, list: &ItemList) ->
     head.extend_from_slice(b",\"count\":");
     push_int(&mut head, count);
     head.extend_from_slice(b",\"results\":[");
-    envelope(&head, list, page, count, b"]}")
+    head
 }

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use super::json::{
     push_bool, push_date, push_int, push_int_str, push_opt_str, push_str, push_uint,
 };
-use super::{envelope, group_by, push_id_url_photos, ItemList, ItemListBuilder};
+use super::{group_by, push_id_url_photos, Frame, ItemList, ItemListBuilder};
 use crate::pg::read::{CharacteristicRow, MetaCountRow, PhotoUrlRow, ReviewRow};
 
 /// The items of `GET /reviews`, in the order given.
@@ -55,9 +55,11 @@ fn newest_order(reviews: &[ReviewRow], dates_us: &[i64]) -> Vec<u32> {
 
 /// Both orders of a product's reviews from one render: `reviews` in `helpful` order (with
 /// `dates_us`, their dates in microseconds) rendered once, and the `newest` list an index into
-/// the same buffer. With `compact` the buffer is deflated first ([`ItemList::compacted`]), so
-/// that the two orders share the compact buffer. Returns the `helpful` list, then the `newest`.
+/// the same buffer. With `compact` the buffer is compacted first for `product_id`'s pages
+/// ([`ItemList::compacted`]), so that the two orders share the compact buffer. Returns the
+/// `helpful` list, then the `newest`.
 pub fn render_review_orders(
+    product_id: i64,
     reviews: &[ReviewRow],
     dates_us: &[i64],
     photos: &[PhotoUrlRow],
@@ -65,7 +67,7 @@ pub fn render_review_orders(
 ) -> (ItemList, ItemList) {
     let mut helpful = render_review_list(reviews, photos);
     if compact {
-        helpful = helpful.compacted();
+        helpful = helpful.compacted(Some(Frame::Reviews(product_id)));
     }
     // `newest_order` is always a permutation, which `reordered` takes.
     let newest = helpful
@@ -74,8 +76,9 @@ pub fn render_review_orders(
     (helpful, newest)
 }
 
-/// One page of `GET /reviews`: `page` is echoed as the zero-based row offset.
-pub fn reviews_page(product_id: i64, page: u64, count: u64, list: &ItemList) -> Bytes {
+/// What precedes the items of a page of `GET /reviews`: `page` is echoed as the zero-based
+/// row offset.
+pub(super) fn page_head(product_id: i64, page: u64, count: u64) -> Vec<u8> {
     let offset = super::page_offset(page, count);
     let mut head = Vec::with_capacity(96);
     head.extend_from_slice(b"{\"product\":");
@@ -85,7 +88,7 @@ pub fn reviews_page(product_id: i64, page: u64, count: u64, list: &ItemList) -> 
     head.extend_from_slice(b",\"count\":");
     push_int(&mut head, count);
     head.extend_from_slice(b",\"results\":[");
-    envelope(&head, list, page, count, b"]}")
+    head
 }
 
 /// `GET /reviews/meta`. Counts are strings; ratings list only non-zero counts, 1 to 5;
