@@ -41,6 +41,44 @@ pub struct ServeSettings {
     pub scan_database: Option<tokio_postgres::Config>,
     /// How far the precomputed catalog compacts its bodies.
     pub compaction: crate::render::Compaction,
+    /// What one client can make the server hold or do.
+    pub limits: Limits,
+}
+
+/// Bounds on what one client can make the server hold or do: connections, time, header bytes.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Most connections open at once. At the cap a new connection closes the one idle longest;
+    /// when all are busy it is answered 503 and closed.
+    pub max_connections: usize,
+    /// How long a client may take to send a request's headers, and may keep a connection idle
+    /// between requests.
+    pub header_timeout: Duration,
+    /// How long a request's body may take to arrive (408 past it).
+    pub body_timeout: Duration,
+    /// How long a request may take from its headers to its answer, body included (503 past it).
+    pub request_timeout: Duration,
+    /// How long writing a response may make no progress before the connection is closed.
+    pub write_timeout: Duration,
+    /// The largest request head (request line and headers) read, in bytes; at least 8,192
+    /// (431 past it).
+    pub max_header_bytes: usize,
+    /// The most header fields a request may have (431 past it).
+    pub max_headers: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 10_000,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(20),
+            write_timeout: Duration::from_secs(10),
+            max_header_bytes: 16 << 10,
+            max_headers: 64,
+        }
+    }
 }
 
 /// What the instance renders before it reports ready.
@@ -60,7 +98,7 @@ impl Default for ServeSettings {
             db_timeout: Duration::from_secs(1),
             cache_bytes: 512 << 20,
             cors_origin: "*".into(),
-            max_page_rows: 100_000,
+            max_page_rows: 1_000,
             auth_tokens: None,
             body_limit: 64 << 10,
             feed_staleness: Duration::from_secs(5),
@@ -71,6 +109,7 @@ impl Default for ServeSettings {
             precompute: Precompute::All,
             scan_database: None,
             compaction: crate::render::Compaction::All,
+            limits: Limits::default(),
         }
     }
 }

@@ -99,7 +99,7 @@ struct HttpArgs {
     #[arg(long, env = "ATELIER_CORS_ORIGIN", default_value = "*")]
     cors_origin: String,
     /// Most rows one GET /products page returns, whatever count asks for.
-    #[arg(long, env = "ATELIER_MAX_PAGE_ROWS", default_value_t = 100_000)]
+    #[arg(long, env = "ATELIER_MAX_PAGE_ROWS", default_value_t = 1_000)]
     max_page_rows: u64,
     /// Comma-separated Authorization tokens to accept; when set, others get 401.
     #[arg(long, env = "ATELIER_AUTH_TOKENS", hide_env_values = true)]
@@ -138,6 +138,30 @@ struct HttpArgs {
     /// each page), `bodies` (lists kept plain: more memory, faster list pages) or `none`
     #[arg(long, env = "ATELIER_COMPRESS", default_value = "all", value_parser = ["all", "bodies", "none"])]
     compress: String,
+    /// Most connections open at once; at the cap a new one closes the connection idle longest
+    /// (503 when every one is busy).
+    #[arg(long, env = "ATELIER_MAX_CONNECTIONS", default_value_t = 10_000)]
+    max_connections: usize,
+    /// Milliseconds a client may take to send a request's headers, and may stay idle between
+    /// requests on one connection.
+    #[arg(long, env = "ATELIER_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
+    header_timeout_ms: u64,
+    /// Milliseconds a request body may take to arrive (408 past it).
+    #[arg(long, env = "ATELIER_BODY_TIMEOUT_MS", default_value_t = 10_000)]
+    body_timeout_ms: u64,
+    /// Milliseconds from a request's headers to its answer, body included (503 past it).
+    #[arg(long, env = "ATELIER_REQUEST_TIMEOUT_MS", default_value_t = 20_000)]
+    request_timeout_ms: u64,
+    /// Milliseconds a response write may make no progress before the connection is closed.
+    #[arg(long, env = "ATELIER_WRITE_TIMEOUT_MS", default_value_t = 10_000)]
+    write_timeout_ms: u64,
+    /// Largest request head (request line and headers) in bytes, at least 8192 (431 past it).
+    #[arg(long, env = "ATELIER_MAX_HEADER_BYTES", default_value_t = 16 * 1024,
+          value_parser = clap::value_parser!(u64).range(8192..))]
+    max_header_bytes: u64,
+    /// Most header fields in one request (431 past it).
+    #[arg(long, env = "ATELIER_MAX_HEADERS", default_value_t = 64)]
+    max_headers: usize,
 }
 
 impl HttpArgs {
@@ -184,6 +208,15 @@ impl HttpArgs {
                 atelier::config::Precompute::All
             },
             scan_database: None,
+            limits: atelier::config::Limits {
+                max_connections: self.max_connections,
+                header_timeout: ms(self.header_timeout_ms),
+                body_timeout: ms(self.body_timeout_ms),
+                request_timeout: ms(self.request_timeout_ms),
+                write_timeout: ms(self.write_timeout_ms),
+                max_header_bytes: usize::try_from(self.max_header_bytes)?,
+                max_headers: self.max_headers,
+            },
         })
     }
 }
@@ -214,6 +247,11 @@ struct DemoArgs {
     http: HttpArgs,
     #[command(flatten)]
     db: DatabaseArgs,
+}
+
+/// A duration given in milliseconds on the command line.
+fn ms(millis: u64) -> std::time::Duration {
+    std::time::Duration::from_millis(millis)
 }
 
 fn main() -> Result<()> {

@@ -58,6 +58,9 @@ pub struct ResponseCache {
     hits: AtomicU64,
     misses: AtomicU64,
     products_generation: AtomicU64,
+    /// How many products there are, counted in the generation it names: a page past the last
+    /// product is answered without the database (and one count serves every such page).
+    products_total: tokio::sync::Mutex<Option<(u64, i64)>>,
     swept: AtomicU64,
     drift: AtomicU64,
     /// Where stale entries go to be re-rendered (see [`refresh`]); None: they are dropped.
@@ -98,6 +101,7 @@ impl ResponseCache {
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             products_generation: AtomicU64::new(0),
+            products_total: tokio::sync::Mutex::new(None),
             swept: AtomicU64::new(0),
             drift: AtomicU64::new(0),
             refresh_tx: std::sync::Mutex::new(None),
@@ -132,6 +136,25 @@ impl ResponseCache {
             limit,
             offset,
         }
+    }
+
+    /// How many products there are in the products list's current generation, counted once
+    /// per generation (concurrent callers wait for the one count).
+    pub async fn products_total(&self, pool: &Pool) -> Result<i64, DbError> {
+        let mut known = self.products_total.lock().await;
+        let generation = self.products_generation.load(Ordering::Acquire);
+        if let Some((counted_in, total)) = *known {
+            if counted_in == generation {
+                return Ok(total);
+            }
+        }
+        let total = pool
+            .run(|c| async move { crate::pg::read::product_count(&c).await })
+            .await?;
+        // Counted in `generation`: a product change since started another, and the next
+        // caller counts again.
+        *known = Some((generation, total));
+        Ok(total)
     }
 
     /// The keys of every entry now in the cache (a snapshot; entries come and go meanwhile).

@@ -18,6 +18,8 @@ pub enum BodyError {
     TooLarge,
     /// 400: the body could not be read at all.
     Unreadable,
+    /// 408: the body did not arrive within the time limit.
+    TooSlow,
     /// 422: not valid JSON, or not what the contract asks for.
     Invalid,
 }

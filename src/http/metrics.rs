@@ -40,6 +40,10 @@ pub struct Gauges {
     pub cache: CacheStats,
     pub pool_size: usize,
     pub pool_open: usize,
+    /// Client connections open, and those closed or refused at the cap.
+    pub connections_open: usize,
+    pub connections_evicted: u64,
+    pub connections_refused: u64,
     pub feed: Option<std::sync::Arc<crate::pg::feed::FeedStatus>>,
     pub warmup: std::sync::Arc<crate::cache::warm::WarmupStatus>,
 }
@@ -161,6 +165,24 @@ impl Metrics {
                 "gauge",
                 "Connections the pool has open.",
                 gauges.pool_open as u64,
+            ),
+            (
+                "atelier_http_connections_open",
+                "gauge",
+                "Client connections open.",
+                gauges.connections_open as u64,
+            ),
+            (
+                "atelier_http_connections_evicted_total",
+                "counter",
+                "Idle connections closed to make room for a new one at --max-connections.",
+                gauges.connections_evicted,
+            ),
+            (
+                "atelier_http_connections_refused_total",
+                "counter",
+                "Connections answered 503 at --max-connections because every open one was busy.",
+                gauges.connections_refused,
             ),
             (
                 "atelier_cache_refreshed_total",

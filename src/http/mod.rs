@@ -2,6 +2,7 @@
 //! [`Route`] into a response from the cache.
 
 pub mod body;
+pub mod conn;
 #[cfg(feature = "may-server")]
 pub mod may_server;
 pub mod metrics;
@@ -25,6 +26,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use self::body::BodyError;
+use self::conn::{Admission, Connections, WriteDeadline};
 use self::metrics::{Gauges, Metrics};
 use self::respond::{Body, Coding};
 use self::route::{Route, ROUTE_LABELS};
@@ -52,12 +54,15 @@ pub struct App {
     ready: AtomicBool,
     feed: std::sync::OnceLock<Arc<FeedStatus>>,
     pub warmup: Arc<WarmupStatus>,
+    /// The open connections, under `settings.limits.max_connections`.
+    pub connections: Connections,
 }
 
 impl App {
     pub fn new(settings: ServeSettings, pool: Pool) -> App {
         let cors_origin =
             HeaderValue::from_str(&settings.cors_origin).unwrap_or(HeaderValue::from_static("*"));
+        let settings_connections = settings.limits.max_connections;
         App {
             cache: Arc::new(ResponseCache::with_compaction(
                 settings.cache_bytes,
@@ -70,6 +75,7 @@ impl App {
             ready: AtomicBool::new(false),
             feed: std::sync::OnceLock::new(),
             warmup: Arc::new(WarmupStatus::default()),
+            connections: Connections::new(settings_connections),
         }
     }
 
@@ -117,6 +123,31 @@ impl App {
         response
     }
 
+    /// [`App::handle`] within the request time limit (`limits.request_timeout`): 503 past it.
+    pub async fn handle_in_time<B>(&self, req: Request<B>) -> Response<Body>
+    where
+        B: hyper::body::Body,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let started = Instant::now();
+        let (method, uri) = (req.method().clone(), req.uri().clone());
+        let limit = self.settings.limits.request_timeout;
+        match tokio::time::timeout(limit, self.handle(req)).await {
+            Ok(response) => response,
+            Err(_) => {
+                let label = route::parse(&method, uri.path(), uri.query())
+                    .map_or(ROUTE_LABELS.len() - 1, |r| r.label_index());
+                let mut response = respond::unavailable();
+                response.headers_mut().insert(
+                    header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                    self.cors_origin.clone(),
+                );
+                self.metrics.record(label, 503, started.elapsed());
+                response
+            }
+        }
+    }
+
     async fn respond<B>(&self, req: Request<B>) -> (usize, Response<Body>)
     where
         B: hyper::body::Body,
@@ -159,7 +190,10 @@ impl App {
                 .get(header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse().ok());
-            let bytes = body::read(req.into_body(), length, self.settings.body_limit).await;
+            let reading = body::read(req.into_body(), length, self.settings.body_limit);
+            let bytes = tokio::time::timeout(self.settings.limits.body_timeout, reading)
+                .await
+                .unwrap_or(Err(BodyError::TooSlow));
             return (label, self.write(&route, &session, json, bytes).await);
         }
         let gzip = respond::accepts_gzip(req.headers().get_all(header::ACCEPT_ENCODING).iter());
@@ -198,6 +232,9 @@ impl App {
         let bytes = match bytes {
             Err(BodyError::TooLarge) => {
                 return respond::text(StatusCode::PAYLOAD_TOO_LARGE, "Payload Too Large")
+            }
+            Err(BodyError::TooSlow) => {
+                return respond::text(StatusCode::REQUEST_TIMEOUT, "Request Timeout")
             }
             Err(_) => return respond::text(StatusCode::BAD_REQUEST, "Bad Request"),
             Ok(bytes) => bytes,
@@ -281,6 +318,16 @@ impl App {
             Route::ProductsList { page, count } => {
                 let limit = count.min(self.settings.max_page_rows);
                 let offset = render::page_offset(page, count);
+                // Past the last product a page is empty: no query, and no cache entry per
+                // page a client invents.
+                let past_the_end = match i64::try_from(offset) {
+                    Ok(0) => false,
+                    Ok(offset) => offset >= self.cache.products_total(pool).await?,
+                    Err(_) => true,
+                };
+                if past_the_end {
+                    return Ok(respond::json(Bytes::from_static(b"[]")));
+                }
                 match (i64::try_from(limit), i64::try_from(offset)) {
                     (Ok(limit), Ok(offset)) => whole(
                         self.cache
@@ -330,6 +377,9 @@ impl App {
                     cache: self.cache.stats(),
                     pool_size: self.pool.size(),
                     pool_open: self.pool.open_connections(),
+                    connections_open: self.connections.open(),
+                    connections_evicted: self.connections.evicted.load(Ordering::Relaxed),
+                    connections_refused: self.connections.refused.load(Ordering::Relaxed),
                     feed: self.feed.get().cloned(),
                     warmup: Arc::clone(&self.warmup),
                 };
@@ -387,6 +437,25 @@ impl App {
 /// How long open connections get to finish their requests after shutdown is asked for.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a connection closed to make room gets to finish writing a response.
+const EVICTION_GRACE: Duration = Duration::from_secs(1);
+
+/// Answers a connection refused at the cap with the application's 503, and closes it.
+async fn refuse(mut stream: tokio::net::TcpStream, cors_origin: HeaderValue) {
+    use tokio::io::AsyncWriteExt;
+    let reply = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n\
+         content-length: 19\r\nretry-after: 1\r\naccess-control-allow-origin: {}\r\n\
+         connection: close\r\n\r\nService Unavailable",
+        cors_origin.to_str().unwrap_or("*")
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = stream.write_all(reply.as_bytes()).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+}
+
 /// Accepts connections until `shutdown` completes, then stops accepting, lets every open
 /// connection finish the request it is serving (up to a time limit) and returns.
 pub async fn serve(
@@ -395,7 +464,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut connections = tokio::task::JoinSet::new();
+    let mut tasks = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -410,39 +479,66 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
+                let conn = match app.connections.admit() {
+                    Admission::Admitted(conn) => conn,
+                    Admission::Refused => {
+                        tasks.spawn(refuse(stream, app.cors_origin.clone()));
+                        continue;
+                    }
+                };
                 let app = Arc::clone(&app);
                 let mut stop = stop_rx.clone();
-                connections.spawn(async move {
-                    let service = service_fn(move |req: Request<Incoming>| {
+                tasks.spawn(async move {
+                    let limits = &app.settings.limits;
+                    let service = service_fn({
                         let app = Arc::clone(&app);
-                        async move { Ok::<_, Infallible>(app.handle(req).await) }
+                        let conn = Arc::clone(&conn);
+                        move |req: Request<Incoming>| {
+                            let app = Arc::clone(&app);
+                            let conn = Arc::clone(&conn);
+                            async move {
+                                let _busy = app.connections.busy(&conn);
+                                Ok::<_, Infallible>(app.handle_in_time(req).await)
+                            }
+                        }
                     });
-                    let conn = http1::Builder::new()
+                    let io = WriteDeadline::new(TokioIo::new(stream), limits.write_timeout);
+                    let served = http1::Builder::new()
                         .timer(hyper_util::rt::TokioTimer::new())
-                        .header_read_timeout(Duration::from_secs(30))
-                        .serve_connection(TokioIo::new(stream), service);
-                    tokio::pin!(conn);
+                        .header_read_timeout(limits.header_timeout)
+                        // hyper refuses less than 8 KiB (and panics).
+                        .max_buf_size(limits.max_header_bytes.max(8192))
+                        .max_headers(limits.max_headers)
+                        .serve_connection(io, service);
+                    tokio::pin!(served);
                     tokio::select! {
-                        _ = conn.as_mut() => {}
+                        _ = served.as_mut() => {}
                         _ = stop.changed() => {
-                            conn.as_mut().graceful_shutdown();
-                            let _ = conn.await;
+                            served.as_mut().graceful_shutdown();
+                            let _ = served.await;
+                        }
+                        _ = conn.evict.notified() => {
+                            // Idle, so this closes it at once; a response still being written
+                            // gets a moment to finish.
+                            served.as_mut().graceful_shutdown();
+                            let _ = tokio::time::timeout(EVICTION_GRACE, served).await;
                         }
                     }
+                    app.connections.closed(&conn);
                 });
             }
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             _ = &mut shutdown => break,
         }
     }
     drop(listener);
     let _ = stop_tx.send(true);
     let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
-        while connections.join_next().await.is_some() {}
+        while tasks.join_next().await.is_some() {}
     })
     .await;
     if drained.is_err() {
-        connections.abort_all();
+        tasks.abort_all();
     }
     Ok(())
 }

@@ -268,6 +268,15 @@ fn product_row(r: &tokio_postgres::Row) -> ProductRow {
     }
 }
 
+/// How many products there are.
+pub async fn product_count(conn: &Conn) -> Result<i64, Error> {
+    let row = conn
+        .client
+        .query_one("SELECT count(*) FROM products", &[])
+        .await?;
+    row.try_get(0)
+}
+
 pub async fn products_page(conn: &Conn, limit: i64, offset: i64) -> Result<Vec<ProductRow>, Error> {
     let rows = conn
         .client

@@ -1,0 +1,309 @@
+//! Bounded work per request, over real sockets: clients that send their headers or body too
+//! slowly, or stop reading their response, are cut off at the limit while others are served;
+//! the connection cap holds under 10,000 idle connections while clients with requests are
+//! served; heads too large are refused; a `/products` page is capped, and a page past the last
+//! product is answered without the database.
+//!
+//! (A query past `statement_timeout` answering 503 and leaving its pooled connection usable is
+//! `tests/pool.rs`.)
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use atelier::config::{Limits, ServeSettings};
+use common::{count, get, sample_dir, send_raw, server_with_settings};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn settings(limits: Limits) -> ServeSettings {
+    ServeSettings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        pool_size: 2,
+        sweep_period: None,
+        limits,
+        ..Default::default()
+    }
+}
+
+/// Sends `bytes` on a new connection and leaves it open.
+async fn open_with(addr: SocketAddr, bytes: &[u8]) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(bytes).await.expect("send");
+    stream
+}
+
+/// Reads until the server closes `stream` (within 10 s); returns what it sent and when.
+async fn until_closed(stream: &mut TcpStream) -> (Vec<u8>, Instant) {
+    let mut reply = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut reply))
+        .await
+        .expect("the server closes the connection within 10 s");
+    // A reset is a close too.
+    let _ = read;
+    (reply, Instant::now())
+}
+
+const QUESTION_HEAD: &str = "POST /qa/questions HTTP/1.1\r\nHost: test\r\nAuthorization: t\r\n\
+    Content-Type: application/json\r\nContent-Length: 200\r\n\r\n";
+
+#[tokio::test]
+async fn slow_headers_and_slow_bodies_are_cut_off_at_their_limits_while_others_are_served() {
+    let limit = Duration::from_millis(400);
+    let limits = Limits {
+        header_timeout: limit,
+        body_timeout: limit,
+        ..Default::default()
+    };
+    let (db, server) = server_with_settings(&sample_dir(), settings(limits)).await;
+    let a = server.addr;
+    let client = db.client().await;
+    let questions = count(&client, "questions").await;
+
+    let started = Instant::now();
+    let mut slow_head = open_with(a, b"GET /products/1 HTTP/1.1\r\nHost: te").await;
+    let mut slow_body = open_with(a, format!("{QUESTION_HEAD}{{\"body\":\"half").as_bytes()).await;
+    let mut idle = open_with(a, b"").await;
+    // Others are served meanwhile.
+    for _ in 0..5 {
+        assert_eq!(get(a, "/products/1").await.status, 200);
+    }
+
+    let (sent, closed) = until_closed(&mut slow_head).await;
+    assert!(
+        closed - started >= limit,
+        "cut off at the limit, not before"
+    );
+    assert!(
+        !String::from_utf8_lossy(&sent).contains("200 OK"),
+        "{sent:?}"
+    );
+    let (_, closed) = until_closed(&mut idle).await;
+    assert!(closed - started >= limit, "an idle connection too");
+    let (reply, closed) = until_closed(&mut slow_body).await;
+    assert!(closed - started >= limit);
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("HTTP/1.1 408 "), "{reply}");
+    assert!(reply.ends_with("Request Timeout"), "{reply}");
+    assert_eq!(
+        count(&client, "questions").await,
+        questions,
+        "a body cut off writes nothing"
+    );
+    assert_eq!(get(a, "/products/1").await.status, 200);
+}
+
+#[tokio::test]
+async fn a_request_past_its_time_limit_answers_503() {
+    let limits = Limits {
+        request_timeout: Duration::from_millis(300),
+        body_timeout: Duration::from_secs(30),
+        ..Default::default()
+    };
+    let (db, server) = server_with_settings(&sample_dir(), settings(limits)).await;
+    let questions = count(&db.client().await, "questions").await;
+    let started = Instant::now();
+    let mut slow = open_with(server.addr, format!("{QUESTION_HEAD}{{").as_bytes()).await;
+    let (reply, closed) = until_closed(&mut slow).await;
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("HTTP/1.1 503 "), "{reply}");
+    assert!(reply.to_ascii_lowercase().contains("retry-after: 1"));
+    assert!(closed - started >= Duration::from_millis(300));
+    assert!(
+        closed - started < Duration::from_secs(5),
+        "not the body's 30 s"
+    );
+    assert_eq!(count(&db.client().await, "questions").await, questions);
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_its_responses_is_cut_off() {
+    let limits = Limits {
+        write_timeout: Duration::from_millis(500),
+        ..Default::default()
+    };
+    let (_db, server) = server_with_settings(&sample_dir(), settings(limits)).await;
+    let a = server.addr;
+    // Thousands of pipelined requests for a 100 KB body, and not a byte read back: the
+    // socket buffers fill and the server's writes stall.
+    let requests = b"GET /openapi.yaml HTTP/1.1\r\nHost: test\r\n\r\n".repeat(3000);
+    let _never_read = open_with(a, &requests).await;
+    let connections = &server.app.connections;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while connections.open() == 0 {
+        assert!(Instant::now() < deadline, "never accepted");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let stalled = Instant::now();
+    while connections.open() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "a stalled write held its connection"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(stalled.elapsed() >= Duration::from_millis(400));
+    assert_eq!(get(a, "/products/1").await.status, 200);
+}
+
+/// Raises this process's open-file limit as far as allowed; returns it.
+fn raise_open_files_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 1024;
+        }
+        limit.rlim_cur = limit.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+    }
+    limit.rlim_cur
+}
+
+#[tokio::test]
+async fn the_connection_cap_holds_under_ten_thousand_idle_connections_while_clients_are_served() {
+    let cap = 100;
+    let limits = Limits {
+        max_connections: cap,
+        ..Default::default()
+    };
+    let (_db, server) = server_with_settings(&sample_dir(), settings(limits)).await;
+    let a = server.addr;
+    // Ten thousand where the system allows it (each costs this process a descriptor).
+    let idle_wanted = 10_000.min(raise_open_files_limit().saturating_sub(500) as usize);
+    assert!(idle_wanted >= 2 * cap, "too few descriptors to test with");
+    if idle_wanted < 10_000 {
+        eprintln!("open-file limit: testing with {idle_wanted} idle connections");
+    }
+    let connections = &server.app.connections;
+    let mut idle = Vec::with_capacity(idle_wanted);
+    let mut most_open = 0;
+    let mut served = 0;
+    for i in 0..idle_wanted {
+        idle.push(TcpStream::connect(a).await.expect("connect"));
+        most_open = most_open.max(connections.open());
+        if i % 250 == 0 {
+            let started = Instant::now();
+            let r = get(a, "/products/1").await;
+            assert_eq!(r.status, 200, "a client with a request is served");
+            assert!(started.elapsed() < Duration::from_secs(2));
+            served += 1;
+        }
+    }
+    assert!(most_open <= cap, "{most_open} open, cap {cap}");
+    assert!(served >= 40);
+    // The last ones may still wait to be accepted.
+    let evicted = || {
+        connections
+            .evicted
+            .load(std::sync::atomic::Ordering::Relaxed) as usize
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while evicted() < idle_wanted - cap {
+        assert!(
+            Instant::now() < deadline,
+            "idle connections made room: {} evicted",
+            evicted()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(connections.open() <= cap);
+    let metrics = get(a, "/metrics").await.body;
+    assert!(metrics.contains("atelier_http_connections_evicted_total"));
+}
+
+#[tokio::test]
+async fn heads_too_large_or_with_too_many_fields_get_431_and_the_server_goes_on() {
+    let (_db, server) = server_with_settings(&sample_dir(), settings(Limits::default())).await;
+    let a = server.addr;
+    let many: String = (0..80).map(|i| format!("X-Field-{i}: v\r\n")).collect();
+    let r = send_raw(
+        a,
+        format!("GET /products/1 HTTP/1.1\r\nHost: t\r\n{many}Connection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 431, "80 header fields (hyper alone takes 100)");
+    let big = "x".repeat(20 << 10);
+    let r = send_raw(
+        a,
+        format!("GET /products/1 HTTP/1.1\r\nHost: t\r\nX-Big: {big}\r\n\r\n").as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 431, "a 20 KiB head");
+    let fine: String = (0..40).map(|i| format!("X-Field-{i}: v\r\n")).collect();
+    let r = send_raw(
+        a,
+        format!("GET /products/1 HTTP/1.1\r\nHost: t\r\n{fine}Connection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "40 fields are fine");
+}
+
+#[tokio::test]
+async fn products_pages_are_capped_and_past_the_last_product_cost_no_query() {
+    let mut s = settings(Limits::default());
+    s.max_page_rows = 2;
+    assert_eq!(ServeSettings::default().max_page_rows, 1_000);
+    let (db, server) = server_with_settings(&sample_dir(), s).await;
+    let a = server.addr;
+    let rows = |body: &str| {
+        serde_json::from_str::<serde_json::Value>(body)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    let started = Instant::now();
+    assert_eq!(rows(&get(a, "/products?page=1&count=100000").await.body), 2);
+    assert!(started.elapsed() < Duration::from_secs(2));
+
+    let total = count(&db.client().await, "products").await;
+    let last = format!("/products?page={total}&count=1");
+    assert_eq!(rows(&get(a, &last).await.body), 1);
+    // The first page past the end counts the products; none after it asks the database.
+    let past = format!("/products?page={}&count=1", total + 1);
+    assert_eq!(get(a, &past).await.body, "[]");
+    let cache = &server.app.cache;
+    let misses = cache.stats().misses;
+    for page in [
+        format!("{}", total + 2),
+        "1000000".into(),
+        "9223372036854775807".into(),
+        u64::MAX.to_string(),
+    ] {
+        for count in ["1", "1000", "100000"] {
+            let r = get(a, &format!("/products?page={page}&count={count}")).await;
+            assert_eq!(
+                (r.status, r.body.as_str()),
+                (200, "[]"),
+                "page {page} of {count}"
+            );
+        }
+    }
+    assert_eq!(
+        cache.stats().misses,
+        misses,
+        "no fill (and no cache entry) for a page past the end"
+    );
+    // A new product starts a new generation of the list: it is counted again.
+    db.client()
+        .await
+        .batch_execute(
+            "INSERT INTO products (name, slogan, description, category, default_price)
+             VALUES ('new', 's', 'd', 'c', 10)",
+        )
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while rows(&get(a, &past).await.body) != 1 {
+        assert!(Instant::now() < deadline, "the new product never showed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
