@@ -22,7 +22,7 @@ pub struct ServeSettings {
     /// Most rows one `GET /products` page returns, whatever `count` asks for.
     pub max_page_rows: u64,
     /// When set, only these `Authorization` values are accepted (others get 401).
-    pub auth_tokens: Option<HashSet<String>>,
+    pub auth_tokens: Option<Secret<HashSet<String>>>,
     /// Largest request body accepted (413 past it).
     pub body_limit: usize,
     /// How long the change feed may be down before `/readyz` answers 503.
@@ -43,6 +43,10 @@ pub struct ServeSettings {
     pub compaction: crate::render::Compaction,
     /// What one client can make the server hold or do.
     pub limits: Limits,
+    /// A request at least this slow gets a log line.
+    pub slow_request: Duration,
+    /// One request in this many gets an access log line (0: none).
+    pub access_log_sample: u64,
 }
 
 /// Bounds on what one client can make the server hold or do: connections, time, header bytes.
@@ -81,6 +85,16 @@ impl Default for Limits {
     }
 }
 
+/// A value kept out of logs: its `Debug` says only that it is there.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret<T>(pub T);
+
+impl<T> std::fmt::Debug for Secret<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
 /// What the instance renders before it reports ready.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Precompute {
@@ -110,6 +124,8 @@ impl Default for ServeSettings {
             scan_database: None,
             compaction: crate::render::Compaction::All,
             limits: Limits::default(),
+            slow_request: Duration::from_secs(1),
+            access_log_sample: 0,
         }
     }
 }

@@ -10,6 +10,7 @@
 //!   schema migrations, the bulk loader);
 //! - [`dataset`]: the CSV data set's description, and the generator that writes one;
 //! - [`domain`]: the vocabulary every layer shares (review orders, marks, changes);
+//! - [`logging`]: what goes to the log, and how the binary sets it up;
 //! - [`config`], [`digits`], [`progress`], [`task`] and [`time`]: small shared pieces.
 
 pub mod cache;
@@ -18,6 +19,7 @@ pub mod dataset;
 pub mod digits;
 pub mod domain;
 pub mod http;
+pub mod logging;
 pub mod pg;
 pub mod progress;
 pub mod render;

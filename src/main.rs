@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use atelier::config::ServeSettings;
 use atelier::dataset::generate::{generate, GenerateOptions};
 use atelier::dataset::manifest::Manifest;
+use atelier::logging::LogFormat;
 use atelier::pg::cluster::{ClusterOptions, PrivateCluster};
 use atelier::pg::load::{load, LoadOptions};
 use atelier::pg::{self, migrate::migrate};
@@ -21,6 +22,15 @@ use atelier::pg::{self, migrate::migrate};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// What to log: a level (error, warn, info, debug, trace), or target=level pairs such as
+    /// `warn,atelier=debug`.
+    #[arg(long, global = true, env = "ATELIER_LOG", default_value = "info")]
+    log: String,
+    /// How log lines look: `human`, `json` (one object a line, for journald and log shippers),
+    /// or `auto` (human on a terminal, JSON otherwise).
+    #[arg(long, global = true, env = "ATELIER_LOG_FORMAT", default_value = "auto",
+          value_parser = ["auto", "human", "json"])]
+    log_format: String,
 }
 
 #[derive(Subcommand)]
@@ -162,6 +172,12 @@ struct HttpArgs {
     /// Most header fields in one request (431 past it).
     #[arg(long, env = "ATELIER_MAX_HEADERS", default_value_t = 64)]
     max_headers: usize,
+    /// Requests at least this slow, in milliseconds, get a log line.
+    #[arg(long, env = "ATELIER_SLOW_REQUEST_MS", default_value_t = 1000)]
+    slow_request_ms: u64,
+    /// Log one request in this many (0: no access log; 1: every request).
+    #[arg(long, env = "ATELIER_ACCESS_LOG_SAMPLE", default_value_t = 0)]
+    access_log_sample: u64,
 }
 
 impl HttpArgs {
@@ -181,11 +197,13 @@ impl HttpArgs {
             cors_origin: self.cors_origin.clone(),
             max_page_rows: self.max_page_rows,
             auth_tokens: self.auth_tokens.as_ref().map(|t| {
-                t.split(',')
-                    .map(str::trim)
-                    .filter(|t| !t.is_empty())
-                    .map(String::from)
-                    .collect()
+                atelier::config::Secret(
+                    t.split(',')
+                        .map(str::trim)
+                        .filter(|t| !t.is_empty())
+                        .map(String::from)
+                        .collect(),
+                )
             }),
             body_limit: self.body_limit,
             feed_staleness: std::time::Duration::from_secs(self.feed_staleness_s),
@@ -208,6 +226,8 @@ impl HttpArgs {
                 atelier::config::Precompute::All
             },
             scan_database: None,
+            slow_request: ms(self.slow_request_ms),
+            access_log_sample: self.access_log_sample,
             limits: atelier::config::Limits {
                 max_connections: self.max_connections,
                 header_timeout: ms(self.header_timeout_ms),
@@ -256,6 +276,12 @@ fn ms(millis: u64) -> std::time::Duration {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    let format = match cli.log_format.as_str() {
+        "human" => LogFormat::Human,
+        "json" => LogFormat::Json,
+        _ => LogFormat::Auto,
+    };
+    atelier::logging::init(format, &cli.log)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -385,11 +411,12 @@ async fn serve(http: &HttpArgs, database: tokio_postgres::Config, demo: bool) ->
     if http.engine == "may" {
         return serve_may(settings, database).await;
     }
+    let described = format!("{settings:?}");
     let running = atelier::http::start(settings, database)
         .await
         .with_context(cannot_listen)?;
     let base = format!("http://{}", running.addr);
-    eprintln!("serving on {base}");
+    tracing::info!(address = %running.addr, settings = %described, "serving");
     if demo {
         eprintln!("try:");
         for path in [
@@ -407,8 +434,9 @@ async fn serve(http: &HttpArgs, database: tokio_postgres::Config, demo: bool) ->
         eprintln!("Ctrl-C stops the server and deletes the private database.");
     }
     shutdown_signal().await;
-    eprintln!("shutting down: finishing open requests");
+    tracing::info!("shutting down: finishing open requests");
     running.stop().await?;
+    tracing::info!("stopped");
     Ok(())
 }
 

@@ -31,7 +31,7 @@ where
             let mut run = AbortOnDrop(tokio::spawn(start()));
             match (&mut run.0).await {
                 Err(e) if e.is_panic() => {
-                    eprintln!("{name} panicked; starting it again");
+                    tracing::error!(task = name, "panicked; starting it again");
                     on_panic();
                     tokio::time::sleep(pause).await;
                 }

@@ -470,7 +470,9 @@ async fn an_operator_can_require_known_tokens() {
     let db = common::migrated_database().await;
     let settings = atelier::config::ServeSettings {
         listen: "127.0.0.1:0".parse().unwrap(),
-        auth_tokens: Some(["test-token".to_owned()].into_iter().collect()),
+        auth_tokens: Some(atelier::config::Secret(
+            ["test-token".to_owned()].into_iter().collect(),
+        )),
         ..Default::default()
     };
     let server = atelier::http::start(settings, db.config.clone())

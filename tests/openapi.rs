@@ -6,7 +6,13 @@ mod common;
 use common::{get, openapi, Reply};
 
 fn reply(status: u16, content_type: Option<&str>, body: &str) -> Reply {
-    let mut headers = vec![("Access-Control-Allow-Origin".to_owned(), "*".to_owned())];
+    let mut headers = vec![
+        ("Access-Control-Allow-Origin".to_owned(), "*".to_owned()),
+        (
+            "X-Request-Id".to_owned(),
+            "0123456789abcdef01234567".to_owned(),
+        ),
+    ];
     if let Some(t) = content_type {
         headers.push(("Content-Type".to_owned(), t.to_owned()));
         if t == "application/json" && status == 200 {

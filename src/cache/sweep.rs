@@ -126,8 +126,9 @@ async fn judge(cache: &ResponseCache, feed: &FeedStatus, differing: &mut Vec<(&K
                 Key::Cart(_) => "Cart(<a session>)".to_owned(),
                 other => format!("{other:?}"),
             };
-            eprintln!(
-                "cache drift: {shown} differed from a fresh render and no change explained it; dropped"
+            tracing::warn!(
+                key = %shown,
+                "cache drift: an entry differed from a fresh render and no change explained it; dropped"
             );
         }
     }

@@ -164,13 +164,13 @@ async fn scan_into(
         }
         if logged.elapsed() > Duration::from_secs(5) {
             logged = Instant::now();
-            eprintln!(
-                "warm-up: {} of {} products, {} entries, {} MB, {:.0} s",
-                status.products_done.load(Ordering::Relaxed),
-                scan.products,
-                status.entries.load(Ordering::Relaxed),
-                cache.stats().bytes >> 20,
-                started.elapsed().as_secs_f64()
+            tracing::info!(
+                products = status.products_done.load(Ordering::Relaxed),
+                of = scan.products,
+                entries = status.entries.load(Ordering::Relaxed),
+                mb = cache.stats().bytes >> 20,
+                seconds = started.elapsed().as_secs(),
+                "warm-up in progress"
             );
         }
     }
@@ -214,18 +214,18 @@ async fn scan_into(
         .zip(&status.bytes)
         .map(|(k, b)| format!("{k} {} KB", b.load(Ordering::Relaxed) >> 10))
         .collect();
-    eprintln!(
-        "warm-up {}: {} of {} products, {} entries in {:.1} s ({})",
-        if outcome == WarmupOutcome::Complete {
+    tracing::info!(
+        outcome = if outcome == WarmupOutcome::Complete {
             "complete"
         } else {
             "stopped at the cache budget"
         },
-        status.products_done.load(Ordering::Relaxed),
-        scan.products,
-        status.entries.load(Ordering::Relaxed),
-        ms as f64 / 1000.0,
-        by_kind.join(", ")
+        products = status.products_done.load(Ordering::Relaxed),
+        of = scan.products,
+        entries = status.entries.load(Ordering::Relaxed),
+        seconds = ms as f64 / 1000.0,
+        bytes_by_kind = %by_kind.join(", "),
+        "warm-up done"
     );
     Ok(outcome)
 }

@@ -33,6 +33,7 @@ use self::route::{Route, ROUTE_LABELS};
 use crate::cache::warm::{self, WarmupOutcome, WarmupStatus};
 use crate::cache::{Key, ResponseCache};
 use crate::config::{Precompute, ServeSettings};
+use crate::logging;
 use crate::pg::feed::{self, ChangeSink, FeedStatus};
 use crate::pg::pool::Pool;
 use crate::pg::write::{self, WriteError};
@@ -43,6 +44,28 @@ use crate::task::supervised;
 /// The OpenAPI 3.1 description of every route, served at `GET /openapi.yaml`. The tests
 /// validate every response they receive against it.
 pub const OPENAPI_YAML: &str = include_str!("../../openapi.yaml");
+
+/// The header that carries a request's id, from the client or the balancer, or ours.
+const X_REQUEST_ID: &str = "x-request-id";
+
+/// What answering a request came to, before the headers every response gets.
+struct Outcome {
+    /// The route's index in [`ROUTE_LABELS`], for the metrics.
+    label: usize,
+    response: Response<Body>,
+    /// Why a 5xx happened: its cause chain, for its log line.
+    cause: Option<String>,
+}
+
+impl Outcome {
+    fn of(label: usize, response: Response<Body>) -> Outcome {
+        Outcome {
+            label,
+            response,
+            cause: None,
+        }
+    }
+}
 
 /// Everything a request handler reads: shared by all connections of one instance.
 pub struct App {
@@ -56,6 +79,11 @@ pub struct App {
     pub warmup: Arc<WarmupStatus>,
     /// The open connections, under `settings.limits.max_connections`.
     pub connections: Connections,
+    /// This instance's part of the request ids it makes, and how many it has made.
+    instance_tag: u32,
+    requests_seen: std::sync::atomic::AtomicU64,
+    /// Requests past, for sampling the access log.
+    requests_logged: std::sync::atomic::AtomicU64,
 }
 
 impl App {
@@ -76,6 +104,9 @@ impl App {
             feed: std::sync::OnceLock::new(),
             warmup: Arc::new(WarmupStatus::default()),
             connections: Connections::new(settings_connections),
+            instance_tag: instance_tag(),
+            requests_seen: std::sync::atomic::AtomicU64::new(0),
+            requests_logged: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -99,67 +130,114 @@ impl App {
         Ok(())
     }
 
-    /// Answers one request. Never fails: every error is a response. Generic over the body so
-    /// benches and tests can call it without a socket.
+    /// Answers one request. Never fails: every error is a response, and every 5xx a log line.
+    /// Generic over the body so benches and tests can call it without a socket.
+    ///
+    /// The request gets `limits.request_timeout` (503 past it), and an id: the `X-Request-Id`
+    /// it came with (from nginx or the load balancer), or a new one, echoed in the response and
+    /// in every log line about it.
     pub async fn handle<B>(&self, req: Request<B>) -> Response<Body>
     where
         B: hyper::body::Body,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let started = Instant::now();
+        let id = self.request_id(req.headers());
         let if_none_match = req.headers().get(header::IF_NONE_MATCH).cloned();
-        let (label, mut response) = self.respond(req).await;
+        let (method, uri) = (req.method().clone(), req.uri().clone());
+        let limit = self.settings.limits.request_timeout;
+        let Outcome {
+            label,
+            mut response,
+            cause,
+        } = match tokio::time::timeout(limit, self.respond(req)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Outcome {
+                label: route::parse(&method, uri.path(), uri.query())
+                    .map_or(ROUTE_LABELS.len() - 1, |r| r.label_index()),
+                response: respond::unavailable(),
+                cause: Some(format!(
+                    "the request ran past --request-timeout-ms ({} ms)",
+                    limit.as_millis()
+                )),
+            },
+        };
         if let Some(wanted) = if_none_match {
             if let Some(not_modified) = respond::not_modified(&response, &wanted) {
                 response = not_modified;
             }
         }
-        response.headers_mut().insert(
+        let headers = response.headers_mut();
+        headers.insert(
             header::ACCESS_CONTROL_ALLOW_ORIGIN,
             self.cors_origin.clone(),
         );
-        self.metrics
-            .record(label, response.status().as_u16(), started.elapsed());
+        headers.insert(X_REQUEST_ID, id.clone());
+        let status = response.status().as_u16();
+        let elapsed = started.elapsed();
+        self.metrics.record(label, status, elapsed);
+        self.log(&id, &method, &uri, status, elapsed, cause.as_deref());
         response
     }
 
-    /// [`App::handle`] within the request time limit (`limits.request_timeout`): 503 past it.
-    pub async fn handle_in_time<B>(&self, req: Request<B>) -> Response<Body>
-    where
-        B: hyper::body::Body,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
-        let started = Instant::now();
-        let (method, uri) = (req.method().clone(), req.uri().clone());
-        let limit = self.settings.limits.request_timeout;
-        match tokio::time::timeout(limit, self.handle(req)).await {
-            Ok(response) => response,
-            Err(_) => {
-                let label = route::parse(&method, uri.path(), uri.query())
-                    .map_or(ROUTE_LABELS.len() - 1, |r| r.label_index());
-                let mut response = respond::unavailable();
-                response.headers_mut().insert(
-                    header::ACCESS_CONTROL_ALLOW_ORIGIN,
-                    self.cors_origin.clone(),
-                );
-                self.metrics.record(label, 503, started.elapsed());
-                response
+    /// The request's own `X-Request-Id` if it is one (1 to 128 visible ASCII characters), or
+    /// a new one: this instance's random tag and a counter, 24 hex digits.
+    fn request_id(&self, headers: &hyper::HeaderMap) -> HeaderValue {
+        if let Some(given) = headers.get(X_REQUEST_ID) {
+            let bytes = given.as_bytes();
+            if (1..=128).contains(&bytes.len()) && bytes.iter().all(|b| (0x21..=0x7e).contains(b)) {
+                return given.clone();
             }
+        }
+        let n = self.requests_seen.fetch_add(1, Ordering::Relaxed);
+        let mut id = [0u8; 24];
+        let digits = (u128::from(self.instance_tag) << 64) | u128::from(n);
+        for (i, digit) in id.iter_mut().enumerate() {
+            *digit = b"0123456789abcdef"[((digits >> (92 - 4 * i)) & 0xf) as usize];
+        }
+        HeaderValue::from_bytes(&id).unwrap_or(HeaderValue::from_static("-"))
+    }
+
+    /// The request's log line, if it gets one: every 5xx, with its cause; a request slower
+    /// than `--slow-request-ms`; one in `--access-log-sample` of the rest.
+    fn log(
+        &self,
+        id: &HeaderValue,
+        method: &Method,
+        uri: &hyper::Uri,
+        status: u16,
+        elapsed: Duration,
+        cause: Option<&str>,
+    ) {
+        let request_id = id.to_str().unwrap_or("-");
+        let ms = elapsed.as_secs_f64() * 1e3;
+        if status >= 500 {
+            let cause = cause.unwrap_or("not recorded");
+            tracing::error!(request_id, %method, %uri, status, ms, cause, "request failed");
+        } else if elapsed >= self.settings.slow_request {
+            tracing::warn!(request_id, %method, %uri, status, ms, "slow request");
+        } else if self.settings.access_log_sample > 0
+            && self
+                .requests_logged
+                .fetch_add(1, Ordering::Relaxed)
+                .is_multiple_of(self.settings.access_log_sample)
+        {
+            tracing::info!(request_id, %method, %uri, status, ms, "request");
         }
     }
 
-    async fn respond<B>(&self, req: Request<B>) -> (usize, Response<Body>)
+    async fn respond<B>(&self, req: Request<B>) -> Outcome
     where
         B: hyper::body::Body,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let unmatched = ROUTE_LABELS.len() - 1;
         if req.method() == Method::OPTIONS {
-            return (unmatched, respond::preflight());
+            return Outcome::of(unmatched, respond::preflight());
         }
         let route = match route::parse(req.method(), req.uri().path(), req.uri().query()) {
             Ok(route) => route,
-            Err(e) => return (unmatched, respond::route_error(&e)),
+            Err(e) => return Outcome::of(unmatched, respond::route_error(&e)),
         };
         let label = route.label_index();
         let token = req
@@ -171,11 +249,9 @@ impl App {
                 route,
                 Route::Healthz | Route::Readyz | Route::Metrics | Route::OpenApi
             );
-            if !operational && !token.is_some_and(|t| allowed.contains(t)) {
-                return (
-                    label,
-                    respond::text(StatusCode::UNAUTHORIZED, "Unauthorized"),
-                );
+            if !operational && !token.is_some_and(|t| allowed.0.contains(t)) {
+                let unauthorized = respond::text(StatusCode::UNAUTHORIZED, "Unauthorized");
+                return Outcome::of(label, unauthorized);
             }
         }
         if route.is_write() {
@@ -194,26 +270,41 @@ impl App {
             let bytes = tokio::time::timeout(self.settings.limits.body_timeout, reading)
                 .await
                 .unwrap_or(Err(BodyError::TooSlow));
-            return (label, self.write(&route, &session, json, bytes).await);
+            let (response, cause) = match self.write(&route, &session, json, bytes).await {
+                Ok(response) => (response, None),
+                Err((response, e)) => (response, Some(logging::cause_chain(&e))),
+            };
+            return Outcome {
+                label,
+                response,
+                cause,
+            };
         }
         let gzip = respond::accepts_gzip(req.headers().get_all(header::ACCEPT_ENCODING).iter());
-        let response = match self.read(&route, token.unwrap_or(""), gzip).await {
-            Ok(r) => r,
-            Err(e) if e.is_unavailable() => respond::unavailable(),
-            Err(_) => respond::internal_error(),
-        };
-        (label, response)
+        match self.read(&route, token.unwrap_or(""), gzip).await {
+            Ok(response) => Outcome::of(label, response),
+            Err(e) => Outcome {
+                label,
+                response: if e.is_unavailable() {
+                    respond::unavailable()
+                } else {
+                    respond::internal_error()
+                },
+                cause: Some(logging::cause_chain(&e)),
+            },
+        }
     }
 
     /// Validates and makes a write, then re-renders what it made stale in this instance's
-    /// cache before answering, so the caller reads its own write at once.
+    /// cache before answering, so the caller reads its own write at once. A database failure
+    /// comes back with its 503 or 500, for the log.
     async fn write(
         &self,
         route: &Route,
         session: &str,
         json: bool,
         bytes: Result<Bytes, BodyError>,
-    ) -> Response<Body> {
+    ) -> Result<Response<Body>, (Response<Body>, DbError)> {
         let invalid: &'static str = match route {
             Route::PostReview => "Error: Review body contains invalid entries",
             Route::PostQuestion { .. } => "Error: Question body contains invalid entries",
@@ -231,16 +322,24 @@ impl App {
         );
         let bytes = match bytes {
             Err(BodyError::TooLarge) => {
-                return respond::text(StatusCode::PAYLOAD_TOO_LARGE, "Payload Too Large")
+                return Ok(respond::text(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "Payload Too Large",
+                ))
             }
             Err(BodyError::TooSlow) => {
-                return respond::text(StatusCode::REQUEST_TIMEOUT, "Request Timeout")
+                return Ok(respond::text(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "Request Timeout",
+                ))
             }
-            Err(_) => return respond::text(StatusCode::BAD_REQUEST, "Bad Request"),
+            Err(_) => return Ok(respond::text(StatusCode::BAD_REQUEST, "Bad Request")),
             Ok(bytes) => bytes,
         };
         if posted && !json {
-            return respond::text(StatusCode::UNSUPPORTED_MEDIA_TYPE, "Unsupported Media Type");
+            let unsupported =
+                respond::text(StatusCode::UNSUPPORTED_MEDIA_TYPE, "Unsupported Media Type");
+            return Ok(unsupported);
         }
         let pool = &self.pool;
         let result = match *route {
@@ -267,23 +366,25 @@ impl App {
             Route::MarkReview { id, mark } => write::mark_review(pool, id, mark).await,
             Route::MarkQuestion { id, mark } => write::mark_question(pool, id, mark).await,
             Route::MarkAnswer { id, mark } => write::mark_answer(pool, id, mark).await,
-            _ => return respond::not_found(),
+            _ => return Ok(respond::not_found()),
         };
         match result {
             Ok(written) => {
                 self.cache
                     .apply_own_write(&written.changes, written.xid, pool)
                     .await;
-                if posted {
+                Ok(if posted {
                     respond::text(StatusCode::CREATED, "Created")
                 } else {
                     respond::no_content()
-                }
+                })
             }
-            Err(WriteError::NotFound) => respond::not_found(),
-            Err(WriteError::Invalid) => respond::text(StatusCode::UNPROCESSABLE_ENTITY, invalid),
-            Err(WriteError::Db(e)) if e.is_unavailable() => respond::unavailable(),
-            Err(WriteError::Db(_)) => respond::internal_error(),
+            Err(WriteError::NotFound) => Ok(respond::not_found()),
+            Err(WriteError::Invalid) => {
+                Ok(respond::text(StatusCode::UNPROCESSABLE_ENTITY, invalid))
+            }
+            Err(WriteError::Db(e)) if e.is_unavailable() => Err((respond::unavailable(), e)),
+            Err(WriteError::Db(e)) => Err((respond::internal_error(), e)),
         }
     }
 
@@ -434,6 +535,16 @@ impl App {
     }
 }
 
+/// A tag that tells this instance's request ids from other instances': from the clock and the
+/// process id, which differ between instances started on one host or several.
+fn instance_tag() -> u32 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let mut rng = crate::dataset::rng::Rng::new(nanos ^ (u64::from(std::process::id()) << 32));
+    (rng.unit() * f64::from(u32::MAX)) as u32
+}
+
 /// How long open connections get to finish their requests after shutdown is asked for.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -473,7 +584,7 @@ pub async fn serve(
                     Ok(pair) => pair,
                     Err(e) => {
                         // Out of file descriptors and the like: back off instead of spinning.
-                        eprintln!("accept failed: {e}");
+                        tracing::warn!(cause = %e, "accept failed; pausing 50 ms");
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
@@ -498,7 +609,7 @@ pub async fn serve(
                             let conn = Arc::clone(&conn);
                             async move {
                                 let _busy = app.connections.busy(&conn);
-                                Ok::<_, Infallible>(app.handle_in_time(req).await)
+                                Ok::<_, Infallible>(app.handle(req).await)
                             }
                         }
                     });
@@ -594,7 +705,7 @@ async fn keep_warm(app: &App, feed: &FeedStatus, database: &tokio_postgres::Conf
             Ok(WarmupOutcome::Interrupted) => continue,
             Ok(_) => app.warmup.first_done.store(true, Ordering::Release),
             Err(e) => {
-                eprintln!("warm-up: {e}; trying again in 1 s");
+                tracing::warn!(cause = %logging::cause_chain(&e), "warm-up failed; trying again in 1 s");
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
@@ -625,7 +736,10 @@ pub async fn build_app(
     };
     let mut tasks = vec![refresher, app.start_feed(feed_database)];
     if let Err(e) = app.warm_up().await {
-        eprintln!("warm-up: {e} (serving anyway; /readyz says 503 until the database answers)");
+        tracing::warn!(
+            cause = %logging::cause_chain(&e),
+            "warm-up failed; serving anyway, /readyz says 503 until the database answers"
+        );
     }
     if let Some(feed) = app.feed_status() {
         // Start-up waits (as long as one feed query may take) for the feed to find its place in

@@ -242,7 +242,8 @@ impl FeedStatus {
         self.read_done.notify_waiters();
     }
 
-    fn reset(&self, sink: &dyn ChangeSink) {
+    fn reset(&self, sink: &dyn ChangeSink, why: &str) {
+        tracing::info!(why, "change feed: emptying the cache");
         sink.reset();
         self.resets.fetch_add(1, Ordering::Relaxed);
     }
@@ -308,9 +309,10 @@ async fn follow_forever(
             backoff = Duration::from_millis(50);
         }
         let wait = backoff.mul_f64(0.5 + jitter.unit());
-        eprintln!(
-            "change feed: {err}; reconnecting in {} ms",
-            wait.as_millis()
+        tracing::warn!(
+            cause = %crate::logging::cause_chain(&err),
+            retry_ms = wait.as_millis() as u64,
+            "change feed: connection lost; reconnecting"
         );
         tokio::time::sleep(wait).await;
         backoff = (backoff * 2).min(settings.max_backoff);
@@ -405,6 +407,10 @@ impl Follower {
                 .map_err(DbError::from_query)
         })
         .await?;
+        tracing::info!(
+            after_seq = self.high,
+            "change feed: connected and listening"
+        );
 
         // Listening before reading: nothing committed from here on can be missed.
         if self.high.is_none() {
@@ -421,7 +427,7 @@ impl Follower {
             self.last_complete_read = Some(Instant::now());
             // Whatever was filled before now may predate changes this feed will never read:
             // start from an empty sink.
-            status.reset(sink);
+            status.reset(sink, "the feed established its position in the log");
             status.established.store(true, Ordering::Release);
         }
         self.catch_up(&client, sink, status, settings).await?;
@@ -492,7 +498,7 @@ impl Follower {
             let pruned_through: i64 = first.get(2);
             if pruned_through > high || away_too_long {
                 // Rows this feed had not read may be gone: it cannot know what changed.
-                status.reset(sink);
+                status.reset(sink, "the log was pruned past this feed's position");
                 self.high = Some(high.max(pruned_through));
                 away_too_long = false;
             }
@@ -504,15 +510,16 @@ impl Follower {
                 seen += 1;
                 after = seq;
                 match change_from_row(row.get(4), row.get(5), row.get(6)) {
-                    Some(Change::All) => status.reset(sink),
+                    Some(Change::All) => status.reset(sink, "a change to everything (a bulk load)"),
                     Some(change) => sink.apply_logged(&change, row.get(8)),
                     None => {
                         status.unknown_changes.fetch_add(1, Ordering::Relaxed);
-                        eprintln!(
-                            "change feed: unknown change kind {:?} at seq {seq}; emptying the cache",
-                            row.get::<_, String>(4)
+                        tracing::error!(
+                            kind = %row.get::<_, String>(4),
+                            seq,
+                            "change feed: a change of a kind this build does not know"
                         );
-                        status.reset(sink);
+                        status.reset(sink, "a change of an unknown kind");
                     }
                 }
                 self.high = Some(self.high.unwrap_or(0).max(seq));
