@@ -23,6 +23,8 @@ pub struct ServeSettings {
     pub max_page_rows: u64,
     /// When set, only these `Authorization` values are accepted (others get 401).
     pub auth_tokens: Option<Secret<HashSet<String>>>,
+    /// What a caller's `Authorization` value becomes before its cart is stored under it.
+    pub cart_keys: crate::cart_key::CartKeys,
     /// Largest request body accepted (413 past it).
     pub body_limit: usize,
     /// How long the change feed may be down before `/readyz` answers 503.
@@ -114,6 +116,7 @@ impl Default for ServeSettings {
             cors_origin: "*".into(),
             max_page_rows: 1_000,
             auth_tokens: None,
+            cart_keys: crate::cart_key::CartKeys::default(),
             body_limit: 64 << 10,
             feed_staleness: Duration::from_secs(5),
             feed: FeedSettings::default(),

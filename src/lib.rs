@@ -11,9 +11,11 @@
 //! - [`dataset`]: the CSV data set's description, and the generator that writes one;
 //! - [`domain`]: the vocabulary every layer shares (review orders, marks, changes);
 //! - [`logging`]: what goes to the log, and how the binary sets it up;
+//! - [`cart_key`]: what a caller's token becomes before a cart is stored under it;
 //! - [`config`], [`digits`], [`progress`], [`task`] and [`time`]: small shared pieces.
 
 pub mod cache;
+pub mod cart_key;
 pub mod config;
 pub mod dataset;
 pub mod digits;

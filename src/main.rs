@@ -114,6 +114,11 @@ struct HttpArgs {
     /// Comma-separated Authorization tokens to accept; when set, others get 401.
     #[arg(long, env = "ATELIER_AUTH_TOKENS", hide_env_values = true)]
     auth_tokens: Option<String>,
+    /// Secret (at least 16 bytes; `openssl rand -hex 32`) that carts are keyed with: a cart is
+    /// stored under an HMAC of the caller's Authorization value, not the value. Without it, a
+    /// plain SHA-256. Every instance needs the same one; changing it loses every cart.
+    #[arg(long, env = "ATELIER_CART_SECRET", hide_env_values = true)]
+    cart_secret: Option<String>,
     /// Largest request body accepted, in bytes (413 past it).
     #[arg(long, env = "ATELIER_BODY_LIMIT", default_value_t = 64 * 1024)]
     body_limit: usize,
@@ -196,6 +201,9 @@ impl HttpArgs {
             cache_bytes: self.cache_mb << 20,
             cors_origin: self.cors_origin.clone(),
             max_page_rows: self.max_page_rows,
+            cart_keys: atelier::cart_key::CartKeys::new(
+                self.cart_secret.as_deref().map(str::as_bytes),
+            )?,
             auth_tokens: self.auth_tokens.as_ref().map(|t| {
                 atelier::config::Secret(
                     t.split(',')
@@ -412,6 +420,7 @@ async fn serve(http: &HttpArgs, database: tokio_postgres::Config, demo: bool) ->
         return serve_may(settings, database).await;
     }
     let described = format!("{settings:?}");
+    let stop = shutdown_signal();
     let running = atelier::http::start(settings, database)
         .await
         .with_context(cannot_listen)?;
@@ -433,7 +442,7 @@ async fn serve(http: &HttpArgs, database: tokio_postgres::Config, demo: bool) ->
         }
         eprintln!("Ctrl-C stops the server and deletes the private database.");
     }
-    shutdown_signal().await;
+    stop.await;
     tracing::info!("shutting down: finishing open requests");
     running.stop().await?;
     tracing::info!("stopped");
@@ -457,23 +466,21 @@ async fn serve_may(_: ServeSettings, _: tokio_postgres::Config) -> Result<()> {
     anyhow::bail!("this build has no may_minihttp front end: rebuild with `cargo build --release --features may-server`, or use --engine hyper")
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Resolves on SIGINT or SIGTERM. SIGTERM is caught from the moment this is called, not from
+/// its first poll: one sent while the server starts must stop it gracefully, not kill it.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        if let Some(mut term) = term {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+            return;
         }
+        let _ = ctrl_c.await;
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

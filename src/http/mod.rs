@@ -255,7 +255,7 @@ impl App {
             }
         }
         if route.is_write() {
-            let session = token.unwrap_or("").to_owned();
+            let token = token.unwrap_or("").to_owned();
             let content_type = req
                 .headers()
                 .get(header::CONTENT_TYPE)
@@ -270,7 +270,7 @@ impl App {
             let bytes = tokio::time::timeout(self.settings.limits.body_timeout, reading)
                 .await
                 .unwrap_or(Err(BodyError::TooSlow));
-            let (response, cause) = match self.write(&route, &session, json, bytes).await {
+            let (response, cause) = match self.write(&route, &token, json, bytes).await {
                 Ok(response) => (response, None),
                 Err((response, e)) => (response, Some(logging::cause_chain(&e))),
             };
@@ -301,7 +301,7 @@ impl App {
     async fn write(
         &self,
         route: &Route,
-        session: &str,
+        token: &str,
         json: bool,
         bytes: Result<Bytes, BodyError>,
     ) -> Result<Response<Body>, (Response<Body>, DbError)> {
@@ -356,7 +356,10 @@ impl App {
                 Err(_) => Err(WriteError::Invalid),
             },
             Route::PostCart => match body::cart_sku(&bytes) {
-                Ok(sku) => write::add_to_cart(pool, session, sku).await,
+                Ok(sku) => {
+                    let cart = self.settings.cart_keys.key(token);
+                    write::add_to_cart(pool, &cart, sku).await
+                }
                 Err(_) => Err(WriteError::Invalid),
             },
             Route::PostInteraction => match body::interaction(&bytes) {
@@ -391,7 +394,7 @@ impl App {
     async fn read(
         &self,
         route: &Route,
-        session: &str,
+        token: &str,
         gzip: bool,
     ) -> Result<Response<Body>, DbError> {
         let pool = &self.pool;
@@ -470,7 +473,10 @@ impl App {
                 let list = self.cache.get(&Key::Answers(question_id), pool).await?;
                 page_of(list, Frame::Answers(question_id), page, count)
             }
-            Route::Cart => whole(self.cache.get(&Key::Cart(Arc::from(session)), pool).await?),
+            Route::Cart => {
+                let cart = Key::Cart(Arc::from(self.settings.cart_keys.key(token)));
+                whole(self.cache.get(&cart, pool).await?)
+            }
             Route::Healthz => respond::text(StatusCode::OK, "ok"),
             Route::Readyz => self.readiness().await,
             Route::Metrics => {
@@ -735,6 +741,19 @@ pub async fn build_app(
         })
     };
     let mut tasks = vec![refresher, app.start_feed(feed_database)];
+    // Carts stored under another form of key (before a cart secret was set, or by an older
+    // build) move under this server's keys.
+    let keys = &app.settings.cart_keys;
+    let pattern = keys.final_keys_pattern();
+    match write::rekey_carts(&app.pool, pattern, |stored| keys.rekeyed(stored)).await {
+        Ok(0) => {}
+        Ok(moved) => tracing::info!(moved, "carts moved under this server's cart keys"),
+        Err(e) => tracing::warn!(
+            cause = %logging::cause_chain(&e),
+            "carts stored under older keys could not be moved; they stay out of reach until a \
+             start succeeds"
+        ),
+    }
     if let Err(e) = app.warm_up().await {
         tracing::warn!(
             cause = %logging::cause_chain(&e),

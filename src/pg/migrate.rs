@@ -31,6 +31,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "change_log_xid",
         sql: include_str!("../../sql/0003_change_log_xid.sql"),
     },
+    Migration {
+        version: 4,
+        name: "cart_keys",
+        sql: include_str!("../../sql/0004_cart_keys.sql"),
+    },
 ];
 
 /// Key of the advisory lock that serialises migrations (and bulk loads) across processes.
@@ -48,6 +53,12 @@ pub enum MigrateError {
 
 /// Applies every migration not yet applied; returns how many it applied.
 pub async fn migrate(client: &mut Client) -> Result<usize, MigrateError> {
+    migrate_to(client, i32::MAX).await
+}
+
+/// Applies every migration up to `version` not yet applied (for tests of a migration on a
+/// database as an older build left it); returns how many it applied.
+pub async fn migrate_to(client: &mut Client, version: i32) -> Result<usize, MigrateError> {
     client
         .batch_execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -70,7 +81,7 @@ pub async fn migrate(client: &mut Client) -> Result<usize, MigrateError> {
         .map_err(DbError::query("creating schema_migrations"))?;
 
     let mut applied = 0;
-    for migration in MIGRATIONS {
+    for migration in MIGRATIONS.iter().filter(|m| m.version <= version) {
         let tx = client
             .transaction()
             .await

@@ -205,16 +205,69 @@ pub async fn mark_answer(pool: &Pool, id: i64, mark: Mark) -> Result<Written, Wr
     ))
 }
 
-pub async fn add_to_cart(pool: &Pool, session: &str, sku_id: i64) -> Result<Written, WriteError> {
+/// Moves every cart stored under a key that does not match `final_keys` (a PostgreSQL regular
+/// expression) and that `rekey` maps to another key, to that key, adding its counts to any
+/// cart already there; one statement, so all or nothing. Returns how many carts moved.
+pub async fn rekey_carts(
+    pool: &Pool,
+    final_keys: &'static str,
+    rekey: impl Fn(&str) -> Option<String>,
+) -> Result<usize, DbError> {
+    let stored = pool
+        .run(|c| async move {
+            c.client
+                .query(
+                    "SELECT DISTINCT session FROM cart_items WHERE session !~ $1",
+                    &[&final_keys],
+                )
+                .await
+        })
+        .await?;
+    let (old, new): (Vec<String>, Vec<String>) = stored
+        .iter()
+        .filter_map(|row| {
+            let key: String = row.get(0);
+            rekey(&key).map(|rekeyed| (key, rekeyed))
+        })
+        .unzip();
+    let moved = old.len();
+    if moved > 0 {
+        pool.run(|c| async move {
+            c.client
+                .execute(
+                    "WITH pairs AS (SELECT * FROM unnest($1::text[], $2::text[]) AS p(old, new)),
+                     moved AS (
+                         DELETE FROM cart_items c USING pairs p WHERE c.session = p.old
+                         RETURNING p.new AS session, c.sku_id, c.count, c.updated_at)
+                     INSERT INTO cart_items (session, sku_id, count, updated_at)
+                     SELECT session, sku_id, count, updated_at FROM moved
+                     ON CONFLICT (session, sku_id) DO UPDATE
+                     SET count = LEAST(cart_items.count::bigint + EXCLUDED.count, 2147483647)::integer,
+                         updated_at = greatest(cart_items.updated_at, EXCLUDED.updated_at)",
+                    &[&old, &new],
+                )
+                .await
+        })
+        .await?;
+    }
+    Ok(moved)
+}
+
+/// Adds one of `sku_id` to the cart stored under `cart_key` (see `cart_key`: never a token).
+pub async fn add_to_cart(pool: &Pool, cart_key: &str, sku_id: i64) -> Result<Written, WriteError> {
     let row = pool
         .run(|c| async move {
             c.client
-                .query_one(&c.statements.add_to_cart, &[&session, &sku_id])
+                .query_one(&c.statements.add_to_cart, &[&cart_key, &sku_id])
                 .await
         })
         .await
         .map_err(on_missing(WriteError::Invalid))?;
-    Ok(Written::by(&row, 0, vec![Change::Cart(session.to_owned())]))
+    Ok(Written::by(
+        &row,
+        0,
+        vec![Change::Cart(cart_key.to_owned())],
+    ))
 }
 
 pub async fn add_interaction(pool: &Pool, i: &NewInteraction) -> Result<Written, WriteError> {
