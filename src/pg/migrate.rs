@@ -36,6 +36,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "cart_keys",
         sql: include_str!("../../sql/0004_cart_keys.sql"),
     },
+    Migration {
+        version: 5,
+        name: "serving_role",
+        sql: include_str!("../../sql/0005_serving_role.sql"),
+    },
 ];
 
 /// Key of the advisory lock that serialises migrations (and bulk loads) across processes.

@@ -1,0 +1,138 @@
+//! Least privilege: an instance logged in as a member of `atelier_serve` (migration 5) warms
+//! up, follows the change feed, prunes the log and serves every read and write of the API,
+//! and that role can do nothing else: no DDL, no trigger control, no TRUNCATE, no writes the
+//! API does not make, and no access to the migrations' and the loader's bookkeeping.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use atelier::config::ServeSettings;
+use common::{eventually, get, post_json, put, sample_dir};
+use tokio_postgres::error::SqlState;
+
+#[tokio::test]
+async fn an_instance_serves_as_the_serving_role_which_can_do_nothing_else() {
+    let db = common::loaded_database(&sample_dir()).await;
+    let owner = db.client().await;
+    let login = format!("{}_web", db.name);
+    owner
+        .batch_execute(&format!("CREATE ROLE {login} LOGIN IN ROLE atelier_serve"))
+        .await
+        .unwrap();
+    let mut config = db.config.clone();
+    config.user(&login);
+
+    let settings = ServeSettings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        pool_size: 2,
+        sweep_period: Some(Duration::from_secs(1)),
+        ..Default::default()
+    };
+    let server = atelier::http::start(settings, config.clone())
+        .await
+        .unwrap();
+    let a = server.addr;
+    assert_eq!(eventually(a, "/readyz", |b| b == "ready").await, "ready");
+
+    for path in [
+        "/products",
+        "/products/1",
+        "/products/1/styles",
+        "/products/1/related",
+        "/reviews?product_id=1",
+        "/reviews/meta?product_id=1",
+        "/qa/questions?product_id=1",
+        "/qa/questions/1/answers",
+        "/cart",
+    ] {
+        assert_eq!(get(a, path).await.status, 200, "{path}");
+    }
+    let review = r#"{"product_id":2,"rating":3,"summary":"Okay","body":"Decent lenses.","recommend":false,
+        "name":"newbie","email":"new@example.com","photos":["https://example.com/a.jpg"],
+        "characteristics":{"5":3}}"#;
+    let question =
+        r#"{"body":"Does it fit?","name":"asker","email":"a@example.com","product_id":1}"#;
+    let answer = r#"{"body":"Yes.","name":"answerer","email":"b@example.com","photos":["https://example.com/c.jpg"]}"#;
+    for (path, body) in [
+        ("/reviews", review),
+        ("/qa/questions", question),
+        ("/qa/questions/1/answers", answer),
+        ("/cart", r#"{"sku_id":1}"#),
+        (
+            "/interactions",
+            r#"{"element":"img","widget":"Overview","time":"t"}"#,
+        ),
+    ] {
+        let r = post_json(a, path, body).await;
+        assert_eq!(r.status, 201, "POST {path}: {}", r.body);
+    }
+    for path in [
+        "/reviews/1/helpful",
+        "/reviews/1/report",
+        "/qa/questions/1/helpful",
+        "/qa/questions/2/report",
+        "/qa/answers/1/helpful",
+        "/qa/answers/2/report",
+    ] {
+        assert_eq!(put(a, path).await.status, 204, "PUT {path}");
+    }
+    // The feed, connected as the serving role, brings the owner's own change.
+    owner
+        .execute("UPDATE products SET name = 'Renamed' WHERE id = 1", &[])
+        .await
+        .unwrap();
+    let body = eventually(a, "/products/1", |b| b.contains("Renamed")).await;
+    assert!(body.contains("Renamed"), "{body}");
+    // And it may prune the log.
+    let serving = atelier::pg::connect(&config).await.unwrap();
+    atelier::pg::feed::prune(&serving, Duration::from_secs(0))
+        .await
+        .expect("prune as the serving role");
+    // The instance's own connections (pool and feed) are the serving role's.
+    let row = owner
+        .query_one(
+            "SELECT count(*) FILTER (WHERE usename = $1), count(*) FROM pg_stat_activity
+              WHERE application_name IN ('atelier pool', 'atelier change feed')
+                AND datname = current_database()",
+            &[&login],
+        )
+        .await
+        .unwrap();
+    let (theirs, all): (i64, i64) = (row.get(0), row.get(1));
+    assert!(theirs >= 2 && theirs == all, "{theirs} of {all}");
+    let metrics = get(a, "/metrics").await.body;
+    assert!(
+        !metrics.contains("atelier_cache_drift_total 1"),
+        "{metrics}"
+    );
+
+    let started = Instant::now();
+    for forbidden in [
+        "CREATE TABLE mine (id int)",
+        "ALTER TABLE reviews DISABLE TRIGGER log_change",
+        "ALTER TABLE reviews ADD COLUMN extra int",
+        "DROP TABLE interactions",
+        "TRUNCATE change_log",
+        "SELECT * FROM schema_migrations",
+        "SELECT * FROM loader_deferred_ddl",
+        "SELECT * FROM interactions",
+        "DELETE FROM products",
+        "DELETE FROM reviews",
+        "UPDATE reviews SET body = 'rewritten'",
+        "UPDATE products SET name = 'mine'",
+        "INSERT INTO products (name, slogan, description, category, default_price) VALUES ('a','b','c','d',1)",
+        "CREATE ROLE another",
+    ] {
+        let e = serving
+            .batch_execute(forbidden)
+            .await
+            .expect_err(forbidden);
+        assert_eq!(
+            e.code(),
+            Some(&SqlState::INSUFFICIENT_PRIVILEGE),
+            "{forbidden}: {e:?}"
+        );
+    }
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
