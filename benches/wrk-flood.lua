@@ -1,5 +1,6 @@
--- wrk script: a flood of requests for ids that do not exist, over every keyed GET endpoint, as
--- a client probing at random would send. Each is a new cache key (a 404 or an empty list), so
+-- wrk script: a flood of requests for ids that do not exist, over the catalog's GET endpoints
+-- keyed by an id (product, styles, related, reviews, meta, questions, answers), as a client
+-- probing at random would send. Each is a new cache key (a 404 or an empty list), so
 -- this measures what the cache's memory budget holds against entries that are all overhead.
 --
 --   wrk -t2 -c64 -d60s -s benches/wrk-flood.lua http://127.0.0.1:3000

@@ -1,14 +1,53 @@
 -- The role an instance serves with: the reads and writes the API makes, and nothing else. No
 -- DDL (no CREATE on the schema, no ownership), no trigger control (only a table's owner may
 -- disable its triggers), no access to the bookkeeping of migrations and of the loader
--- (schema_migrations, loader_deferred_ddl), no TRUNCATE. `atelier migrate` and `atelier load`
--- keep the owner role.
+-- (schema_migrations, loader_deferred_ddl), no TRUNCATE, and no direct write to the change
+-- log: the triggers write it, and the feed prunes it, through functions that run as the owner,
+-- so a serving role cannot forge a change (an `all` would empty every instance's cache) or
+-- delete one before the instances have read it. `atelier migrate` and `atelier load` keep the
+-- owner role.
 --
 -- A role belongs to the cluster: it is created once, as a group that cannot log in, and each
 -- database grants it its tables. Instances log in as a member:
 --   CREATE ROLE atelier_web LOGIN PASSWORD '...' IN ROLE atelier_serve;
 -- A migrating user that may not create roles, where the role does not exist yet, gets a
 -- warning and no grants: create the role (as a user that may), then run this file's grants.
+-- On PostgreSQL 13 and 14 every role may create tables in schema public unless
+-- `REVOKE CREATE ON SCHEMA public FROM PUBLIC` was run (15 no longer allows it).
+
+-- The triggers log as the owner.
+ALTER FUNCTION atelier_changed_by_product() SECURITY DEFINER SET search_path = public, pg_catalog;
+ALTER FUNCTION atelier_changed_product() SECURITY DEFINER SET search_path = public, pg_catalog;
+ALTER FUNCTION atelier_changed_by_style() SECURITY DEFINER SET search_path = public, pg_catalog;
+ALTER FUNCTION atelier_changed_by_review() SECURITY DEFINER SET search_path = public, pg_catalog;
+ALTER FUNCTION atelier_changed_answer() SECURITY DEFINER SET search_path = public, pg_catalog;
+ALTER FUNCTION atelier_changed_by_answer() SECURITY DEFINER SET search_path = public, pg_catalog;
+ALTER FUNCTION atelier_changed_cart() SECURITY DEFINER SET search_path = public, pg_catalog;
+ALTER FUNCTION atelier_truncated() SECURITY DEFINER SET search_path = public, pg_catalog;
+ALTER FUNCTION atelier_changed_by_id() SECURITY DEFINER SET search_path = public, pg_catalog;
+REVOKE EXECUTE ON FUNCTION atelier_log_change(text, bigint, text) FROM PUBLIC;
+
+-- Prunes the log: records this run, deletes the rows whose writers had ended before a previous
+-- run at least `retention_seconds` old (so every row deleted was visible for the whole
+-- retention), forgets runs no longer needed, and records the highest sequence number deleted.
+-- Returns the rows deleted. Runs as the owner; the feed calls it (src/pg/feed.rs).
+CREATE FUNCTION atelier_prune_change_log(retention_seconds double precision) RETURNS bigint
+    LANGUAGE sql SECURITY DEFINER SET search_path = public, pg_catalog AS $$
+    WITH horizon AS (SELECT max(ended_below) AS xmin, max(at) AS at FROM change_log_prune_runs
+                      WHERE at < now() - make_interval(secs => retention_seconds)),
+         run AS (INSERT INTO change_log_prune_runs
+                 VALUES (now(), pg_snapshot_xmin(pg_current_snapshot())::text::int8)),
+         gone AS (DELETE FROM change_log WHERE xid < (SELECT xmin FROM horizon)
+                  RETURNING seq),
+         marked AS (UPDATE change_log_pruned
+                       SET through = GREATEST(through, (SELECT max(seq) FROM gone))
+                     WHERE EXISTS (SELECT 1 FROM gone)),
+         forgotten AS (DELETE FROM change_log_prune_runs
+                        WHERE at < (SELECT at FROM horizon))
+    SELECT count(*) FROM gone
+$$;
+REVOKE EXECUTE ON FUNCTION atelier_prune_change_log(double precision) FROM PUBLIC;
+
 DO $$
 BEGIN
     IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'atelier_serve') THEN
@@ -22,23 +61,19 @@ BEGIN
         END;
     END IF;
     GRANT USAGE ON SCHEMA public TO atelier_serve;
-    -- Every body is rendered from these; the change feed reads the log and prunes it.
+    -- Every body is rendered from these; the change feed reads the log.
     GRANT SELECT ON products, features, styles, photos, skus, related, reviews, reviews_photos,
                     characteristics, characteristic_reviews, questions, answers, answers_photos,
-                    cart_items, change_log, change_log_pruned, change_log_prune_runs
+                    cart_items, change_log, change_log_pruned
         TO atelier_serve;
-    -- The API's writes, and what their triggers write (the log).
+    -- The API's writes.
     GRANT INSERT ON reviews, reviews_photos, characteristic_reviews, questions, answers,
-                    answers_photos, cart_items, interactions, change_log
+                    answers_photos, cart_items, interactions
         TO atelier_serve;
-    GRANT USAGE ON SEQUENCE change_log_seq_seq TO atelier_serve;
     GRANT UPDATE (helpfulness, reported) ON reviews, questions, answers TO atelier_serve;
     GRANT UPDATE (count, updated_at) ON cart_items TO atelier_serve;
     -- Carts moved under new keys at start (src/cart_key.rs).
     GRANT DELETE ON cart_items TO atelier_serve;
-    -- The feed's pruning of the log.
-    GRANT INSERT, DELETE ON change_log_prune_runs TO atelier_serve;
-    GRANT DELETE ON change_log TO atelier_serve;
-    GRANT UPDATE ON change_log_pruned TO atelier_serve;
+    GRANT EXECUTE ON FUNCTION atelier_prune_change_log(double precision) TO atelier_serve;
 END
 $$;

@@ -159,16 +159,17 @@ struct HttpArgs {
     max_connections: usize,
     /// Milliseconds a client may take to send a request's headers, and may stay idle between
     /// requests on one connection.
-    #[arg(long, env = "ATELIER_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
+    #[arg(long, env = "ATELIER_HEADER_TIMEOUT_MS", default_value_t = 10_000, value_parser = time_limit_ms())]
     header_timeout_ms: u64,
     /// Milliseconds a request body may take to arrive (408 past it).
-    #[arg(long, env = "ATELIER_BODY_TIMEOUT_MS", default_value_t = 10_000)]
+    #[arg(long, env = "ATELIER_BODY_TIMEOUT_MS", default_value_t = 10_000, value_parser = time_limit_ms())]
     body_timeout_ms: u64,
     /// Milliseconds from a request's headers to its answer, body included (503 past it).
-    #[arg(long, env = "ATELIER_REQUEST_TIMEOUT_MS", default_value_t = 20_000)]
+    #[arg(long, env = "ATELIER_REQUEST_TIMEOUT_MS", default_value_t = 20_000, value_parser = time_limit_ms())]
     request_timeout_ms: u64,
-    /// Milliseconds a response write may make no progress before the connection is closed.
-    #[arg(long, env = "ATELIER_WRITE_TIMEOUT_MS", default_value_t = 10_000)]
+    /// Milliseconds a client may keep a response waiting (from the first write its socket
+    /// could not take until the response is out) before the connection is closed.
+    #[arg(long, env = "ATELIER_WRITE_TIMEOUT_MS", default_value_t = 10_000, value_parser = time_limit_ms())]
     write_timeout_ms: u64,
     /// Largest request head (request line and headers) in bytes, at least 8192 (431 past it).
     #[arg(long, env = "ATELIER_MAX_HEADER_BYTES", default_value_t = 16 * 1024,
@@ -275,6 +276,12 @@ struct DemoArgs {
     http: HttpArgs,
     #[command(flatten)]
     db: DatabaseArgs,
+}
+
+/// A time limit in milliseconds: at least 1, at most a day (a larger one would overflow the
+/// clocks it is added to).
+fn time_limit_ms() -> clap::builder::RangedU64ValueParser<u64> {
+    clap::builder::RangedU64ValueParser::new().range(1..=86_400_000)
 }
 
 /// A duration given in milliseconds on the command line.

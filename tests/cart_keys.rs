@@ -93,15 +93,19 @@ async fn the_cart_key_is_not_the_token() {
 async fn with_a_secret_carts_are_keyed_by_hmac_and_carts_stored_before_move_under_it() {
     let db = common::loaded_database(&sample_dir()).await;
     let sku = one_sku(&db).await;
-    // A cart stored by a server without the secret, and one by an older build still running
-    // (under the token itself).
+    // A cart stored by a server without the secret, and carts stored by an older build still
+    // running, under the token itself: one of them the same caller's, with the same sku.
     let before = sha256_key(&db, "old-caller").await;
-    for key in [before.as_str(), "older-build-caller"] {
+    for (key, count) in [
+        (before.as_str(), 2),
+        ("old-caller", 1),
+        ("older-build-caller", 2),
+    ] {
         db.client()
             .await
             .execute(
-                "INSERT INTO cart_items (session, sku_id, count) VALUES ($1, $2, 2)",
-                &[&key, &sku],
+                "INSERT INTO cart_items (session, sku_id, count) VALUES ($1, $2, $3)",
+                &[&key, &sku, &count],
             )
             .await
             .unwrap();
@@ -112,7 +116,11 @@ async fn with_a_secret_carts_are_keyed_by_hmac_and_carts_stored_before_move_unde
         .unwrap();
     let a = server.addr;
     let old = as_caller(a, "old-caller", "GET", "").await;
-    assert_eq!(old.body, format!(r#"[{{"sku_id":{sku},"count":"2"}}]"#));
+    assert_eq!(
+        old.body,
+        format!(r#"[{{"sku_id":{sku},"count":"3"}}]"#),
+        "both of the caller's carts, added up"
+    );
     let body = format!(r#"{{"sku_id":{sku}}}"#);
     assert_eq!(as_caller(a, "old-caller", "POST", &body).await.status, 201);
     assert_eq!(as_caller(a, "new-caller", "POST", &body).await.status, 201);
@@ -128,9 +136,16 @@ async fn with_a_secret_carts_are_keyed_by_hmac_and_carts_stored_before_move_unde
     assert!(stored.iter().all(|k| k.starts_with("hmac:")));
     assert_ne!(keys.key("new-caller"), sha256_key(&db, "new-caller").await);
     let old = as_caller(a, "old-caller", "GET", "").await;
-    assert_eq!(old.body, format!(r#"[{{"sku_id":{sku},"count":"3"}}]"#));
+    assert_eq!(old.body, format!(r#"[{{"sku_id":{sku},"count":"4"}}]"#));
     let older = as_caller(a, "older-build-caller", "GET", "").await;
     assert_eq!(older.body, format!(r#"[{{"sku_id":{sku},"count":"2"}}]"#));
+    let logged = stored_keys(&db, "change_log").await;
+    assert!(
+        logged
+            .iter()
+            .all(|k| k.starts_with("sha256:") || k.starts_with("hmac:")),
+        "written and moved, no token reached the log: {logged:?}"
+    );
 }
 
 #[tokio::test]

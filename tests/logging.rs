@@ -107,6 +107,33 @@ async fn a_5xx_writes_one_line_with_the_request_id_and_its_cause() {
     assert_eq!(fields["uri"], "/products/3");
     let cause = fields["cause"].as_str().unwrap();
     assert!(cause.contains("features"), "the cause chain: {cause}");
+
+    // The change feed's events: its start (which empties the cache), a lost connection and
+    // the reconnect.
+    let reset = log.lines_with("emptying the cache");
+    assert!(
+        !reset.is_empty() && reset[0]["fields"]["why"].is_string(),
+        "{reset:?}"
+    );
+    let connected = || log.lines_with("connected and listening").len();
+    assert_eq!(connected(), 1);
+    db.client()
+        .await
+        .batch_execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+              WHERE application_name = 'atelier change feed' AND datname = current_database()",
+        )
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while connected() < 2 {
+        assert!(std::time::Instant::now() < deadline, "no reconnect logged");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let lost = log.lines_with("connection lost; reconnecting");
+    assert_eq!(lost.len(), 1, "{lost:?}");
+    assert_eq!(lost[0]["level"], "WARN");
+    assert!(lost[0]["fields"]["cause"].is_string());
 }
 
 #[tokio::test]
@@ -172,8 +199,12 @@ async fn serve_logs_its_start_with_secrets_redacted_and_its_stop() {
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_atelier"))
         .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
         .args(["--precompute", "none", "--sweep-period-s", "0"])
-        .env("DATABASE_URL", connection_string(&db.config))
+        .env(
+            "DATABASE_URL",
+            format!("{} password=db-password-xyz", connection_string(&db.config)),
+        )
         .env("ATELIER_AUTH_TOKENS", "secret-token-xyz")
+        .env("ATELIER_CART_SECRET", "cart-secret-0123456789")
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("run atelier serve");
@@ -207,9 +238,19 @@ async fn serve_logs_its_start_with_secrets_redacted_and_its_stop() {
         settings.contains("auth_tokens: Some([redacted])"),
         "{settings}"
     );
+    for secret in [
+        "secret-token-xyz",
+        "cart-secret-0123456789",
+        "db-password-xyz",
+    ] {
+        assert!(
+            lines.iter().all(|l| !l.contains(secret)),
+            "{secret} is in no line"
+        );
+    }
     assert!(
-        lines.iter().all(|l| !l.contains("secret-token-xyz")),
-        "the token is in no line"
+        settings.contains("cart_keys: CartKeys { secret: Some([redacted]) }"),
+        "{settings}"
     );
     assert!(message("change feed: connected and listening").is_some());
     assert!(message("stopped").is_some(), "a stop line: {lines:?}");

@@ -1,6 +1,7 @@
 //! The request-path pool against a real PostgreSQL: every connection carries a
-//! `statement_timeout`, a query past the limit answers 503 fast, and a connection whose
-//! query outlived the limit is cancelled and replaced while the next request is served.
+//! `statement_timeout`, a query past the limit answers 503 fast, a query the pool gives up on
+//! is cancelled on the server as well (not only by `statement_timeout`), and a connection whose
+//! query outlived the limit is replaced while the next request is served.
 
 mod common;
 
@@ -149,5 +150,43 @@ fn pool_and_feed_connections_notice_a_dead_peer() {
             config.get_options().is_some_and(|o| o.contains("jit=off")),
             "{who}: no JIT"
         );
+    }
+}
+
+#[tokio::test]
+async fn a_query_given_up_on_is_cancelled_on_the_server_too() {
+    let db = common::migrated_database().await;
+    let pool = Pool::new(db.config.clone(), 1, Duration::from_millis(300));
+    // This session's own limit off, so that only the pool's cancel can stop the query.
+    let given_up = Instant::now();
+    let result = pool
+        .run(|c| async move {
+            c.client.batch_execute("SET statement_timeout = 0").await?;
+            c.client.batch_execute("SELECT pg_sleep(30)").await
+        })
+        .await;
+    assert!(result.is_err(), "given up at the limit");
+    assert!(given_up.elapsed() < Duration::from_secs(2));
+    let observer = db.client().await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let running: i64 = observer
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                  WHERE query = 'SELECT pg_sleep(30)' AND state = 'active'
+                    AND datname = current_database()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if running == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the query still runs on the server after the pool gave up on it"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -1,7 +1,8 @@
 //! Least privilege: an instance logged in as a member of `atelier_serve` (migration 5) warms
 //! up, follows the change feed, prunes the log and serves every read and write of the API,
 //! and that role can do nothing else: no DDL, no trigger control, no TRUNCATE, no writes the
-//! API does not make, and no access to the migrations' and the loader's bookkeeping.
+//! API does not make (the change log included: its triggers and its pruning run as the
+//! owner), and no access to the migrations' and the loader's bookkeeping.
 
 mod common;
 
@@ -123,6 +124,10 @@ async fn an_instance_serves_as_the_serving_role_which_can_do_nothing_else() {
         "UPDATE products SET name = 'mine'",
         "INSERT INTO products (name, slogan, description, category, default_price) VALUES ('a','b','c','d',1)",
         "CREATE ROLE another",
+        "INSERT INTO change_log (kind, id, xid) VALUES ('all', 0, 0)",
+        "SELECT atelier_log_change('all', 0, NULL)",
+        "DELETE FROM change_log",
+        "UPDATE change_log_pruned SET through = 0",
     ] {
         let e = serving
             .batch_execute(forbidden)

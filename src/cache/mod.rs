@@ -61,6 +61,7 @@ pub struct ResponseCache {
     /// How many products there are, counted in the generation it names: a page past the last
     /// product is answered without the database (and one count serves every such page).
     products_total: tokio::sync::Mutex<Option<(u64, i64)>>,
+    products_counted: AtomicU64,
     swept: AtomicU64,
     drift: AtomicU64,
     /// Where stale entries go to be re-rendered (see [`refresh`]); None: they are dropped.
@@ -102,6 +103,7 @@ impl ResponseCache {
             misses: AtomicU64::new(0),
             products_generation: AtomicU64::new(0),
             products_total: tokio::sync::Mutex::new(None),
+            products_counted: AtomicU64::new(0),
             swept: AtomicU64::new(0),
             drift: AtomicU64::new(0),
             refresh_tx: std::sync::Mutex::new(None),
@@ -139,9 +141,14 @@ impl ResponseCache {
     }
 
     /// How many products there are in the products list's current generation, counted once
-    /// per generation (concurrent callers wait for the one count).
+    /// per generation (concurrent callers wait for the one count, at most the pool's time
+    /// limit: while the database is down, they must not count one after another).
     pub async fn products_total(&self, pool: &Pool) -> Result<i64, DbError> {
-        let mut known = self.products_total.lock().await;
+        let mut known = tokio::time::timeout(pool.timeout(), self.products_total.lock())
+            .await
+            .map_err(|_| {
+                DbError::Unavailable("timed out waiting for a count of the products".into())
+            })?;
         let generation = self.products_generation.load(Ordering::Acquire);
         if let Some((counted_in, total)) = *known {
             if counted_in == generation {
@@ -151,10 +158,16 @@ impl ResponseCache {
         let total = pool
             .run(|c| async move { crate::pg::read::product_count(&c).await })
             .await?;
+        self.products_counted.fetch_add(1, Ordering::Relaxed);
         // Counted in `generation`: a product change since started another, and the next
         // caller counts again.
         *known = Some((generation, total));
         Ok(total)
+    }
+
+    /// How many times the products have been counted (see [`Self::products_total`]).
+    pub fn products_counted(&self) -> u64 {
+        self.products_counted.load(Ordering::Relaxed)
     }
 
     /// The keys of every entry now in the cache (a snapshot; entries come and go meanwhile).
@@ -245,6 +258,8 @@ impl ResponseCache {
             // A refresh that read before now must not swap its body into the emptied cache.
             self.abandon_refreshes();
             self.store.clear();
+            // Everything may have changed (a bulk load): the products list too, and its count.
+            self.next_products_generation();
         });
     }
 

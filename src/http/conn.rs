@@ -142,12 +142,15 @@ impl Drop for Busy<'_> {
     }
 }
 
-/// An IO whose writes fail with `TimedOut` once one has made no progress for `limit`: a client
-/// that stops reading its response does not hold its connection forever.
+/// An IO whose writes fail with `TimedOut` once the client has kept a response waiting for
+/// `limit`: from the first write the socket could not take, until everything written is
+/// flushed. Progress in between does not restart the clock, so a client that reads a trickle
+/// is cut off as surely as one that reads nothing.
 pub struct WriteDeadline<T> {
     inner: T,
     limit: Duration,
-    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Running from the first write the socket could not take since the last complete flush.
+    waiting: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl<T> WriteDeadline<T> {
@@ -155,37 +158,30 @@ impl<T> WriteDeadline<T> {
         WriteDeadline {
             inner,
             limit,
-            stalled: None,
+            waiting: None,
         }
     }
 
-    /// After the inner write returned Pending: Pending until the stall lasts `limit`.
-    fn poll_stall<R>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<R>> {
-        let limit = self.limit;
-        let timer = self
-            .stalled
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
-        match timer.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "the client read nothing of its response for too long",
-            ))),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-
-    fn progressed<R>(
+    /// What the inner IO answered, unless the client has kept this write waiting too long.
+    fn within_limit<R>(
         &mut self,
-        ready: Poll<io::Result<R>>,
+        answered: Poll<io::Result<R>>,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<R>> {
-        match ready {
-            Poll::Pending => self.poll_stall(cx),
-            ready => {
-                self.stalled = None;
-                ready
-            }
+        if answered.is_pending() && self.waiting.is_none() {
+            self.waiting = Some(Box::pin(tokio::time::sleep(self.limit)));
         }
+        let expired = self
+            .waiting
+            .as_mut()
+            .is_some_and(|timer| timer.as_mut().poll(cx).is_ready());
+        if expired {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client kept its response waiting for too long",
+            )));
+        }
+        answered
     }
 }
 
@@ -206,8 +202,8 @@ impl<T: hyper::rt::Write + Unpin> hyper::rt::Write for WriteDeadline<T> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let ready = Pin::new(&mut this.inner).poll_write(cx, buf);
-        this.progressed(ready, cx)
+        let answered = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.within_limit(answered, cx)
     }
 
     fn poll_write_vectored(
@@ -216,8 +212,8 @@ impl<T: hyper::rt::Write + Unpin> hyper::rt::Write for WriteDeadline<T> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let ready = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        this.progressed(ready, cx)
+        let answered = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.within_limit(answered, cx)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -226,8 +222,13 @@ impl<T: hyper::rt::Write + Unpin> hyper::rt::Write for WriteDeadline<T> {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let ready = Pin::new(&mut this.inner).poll_flush(cx);
-        this.progressed(ready, cx)
+        let answered = Pin::new(&mut this.inner).poll_flush(cx);
+        let answered = this.within_limit(answered, cx);
+        if matches!(answered, Poll::Ready(Ok(()))) {
+            // Everything written has gone out: the client is keeping up again.
+            this.waiting = None;
+        }
+        answered
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -267,5 +268,64 @@ mod tests {
         assert!(matches!(connections.admit(), Admission::Admitted(_)));
         connections.closed(&third);
         assert_eq!(connections.open(), 1);
+    }
+
+    /// A socket that takes a byte, then makes the writer wait, then takes a byte…
+    #[derive(Default)]
+    struct Trickle {
+        waited: bool,
+    }
+
+    impl hyper::rt::Write for Trickle {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            _: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.waited = !self.waited;
+            if !self.waited {
+                Poll::Ready(Ok(1))
+            } else {
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    async fn write_byte(io: &mut WriteDeadline<Trickle>) -> io::Result<usize> {
+        std::future::poll_fn(|cx| hyper::rt::Write::poll_write(Pin::new(&mut *io), cx, b"x")).await
+    }
+
+    #[tokio::test]
+    async fn a_response_kept_waiting_fails_at_the_limit_though_it_trickles_out() {
+        let limit = Duration::from_millis(100);
+        let mut io = WriteDeadline::new(Trickle::default(), limit);
+        let started = Instant::now();
+        let cut = loop {
+            match write_byte(&mut io).await {
+                Ok(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+                Err(e) => break e,
+            }
+            assert!(started.elapsed() < Duration::from_secs(2), "never cut off");
+        };
+        assert_eq!(cut.kind(), io::ErrorKind::TimedOut);
+        assert!(started.elapsed() >= limit);
+
+        // A client that keeps up (every write flushed out) is never cut off.
+        let mut io = WriteDeadline::new(Trickle::default(), limit);
+        let started = Instant::now();
+        while started.elapsed() < 3 * limit {
+            write_byte(&mut io).await.expect("within the limit");
+            std::future::poll_fn(|cx| hyper::rt::Write::poll_flush(Pin::new(&mut io), cx))
+                .await
+                .expect("flushed");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }

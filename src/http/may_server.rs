@@ -107,6 +107,11 @@ impl HttpService for Service {
         let reason = parts.status.canonical_reason().unwrap_or("Unknown");
         rsp.status_code(usize::from(parts.status.as_u16()), reason);
         for (name, value) in &parts.headers {
+            // Interned lines live as long as the process: the request id, different on every
+            // response, would grow that without bound, so this front end does not send it.
+            if name.as_str() == "x-request-id" {
+                continue;
+            }
             if let Ok(value) = value.to_str() {
                 rsp.header(self.intern(format!("{}: {value}", name.as_str())));
             }

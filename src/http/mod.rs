@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::server::conn::http1;
@@ -146,15 +147,26 @@ impl App {
         let if_none_match = req.headers().get(header::IF_NONE_MATCH).cloned();
         let (method, uri) = (req.method().clone(), req.uri().clone());
         let limit = self.settings.limits.request_timeout;
+        let label_of = || {
+            route::parse(&method, uri.path(), uri.query())
+                .map_or(ROUTE_LABELS.len() - 1, |r| r.label_index())
+        };
+        // A panic (a bug: nothing a client sends should cause one) is a 500 with a log line,
+        // not a connection dropped without a word.
+        let answering = std::panic::AssertUnwindSafe(self.respond(req));
         let Outcome {
             label,
             mut response,
             cause,
-        } = match tokio::time::timeout(limit, self.respond(req)).await {
-            Ok(outcome) => outcome,
+        } = match tokio::time::timeout(limit, answering.catch_unwind()).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(panic)) => Outcome {
+                label: label_of(),
+                response: respond::internal_error(),
+                cause: Some(format!("the handler panicked: {}", panic_message(&*panic))),
+            },
             Err(_) => Outcome {
-                label: route::parse(&method, uri.path(), uri.query())
-                    .map_or(ROUTE_LABELS.len() - 1, |r| r.label_index()),
+                label: label_of(),
                 response: respond::unavailable(),
                 cause: Some(format!(
                     "the request ran past --request-timeout-ms ({} ms)",
@@ -211,7 +223,16 @@ impl App {
     ) {
         let request_id = id.to_str().unwrap_or("-");
         let ms = elapsed.as_secs_f64() * 1e3;
-        if status >= 500 {
+        // `/readyz` answers 503 by design while the instance is not ready: a balancer asks it
+        // every few seconds, and the log says why elsewhere (warm-up, feed).
+        let not_ready = || {
+            status == 503
+                && matches!(
+                    route::parse(method, uri.path(), uri.query()),
+                    Ok(Route::Readyz)
+                )
+        };
+        if status >= 500 && !not_ready() {
             let cause = cause.unwrap_or("not recorded");
             tracing::error!(request_id, %method, %uri, status, ms, cause, "request failed");
         } else if elapsed >= self.settings.slow_request {
@@ -541,6 +562,15 @@ impl App {
     }
 }
 
+/// What a panic said, if it said it with a string.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a panic without a message")
+}
+
 /// A tag that tells this instance's request ids from other instances': from the clock and the
 /// process id, which differ between instances started on one host or several.
 fn instance_tag() -> u32 {
@@ -554,21 +584,30 @@ fn instance_tag() -> u32 {
 /// How long open connections get to finish their requests after shutdown is asked for.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How long a connection closed to make room gets to finish writing a response.
-const EVICTION_GRACE: Duration = Duration::from_secs(1);
-
-/// Answers a connection refused at the cap with the application's 503, and closes it.
-async fn refuse(mut stream: tokio::net::TcpStream, cors_origin: HeaderValue) {
-    use tokio::io::AsyncWriteExt;
+/// Answers a connection refused at the cap with the application's 503 and closes it: after
+/// its write half, and after reading what the client sent (for up to a second), so that the
+/// close does not reset the connection before the client has read the answer.
+async fn refuse(app: Arc<App>, mut stream: tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let id = app.request_id(&hyper::HeaderMap::new());
+    let id = id.to_str().unwrap_or("-");
+    tracing::warn!(
+        request_id = id,
+        open = app.connections.open(),
+        "a connection refused: every one of --max-connections is busy"
+    );
     let reply = format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n\
          content-length: 19\r\nretry-after: 1\r\naccess-control-allow-origin: {}\r\n\
-         connection: close\r\n\r\nService Unavailable",
-        cors_origin.to_str().unwrap_or("*")
+         x-request-id: {id}\r\nconnection: close\r\n\r\nService Unavailable",
+        app.cors_origin.to_str().unwrap_or("*")
     );
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        let _ = stream.write_all(reply.as_bytes()).await;
-        let _ = stream.shutdown().await;
+        stream.write_all(reply.as_bytes()).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<_, std::io::Error>(())
     })
     .await;
 }
@@ -599,7 +638,7 @@ pub async fn serve(
                 let conn = match app.connections.admit() {
                     Admission::Admitted(conn) => conn,
                     Admission::Refused => {
-                        tasks.spawn(refuse(stream, app.cors_origin.clone()));
+                        tasks.spawn(refuse(Arc::clone(&app), stream));
                         continue;
                     }
                 };
@@ -635,10 +674,12 @@ pub async fn serve(
                             let _ = served.await;
                         }
                         _ = conn.evict.notified() => {
-                            // Idle, so this closes it at once; a response still being written
-                            // gets a moment to finish.
+                            // Idle, so this closes it at once; a request that began meanwhile
+                            // (the eviction raced its arrival) is served first, within its
+                            // own limits.
                             served.as_mut().graceful_shutdown();
-                            let _ = tokio::time::timeout(EVICTION_GRACE, served).await;
+                            let grace = limits.request_timeout + limits.write_timeout;
+                            let _ = tokio::time::timeout(grace, served).await;
                         }
                     }
                     app.connections.closed(&conn);

@@ -578,20 +578,11 @@ pub fn connection_config(database: &Config, settings: &FeedSettings) -> Config {
 /// retention), forgets runs no longer needed, and records the highest sequence number
 /// deleted. Returns the rows deleted.
 pub async fn prune(client: &Client, retention: Duration) -> Result<u64, DbError> {
+    // A function that runs as the log's owner (migration 5): the serving role may not write
+    // the log itself.
     client
         .query_one(
-            "WITH horizon AS (SELECT max(ended_below) AS xmin, max(at) AS at FROM change_log_prune_runs
-                               WHERE at < now() - make_interval(secs => $1)),
-                  run AS (INSERT INTO change_log_prune_runs
-                          VALUES (now(), pg_snapshot_xmin(pg_current_snapshot())::text::int8)),
-                  gone AS (DELETE FROM change_log WHERE xid < (SELECT xmin FROM horizon)
-                           RETURNING seq),
-                  marked AS (UPDATE change_log_pruned
-                                SET through = GREATEST(through, (SELECT max(seq) FROM gone))
-                              WHERE EXISTS (SELECT 1 FROM gone)),
-                  forgotten AS (DELETE FROM change_log_prune_runs
-                                 WHERE at < (SELECT at FROM horizon))
-             SELECT count(*) FROM gone",
+            "SELECT atelier_prune_change_log($1)",
             &[&retention.as_secs_f64()],
         )
         .await

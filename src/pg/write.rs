@@ -207,7 +207,9 @@ pub async fn mark_answer(pool: &Pool, id: i64, mark: Mark) -> Result<Written, Wr
 
 /// Moves every cart stored under a key that does not match `final_keys` (a PostgreSQL regular
 /// expression) and that `rekey` maps to another key, to that key, adding its counts to any
-/// cart already there; one statement, so all or nothing. Returns how many carts moved.
+/// cart already there (several old keys may map to one: a caller's token and its digest);
+/// one statement, so all or nothing. The log's trigger records old keys hashed (migration 4),
+/// so a token moved here does not reach the log. Returns how many carts moved.
 pub async fn rekey_carts(
     pool: &Pool,
     final_keys: &'static str,
@@ -240,7 +242,8 @@ pub async fn rekey_carts(
                          DELETE FROM cart_items c USING pairs p WHERE c.session = p.old
                          RETURNING p.new AS session, c.sku_id, c.count, c.updated_at)
                      INSERT INTO cart_items (session, sku_id, count, updated_at)
-                     SELECT session, sku_id, count, updated_at FROM moved
+                     SELECT session, sku_id, LEAST(sum(count), 2147483647)::integer, max(updated_at)
+                       FROM moved GROUP BY session, sku_id
                      ON CONFLICT (session, sku_id) DO UPDATE
                      SET count = LEAST(cart_items.count::bigint + EXCLUDED.count, 2147483647)::integer,
                          updated_at = greatest(cart_items.updated_at, EXCLUDED.updated_at)",
