@@ -372,3 +372,36 @@ async fn products_pages_are_capped_and_past_the_last_product_cost_no_query() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn at_the_cap_with_every_connection_busy_a_new_one_gets_503_and_is_closed() {
+    let limits = Limits {
+        max_connections: 2,
+        body_timeout: Duration::from_secs(30),
+        ..Default::default()
+    };
+    let (_db, server) = server_with_settings(&sample_dir(), settings(limits)).await;
+    let a = server.addr;
+    // Two requests in progress, each still sending its body.
+    let _busy = [
+        open_with(a, format!("{QUESTION_HEAD}{{").as_bytes()).await,
+        open_with(a, format!("{QUESTION_HEAD}{{").as_bytes()).await,
+    ];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.app.connections.open() < 2 {
+        assert!(Instant::now() < deadline, "never accepted");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let refused = get(a, "/products/1").await;
+    assert_eq!(refused.status, 503);
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    assert!(refused.header("x-request-id").is_some());
+    assert_eq!(refused.body, "Service Unavailable");
+    let refusals = server
+        .app
+        .connections
+        .refused
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(refusals, 1);
+}
