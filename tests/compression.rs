@@ -35,18 +35,24 @@ async fn catalog_with_a_long_list(label: &str, scale: f64) -> (TempDir, common::
     })
     .expect("generate");
     let db = common::loaded_database(dir.path()).await;
-    let id: i64 = db
-        .client()
+    let id = product_with_the_most(&db, "reviews").await;
+    (dir, db, id)
+}
+
+/// The product with the most visible rows in `table` (reviews or questions).
+async fn product_with_the_most(db: &common::TestDb, table: &str) -> i64 {
+    db.client()
         .await
         .query_one(
-            "SELECT product_id FROM reviews WHERE NOT reported GROUP BY product_id \
-             ORDER BY count(*) DESC, product_id LIMIT 1",
+            &format!(
+                "SELECT product_id FROM {table} WHERE NOT reported GROUP BY product_id \
+                 ORDER BY count(*) DESC, product_id LIMIT 1"
+            ),
             &[],
         )
         .await
         .unwrap()
-        .get(0);
-    (dir, db, id)
+        .get(0)
 }
 
 /// The lowest id of `product_id`'s visible reviews.
@@ -236,15 +242,7 @@ async fn compacted_bodies_go_out_gzip_coded_to_clients_that_take_gzip_and_plain_
             "{path}"
         );
     }
-    let asked: i64 = client
-        .query_one(
-            "SELECT product_id FROM questions WHERE NOT reported GROUP BY product_id \
-             ORDER BY count(*) DESC, product_id LIMIT 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let asked = product_with_the_most(&db, "questions").await;
     let questions = format!("/qa/questions?product_id={asked}&count=5");
     assert_lead_page(a, &pool, &questions, &Key::Questions(asked)).await;
 
