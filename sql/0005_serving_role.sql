@@ -12,40 +12,68 @@
 --   CREATE ROLE atelier_web LOGIN PASSWORD '...' IN ROLE atelier_serve;
 -- A migrating user that may not create roles, where the role does not exist yet, gets a
 -- warning and no grants: create the role (as a user that may), then run this file's grants.
--- On PostgreSQL 13 and 14 every role may create tables in schema public unless
--- `REVOKE CREATE ON SCHEMA public FROM PUBLIC` was run (15 no longer allows it).
+-- On PostgreSQL 13 and 14 every role may create objects in schema public unless
+-- `REVOKE CREATE ON SCHEMA public FROM PUBLIC` was run (15 no longer allows it): run it there,
+-- or the serving role can create tables, and objects that owner-run code might pick up.
 
--- The triggers log as the owner.
-ALTER FUNCTION atelier_changed_by_product() SECURITY DEFINER SET search_path = public, pg_catalog;
-ALTER FUNCTION atelier_changed_product() SECURITY DEFINER SET search_path = public, pg_catalog;
-ALTER FUNCTION atelier_changed_by_style() SECURITY DEFINER SET search_path = public, pg_catalog;
-ALTER FUNCTION atelier_changed_by_review() SECURITY DEFINER SET search_path = public, pg_catalog;
-ALTER FUNCTION atelier_changed_answer() SECURITY DEFINER SET search_path = public, pg_catalog;
-ALTER FUNCTION atelier_changed_by_answer() SECURITY DEFINER SET search_path = public, pg_catalog;
-ALTER FUNCTION atelier_changed_cart() SECURITY DEFINER SET search_path = public, pg_catalog;
-ALTER FUNCTION atelier_truncated() SECURITY DEFINER SET search_path = public, pg_catalog;
-ALTER FUNCTION atelier_changed_by_id() SECURITY DEFINER SET search_path = public, pg_catalog;
-REVOKE EXECUTE ON FUNCTION atelier_log_change(text, bigint, text) FROM PUBLIC;
+-- The triggers log as the owner, and only as triggers: no one but the owner may call them (a
+-- role could otherwise attach one to a temporary table of its own and log what it likes). The
+-- temporary schema comes last in their search path, so a temporary table cannot stand in for
+-- the log.
+ALTER FUNCTION atelier_changed_by_product() SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp;
+ALTER FUNCTION atelier_changed_product() SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp;
+ALTER FUNCTION atelier_changed_by_style() SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp;
+ALTER FUNCTION atelier_changed_by_review() SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp;
+ALTER FUNCTION atelier_changed_answer() SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp;
+ALTER FUNCTION atelier_changed_by_answer() SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp;
+ALTER FUNCTION atelier_changed_cart() SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp;
+ALTER FUNCTION atelier_truncated() SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp;
+ALTER FUNCTION atelier_changed_by_id() SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp;
+REVOKE EXECUTE ON FUNCTION atelier_changed_by_product(), atelier_changed_product(),
+    atelier_changed_by_style(), atelier_changed_by_review(), atelier_changed_answer(),
+    atelier_changed_by_answer(), atelier_changed_cart(), atelier_truncated(),
+    atelier_changed_by_id(), atelier_log_change(text, bigint, text)
+    FROM PUBLIC;
+
+-- The shortest retention pruning takes, whoever asks: a caller cannot make it delete rows the
+-- instances have not read yet. Only the owner may lower it (tests do).
+ALTER TABLE change_log_pruned
+    ADD COLUMN min_retention_s double precision NOT NULL DEFAULT 3600 CHECK (min_retention_s >= 0);
 
 -- Prunes the log: records this run, deletes the rows whose writers had ended before a previous
--- run at least `retention_seconds` old (so every row deleted was visible for the whole
--- retention), forgets runs no longer needed, and records the highest sequence number deleted.
--- Returns the rows deleted. Runs as the owner; the feed calls it (src/pg/feed.rs).
+-- run at least the retention old (so every row deleted was visible for the whole retention),
+-- forgets runs no longer needed, and records the highest sequence number deleted. The
+-- retention is `retention_seconds`, raised to change_log_pruned.min_retention_s (and to it
+-- for NaN or NULL). Returns the rows deleted. Runs as the owner; the feed calls it
+-- (src/pg/feed.rs).
 CREATE FUNCTION atelier_prune_change_log(retention_seconds double precision) RETURNS bigint
-    LANGUAGE sql SECURITY DEFINER SET search_path = public, pg_catalog AS $$
-    WITH horizon AS (SELECT max(ended_below) AS xmin, max(at) AS at FROM change_log_prune_runs
-                      WHERE at < now() - make_interval(secs => retention_seconds)),
-         run AS (INSERT INTO change_log_prune_runs
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
+DECLARE
+    floor_s double precision;
+    retention double precision;
+    pruned bigint;
+BEGIN
+    SELECT p.min_retention_s INTO floor_s FROM public.change_log_pruned AS p;
+    retention := CASE
+        WHEN retention_seconds IS NULL OR retention_seconds = 'NaN' THEN floor_s
+        ELSE LEAST(GREATEST(retention_seconds, floor_s), 315360000) -- at most ten years
+    END;
+    WITH horizon AS (SELECT max(r.ended_below) AS xmin, max(r.at) AS at
+                       FROM public.change_log_prune_runs AS r
+                      WHERE r.at < now() - make_interval(secs => retention)),
+         run AS (INSERT INTO public.change_log_prune_runs
                  VALUES (now(), pg_snapshot_xmin(pg_current_snapshot())::text::int8)),
-         gone AS (DELETE FROM change_log WHERE xid < (SELECT xmin FROM horizon)
-                  RETURNING seq),
-         marked AS (UPDATE change_log_pruned
-                       SET through = GREATEST(through, (SELECT max(seq) FROM gone))
+         gone AS (DELETE FROM public.change_log AS l
+                   WHERE l.xid < (SELECT xmin FROM horizon)
+                  RETURNING l.seq),
+         marked AS (UPDATE public.change_log_pruned AS p
+                       SET through = GREATEST(p.through, (SELECT max(seq) FROM gone))
                      WHERE EXISTS (SELECT 1 FROM gone)),
-         forgotten AS (DELETE FROM change_log_prune_runs
-                        WHERE at < (SELECT at FROM horizon))
-    SELECT count(*) FROM gone
-$$;
+         forgotten AS (DELETE FROM public.change_log_prune_runs AS r
+                        WHERE r.at < (SELECT at FROM horizon))
+    SELECT count(*) INTO pruned FROM gone;
+    RETURN pruned;
+END $$;
 REVOKE EXECUTE ON FUNCTION atelier_prune_change_log(double precision) FROM PUBLIC;
 
 DO $$

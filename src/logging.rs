@@ -63,6 +63,15 @@ pub fn init(format: LogFormat, filter: &str) -> Result<(), LogError> {
     installed.map_err(|_| LogError::Installed)
 }
 
+/// What a panic said, if it said it with a string.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a panic without a message")
+}
+
 /// `error` and its sources, outermost first, joined by `: `.
 pub fn cause_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut chain = error.to_string();

@@ -100,7 +100,7 @@ struct HttpArgs {
     pool_size: usize,
     /// Time limit for connecting to the database and for each query, in milliseconds;
     /// past it a request answers 503.
-    #[arg(long, env = "ATELIER_DB_TIMEOUT_MS", default_value_t = 1000)]
+    #[arg(long, env = "ATELIER_DB_TIMEOUT_MS", default_value_t = 1000, value_parser = time_limit_ms())]
     db_timeout_ms: u64,
     /// The response cache's budget in MiB (bodies and keys).
     #[arg(long, env = "ATELIER_CACHE_MB", default_value_t = 512)]
@@ -129,8 +129,11 @@ struct HttpArgs {
     /// Seconds the change feed may be down before /readyz answers 503.
     #[arg(long, env = "ATELIER_FEED_STALENESS_S", default_value_t = 5)]
     feed_staleness_s: u64,
-    /// Hours of change_log kept; an instance away longer empties its cache on reconnect.
-    #[arg(long, env = "ATELIER_FEED_RETENTION_H", default_value_t = 24)]
+    /// Hours of change_log kept (1 to 8760; the database keeps at least
+    /// change_log_pruned.min_retention_s, an hour unless its owner lowers it); an instance away
+    /// longer empties its cache on reconnect.
+    #[arg(long, env = "ATELIER_FEED_RETENTION_H", default_value_t = 24,
+          value_parser = clap::value_parser!(u64).range(1..=8760))]
     feed_retention_h: u64,
     /// Where the change feed connects, if not DATABASE_URL (for example when the pool goes
     /// through a transaction-pooling proxy, which cannot LISTEN).
@@ -297,6 +300,12 @@ fn main() -> Result<()> {
         _ => LogFormat::Auto,
     };
     atelier::logging::init(format, &cli.log)?;
+    // A panic (a bug) is logged like any other failure, as one line in the log's format.
+    std::panic::set_hook(Box::new(|panic| {
+        let location = panic.location().map(|l| l.to_string()).unwrap_or_default();
+        let message = atelier::logging::panic_message(panic.payload());
+        tracing::error!(location, message, "panicked");
+    }));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

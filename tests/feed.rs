@@ -288,7 +288,8 @@ async fn the_feed_prunes_rows_visible_for_the_whole_retention_and_records_how_fa
     // Rows from before transaction ids were logged (xid 0): long visible.
     client
         .batch_execute(
-            "INSERT INTO change_log (kind, id, xid) VALUES ('product', 1, 0), ('product', 2, 0)",
+            "INSERT INTO change_log (kind, id, xid) VALUES ('product', 1, 0), ('product', 2, 0);
+             UPDATE change_log_pruned SET min_retention_s = 0",
         )
         .await
         .unwrap();
@@ -315,7 +316,10 @@ async fn a_log_row_is_kept_until_it_has_been_visible_for_the_retention() {
     let db = common::migrated_database().await;
     let client = db.client().await;
     client
-        .batch_execute("INSERT INTO change_log (kind, id, xid) VALUES ('product', 1, 0)")
+        .batch_execute(
+            "INSERT INTO change_log (kind, id, xid) VALUES ('product', 1, 0);
+             UPDATE change_log_pruned SET min_retention_s = 0",
+        )
         .await
         .unwrap();
     let retention = Duration::from_millis(500);

@@ -85,11 +85,39 @@ async fn an_instance_serves_as_the_serving_role_which_can_do_nothing_else() {
         .unwrap();
     let body = eventually(a, "/products/1", |b| b.contains("Renamed")).await;
     assert!(body.contains("Renamed"), "{body}");
-    // And it may prune the log.
+    // And it may prune the log, but not below the retention the owner set (an hour by
+    // default), however often and with whatever retention it asks.
     let serving = atelier::pg::connect(&config).await.unwrap();
-    atelier::pg::feed::prune(&serving, Duration::from_secs(0))
+    let logged = common::count(&owner, "change_log").await;
+    assert!(logged > 0);
+    for retention in ["0", "-1", "'NaN'", "NULL", "'-Infinity'"] {
+        serving
+            .batch_execute(&format!("SELECT atelier_prune_change_log({retention})"))
+            .await
+            .expect("prune as the serving role");
+    }
+    atelier::pg::feed::prune(&serving, Duration::ZERO)
         .await
         .expect("prune as the serving role");
+    // Nor through tables of its own that stand in for the log's in the function's path (in a
+    // session of their own: they would shadow the real ones for the checks below).
+    atelier::pg::connect(&config)
+        .await
+        .unwrap()
+        .batch_execute(
+            "CREATE TEMP TABLE change_log_prune_runs (at timestamptz, ended_below bigint);
+             INSERT INTO change_log_prune_runs VALUES ('2000-01-01', 9223372036854775807);
+             CREATE TEMP TABLE change_log_pruned (one boolean, through bigint, min_retention_s float8);
+             INSERT INTO change_log_pruned VALUES (true, 0, 0);
+             SELECT atelier_prune_change_log(0);",
+        )
+        .await
+        .expect("prune with stand-ins in place");
+    assert_eq!(
+        common::count(&owner, "change_log").await,
+        logged,
+        "nothing pruned"
+    );
     // The instance's own connections (pool and feed) are the serving role's.
     let row = owner
         .query_one(
@@ -128,6 +156,12 @@ async fn an_instance_serves_as_the_serving_role_which_can_do_nothing_else() {
         "SELECT atelier_log_change('all', 0, NULL)",
         "DELETE FROM change_log",
         "UPDATE change_log_pruned SET through = 0",
+        "UPDATE change_log_pruned SET min_retention_s = 0",
+        "CREATE TEMP TABLE t (id bigint);
+         CREATE TRIGGER forged AFTER TRUNCATE ON t EXECUTE FUNCTION atelier_truncated()",
+        "CREATE TEMP TABLE u (id bigint);
+         CREATE TRIGGER forged AFTER INSERT ON u FOR EACH ROW
+             EXECUTE FUNCTION atelier_changed_by_id('all')",
     ] {
         let e = serving
             .batch_execute(forbidden)

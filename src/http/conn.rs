@@ -27,7 +27,14 @@ pub struct Connections {
     pub evicted: AtomicU64,
     /// Connections refused because every open one was busy.
     pub refused: AtomicU64,
+    /// Refusals being answered now (each holds its socket for up to a second).
+    answering_refusals: AtomicU64,
+    /// The second (since start) of the last refusal logged.
+    refusal_logged_s: AtomicU64,
 }
+
+/// The most refusals answered at once; past it a refused connection is closed without a word.
+const MAX_ANSWERED_REFUSALS: u64 = 64;
 
 #[derive(Default)]
 struct Registry {
@@ -46,6 +53,13 @@ pub struct ConnState {
     pub evict: Notify,
 }
 
+impl ConnState {
+    /// Whether a request is being handled on the connection now.
+    pub fn is_busy(&self) -> bool {
+        self.busy.load(Ordering::Acquire) > 0
+    }
+}
+
 /// What the accept loop does with a new connection.
 pub enum Admission {
     /// Serve it (room was made if need be).
@@ -62,6 +76,8 @@ impl Connections {
             open: Mutex::new(Registry::default()),
             evicted: AtomicU64::new(0),
             refused: AtomicU64::new(0),
+            answering_refusals: AtomicU64::new(0),
+            refusal_logged_s: AtomicU64::new(u64::MAX),
         }
     }
 
@@ -110,6 +126,28 @@ impl Connections {
         });
         registry.by_id.insert(id, Arc::clone(&state));
         Admission::Admitted(state)
+    }
+
+    /// Whether a refused connection may be answered (a 503) rather than closed at once: true
+    /// while fewer than [`MAX_ANSWERED_REFUSALS`] are; call [`Self::refusal_answered`] after.
+    pub fn may_answer_refusal(&self) -> bool {
+        let answering = self.answering_refusals.fetch_add(1, Ordering::AcqRel);
+        if answering >= MAX_ANSWERED_REFUSALS {
+            self.answering_refusals.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+
+    /// A refusal that [`Self::may_answer_refusal`] allowed has been answered.
+    pub fn refusal_answered(&self) {
+        self.answering_refusals.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Whether to log a refusal now: the first in each second (a flood writes a line a second).
+    pub fn should_log_refusal(&self) -> bool {
+        let second = self.now_ms() / 1000;
+        self.refusal_logged_s.swap(second, Ordering::Relaxed) != second
     }
 
     /// Forgets a connection that has closed.

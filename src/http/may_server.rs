@@ -107,9 +107,10 @@ impl HttpService for Service {
         let reason = parts.status.canonical_reason().unwrap_or("Unknown");
         rsp.status_code(usize::from(parts.status.as_u16()), reason);
         for (name, value) in &parts.headers {
-            // Interned lines live as long as the process: the request id, different on every
-            // response, would grow that without bound, so this front end does not send it.
-            if name.as_str() == "x-request-id" {
+            // Interned lines live as long as the process: the request id (new on every
+            // response) and the entity tag (new with every change) would grow that without
+            // bound, so this front end sends neither (and so answers no If-None-Match).
+            if matches!(name.as_str(), "x-request-id" | "etag") {
                 continue;
             }
             if let Ok(value) = value.to_str() {

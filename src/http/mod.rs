@@ -163,7 +163,10 @@ impl App {
             Ok(Err(panic)) => Outcome {
                 label: label_of(),
                 response: respond::internal_error(),
-                cause: Some(format!("the handler panicked: {}", panic_message(&*panic))),
+                cause: Some(format!(
+                    "the handler panicked: {}",
+                    logging::panic_message(&*panic)
+                )),
             },
             Err(_) => Outcome {
                 label: label_of(),
@@ -562,15 +565,6 @@ impl App {
     }
 }
 
-/// What a panic said, if it said it with a string.
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
-    panic
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("a panic without a message")
-}
-
 /// A tag that tells this instance's request ids from other instances': from the clock and the
 /// process id, which differ between instances started on one host or several.
 fn instance_tag() -> u32 {
@@ -591,11 +585,14 @@ async fn refuse(app: Arc<App>, mut stream: tokio::net::TcpStream) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let id = app.request_id(&hyper::HeaderMap::new());
     let id = id.to_str().unwrap_or("-");
-    tracing::warn!(
-        request_id = id,
-        open = app.connections.open(),
-        "a connection refused: every one of --max-connections is busy"
-    );
+    if app.connections.should_log_refusal() {
+        tracing::warn!(
+            request_id = id,
+            open = app.connections.open(),
+            refused_so_far = app.connections.refused.load(Ordering::Relaxed),
+            "connections refused: every one of --max-connections is busy (one line a second)"
+        );
+    }
     let reply = format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n\
          content-length: 19\r\nretry-after: 1\r\naccess-control-allow-origin: {}\r\n\
@@ -610,6 +607,7 @@ async fn refuse(app: Arc<App>, mut stream: tokio::net::TcpStream) {
         Ok::<_, std::io::Error>(())
     })
     .await;
+    app.connections.refusal_answered();
 }
 
 /// Accepts connections until `shutdown` completes, then stops accepting, lets every open
@@ -638,7 +636,10 @@ pub async fn serve(
                 let conn = match app.connections.admit() {
                     Admission::Admitted(conn) => conn,
                     Admission::Refused => {
-                        tasks.spawn(refuse(Arc::clone(&app), stream));
+                        // Answered while few are; closed at once in a flood.
+                        if app.connections.may_answer_refusal() {
+                            tasks.spawn(refuse(Arc::clone(&app), stream));
+                        }
                         continue;
                     }
                 };
@@ -674,12 +675,14 @@ pub async fn serve(
                             let _ = served.await;
                         }
                         _ = conn.evict.notified() => {
-                            // Idle, so this closes it at once; a request that began meanwhile
-                            // (the eviction raced its arrival) is served first, within its
-                            // own limits.
-                            served.as_mut().graceful_shutdown();
-                            let grace = limits.request_timeout + limits.write_timeout;
-                            let _ = tokio::time::timeout(grace, served).await;
+                            // A request that began meanwhile (the eviction raced its arrival)
+                            // is served first, within its own limits; an idle connection, or
+                            // one still sending its head, is closed at once.
+                            if conn.is_busy() {
+                                served.as_mut().graceful_shutdown();
+                                let grace = limits.request_timeout + limits.write_timeout;
+                                let _ = tokio::time::timeout(grace, served).await;
+                            }
                         }
                     }
                     app.connections.closed(&conn);
