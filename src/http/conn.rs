@@ -129,7 +129,7 @@ impl Connections {
     }
 
     /// Whether a refused connection may be answered (a 503) rather than closed at once: true
-    /// while fewer than [`MAX_ANSWERED_REFUSALS`] are; call [`Self::refusal_answered`] after.
+    /// while fewer than 64 are; call [`Self::refusal_answered`] after.
     pub fn may_answer_refusal(&self) -> bool {
         let answering = self.answering_refusals.fetch_add(1, Ordering::AcqRel);
         if answering >= MAX_ANSWERED_REFUSALS {
