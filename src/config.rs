@@ -49,6 +49,11 @@ pub struct ServeSettings {
     pub slow_request: Duration,
     /// One request in this many gets an access log line (0: none).
     pub access_log_sample: u64,
+    /// How long a draining instance keeps serving (with `/readyz` at 503) before it stops
+    /// accepting: longer than the balancer's health-check interval.
+    pub drain_delay: Duration,
+    /// How long open requests get to finish once accepting has stopped.
+    pub drain_timeout: Duration,
 }
 
 /// Bounds on what one client can make the server hold or do: connections, time, header bytes.
@@ -129,6 +134,8 @@ impl Default for ServeSettings {
             limits: Limits::default(),
             slow_request: Duration::from_secs(1),
             access_log_sample: 0,
+            drain_delay: Duration::from_secs(15),
+            drain_timeout: Duration::from_secs(10),
         }
     }
 }

@@ -11,6 +11,7 @@
 //! - [`dataset`]: the CSV data set's description, and the generator that writes one;
 //! - [`domain`]: the vocabulary every layer shares (review orders, marks, changes);
 //! - [`logging`]: what goes to the log, and how the binary sets it up;
+//! - [`notify`]: systemd's notification protocol (readiness, status, watchdog);
 //! - [`cart_key`]: what a caller's token becomes before a cart is stored under it;
 //! - [`config`], [`digits`], [`progress`], [`task`] and [`time`]: small shared pieces.
 
@@ -22,6 +23,7 @@ pub mod digits;
 pub mod domain;
 pub mod http;
 pub mod logging;
+pub mod notify;
 pub mod pg;
 pub mod progress;
 pub mod render;

@@ -184,6 +184,15 @@ struct HttpArgs {
     /// Requests at least this slow, in milliseconds, get a log line.
     #[arg(long, env = "ATELIER_SLOW_REQUEST_MS", default_value_t = 1000)]
     slow_request_ms: u64,
+    /// Milliseconds a stopping instance keeps serving, with /readyz at 503, before it stops
+    /// accepting: longer than the load balancer's health-check interval (times its unhealthy
+    /// threshold).
+    #[arg(long, env = "ATELIER_DRAIN_DELAY_MS", default_value_t = 15_000,
+          value_parser = clap::value_parser!(u64).range(0..=86_400_000))]
+    drain_delay_ms: u64,
+    /// Milliseconds open requests get to finish once accepting has stopped.
+    #[arg(long, env = "ATELIER_DRAIN_TIMEOUT_MS", default_value_t = 10_000, value_parser = time_limit_ms())]
+    drain_timeout_ms: u64,
     /// Log one request in this many (0: no access log; 1: every request).
     #[arg(long, env = "ATELIER_ACCESS_LOG_SAMPLE", default_value_t = 0)]
     access_log_sample: u64,
@@ -239,6 +248,8 @@ impl HttpArgs {
             },
             scan_database: None,
             slow_request: ms(self.slow_request_ms),
+            drain_delay: ms(self.drain_delay_ms),
+            drain_timeout: ms(self.drain_timeout_ms),
             access_log_sample: self.access_log_sample,
             limits: atelier::config::Limits {
                 max_connections: self.max_connections,
@@ -442,6 +453,19 @@ async fn serve(http: &HttpArgs, database: tokio_postgres::Config, demo: bool) ->
         .with_context(cannot_listen)?;
     let base = format!("http://{}", running.addr);
     tracing::info!(address = %running.addr, settings = %described, "serving");
+    let notifier = std::sync::Arc::new(atelier::notify::Notifier::from_env());
+    let app = std::sync::Arc::clone(&running.app);
+    let mut lifecycle = vec![tokio::spawn(atelier::http::lifecycle::report_readiness(
+        std::sync::Arc::clone(&app),
+        std::sync::Arc::clone(&notifier),
+    ))];
+    if let Some(interval) = atelier::notify::Notifier::watchdog_interval() {
+        lifecycle.push(tokio::spawn(atelier::http::lifecycle::ping_watchdog(
+            app,
+            std::sync::Arc::clone(&notifier),
+            interval,
+        )));
+    }
     if demo {
         eprintln!("try:");
         for path in [
@@ -459,8 +483,14 @@ async fn serve(http: &HttpArgs, database: tokio_postgres::Config, demo: bool) ->
         eprintln!("Ctrl-C stops the server and deletes the private database.");
     }
     stop.await;
-    tracing::info!("shutting down: finishing open requests");
-    running.stop().await?;
+    notifier.notify("STOPPING=1\nSTATUS=draining");
+    let delay = http.settings()?.drain_delay;
+    tracing::info!(
+        delay_ms = delay.as_millis() as u64,
+        "draining: /readyz answers 503 while requests are still served, then accepting stops"
+    );
+    lifecycle.iter().for_each(tokio::task::JoinHandle::abort);
+    running.drain(delay).await?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -3,6 +3,7 @@
 
 pub mod body;
 pub mod conn;
+pub mod lifecycle;
 #[cfg(feature = "may-server")]
 pub mod may_server;
 pub mod metrics;
@@ -85,6 +86,8 @@ pub struct App {
     requests_seen: std::sync::atomic::AtomicU64,
     /// Requests past, for sampling the access log.
     requests_logged: std::sync::atomic::AtomicU64,
+    /// Set when the instance begins to drain (see [`Running::drain`]).
+    draining: AtomicBool,
 }
 
 impl App {
@@ -108,6 +111,7 @@ impl App {
             instance_tag: instance_tag(),
             requests_seen: std::sync::atomic::AtomicU64::new(0),
             requests_logged: std::sync::atomic::AtomicU64::new(0),
+            draining: AtomicBool::new(false),
         }
     }
 
@@ -188,6 +192,9 @@ impl App {
             self.cors_origin.clone(),
         );
         headers.insert(X_REQUEST_ID, id.clone());
+        if self.draining.load(Ordering::Acquire) {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         let status = response.status().as_u16();
         let elapsed = started.elapsed();
         self.metrics.record(label, status, elapsed);
@@ -538,30 +545,39 @@ impl App {
     /// established in the log, connected (or down for less than the staleness bound) and not
     /// reading a backlog, and the database answering.
     async fn readiness(&self) -> Response<Body> {
+        match self.unready_reason().await {
+            None => respond::text(StatusCode::OK, "ready"),
+            Some(reason) => respond::text(StatusCode::SERVICE_UNAVAILABLE, reason),
+        }
+    }
+
+    /// Why the instance should not be sent requests now (what `/readyz` answers with its 503),
+    /// or None when it is ready.
+    pub async fn unready_reason(&self) -> Option<&'static str> {
+        if self.draining.load(Ordering::Acquire) {
+            return Some("draining");
+        }
         if !self.ready.load(Ordering::Acquire) && self.warm_up().await.is_err() {
-            return respond::text(StatusCode::SERVICE_UNAVAILABLE, "warming up");
+            return Some("warming up");
         }
         match self.feed.get() {
-            None => return respond::text(StatusCode::SERVICE_UNAVAILABLE, "change feed starting"),
+            None => return Some("change feed starting"),
             Some(feed) => {
                 if let Some(reason) = feed.unready_reason(self.settings.feed_staleness) {
-                    return respond::text(StatusCode::SERVICE_UNAVAILABLE, reason);
+                    return Some(reason);
                 }
             }
         }
         if self.settings.precompute == Precompute::All
             && !self.warmup.first_done.load(Ordering::Acquire)
         {
-            return respond::text(StatusCode::SERVICE_UNAVAILABLE, "warming up the catalog");
+            return Some("warming up the catalog");
         }
         let ping = self
             .pool
             .run(|c| async move { c.client.simple_query("SELECT 1").await })
             .await;
-        match ping {
-            Ok(_) => respond::text(StatusCode::OK, "ready"),
-            Err(_) => respond::text(StatusCode::SERVICE_UNAVAILABLE, "database unreachable"),
-        }
+        ping.is_err().then_some("database unreachable")
     }
 }
 
@@ -574,9 +590,6 @@ fn instance_tag() -> u32 {
     let mut rng = crate::dataset::rng::Rng::new(nanos ^ (u64::from(std::process::id()) << 32));
     (rng.unit() * f64::from(u32::MAX)) as u32
 }
-
-/// How long open connections get to finish their requests after shutdown is asked for.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Answers a connection refused at the cap with the application's 503 and closes it: after
 /// its write half, and after reading what the client sent (for up to a second), so that the
@@ -694,7 +707,7 @@ pub async fn serve(
     }
     drop(listener);
     let _ = stop_tx.send(true);
-    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+    let drained = tokio::time::timeout(app.settings.drain_timeout, async {
         while tasks.join_next().await.is_some() {}
     })
     .await;
@@ -713,7 +726,19 @@ pub struct Running {
 }
 
 impl Running {
-    /// Asks the server to stop and waits until its connections have drained.
+    /// Drains the instance out of its balancer, then stops it: `/readyz` answers 503
+    /// `draining` at once and every response says `Connection: close` (so clients and
+    /// balancers reconnect, and find other instances once this one stops accepting), while
+    /// requests are served as before for `delay` (longer than the balancer's health-check
+    /// interval); then it stops as [`Running::stop`] does.
+    pub async fn drain(self, delay: Duration) -> std::io::Result<()> {
+        self.app.draining.store(true, Ordering::Release);
+        tokio::time::sleep(delay).await;
+        self.stop().await
+    }
+
+    /// Asks the server to stop accepting and waits until its connections have finished their
+    /// requests (up to `drain_timeout`).
     pub async fn stop(self) -> std::io::Result<()> {
         let _ = self.stop.send(());
         self.task

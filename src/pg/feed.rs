@@ -128,6 +128,9 @@ pub struct FeedStatus {
     pub unknown_changes: AtomicU64,
     /// Milliseconds from the start of the last applied change's transaction to its application.
     pub lag_ms: AtomicU64,
+    /// When the feed's task last did something (a read, a connection attempt), in ms since
+    /// [`epoch`]: a watchdog tells a hung feed from a slow one by it.
+    beat_ms: AtomicU64,
     /// Reads of the log begun and completed, numbered: a read numbered n sees every
     /// transaction that committed before read n began.
     reads_begun: AtomicU64,
@@ -150,6 +153,7 @@ impl FeedStatus {
             restarts: AtomicU64::new(0),
             unknown_changes: AtomicU64::new(0),
             lag_ms: AtomicU64::new(0),
+            beat_ms: AtomicU64::new(since_epoch_ms()),
             reads_begun: AtomicU64::new(0),
             reads_done: AtomicU64::new(0),
             read_done: tokio::sync::Notify::new(),
@@ -234,7 +238,20 @@ impl FeedStatus {
     }
 
     fn begin_read(&self) -> u64 {
+        self.beat();
         self.reads_begun.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    fn beat(&self) {
+        self.beat_ms.store(since_epoch_ms(), Ordering::Release);
+    }
+
+    /// How long since the feed's task last did something: it reads at least every poll
+    /// interval while connected, and tries to connect at least every `max_backoff` (plus a
+    /// connection's time limit) while not.
+    pub fn since_last_beat(&self) -> Duration {
+        let beat = self.beat_ms.load(Ordering::Acquire);
+        Duration::from_millis(since_epoch_ms().saturating_sub(beat))
     }
 
     fn end_read(&self, n: u64) {
@@ -304,6 +321,7 @@ async fn follow_forever(
             Err(e) => e,
         };
         status.set_down();
+        status.beat();
         status.reconnects.fetch_add(1, Ordering::Relaxed);
         if started.elapsed() > Duration::from_secs(10) {
             backoff = Duration::from_millis(50);
@@ -317,6 +335,16 @@ async fn follow_forever(
         tokio::time::sleep(wait).await;
         backoff = (backoff * 2).min(settings.max_backoff);
     }
+}
+
+/// The instant the feed's clocks count from (the first time one is read).
+fn epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn since_epoch_ms() -> u64 {
+    u64::try_from(epoch().elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 struct Follower {

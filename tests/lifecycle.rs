@@ -1,0 +1,186 @@
+//! `atelier serve` as systemd runs it (`Type=notify`, `WatchdogSec=`), over real sockets: it
+//! says `READY=1` once `/readyz` answers 200, and not while it does not (`STATUS=` lines say
+//! why); it pings the watchdog; and on SIGTERM it says `STOPPING=1`, answers `/readyz` with 503 `draining` at
+//! once while it still serves requests (each with `Connection: close`) for the drain delay,
+//! then stops accepting and exits cleanly.
+
+mod common;
+
+use std::io::BufRead;
+use std::os::unix::net::UnixDatagram;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::{get, sample_dir};
+
+/// `config` as a key=value connection string.
+fn connection_string(config: &tokio_postgres::Config) -> String {
+    let host = match &config.get_hosts()[0] {
+        tokio_postgres::config::Host::Tcp(host) => host.clone(),
+        tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+    };
+    format!(
+        "host={host} port={} user={} dbname={}",
+        config.get_ports()[0],
+        config.get_user().unwrap_or("postgres"),
+        config.get_dbname().unwrap_or("postgres")
+    )
+}
+
+#[tokio::test]
+async fn serve_tells_systemd_when_it_is_ready_alive_and_stopping_and_drains() {
+    let db = common::loaded_database(&sample_dir()).await;
+    let dir = common::TempDir::new("notify");
+    let socket_path = dir.path().join("notify");
+    let systemd = UnixDatagram::bind(&socket_path).unwrap();
+    systemd
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_atelier"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .args(["--drain-delay-ms", "1500", "--sweep-period-s", "0"])
+        .env("DATABASE_URL", connection_string(&db.config))
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "400000")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run atelier serve");
+
+    // The address, from the start line.
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let (lines_tx, lines) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let addr: std::net::SocketAddr = loop {
+        let line = lines
+            .recv_timeout(Duration::from_secs(30))
+            .expect("a start line");
+        let parsed: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if parsed["fields"]["message"] == "serving" {
+            break parsed["fields"]["address"]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+        }
+    };
+
+    // Messages until READY=1: the instance answers /readyz with 200 by then, and not before
+    // its first STATUS.
+    let mut before_ready = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut buf = [0u8; 512];
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "no READY=1; got {before_ready:?}"
+        );
+        let Ok(n) = systemd.recv(&mut buf) else {
+            continue;
+        };
+        let message = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if message.contains("READY=1") {
+            break;
+        }
+        before_ready.push(message);
+    }
+    assert_eq!(get(addr, "/readyz").await.body, "ready");
+    // The watchdog is pinged every 200 ms.
+    let mut pings = 0;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(1) {
+        if let Ok(n) = systemd.recv(&mut buf) {
+            pings += usize::from(&buf[..n] == b"WATCHDOG=1");
+            assert!(
+                !String::from_utf8_lossy(&buf[..n]).contains("READY=1"),
+                "said once"
+            );
+        }
+    }
+    assert!(pings >= 3, "{pings} pings in a second");
+
+    // SIGTERM: STOPPING=1, /readyz 503 at once, requests still served for the delay.
+    // SAFETY: kill only sends a signal to the child this test started.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let signalled = Instant::now();
+    loop {
+        assert!(
+            signalled.elapsed() < Duration::from_secs(5),
+            "no STOPPING=1"
+        );
+        if let Ok(n) = systemd.recv(&mut buf) {
+            if String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1") {
+                break;
+            }
+        }
+    }
+    let readyz = get(addr, "/readyz").await;
+    assert_eq!((readyz.status, readyz.body.as_str()), (503, "draining"));
+    let served = get(addr, "/products/1").await;
+    assert_eq!(served.status, 200, "still served while draining");
+    assert_eq!(served.header("connection"), Some("close"));
+    assert!(signalled.elapsed() < Duration::from_millis(1500));
+    // Then it stops accepting, and exits cleanly.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(addr).await.is_ok() {
+        assert!(Instant::now() < deadline, "still accepting");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        signalled.elapsed() >= Duration::from_millis(1400),
+        "not before the delay"
+    );
+    assert!(child.wait().unwrap().success());
+}
+
+#[tokio::test]
+async fn an_instance_that_cannot_be_ready_never_says_ready_but_says_why() {
+    let dir = common::TempDir::new("notify-unready");
+    let socket_path = dir.path().join("notify");
+    let systemd = UnixDatagram::bind(&socket_path).unwrap();
+    systemd
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    // A database nothing listens for.
+    let mut nowhere = tokio_postgres::Config::new();
+    nowhere
+        .host("127.0.0.1")
+        .port(1)
+        .user("nobody")
+        .dbname("nothing")
+        .connect_timeout(Duration::from_millis(200));
+    let settings = atelier::config::ServeSettings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        db_timeout: Duration::from_millis(200),
+        ..Default::default()
+    };
+    let server = atelier::http::start(settings, nowhere).await.unwrap();
+    let notifier = std::sync::Arc::new(atelier::notify::Notifier::at(&socket_path).unwrap());
+    let reporting = tokio::spawn(atelier::http::lifecycle::report_readiness(
+        std::sync::Arc::clone(&server.app),
+        notifier,
+    ));
+    let mut statuses = Vec::new();
+    let mut buf = [0u8; 512];
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(3) {
+        if let Ok(n) = systemd.recv(&mut buf) {
+            statuses.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(get(server.addr, "/readyz").await.status, 503);
+    assert!(!reporting.is_finished(), "still waiting to be ready");
+    assert!(
+        statuses.iter().all(|s| !s.contains("READY=1")),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.len() >= 2 && statuses.iter().all(|s| s.starts_with("STATUS=")),
+        "{statuses:?}"
+    );
+    reporting.abort();
+}
