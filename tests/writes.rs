@@ -525,3 +525,69 @@ async fn the_feed_does_not_refresh_again_what_a_write_of_this_instance_refreshed
         "{body}"
     );
 }
+
+/// `PUT path` with an `X-Request-Id`, as nginx sends every attempt of one request.
+async fn put_with_id(a: std::net::SocketAddr, path: &str, id: &str) -> common::Reply {
+    let raw = format!(
+        "PUT {path} HTTP/1.1\r\nHost: t\r\nX-Request-Id: {id}\r\nConnection: close\r\n\r\n"
+    );
+    common::send_raw(a, raw.as_bytes()).await
+}
+
+#[tokio::test]
+async fn a_helpful_vote_retried_with_the_same_request_id_counts_once() {
+    let (db, server) = server_with_data(&common::sample_dir()).await;
+    let a = server.addr;
+    let client = db.client().await;
+    let helpfulness = |table: &'static str, id: i64| {
+        let client = &client;
+        async move {
+            client
+                .query_one(
+                    &format!("SELECT helpfulness FROM {table} WHERE id = $1"),
+                    &[&id],
+                )
+                .await
+                .unwrap()
+                .get::<_, i32>(0)
+        }
+    };
+    for (table, path) in [
+        ("reviews", "/reviews/1/helpful"),
+        ("questions", "/qa/questions/1/helpful"),
+        ("answers", "/qa/answers/1/helpful"),
+    ] {
+        let before = helpfulness(table, 1).await;
+        // One request, tried three times (a balancer's retries): counted once, answered 204
+        // each time.
+        for _ in 0..3 {
+            assert_eq!(
+                put_with_id(a, path, &format!("{table}-vote-1"))
+                    .await
+                    .status,
+                204
+            );
+        }
+        assert_eq!(helpfulness(table, 1).await, before + 1, "{table}");
+        // Another request, another vote; and requests without an id count each time.
+        assert_eq!(
+            put_with_id(a, path, &format!("{table}-vote-2"))
+                .await
+                .status,
+            204
+        );
+        assert_eq!(put(a, path).await.status, 204);
+        assert_eq!(put(a, path).await.status, 204);
+        assert_eq!(helpfulness(table, 1).await, before + 4, "{table}");
+    }
+    // An id already spent on one row does not count on another row either: it names one
+    // request.
+    let before = helpfulness("reviews", 2).await;
+    assert_eq!(
+        put_with_id(a, "/reviews/2/helpful", "reviews-vote-1")
+            .await
+            .status,
+        204
+    );
+    assert_eq!(helpfulness("reviews", 2).await, before);
+}

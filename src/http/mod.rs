@@ -205,11 +205,8 @@ impl App {
     /// The request's own `X-Request-Id` if it is one (1 to 128 visible ASCII characters), or
     /// a new one: this instance's random tag and a counter, 24 hex digits.
     fn request_id(&self, headers: &hyper::HeaderMap) -> HeaderValue {
-        if let Some(given) = headers.get(X_REQUEST_ID) {
-            let bytes = given.as_bytes();
-            if (1..=128).contains(&bytes.len()) && bytes.iter().all(|b| (0x21..=0x7e).contains(b)) {
-                return given.clone();
-            }
+        if let Some(given) = supplied_request_id(headers) {
+            return given.clone();
         }
         let n = self.requests_seen.fetch_add(1, Ordering::Relaxed);
         let mut id = [0u8; 24];
@@ -287,6 +284,10 @@ impl App {
         }
         if route.is_write() {
             let token = token.unwrap_or("").to_owned();
+            // A balancer's retry of this request carries the same id: a vote counts once.
+            let request_id = supplied_request_id(req.headers())
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
             let content_type = req
                 .headers()
                 .get(header::CONTENT_TYPE)
@@ -301,7 +302,8 @@ impl App {
             let bytes = tokio::time::timeout(self.settings.limits.body_timeout, reading)
                 .await
                 .unwrap_or(Err(BodyError::TooSlow));
-            let (response, cause) = match self.write(&route, &token, json, bytes).await {
+            let written = self.write(&route, &token, request_id.as_deref(), json, bytes);
+            let (response, cause) = match written.await {
                 Ok(response) => (response, None),
                 Err((response, e)) => (response, Some(logging::cause_chain(&e))),
             };
@@ -333,6 +335,7 @@ impl App {
         &self,
         route: &Route,
         token: &str,
+        request_id: Option<&str>,
         json: bool,
         bytes: Result<Bytes, BodyError>,
     ) -> Result<Response<Body>, (Response<Body>, DbError)> {
@@ -397,9 +400,11 @@ impl App {
                 Ok(interaction) => write::add_interaction(pool, &interaction).await,
                 Err(_) => Err(WriteError::Invalid),
             },
-            Route::MarkReview { id, mark } => write::mark_review(pool, id, mark).await,
-            Route::MarkQuestion { id, mark } => write::mark_question(pool, id, mark).await,
-            Route::MarkAnswer { id, mark } => write::mark_answer(pool, id, mark).await,
+            Route::MarkReview { id, mark } => write::mark_review(pool, id, mark, request_id).await,
+            Route::MarkQuestion { id, mark } => {
+                write::mark_question(pool, id, mark, request_id).await
+            }
+            Route::MarkAnswer { id, mark } => write::mark_answer(pool, id, mark, request_id).await,
             _ => return Ok(respond::not_found()),
         };
         match result {
@@ -579,6 +584,14 @@ impl App {
             .await;
         ping.is_err().then_some("database unreachable")
     }
+}
+
+/// The request's own `X-Request-Id`, if it is one: 1 to 128 visible ASCII characters.
+fn supplied_request_id(headers: &hyper::HeaderMap) -> Option<&HeaderValue> {
+    headers.get(X_REQUEST_ID).filter(|given| {
+        let bytes = given.as_bytes();
+        (1..=128).contains(&bytes.len()) && bytes.iter().all(|b| (0x21..=0x7e).contains(b))
+    })
 }
 
 /// A tag that tells this instance's request ids from other instances': from the clock and the

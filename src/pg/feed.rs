@@ -610,7 +610,7 @@ pub async fn prune(client: &Client, retention: Duration) -> Result<u64, DbError>
     // the log itself.
     client
         .query_one(
-            "SELECT atelier_prune_change_log($1)",
+            "SELECT atelier_prune_change_log($1), atelier_forget_applied_requests()",
             &[&retention.as_secs_f64()],
         )
         .await

@@ -41,6 +41,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "serving_role",
         sql: include_str!("../../sql/0005_serving_role.sql"),
     },
+    Migration {
+        version: 6,
+        name: "applied_requests",
+        sql: include_str!("../../sql/0006_applied_requests.sql"),
+    },
 ];
 
 /// Key of the advisory lock that serialises migrations (and bulk loads) across processes.

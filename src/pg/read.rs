@@ -40,6 +40,29 @@ macro_rules! epoch_ms {
     };
 }
 
+/// A helpful vote on a row of `$table` (`$1` its id), counted once per request id (`$2`, the
+/// request's `X-Request-Id`, or NULL): a retry of a vote already counted finds its id in
+/// `applied_requests` (migration 6) and changes nothing, yet still returns the row. Returns
+/// `$returning`, then the transaction's id.
+macro_rules! counted_once {
+    ($table:literal, $returning:literal) => {
+        concat!(
+            "WITH counted AS (INSERT INTO applied_requests (id)
+                              SELECT $2::text WHERE $2::text IS NOT NULL
+                              ON CONFLICT (id) DO NOTHING RETURNING 1)
+             UPDATE ",
+            $table,
+            " SET helpfulness = CASE
+                 WHEN $2::text IS NULL OR EXISTS (SELECT 1 FROM counted)
+                 THEN LEAST(helpfulness, 2147483646) + 1 ELSE helpfulness END
+              WHERE id = $1
+             RETURNING ",
+            $returning,
+            ", pg_current_xact_id()::text::int8"
+        )
+    };
+}
+
 statements! {
     products_page = "SELECT id, name, slogan, description, category, default_price::text
                        FROM products ORDER BY id LIMIT $1 OFFSET $2";
@@ -122,11 +145,11 @@ statements! {
                       INSERT INTO characteristic_reviews (characteristic_id, review_id, value)
                       SELECT c, review.id, v FROM review, unnest($9::int8[], $10::int2[]) AS r(c, v))
                   SELECT id, pg_current_xact_id()::text::int8 FROM review";
-    review_helpful = "UPDATE reviews SET helpfulness = LEAST(helpfulness, 2147483646) + 1 WHERE id = $1 RETURNING product_id, pg_current_xact_id()::text::int8";
+    review_helpful = counted_once!("reviews", "product_id");
     review_report = "UPDATE reviews SET reported = true WHERE id = $1 RETURNING product_id, pg_current_xact_id()::text::int8";
     add_question = "INSERT INTO questions (product_id, body, asker_name, asker_email) VALUES ($1, $2, $3, $4)
                     RETURNING pg_current_xact_id()::text::int8";
-    question_helpful = "UPDATE questions SET helpfulness = LEAST(helpfulness, 2147483646) + 1 WHERE id = $1 RETURNING product_id, pg_current_xact_id()::text::int8";
+    question_helpful = counted_once!("questions", "product_id");
     question_report = "UPDATE questions SET reported = true WHERE id = $1 RETURNING product_id, pg_current_xact_id()::text::int8";
     add_answer = "WITH answer AS (
                       INSERT INTO answers (question_id, body, answerer_name, answerer_email)
@@ -135,8 +158,10 @@ statements! {
                       INSERT INTO answers_photos (answer_id, url)
                       SELECT answer.id, url FROM answer, unnest($5::text[]) WITH ORDINALITY AS p(url, n) ORDER BY n)
                   SELECT (SELECT product_id FROM questions WHERE id = $1), pg_current_xact_id()::text::int8 FROM answer";
-    answer_helpful = "UPDATE answers SET helpfulness = LEAST(helpfulness, 2147483646) + 1 WHERE id = $1
-                      RETURNING question_id, (SELECT product_id FROM questions q WHERE q.id = answers.question_id), pg_current_xact_id()::text::int8";
+    answer_helpful = counted_once!(
+        "answers",
+        "question_id, (SELECT product_id FROM questions q WHERE q.id = answers.question_id)"
+    );
     answer_report = "UPDATE answers SET reported = true WHERE id = $1
                      RETURNING question_id, (SELECT product_id FROM questions q WHERE q.id = answers.question_id), pg_current_xact_id()::text::int8";
     add_to_cart = "INSERT INTO cart_items (session, sku_id, count) VALUES ($1, $2, 1)

@@ -123,27 +123,36 @@ pub async fn add_review(pool: &Pool, r: &NewReview) -> Result<Written, WriteErro
     Ok(Written::by(&row, 1, vec![Change::Reviews(r.product_id)]))
 }
 
-pub async fn mark_review(pool: &Pool, id: i64, mark: Mark) -> Result<Written, WriteError> {
-    let row = mark_row(pool, id, mark, |s| (&s.review_helpful, &s.review_report)).await?;
+pub async fn mark_review(
+    pool: &Pool,
+    id: i64,
+    mark: Mark,
+    request_id: Option<&str>,
+) -> Result<Written, WriteError> {
+    let row = mark_row(pool, id, mark, request_id, |s| {
+        (&s.review_helpful, &s.review_report)
+    })
+    .await?;
     Ok(Written::by(&row, 1, vec![Change::Reviews(row.get(0))]))
 }
 
 /// Runs the helpful or the report statement that `pick` names for one row; NotFound when no
-/// row has that id. Returns the statement's RETURNING row.
+/// row has that id. A helpful vote is counted once per `request_id` (the request's
+/// `X-Request-Id`, the same on a balancer's retry). Returns the statement's RETURNING row.
 async fn mark_row(
     pool: &Pool,
     id: i64,
     mark: Mark,
+    request_id: Option<&str>,
     pick: fn(&Statements) -> (&Statement, &Statement),
 ) -> Result<tokio_postgres::Row, WriteError> {
     let row = pool
         .run(|c| async move {
             let (helpful, report) = pick(&c.statements);
-            let statement = match mark {
-                Mark::Helpful => helpful,
-                Mark::Report => report,
-            };
-            c.client.query_opt(statement, &[&id]).await
+            match mark {
+                Mark::Helpful => c.client.query_opt(helpful, &[&id, &request_id]).await,
+                Mark::Report => c.client.query_opt(report, &[&id]).await,
+            }
         })
         .await?;
     row.ok_or(WriteError::NotFound)
@@ -164,8 +173,13 @@ pub async fn add_question(pool: &Pool, q: &NewQuestion) -> Result<Written, Write
     Ok(Written::by(&row, 0, vec![Change::Questions(q.product_id)]))
 }
 
-pub async fn mark_question(pool: &Pool, id: i64, mark: Mark) -> Result<Written, WriteError> {
-    let row = mark_row(pool, id, mark, |s| {
+pub async fn mark_question(
+    pool: &Pool,
+    id: i64,
+    mark: Mark,
+    request_id: Option<&str>,
+) -> Result<Written, WriteError> {
+    let row = mark_row(pool, id, mark, request_id, |s| {
         (&s.question_helpful, &s.question_report)
     })
     .await?;
@@ -196,8 +210,16 @@ pub async fn add_answer(
     ))
 }
 
-pub async fn mark_answer(pool: &Pool, id: i64, mark: Mark) -> Result<Written, WriteError> {
-    let row = mark_row(pool, id, mark, |s| (&s.answer_helpful, &s.answer_report)).await?;
+pub async fn mark_answer(
+    pool: &Pool,
+    id: i64,
+    mark: Mark,
+    request_id: Option<&str>,
+) -> Result<Written, WriteError> {
+    let row = mark_row(pool, id, mark, request_id, |s| {
+        (&s.answer_helpful, &s.answer_report)
+    })
+    .await?;
     Ok(Written::by(
         &row,
         2,
