@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# The rolling-restart test: three instances behind deploy/nginx.conf on loopback, a fixed-rate
+# page-view mix (oha, with latency correction) and helpful votes through nginx for the whole
+# run, each instance restarted in turn (SIGTERM, which drains; start; wait until /readyz says
+# ready). A quiet run of the same load comes first. Prints one table: failed requests, votes
+# answered against votes applied (the review's helpfulness before and after: a vote lost or
+# applied twice shows as a difference), and latency percentiles, quiet against restarting.
+#
+#   DATABASE_URL=... deploy/rolling-restart.sh [READS_PER_SECOND] [QUIET_SECONDS]
+#
+# Needs nginx, oha (`cargo install oha`), psql and python3, and a loaded database whose
+# products include ids 1 to 9999 (`atelier generate --scale 0.01` and `atelier load`).
+set -euo pipefail
+rate=${1:-400}
+quiet_seconds=${2:-20}
+votes_per_second=$((rate / 20))
+: "${DATABASE_URL:?set DATABASE_URL to a loaded database}"
+for tool in nginx oha psql python3; do
+    command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ] || {
+        echo "$tool is not installed (nginx: apt-get install nginx-light; oha: cargo install oha)" >&2
+        exit 1
+    }
+done
+nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
+cd "$(dirname "$0")/.."
+cargo build --release --quiet --bin atelier
+bin=target/release/atelier
+work=$(mktemp -d)
+chmod 755 "$work"
+ports=(4611 4612 4613)
+lb=4610
+cleanup() {
+    for port in "${ports[@]}"; do
+        [ -f "$work/pid-$port" ] && kill "$(cat "$work/pid-$port")" 2>/dev/null || true
+    done
+    [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+start_instance() { # port
+    "$bin" serve --listen "127.0.0.1:$1" --drain-delay-ms 2000 --sweep-period-s 0 \
+        --log-format json >>"$work/atelier-$1.log" 2>&1 &
+    echo $! >"$work/pid-$1"
+}
+wait_ready() { # port; prints the seconds it took
+    local started
+    started=$(date +%s.%N)
+    for _ in $(seq 1 6000); do
+        kill -0 "$(cat "$work/pid-$1")" 2>/dev/null || {
+            echo "the instance on $1 exited: $(tail -2 "$work/atelier-$1.log")" >&2
+            return 1
+        }
+        [ "$(curl -s "http://127.0.0.1:$1/readyz" 2>/dev/null)" = ready ] && {
+            echo "$(date +%s.%N) - $started" | bc
+            return 0
+        }
+        sleep 0.1
+    done
+    echo "instance on $1 never became ready" >&2
+    return 1
+}
+
+"$bin" migrate --quiet 2>/dev/null || "$bin" migrate
+for port in "${ports[@]}"; do start_instance "$port"; done
+for port in "${ports[@]}"; do wait_ready "$port" >/dev/null; done
+
+# deploy/nginx.conf, with these instances upstream and a port of its own.
+upstreams=$(printf '    server 127.0.0.1:%s max_fails=3 fail_timeout=5s;\\n' "${ports[@]}")
+sed -e "/server 127.0.0.1:300[0-9]/d" -e "s|    least_conn;|    least_conn;\\n$upstreams|" \
+    -e "s|listen 80;|listen 127.0.0.1:$lb;|" deploy/nginx.conf >"$work/atelier.conf"
+cat >"$work/nginx.conf" <<CONF
+worker_processes 1;
+pid $work/nginx.pid;
+error_log $work/nginx-error.log;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $work/client_body;
+    proxy_temp_path $work/proxy;
+    include $work/atelier.conf;
+}
+CONF
+"$nginx_bin" -c "$work/nginx.conf"
+sleep 1
+
+review=$(psql "$DATABASE_URL" -Atc "SELECT min(id) FROM reviews WHERE NOT reported")
+helpfulness() { psql "$DATABASE_URL" -Atc "SELECT helpfulness FROM reviews WHERE id = $review"; }
+id='[1-9][0-9]{0,3}'
+# oha's regex URLs take the host's dots as they are (escaped, they go wrong).
+reads_regex="http://127.0.0.1:$lb/(products/$id|products/$id/styles|products/$id/related|reviews\\?product_id=$id|reviews/meta\\?product_id=$id|qa/questions\\?product_id=$id)"
+
+start_load() { # seconds label
+    oha --no-tui -z "$1s" -q "$rate" --latency-correction -c 32 --output-format json \
+        -H "Accept-Encoding: gzip" --rand-regex-url "$reads_regex" >"$work/reads-$2.json" 2>/dev/null &
+    echo $! >"$work/load-reads"
+    oha --no-tui -z "$1s" -q "$votes_per_second" -c 4 -m PUT --output-format json \
+        "http://127.0.0.1:$lb/reviews/$review/helpful" >"$work/votes-$2.json" 2>/dev/null &
+    echo $! >"$work/load-votes"
+}
+wait_load() {
+    wait "$(cat "$work/load-reads")" "$(cat "$work/load-votes")" || true
+}
+
+rows=()
+summarize() { # run label before after
+    rows+=("$(python3 - "$work/reads-$1.json" "$work/votes-$1.json" "$2" "$3" "$4" <<'PY'
+import json, sys
+reads, votes = (json.load(open(p)) for p in sys.argv[1:3])
+label, before, after = sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+# Requests still in flight when a run's time is up are cut off by oha, not failed by the
+# server: counted apart (a vote cut off may have been applied, unanswered).
+CUT = "aborted due to deadline"
+def tally(run, ok):
+    codes = run.get("statusCodeDistribution", {})
+    errors = run.get("errorDistribution", {})
+    good = sum(n for c, n in codes.items() if int(c) == ok)
+    failed = sum(codes.values()) - good + sum(n for e, n in errors.items() if e != CUT)
+    return good, failed, errors.get(CUT, 0)
+read_ok, read_failed, _ = tally(reads, 200)
+vote_ok, vote_failed, vote_cut = tally(votes, 204)
+p = reads["latencyPercentiles"]
+ms = lambda k: f'{p[k] * 1000:.2f} ms'
+print(f'| {label} | {read_ok} | {read_failed} | {vote_ok} | {vote_failed} | {vote_cut} | {after - before} '
+      f'| {ms("p50")} | {ms("p90")} | {ms("p99")} | {ms("p99.9")} |')
+PY
+)")
+}
+
+echo "== quiet: ${quiet_seconds} s at $rate reads/s and $votes_per_second votes/s" >&2
+before=$(helpfulness)
+start_load "$quiet_seconds" quiet
+wait_load
+summarize quiet quiet "$before" "$(helpfulness)"
+
+restart_seconds=60
+echo "== restarting each instance in turn under the same load (${restart_seconds} s)" >&2
+before=$(helpfulness)
+start_load "$restart_seconds" restarts
+sleep 5
+ready_times=()
+for port in "${ports[@]}"; do
+    pid=$(cat "$work/pid-$port")
+    kill -TERM "$pid"
+    while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+    start_instance "$port"
+    ready_times+=("$(wait_ready "$port")")
+    echo "  instance $port restarted, ready after ${ready_times[-1]} s" >&2
+done
+wait_load
+summarize restarts "rolling restart" "$before" "$(helpfulness)"
+
+echo
+echo "$(date -u +%F), $(nproc) cores, $rate reads/s and $votes_per_second votes/s through nginx to 3 instances, drain delay 2 s; restart to ready: ${ready_times[*]} s"
+echo "| run | reads 200 | reads failed | votes 204 | votes failed | votes cut off at the end | helpfulness added | p50 | p90 | p99 | p99.9 |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|"
+printf '%s\n' "${rows[@]}"
