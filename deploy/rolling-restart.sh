@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The rolling-restart test: three instances behind deploy/nginx.conf on loopback, a fixed-rate
-# page-view mix (oha, with latency correction) and helpful votes through nginx for the whole
-# run, each instance restarted in turn (SIGTERM, which drains; start; wait until /readyz says
-# ready). A quiet run of the same load comes first. Prints one table: failed requests, votes
-# answered against votes applied (the review's helpfulness before and after: a vote lost or
-# applied twice shows as a difference), and latency percentiles, quiet against restarting.
+# page-view mix (oha, with latency correction), helpful votes (PUT) and interactions (POST)
+# through nginx for the whole run, the instances restarted one after another for the whole
+# run (SIGTERM, which drains; start; wait until /readyz says ready). A quiet run of the same
+# load comes first. Prints one table: failed requests, votes answered against votes applied
+# (the review's helpfulness before and after: a vote lost or applied twice shows as a
+# difference), requests nginx retried on another instance, and latency percentiles, quiet
+# against restarting. Exits 1 if any request failed or a vote was applied twice.
 #
 #   DATABASE_URL=... deploy/rolling-restart.sh [READS_PER_SECOND] [QUIET_SECONDS]
 #
@@ -75,7 +77,9 @@ pid $work/nginx.pid;
 error_log $work/nginx-error.log;
 events { worker_connections 4096; }
 http {
-    access_log off;
+    # Which instances each request went to: more than one is a retry.
+    log_format upstreams '\$request_method \$status \$upstream_addr';
+    access_log $work/access.log upstreams;
     client_body_temp_path $work/client_body;
     proxy_temp_path $work/proxy;
     include $work/atelier.conf;
@@ -97,17 +101,26 @@ start_load() { # seconds label
     oha --no-tui -z "$1s" -q "$votes_per_second" -c 4 -m PUT --output-format json \
         "http://127.0.0.1:$lb/reviews/$review/helpful" >"$work/votes-$2.json" 2>/dev/null &
     echo $! >"$work/load-votes"
+    oha --no-tui -z "$1s" -q "$votes_per_second" -c 4 -m POST --output-format json \
+        -T application/json -d '{"element":"img","widget":"Overview","time":"t"}' \
+        "http://127.0.0.1:$lb/interactions" >"$work/posts-$2.json" 2>/dev/null &
+    echo $! >"$work/load-posts"
 }
 wait_load() {
-    wait "$(cat "$work/load-reads")" "$(cat "$work/load-votes")" || true
+    wait "$(cat "$work/load-reads")" "$(cat "$work/load-votes")" "$(cat "$work/load-posts")" || true
 }
 
 rows=()
 summarize() { # run label before after
-    rows+=("$(python3 - "$work/reads-$1.json" "$work/votes-$1.json" "$2" "$3" "$4" <<'PY'
+    local retried
+    retried=$(grep -c ', ' "$work/access.log" || true)
+    : >"$work/access.log"
+    kill -USR1 "$(cat "$work/nginx.pid")"
+    rows+=("$(python3 - "$work/reads-$1.json" "$work/votes-$1.json" "$work/posts-$1.json" \
+        "$2" "$3" "$4" "$retried" "$work/verdict" <<'PY'
 import json, sys
-reads, votes = (json.load(open(p)) for p in sys.argv[1:3])
-label, before, after = sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+reads, votes, posts = (json.load(open(p)) for p in sys.argv[1:4])
+label, before, after, retried = sys.argv[4], int(sys.argv[5]), int(sys.argv[6]), sys.argv[7]
 # Requests still in flight when a run's time is up are cut off by oha, not failed by the
 # server: counted apart (a vote cut off may have been applied, unanswered).
 CUT = "aborted due to deadline"
@@ -119,9 +132,16 @@ def tally(run, ok):
     return good, failed, errors.get(CUT, 0)
 read_ok, read_failed, _ = tally(reads, 200)
 vote_ok, vote_failed, vote_cut = tally(votes, 204)
+post_ok, post_failed, _ = tally(posts, 201)
+added = after - before
+# Every vote answered was applied once; one cut off may have been applied, unanswered.
+sound = read_failed == 0 and vote_failed == 0 and post_failed == 0 and vote_ok <= added <= vote_ok + vote_cut
+if not sound:
+    open(sys.argv[8], "a").write(label + "\n")
 p = reads["latencyPercentiles"]
 ms = lambda k: f'{p[k] * 1000:.2f} ms'
-print(f'| {label} | {read_ok} | {read_failed} | {vote_ok} | {vote_failed} | {vote_cut} | {after - before} '
+print(f'| {label} | {read_ok} | {read_failed} | {vote_ok} | {vote_failed} | {vote_cut} | {added} '
+      f'| {post_ok} | {post_failed} | {retried} '
       f'| {ms("p50")} | {ms("p90")} | {ms("p99")} | {ms("p99.9")} |')
 PY
 )")
@@ -134,24 +154,33 @@ wait_load
 summarize quiet quiet "$before" "$(helpfulness)"
 
 restart_seconds=60
-echo "== restarting each instance in turn under the same load (${restart_seconds} s)" >&2
+echo "== restarting the instances one after another under the same load (${restart_seconds} s)" >&2
 before=$(helpfulness)
 start_load "$restart_seconds" restarts
-sleep 5
+load_started=$(date +%s)
+sleep 2
 ready_times=()
-for port in "${ports[@]}"; do
+n=0
+# Restarts for the whole run, but none that could still be under way when the load ends.
+while [ $(($(date +%s) - load_started)) -lt $((restart_seconds - 12)) ]; do
+    port=${ports[$((n % ${#ports[@]}))]}
     pid=$(cat "$work/pid-$port")
     kill -TERM "$pid"
     while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
     start_instance "$port"
     ready_times+=("$(wait_ready "$port")")
     echo "  instance $port restarted, ready after ${ready_times[-1]} s" >&2
+    n=$((n + 1))
 done
 wait_load
 summarize restarts "rolling restart" "$before" "$(helpfulness)"
 
 echo
-echo "$(date -u +%F), $(nproc) cores, $rate reads/s and $votes_per_second votes/s through nginx to 3 instances, drain delay 2 s; restart to ready: ${ready_times[*]} s"
-echo "| run | reads 200 | reads failed | votes 204 | votes failed | votes cut off at the end | helpfulness added | p50 | p90 | p99 | p99.9 |"
-echo "|---|---|---|---|---|---|---|---|---|---|---|"
+echo "$(date -u +%F), $(nproc) cores, $rate reads/s, $votes_per_second votes/s and $votes_per_second posts/s through nginx to 3 instances, drain delay 2 s; $n restarts, each ready after: ${ready_times[*]} s"
+echo "| run | reads 200 | reads failed | votes 204 | votes failed | votes cut off at the end | helpfulness added | posts 201 | posts failed | retried by nginx | p50 | p90 | p99 | p99.9 |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 printf '%s\n' "${rows[@]}"
+if [ -s "$work/verdict" ]; then
+    echo "FAILED: $(tr '\n' ' ' <"$work/verdict")" >&2
+    exit 1
+fi

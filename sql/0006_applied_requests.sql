@@ -1,8 +1,9 @@
 -- A helpful vote counted once, however often it is sent. nginx retries a request on another
 -- instance after an error or a timeout, and it counts PUT as idempotent, so a vote whose first
 -- attempt was applied could be applied again. Every attempt carries the same X-Request-Id
--- (deploy/nginx.conf sets it to nginx's $request_id), and the vote's statement records it here
--- in the same transaction: an id already recorded is not counted again. Requests without an id
+-- (deploy/nginx.conf sets it to nginx's $request_id), and the vote's statement records it here,
+-- with the row voted for, in the same transaction: an id already recorded for that row is not
+-- counted again. Requests without an id
 -- (clients straight to an instance) are counted as before. Reports need none of this: reporting
 -- twice is reporting once.
 CREATE TABLE applied_requests (

@@ -444,6 +444,12 @@ async fn serve(http: &HttpArgs, database: tokio_postgres::Config, demo: bool) ->
         format!("cannot listen on {listen}: is another server using that port? (--listen picks another)")
     };
     if http.engine == "may" {
+        // It would never say READY=1, and systemd would restart it in a loop.
+        anyhow::ensure!(
+            std::env::var_os("NOTIFY_SOCKET").is_none(),
+            "--engine may does not speak systemd's notification protocol: run it without \
+             Type=notify, or use --engine hyper"
+        );
         return serve_may(settings, database).await;
     }
     let described = format!("{settings:?}");
@@ -483,13 +489,15 @@ async fn serve(http: &HttpArgs, database: tokio_postgres::Config, demo: bool) ->
         eprintln!("Ctrl-C stops the server and deletes the private database.");
     }
     stop.await;
+    // Draining first, so that no READY=1 can follow the STOPPING=1.
+    lifecycle.iter().for_each(tokio::task::JoinHandle::abort);
+    running.app.start_draining();
     notifier.notify("STOPPING=1\nSTATUS=draining");
     let delay = http.settings()?.drain_delay;
     tracing::info!(
         delay_ms = delay.as_millis() as u64,
         "draining: /readyz answers 503 while requests are still served, then accepting stops"
     );
-    lifecycle.iter().for_each(tokio::task::JoinHandle::abort);
     running.drain(delay).await?;
     tracing::info!("stopped");
     Ok(())

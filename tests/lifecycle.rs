@@ -88,6 +88,10 @@ async fn serve_tells_systemd_when_it_is_ready_alive_and_stopping_and_drains() {
         before_ready.push(message);
     }
     assert_eq!(get(addr, "/readyz").await.body, "ready");
+    assert!(
+        before_ready.iter().all(|m| m.starts_with("STATUS=")),
+        "{before_ready:?}"
+    );
     // The watchdog is pinged every 200 ms.
     let mut pings = 0;
     let started = Instant::now();

@@ -484,10 +484,20 @@ async fn the_feed_does_not_refresh_again_what_a_write_of_this_instance_refreshed
     let before = settled().await;
 
     // Review 3 is product 2's: its helpful and newest lists and its meta are refreshed once,
-    // by the write itself; the feed brings the change back and skips it.
-    assert_eq!(put(a, "/reviews/3/helpful").await.status, 204);
-    let after_own = settled().await;
-    assert_eq!(after_own.refreshed - before.refreshed, 3);
+    // by the write itself; the feed brings the change back and skips it. (On a busy machine
+    // the feed can read the change before the write's handler has recorded its transaction:
+    // then the two refreshes coalesce and nothing is skipped. A few writes make it certain.)
+    let mut before = before;
+    let mut after_own = before;
+    for _ in 0..5 {
+        assert_eq!(put(a, "/reviews/3/helpful").await.status, 204);
+        after_own = settled().await;
+        assert_eq!(after_own.refreshed - before.refreshed, 3);
+        if after_own.own_changes_skipped > before.own_changes_skipped {
+            break;
+        }
+        before = after_own;
+    }
     assert!(after_own.own_changes_skipped > before.own_changes_skipped);
 
     // The same change made by another writer is refreshed by the feed.
@@ -580,14 +590,10 @@ async fn a_helpful_vote_retried_with_the_same_request_id_counts_once() {
         assert_eq!(put(a, path).await.status, 204);
         assert_eq!(helpfulness(table, 1).await, before + 4, "{table}");
     }
-    // An id already spent on one row does not count on another row either: it names one
-    // request.
+    // An id already spent on one row still counts on another: a client that sends the same id
+    // with every request loses no vote (it only cannot vote twice for one row with it).
     let before = helpfulness("reviews", 2).await;
-    assert_eq!(
-        put_with_id(a, "/reviews/2/helpful", "reviews-vote-1")
-            .await
-            .status,
-        204
-    );
-    assert_eq!(helpfulness("reviews", 2).await, before);
+    let other_row = put_with_id(a, "/reviews/2/helpful", "reviews-vote-1").await;
+    assert_eq!(other_row.status, 204);
+    assert_eq!(helpfulness("reviews", 2).await, before + 1);
 }

@@ -46,9 +46,7 @@ pub fn feed_liveness(feed: &crate::pg::feed::FeedSettings) -> Duration {
 pub async fn ping_watchdog(app: Arc<App>, notifier: Arc<Notifier>, interval: Duration) {
     let liveness = feed_liveness(&app.settings.feed);
     loop {
-        let feed_alive = app
-            .feed_status()
-            .is_none_or(|feed| feed.since_last_beat() < liveness);
+        let feed_alive = app.feed_status().is_none_or(|feed| feed.is_alive(liveness));
         if feed_alive {
             notifier.notify("WATCHDOG=1");
         } else {

@@ -556,6 +556,11 @@ impl App {
         }
     }
 
+    /// Marks the instance as draining (see [`Running::drain`]): `/readyz` answers 503 from now.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
     /// Why the instance should not be sent requests now (what `/readyz` answers with its 503),
     /// or None when it is ready.
     pub async fn unready_reason(&self) -> Option<&'static str> {
@@ -745,7 +750,7 @@ impl Running {
     /// requests are served as before for `delay` (longer than the balancer's health-check
     /// interval); then it stops as [`Running::stop`] does.
     pub async fn drain(self, delay: Duration) -> std::io::Result<()> {
-        self.app.draining.store(true, Ordering::Release);
+        self.app.start_draining();
         tokio::time::sleep(delay).await;
         self.stop().await
     }

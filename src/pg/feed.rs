@@ -247,11 +247,22 @@ impl FeedStatus {
     }
 
     /// How long since the feed's task last did something: it reads at least every poll
-    /// interval while connected, and tries to connect at least every `max_backoff` (plus a
-    /// connection's time limit) while not.
+    /// interval while connected (every batch of a catch-up counts), and tries to connect at
+    /// least every `max_backoff` (plus a connection's time limit) while not.
     pub fn since_last_beat(&self) -> Duration {
         let beat = self.beat_ms.load(Ordering::Acquire);
         Duration::from_millis(since_epoch_ms().saturating_sub(beat))
+    }
+
+    /// Whether the feed's task has done something within `within`: not hung.
+    pub fn is_alive(&self, within: Duration) -> bool {
+        self.alive_at(since_epoch_ms(), within)
+    }
+
+    /// [`Self::is_alive`], `now_ms` after the epoch.
+    fn alive_at(&self, now_ms: u64, within: Duration) -> bool {
+        let beat = self.beat_ms.load(Ordering::Acquire);
+        u128::from(now_ms.saturating_sub(beat)) < within.as_millis()
     }
 
     fn end_read(&self, n: u64) {
@@ -556,6 +567,8 @@ impl Follower {
                     .store(row.get::<_, i64>(7).max(0) as u64, Ordering::Relaxed);
                 status.last_seq.fetch_max(seq, Ordering::Relaxed);
             }
+            // A long catch-up is many batches: each one is the feed at work.
+            status.beat();
             let full = seen == settings.batch_rows;
             status.catching_up.store(full, Ordering::Release);
             if !full {
@@ -608,14 +621,23 @@ pub fn connection_config(database: &Config, settings: &FeedSettings) -> Config {
 pub async fn prune(client: &Client, retention: Duration) -> Result<u64, DbError> {
     // A function that runs as the log's owner (migration 5): the serving role may not write
     // the log itself.
-    client
+    let pruned = client
         .query_one(
-            "SELECT atelier_prune_change_log($1), atelier_forget_applied_requests()",
+            "SELECT atelier_prune_change_log($1)",
             &[&retention.as_secs_f64()],
         )
         .await
         .map(|row| row.get::<_, i64>(0) as u64)
-        .map_err(DbError::from_query)
+        .map_err(DbError::from_query)?;
+    // Votes' request ids (migration 6) go with the log's rows, in a statement of their own: a
+    // failure there must not stop the log's pruning.
+    if let Err(e) = client
+        .simple_query("SELECT atelier_forget_applied_requests()")
+        .await
+    {
+        tracing::warn!(cause = %e, "could not forget old request ids");
+    }
+    Ok(pruned)
 }
 
 fn sorted(mut ids: Vec<i64>) -> Vec<i64> {
@@ -632,4 +654,21 @@ async fn timed<T>(
     tokio::time::timeout(limit, f)
         .await
         .unwrap_or_else(|_| Err(DbError::Unavailable("a change feed query timed out".into())))
+}
+
+#[cfg(test)]
+mod liveness_tests {
+    use super::*;
+
+    #[test]
+    fn a_feed_that_has_done_nothing_for_too_long_is_not_alive() {
+        let status = FeedStatus::new();
+        let within = Duration::from_secs(30);
+        assert!(status.is_alive(within));
+        status.beat_ms.store(1_000, Ordering::Release);
+        assert!(status.alive_at(30_999, within));
+        assert!(!status.alive_at(31_000, within), "30 s without a beat");
+        status.begin_read();
+        assert!(status.is_alive(within), "a read is a beat");
+    }
 }

@@ -129,23 +129,26 @@ pub async fn mark_review(
     mark: Mark,
     request_id: Option<&str>,
 ) -> Result<Written, WriteError> {
-    let row = mark_row(pool, id, mark, request_id, |s| {
+    let row = mark_row(pool, ("review", id), mark, request_id, |s| {
         (&s.review_helpful, &s.review_report)
     })
     .await?;
     Ok(Written::by(&row, 1, vec![Change::Reviews(row.get(0))]))
 }
 
-/// Runs the helpful or the report statement that `pick` names for one row; NotFound when no
-/// row has that id. A helpful vote is counted once per `request_id` (the request's
-/// `X-Request-Id`, the same on a balancer's retry). Returns the statement's RETURNING row.
+/// Runs the helpful or the report statement that `pick` names for one row of `what`; NotFound
+/// when no row has that id. A helpful vote is counted once per `request_id` (the request's
+/// `X-Request-Id`, the same on a balancer's retry) and row: a client that sends one id with
+/// every request loses no vote. Returns the statement's RETURNING row.
 async fn mark_row(
     pool: &Pool,
-    id: i64,
+    (what, id): (&str, i64),
     mark: Mark,
     request_id: Option<&str>,
     pick: fn(&Statements) -> (&Statement, &Statement),
 ) -> Result<tokio_postgres::Row, WriteError> {
+    let request_id = request_id.map(|r| format!("{what} {id} {r}"));
+    let request_id = request_id.as_deref();
     let row = pool
         .run(|c| async move {
             let (helpful, report) = pick(&c.statements);
@@ -179,7 +182,7 @@ pub async fn mark_question(
     mark: Mark,
     request_id: Option<&str>,
 ) -> Result<Written, WriteError> {
-    let row = mark_row(pool, id, mark, request_id, |s| {
+    let row = mark_row(pool, ("question", id), mark, request_id, |s| {
         (&s.question_helpful, &s.question_report)
     })
     .await?;
@@ -216,7 +219,7 @@ pub async fn mark_answer(
     mark: Mark,
     request_id: Option<&str>,
 ) -> Result<Written, WriteError> {
-    let row = mark_row(pool, id, mark, request_id, |s| {
+    let row = mark_row(pool, ("answer", id), mark, request_id, |s| {
         (&s.answer_helpful, &s.answer_report)
     })
     .await?;
