@@ -27,6 +27,30 @@ fn connection_string(config: &tokio_postgres::Config) -> String {
     )
 }
 
+/// The server's process, killed if the test ends early (a failed assertion must not leave it
+/// running, holding the test harness's output open).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
 #[tokio::test]
 async fn serve_tells_systemd_when_it_is_ready_alive_and_stopping_and_drains() {
     let db = common::loaded_database(&sample_dir()).await;
@@ -36,15 +60,17 @@ async fn serve_tells_systemd_when_it_is_ready_alive_and_stopping_and_drains() {
     systemd
         .set_read_timeout(Some(Duration::from_millis(100)))
         .unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_atelier"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
-        .args(["--drain-delay-ms", "1500", "--sweep-period-s", "0"])
-        .env("DATABASE_URL", connection_string(&db.config))
-        .env("NOTIFY_SOCKET", &socket_path)
-        .env("WATCHDOG_USEC", "400000")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run atelier serve");
+    let mut child = KillOnDrop(
+        std::process::Command::new(env!("CARGO_BIN_EXE_atelier"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+            .args(["--drain-delay-ms", "1500", "--sweep-period-s", "0"])
+            .env("DATABASE_URL", connection_string(&db.config))
+            .env("NOTIFY_SOCKET", &socket_path)
+            .env("WATCHDOG_USEC", "400000")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run atelier serve"),
+    );
 
     // The address, from the start line.
     let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
@@ -88,8 +114,12 @@ async fn serve_tells_systemd_when_it_is_ready_alive_and_stopping_and_drains() {
         before_ready.push(message);
     }
     assert_eq!(get(addr, "/readyz").await.body, "ready");
+    // Before it: what the instance is waiting for, and watchdog pings (harmless before
+    // READY=1: systemd watches only from then).
     assert!(
-        before_ready.iter().all(|m| m.starts_with("STATUS=")),
+        before_ready
+            .iter()
+            .all(|m| m.starts_with("STATUS=") || m == "WATCHDOG=1"),
         "{before_ready:?}"
     );
     // The watchdog is pinged every 200 ms.
