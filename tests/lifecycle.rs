@@ -13,20 +13,6 @@ use std::time::{Duration, Instant};
 
 use common::{get, sample_dir};
 
-/// `config` as a key=value connection string.
-fn connection_string(config: &tokio_postgres::Config) -> String {
-    let host = match &config.get_hosts()[0] {
-        tokio_postgres::config::Host::Tcp(host) => host.clone(),
-        tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
-    };
-    format!(
-        "host={host} port={} user={} dbname={}",
-        config.get_ports()[0],
-        config.get_user().unwrap_or("postgres"),
-        config.get_dbname().unwrap_or("postgres")
-    )
-}
-
 /// The server's process, killed if the test ends early (a failed assertion must not leave it
 /// running, holding the test harness's output open).
 struct KillOnDrop(std::process::Child);
@@ -64,7 +50,7 @@ async fn serve_tells_systemd_when_it_is_ready_alive_and_stopping_and_drains() {
         std::process::Command::new(env!("CARGO_BIN_EXE_atelier"))
             .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
             .args(["--drain-delay-ms", "1500", "--sweep-period-s", "0"])
-            .env("DATABASE_URL", connection_string(&db.config))
+            .env("DATABASE_URL", common::connection_string(&db.config))
             .env("NOTIFY_SOCKET", &socket_path)
             .env("WATCHDOG_USEC", "400000")
             .stderr(std::process::Stdio::piped())

@@ -178,20 +178,6 @@ async fn the_access_log_and_slow_requests_get_lines_when_asked_for() {
     assert_eq!(lines[0]["fields"]["message"], "slow request");
 }
 
-/// `config` as a key=value connection string.
-fn connection_string(config: &tokio_postgres::Config) -> String {
-    let host = match &config.get_hosts()[0] {
-        tokio_postgres::config::Host::Tcp(host) => host.clone(),
-        tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
-    };
-    format!(
-        "host={host} port={} user={} dbname={}",
-        config.get_ports()[0],
-        config.get_user().unwrap_or("postgres"),
-        config.get_dbname().unwrap_or("postgres")
-    )
-}
-
 #[tokio::test]
 async fn serve_logs_its_start_with_secrets_redacted_and_its_stop() {
     use std::io::BufRead;
@@ -201,7 +187,10 @@ async fn serve_logs_its_start_with_secrets_redacted_and_its_stop() {
         .args(["--precompute", "none", "--sweep-period-s", "0"])
         .env(
             "DATABASE_URL",
-            format!("{} password=db-password-xyz", connection_string(&db.config)),
+            format!(
+                "{} password=db-password-xyz",
+                common::connection_string(&db.config)
+            ),
         )
         .env("ATELIER_AUTH_TOKENS", "secret-token-xyz")
         .env("ATELIER_CART_SECRET", "cart-secret-0123456789")

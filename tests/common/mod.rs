@@ -341,3 +341,17 @@ pub async fn eventually(
         tokio::time::sleep(std::time::Duration::from_millis(1)).await;
     }
 }
+
+/// `config` as a key=value connection string, for a child process's `DATABASE_URL`.
+pub fn connection_string(config: &tokio_postgres::Config) -> String {
+    let host = match &config.get_hosts()[0] {
+        tokio_postgres::config::Host::Tcp(host) => host.clone(),
+        tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+    };
+    format!(
+        "host={host} port={} user={} dbname={}",
+        config.get_ports()[0],
+        config.get_user().unwrap_or("postgres"),
+        config.get_dbname().unwrap_or("postgres")
+    )
+}
