@@ -94,8 +94,8 @@ impl App {
     pub fn new(settings: ServeSettings, pool: Pool) -> App {
         let cors_origin =
             HeaderValue::from_str(&settings.cors_origin).unwrap_or(HeaderValue::from_static("*"));
-        let settings_connections = settings.limits.max_connections;
         App {
+            connections: Connections::new(settings.limits.max_connections),
             cache: Arc::new(ResponseCache::with_compaction(
                 settings.cache_bytes,
                 settings.compaction,
@@ -107,7 +107,6 @@ impl App {
             ready: AtomicBool::new(false),
             feed: std::sync::OnceLock::new(),
             warmup: Arc::new(WarmupStatus::default()),
-            connections: Connections::new(settings_connections),
             instance_tag: instance_tag(),
             requests_seen: std::sync::atomic::AtomicU64::new(0),
             requests_logged: std::sync::atomic::AtomicU64::new(0),
@@ -191,7 +190,6 @@ impl App {
             header::ACCESS_CONTROL_ALLOW_ORIGIN,
             self.cors_origin.clone(),
         );
-        headers.insert(X_REQUEST_ID, id.clone());
         if self.draining.load(Ordering::Acquire) {
             headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
@@ -199,6 +197,7 @@ impl App {
         let elapsed = started.elapsed();
         self.metrics.record(label, status, elapsed);
         self.log(&id, &method, &uri, status, elapsed, cause.as_deref());
+        response.headers_mut().insert(X_REQUEST_ID, id);
         response
     }
 
