@@ -67,7 +67,12 @@ async fn run(url: &str, products: i64) {
         .await
         .expect("backend pid");
     let sink: Arc<dyn ChangeSink> = cache.clone();
-    let (status, feed_task) = feed::spawn(config, sink, FeedSettings::default());
+    let (status, feed_task) = feed::spawn(
+        config,
+        sink,
+        FeedSettings::default(),
+        feed::FeedStart::Fresh,
+    );
     while !status.is_established() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

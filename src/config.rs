@@ -54,6 +54,16 @@ pub struct ServeSettings {
     pub drain_delay: Duration,
     /// How long open requests get to finish once accepting has stopped.
     pub drain_timeout: Duration,
+    /// Where the catalog is written for warm restarts; None: no snapshots.
+    pub snapshot: Option<SnapshotSettings>,
+}
+
+/// Warm restarts (see `cache::snapshot`): the catalog written to `dir` every `period` (None:
+/// only at shutdown) and when the instance stops, and loaded from there at start.
+#[derive(Debug, Clone)]
+pub struct SnapshotSettings {
+    pub dir: std::path::PathBuf,
+    pub period: Option<Duration>,
 }
 
 /// Bounds on what one client can make the server hold or do: connections, time, header bytes.
@@ -136,6 +146,7 @@ impl Default for ServeSettings {
             access_log_sample: 0,
             drain_delay: Duration::from_secs(15),
             drain_timeout: Duration::from_secs(10),
+            snapshot: None,
         }
     }
 }

@@ -193,6 +193,14 @@ struct HttpArgs {
     /// Milliseconds open requests get to finish once accepting has stopped.
     #[arg(long, env = "ATELIER_DRAIN_TIMEOUT_MS", default_value_t = 10_000, value_parser = time_limit_ms())]
     drain_timeout_ms: u64,
+    /// Directory for catalog snapshots: written every --snapshot-period-s and at shutdown,
+    /// loaded at start for a warm restart (unset: no snapshots).
+    #[arg(long, env = "ATELIER_SNAPSHOT_DIR")]
+    snapshot_dir: Option<std::path::PathBuf>,
+    /// Seconds between catalog snapshots (0: only at shutdown).
+    #[arg(long, env = "ATELIER_SNAPSHOT_PERIOD_S", default_value_t = 900,
+          value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    snapshot_period_s: u64,
     /// Log one request in this many (0: no access log; 1: every request).
     #[arg(long, env = "ATELIER_ACCESS_LOG_SAMPLE", default_value_t = 0)]
     access_log_sample: u64,
@@ -250,6 +258,14 @@ impl HttpArgs {
             slow_request: ms(self.slow_request_ms),
             drain_delay: ms(self.drain_delay_ms),
             drain_timeout: ms(self.drain_timeout_ms),
+            snapshot: self
+                .snapshot_dir
+                .clone()
+                .map(|dir| atelier::config::SnapshotSettings {
+                    dir,
+                    period: (self.snapshot_period_s > 0)
+                        .then(|| std::time::Duration::from_secs(self.snapshot_period_s)),
+                }),
             access_log_sample: self.access_log_sample,
             limits: atelier::config::Limits {
                 max_connections: self.max_connections,
@@ -493,12 +509,31 @@ async fn serve(http: &HttpArgs, database: tokio_postgres::Config, demo: bool) ->
     lifecycle.iter().for_each(tokio::task::JoinHandle::abort);
     running.app.start_draining();
     notifier.notify("STOPPING=1\nSTATUS=draining");
+    // The catalog is written while the instance drains: the next start restores it.
+    let saving = {
+        let app = std::sync::Arc::clone(&running.app);
+        tokio::spawn(async move { app.save_snapshot().await })
+    };
     let delay = http.settings()?.drain_delay;
     tracing::info!(
         delay_ms = delay.as_millis() as u64,
         "draining: /readyz answers 503 while requests are still served, then accepting stops"
     );
     running.drain(delay).await?;
+    match saving.await {
+        Ok(Ok(Some(written))) => tracing::info!(
+            bodies = written.bodies,
+            mb = written.bytes >> 20,
+            left_out = written.left_out,
+            "catalog snapshot written"
+        ),
+        Ok(Ok(None)) => {}
+        Ok(Err(e)) => tracing::warn!(
+            cause = %atelier::logging::cause_chain(&e),
+            "no catalog snapshot at shutdown: the next start warms from scratch or an older snapshot"
+        ),
+        Err(e) => tracing::warn!(cause = %e, "the catalog snapshot stopped"),
+    }
     tracing::info!("stopped");
     Ok(())
 }

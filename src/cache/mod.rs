@@ -11,6 +11,7 @@ pub mod fill;
 pub mod invalidate;
 pub mod key;
 pub mod refresh;
+pub mod snapshot;
 pub mod store;
 pub mod sweep;
 pub mod warm;

@@ -84,7 +84,7 @@ pub(crate) type FillGuard<'a> = quick_cache::sync::PlaceholderGuard<
 >;
 
 /// The kinds of body the catalog holds, one slot array each.
-const SLOT_KINDS: usize = 8;
+pub(crate) const SLOT_KINDS: usize = 8;
 
 /// The slot array and index of `key`'s body, if the catalog can hold it.
 fn slot_of(key: &Key) -> Option<(usize, i64)> {
@@ -108,7 +108,7 @@ fn slot_of(key: &Key) -> Option<(usize, i64)> {
 }
 
 /// The key of slot `index` of array `kind`.
-fn key_of(kind: usize, index: usize) -> Key {
+pub(crate) fn key_of(kind: usize, index: usize) -> Key {
     let id = index as i64;
     match kind {
         0 => Key::Product(id),
@@ -404,6 +404,28 @@ impl Store {
             }
         }
         keys
+    }
+
+    /// How many slots each array of the catalog has; None without a catalog.
+    pub(crate) fn slot_counts(&self) -> Option<[usize; SLOT_KINDS]> {
+        let catalog = self.catalog.load();
+        let catalog = catalog.as_ref()?;
+        Some(std::array::from_fn(|kind| catalog.slots[kind].len()))
+    }
+
+    /// The pages of the products list the on-demand cache holds, in generation `generation`.
+    pub(crate) fn products_pages(&self, generation: u64) -> Vec<(i64, i64, Rendered)> {
+        self.on_demand
+            .iter()
+            .filter_map(|(key, body)| match key {
+                Key::ProductsPage {
+                    generation: g,
+                    limit,
+                    offset,
+                } if g == generation => Some((limit, offset, body)),
+                _ => None,
+            })
+            .collect()
     }
 
     pub(crate) fn entries(&self) -> u64 {

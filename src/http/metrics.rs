@@ -46,6 +46,7 @@ pub struct Gauges {
     pub connections_refused: u64,
     pub feed: Option<std::sync::Arc<crate::pg::feed::FeedStatus>>,
     pub warmup: std::sync::Arc<crate::cache::warm::WarmupStatus>,
+    pub snapshots: std::sync::Arc<crate::cache::snapshot::SnapshotStatus>,
 }
 
 impl Metrics {
@@ -273,6 +274,56 @@ impl Metrics {
                     "atelier_warmup_bytes{{kind=\"{kind}\"}} {}",
                     bytes.load(Relaxed)
                 );
+            }
+        }
+        {
+            use std::sync::atomic::Ordering::Relaxed;
+            let s = &gauges.snapshots;
+            for (name, kind, help, value) in [
+                (
+                    "atelier_snapshot_restored_total",
+                    "counter",
+                    "Catalogs restored from a snapshot at start (a warm restart).",
+                    s.restored.load(Relaxed),
+                ),
+                (
+                    "atelier_snapshot_refused_total",
+                    "counter",
+                    "Snapshots found at start and not used (damaged, or not describing this build and database): warmed from scratch instead.",
+                    s.refused.load(Relaxed),
+                ),
+                (
+                    "atelier_snapshot_last_restore_seconds",
+                    "gauge",
+                    "How long the last restore took to load the catalog, in whole seconds.",
+                    s.last_restore_ms.load(Relaxed) / 1000,
+                ),
+                (
+                    "atelier_snapshot_written_total",
+                    "counter",
+                    "Catalog snapshots written.",
+                    s.written.load(Relaxed),
+                ),
+                (
+                    "atelier_snapshot_write_failures_total",
+                    "counter",
+                    "Catalog snapshots not written (not warm, feed not following, or an error).",
+                    s.write_failures.load(Relaxed),
+                ),
+                (
+                    "atelier_snapshot_last_write_bytes",
+                    "gauge",
+                    "Size of the last snapshot written.",
+                    s.last_write_bytes.load(Relaxed),
+                ),
+                (
+                    "atelier_snapshot_last_write_seconds",
+                    "gauge",
+                    "How long the last snapshot took to write, in whole seconds.",
+                    s.last_write_ms.load(Relaxed) / 1000,
+                ),
+            ] {
+                write_metric(&mut out, name, kind, help, value);
             }
         }
         if let Some(feed) = &gauges.feed {

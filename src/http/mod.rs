@@ -32,11 +32,12 @@ use self::conn::{Admission, Connections, WriteDeadline};
 use self::metrics::{Gauges, Metrics};
 use self::respond::{Body, Coding};
 use self::route::{Route, ROUTE_LABELS};
+use crate::cache::snapshot::{self, SnapshotError, SnapshotStatus, Written};
 use crate::cache::warm::{self, WarmupOutcome, WarmupStatus};
 use crate::cache::{Key, ResponseCache};
 use crate::config::{Precompute, ServeSettings};
 use crate::logging;
-use crate::pg::feed::{self, ChangeSink, FeedStatus};
+use crate::pg::feed::{self, ChangeSink, FeedPosition, FeedStart, FeedStatus};
 use crate::pg::pool::Pool;
 use crate::pg::write::{self, WriteError};
 use crate::pg::DbError;
@@ -79,6 +80,8 @@ pub struct App {
     ready: AtomicBool,
     feed: std::sync::OnceLock<Arc<FeedStatus>>,
     pub warmup: Arc<WarmupStatus>,
+    /// Catalog snapshots written and restored (see [`crate::cache::snapshot`]).
+    pub snapshots: Arc<SnapshotStatus>,
     /// The open connections, under `settings.limits.max_connections`.
     pub connections: Connections,
     /// This instance's part of the request ids it makes, and how many it has made.
@@ -107,6 +110,7 @@ impl App {
             ready: AtomicBool::new(false),
             feed: std::sync::OnceLock::new(),
             warmup: Arc::new(WarmupStatus::default()),
+            snapshots: Arc::default(),
             instance_tag: instance_tag(),
             requests_seen: std::sync::atomic::AtomicU64::new(0),
             requests_logged: std::sync::atomic::AtomicU64::new(0),
@@ -115,9 +119,13 @@ impl App {
     }
 
     /// Starts the change feed that keeps this instance's cache current.
-    fn start_feed(&self, database: tokio_postgres::Config) -> tokio::task::JoinHandle<()> {
+    fn start_feed(
+        &self,
+        database: tokio_postgres::Config,
+        start: FeedStart,
+    ) -> tokio::task::JoinHandle<()> {
         let sink: Arc<dyn ChangeSink> = self.cache.clone();
-        let (status, task) = feed::spawn(database, sink, self.settings.feed.clone());
+        let (status, task) = feed::spawn(database, sink, self.settings.feed.clone(), start);
         let _ = self.feed.set(status);
         task
     }
@@ -125,6 +133,31 @@ impl App {
     /// The change feed's state, once started.
     pub fn feed_status(&self) -> Option<&Arc<FeedStatus>> {
         self.feed.get()
+    }
+
+    /// Writes the catalog to the snapshot directory, if one is configured (None if not), as of
+    /// the change feed's position: what a warm restart loads.
+    pub async fn save_snapshot(&self) -> Result<Option<Written>, SnapshotError> {
+        let Some(snapshots) = &self.settings.snapshot else {
+            return Ok(None);
+        };
+        if self.settings.precompute != Precompute::All {
+            return Ok(None);
+        }
+        let feed = self
+            .feed
+            .get()
+            .ok_or(SnapshotError::NotNow("the change feed has not started"))?;
+        snapshot::save(
+            &self.cache,
+            &self.pool,
+            &snapshots.dir,
+            feed,
+            &self.warmup,
+            &self.snapshots,
+        )
+        .await
+        .map(Some)
     }
 
     /// Opens the pool's first connection; `/readyz` answers 503 until this has succeeded.
@@ -524,6 +557,7 @@ impl App {
                     connections_refused: self.connections.refused.load(Ordering::Relaxed),
                     feed: self.feed.get().cloned(),
                     warmup: Arc::clone(&self.warmup),
+                    snapshots: Arc::clone(&self.snapshots),
                 };
                 let mut r = Response::new(Body::new(Bytes::from(self.metrics.render(&gauges))));
                 r.headers_mut().insert(
@@ -784,10 +818,60 @@ impl Drop for BackgroundTasks {
     }
 }
 
+/// A warm restart to try first: the snapshot directory, and where the feed waits for the
+/// position to resume from.
+struct Restore {
+    dir: std::path::PathBuf,
+    resume: tokio::sync::oneshot::Sender<Option<FeedPosition>>,
+}
+
 /// Warms the catalog once the feed has found its place in the log (its start empties the
 /// cache), and again whenever the feed empties the cache (a bulk load, a log pruned past it,
-/// a restart); only the first warm-up holds `/readyz` at 503.
-async fn keep_warm(app: &App, feed: &FeedStatus, database: &tokio_postgres::Config) {
+/// a restart); only the first warm-up holds `/readyz` at 503. With a snapshot to restore,
+/// the first warm-up is the restore, and the feed resumes from the snapshot's position.
+async fn keep_warm(
+    app: &App,
+    feed: &FeedStatus,
+    database: &tokio_postgres::Config,
+    restore: Option<Restore>,
+) {
+    if let Some(Restore { dir, resume }) = restore {
+        let resets = feed.resets.load(Ordering::Acquire);
+        let retention = app.settings.feed.retention;
+        let restored = snapshot::restore(
+            &app.cache,
+            &app.pool,
+            &dir,
+            retention,
+            &app.warmup,
+            &app.snapshots,
+        )
+        .await;
+        let position = restored.unwrap_or_else(|e| {
+            tracing::warn!(cause = %logging::cause_chain(&e), "warming the catalog from scratch");
+            None
+        });
+        let resumed = position.is_some();
+        let _ = resume.send(position);
+        if resumed {
+            while !feed.is_established() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            // Unless the feed found the log no longer reaching back (and emptied the cache),
+            // it has replayed what changed since the snapshot: ready once those bodies are
+            // refreshed (or after a bound: a busy instance keeps refreshing).
+            if feed.resets.load(Ordering::Acquire) == resets {
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while app.cache.refreshes_pending() > 0 && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                app.warmup.first_done.store(true, Ordering::Release);
+                while feed.resets.load(Ordering::Acquire) == resets {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
     loop {
         while !feed.is_established() {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -808,6 +892,24 @@ async fn keep_warm(app: &App, feed: &FeedStatus, database: &tokio_postgres::Conf
     }
 }
 
+/// Writes a snapshot of the catalog every `period`.
+async fn save_snapshots(app: &App, period: Duration) {
+    loop {
+        tokio::time::sleep(period).await;
+        match app.save_snapshot().await {
+            Ok(Some(written)) => tracing::info!(
+                bodies = written.bodies,
+                mb = written.bytes >> 20,
+                left_out = written.left_out,
+                "catalog snapshot written"
+            ),
+            Ok(None) => {}
+            Err(SnapshotError::NotNow(why)) => tracing::info!(why, "no catalog snapshot now"),
+            Err(e) => tracing::warn!(cause = %logging::cause_chain(&e), "catalog snapshot failed"),
+        }
+    }
+}
+
 /// The shared state of one instance, warmed up and with its change feed following (and its
 /// sweep running, if configured): what either front end serves from.
 pub async fn build_app(
@@ -818,6 +920,22 @@ pub async fn build_app(
     let scan_database = settings.scan_database.clone().unwrap_or(database.clone());
     let feed_database = settings.feed_database.clone().unwrap_or(database);
     let app = Arc::new(App::new(settings, pool));
+    // A snapshot to restore: the feed waits for its position instead of starting at the end.
+    let (restore, feed_start) = match &app.settings.snapshot {
+        Some(s)
+            if app.settings.precompute == Precompute::All
+                && s.dir.join(snapshot::FILE_NAME).exists() =>
+        {
+            let (resume, position) = tokio::sync::oneshot::channel();
+            let restore = Restore {
+                dir: s.dir.clone(),
+                resume,
+            };
+            (Some(restore), FeedStart::Resume(position))
+        }
+        _ => (None, FeedStart::Fresh),
+    };
+    let resuming = restore.is_some();
     let refreshes = app.cache.refresh_queue();
     let refresher = {
         let app = Arc::clone(&app);
@@ -826,7 +944,7 @@ pub async fn build_app(
             crate::cache::refresh::run(&app.cache, &app.pool, refreshes, concurrency).await
         })
     };
-    let mut tasks = vec![refresher, app.start_feed(feed_database)];
+    let mut tasks = vec![refresher, app.start_feed(feed_database, feed_start)];
     // Carts stored under another form of key (before a cart secret was set, or by an older
     // build) move under this server's keys.
     let keys = &app.settings.cart_keys;
@@ -849,22 +967,41 @@ pub async fn build_app(
     if let Some(feed) = app.feed_status() {
         // Start-up waits (as long as one feed query may take) for the feed to find its place in
         // the log, then serves anyway, with /readyz answering 503 until it has.
+        // (A feed resuming from a snapshot waits for the restore instead.)
         let deadline = Instant::now() + app.settings.feed.query_timeout;
-        while !feed.is_established() && Instant::now() < deadline {
+        while !resuming && !feed.is_established() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         if app.settings.precompute == Precompute::All {
-            let (app, feed) = (Arc::clone(&app), Arc::clone(feed));
+            let (warming, feed) = (Arc::clone(&app), Arc::clone(feed));
+            // The restore is tried once: a warm-up started over after a panic scans.
+            let restore = std::sync::Mutex::new(restore);
             tasks.push(supervised(
                 "the catalog warm-up",
                 Duration::from_secs(1),
                 || {},
                 move || {
-                    let (app, feed, scan_database) =
-                        (Arc::clone(&app), Arc::clone(&feed), scan_database.clone());
-                    async move { keep_warm(&app, &feed, &scan_database).await }
+                    let (app, feed, scan_database) = (
+                        Arc::clone(&warming),
+                        Arc::clone(&feed),
+                        scan_database.clone(),
+                    );
+                    let restore = restore.lock().ok().and_then(|mut r| r.take());
+                    async move { keep_warm(&app, &feed, &scan_database, restore).await }
                 },
             ));
+            if let Some(period) = app.settings.snapshot.as_ref().and_then(|s| s.period) {
+                let app = Arc::clone(&app);
+                tasks.push(supervised(
+                    "the catalog snapshots",
+                    Duration::from_secs(1),
+                    || {},
+                    move || {
+                        let app = Arc::clone(&app);
+                        async move { save_snapshots(&app, period).await }
+                    },
+                ));
+            }
         }
         if let Some(period) = app.settings.sweep_period {
             let (app, feed) = (Arc::clone(&app), Arc::clone(feed));

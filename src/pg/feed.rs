@@ -78,6 +78,26 @@ pub trait ChangeSink: Send + Sync + 'static {
     fn reset(&self);
 }
 
+/// Where a feed stands in the log: every row numbered at most `high` has been applied, or was
+/// written by a transaction in `pending` or at or past `pending_from` (not committed at the
+/// read that established this). A feed resumed from it reads exactly what it had not applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedPosition {
+    pub high: i64,
+    /// Sorted transaction ids.
+    pub pending: Vec<i64>,
+    pub pending_from: i64,
+}
+
+/// Where a feed begins.
+pub enum FeedStart {
+    /// At the log's end, emptying the sink: nothing it held can be vouched for.
+    Fresh,
+    /// Where the position the receiver gives says (a restored snapshot's), keeping the sink:
+    /// the feed waits for it, and starts fresh if none comes.
+    Resume(tokio::sync::oneshot::Receiver<Option<FeedPosition>>),
+}
+
 /// Tuning of the feed.
 #[derive(Debug, Clone)]
 pub struct FeedSettings {
@@ -136,6 +156,8 @@ pub struct FeedStatus {
     reads_begun: AtomicU64,
     reads_done: AtomicU64,
     read_done: tokio::sync::Notify,
+    /// The position after the last complete read: every change it covers has been applied.
+    position: Mutex<Option<FeedPosition>>,
     panic_requested: AtomicBool,
 }
 
@@ -157,6 +179,7 @@ impl FeedStatus {
             reads_begun: AtomicU64::new(0),
             reads_done: AtomicU64::new(0),
             read_done: tokio::sync::Notify::new(),
+            position: Mutex::new(None),
             panic_requested: AtomicBool::new(false),
         }
     }
@@ -214,6 +237,13 @@ impl FeedStatus {
         })
         .await
         .is_ok()
+    }
+
+    /// The feed's position after its last complete read (None before the first): every change
+    /// it covers had been applied to the sink when it was recorded. A snapshot of the sink
+    /// taken afterwards resumes from it.
+    pub fn position(&self) -> Option<FeedPosition> {
+        self.position.lock().ok().and_then(|p| p.clone())
     }
 
     /// Test hook: makes the feed task panic at its next step, to exercise its supervision.
@@ -278,14 +308,17 @@ impl FeedStatus {
 }
 
 /// Starts the feed task; it runs until the returned handle is aborted. A panic inside it is
-/// counted in [`FeedStatus::restarts`] and the feed starts over.
+/// counted in [`FeedStatus::restarts`] and the feed starts over, fresh.
 pub fn spawn(
     config: Config,
     sink: Arc<dyn ChangeSink>,
     settings: FeedSettings,
+    start: FeedStart,
 ) -> (Arc<FeedStatus>, tokio::task::JoinHandle<()>) {
     let status = Arc::new(FeedStatus::new());
     let (watched, running) = (Arc::clone(&status), Arc::clone(&status));
+    // Taken by the first run only: a run after a panic has lost its state.
+    let start = Arc::new(Mutex::new(Some(start)));
     let handle = supervised(
         "the change feed",
         Duration::from_millis(50),
@@ -296,11 +329,13 @@ pub fn spawn(
             watched.set_down();
         },
         move || {
+            let start = start.lock().ok().and_then(|mut s| s.take());
             follow_forever(
                 config.clone(),
                 Arc::clone(&sink),
                 Arc::clone(&running),
                 settings.clone(),
+                start.unwrap_or(FeedStart::Fresh),
             )
         },
     );
@@ -312,6 +347,7 @@ async fn follow_forever(
     sink: Arc<dyn ChangeSink>,
     status: Arc<FeedStatus>,
     settings: FeedSettings,
+    start: FeedStart,
 ) {
     let mut follower = Follower {
         high: None,
@@ -320,6 +356,19 @@ async fn follow_forever(
         last_complete_read: None,
         last_prune: None,
     };
+    if let FeedStart::Resume(position) = start {
+        if let Some(at) = wait_for_position(position, &status).await {
+            tracing::info!(
+                after_seq = at.high,
+                "change feed: resuming from a restored position"
+            );
+            follower.high = Some(at.high);
+            follower.pending = sorted(at.pending);
+            follower.pending_from = at.pending_from;
+            // Whoever restored the position checked it is younger than half the retention.
+            follower.last_complete_read = Some(Instant::now());
+        }
+    }
     let mut backoff = Duration::from_millis(50);
     let mut jitter = crate::dataset::rng::Rng::new(u64::from(std::process::id()));
     loop {
@@ -345,6 +394,21 @@ async fn follow_forever(
         );
         tokio::time::sleep(wait).await;
         backoff = (backoff * 2).min(settings.max_backoff);
+    }
+}
+
+/// The position a restore hands over, beating meanwhile (a restore takes a while, and the
+/// feed is not hung while it waits); None if the restore gave none (or gave up).
+async fn wait_for_position(
+    mut position: tokio::sync::oneshot::Receiver<Option<FeedPosition>>,
+    status: &FeedStatus,
+) -> Option<FeedPosition> {
+    let mut beat = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            given = &mut position => return given.ok().flatten(),
+            _ = beat.tick() => status.beat(),
+        }
     }
 }
 
@@ -470,6 +534,9 @@ impl Follower {
             status.established.store(true, Ordering::Release);
         }
         self.catch_up(&client, sink, status, settings).await?;
+        // A resumed feed has applied what it missed (or reset the sink if the log no longer
+        // reaches back): it is established now.
+        status.established.store(true, Ordering::Release);
         status.set_up();
 
         let mut poll = tokio::time::interval(settings.poll_interval);
@@ -584,6 +651,13 @@ impl Follower {
             .store(self.pending.len() as u64, Ordering::Relaxed);
         // What this catch-up vouches for is what had committed when it began.
         self.last_complete_read = Some(chain_began);
+        if let Ok(mut position) = status.position.lock() {
+            *position = Some(FeedPosition {
+                high: self.high.unwrap_or(0),
+                pending: self.pending.clone(),
+                pending_from: self.pending_from,
+            });
+        }
         status.end_read(read);
         Ok(())
     }

@@ -7,6 +7,7 @@ pub mod load;
 pub mod migrate;
 pub mod pool;
 pub mod read;
+pub mod restore;
 pub mod scan;
 pub mod write;
 

@@ -8,6 +8,7 @@ pub mod json;
 pub mod products;
 pub mod qa;
 pub mod reviews;
+pub mod stored;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -1,0 +1,886 @@
+//! Warm restarts: the precomputed catalog written to local disk with the change-feed position
+//! it reflects, and loaded at start instead of scanning the database, then brought current by
+//! the feed replaying `change_log` from that position.
+//!
+//! # Why a restored catalog is current
+//!
+//! A snapshot is written from the catalog as it is after the feed's position `P` was taken:
+//! by then every change up to `P` had been applied, so each body it made stale was either
+//! already refreshed or had a refresh under way. The writer leaves out every body whose
+//! refresh is under way when it reads it (under the lock a refresh swaps its body in under),
+//! so every body written is at least as new as `P`. At start the catalog is loaded before the
+//! feed runs, and the feed then resumes from `P`: every change after it is refreshed as on a
+//! running instance. A write this instance takes while it loads is recorded as a warm-up's
+//! invalidations are, and its key is not loaded.
+//!
+//! # Never trusted blindly
+//!
+//! The file is written to a temporary name, synced and renamed, so a reader sees a whole file
+//! or the previous one. It is read in frames, each with a CRC-32, and each body is checked as
+//! it is decoded (`render::stored`). A snapshot is refused, and the instance warms from
+//! scratch, if it was written by another build (its renderers may differ) or with another
+//! compaction, against another database, longer ago than half the log's retention, or if the
+//! log no longer reaches back to its position (pruned past it) or is behind it (a database
+//! restored from a backup). Damage found while loading drops what was loaded.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::store::{key_of, SLOT_KINDS};
+use super::warm::{WarmStop, WarmupStatus};
+use super::{CatalogSize, Key, ResponseCache};
+use crate::pg::feed::{FeedPosition, FeedStatus};
+use crate::pg::pool::Pool;
+use crate::pg::DbError;
+use crate::render::stored::{self, take_u32, take_u64, take_u8, Damaged};
+use crate::render::{Compaction, ItemList, Rendered};
+
+/// The file's name in the snapshot directory.
+pub const FILE_NAME: &str = "catalog.snapshot";
+const MAGIC: &[u8; 16] = b"atelier catalog\n";
+const FORMAT: u32 = 1;
+
+const HEADER: u8 = b'H';
+const RECORDS: u8 = b'R';
+const END: u8 = b'E';
+/// A frame is written once its records pass this size.
+const FRAME_TARGET: usize = 1 << 20;
+/// No frame this build writes is larger (one product's bodies, past the target).
+const FRAME_MAX: usize = 256 << 20;
+/// The record kind of a products page (the catalog's slot kinds are below it).
+const PRODUCTS_PAGE: u8 = SLOT_KINDS as u8;
+
+/// Why a snapshot could not be written or restored.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("{context} {path}: {source}")]
+    Io {
+        context: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the snapshot {path} is damaged: {why}")]
+    Damaged { path: PathBuf, why: String },
+    #[error("the snapshot {path} cannot be used: {why}")]
+    Refused { path: PathBuf, why: String },
+    #[error("no snapshot now: {0}")]
+    NotNow(&'static str),
+    #[error("the database, checking a snapshot: {0}")]
+    Database(#[from] DbError),
+}
+
+/// Counts for `/metrics` and the log.
+#[derive(Debug, Default)]
+pub struct SnapshotStatus {
+    /// Catalogs restored from a snapshot.
+    pub restored: AtomicU64,
+    /// Snapshots found and not used (refused or damaged).
+    pub refused: AtomicU64,
+    /// Milliseconds the last restore took, from opening the file to the catalog loaded.
+    pub last_restore_ms: AtomicU64,
+    pub written: AtomicU64,
+    pub write_failures: AtomicU64,
+    pub last_write_ms: AtomicU64,
+    pub last_write_bytes: AtomicU64,
+    /// One write at a time.
+    writing: tokio::sync::Mutex<()>,
+}
+
+/// What a written snapshot holds.
+#[derive(Debug, Clone, Copy)]
+pub struct Written {
+    pub bodies: u64,
+    pub bytes: u64,
+    /// Bodies left out because a refresh of them was under way.
+    pub left_out: u64,
+}
+
+/// What a snapshot describes besides its bodies.
+#[derive(Debug, Clone)]
+struct Header {
+    build: [u8; 32],
+    compaction: u8,
+    written_at_ms: u64,
+    database: String,
+    position: FeedPosition,
+}
+
+/// The digest of this program's executable: a snapshot from another build may hold bodies
+/// its renderers would not make. None if the executable cannot be read (snapshots are then
+/// neither written nor trusted).
+fn build_digest() -> Option<[u8; 32]> {
+    static DIGEST: std::sync::OnceLock<Option<[u8; 32]>> = std::sync::OnceLock::new();
+    *DIGEST.get_or_init(|| {
+        use sha2::Digest;
+        let mut file = File::open(std::env::current_exe().ok()?).ok()?;
+        let mut hasher = sha2::Sha256::new();
+        let mut buf = vec![0; 1 << 20];
+        loop {
+            match file.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => hasher.update(&buf[..n]),
+                Err(_) => return None,
+            }
+        }
+        Some(hasher.finalize().into())
+    })
+}
+
+fn compaction_code(compaction: Compaction) -> u8 {
+    match compaction {
+        Compaction::All => 0,
+        Compaction::Bodies => 1,
+        Compaction::None => 2,
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Header {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&FORMAT.to_le_bytes());
+        out.extend_from_slice(&self.build);
+        out.push(self.compaction);
+        out.extend_from_slice(&self.written_at_ms.to_le_bytes());
+        out.extend_from_slice(&(self.database.len() as u32).to_le_bytes());
+        out.extend_from_slice(self.database.as_bytes());
+        let p = &self.position;
+        out.extend_from_slice(&p.high.to_le_bytes());
+        out.extend_from_slice(&p.pending_from.to_le_bytes());
+        out.extend_from_slice(&(p.pending.len() as u32).to_le_bytes());
+        for xid in &p.pending {
+            out.extend_from_slice(&xid.to_le_bytes());
+        }
+    }
+
+    fn decode(mut input: &[u8]) -> Result<Header, Damaged> {
+        let input = &mut input;
+        if take_u32(input)? != FORMAT {
+            return Err(Damaged("written in another format"));
+        }
+        let mut build = [0; 32];
+        for b in &mut build {
+            *b = take_u8(input)?;
+        }
+        let compaction = take_u8(input)?;
+        let written_at_ms = take_u64(input)?;
+        let len = take_u32(input)? as usize;
+        if input.len() < len {
+            return Err(Damaged("cut short"));
+        }
+        let (name, rest) = input.split_at(len);
+        let database = String::from_utf8(name.to_vec()).map_err(|_| Damaged("a database name"))?;
+        *input = rest;
+        let high = take_i64(input)?;
+        let pending_from = take_i64(input)?;
+        let pending = (0..take_u32(input)?)
+            .map(|_| take_i64(input))
+            .collect::<Result<Vec<_>, _>>()?;
+        if !input.is_empty() {
+            return Err(Damaged("a header longer than its fields"));
+        }
+        Ok(Header {
+            build,
+            compaction,
+            written_at_ms,
+            database,
+            position: FeedPosition {
+                high,
+                pending,
+                pending_from,
+            },
+        })
+    }
+}
+
+fn take_i64(input: &mut &[u8]) -> Result<i64, Damaged> {
+    take_u64(input).map(|n| n as i64)
+}
+
+/// Writes frames: each its length, the CRC-32 of its bytes, and its bytes (a kind, then the
+/// kind's contents).
+struct FrameWriter {
+    out: BufWriter<File>,
+    frame: Vec<u8>,
+    bytes: u64,
+}
+
+impl FrameWriter {
+    fn begin(&mut self, kind: u8) {
+        self.frame.clear();
+        self.frame.push(kind);
+    }
+
+    fn end(&mut self) -> std::io::Result<()> {
+        let len = u32::try_from(self.frame.len()).map_err(std::io::Error::other)?;
+        self.out.write_all(&len.to_le_bytes())?;
+        self.out
+            .write_all(&libdeflater::crc32(&self.frame).to_le_bytes())?;
+        self.out.write_all(&self.frame)?;
+        self.bytes += 8 + self.frame.len() as u64;
+        Ok(())
+    }
+}
+
+/// The catalog's bodies as records, product by product (each product's bodies in slot
+/// order, so that its newest reviews follow its helpful ones and can share their buffer), then
+/// the answers, then the products pages of `generation`.
+fn write_records(
+    cache: &ResponseCache,
+    generation: u64,
+    frames: &mut FrameWriter,
+) -> Result<Written, std::io::Error> {
+    let counts = cache
+        .store
+        .slot_counts()
+        .ok_or_else(|| std::io::Error::other("the catalog was dropped"))?;
+    let mut written = Written {
+        bodies: 0,
+        bytes: 0,
+        left_out: 0,
+    };
+    let answers = SLOT_KINDS - 1;
+    let products = counts[..answers].iter().copied().max().unwrap_or(0);
+    frames.begin(RECORDS);
+    let mut record =
+        |frames: &mut FrameWriter, kind: usize, id: usize, helpful: &mut Option<Arc<ItemList>>| {
+            let key = key_of(kind, id);
+            let Some(body) = cache.body_for_snapshot(&key) else {
+                written.left_out += u64::from(cache.store.peek(&key).is_some());
+                *helpful = None;
+                return;
+            };
+            frames.frame.push(kind as u8);
+            frames.frame.extend_from_slice(&(id as u64).to_le_bytes());
+            // The newest order shares the helpful order's buffer when it was written just before.
+            let previous = if kind == 5 { helpful.as_deref() } else { None };
+            stored::encode(&body, previous, &mut frames.frame);
+            *helpful = match (kind, body) {
+                (4, Rendered::List(list)) => Some(list),
+                _ => None,
+            };
+            written.bodies += 1;
+        };
+    for id in 0..products {
+        let mut helpful = None;
+        for (kind, &count) in counts[..answers].iter().enumerate() {
+            if id < count {
+                record(frames, kind, id, &mut helpful);
+            }
+        }
+        if frames.frame.len() >= FRAME_TARGET {
+            frames.end()?;
+            frames.begin(RECORDS);
+        }
+    }
+    for id in 0..counts[answers] {
+        record(frames, answers, id, &mut None);
+        if frames.frame.len() >= FRAME_TARGET {
+            frames.end()?;
+            frames.begin(RECORDS);
+        }
+    }
+    for (limit, offset, body) in cache.store.products_pages(generation) {
+        frames.frame.push(PRODUCTS_PAGE);
+        frames.frame.extend_from_slice(&limit.to_le_bytes());
+        frames.frame.extend_from_slice(&offset.to_le_bytes());
+        stored::encode(&body, None, &mut frames.frame);
+        written.bodies += 1;
+    }
+    frames.end()?;
+    frames.begin(END);
+    frames
+        .frame
+        .extend_from_slice(&written.bodies.to_le_bytes());
+    frames.end()?;
+    written.bytes = frames.bytes + MAGIC.len() as u64;
+    Ok(written)
+}
+
+/// Writes `cache`'s catalog to `dir` as of `header`, atomically: a temporary file, synced,
+/// renamed over the previous snapshot if `still_valid` says the catalog was not replaced
+/// meanwhile.
+fn write_file(
+    cache: &ResponseCache,
+    dir: &Path,
+    header: &Header,
+    generation: u64,
+    still_valid: impl Fn() -> bool,
+) -> Result<Written, SnapshotError> {
+    let path = dir.join(FILE_NAME);
+    let temporary = dir.join(format!("{FILE_NAME}.{}.tmp", std::process::id()));
+    let io = |context: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| SnapshotError::Io {
+            context,
+            path,
+            source,
+        }
+    };
+    let written = (|| {
+        let file = File::create(&temporary)?;
+        let mut frames = FrameWriter {
+            out: BufWriter::with_capacity(1 << 20, file),
+            frame: Vec::with_capacity(2 * FRAME_TARGET),
+            bytes: 0,
+        };
+        frames.out.write_all(MAGIC)?;
+        frames.begin(HEADER);
+        header.encode(&mut frames.frame);
+        frames.end()?;
+        let written = write_records(cache, generation, &mut frames)?;
+        let file = frames.out.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        Ok(written)
+    })()
+    .map_err(io("cannot write the snapshot", &temporary));
+    let written = match written {
+        Ok(w) if still_valid() => w,
+        Ok(_) => {
+            let _ = std::fs::remove_file(&temporary);
+            return Err(SnapshotError::NotNow(
+                "the catalog was emptied while it was written",
+            ));
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&temporary);
+            return Err(e);
+        }
+    };
+    std::fs::rename(&temporary, &path).map_err(io("cannot rename the snapshot to", &path))?;
+    // The rename itself must reach the disk.
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(written)
+}
+
+/// An open snapshot whose header has been read.
+struct SnapshotFile {
+    path: PathBuf,
+    input: BufReader<File>,
+    header: Header,
+    frame: Vec<u8>,
+}
+
+impl SnapshotFile {
+    /// Opens `dir`'s snapshot; None if there is none.
+    fn open(dir: &Path) -> Result<Option<SnapshotFile>, SnapshotError> {
+        let path = dir.join(FILE_NAME);
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(SnapshotError::Io {
+                    context: "cannot open the snapshot",
+                    path,
+                    source,
+                })
+            }
+        };
+        let mut snapshot = SnapshotFile {
+            path,
+            input: BufReader::with_capacity(1 << 20, file),
+            header: Header {
+                build: [0; 32],
+                compaction: 0,
+                written_at_ms: 0,
+                database: String::new(),
+                position: FeedPosition {
+                    high: 0,
+                    pending: Vec::new(),
+                    pending_from: 0,
+                },
+            },
+            frame: Vec::new(),
+        };
+        let mut magic = [0; 16];
+        snapshot
+            .input
+            .read_exact(&mut magic)
+            .map_err(|_| snapshot.damaged("not a catalog snapshot"))?;
+        if &magic != MAGIC {
+            return Err(snapshot.damaged("not a catalog snapshot"));
+        }
+        if snapshot.next_frame()? != HEADER {
+            return Err(snapshot.damaged("no header"));
+        }
+        snapshot.header =
+            Header::decode(&snapshot.frame[1..]).map_err(|e| snapshot.damaged(e.0))?;
+        Ok(Some(snapshot))
+    }
+
+    fn damaged(&self, why: impl Into<String>) -> SnapshotError {
+        SnapshotError::Damaged {
+            path: self.path.clone(),
+            why: why.into(),
+        }
+    }
+
+    fn refused(&self, why: impl Into<String>) -> SnapshotError {
+        SnapshotError::Refused {
+            path: self.path.clone(),
+            why: why.into(),
+        }
+    }
+
+    /// Reads the next frame into `self.frame`, checked; returns its kind.
+    fn next_frame(&mut self) -> Result<u8, SnapshotError> {
+        let mut head = [0; 8];
+        self.input
+            .read_exact(&mut head)
+            .map_err(|_| self.damaged("cut short"))?;
+        let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+        if len == 0 || len > FRAME_MAX {
+            return Err(self.damaged("a frame's length"));
+        }
+        self.frame.resize(len, 0);
+        self.input
+            .read_exact(&mut self.frame)
+            .map_err(|_| self.damaged("cut short"))?;
+        if libdeflater::crc32(&self.frame) != crc {
+            return Err(self.damaged("a frame's checksum does not match"));
+        }
+        Ok(self.frame[0])
+    }
+
+    /// Loads every record into `cache`'s catalog (opened by the caller, inside a warm-up),
+    /// products pages under `generation`. Stops early, keeping what it loaded, when the
+    /// catalog's budget is spent.
+    fn load(
+        mut self,
+        cache: &ResponseCache,
+        warmup: &WarmupStatus,
+        generation: u64,
+    ) -> Result<u64, SnapshotError> {
+        let mut bodies = 0u64;
+        loop {
+            match self.next_frame()? {
+                RECORDS => {}
+                END => {
+                    let mut rest = &self.frame[1..];
+                    let recorded = take_u64(&mut rest).map_err(|e| self.damaged(e.0))?;
+                    if recorded != bodies {
+                        return Err(self.damaged("fewer bodies than it says"));
+                    }
+                    return Ok(bodies);
+                }
+                _ => return Err(self.damaged("an unknown frame")),
+            }
+            let batch = decode_records(&self.frame[1..], generation, warmup)
+                .map_err(|e| self.damaged(e.0))?;
+            bodies += batch.len() as u64;
+            match cache.insert_warm(batch, warmup) {
+                Ok(()) => {}
+                Err(WarmStop::BudgetFull) => return Ok(bodies),
+                Err(WarmStop::Interrupted) => {
+                    return Err(SnapshotError::NotNow("everything changed while it loaded"))
+                }
+            }
+        }
+    }
+}
+
+/// Why a snapshot with `header` cannot describe `database` now, if it cannot (see the
+/// module's doc).
+fn refusal(
+    header: &Header,
+    database: &crate::pg::restore::DatabaseState,
+    compaction: Compaction,
+    retention: Duration,
+) -> Option<String> {
+    let age = Duration::from_millis(now_ms().saturating_sub(header.written_at_ms));
+    Some(if Some(header.build) != build_digest() {
+        "written by another build of the server".into()
+    } else if header.compaction != compaction_code(compaction) {
+        "written with another --compress".into()
+    } else if header.database != database.identity {
+        format!(
+            "written against another database ({}, this is {})",
+            header.database, database.identity
+        )
+    } else if age > retention / 2 {
+        format!(
+            "written {} s ago, more than half the change log's retention",
+            age.as_secs()
+        )
+    } else if database.pruned_through > header.position.high {
+        "the change log has been pruned past its position".into()
+    } else if database.log_high < header.position.high
+        || database.next_xid < header.position.pending_from
+    {
+        "the database is behind its position (was it restored from a backup?)".into()
+    } else {
+        return None;
+    })
+}
+
+/// The bodies of one frame of records, counting products as the warm-up does.
+fn decode_records(
+    mut input: &[u8],
+    generation: u64,
+    warmup: &WarmupStatus,
+) -> Result<Vec<(Key, Rendered)>, Damaged> {
+    let input = &mut input;
+    let mut batch = Vec::new();
+    // The last record's list, if it was a product's helpful reviews: the next may share it.
+    let mut helpful: Option<(u64, Arc<ItemList>)> = None;
+    while !input.is_empty() {
+        let kind = take_u8(input)?;
+        if kind == PRODUCTS_PAGE {
+            let (limit, offset) = (take_i64(input)?, take_i64(input)?);
+            let key = Key::ProductsPage {
+                generation,
+                limit,
+                offset,
+            };
+            batch.push((key, stored::decode(input, None)?));
+            helpful = None;
+            continue;
+        }
+        let kind = usize::from(kind);
+        if kind >= SLOT_KINDS {
+            return Err(Damaged("an unknown kind of record"));
+        }
+        let id = take_u64(input)?;
+        let index = usize::try_from(id)
+            .ok()
+            .filter(|&i| i64::try_from(i).is_ok())
+            .ok_or(Damaged("an id"))?;
+        let previous = match &helpful {
+            Some((of, list)) if kind == 5 && *of == id => Some(list.as_ref()),
+            _ => None,
+        };
+        let body = stored::decode(input, previous)?;
+        helpful = match (kind, &body) {
+            (4, Rendered::List(list)) => Some((id, Arc::clone(list))),
+            _ => None,
+        };
+        if kind == 0 {
+            warmup.products_done.fetch_add(1, Ordering::Relaxed);
+        }
+        batch.push((key_of(kind, index), body));
+    }
+    Ok(batch)
+}
+
+impl ResponseCache {
+    /// `key`'s body for a snapshot, from the catalog or (a body that outgrew the catalog's
+    /// share) the on-demand cache: None if a refresh of it is under way (the body may predate
+    /// a change the snapshot's position covers). Read under the lock a refresh swaps its body
+    /// in under.
+    fn body_for_snapshot(&self, key: &Key) -> Option<Rendered> {
+        let refreshing = self.refreshing.lock().ok()?;
+        if refreshing.contains_key(key) {
+            return None;
+        }
+        let body = self.store.peek(key);
+        drop(refreshing);
+        body
+    }
+}
+
+/// Writes `cache`'s catalog to `dir`, as of the feed's current position. Refuses (NotNow)
+/// while the catalog is being warmed, before a first warm-up, or while the feed is not
+/// following the log.
+pub async fn save(
+    cache: &Arc<ResponseCache>,
+    pool: &Pool,
+    dir: &Path,
+    feed: &Arc<FeedStatus>,
+    warmup: &Arc<WarmupStatus>,
+    status: &SnapshotStatus,
+) -> Result<Written, SnapshotError> {
+    let _one_at_a_time = status.writing.lock().await;
+    let started = Instant::now();
+    let build = build_digest().ok_or(SnapshotError::NotNow(
+        "this program's executable cannot be read to identify its build",
+    ))?;
+    let resets = feed.resets.load(Ordering::Acquire);
+    if !warmup.first_done.load(Ordering::Acquire) || warmup.running.load(Ordering::Acquire) {
+        return Err(SnapshotError::NotNow("the catalog is not warm"));
+    }
+    if !feed.is_established() || feed.is_catching_up() {
+        return Err(SnapshotError::NotNow(
+            "the change feed is not following the log",
+        ));
+    }
+    let database = pool
+        .run(|c| async move { crate::pg::restore::identity(&c).await })
+        .await?;
+    // Taken after the checks above: every change it covers has been applied.
+    let position = feed
+        .position()
+        .ok_or(SnapshotError::NotNow("the change feed has no position yet"))?;
+    let header = Header {
+        build,
+        compaction: compaction_code(cache.compaction),
+        written_at_ms: now_ms(),
+        database,
+        position,
+    };
+    let generation = cache.products_generation.load(Ordering::Acquire);
+    let written = {
+        let (cache, dir, feed, warmup) = (
+            Arc::clone(cache),
+            dir.to_path_buf(),
+            Arc::clone(feed),
+            Arc::clone(warmup),
+        );
+        tokio::task::spawn_blocking(move || {
+            write_file(&cache, &dir, &header, generation, || {
+                feed.resets.load(Ordering::Acquire) == resets
+                    && !warmup.running.load(Ordering::Acquire)
+            })
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(SnapshotError::NotNow(if e.is_panic() {
+                "the writer panicked"
+            } else {
+                "the runtime is shutting down"
+            }))
+        })
+    };
+    match &written {
+        Ok(w) => {
+            status.written.fetch_add(1, Ordering::Relaxed);
+            status
+                .last_write_ms
+                .store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+            status.last_write_bytes.store(w.bytes, Ordering::Relaxed);
+        }
+        Err(_) => {
+            status.write_failures.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    written
+}
+
+/// Loads `dir`'s snapshot into `cache`'s catalog if there is one it can trust; returns the
+/// feed position to resume from. None: there is no snapshot. An error: there was one and it
+/// was not used (whatever was loaded of it is dropped); the caller warms from scratch.
+pub async fn restore(
+    cache: &Arc<ResponseCache>,
+    pool: &Pool,
+    dir: &Path,
+    retention: Duration,
+    warmup: &Arc<WarmupStatus>,
+    status: &SnapshotStatus,
+) -> Result<Option<FeedPosition>, SnapshotError> {
+    let started = Instant::now();
+    let opened = {
+        let dir = dir.to_path_buf();
+        tokio::task::spawn_blocking(move || SnapshotFile::open(&dir))
+            .await
+            .unwrap_or_else(|_| Err(SnapshotError::NotNow("the runtime is shutting down")))
+    };
+    let snapshot = match opened {
+        Ok(None) => return Ok(None),
+        Ok(Some(snapshot)) => snapshot,
+        Err(e) => {
+            status.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(e);
+        }
+    };
+    let loaded = load_checked(cache, pool, snapshot, retention, warmup).await;
+    match loaded {
+        Ok(position) => {
+            status.restored.fetch_add(1, Ordering::Relaxed);
+            status
+                .last_restore_ms
+                .store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+            Ok(Some(position))
+        }
+        Err(e) => {
+            status.refused.fetch_add(1, Ordering::Relaxed);
+            Err(e)
+        }
+    }
+}
+
+async fn load_checked(
+    cache: &Arc<ResponseCache>,
+    pool: &Pool,
+    snapshot: SnapshotFile,
+    retention: Duration,
+    warmup: &Arc<WarmupStatus>,
+) -> Result<FeedPosition, SnapshotError> {
+    let database = pool
+        .run(|c| async move { crate::pg::restore::database_state(&c).await })
+        .await?;
+    if let Some(why) = refusal(&snapshot.header, &database, cache.compaction, retention) {
+        return Err(snapshot.refused(why));
+    }
+    let position = snapshot.header.position.clone();
+    // Slots for the catalog as it is now (products created since the snapshot included).
+    let size = CatalogSize {
+        products: database.products,
+        max_product_id: database.max_product_id,
+        questions: database.questions,
+        max_question_id: database.max_question_id,
+    };
+    let generation = cache.begin_warmup();
+    warmup.running.store(true, Ordering::Release);
+    warmup.products_done.store(0, Ordering::Relaxed);
+    warmup
+        .products_total
+        .store(size.products.max(0) as u64, Ordering::Relaxed);
+    cache.open_catalog(size);
+    let loaded = {
+        let (cache, warmup) = (Arc::clone(cache), Arc::clone(warmup));
+        tokio::task::spawn_blocking(move || snapshot.load(&cache, &warmup, generation))
+            .await
+            .unwrap_or_else(|_| Err(SnapshotError::NotNow("the loader stopped")))
+    };
+    cache.end_warmup();
+    cache.store.settle_budget();
+    warmup.running.store(false, Ordering::Release);
+    match loaded {
+        Ok(bodies) => {
+            tracing::info!(
+                bodies,
+                after_seq = position.high,
+                "catalog restored from a snapshot; the change feed replays the log from its position"
+            );
+            Ok(position)
+        }
+        Err(e) => {
+            cache.clear();
+            Err(e)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_whose_refresh_is_under_way_is_left_out() {
+        let cache = ResponseCache::new(1 << 20);
+        let _queue = cache.refresh_queue();
+        let body = Rendered::Json(bytes::Bytes::from_static(b"{}"));
+        cache.insert(Key::Product(1), body.clone());
+        cache.insert(Key::Product(2), body.clone());
+        assert_eq!(
+            cache.body_for_snapshot(&Key::Product(1)),
+            Some(body.clone())
+        );
+        cache.stale(vec![Key::Product(1)]);
+        assert_eq!(cache.body_for_snapshot(&Key::Product(1)), None);
+        assert_eq!(cache.body_for_snapshot(&Key::Product(2)), Some(body));
+    }
+
+    #[test]
+    fn a_header_reads_back_as_written() {
+        let header = Header {
+            build: [7; 32],
+            compaction: 1,
+            written_at_ms: 123,
+            database: "42/7".into(),
+            position: FeedPosition {
+                high: 99,
+                pending: vec![5, 8],
+                pending_from: 10,
+            },
+        };
+        let mut out = Vec::new();
+        header.encode(&mut out);
+        let read = Header::decode(&out).expect("decodes");
+        assert_eq!(read.position, header.position);
+        assert_eq!(read.database, header.database);
+        assert_eq!(
+            (read.build, read.compaction, read.written_at_ms),
+            ([7; 32], 1, 123)
+        );
+        for cut in 0..out.len() {
+            assert!(Header::decode(&out[..cut]).is_err());
+        }
+    }
+
+    #[test]
+    fn a_snapshot_that_does_not_describe_the_database_now_is_refused() {
+        let header = Header {
+            build: build_digest().expect("the test binary can be read"),
+            compaction: compaction_code(Compaction::All),
+            written_at_ms: now_ms(),
+            database: "42/7".into(),
+            position: FeedPosition {
+                high: 100,
+                pending: vec![900],
+                pending_from: 1_000,
+            },
+        };
+        let database = crate::pg::restore::DatabaseState {
+            identity: "42/7".into(),
+            log_high: 150,
+            pruned_through: 80,
+            next_xid: 1_200,
+            products: 1,
+            max_product_id: 1,
+            questions: 0,
+            max_question_id: 0,
+        };
+        let day = Duration::from_secs(86_400);
+        let refused = |h: &Header, d: &crate::pg::restore::DatabaseState, c, r| {
+            refusal(h, d, c, r).unwrap_or_default()
+        };
+        assert_eq!(refusal(&header, &database, Compaction::All, day), None);
+        let changed = |f: fn(&mut Header)| {
+            let mut h = header.clone();
+            f(&mut h);
+            h
+        };
+        let moved = |f: fn(&mut crate::pg::restore::DatabaseState)| {
+            let mut d = database.clone();
+            f(&mut d);
+            d
+        };
+        assert!(refused(
+            &changed(|h| h.build[0] ^= 1),
+            &database,
+            Compaction::All,
+            day
+        )
+        .contains("another build"));
+        assert!(refused(&header, &database, Compaction::None, day).contains("--compress"));
+        assert!(refused(
+            &header,
+            &moved(|d| d.identity = "42/8".into()),
+            Compaction::All,
+            day
+        )
+        .contains("another database"));
+        assert!(refused(
+            &changed(|h| h.written_at_ms -= 43_300_000),
+            &database,
+            Compaction::All,
+            day
+        )
+        .contains("retention"));
+        assert!(refused(
+            &header,
+            &moved(|d| d.pruned_through = 101),
+            Compaction::All,
+            day
+        )
+        .contains("pruned past"));
+        assert!(
+            refused(&header, &moved(|d| d.log_high = 99), Compaction::All, day).contains("behind")
+        );
+        assert!(
+            refused(&header, &moved(|d| d.next_xid = 999), Compaction::All, day).contains("behind")
+        );
+    }
+}

@@ -1,0 +1,60 @@
+//! What a catalog snapshot is checked against before it is trusted: which database this is,
+//! how far its change log reaches, and how large its catalog is now.
+
+use super::pool::Conn;
+use tokio_postgres::Error;
+
+/// The database as a restore sees it, in one statement (one snapshot).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatabaseState {
+    /// The cluster's system identifier and the database's oid: a snapshot written against
+    /// another database (or a cluster made anew) names another.
+    pub identity: String,
+    /// The highest sequence number the log has had (its pruned mark if it is empty).
+    pub log_high: i64,
+    /// The highest sequence number pruning has deleted.
+    pub pruned_through: i64,
+    /// The current snapshot's `xmax`: no transaction id at or past it has been used.
+    pub next_xid: i64,
+    pub products: i64,
+    pub max_product_id: i64,
+    pub questions: i64,
+    pub max_question_id: i64,
+}
+
+/// The identity [`DatabaseState`] names, alone (for writing a snapshot).
+pub async fn identity(conn: &Conn) -> Result<String, Error> {
+    let row = conn.client.query_one(IDENTITY, &[]).await?;
+    row.try_get(0)
+}
+
+const IDENTITY: &str = "
+    SELECT (SELECT system_identifier::text FROM pg_control_system()) || '/' ||
+           (SELECT oid::text FROM pg_database WHERE datname = current_database())";
+
+pub async fn database_state(conn: &Conn) -> Result<DatabaseState, Error> {
+    let row = conn
+        .client
+        .query_one(
+            &format!(
+                "SELECT ({IDENTITY}),
+                        greatest((SELECT max(seq) FROM change_log), p.through), p.through,
+                        pg_snapshot_xmax(pg_current_snapshot())::text::int8,
+                        (SELECT count(*) FROM products), (SELECT coalesce(max(id), 0) FROM products),
+                        (SELECT count(*) FROM questions), (SELECT coalesce(max(id), 0) FROM questions)
+                   FROM change_log_pruned AS p"
+            ),
+            &[],
+        )
+        .await?;
+    Ok(DatabaseState {
+        identity: row.try_get(0)?,
+        log_high: row.try_get(1)?,
+        pruned_through: row.try_get(2)?,
+        next_xid: row.try_get(3)?,
+        products: row.try_get(4)?,
+        max_product_id: row.try_get(5)?,
+        questions: row.try_get(6)?,
+        max_question_id: row.try_get(7)?,
+    })
+}

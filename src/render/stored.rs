@@ -1,0 +1,327 @@
+//! Rendered bodies as a catalog snapshot stores them (`cache::snapshot`): the bytes a body is
+//! kept in, written as they are, and read back checked, so that a damaged or foreign file can
+//! make a restore fail but never make a body that panics or serves out of bounds.
+//!
+//! A product's reviews in the newest order share the helpful order's buffer in memory; the
+//! snapshot keeps that sharing, writing the newest order as its index into the list before it.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::{Gzipped, ItemList, Lead, Rendered};
+
+const JSON: u8 = 0;
+const GZIP: u8 = 1;
+const LIST: u8 = 2;
+const NOT_FOUND: u8 = 3;
+/// A list in another order over the previous record's buffer.
+const REORDERED: u8 = 4;
+
+const DEFLATED: u8 = 1;
+const ORDERED: u8 = 2;
+const LED: u8 = 4;
+
+/// Bytes that do not describe a body this build could have written.
+#[derive(Debug, thiserror::Error)]
+#[error("a stored body is damaged: {0}")]
+pub struct Damaged(pub &'static str);
+
+/// Appends `body` to `out`. `previous` is the list written just before, if any: a list that
+/// shares its buffer is written as an index into it.
+pub fn encode(body: &Rendered, previous: Option<&ItemList>, out: &mut Vec<u8>) {
+    match body {
+        Rendered::Json(json) => {
+            out.push(JSON);
+            put_bytes(out, json);
+        }
+        Rendered::Gzip(gz) => {
+            out.push(GZIP);
+            out.extend_from_slice(&gz.digest.to_le_bytes());
+            put_bytes(out, &gz.gz);
+        }
+        Rendered::NotFound => out.push(NOT_FOUND),
+        Rendered::List(list) => match (&list.order, previous) {
+            (Some(order), Some(base)) if base.order.is_none() && list.shares_buffer_with(base) => {
+                out.push(REORDERED);
+                put_u32s(out, order);
+            }
+            _ => {
+                out.push(LIST);
+                encode_list(list, out);
+            }
+        },
+    }
+}
+
+fn encode_list(list: &ItemList, out: &mut Vec<u8>) {
+    let mut flags = 0;
+    for (set, flag) in [
+        (list.deflated, DEFLATED),
+        (list.order.is_some(), ORDERED),
+        (list.lead.is_some(), LED),
+    ] {
+        if set {
+            flags |= flag;
+        }
+    }
+    out.push(flags);
+    put_bytes(out, &list.json);
+    put_u32s(out, &list.ends);
+    if let Some(order) = &list.order {
+        put_u32s(out, order);
+    }
+    if let Some(lead) = &list.lead {
+        out.extend_from_slice(&lead.body.digest.to_le_bytes());
+        put_bytes(out, &lead.body.gz);
+        out.extend_from_slice(&lead.items_start.to_le_bytes());
+        out.extend_from_slice(&lead.len.to_le_bytes());
+        match lead.count {
+            Some(count) => {
+                out.push(1);
+                out.extend_from_slice(&count.to_le_bytes());
+            }
+            None => out.push(0),
+        }
+    }
+}
+
+/// Reads one body from the front of `input`, advancing it. `previous` is the list read just
+/// before, for a list written as an index into it.
+pub fn decode(input: &mut &[u8], previous: Option<&ItemList>) -> Result<Rendered, Damaged> {
+    Ok(match take_u8(input)? {
+        JSON => Rendered::Json(take_bytes(input)?),
+        GZIP => {
+            let digest = take_u64(input)?;
+            Rendered::Gzip(Gzipped {
+                digest,
+                gz: take_bytes(input)?,
+            })
+        }
+        NOT_FOUND => Rendered::NotFound,
+        LIST => Rendered::List(Arc::new(decode_list(input)?)),
+        REORDERED => {
+            let base = previous
+                .filter(|base| base.order.is_none())
+                .ok_or(Damaged("a reordered list with no list before it"))?;
+            let order = take_u32s(input)?;
+            let list = base
+                .reordered(order)
+                .ok_or(Damaged("an order that is not a permutation of its list"))?;
+            Rendered::List(Arc::new(list))
+        }
+        _ => return Err(Damaged("an unknown kind of body")),
+    })
+}
+
+fn decode_list(input: &mut &[u8]) -> Result<ItemList, Damaged> {
+    let flags = take_u8(input)?;
+    if flags & !(DEFLATED | ORDERED | LED) != 0 {
+        return Err(Damaged("unknown list flags"));
+    }
+    let json = take_bytes(input)?;
+    let ends = take_u32s(input)?;
+    // Items are never empty: each ends past the comma after the one before.
+    if ends.windows(2).any(|w| w[1] <= w[0].saturating_add(1)) || ends.first() == Some(&0) {
+        return Err(Damaged("item ends out of order"));
+    }
+    let order = if flags & ORDERED != 0 {
+        Some(take_u32s(input)?)
+    } else {
+        None
+    };
+    let lead = if flags & LED != 0 {
+        let digest = take_u64(input)?;
+        let gz = take_bytes(input)?;
+        let items_start = take_u32(input)?;
+        let len = take_u32(input)?;
+        let count = match take_u8(input)? {
+            0 => None,
+            1 => Some(take_u64(input)?),
+            _ => return Err(Damaged("a lead page's count flag")),
+        };
+        if len == 0 || len as usize > ends.len() {
+            return Err(Damaged("a lead page longer than its list"));
+        }
+        Some(Arc::new(Lead {
+            body: Gzipped { gz, digest },
+            items_start,
+            len,
+            count,
+        }))
+    } else {
+        None
+    };
+    let list = ItemList {
+        json,
+        deflated: flags & DEFLATED != 0,
+        ends,
+        order: None,
+        lead,
+    };
+    match order {
+        None => Ok(list),
+        Some(order) => list
+            .reordered(order)
+            .ok_or(Damaged("an order that is not a permutation of its list")),
+    }
+}
+
+fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(&len_u32(bytes.len()).to_le_bytes());
+    out.extend_from_slice(bytes);
+}
+
+fn put_u32s(out: &mut Vec<u8>, values: &[u32]) {
+    out.extend_from_slice(&len_u32(values.len()).to_le_bytes());
+    for v in values {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+}
+
+/// Bodies and lists over 4 GiB are not a thing this server makes (their offsets are `u32`).
+fn len_u32(len: usize) -> u32 {
+    u32::try_from(len).unwrap_or(u32::MAX)
+}
+
+fn take<'a>(input: &mut &'a [u8], n: usize) -> Result<&'a [u8], Damaged> {
+    if input.len() < n {
+        return Err(Damaged("cut short"));
+    }
+    let (head, rest) = input.split_at(n);
+    *input = rest;
+    Ok(head)
+}
+
+/// One byte from the front of `input`.
+pub fn take_u8(input: &mut &[u8]) -> Result<u8, Damaged> {
+    Ok(take(input, 1)?[0])
+}
+
+/// A little-endian `u32` from the front of `input`.
+pub fn take_u32(input: &mut &[u8]) -> Result<u32, Damaged> {
+    let mut b = [0; 4];
+    b.copy_from_slice(take(input, 4)?);
+    Ok(u32::from_le_bytes(b))
+}
+
+/// A little-endian `u64` from the front of `input`.
+pub fn take_u64(input: &mut &[u8]) -> Result<u64, Damaged> {
+    let mut b = [0; 8];
+    b.copy_from_slice(take(input, 8)?);
+    Ok(u64::from_le_bytes(b))
+}
+
+fn take_bytes(input: &mut &[u8]) -> Result<Bytes, Damaged> {
+    let len = take_u32(input)? as usize;
+    Ok(Bytes::copy_from_slice(take(input, len)?))
+}
+
+fn take_u32s(input: &mut &[u8]) -> Result<Vec<u32>, Damaged> {
+    let len = take_u32(input)? as usize;
+    let raw = take(input, len.checked_mul(4).ok_or(Damaged("a length"))?)?;
+    Ok(raw
+        .chunks_exact(4)
+        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::render::{Frame, ItemListBuilder};
+
+    fn list(items: &[&str]) -> ItemList {
+        let mut b = ItemListBuilder::default();
+        for item in items {
+            b.next_item().extend_from_slice(item.as_bytes());
+            b.end_item();
+        }
+        b.finish()
+    }
+
+    fn round_trip(bodies: &[Rendered]) -> Vec<Rendered> {
+        let mut out = Vec::new();
+        let mut previous: Option<Arc<ItemList>> = None;
+        for body in bodies {
+            encode(body, previous.as_deref(), &mut out);
+            previous = match body {
+                Rendered::List(l) => Some(Arc::clone(l)),
+                _ => None,
+            };
+        }
+        let mut input = &out[..];
+        let mut read = Vec::new();
+        let mut previous: Option<Arc<ItemList>> = None;
+        while !input.is_empty() {
+            let body = decode(&mut input, previous.as_deref()).expect("decodes");
+            previous = match &body {
+                Rendered::List(l) => Some(Arc::clone(l)),
+                _ => None,
+            };
+            read.push(body);
+        }
+        read
+    }
+
+    #[test]
+    fn every_kind_of_body_reads_back_as_it_was_written() {
+        let items: Vec<String> = (0..40)
+            .map(|i| format!("{{\"id\":{i},\"x\":\"{}\"}}", "y".repeat(i)))
+            .collect();
+        let items: Vec<&str> = items.iter().map(String::as_str).collect();
+        let helpful = list(&items).compacted(Some(Frame::Reviews(7)));
+        assert!(helpful.has_lead_page());
+        let newest = helpful
+            .reordered((0..40).rev().collect())
+            .expect("a permutation");
+        let plain = list(&items);
+        let bodies = vec![
+            Rendered::Json(Bytes::from_static(b"{\"id\":1}")),
+            Rendered::Json(Bytes::from(vec![b'a'; 500])).compacted(None),
+            Rendered::NotFound,
+            Rendered::List(Arc::new(helpful.clone())),
+            Rendered::List(Arc::new(newest.clone())),
+            Rendered::List(Arc::new(plain.clone())),
+            Rendered::List(Arc::new(plain.compacted(None))),
+        ];
+        assert!(matches!(bodies[1], Rendered::Gzip(_)));
+        let read = round_trip(&bodies);
+        assert_eq!(read, bodies);
+        // The newest order still shares the helpful order's buffer, and the lead page serves.
+        let (Rendered::List(h), Rendered::List(n)) = (&read[3], &read[4]) else {
+            panic!("lists")
+        };
+        assert!(n.shares_buffer_with(h));
+        assert!(h.lead_page(1, 5).is_some());
+        let (Rendered::Gzip(a), Rendered::Gzip(b)) = (&read[1], &bodies[1]) else {
+            panic!("gzip")
+        };
+        assert_eq!(a.digest, b.digest);
+    }
+
+    #[test]
+    fn damaged_bytes_are_refused_not_trusted() {
+        let mut out = Vec::new();
+        let l = list(&["{\"a\":1}", "{\"b\":2}", "{\"c\":3}"]);
+        encode(&Rendered::List(Arc::new(l.clone())), None, &mut out);
+        // Every prefix is cut short, never a panic.
+        for cut in 0..out.len() {
+            assert!(decode(&mut &out[..cut], None).is_err(), "cut at {cut}");
+        }
+        // Item ends out of order.
+        let mut bad = out.clone();
+        let ends_at = 1 + 1 + 4 + l.json.len() + 4;
+        bad[ends_at..ends_at + 4].copy_from_slice(&1000u32.to_le_bytes());
+        assert!(decode(&mut &bad[..], None).is_err());
+        // An order that is no permutation, and a reordered list with nothing before it.
+        let mut out = Vec::new();
+        let newest = l.reordered(vec![2, 1, 0]).expect("a permutation");
+        encode(&Rendered::List(Arc::new(newest)), Some(&l), &mut out);
+        assert!(decode(&mut &out[..], None).is_err());
+        let last = out.len() - 4;
+        out[last..].copy_from_slice(&1u32.to_le_bytes());
+        assert!(decode(&mut &out[..], Some(&l)).is_err());
+        assert!(decode(&mut &[9u8][..], None).is_err());
+    }
+}

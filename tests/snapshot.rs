@@ -1,0 +1,336 @@
+//! Warm restarts: an instance writes its catalog to a snapshot with the change feed's
+//! position, and the next start loads it instead of scanning, replays what changed since
+//! (including a transaction that was open when the snapshot was taken), and serves exactly
+//! what a fresh render gives. A snapshot that is damaged, cut short, from another database
+//! or past the pruned log is not used: the instance warms from scratch. The binary writes one
+//! when it stops and loads it when it starts again.
+
+mod common;
+
+use std::io::BufRead;
+use std::path::Path;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use atelier::cache::snapshot::FILE_NAME;
+use atelier::cache::{fill, Key};
+use atelier::config::{ServeSettings, SnapshotSettings};
+use atelier::dataset::generate::{generate, GenerateOptions};
+use atelier::pg::pool::Pool;
+use common::{eventually, get, post_json, put, TempDir};
+
+fn settings(snapshots: &Path) -> ServeSettings {
+    ServeSettings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        pool_size: 2,
+        sweep_period: None,
+        snapshot: Some(SnapshotSettings {
+            dir: snapshots.to_path_buf(),
+            period: None,
+        }),
+        ..Default::default()
+    }
+}
+
+fn generated(label: &str) -> TempDir {
+    let dir = TempDir::new(label);
+    generate(&GenerateOptions {
+        scale: 0.0005,
+        seed: 11,
+        out: dir.path().into(),
+        quiet: true,
+    })
+    .expect("generate");
+    dir
+}
+
+async fn ready(addr: std::net::SocketAddr) {
+    assert_eq!(eventually(addr, "/readyz", |b| b == "ready").await, "ready");
+}
+
+/// Waits until the feed has read everything committed so far and every refresh is in.
+async fn settled(server: &atelier::http::Running) {
+    let feed = server.app.feed_status().unwrap();
+    assert!(feed.wait_for_fresh_read(Duration::from_secs(10)).await);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.app.cache.refreshes_pending() > 0 {
+        assert!(Instant::now() < deadline, "refreshes never finished");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Every body the cache holds equals a fresh render; returns how many of each kind it holds.
+async fn every_entry_is_fresh(server: &atelier::http::Running, pool: &Pool) -> [usize; 3] {
+    let mut kinds = [0; 3];
+    for key in server.app.cache.keys() {
+        if !server.app.cache.is_current(&key) {
+            continue;
+        }
+        let Some(cached) = server.app.cache.peek(&key) else {
+            continue;
+        };
+        let fresh = fill(&key, pool).await.expect("fresh render");
+        assert!(cached == fresh, "{key:?}: differs from a fresh render");
+        match key {
+            Key::Product(_) => kinds[0] += 1,
+            Key::Reviews { .. } => kinds[1] += 1,
+            Key::Answers(_) => kinds[2] += 1,
+            _ => {}
+        }
+    }
+    kinds
+}
+
+async fn snapshot_of(server: &atelier::http::Running) -> atelier::cache::snapshot::Written {
+    server
+        .app
+        .save_snapshot()
+        .await
+        .expect("a snapshot")
+        .expect("snapshots are configured")
+}
+
+#[tokio::test]
+async fn a_restart_from_a_snapshot_replays_what_changed_and_serves_fresh_bodies() {
+    let data = generated("snapshot-restart");
+    let db = common::loaded_database(data.path()).await;
+    let snapshots = TempDir::new("snapshot-dir");
+    let first = atelier::http::start(settings(snapshots.path()), db.config.clone())
+        .await
+        .unwrap();
+    ready(first.addr).await;
+    let a = first.addr;
+    // Writes of every kind before the snapshot, so that it holds refreshed bodies.
+    let review = r#"{"product_id":2,"rating":4,"summary":"s","body":"before the snapshot","recommend":true,
+        "name":"n","email":"n@example.com","photos":[]}"#;
+    assert_eq!(post_json(a, "/reviews", review).await.status, 201);
+    assert_eq!(put(a, "/qa/answers/1/helpful").await.status, 204);
+    settled(&first).await;
+    let products = first.app.cache.stats().catalog_entries;
+    assert!(products > 0);
+
+    // A transaction open when the snapshot is taken: its change is pending at the snapshot's
+    // position, and must be read once it commits, after the restart.
+    let open = db.client().await;
+    open.batch_execute(
+        "BEGIN; UPDATE products SET name = 'Committed After The Snapshot' WHERE id = 3;",
+    )
+    .await
+    .unwrap();
+    // A write committed after it: the feed's position passes the open transaction's change,
+    // which it can only hold pending.
+    assert_eq!(put(a, "/reviews/1/helpful").await.status, 204);
+    settled(&first).await;
+    let written = snapshot_of(&first).await;
+    assert!(written.bodies > 0 && written.bytes > 0);
+    assert!(snapshots.path().join(FILE_NAME).exists());
+    first.stop().await.unwrap();
+
+    // Changes while no instance runs.
+    open.batch_execute("COMMIT").await.unwrap();
+    db.client()
+        .await
+        .batch_execute(
+            "UPDATE products SET name = 'Renamed While Down' WHERE id = 1;
+             UPDATE reviews SET helpfulness = helpfulness + 1000 WHERE id = (SELECT min(id) FROM reviews WHERE product_id = 4);
+             UPDATE answers SET body = 'edited while down' WHERE id = 2;
+             DELETE FROM related WHERE product_id = 5;",
+        )
+        .await
+        .unwrap();
+
+    let second = atelier::http::start(settings(snapshots.path()), db.config.clone())
+        .await
+        .unwrap();
+    ready(second.addr).await;
+    let b = second.addr;
+    let app = &second.app;
+    assert_eq!(app.snapshots.restored.load(Relaxed), 1, "restored");
+    assert_eq!(app.snapshots.refused.load(Relaxed), 0);
+    assert_eq!(
+        app.warmup.completed.load(Relaxed),
+        0,
+        "no scan: the catalog came from the snapshot"
+    );
+    assert!(get(b, "/products/1")
+        .await
+        .body
+        .contains("Renamed While Down"));
+    assert!(get(b, "/products/3")
+        .await
+        .body
+        .contains("Committed After The Snapshot"));
+    assert!(get(b, "/reviews?product_id=2&count=100")
+        .await
+        .body
+        .contains("before the snapshot"));
+    settled(&second).await;
+    let pool = Pool::new(db.config.clone(), 2, Duration::from_secs(5));
+    let [products_held, reviews_held, answers_held] = every_entry_is_fresh(&second, &pool).await;
+    assert!(products_held > 0 && reviews_held > 0 && answers_held > 0);
+    // Every GET is a hit: the catalog was loaded whole.
+    let misses = app.cache.stats().misses;
+    for path in [
+        "/products/2",
+        "/products/2/styles",
+        "/products/2/related",
+        "/reviews?product_id=2&sort=newest",
+        "/reviews/meta?product_id=2",
+        "/qa/questions?product_id=2",
+    ] {
+        assert_eq!(get(b, path).await.status, 200, "{path}");
+        assert_eq!(
+            app.cache.stats().misses,
+            misses,
+            "{path}: no miss after a restore"
+        );
+    }
+    assert!(app.cache.stats().catalog_entries >= products - 10);
+    // And the metrics say so.
+    let metrics = get(b, "/metrics").await.body;
+    assert!(
+        metrics.contains("atelier_snapshot_restored_total 1"),
+        "{metrics}"
+    );
+    second.stop().await.unwrap();
+}
+
+/// Starts an instance over `db` with `snapshots`, waits until it is ready, and returns it
+/// with whether it restored (true) or scanned (false).
+async fn start_and_see(db: &common::TestDb, snapshots: &Path) -> (atelier::http::Running, bool) {
+    let server = atelier::http::start(settings(snapshots), db.config.clone())
+        .await
+        .unwrap();
+    ready(server.addr).await;
+    let restored = server.app.snapshots.restored.load(Relaxed) == 1;
+    let scanned = server.app.warmup.completed.load(Relaxed) == 1;
+    assert!(restored != scanned, "one or the other");
+    (server, restored)
+}
+
+#[tokio::test]
+async fn a_snapshot_that_cannot_be_trusted_is_not_used() {
+    let db = common::loaded_database(&common::sample_dir()).await;
+    let snapshots = TempDir::new("snapshot-untrusted");
+    let path = snapshots.path().join(FILE_NAME);
+    let (first, restored) = start_and_see(&db, snapshots.path()).await;
+    assert!(!restored, "nothing to restore yet");
+    snapshot_of(&first).await;
+    first.stop().await.unwrap();
+    let good = std::fs::read(&path).unwrap();
+
+    // Sound: restored.
+    let (server, restored) = start_and_see(&db, snapshots.path()).await;
+    assert!(restored);
+    server.stop().await.unwrap();
+
+    // A byte changed in the middle, and a file cut short (as a crash mid-write would leave a
+    // file written in place, which this one never is): warmed from scratch, and correct.
+    let mut flipped = good.clone();
+    let middle = flipped.len() / 2;
+    flipped[middle] ^= 0x20;
+    let cut = good[..good.len() - 5].to_vec();
+    for (damage, bytes) in [("flipped", flipped), ("cut", cut)] {
+        std::fs::write(&path, bytes).unwrap();
+        let (server, restored) = start_and_see(&db, snapshots.path()).await;
+        assert!(!restored, "{damage}");
+        assert_eq!(server.app.snapshots.refused.load(Relaxed), 1, "{damage}");
+        assert!(get(server.addr, "/products/1").await.status == 200);
+        let pool = Pool::new(db.config.clone(), 2, Duration::from_secs(5));
+        assert!(every_entry_is_fresh(&server, &pool).await[0] > 0);
+        server.stop().await.unwrap();
+    }
+
+    // Another database with the same data: refused.
+    std::fs::write(&path, &good).unwrap();
+    let other = common::loaded_database(&common::sample_dir()).await;
+    let (server, restored) = start_and_see(&other, snapshots.path()).await;
+    assert!(!restored, "another database");
+    server.stop().await.unwrap();
+
+    // The log pruned past the snapshot's position: refused.
+    std::fs::write(&path, &good).unwrap();
+    db.client()
+        .await
+        .batch_execute("UPDATE change_log_pruned SET through = through + 1000000")
+        .await
+        .unwrap();
+    let (server, restored) = start_and_see(&db, snapshots.path()).await;
+    assert!(!restored, "pruned past");
+    server.stop().await.unwrap();
+}
+
+/// The server's process, killed if the test ends early.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `atelier serve` with `snapshots`, until it is ready: its address and its process.
+fn serve(db: &common::TestDb, snapshots: &Path) -> (std::net::SocketAddr, KillOnDrop) {
+    let mut child = KillOnDrop(
+        std::process::Command::new(env!("CARGO_BIN_EXE_atelier"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+            .args(["--drain-delay-ms", "100", "--sweep-period-s", "0"])
+            .arg("--snapshot-dir")
+            .arg(snapshots)
+            .env("DATABASE_URL", common::connection_string(&db.config))
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run atelier serve"),
+    );
+    let stderr = std::io::BufReader::new(child.0.stderr.take().unwrap());
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let addr = loop {
+        let line = lines
+            .recv_timeout(Duration::from_secs(30))
+            .expect("a start line");
+        let parsed: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if parsed["fields"]["message"] == "serving" {
+            break parsed["fields"]["address"]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+        }
+    };
+    (addr, child)
+}
+
+#[tokio::test]
+async fn serve_writes_a_snapshot_when_it_stops_and_restores_it_when_it_starts() {
+    let db = common::loaded_database(&common::sample_dir()).await;
+    let snapshots = TempDir::new("snapshot-binary");
+    let (addr, mut child) = serve(&db, snapshots.path());
+    ready(addr).await;
+    assert!(!snapshots.path().join(FILE_NAME).exists());
+    // SAFETY: a plain signal to the child this test started.
+    unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
+    let status = child.0.wait().unwrap();
+    assert!(status.success());
+    assert!(
+        snapshots.path().join(FILE_NAME).exists(),
+        "written at shutdown"
+    );
+
+    let (addr, _child) = serve(&db, snapshots.path());
+    ready(addr).await;
+    let metrics = get(addr, "/metrics").await.body;
+    assert!(
+        metrics.contains("atelier_snapshot_restored_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("atelier_warmup_completed_total 0"),
+        "{metrics}"
+    );
+}
