@@ -41,7 +41,10 @@ cleanup() {
 trap cleanup EXIT
 
 start_instance() { # port
+    # Each instance its own snapshot directory, as the systemd unit gives it: a restart
+    # restores the catalog written while the instance drained.
     "$bin" serve --listen "127.0.0.1:$1" --drain-delay-ms 2000 --sweep-period-s 0 \
+        --snapshot-dir "$work/snapshots-$1" --snapshot-period-s 0 \
         --log-format json >>"$work/atelier-$1.log" 2>&1 &
     echo $! >"$work/pid-$1"
 }
@@ -174,9 +177,10 @@ while [ $(($(date +%s) - load_started)) -lt $((restart_seconds - 12)) ]; do
 done
 wait_load
 summarize restarts "rolling restart" "$before" "$(helpfulness)"
+restored=$(cat "$work"/atelier-*.log | grep -c 'catalog restored from a snapshot' || true)
 
 echo
-echo "$(date -u +%F), $(nproc) cores, $rate reads/s, $votes_per_second votes/s and $votes_per_second posts/s through nginx to 3 instances, drain delay 2 s; $n restarts, each ready after: ${ready_times[*]} s"
+echo "$(date -u +%F), $(nproc) cores, $rate reads/s, $votes_per_second votes/s and $votes_per_second posts/s through nginx to 3 instances, drain delay 2 s; $n restarts ($restored from a snapshot), each ready after: ${ready_times[*]} s"
 echo "| run | reads 200 | reads failed | votes 204 | votes failed | votes cut off at the end | helpfulness added | posts 201 | posts failed | retried by nginx | p50 | p90 | p99 | p99.9 |"
 echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 printf '%s\n' "${rows[@]}"

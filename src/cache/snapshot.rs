@@ -327,6 +327,7 @@ fn write_file(
         }
     };
     let written = (|| {
+        std::fs::create_dir_all(dir)?;
         let file = File::create(&temporary)?;
         let mut frames = FrameWriter {
             out: BufWriter::with_capacity(1 << 20, file),

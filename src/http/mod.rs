@@ -603,6 +603,12 @@ impl App {
         if !self.ready.load(Ordering::Acquire) && self.warm_up().await.is_err() {
             return Some("warming up");
         }
+        // A restore runs before the feed starts: its progress is the news.
+        let warming = self.settings.precompute == Precompute::All
+            && !self.warmup.first_done.load(Ordering::Acquire);
+        if warming && self.warmup.running.load(Ordering::Acquire) {
+            return Some("warming up the catalog");
+        }
         match self.feed.get() {
             None => return Some("change feed starting"),
             Some(feed) => {
@@ -611,9 +617,7 @@ impl App {
                 }
             }
         }
-        if self.settings.precompute == Precompute::All
-            && !self.warmup.first_done.load(Ordering::Acquire)
-        {
+        if warming {
             return Some("warming up the catalog");
         }
         let ping = self
