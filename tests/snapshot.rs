@@ -1,8 +1,8 @@
 //! Warm restarts: an instance writes its catalog to a snapshot with the change feed's
 //! position, and the next start loads it instead of scanning, replays what changed since
 //! (including a transaction that was open when the snapshot was taken), and serves exactly
-//! what a fresh render gives. A snapshot that is damaged, cut short, from another database
-//! or past the pruned log is not used: the instance warms from scratch. The binary writes one
+//! what a fresh render gives. A snapshot that is damaged, cut short, from another database or
+//! schema, or past the pruned log is not used: the instance warms from scratch. The binary writes one
 //! when it stops and loads it when it starts again.
 
 mod common;
@@ -247,6 +247,22 @@ async fn a_snapshot_that_cannot_be_trusted_is_not_used() {
     let (server, restored) = start_and_see(&other, snapshots.path()).await;
     assert!(!restored, "another database");
     server.stop().await.unwrap();
+
+    // A migration that changed a table since: refused.
+    std::fs::write(&path, &good).unwrap();
+    db.client()
+        .await
+        .batch_execute("ALTER TABLE products ADD COLUMN note text")
+        .await
+        .unwrap();
+    let (server, restored) = start_and_see(&db, snapshots.path()).await;
+    assert!(!restored, "another schema");
+    server.stop().await.unwrap();
+    db.client()
+        .await
+        .batch_execute("ALTER TABLE products DROP COLUMN note")
+        .await
+        .unwrap();
 
     // The log pruned past the snapshot's position: refused.
     std::fs::write(&path, &good).unwrap();

@@ -19,7 +19,7 @@
 //! or the previous one. It is read in frames, each with a CRC-32, and each body is checked as
 //! it is decoded (`render::stored`). A snapshot is refused, and the instance warms from
 //! scratch, if it was written by another build (its renderers may differ) or with another
-//! compaction, against another database, longer ago than half the log's retention, or if the
+//! compaction, against another database or schema (its tables' columns), longer ago than half the log's retention, or if the
 //! log no longer reaches back to its position (pruned past it) or is behind it (a database
 //! restored from a backup). Damage found while loading drops what was loaded.
 

@@ -7,8 +7,9 @@ use tokio_postgres::Error;
 /// The database as a restore sees it, in one statement (one snapshot).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DatabaseState {
-    /// The cluster's system identifier and the database's oid: a snapshot written against
-    /// another database (or a cluster made anew) names another.
+    /// The cluster's system identifier, the database's oid, and a digest of the columns of its
+    /// tables: a snapshot written against another database (or a cluster made anew), or
+    /// before a migration changed a table, names another.
     pub identity: String,
     /// The highest sequence number the log has had (its pruned mark if it is empty).
     pub log_high: i64,
@@ -30,7 +31,10 @@ pub async fn identity(conn: &Conn) -> Result<String, Error> {
 
 const IDENTITY: &str = "
     SELECT (SELECT system_identifier::text FROM pg_control_system()) || '/' ||
-           (SELECT oid::text FROM pg_database WHERE datname = current_database())";
+           (SELECT oid::text FROM pg_database WHERE datname = current_database()) || '/' ||
+           (SELECT md5(coalesce(string_agg(table_name || '.' || column_name || ' ' || data_type,
+                                           ',' ORDER BY table_name, column_name), ''))
+              FROM information_schema.columns WHERE table_schema = 'public')";
 
 pub async fn database_state(conn: &Conn) -> Result<DatabaseState, Error> {
     let row = conn
