@@ -19,9 +19,10 @@
 //! or the previous one. It is read in frames, each with a CRC-32, and each body is checked as
 //! it is decoded (`render::stored`). A snapshot is refused, and the instance warms from
 //! scratch, if it was written by another build (its renderers may differ) or with another
-//! compaction, against another database or schema (its tables' columns), longer ago than half the log's retention, or if the
-//! log no longer reaches back to its position (pruned past it) or is behind it (a database
-//! restored from a backup). Damage found while loading drops what was loaded.
+//! compaction, against another database or schema (its tables' columns), longer ago than
+//! half the log's retention, or if the log no longer reaches back to its position (pruned
+//! past it) or is behind it (a database restored from a backup). Damage found while loading
+//! drops what was loaded.
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
