@@ -9,7 +9,7 @@
 #
 # The database must be migrated and loaded (benches/dataset.sh). CACHE_MB (6000) must hold the
 # whole catalog for the figures to be the full catalog's. SNAPSHOT_DIR (a temporary
-# directory, removed afterwards) needs room for two snapshots (about 10 GB at full scale).
+# directory, removed afterwards) needs room for two snapshots (about 7 GB at full scale).
 set -euo pipefail
 cache_mb=${1:-6000}
 dir=${2:-}

@@ -60,10 +60,16 @@ pub struct ServeSettings {
 
 /// Warm restarts (see `cache::snapshot`): the catalog written to `dir` every `period` (None:
 /// only at shutdown) and when the instance stops, and loaded from there at start.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct SnapshotSettings {
     pub dir: std::path::PathBuf,
     pub period: Option<Duration>,
+    /// Test hooks: how long a restore waits before loading the snapshot, and after loading it
+    /// before the change feed replays what changed since, so that a test can act meanwhile.
+    #[doc(hidden)]
+    pub pause_before_load: Duration,
+    #[doc(hidden)]
+    pub pause_before_replay: Duration,
 }
 
 /// Bounds on what one client can make the server hold or do: connections, time, header bytes.

@@ -265,6 +265,7 @@ impl HttpArgs {
                     dir,
                     period: (self.snapshot_period_s > 0)
                         .then(|| std::time::Duration::from_secs(self.snapshot_period_s)),
+                    ..Default::default()
                 }),
             access_log_sample: self.access_log_sample,
             limits: atelier::config::Limits {

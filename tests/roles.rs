@@ -24,10 +24,15 @@ async fn an_instance_serves_as_the_serving_role_which_can_do_nothing_else() {
     let mut config = db.config.clone();
     config.user(&login);
 
+    let snapshots = common::TempDir::new("roles-snapshots");
     let settings = ServeSettings {
         listen: "127.0.0.1:0".parse().unwrap(),
         pool_size: 2,
         sweep_period: Some(Duration::from_secs(1)),
+        snapshot: Some(atelier::config::SnapshotSettings {
+            dir: snapshots.path().into(),
+            ..Default::default()
+        }),
         ..Default::default()
     };
     let server = atelier::http::start(settings, config.clone())
@@ -85,6 +90,15 @@ async fn an_instance_serves_as_the_serving_role_which_can_do_nothing_else() {
         .unwrap();
     let body = eventually(a, "/products/1", |b| b.contains("Renamed")).await;
     assert!(body.contains("Renamed"), "{body}");
+    // A warm restart's snapshot is written as the serving role (it names the database's
+    // identity and migrations, read through a function that runs as the owner).
+    let written = server
+        .app
+        .save_snapshot()
+        .await
+        .expect("a snapshot as the serving role")
+        .expect("snapshots are configured");
+    assert!(written.bodies > 0);
     // And it may prune the log, but not below the retention the owner set (an hour by
     // default), however often and with whatever retention it asks.
     let serving = atelier::pg::connect(&config).await.unwrap();

@@ -26,7 +26,7 @@ fn settings(snapshots: &Path) -> ServeSettings {
         sweep_period: None,
         snapshot: Some(SnapshotSettings {
             dir: snapshots.to_path_buf(),
-            period: None,
+            ..Default::default()
         }),
         ..Default::default()
     }
@@ -196,8 +196,11 @@ async fn a_restart_from_a_snapshot_replays_what_changed_and_serves_fresh_bodies(
 }
 
 /// Starts an instance over `db` with `snapshots`, waits until it is ready, and returns it
-/// with whether it restored (true) or scanned (false).
-async fn start_and_see(db: &common::TestDb, snapshots: &Path) -> (atelier::http::Running, bool) {
+/// with why it did not restore the snapshot (None: it did; it scanned otherwise).
+async fn start_and_see(
+    db: &common::TestDb,
+    snapshots: &Path,
+) -> (atelier::http::Running, Option<String>) {
     let server = atelier::http::start(settings(snapshots), db.config.clone())
         .await
         .unwrap();
@@ -205,7 +208,15 @@ async fn start_and_see(db: &common::TestDb, snapshots: &Path) -> (atelier::http:
     let restored = server.app.snapshots.restored.load(Relaxed) == 1;
     let scanned = server.app.warmup.completed.load(Relaxed) == 1;
     assert!(restored != scanned, "one or the other");
-    (server, restored)
+    let refusal = server.app.snapshots.last_refusal.lock().unwrap().clone();
+    assert_eq!(refusal.is_none(), restored, "{refusal:?}");
+    (server, refusal)
+}
+
+/// Asserts that an instance did not restore, for `why`.
+fn refused(refusal: Option<String>, why: &str) {
+    let refusal = refusal.expect("not restored");
+    assert!(refusal.contains(why), "{refusal}");
 }
 
 #[tokio::test]
@@ -213,15 +224,22 @@ async fn a_snapshot_that_cannot_be_trusted_is_not_used() {
     let db = common::loaded_database(&common::sample_dir()).await;
     let snapshots = TempDir::new("snapshot-untrusted");
     let path = snapshots.path().join(FILE_NAME);
-    let (first, restored) = start_and_see(&db, snapshots.path()).await;
-    assert!(!restored, "nothing to restore yet");
+    let first = atelier::http::start(settings(snapshots.path()), db.config.clone())
+        .await
+        .unwrap();
+    ready(first.addr).await;
+    assert_eq!(
+        first.app.warmup.completed.load(Relaxed),
+        1,
+        "nothing to restore"
+    );
     snapshot_of(&first).await;
     first.stop().await.unwrap();
     let good = std::fs::read(&path).unwrap();
 
     // Sound: restored.
-    let (server, restored) = start_and_see(&db, snapshots.path()).await;
-    assert!(restored);
+    let (server, refusal) = start_and_see(&db, snapshots.path()).await;
+    assert_eq!(refusal, None);
     server.stop().await.unwrap();
 
     // A byte changed in the middle, and a file cut short (as a crash mid-write would leave a
@@ -230,11 +248,10 @@ async fn a_snapshot_that_cannot_be_trusted_is_not_used() {
     let middle = flipped.len() / 2;
     flipped[middle] ^= 0x20;
     let cut = good[..good.len() - 5].to_vec();
-    for (damage, bytes) in [("flipped", flipped), ("cut", cut)] {
+    for (bytes, why) in [(flipped, "checksum"), (cut, "cut short")] {
         std::fs::write(&path, bytes).unwrap();
-        let (server, restored) = start_and_see(&db, snapshots.path()).await;
-        assert!(!restored, "{damage}");
-        assert_eq!(server.app.snapshots.refused.load(Relaxed), 1, "{damage}");
+        let (server, refusal) = start_and_see(&db, snapshots.path()).await;
+        refused(refusal, why);
         assert!(get(server.addr, "/products/1").await.status == 200);
         let pool = Pool::new(db.config.clone(), 2, Duration::from_secs(5));
         assert!(every_entry_is_fresh(&server, &pool).await[0] > 0);
@@ -244,35 +261,135 @@ async fn a_snapshot_that_cannot_be_trusted_is_not_used() {
     // Another database with the same data: refused.
     std::fs::write(&path, &good).unwrap();
     let other = common::loaded_database(&common::sample_dir()).await;
-    let (server, restored) = start_and_see(&other, snapshots.path()).await;
-    assert!(!restored, "another database");
+    let (server, refusal) = start_and_see(&other, snapshots.path()).await;
+    refused(refusal, "another database");
     server.stop().await.unwrap();
 
-    // A migration that changed a table since: refused.
-    std::fs::write(&path, &good).unwrap();
-    db.client()
-        .await
-        .batch_execute("ALTER TABLE products ADD COLUMN note text")
-        .await
-        .unwrap();
-    let (server, restored) = start_and_see(&db, snapshots.path()).await;
-    assert!(!restored, "another schema");
-    server.stop().await.unwrap();
-    db.client()
-        .await
-        .batch_execute("ALTER TABLE products DROP COLUMN note")
-        .await
-        .unwrap();
+    // A migration since, and a table changed by hand since: refused.
+    let owner = db.client().await;
+    for (change, undo) in [
+        (
+            "INSERT INTO schema_migrations (version, name, checksum) VALUES (999, 'later', 0)",
+            "DELETE FROM schema_migrations WHERE version = 999",
+        ),
+        (
+            "ALTER TABLE products ADD COLUMN note text",
+            "ALTER TABLE products DROP COLUMN note",
+        ),
+    ] {
+        std::fs::write(&path, &good).unwrap();
+        owner.batch_execute(change).await.unwrap();
+        let (server, refusal) = start_and_see(&db, snapshots.path()).await;
+        refused(refusal, "another database");
+        server.stop().await.unwrap();
+        owner.batch_execute(undo).await.unwrap();
+    }
 
     // The log pruned past the snapshot's position: refused.
     std::fs::write(&path, &good).unwrap();
-    db.client()
-        .await
+    owner
         .batch_execute("UPDATE change_log_pruned SET through = through + 1000000")
         .await
         .unwrap();
-    let (server, restored) = start_and_see(&db, snapshots.path()).await;
-    assert!(!restored, "pruned past");
+    let (server, refusal) = start_and_see(&db, snapshots.path()).await;
+    refused(refusal, "pruned past");
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn while_it_restores_an_instance_serves_fresh_bodies_and_keeps_its_own_writes() {
+    let db = common::loaded_database(&common::sample_dir()).await;
+    let snapshots = TempDir::new("snapshot-window");
+    let first = atelier::http::start(settings(snapshots.path()), db.config.clone())
+        .await
+        .unwrap();
+    ready(first.addr).await;
+    snapshot_of(&first).await;
+    first.stop().await.unwrap();
+    let review = db
+        .client()
+        .await
+        .query_one(
+            "SELECT id, product_id, helpfulness FROM reviews WHERE NOT reported ORDER BY id LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (review, product, helpfulness): (i64, i64, i32) =
+        (review.get(0), review.get(1), review.get(2));
+    let voted = format!(r#""helpfulness":{}"#, helpfulness + 1);
+    let reviews = format!("/reviews?product_id={product}&count=100");
+
+    // The restore waits before loading the snapshot, and again before the feed replays the
+    // log: the instance serves meanwhile (as nginx would send it requests).
+    let mut s = settings(snapshots.path());
+    if let Some(snapshot) = &mut s.snapshot {
+        snapshot.pause_before_load = Duration::from_millis(1000);
+        snapshot.pause_before_replay = Duration::from_millis(1000);
+    }
+    let second = atelier::http::start(s, db.config.clone()).await.unwrap();
+    let b = second.addr;
+    let app = &second.app;
+    // A write before the snapshot is loaded: the load must not overwrite its bodies.
+    assert_eq!(app.snapshots.restored.load(Relaxed), 0);
+    assert!(app.cache.is_restoring());
+    assert_eq!(
+        put(b, &format!("/reviews/{review}/helpful")).await.status,
+        204
+    );
+    assert!(get(b, &reviews).await.body.contains(&voted));
+    // Loaded, not yet replayed: a change made elsewhere meanwhile is what a read gets, not the
+    // snapshot's body from before it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app.snapshots.restored.load(Relaxed) == 0 {
+        assert!(Instant::now() < deadline, "never loaded");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(app.cache.is_restoring(), "still replaying");
+    db.client()
+        .await
+        .batch_execute("UPDATE products SET name = 'Renamed While Restoring' WHERE id = 2")
+        .await
+        .unwrap();
+    assert!(get(b, "/products/2")
+        .await
+        .body
+        .contains("Renamed While Restoring"));
+    assert_ne!(get(b, "/readyz").await.body, "ready");
+    ready(b).await;
+    assert!(!app.cache.is_restoring());
+    // Restored and current: both changes (the written key was not loaded: its first read
+    // fills it), then from the cache.
+    assert!(get(b, &reviews).await.body.contains(&voted));
+    let misses = app.cache.stats().misses;
+    assert!(get(b, &reviews).await.body.contains(&voted));
+    assert!(get(b, "/products/2")
+        .await
+        .body
+        .contains("Renamed While Restoring"));
+    assert_eq!(app.cache.stats().misses, misses, "hits");
+    settled(&second).await;
+    let pool = Pool::new(db.config.clone(), 2, Duration::from_secs(5));
+    every_entry_is_fresh(&second, &pool).await;
+    second.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn snapshots_are_written_every_period() {
+    let db = common::loaded_database(&common::sample_dir()).await;
+    let snapshots = TempDir::new("snapshot-period");
+    let mut s = settings(snapshots.path());
+    if let Some(snapshot) = &mut s.snapshot {
+        snapshot.period = Some(Duration::from_millis(200));
+    }
+    let server = atelier::http::start(s, db.config.clone()).await.unwrap();
+    ready(server.addr).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.app.snapshots.written.load(Relaxed) < 2 {
+        assert!(Instant::now() < deadline, "no periodic snapshots");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(snapshots.path().join(FILE_NAME).exists());
     server.stop().await.unwrap();
 }
 

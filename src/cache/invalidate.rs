@@ -59,9 +59,6 @@ impl ResponseCache {
         xid: Option<i64>,
         pool: &crate::pg::pool::Pool,
     ) {
-        if let Some(xid) = xid {
-            self.own_writes.remember(xid, changes);
-        }
         let mut keys: Vec<Key> = Vec::new();
         for change in changes {
             for key in self.stale_after(change) {
@@ -70,10 +67,18 @@ impl ResponseCache {
                 }
             }
         }
-        let groups = super::refresh::with_siblings(keys);
-        let refreshes = groups
+        let groups: Vec<_> = super::refresh::with_siblings(keys)
             .iter()
-            .map(|group| async move { self.refresh_now(group, pool).await });
+            .map(|group| self.number(group))
+            .collect();
+        // Remembered only once every key is numbered (its refresh under way): a snapshot
+        // taken after the feed skips these changes leaves the keys out until they are in.
+        if let Some(xid) = xid {
+            self.own_writes.remember(xid, changes);
+        }
+        let refreshes = groups
+            .into_iter()
+            .map(|numbered| async move { self.refresh_numbered(numbered, pool).await });
         futures_util::future::join_all(refreshes).await;
     }
 

@@ -78,6 +78,12 @@ pub struct ResponseCache {
     /// This instance's recent writes, which the feed need not refresh again.
     own_writes: invalidate::OwnWrites,
     own_changes_skipped: AtomicU64,
+    /// Times the cache was emptied (counted before it is): a snapshot written meanwhile is
+    /// thrown away.
+    clears: AtomicU64,
+    /// Set while a restored catalog is not yet brought current by the change feed: reads
+    /// then go to the database (see [`snapshot`]).
+    restoring: std::sync::atomic::AtomicBool,
 }
 
 /// Keys invalidated while a warm-up runs.
@@ -116,6 +122,8 @@ impl ResponseCache {
             warming_on: std::sync::atomic::AtomicBool::new(false),
             own_writes: Default::default(),
             own_changes_skipped: AtomicU64::new(0),
+            clears: AtomicU64::new(0),
+            restoring: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -203,6 +211,11 @@ impl ResponseCache {
     /// A request waiting for another's fill of the same key waits at most the pool's time
     /// limit: when the database is down, a queue of waiters must not retry one after another.
     pub async fn get(&self, key: &Key, pool: &Pool) -> Result<Rendered, DbError> {
+        if self.restoring.load(Ordering::Acquire) {
+            // A restored body may predate changes the feed has not replayed yet.
+            self.misses.fetch_add(1, Ordering::Relaxed);
+            return fill(key, pool).await;
+        }
         let lookup = tokio::time::timeout(pool.timeout(), self.store.get_or_guard(key))
             .await
             .map_err(|_| {
@@ -252,6 +265,7 @@ impl ResponseCache {
 
     /// Drops everything.
     pub fn clear(&self) {
+        self.clears.fetch_add(1, Ordering::AcqRel);
         self.while_warming(|warming| {
             if let Some(w) = warming {
                 w.everything = true;

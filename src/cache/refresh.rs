@@ -75,10 +75,21 @@ impl ResponseCache {
     /// whose render fails. For the instance's own writes. Siblings (a product's two review
     /// orders) are rendered from one read.
     pub async fn refresh_now(&self, keys: &[Key], pool: &Pool) {
-        let numbered: Vec<(Key, u64)> = keys
-            .iter()
+        let numbered = self.number(keys);
+        self.refresh_numbered(numbered, pool).await;
+    }
+
+    /// Numbers the changes to `keys` the cache holds (their refreshes are under way from
+    /// here), dropping those it does not: the first half of [`Self::refresh_now`].
+    pub(crate) fn number(&self, keys: &[Key]) -> Vec<(Key, u64)> {
+        keys.iter()
             .filter_map(|key| Some((key.clone(), self.take_number(key, false)?.0)))
-            .collect();
+            .collect()
+    }
+
+    /// Renders and swaps in keys [`Self::number`] numbered: the second half of
+    /// [`Self::refresh_now`].
+    pub(crate) async fn refresh_numbered(&self, numbered: Vec<(Key, u64)>, pool: &Pool) {
         if numbered.is_empty() {
             return; // dropped: the next read fills them fresh
         }
@@ -220,6 +231,19 @@ impl ResponseCache {
             pending.clear();
         }
         self.refresh_done.notify_waiters();
+    }
+
+    /// Drops the body of every key whose refresh is under way (the refresh still swaps its
+    /// new body in): the next reads fill them from the database instead of getting the
+    /// previous body meanwhile. Returns how many.
+    pub fn drop_bodies_being_refreshed(&self) -> usize {
+        let Ok(pending) = self.refreshing.lock() else {
+            return 0;
+        };
+        for key in pending.keys() {
+            self.store.remove(key);
+        }
+        pending.len()
     }
 
     /// Whether a change's refresh of `key` is under way.

@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::store::{key_of, SLOT_KINDS};
+use super::store::{key_of, slot_kind, SLOT_KINDS};
 use super::warm::{WarmStop, WarmupStatus};
 use super::{CatalogSize, Key, ResponseCache};
 use crate::pg::feed::{FeedPosition, FeedStatus};
@@ -54,6 +54,38 @@ const FRAME_TARGET: usize = 1 << 20;
 const FRAME_MAX: usize = 256 << 20;
 /// The record kind of a products page (the catalog's slot kinds are below it).
 const PRODUCTS_PAGE: u8 = SLOT_KINDS as u8;
+/// The slot kinds of a product's reviews in each order: the newest order is written as an
+/// index into the helpful order's buffer.
+const HELPFUL: usize = slot_kind(Key::Reviews {
+    product_id: 0,
+    order: crate::domain::ReviewOrder::Helpful,
+});
+const NEWEST: usize = slot_kind(Key::Reviews {
+    product_id: 0,
+    order: crate::domain::ReviewOrder::Newest,
+});
+/// What a snapshot being written is called until it is whole.
+const TEMPORARY_SUFFIX: &str = ".tmp";
+
+/// Removes temporary files a write left in `dir` when its process died (each as large as a
+/// snapshot). Called at start, before any write of this instance.
+pub fn remove_leftovers(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(FILE_NAME) && name.ends_with(TEMPORARY_SUFFIX) {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => tracing::info!(file = %name, "removed a snapshot left half-written"),
+                Err(e) => {
+                    tracing::warn!(file = %name, cause = %e, "cannot remove a half-written snapshot")
+                }
+            }
+        }
+    }
+}
 
 /// Why a snapshot could not be written or restored.
 #[derive(Debug, thiserror::Error)]
@@ -88,8 +120,10 @@ pub struct SnapshotStatus {
     pub write_failures: AtomicU64,
     pub last_write_ms: AtomicU64,
     pub last_write_bytes: AtomicU64,
-    /// One write at a time.
-    writing: tokio::sync::Mutex<()>,
+    /// Why the last snapshot found was not used.
+    pub last_refusal: std::sync::Mutex<Option<String>>,
+    /// One write at a time (held by the writing thread).
+    writing: std::sync::Mutex<()>,
 }
 
 /// What a written snapshot holds.
@@ -114,11 +148,14 @@ struct Header {
 /// The digest of this program's executable: a snapshot from another build may hold bodies
 /// its renderers would not make. None if the executable cannot be read (snapshots are then
 /// neither written nor trusted).
-fn build_digest() -> Option<[u8; 32]> {
+pub fn build_digest() -> Option<[u8; 32]> {
     static DIGEST: std::sync::OnceLock<Option<[u8; 32]>> = std::sync::OnceLock::new();
     *DIGEST.get_or_init(|| {
         use sha2::Digest;
-        let mut file = File::open(std::env::current_exe().ok()?).ok()?;
+        // The running executable itself, even once a deploy has replaced its file.
+        let mut file = File::open("/proc/self/exe")
+            .or_else(|_| File::open(std::env::current_exe()?))
+            .ok()?;
         let mut hasher = sha2::Sha256::new();
         let mut buf = vec![0; 1 << 20];
         loop {
@@ -221,7 +258,20 @@ impl FrameWriter {
         self.frame.push(kind);
     }
 
+    /// Ends the frame of records and begins the next once it is large enough.
+    fn split_records(&mut self) -> std::io::Result<()> {
+        if self.frame.len() >= FRAME_TARGET {
+            self.end()?;
+            self.begin(RECORDS);
+        }
+        Ok(())
+    }
+
     fn end(&mut self) -> std::io::Result<()> {
+        // A frame the reader would refuse must not be written.
+        if self.frame.len() > FRAME_MAX {
+            return Err(std::io::Error::other("a product's bodies overflow a frame"));
+        }
         let len = u32::try_from(self.frame.len()).map_err(std::io::Error::other)?;
         self.out.write_all(&len.to_le_bytes())?;
         self.out
@@ -252,25 +302,40 @@ fn write_records(
     let answers = SLOT_KINDS - 1;
     let products = counts[..answers].iter().copied().max().unwrap_or(0);
     frames.begin(RECORDS);
-    let mut record =
-        |frames: &mut FrameWriter, kind: usize, id: usize, helpful: &mut Option<Arc<ItemList>>| {
-            let key = key_of(kind, id);
-            let Some(body) = cache.body_for_snapshot(&key) else {
-                written.left_out += u64::from(cache.store.peek(&key).is_some());
-                *helpful = None;
-                return;
-            };
-            frames.frame.push(kind as u8);
-            frames.frame.extend_from_slice(&(id as u64).to_le_bytes());
-            // The newest order shares the helpful order's buffer when it was written just before.
-            let previous = if kind == 5 { helpful.as_deref() } else { None };
-            stored::encode(&body, previous, &mut frames.frame);
-            *helpful = match (kind, body) {
-                (4, Rendered::List(list)) => Some(list),
-                _ => None,
-            };
-            written.bodies += 1;
+    let mut record = |frames: &mut FrameWriter,
+                      kind: usize,
+                      id: usize,
+                      helpful: &mut Option<Arc<ItemList>>| {
+        let key = key_of(kind, id);
+        let Some(body) = cache.body_for_snapshot(&key) else {
+            written.left_out += u64::from(cache.store.peek(&key).is_some());
+            *helpful = None;
+            return;
         };
+        // The newest order is written as an index into the helpful order's buffer, written
+        // just before. One that does not share it (a refresh swapped one order between the
+        // two reads) is left out: the next read fills it.
+        let previous = if kind == NEWEST {
+            match (&body, helpful.as_deref()) {
+                (Rendered::List(list), Some(base)) if list.shares_buffer_with(base) => Some(base),
+                (Rendered::List(_), _) => {
+                    written.left_out += 1;
+                    return;
+                }
+                _ => None,
+            }
+        } else {
+            None
+        };
+        frames.frame.push(kind as u8);
+        frames.frame.extend_from_slice(&(id as u64).to_le_bytes());
+        stored::encode(&body, previous, &mut frames.frame);
+        *helpful = match (kind, body) {
+            (HELPFUL, Rendered::List(list)) => Some(list),
+            _ => None,
+        };
+        written.bodies += 1;
+    };
     for id in 0..products {
         let mut helpful = None;
         for (kind, &count) in counts[..answers].iter().enumerate() {
@@ -278,17 +343,11 @@ fn write_records(
                 record(frames, kind, id, &mut helpful);
             }
         }
-        if frames.frame.len() >= FRAME_TARGET {
-            frames.end()?;
-            frames.begin(RECORDS);
-        }
+        frames.split_records()?;
     }
     for id in 0..counts[answers] {
         record(frames, answers, id, &mut None);
-        if frames.frame.len() >= FRAME_TARGET {
-            frames.end()?;
-            frames.begin(RECORDS);
-        }
+        frames.split_records()?;
     }
     for (limit, offset, body) in cache.store.products_pages(generation) {
         frames.frame.push(PRODUCTS_PAGE);
@@ -296,6 +355,7 @@ fn write_records(
         frames.frame.extend_from_slice(&offset.to_le_bytes());
         stored::encode(&body, None, &mut frames.frame);
         written.bodies += 1;
+        frames.split_records()?;
     }
     frames.end()?;
     frames.begin(END);
@@ -318,7 +378,13 @@ fn write_file(
     still_valid: impl Fn() -> bool,
 ) -> Result<Written, SnapshotError> {
     let path = dir.join(FILE_NAME);
-    let temporary = dir.join(format!("{FILE_NAME}.{}.tmp", std::process::id()));
+    // A name of its own per write: a writer still running (its caller gone) never shares one.
+    static WRITES: AtomicU64 = AtomicU64::new(0);
+    let temporary = dir.join(format!(
+        "{FILE_NAME}.{}-{}{TEMPORARY_SUFFIX}",
+        std::process::id(),
+        WRITES.fetch_add(1, Ordering::Relaxed)
+    ));
     let io = |context: &'static str, path: &Path| {
         let path = path.to_path_buf();
         move |source| SnapshotError::Io {
@@ -560,12 +626,12 @@ fn decode_records(
             .filter(|&i| i64::try_from(i).is_ok())
             .ok_or(Damaged("an id"))?;
         let previous = match &helpful {
-            Some((of, list)) if kind == 5 && *of == id => Some(list.as_ref()),
+            Some((of, list)) if kind == NEWEST && *of == id => Some(list.as_ref()),
             _ => None,
         };
         let body = stored::decode(input, previous)?;
         helpful = match (kind, &body) {
-            (4, Rendered::List(list)) => Some((id, Arc::clone(list))),
+            (HELPFUL, Rendered::List(list)) => Some((id, Arc::clone(list))),
             _ => None,
         };
         if kind == 0 {
@@ -593,26 +659,53 @@ impl ResponseCache {
 }
 
 /// Writes `cache`'s catalog to `dir`, as of the feed's current position. Refuses (NotNow)
-/// while the catalog is being warmed, before a first warm-up, or while the feed is not
-/// following the log.
+/// while the catalog is being warmed or restored, before a first warm-up, or while the feed is
+/// not connected and following the log.
 pub async fn save(
     cache: &Arc<ResponseCache>,
     pool: &Pool,
     dir: &Path,
     feed: &Arc<FeedStatus>,
     warmup: &Arc<WarmupStatus>,
-    status: &SnapshotStatus,
+    status: &Arc<SnapshotStatus>,
 ) -> Result<Written, SnapshotError> {
-    let _one_at_a_time = status.writing.lock().await;
     let started = Instant::now();
+    let written = write_current(cache, pool, dir, feed, warmup, status).await;
+    match &written {
+        Ok(w) => {
+            status.written.fetch_add(1, Ordering::Relaxed);
+            status
+                .last_write_ms
+                .store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+            status.last_write_bytes.store(w.bytes, Ordering::Relaxed);
+        }
+        Err(_) => {
+            status.write_failures.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    written
+}
+
+async fn write_current(
+    cache: &Arc<ResponseCache>,
+    pool: &Pool,
+    dir: &Path,
+    feed: &Arc<FeedStatus>,
+    warmup: &Arc<WarmupStatus>,
+    status: &Arc<SnapshotStatus>,
+) -> Result<Written, SnapshotError> {
     let build = build_digest().ok_or(SnapshotError::NotNow(
         "this program's executable cannot be read to identify its build",
     ))?;
-    let resets = feed.resets.load(Ordering::Acquire);
-    if !warmup.first_done.load(Ordering::Acquire) || warmup.running.load(Ordering::Acquire) {
+    let clears = cache.clears.load(Ordering::Acquire);
+    if !warmup.first_done.load(Ordering::Acquire)
+        || warmup.running.load(Ordering::Acquire)
+        || cache.restoring.load(Ordering::Acquire)
+    {
         return Err(SnapshotError::NotNow("the catalog is not warm"));
     }
-    if !feed.is_established() || feed.is_catching_up() {
+    // A position read while connected is at most a poll interval old.
+    if !feed.is_established() || !feed.is_connected() || feed.is_catching_up() {
         return Err(SnapshotError::NotNow(
             "the change feed is not following the log",
         ));
@@ -632,80 +725,78 @@ pub async fn save(
         position,
     };
     let generation = cache.products_generation.load(Ordering::Acquire);
-    let written = {
-        let (cache, dir, feed, warmup) = (
-            Arc::clone(cache),
-            dir.to_path_buf(),
-            Arc::clone(feed),
-            Arc::clone(warmup),
-        );
-        tokio::task::spawn_blocking(move || {
-            write_file(&cache, &dir, &header, generation, || {
-                feed.resets.load(Ordering::Acquire) == resets
-                    && !warmup.running.load(Ordering::Acquire)
-            })
+    let (cache, dir, warmup, status) = (
+        Arc::clone(cache),
+        dir.to_path_buf(),
+        Arc::clone(warmup),
+        Arc::clone(status),
+    );
+    // The writer holds the one-at-a-time lock itself: it keeps running if its caller is
+    // dropped (an aborted periodic write), and the next write waits for it.
+    tokio::task::spawn_blocking(move || {
+        let _one_at_a_time = status.writing.lock();
+        write_file(&cache, &dir, &header, generation, || {
+            cache.clears.load(Ordering::Acquire) == clears
+                && !warmup.running.load(Ordering::Acquire)
         })
-        .await
-        .unwrap_or_else(|e| {
-            Err(SnapshotError::NotNow(if e.is_panic() {
-                "the writer panicked"
-            } else {
-                "the runtime is shutting down"
-            }))
-        })
-    };
-    match &written {
-        Ok(w) => {
-            status.written.fetch_add(1, Ordering::Relaxed);
-            status
-                .last_write_ms
-                .store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
-            status.last_write_bytes.store(w.bytes, Ordering::Relaxed);
-        }
-        Err(_) => {
-            status.write_failures.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-    written
+    })
+    .await
+    .unwrap_or_else(|e| {
+        Err(SnapshotError::NotNow(if e.is_panic() {
+            "the writer panicked"
+        } else {
+            "the runtime is shutting down"
+        }))
+    })
 }
 
 /// Loads `dir`'s snapshot into `cache`'s catalog if there is one it can trust; returns the
-/// feed position to resume from. None: there is no snapshot. An error: there was one and it
-/// was not used (whatever was loaded of it is dropped); the caller warms from scratch.
+/// feed position to resume from. The caller has called [`ResponseCache::begin_restore`] (before
+/// serving: a write taken from then on is not overwritten by the snapshot), which gave
+/// `generation`; the warm-up's record of invalidations ends here, whatever happens. None:
+/// there is no snapshot. An error: there was one and it was not used (whatever was loaded of
+/// it is dropped); the caller warms from scratch.
 pub async fn restore(
     cache: &Arc<ResponseCache>,
     pool: &Pool,
-    dir: &Path,
+    settings: &crate::config::SnapshotSettings,
     retention: Duration,
+    generation: u64,
     warmup: &Arc<WarmupStatus>,
     status: &SnapshotStatus,
 ) -> Result<Option<FeedPosition>, SnapshotError> {
     let started = Instant::now();
     let opened = {
-        let dir = dir.to_path_buf();
+        let dir = settings.dir.clone();
         tokio::task::spawn_blocking(move || SnapshotFile::open(&dir))
             .await
             .unwrap_or_else(|_| Err(SnapshotError::NotNow("the runtime is shutting down")))
     };
-    let snapshot = match opened {
-        Ok(None) => return Ok(None),
-        Ok(Some(snapshot)) => snapshot,
-        Err(e) => {
-            status.refused.fetch_add(1, Ordering::Relaxed);
-            return Err(e);
+    let loaded = match opened {
+        Ok(None) => Ok(None),
+        Ok(Some(snapshot)) => {
+            tokio::time::sleep(settings.pause_before_load).await;
+            load_checked(cache, pool, snapshot, retention, generation, warmup)
+                .await
+                .map(Some)
         }
+        Err(e) => Err(e),
     };
-    let loaded = load_checked(cache, pool, snapshot, retention, warmup).await;
+    cache.end_warmup();
     match loaded {
-        Ok(position) => {
+        Ok(Some(position)) => {
             status.restored.fetch_add(1, Ordering::Relaxed);
             status
                 .last_restore_ms
                 .store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
             Ok(Some(position))
         }
+        Ok(None) => Ok(None),
         Err(e) => {
             status.refused.fetch_add(1, Ordering::Relaxed);
+            if let Ok(mut why) = status.last_refusal.lock() {
+                *why = Some(e.to_string());
+            }
             Err(e)
         }
     }
@@ -716,6 +807,7 @@ async fn load_checked(
     pool: &Pool,
     snapshot: SnapshotFile,
     retention: Duration,
+    generation: u64,
     warmup: &Arc<WarmupStatus>,
 ) -> Result<FeedPosition, SnapshotError> {
     let database = pool
@@ -732,7 +824,6 @@ async fn load_checked(
         questions: database.questions,
         max_question_id: database.max_question_id,
     };
-    let generation = cache.begin_warmup();
     warmup.running.store(true, Ordering::Release);
     warmup.products_done.store(0, Ordering::Relaxed);
     warmup
@@ -745,7 +836,6 @@ async fn load_checked(
             .await
             .unwrap_or_else(|_| Err(SnapshotError::NotNow("the loader stopped")))
     };
-    cache.end_warmup();
     cache.store.settle_budget();
     warmup.running.store(false, Ordering::Release);
     match loaded {
@@ -764,24 +854,110 @@ async fn load_checked(
     }
 }
 
+impl ResponseCache {
+    /// Starts a restore: from here a write's keys are recorded (the restore does not load
+    /// them), and reads go to the database until [`Self::end_restore`]. Returns the products
+    /// list's generation the snapshot's pages are loaded into.
+    pub fn begin_restore(&self) -> u64 {
+        self.restoring.store(true, Ordering::Release);
+        self.begin_warmup()
+    }
+
+    /// Ends a restore: the restored catalog is current (or was dropped), and reads are served
+    /// from the cache again.
+    pub fn end_restore(&self) {
+        self.restoring.store(false, Ordering::Release);
+    }
+
+    /// Whether reads bypass the cache for a restore.
+    pub fn is_restoring(&self) -> bool {
+        self.restoring.load(Ordering::Acquire)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_body_whose_refresh_is_under_way_is_left_out() {
+    fn temporary_dir(label: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("atelier-{label}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        dir
+    }
+
+    fn header() -> Header {
+        Header {
+            build: [1; 32],
+            compaction: 0,
+            written_at_ms: now_ms(),
+            database: "1/1".into(),
+            position: FeedPosition {
+                high: 1,
+                pending: Vec::new(),
+                pending_from: 1,
+            },
+        }
+    }
+
+    /// A cache with a catalog holding products 1 and 2.
+    fn catalog() -> ResponseCache {
         let cache = ResponseCache::new(1 << 20);
+        cache.open_catalog(CatalogSize {
+            products: 2,
+            max_product_id: 2,
+            ..Default::default()
+        });
+        for id in [1, 2] {
+            assert!(cache.precompute(
+                Key::Product(id),
+                Rendered::Json(bytes::Bytes::from_static(b"{}"))
+            ));
+        }
+        cache
+    }
+
+    #[test]
+    fn a_write_leaves_out_bodies_being_refreshed_and_replaces_the_file_only_when_whole() {
+        let dir = temporary_dir("snapshot-write");
+        let cache = catalog();
         let _queue = cache.refresh_queue();
-        let body = Rendered::Json(bytes::Bytes::from_static(b"{}"));
-        cache.insert(Key::Product(1), body.clone());
-        cache.insert(Key::Product(2), body.clone());
-        assert_eq!(
-            cache.body_for_snapshot(&Key::Product(1)),
-            Some(body.clone())
+        cache.stale(vec![Key::Product(2)]);
+        let written = write_file(&cache, &dir, &header(), 0, || true).expect("written");
+        assert_eq!((written.bodies, written.left_out), (1, 1));
+        let first = std::fs::read(dir.join(FILE_NAME)).expect("the snapshot");
+        assert_eq!(first.len() as u64, written.bytes);
+
+        // A write whose catalog was emptied meanwhile leaves the previous file as it was, and
+        // no temporary file.
+        cache.insert(
+            Key::Product(2),
+            Rendered::Json(bytes::Bytes::from_static(b"{\"x\":1}")),
         );
-        cache.stale(vec![Key::Product(1)]);
-        assert_eq!(cache.body_for_snapshot(&Key::Product(1)), None);
-        assert_eq!(cache.body_for_snapshot(&Key::Product(2)), Some(body));
+        assert!(matches!(
+            write_file(&cache, &dir, &header(), 0, || false),
+            Err(SnapshotError::NotNow(_))
+        ));
+        assert_eq!(std::fs::read(dir.join(FILE_NAME)).expect("kept"), first);
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .expect("listed")
+            .map(|e| e.expect("an entry").file_name())
+            .collect();
+        assert_eq!(names, [FILE_NAME]);
+
+        // A temporary file left by a process that died is removed at start; the snapshot stays.
+        std::fs::write(
+            dir.join(format!("{FILE_NAME}.123-0{TEMPORARY_SUFFIX}")),
+            b"half",
+        )
+        .expect("written");
+        remove_leftovers(&dir);
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .expect("listed")
+            .map(|e| e.expect("an entry").file_name())
+            .collect();
+        assert_eq!(names, [FILE_NAME]);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

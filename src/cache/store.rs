@@ -86,8 +86,18 @@ pub(crate) type FillGuard<'a> = quick_cache::sync::PlaceholderGuard<
 /// The kinds of body the catalog holds, one slot array each.
 pub(crate) const SLOT_KINDS: usize = 8;
 
+/// The slot array of a key of the catalog's (0 for one it cannot hold: use [`slot_of`]).
+pub(crate) const fn slot_kind(key: Key) -> usize {
+    let kind = match slot_of(&key) {
+        Some((kind, _)) => kind,
+        None => 0,
+    };
+    std::mem::forget(key);
+    kind
+}
+
 /// The slot array and index of `key`'s body, if the catalog can hold it.
-fn slot_of(key: &Key) -> Option<(usize, i64)> {
+const fn slot_of(key: &Key) -> Option<(usize, i64)> {
     Some(match *key {
         Key::Product(id) => (0, id),
         Key::Styles(id) => (1, id),

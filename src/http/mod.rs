@@ -822,12 +822,17 @@ impl Drop for BackgroundTasks {
     }
 }
 
-/// A warm restart to try first: the snapshot directory, and where the feed waits for the
-/// position to resume from.
+/// A warm restart to try first: where the snapshot is, the products list's generation its
+/// pages load into, and where the feed waits for the position to resume from.
 struct Restore {
-    dir: std::path::PathBuf,
+    settings: crate::config::SnapshotSettings,
+    generation: u64,
     resume: tokio::sync::oneshot::Sender<Option<FeedPosition>>,
 }
+
+/// How long a restored instance waits for the refreshes of what changed since its snapshot
+/// before it drops the bodies still waiting (their next reads fill them) and reports ready.
+const RESTORE_REFRESH_LIMIT: Duration = Duration::from_secs(30);
 
 /// Warms the catalog once the feed has found its place in the log (its start empties the
 /// cache), and again whenever the feed empties the cache (a bulk load, a log pruned past it,
@@ -839,14 +844,20 @@ async fn keep_warm(
     database: &tokio_postgres::Config,
     restore: Option<Restore>,
 ) {
-    if let Some(Restore { dir, resume }) = restore {
+    if let Some(Restore {
+        settings,
+        generation,
+        resume,
+    }) = restore
+    {
         let resets = feed.resets.load(Ordering::Acquire);
         let retention = app.settings.feed.retention;
         let restored = snapshot::restore(
             &app.cache,
             &app.pool,
-            &dir,
+            &settings,
             retention,
+            generation,
             &app.warmup,
             &app.snapshots,
         )
@@ -856,23 +867,34 @@ async fn keep_warm(
             None
         });
         let resumed = position.is_some();
+        if resumed {
+            tokio::time::sleep(settings.pause_before_replay).await;
+        }
         let _ = resume.send(position);
         if resumed {
             while !feed.is_established() {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             // Unless the feed found the log no longer reaching back (and emptied the cache),
-            // it has replayed what changed since the snapshot: ready once those bodies are
-            // refreshed (or after a bound: a busy instance keeps refreshing).
-            if feed.resets.load(Ordering::Acquire) == resets {
-                let deadline = Instant::now() + Duration::from_secs(30);
-                while app.cache.refreshes_pending() > 0 && Instant::now() < deadline {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-                app.warmup.first_done.store(true, Ordering::Release);
-                while feed.resets.load(Ordering::Acquire) == resets {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
+            // it has replayed what changed since the snapshot: current once those bodies are
+            // refreshed, or dropped (a busy instance may keep refreshing for a while).
+            let deadline = Instant::now() + RESTORE_REFRESH_LIMIT;
+            while app.cache.refreshes_pending() > 0 && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let dropped = app.cache.drop_bodies_being_refreshed();
+            if dropped > 0 {
+                tracing::warn!(
+                    dropped,
+                    "bodies still being refreshed after a restore are dropped"
+                );
+            }
+        }
+        app.cache.end_restore();
+        if resumed && feed.resets.load(Ordering::Acquire) == resets {
+            app.warmup.first_done.store(true, Ordering::Release);
+            while feed.resets.load(Ordering::Acquire) == resets {
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
     }
@@ -925,14 +947,23 @@ pub async fn build_app(
     let feed_database = settings.feed_database.clone().unwrap_or(database);
     let app = Arc::new(App::new(settings, pool));
     // A snapshot to restore: the feed waits for its position instead of starting at the end.
+    if let Some(s) = &app.settings.snapshot {
+        snapshot::remove_leftovers(&s.dir);
+        // Identified now: once a deploy replaces the executable, it could not be read.
+        tokio::task::spawn_blocking(snapshot::build_digest);
+    }
     let (restore, feed_start) = match &app.settings.snapshot {
         Some(s)
             if app.settings.precompute == Precompute::All
                 && s.dir.join(snapshot::FILE_NAME).exists() =>
         {
             let (resume, position) = tokio::sync::oneshot::channel();
+            // Before the instance serves: a write it takes from here on is not overwritten by
+            // the snapshot, and reads go to the database until the restore is current.
+            let generation = app.cache.begin_restore();
             let restore = Restore {
-                dir: s.dir.clone(),
+                settings: s.clone(),
+                generation,
                 resume,
             };
             (Some(restore), FeedStart::Resume(position))

@@ -46,6 +46,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "applied_requests",
         sql: include_str!("../../sql/0006_applied_requests.sql"),
     },
+    Migration {
+        version: 7,
+        name: "schema_version",
+        sql: include_str!("../../sql/0007_schema_version.sql"),
+    },
 ];
 
 /// Key of the advisory lock that serialises migrations (and bulk loads) across processes.

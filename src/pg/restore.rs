@@ -7,9 +7,10 @@ use tokio_postgres::Error;
 /// The database as a restore sees it, in one statement (one snapshot).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DatabaseState {
-    /// The cluster's system identifier, the database's oid, and a digest of the columns of its
-    /// tables: a snapshot written against another database (or a cluster made anew), or
-    /// before a migration changed a table, names another.
+    /// The cluster's system identifier and timeline, the database's oid, the migrations it
+    /// has and a digest of its tables' columns: a snapshot written against another database
+    /// (a cluster made anew, one recovered to a point in time or promoted), before a migration,
+    /// or before a table was changed by hand, names another.
     pub identity: String,
     /// The highest sequence number the log has had (its pruned mark if it is empty).
     pub log_high: i64,
@@ -31,7 +32,9 @@ pub async fn identity(conn: &Conn) -> Result<String, Error> {
 
 const IDENTITY: &str = "
     SELECT (SELECT system_identifier::text FROM pg_control_system()) || '/' ||
+           (SELECT timeline_id::text FROM pg_control_checkpoint()) || '/' ||
            (SELECT oid::text FROM pg_database WHERE datname = current_database()) || '/' ||
+           atelier_schema_version() || '/' ||
            (SELECT md5(coalesce(string_agg(table_name || '.' || column_name || ' ' || data_type,
                                            ',' ORDER BY table_name, column_name), ''))
               FROM information_schema.columns WHERE table_schema = 'public')";

@@ -69,6 +69,7 @@ fn encode_list(list: &ItemList, out: &mut Vec<u8>) {
     put_bytes(out, &list.json);
     put_u32s(out, &list.ends);
     if let Some(order) = &list.order {
+        // (The reader refuses this: a caller writes reordered lists after their base.)
         put_u32s(out, order);
     }
     if let Some(lead) = &list.lead {
@@ -93,10 +94,9 @@ pub fn decode(input: &mut &[u8], previous: Option<&ItemList>) -> Result<Rendered
         JSON => Rendered::Json(take_bytes(input)?),
         GZIP => {
             let digest = take_u64(input)?;
-            Rendered::Gzip(Gzipped {
-                digest,
-                gz: take_bytes(input)?,
-            })
+            let gz = take_bytes(input)?;
+            gzip_size(&gz)?;
+            Rendered::Gzip(Gzipped { digest, gz })
         }
         NOT_FOUND => Rendered::NotFound,
         LIST => Rendered::List(Arc::new(decode_list(input)?)),
@@ -125,11 +125,11 @@ fn decode_list(input: &mut &[u8]) -> Result<ItemList, Damaged> {
     if ends.windows(2).any(|w| w[1] <= w[0].saturating_add(1)) || ends.first() == Some(&0) {
         return Err(Damaged("item ends out of order"));
     }
-    let order = if flags & ORDERED != 0 {
-        Some(take_u32s(input)?)
-    } else {
-        None
-    };
+    // A list in another order is written as an index into the list before it, never alone
+    // (alone, its buffer would be held but not counted against the budget).
+    if flags & ORDERED != 0 {
+        return Err(Damaged("a reordered list with a buffer of its own"));
+    }
     let lead = if flags & LED != 0 {
         let digest = take_u64(input)?;
         let gz = take_bytes(input)?;
@@ -143,6 +143,11 @@ fn decode_list(input: &mut &[u8]) -> Result<ItemList, Damaged> {
         if len == 0 || len as usize > ends.len() {
             return Err(Damaged("a lead page longer than its list"));
         }
+        // The lead's items lie within its body.
+        let lead_end = ends[len as usize - 1] as usize;
+        if (items_start as usize).saturating_add(lead_end) > gzip_size(&gz)? {
+            return Err(Damaged("a lead page shorter than its items"));
+        }
         Some(Arc::new(Lead {
             body: Gzipped { gz, digest },
             items_start,
@@ -152,19 +157,51 @@ fn decode_list(input: &mut &[u8]) -> Result<ItemList, Damaged> {
     } else {
         None
     };
-    let list = ItemList {
+    // What the buffer holds must be what the ends say: the items after the lead page's,
+    // plainly, or deflated no more than deflate can (1,032 to 1), so that a page never sizes a
+    // buffer from a length the body does not have.
+    let total = ends.last().map_or(0, |&end| end as usize);
+    let rest = match &lead {
+        None => total,
+        Some(lead) => total.saturating_sub(ends[lead.len as usize - 1] as usize + 1),
+    };
+    let deflated = flags & DEFLATED != 0;
+    let fits = if deflated {
+        rest > 0 && rest <= json.len().saturating_mul(MAX_DEFLATE_RATIO)
+    } else {
+        rest == json.len()
+    };
+    if !fits {
+        return Err(Damaged("a list's buffer does not hold its items"));
+    }
+    Ok(ItemList {
         json,
-        deflated: flags & DEFLATED != 0,
+        deflated,
         ends,
         order: None,
         lead,
-    };
-    match order {
-        None => Ok(list),
-        Some(order) => list
-            .reordered(order)
-            .ok_or(Damaged("an order that is not a permutation of its list")),
+    })
+}
+
+/// The most deflate expands: 258 bytes from each 2-bit code, give or take its block headers.
+const MAX_DEFLATE_RATIO: usize = 1_032;
+
+/// The size a gzip member says its contents have, if it is plausible for its length: what
+/// inflating it allocates.
+fn gzip_size(gz: &[u8]) -> Result<usize, Damaged> {
+    // A header (10 bytes) and a trailer (8), the size last.
+    let size = gz
+        .len()
+        .checked_sub(4)
+        .filter(|_| gz.len() >= 18)
+        .and_then(|at| gz.get(at..))
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map(u32::from_le_bytes)
+        .ok_or(Damaged("a gzip member too short"))? as usize;
+    if size > gz.len().saturating_mul(MAX_DEFLATE_RATIO) {
+        return Err(Damaged("a gzip member that says it inflates too far"));
     }
+    Ok(size)
 }
 
 fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -323,5 +360,24 @@ mod tests {
         out[last..].copy_from_slice(&1u32.to_le_bytes());
         assert!(decode(&mut &out[..], Some(&l)).is_err());
         assert!(decode(&mut &[9u8][..], None).is_err());
+
+        // A list in another order with a buffer of its own.
+        let mut out = Vec::new();
+        let newest = l.reordered(vec![2, 1, 0]).expect("a permutation");
+        encode(&Rendered::List(Arc::new(newest)), None, &mut out);
+        assert!(decode(&mut &out[..], None).is_err());
+        // Ends past the buffer: the last item ends one byte further than the buffer goes.
+        let mut out = Vec::new();
+        encode(&Rendered::List(Arc::new(l.clone())), None, &mut out);
+        let last_end = 1 + 1 + 4 + l.json.len() + 4 + 8;
+        out[last_end..last_end + 4].copy_from_slice(&(l.json.len() as u32 + 1).to_le_bytes());
+        assert!(matches!(decode(&mut &out[..], None), Err(Damaged(why)) if why.contains("buffer")));
+        // A gzip member that says it inflates to 4 GiB.
+        let body = Rendered::Json(Bytes::from(vec![b'a'; 500])).compacted(None);
+        let mut out = Vec::new();
+        encode(&body, None, &mut out);
+        let n = out.len();
+        out[n - 4..].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(decode(&mut &out[..], None).is_err());
     }
 }
