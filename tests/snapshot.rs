@@ -324,8 +324,8 @@ async fn while_it_restores_an_instance_serves_fresh_bodies_and_keeps_its_own_wri
     // log: the instance serves meanwhile (as nginx would send it requests).
     let mut s = settings(snapshots.path());
     if let Some(snapshot) = &mut s.snapshot {
-        snapshot.pause_before_load = Duration::from_millis(1000);
-        snapshot.pause_before_replay = Duration::from_millis(1000);
+        snapshot.pause_before_load = Duration::from_millis(2000);
+        snapshot.pause_before_replay = Duration::from_millis(2000);
     }
     let second = atelier::http::start(s, db.config.clone()).await.unwrap();
     let b = second.addr;
@@ -338,6 +338,12 @@ async fn while_it_restores_an_instance_serves_fresh_bodies_and_keeps_its_own_wri
         204
     );
     assert!(get(b, &reviews).await.body.contains(&voted));
+    // (The load had not begun: it sets the products it loads.)
+    assert_eq!(
+        app.warmup.products_total.load(Relaxed),
+        0,
+        "written before the load"
+    );
     // Loaded, not yet replayed: a change made elsewhere meanwhile is what a read gets, not the
     // snapshot's body from before it.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -355,6 +361,7 @@ async fn while_it_restores_an_instance_serves_fresh_bodies_and_keeps_its_own_wri
         .await
         .body
         .contains("Renamed While Restoring"));
+    assert!(app.cache.is_restoring(), "read before the replay");
     assert_ne!(get(b, "/readyz").await.body, "ready");
     ready(b).await;
     assert!(!app.cache.is_restoring());

@@ -736,8 +736,7 @@ async fn write_current(
     tokio::task::spawn_blocking(move || {
         let _one_at_a_time = status.writing.lock();
         write_file(&cache, &dir, &header, generation, || {
-            cache.clears.load(Ordering::Acquire) == clears
-                && !warmup.running.load(Ordering::Acquire)
+            catalog_kept(&cache, clears, &warmup)
         })
     })
     .await
@@ -748,6 +747,12 @@ async fn write_current(
             "the runtime is shutting down"
         }))
     })
+}
+
+/// Whether `cache`'s catalog is the one it held when it had been emptied `clears` times: not
+/// emptied since (the count goes up before the cache is emptied), nor being warmed again.
+fn catalog_kept(cache: &ResponseCache, clears: u64, warmup: &WarmupStatus) -> bool {
+    cache.clears.load(Ordering::Acquire) == clears && !warmup.running.load(Ordering::Acquire)
 }
 
 /// Loads `dir`'s snapshot into `cache`'s catalog if there is one it can trust; returns the
@@ -958,6 +963,19 @@ mod tests {
             .collect();
         assert_eq!(names, [FILE_NAME]);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_snapshot_written_across_an_emptying_or_a_warm_up_is_thrown_away() {
+        let cache = catalog();
+        let warmup = WarmupStatus::default();
+        let clears = cache.clears.load(Ordering::Acquire);
+        assert!(catalog_kept(&cache, clears, &warmup));
+        cache.clear();
+        assert!(!catalog_kept(&cache, clears, &warmup));
+        let clears = cache.clears.load(Ordering::Acquire);
+        warmup.running.store(true, Ordering::Release);
+        assert!(!catalog_kept(&cache, clears, &warmup));
     }
 
     #[test]

@@ -1014,7 +1014,12 @@ pub async fn build_app(
             tasks.push(supervised(
                 "the catalog warm-up",
                 Duration::from_secs(1),
-                || {},
+                {
+                    // A restore that panicked is not tried again: reads must stop going to the
+                    // database once the scan that follows is done.
+                    let cache = Arc::clone(&app.cache);
+                    move || cache.end_restore()
+                },
                 move || {
                     let (app, feed, scan_database) = (
                         Arc::clone(&warming),
