@@ -8,6 +8,15 @@
 use std::os::unix::net::UnixDatagram;
 use std::time::Duration;
 
+/// A socket to send notifications from. Non-blocking: a receiver that does not read (its
+/// queue holds ten datagrams by default) must not block the runtime thread that notifies; a
+/// notification it cannot take is dropped.
+fn unbound() -> std::io::Result<UnixDatagram> {
+    let socket = UnixDatagram::unbound()?;
+    socket.set_nonblocking(true)?;
+    Ok(socket)
+}
+
 /// Where notifications go, if anywhere.
 #[derive(Debug)]
 pub struct Notifier {
@@ -19,7 +28,7 @@ impl Notifier {
     pub fn from_env() -> Notifier {
         let socket = std::env::var_os("NOTIFY_SOCKET").and_then(|name| {
             let address = socket_address(name.as_encoded_bytes())?;
-            Some((UnixDatagram::unbound().ok()?, address))
+            Some((unbound().ok()?, address))
         });
         Notifier { socket }
     }
@@ -29,7 +38,7 @@ impl Notifier {
     pub fn at(path: &std::path::Path) -> std::io::Result<Notifier> {
         let address = std::os::unix::net::SocketAddr::from_pathname(path)?;
         Ok(Notifier {
-            socket: Some((UnixDatagram::unbound()?, address)),
+            socket: Some((unbound()?, address)),
         })
     }
 

@@ -2,7 +2,8 @@
 //! says `READY=1` once `/readyz` answers 200, and not while it does not (`STATUS=` lines say
 //! why); it pings the watchdog; and on SIGTERM it says `STOPPING=1`, answers `/readyz` with 503 `draining` at
 //! once while it still serves requests (each with `Connection: close`) for the drain delay,
-//! then stops accepting and exits cleanly.
+//! then stops accepting and exits cleanly. A hung change feed stops the watchdog's pings, and a
+//! request still open when the drain timeout is up is cut off.
 
 mod common;
 
@@ -203,4 +204,108 @@ async fn an_instance_that_cannot_be_ready_never_says_ready_but_says_why() {
         "{statuses:?}"
     );
     reporting.abort();
+}
+
+#[tokio::test]
+async fn a_hung_change_feed_stops_the_watchdog_pings() {
+    let db = common::loaded_database(&sample_dir()).await;
+    let dir = common::TempDir::new("watchdog");
+    let socket_path = dir.path().join("notify");
+    let systemd = UnixDatagram::bind(&socket_path).unwrap();
+    systemd.set_nonblocking(true).unwrap();
+    // Short feed limits: the feed counts as hung after 3 × (0.2 + 0.1 + 0.1) s = 1.2 s.
+    let settings = atelier::config::ServeSettings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        pool_size: 2,
+        sweep_period: None,
+        feed: atelier::pg::feed::FeedSettings {
+            query_timeout: Duration::from_millis(200),
+            max_backoff: Duration::from_millis(100),
+            poll_interval: Duration::from_millis(100),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let server = atelier::http::start(settings, db.config.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        common::eventually(server.addr, "/readyz", |b| b == "ready").await,
+        "ready"
+    );
+    let notifier = std::sync::Arc::new(atelier::notify::Notifier::at(&socket_path).unwrap());
+    let pinging = tokio::spawn(atelier::http::lifecycle::ping_watchdog(
+        std::sync::Arc::clone(&server.app),
+        notifier,
+        Duration::from_millis(100),
+    ));
+    let pings_within = |window: Duration| {
+        let systemd = &systemd;
+        async move {
+            let mut buf = [0u8; 64];
+            while systemd.recv(&mut buf).is_ok() {} // what came before
+            tokio::time::sleep(window).await;
+            let mut pings = 0;
+            while let Ok(n) = systemd.recv(&mut buf) {
+                pings += usize::from(&buf[..n] == b"WATCHDOG=1");
+            }
+            pings
+        }
+    };
+    assert!(
+        pings_within(Duration::from_millis(600)).await >= 3,
+        "alive: pinged"
+    );
+    server.app.feed_status().unwrap().inject_hang();
+    // Past the liveness bound, no more pings: systemd would restart the instance.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert_eq!(
+        pings_within(Duration::from_millis(600)).await,
+        0,
+        "hung: silent"
+    );
+    pinging.abort();
+}
+
+#[tokio::test]
+async fn a_request_still_open_after_the_drain_timeout_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let db = common::loaded_database(&sample_dir()).await;
+    // The pool's replies crawl once the instance is up: a request stays open for seconds.
+    let proxy = common::proxy::Proxy::start(&db.config).await;
+    let settings = atelier::config::ServeSettings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        pool_size: 2,
+        sweep_period: None,
+        precompute: atelier::config::Precompute::None,
+        db_timeout: Duration::from_secs(20),
+        drain_timeout: Duration::from_millis(300),
+        feed_database: Some(db.config.clone()),
+        ..Default::default()
+    };
+    let server = atelier::http::start(settings, proxy.config(&db.config))
+        .await
+        .unwrap();
+    assert_eq!(
+        common::eventually(server.addr, "/readyz", |b| b == "ready").await,
+        "ready"
+    );
+    proxy.delay_replies(Duration::from_secs(5));
+    let mut client = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    client
+        .write_all(b"GET /products/1 HTTP/1.1\r\nHost: test\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let draining = Instant::now();
+    server.drain(Duration::ZERO).await.unwrap();
+    assert!(
+        draining.elapsed() < Duration::from_secs(2),
+        "stopped after the drain timeout, not the request: {:?}",
+        draining.elapsed()
+    );
+    // The connection was closed with nothing written.
+    let mut reply = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(2), client.read_to_end(&mut reply)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?} {reply:?}");
 }

@@ -159,6 +159,7 @@ pub struct FeedStatus {
     /// The position after the last complete read: every change it covers has been applied.
     position: Mutex<Option<FeedPosition>>,
     panic_requested: AtomicBool,
+    hang_requested: AtomicBool,
 }
 
 impl FeedStatus {
@@ -181,6 +182,7 @@ impl FeedStatus {
             read_done: tokio::sync::Notify::new(),
             position: Mutex::new(None),
             panic_requested: AtomicBool::new(false),
+            hang_requested: AtomicBool::new(false),
         }
     }
 
@@ -250,6 +252,13 @@ impl FeedStatus {
     #[doc(hidden)]
     pub fn inject_panic(&self) {
         self.panic_requested.store(true, Ordering::Release);
+    }
+
+    /// Test hook: makes the feed task hang for good at its next step (no panic, no beat), to
+    /// exercise the watchdog.
+    #[doc(hidden)]
+    pub fn inject_hang(&self) {
+        self.hang_requested.store(true, Ordering::Release);
     }
 
     fn set_up(&self) {
@@ -565,6 +574,9 @@ impl Follower {
     ) -> Result<(), DbError> {
         if status.panic_requested.swap(false, Ordering::AcqRel) {
             panic!("change feed: panic injected by a test");
+        }
+        if status.hang_requested.swap(false, Ordering::AcqRel) {
+            std::future::pending::<()>().await;
         }
         let read = status.begin_read();
         let chain_began = Instant::now();
