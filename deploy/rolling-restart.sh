@@ -4,9 +4,10 @@
 # through nginx for the whole run, the instances restarted one after another for the whole
 # run (SIGTERM, which drains; start; wait until /readyz says ready). A quiet run of the same
 # load comes first. Prints one table: failed requests, votes answered against votes applied
-# (the review's helpfulness before and after: a vote lost or applied twice shows as a
-# difference), requests nginx retried on another instance, and latency percentiles, quiet
-# against restarting. Exits 1 if any request failed or a vote was applied twice.
+# (the review's helpfulness before and after) and posts answered against rows added (the
+# interactions counted before and after): a write lost or applied twice shows as a
+# difference; requests nginx retried on another instance, and latency percentiles, quiet
+# against restarting. Exits 1 if any request failed or a write was lost or applied twice.
 #
 #   DATABASE_URL=... deploy/rolling-restart.sh [READS_PER_SECOND] [QUIET_SECONDS]
 #
@@ -43,7 +44,7 @@ trap cleanup EXIT
 start_instance() { # port
     # Each instance its own snapshot directory, as the systemd unit gives it: a restart
     # restores the catalog written while the instance drained.
-    "$bin" serve --listen "127.0.0.1:$1" --drain-delay-ms 2000 --sweep-period-s 0 \
+    "$bin" serve --listen "127.0.0.1:$1" --drain-delay-ms 6000 --sweep-period-s 0 \
         --snapshot-dir "$work/snapshots-$1" --snapshot-period-s 0 \
         --log-format json >>"$work/atelier-$1.log" 2>&1 &
     echo $! >"$work/pid-$1"
@@ -93,6 +94,7 @@ sleep 1
 
 review=$(psql "$DATABASE_URL" -Atc "SELECT min(id) FROM reviews WHERE NOT reported")
 helpfulness() { psql "$DATABASE_URL" -Atc "SELECT helpfulness FROM reviews WHERE id = $review"; }
+interactions() { psql "$DATABASE_URL" -Atc "SELECT count(*) FROM interactions"; }
 id='[1-9][0-9]{0,3}'
 # oha's regex URLs take the host's dots as they are (escaped, they go wrong).
 reads_regex="http://127.0.0.1:$lb/(products/$id|products/$id/styles|products/$id/related|reviews\\?product_id=$id|reviews/meta\\?product_id=$id|qa/questions\\?product_id=$id)"
@@ -114,16 +116,17 @@ wait_load() {
 }
 
 rows=()
-summarize() { # run label before after
+summarize() { # run label before after posts_before posts_after
     local retried
     retried=$(grep -c ', ' "$work/access.log" || true)
     : >"$work/access.log"
     kill -USR1 "$(cat "$work/nginx.pid")"
     rows+=("$(python3 - "$work/reads-$1.json" "$work/votes-$1.json" "$work/posts-$1.json" \
-        "$2" "$3" "$4" "$retried" "$work/verdict" <<'PY'
+        "$2" "$3" "$4" "$retried" "$work/verdict" "$5" "$6" <<'PY'
 import json, sys
 reads, votes, posts = (json.load(open(p)) for p in sys.argv[1:4])
 label, before, after, retried = sys.argv[4], int(sys.argv[5]), int(sys.argv[6]), sys.argv[7]
+posts_added = int(sys.argv[10]) - int(sys.argv[9])
 # Requests still in flight when a run's time is up are cut off by oha, not failed by the
 # server: counted apart (a vote cut off may have been applied, unanswered).
 CUT = "aborted due to deadline"
@@ -135,16 +138,19 @@ def tally(run, ok):
     return good, failed, errors.get(CUT, 0)
 read_ok, read_failed, _ = tally(reads, 200)
 vote_ok, vote_failed, vote_cut = tally(votes, 204)
-post_ok, post_failed, _ = tally(posts, 201)
+post_ok, post_failed, post_cut = tally(posts, 201)
 added = after - before
-# Every vote answered was applied once; one cut off may have been applied, unanswered.
-sound = read_failed == 0 and vote_failed == 0 and post_failed == 0 and vote_ok <= added <= vote_ok + vote_cut
+# Every vote and post answered was applied once (rows counted in the database); one cut off
+# may have been applied, unanswered.
+sound = (read_failed == 0 and vote_failed == 0 and post_failed == 0
+         and vote_ok <= added <= vote_ok + vote_cut
+         and post_ok <= posts_added <= post_ok + post_cut)
 if not sound:
     open(sys.argv[8], "a").write(label + "\n")
 p = reads["latencyPercentiles"]
 ms = lambda k: f'{p[k] * 1000:.2f} ms'
 print(f'| {label} | {read_ok} | {read_failed} | {vote_ok} | {vote_failed} | {vote_cut} | {added} '
-      f'| {post_ok} | {post_failed} | {retried} '
+      f'| {post_ok} | {post_failed} | {posts_added} | {retried} '
       f'| {ms("p50")} | {ms("p90")} | {ms("p99")} | {ms("p99.9")} |')
 PY
 )")
@@ -152,13 +158,15 @@ PY
 
 echo "== quiet: ${quiet_seconds} s at $rate reads/s and $votes_per_second votes/s" >&2
 before=$(helpfulness)
+posts_before=$(interactions)
 start_load "$quiet_seconds" quiet
 wait_load
-summarize quiet quiet "$before" "$(helpfulness)"
+summarize quiet quiet "$before" "$(helpfulness)" "$posts_before" "$(interactions)"
 
 restart_seconds=60
 echo "== restarting the instances one after another under the same load (${restart_seconds} s)" >&2
 before=$(helpfulness)
+posts_before=$(interactions)
 start_load "$restart_seconds" restarts
 load_started=$(date +%s)
 sleep 2
@@ -180,13 +188,13 @@ while [ $(($(date +%s) - load_started)) -lt $((restart_seconds - 12)) ]; do
     n=$((n + 1))
 done
 wait_load
-summarize restarts "rolling restart" "$before" "$(helpfulness)"
+summarize restarts "rolling restart" "$before" "$(helpfulness)" "$posts_before" "$(interactions)"
 restored=$(cat "$work"/atelier-*.log | grep -c 'catalog restored from a snapshot' || true)
 
 echo
-echo "$(date -u +%F), $(nproc) cores, $rate reads/s, $votes_per_second votes/s and $votes_per_second posts/s through nginx to 3 instances, drain delay 2 s; $n restarts ($restored from a snapshot), each ready after: ${ready_times[*]} s"
-echo "| run | reads 200 | reads failed | votes 204 | votes failed | votes cut off at the end | helpfulness added | posts 201 | posts failed | retried by nginx | p50 | p90 | p99 | p99.9 |"
-echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+echo "$(date -u +%F), $(nproc) cores, $rate reads/s, $votes_per_second votes/s and $votes_per_second posts/s through nginx to 3 instances, drain delay 6 s (past nginx's 5 s upstream keepalive); $n restarts ($restored from a snapshot), each ready after: ${ready_times[*]} s"
+echo "| run | reads 200 | reads failed | votes 204 | votes failed | votes cut off at the end | helpfulness added | posts 201 | posts failed | rows added | retried by nginx | p50 | p90 | p99 | p99.9 |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 printf '%s\n' "${rows[@]}"
 if [ -s "$work/verdict" ]; then
     echo "FAILED: $(tr '\n' ' ' <"$work/verdict")" >&2

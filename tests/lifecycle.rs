@@ -267,11 +267,15 @@ async fn a_hung_change_feed_stops_the_watchdog_pings() {
     pinging.abort();
 }
 
-#[tokio::test]
-async fn a_request_still_open_after_the_drain_timeout_is_cut_off() {
+/// A server whose database replies take `reply_delay` once it is ready, and a request sent to
+/// it (still waiting for its reply): the server stops (with `drain_timeout`) 200 ms later.
+/// Returns how long the stop took and what the request got.
+async fn stop_with_a_request_open(
+    drain_timeout: Duration,
+    reply_delay: Duration,
+) -> (Duration, Vec<u8>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let db = common::loaded_database(&sample_dir()).await;
-    // The pool's replies crawl once the instance is up: a request stays open for seconds.
     let proxy = common::proxy::Proxy::start(&db.config).await;
     let settings = atelier::config::ServeSettings {
         listen: "127.0.0.1:0".parse().unwrap(),
@@ -279,7 +283,7 @@ async fn a_request_still_open_after_the_drain_timeout_is_cut_off() {
         sweep_period: None,
         precompute: atelier::config::Precompute::None,
         db_timeout: Duration::from_secs(20),
-        drain_timeout: Duration::from_millis(300),
+        drain_timeout,
         feed_database: Some(db.config.clone()),
         ..Default::default()
     };
@@ -290,22 +294,39 @@ async fn a_request_still_open_after_the_drain_timeout_is_cut_off() {
         common::eventually(server.addr, "/readyz", |b| b == "ready").await,
         "ready"
     );
-    proxy.delay_replies(Duration::from_secs(5));
+    proxy.delay_replies(reply_delay);
     let mut client = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     client
         .write_all(b"GET /products/1 HTTP/1.1\r\nHost: test\r\n\r\n")
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let draining = Instant::now();
+    let stopping = Instant::now();
     server.drain(Duration::ZERO).await.unwrap();
-    assert!(
-        draining.elapsed() < Duration::from_secs(2),
-        "stopped after the drain timeout, not the request: {:?}",
-        draining.elapsed()
-    );
-    // The connection was closed with nothing written.
+    let took = stopping.elapsed();
     let mut reply = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(2), client.read_to_end(&mut reply)).await;
-    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?} {reply:?}");
+    let _ = tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut reply)).await;
+    (took, reply)
+}
+
+#[tokio::test]
+async fn a_request_open_when_accepting_stops_finishes_within_the_drain_timeout() {
+    let (_, reply) =
+        stop_with_a_request_open(Duration::from_secs(5), Duration::from_millis(800)).await;
+    assert!(
+        reply.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+}
+
+#[tokio::test]
+async fn a_request_still_open_after_the_drain_timeout_is_cut_off() {
+    let (took, reply) =
+        stop_with_a_request_open(Duration::from_millis(300), Duration::from_secs(5)).await;
+    assert!(
+        took < Duration::from_secs(2),
+        "stopped after the drain timeout, not the request: {took:?}"
+    );
+    assert!(reply.is_empty(), "{}", String::from_utf8_lossy(&reply));
 }

@@ -35,7 +35,7 @@ async fn an_instance_serves_as_the_serving_role_which_can_do_nothing_else() {
         }),
         ..Default::default()
     };
-    let server = atelier::http::start(settings, config.clone())
+    let server = atelier::http::start(settings.clone(), config.clone())
         .await
         .unwrap();
     let a = server.addr;
@@ -99,6 +99,28 @@ async fn an_instance_serves_as_the_serving_role_which_can_do_nothing_else() {
         .expect("a snapshot as the serving role")
         .expect("snapshots are configured");
     assert!(written.bodies > 0);
+    // And restored as the serving role (it reads the database's state on a connection of its
+    // own).
+    let mut restoring = settings.clone();
+    restoring.sweep_period = None;
+    let second = atelier::http::start(restoring, config.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        eventually(second.addr, "/readyz", |b| b == "ready").await,
+        "ready"
+    );
+    assert_eq!(
+        second
+            .app
+            .snapshots
+            .restored
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "{:?}",
+        second.app.snapshots.last_refusal.lock().unwrap()
+    );
+    second.stop().await.unwrap();
     // And it may prune the log, but not below the retention the owner set (an hour by
     // default), however often and with whatever retention it asks.
     let serving = atelier::pg::connect(&config).await.unwrap();

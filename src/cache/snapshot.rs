@@ -18,7 +18,7 @@
 //! The file is written to a temporary name, synced and renamed, so a reader sees a whole file
 //! or the previous one. It is read in frames, each with a CRC-32, and each body is checked as
 //! it is decoded (`render::stored`). A snapshot is refused, and the instance warms from
-//! scratch, if it was written by another build (its renderers may differ) or with another
+//! scratch, if it was written by a build that renders differently (see [`render_digest`]) or with another
 //! compaction, against another database or schema (its tables' columns), longer ago than
 //! half the log's retention, or if the log no longer reaches back to its position (pruned
 //! past it) or is behind it (a database restored from a backup). Damage found while loading
@@ -145,28 +145,20 @@ struct Header {
     position: FeedPosition,
 }
 
-/// The digest of this program's executable: a snapshot from another build may hold bodies
-/// its renderers would not make. None if the executable cannot be read (snapshots are then
-/// neither written nor trusted).
-pub fn build_digest() -> Option<[u8; 32]> {
-    static DIGEST: std::sync::OnceLock<Option<[u8; 32]>> = std::sync::OnceLock::new();
-    *DIGEST.get_or_init(|| {
-        use sha2::Digest;
-        // The running executable itself, even once a deploy has replaced its file.
-        let mut file = File::open("/proc/self/exe")
-            .or_else(|_| File::open(std::env::current_exe()?))
-            .ok()?;
-        let mut hasher = sha2::Sha256::new();
-        let mut buf = vec![0; 1 << 20];
-        loop {
-            match file.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => hasher.update(&buf[..n]),
-                Err(_) => return None,
-            }
-        }
-        Some(hasher.finalize().into())
-    })
+/// The digest of the code that decides what a cached body's bytes are (computed by
+/// `build.rs` from the sources that render, read and compact bodies, and `Cargo.lock`): a
+/// snapshot written by a build with another may hold bodies this build would not make. A
+/// deploy that changes only the HTTP edge, logging, configuration or the loader keeps it.
+pub fn render_digest() -> [u8; 32] {
+    const HEX: &str = env!("ATELIER_RENDER_DIGEST");
+    let mut digest = [0u8; 32];
+    for (i, byte) in digest.iter_mut().enumerate() {
+        *byte = HEX
+            .get(2 * i..2 * i + 2)
+            .and_then(|h| u8::from_str_radix(h, 16).ok())
+            .unwrap_or(0);
+    }
+    digest
 }
 
 fn compaction_code(compaction: Compaction) -> u8 {
@@ -568,8 +560,8 @@ fn refusal(
     retention: Duration,
 ) -> Option<String> {
     let age = Duration::from_millis(now_ms().saturating_sub(header.written_at_ms));
-    Some(if Some(header.build) != build_digest() {
-        "written by another build of the server".into()
+    Some(if header.build != render_digest() {
+        "written by a build that renders differently".into()
     } else if header.compaction != compaction_code(compaction) {
         "written with another --compress".into()
     } else if header.database != database.identity {
@@ -694,9 +686,7 @@ async fn write_current(
     warmup: &Arc<WarmupStatus>,
     status: &Arc<SnapshotStatus>,
 ) -> Result<Written, SnapshotError> {
-    let build = build_digest().ok_or(SnapshotError::NotNow(
-        "this program's executable cannot be read to identify its build",
-    ))?;
+    let build = render_digest();
     let clears = cache.clears.load(Ordering::Acquire);
     if !warmup.first_done.load(Ordering::Acquire)
         || warmup.running.load(Ordering::Acquire)
@@ -711,7 +701,7 @@ async fn write_current(
         ));
     }
     let database = pool
-        .run(|c| async move { crate::pg::restore::identity(&c).await })
+        .run(|c| async move { crate::pg::restore::identity(&c.client).await })
         .await?;
     // Taken after the checks above: every change it covers has been applied.
     let position = feed
@@ -763,7 +753,7 @@ fn catalog_kept(cache: &ResponseCache, clears: u64, warmup: &WarmupStatus) -> bo
 /// it is dropped); the caller warms from scratch.
 pub async fn restore(
     cache: &Arc<ResponseCache>,
-    pool: &Pool,
+    database: &tokio_postgres::Config,
     settings: &crate::config::SnapshotSettings,
     retention: Duration,
     generation: u64,
@@ -781,7 +771,7 @@ pub async fn restore(
         Ok(None) => Ok(None),
         Ok(Some(snapshot)) => {
             tokio::time::sleep(settings.pause_before_load).await;
-            load_checked(cache, pool, snapshot, retention, generation, warmup)
+            load_checked(cache, database, snapshot, retention, generation, warmup)
                 .await
                 .map(Some)
         }
@@ -807,27 +797,35 @@ pub async fn restore(
     }
 }
 
+/// How long a restore waits for the database's state (a count of the whole catalog).
+const STATE_LIMIT: Duration = Duration::from_secs(60);
+
 async fn load_checked(
     cache: &Arc<ResponseCache>,
-    pool: &Pool,
+    database: &tokio_postgres::Config,
     snapshot: SnapshotFile,
     retention: Duration,
     generation: u64,
     warmup: &Arc<WarmupStatus>,
 ) -> Result<FeedPosition, SnapshotError> {
-    let database = pool
-        .run(|c| async move { crate::pg::restore::database_state(&c).await })
-        .await?;
-    if let Some(why) = refusal(&snapshot.header, &database, cache.compaction, retention) {
+    let state = tokio::time::timeout(STATE_LIMIT, async {
+        let client = crate::pg::connect(database).await?;
+        crate::pg::restore::database_state(&client)
+            .await
+            .map_err(DbError::query("reading the database's state for a restore"))
+    })
+    .await
+    .map_err(|_| DbError::Unavailable("the database's state took too long to read".into()))??;
+    if let Some(why) = refusal(&snapshot.header, &state, cache.compaction, retention) {
         return Err(snapshot.refused(why));
     }
     let position = snapshot.header.position.clone();
     // Slots for the catalog as it is now (products created since the snapshot included).
     let size = CatalogSize {
-        products: database.products,
-        max_product_id: database.max_product_id,
-        questions: database.questions,
-        max_question_id: database.max_question_id,
+        products: state.products,
+        max_product_id: state.max_product_id,
+        questions: state.questions,
+        max_question_id: state.max_question_id,
     };
     warmup.running.store(true, Ordering::Release);
     warmup.products_done.store(0, Ordering::Relaxed);
@@ -1008,7 +1006,7 @@ mod tests {
     #[test]
     fn a_snapshot_that_does_not_describe_the_database_now_is_refused() {
         let header = Header {
-            build: build_digest().expect("the test binary can be read"),
+            build: render_digest(),
             compaction: compaction_code(Compaction::All),
             written_at_ms: now_ms(),
             database: "42/7".into(),
@@ -1049,7 +1047,7 @@ mod tests {
             Compaction::All,
             day
         )
-        .contains("another build"));
+        .contains("renders differently"));
         assert!(refused(&header, &database, Compaction::None, day).contains("--compress"));
         assert!(refused(
             &header,

@@ -854,7 +854,7 @@ async fn keep_warm(
         let retention = app.settings.feed.retention;
         let restored = snapshot::restore(
             &app.cache,
-            &app.pool,
+            database,
             &settings,
             retention,
             generation,
@@ -949,8 +949,6 @@ pub async fn build_app(
     // A snapshot to restore: the feed waits for its position instead of starting at the end.
     if let Some(s) = &app.settings.snapshot {
         snapshot::remove_leftovers(&s.dir);
-        // Identified now: once a deploy replaces the executable, it could not be read.
-        tokio::task::spawn_blocking(snapshot::build_digest);
     }
     let (restore, feed_start) = match &app.settings.snapshot {
         Some(s)

@@ -1,8 +1,7 @@
 //! What a catalog snapshot is checked against before it is trusted: which database this is,
 //! how far its change log reaches, and how large its catalog is now.
 
-use super::pool::Conn;
-use tokio_postgres::Error;
+use tokio_postgres::{Client, Error};
 
 /// The database as a restore sees it, in one statement (one snapshot).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,8 +24,8 @@ pub struct DatabaseState {
 }
 
 /// The identity [`DatabaseState`] names, alone (for writing a snapshot).
-pub async fn identity(conn: &Conn) -> Result<String, Error> {
-    let row = conn.client.query_one(IDENTITY, &[]).await?;
+pub async fn identity(client: &Client) -> Result<String, Error> {
+    let row = client.query_one(IDENTITY, &[]).await?;
     row.try_get(0)
 }
 
@@ -39,9 +38,10 @@ const IDENTITY: &str = "
                                            ',' ORDER BY table_name, column_name), ''))
               FROM information_schema.columns WHERE table_schema = 'public')";
 
-pub async fn database_state(conn: &Conn) -> Result<DatabaseState, Error> {
-    let row = conn
-        .client
+/// The database's state, on a connection of the restore's own: counting a full-scale catalog
+/// takes longer than the pool's statement time limit allows.
+pub async fn database_state(client: &Client) -> Result<DatabaseState, Error> {
+    let row = client
         .query_one(
             &format!(
                 "SELECT ({IDENTITY}),
