@@ -86,8 +86,13 @@ pub async fn migrate_to(client: &mut Client, version: i32) -> Result<usize, Migr
         .await
         .or_else(|e| {
             // Two processes racing to create the table: one wins, the other sees a unique
-            // violation on the catalog; the table exists either way.
-            if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
+            // violation on the catalog or "already exists" (IF NOT EXISTS checks before it
+            // creates); the table exists either way.
+            use tokio_postgres::error::SqlState;
+            if matches!(
+                e.code(),
+                Some(&SqlState::UNIQUE_VIOLATION) | Some(&SqlState::DUPLICATE_TABLE)
+            ) {
                 Ok(())
             } else {
                 Err(e)
