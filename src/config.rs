@@ -56,6 +56,8 @@ pub struct ServeSettings {
     pub drain_timeout: Duration,
     /// Where the catalog is written for warm restarts; None: no snapshots.
     pub snapshot: Option<SnapshotSettings>,
+    /// The part of the catalog this instance precomputes (None: all of it).
+    pub shard: Option<crate::shard::Shard>,
 }
 
 /// Warm restarts (see `cache::snapshot`): the catalog written to `dir` every `period` (None:
@@ -153,6 +155,7 @@ impl Default for ServeSettings {
             drain_delay: Duration::from_secs(15),
             drain_timeout: Duration::from_secs(10),
             snapshot: None,
+            shard: None,
         }
     }
 }

@@ -27,5 +27,6 @@ pub mod notify;
 pub mod pg;
 pub mod progress;
 pub mod render;
+pub mod shard;
 pub mod task;
 pub mod time;

@@ -50,6 +50,27 @@ enum Command {
     Serve(ServeArgs),
     /// Start a private PostgreSQL, generate a small data set, load it and serve it.
     Demo(DemoArgs),
+    /// Sharded catalogs: the shard map, in one place.
+    #[command(subcommand)]
+    Shards(ShardsCommand),
+}
+
+#[derive(Subcommand)]
+enum ShardsCommand {
+    /// Print the nginx configuration that routes each request to the shard holding it.
+    Nginx(ShardsArgs),
+}
+
+#[derive(Args)]
+struct ShardsArgs {
+    /// Where nginx listens (an nginx `listen` value).
+    #[arg(long, default_value = "80")]
+    listen: String,
+    /// The instances of each shard, in shard order: one argument per shard, its instances'
+    /// host:port separated by commas (two or more, for failover). Start each instance of the
+    /// i-th with `--shard i/N`.
+    #[arg(required = true, value_name = "INSTANCES")]
+    shards: Vec<String>,
 }
 
 #[derive(Args)]
@@ -156,6 +177,11 @@ struct HttpArgs {
     /// as --cache-mb holds it) or `none` (every body on its first request).
     #[arg(long, env = "ATELIER_PRECOMPUTE", default_value = "all", value_parser = ["all", "none"])]
     precompute: String,
+    /// Precompute only shard I of N of the catalog (`I/N`): the products, and the questions'
+    /// answers, whose ids nginx routes to this instance (`atelier shards`); the rest is served
+    /// on demand.
+    #[arg(long, env = "ATELIER_SHARD")]
+    shard: Option<atelier::shard::Shard>,
     /// How far the precomputed catalog compacts its bodies: `all` (whole bodies kept gzip,
     /// sent as they are to clients that take gzip; list buffers kept deflated, inflated for
     /// each page), `bodies` (lists kept plain: more memory, faster list pages) or `none`
@@ -263,6 +289,7 @@ impl HttpArgs {
             slow_request: ms(self.slow_request_ms),
             drain_delay: ms(self.drain_delay_ms),
             drain_timeout: ms(self.drain_timeout_ms),
+            shard: self.shard,
             snapshot: self
                 .snapshot_dir
                 .clone()
@@ -386,6 +413,18 @@ async fn run(cli: Cli) -> Result<()> {
             serve(&args.http, config, false).await?;
         }
         Command::Demo(args) => demo(args).await?,
+        Command::Shards(ShardsCommand::Nginx(args)) => {
+            let shards: Vec<Vec<String>> = args
+                .shards
+                .iter()
+                .map(|s| s.split(',').map(|i| i.trim().to_owned()).collect())
+                .collect();
+            anyhow::ensure!(
+                shards.len() <= 100 && shards.iter().flatten().all(|i| !i.is_empty()),
+                "give 1 to 100 shards, each a comma-separated list of host:port"
+            );
+            print!("{}", atelier::shard::nginx_config(&shards, &args.listen));
+        }
     }
     Ok(())
 }

@@ -56,3 +56,26 @@ fn help_lists_every_command_and_option() {
         assert!(help.contains(option), "{help}");
     }
 }
+
+#[test]
+fn shards_nginx_prints_the_shard_map_and_refuses_a_bad_one() {
+    let out = Command::new(env!("CARGO_BIN_EXE_atelier"))
+        .args(["shards", "nginx", "--listen", "8080"])
+        .args(["10.0.0.1:3001,10.0.0.2:3001", "10.0.0.3:3001,10.0.0.4:3001"])
+        .output()
+        .expect("run atelier");
+    assert!(out.status.success());
+    let config = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        config.contains("upstream atelier_shard_1 {\n    server 10.0.0.3:3001"),
+        "{config}"
+    );
+    assert!(config.contains("50.00% atelier_shard_0;"), "{config}");
+    assert!(config.contains("listen 8080;"), "{config}");
+    let (ok, err) = atelier(&["shards", "nginx", "10.0.0.1:3001,"]);
+    assert!(!ok);
+    assert!(err.contains("comma-separated list of host:port"), "{err}");
+    let (ok, err) = atelier(&["serve", "--shard", "3/3"]);
+    assert!(!ok);
+    assert!(err.contains("--shard takes I/N"), "{err}");
+}

@@ -56,6 +56,8 @@ pub struct CacheStats {
 pub struct ResponseCache {
     store: Store,
     compaction: Compaction,
+    /// The part of the catalog this instance precomputes (None: all of it).
+    shard: Option<crate::shard::Shard>,
     hits: AtomicU64,
     misses: AtomicU64,
     products_generation: AtomicU64,
@@ -105,6 +107,7 @@ impl ResponseCache {
     pub fn with_compaction(capacity_bytes: u64, compaction: Compaction) -> ResponseCache {
         ResponseCache {
             compaction,
+            shard: None,
             store: Store::new(capacity_bytes),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
@@ -125,6 +128,12 @@ impl ResponseCache {
             clears: AtomicU64::new(0),
             restoring: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// The same cache, precomputing only the products and questions `shard` holds.
+    pub fn sharded(mut self, shard: Option<crate::shard::Shard>) -> ResponseCache {
+        self.shard = shard;
+        self
     }
 
     /// Runs `f` with the warm-up's record of invalidations, if a warm-up runs, holding the lock

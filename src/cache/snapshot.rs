@@ -43,7 +43,7 @@ use crate::render::{Compaction, ItemList, Rendered};
 /// The file's name in the snapshot directory.
 pub const FILE_NAME: &str = "catalog.snapshot";
 const MAGIC: &[u8; 16] = b"atelier catalog\n";
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 
 const HEADER: u8 = b'H';
 const RECORDS: u8 = b'R';
@@ -140,6 +140,8 @@ pub struct Written {
 struct Header {
     build: [u8; 32],
     compaction: u8,
+    /// The shard the catalog is (index and count; a count of 0: the whole catalog).
+    shard: (u32, u32),
     written_at_ms: u64,
     database: String,
     position: FeedPosition,
@@ -169,6 +171,10 @@ fn compaction_code(compaction: Compaction) -> u8 {
     }
 }
 
+fn shard_code(shard: Option<crate::shard::Shard>) -> (u32, u32) {
+    shard.map_or((0, 0), |s| (s.index, s.count))
+}
+
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -180,6 +186,8 @@ impl Header {
         out.extend_from_slice(&FORMAT.to_le_bytes());
         out.extend_from_slice(&self.build);
         out.push(self.compaction);
+        out.extend_from_slice(&self.shard.0.to_le_bytes());
+        out.extend_from_slice(&self.shard.1.to_le_bytes());
         out.extend_from_slice(&self.written_at_ms.to_le_bytes());
         out.extend_from_slice(&(self.database.len() as u32).to_le_bytes());
         out.extend_from_slice(self.database.as_bytes());
@@ -202,6 +210,7 @@ impl Header {
             *b = take_u8(input)?;
         }
         let compaction = take_u8(input)?;
+        let shard = (take_u32(input)?, take_u32(input)?);
         let written_at_ms = take_u64(input)?;
         let len = take_u32(input)? as usize;
         if input.len() < len {
@@ -221,6 +230,7 @@ impl Header {
         Ok(Header {
             build,
             compaction,
+            shard,
             written_at_ms,
             database,
             position: FeedPosition {
@@ -453,6 +463,7 @@ impl SnapshotFile {
             header: Header {
                 build: [0; 32],
                 compaction: 0,
+                shard: (0, 0),
                 written_at_ms: 0,
                 database: String::new(),
                 position: FeedPosition {
@@ -557,6 +568,7 @@ fn refusal(
     header: &Header,
     database: &crate::pg::restore::DatabaseState,
     compaction: Compaction,
+    shard: Option<crate::shard::Shard>,
     retention: Duration,
 ) -> Option<String> {
     let age = Duration::from_millis(now_ms().saturating_sub(header.written_at_ms));
@@ -564,6 +576,8 @@ fn refusal(
         "written by a build that renders differently".into()
     } else if header.compaction != compaction_code(compaction) {
         "written with another --compress".into()
+    } else if header.shard != shard_code(shard) {
+        "written for another --shard".into()
     } else if header.database != database.identity {
         format!(
             "written against another database ({}, this is {})",
@@ -710,6 +724,7 @@ async fn write_current(
     let header = Header {
         build,
         compaction: compaction_code(cache.compaction),
+        shard: shard_code(cache.shard),
         written_at_ms: now_ms(),
         database,
         position,
@@ -816,7 +831,13 @@ async fn load_checked(
     })
     .await
     .map_err(|_| DbError::Unavailable("the database's state took too long to read".into()))??;
-    if let Some(why) = refusal(&snapshot.header, &state, cache.compaction, retention) {
+    if let Some(why) = refusal(
+        &snapshot.header,
+        &state,
+        cache.compaction,
+        cache.shard,
+        retention,
+    ) {
         return Err(snapshot.refused(why));
     }
     let position = snapshot.header.position.clone();
@@ -893,6 +914,7 @@ mod tests {
         Header {
             build: [1; 32],
             compaction: 0,
+            shard: (0, 0),
             written_at_ms: now_ms(),
             database: "1/1".into(),
             position: FeedPosition {
@@ -981,6 +1003,7 @@ mod tests {
         let header = Header {
             build: [7; 32],
             compaction: 1,
+            shard: (2, 3),
             written_at_ms: 123,
             database: "42/7".into(),
             position: FeedPosition {
@@ -995,8 +1018,8 @@ mod tests {
         assert_eq!(read.position, header.position);
         assert_eq!(read.database, header.database);
         assert_eq!(
-            (read.build, read.compaction, read.written_at_ms),
-            ([7; 32], 1, 123)
+            (read.build, read.compaction, read.shard, read.written_at_ms),
+            ([7; 32], 1, (2, 3), 123)
         );
         for cut in 0..out.len() {
             assert!(Header::decode(&out[..cut]).is_err());
@@ -1008,6 +1031,7 @@ mod tests {
         let header = Header {
             build: render_digest(),
             compaction: compaction_code(Compaction::All),
+            shard: (0, 0),
             written_at_ms: now_ms(),
             database: "42/7".into(),
             position: FeedPosition {
@@ -1028,9 +1052,16 @@ mod tests {
         };
         let day = Duration::from_secs(86_400);
         let refused = |h: &Header, d: &crate::pg::restore::DatabaseState, c, r| {
-            refusal(h, d, c, r).unwrap_or_default()
+            refusal(h, d, c, None, r).unwrap_or_default()
         };
-        assert_eq!(refusal(&header, &database, Compaction::All, day), None);
+        assert_eq!(
+            refusal(&header, &database, Compaction::All, None, day),
+            None
+        );
+        let shard = Some(crate::shard::Shard { index: 0, count: 2 });
+        assert!(refusal(&header, &database, Compaction::All, shard, day)
+            .unwrap_or_default()
+            .contains("--shard"));
         let changed = |f: fn(&mut Header)| {
             let mut h = header.clone();
             f(&mut h);

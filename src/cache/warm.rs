@@ -1,6 +1,10 @@
 //! The warm-up: every body of the catalog rendered from one scan ([`crate::pg::scan`]) and put
 //! in the cache before the instance reports ready, so GETs are hits from the first request.
 //!
+//! With `--shard I/N` an instance renders only the bodies of the products it holds, and the
+//! answers of the questions it holds ([`crate::shard`]); it scans the whole catalog all the
+//! same (the scan is ordered by product, and a question's answers come with its product).
+//!
 //! Priority, when the catalog is larger than the budget: products in id order, and for each
 //! product its detail, styles, related ids, reviews meta, reviews (both orders), questions and
 //! the answers of each of its questions; then the first pages of the products list. The
@@ -28,6 +32,7 @@ use crate::render::products::{render_product, render_product_list, render_relate
 use crate::render::qa::{render_answer_list, render_question_list};
 use crate::render::reviews::{render_meta, render_review_orders};
 use crate::render::{Compaction, Rendered};
+use crate::shard::Shard;
 
 /// Pages of `GET /products` warmed, at the default count.
 const PRODUCT_PAGES: usize = 20;
@@ -238,7 +243,7 @@ fn render_into(
     mut rows: tokio::sync::mpsc::Receiver<ProductRows>,
 ) -> Result<(), WarmStop> {
     while let Some(rows) = rows.blocking_recv() {
-        cache.insert_warm(bodies(&rows, cache.compaction), status)?;
+        cache.insert_warm(bodies(&rows, cache.compaction, cache.shard), status)?;
         status.products_done.fetch_add(1, Ordering::Relaxed);
     }
     Ok(())
@@ -246,8 +251,12 @@ fn render_into(
 
 /// Every cached body of one product, in the warm-up's priority order, compacted for the
 /// catalog (here, before the warm-up takes the lock it inserts under).
-fn bodies(rows: &ProductRows, compaction: Compaction) -> Vec<(Key, Rendered)> {
-    rendered(rows, compaction)
+fn bodies(
+    rows: &ProductRows,
+    compaction: Compaction,
+    shard: Option<Shard>,
+) -> Vec<(Key, Rendered)> {
+    rendered(rows, compaction, shard)
         .into_iter()
         .map(|(key, body)| match key {
             // Compacted as they were rendered, so that both orders share one buffer.
@@ -260,9 +269,35 @@ fn bodies(rows: &ProductRows, compaction: Compaction) -> Vec<(Key, Rendered)> {
         .collect()
 }
 
-fn rendered(rows: &ProductRows, compaction: Compaction) -> Vec<(Key, Rendered)> {
+/// The bodies of one product this instance precomputes: all of them, or with `shard` those of
+/// a product it holds, and the answers of each question it holds (whatever its product's).
+fn rendered(
+    rows: &ProductRows,
+    compaction: Compaction,
+    shard: Option<Shard>,
+) -> Vec<(Key, Rendered)> {
+    let holds = |id: i64| shard.is_none_or(|s| s.holds(id));
     let id = rows.product.id;
     let mut out = Vec::with_capacity(8 + rows.questions.len());
+    if holds(id) {
+        product_bodies(rows, compaction, &mut out);
+    }
+    for q in &rows.questions {
+        if !holds(q.row.id) {
+            continue;
+        }
+        let answers = answers_of(&rows.answers, q.row.id);
+        out.push((
+            Key::Answers(q.row.id),
+            Rendered::List(Arc::new(render_answer_list(answers, &rows.answer_photos))),
+        ));
+    }
+    out
+}
+
+/// The bodies keyed by the product's id.
+fn product_bodies(rows: &ProductRows, compaction: Compaction, out: &mut Vec<(Key, Rendered)>) {
+    let id = rows.product.id;
     out.push((
         Key::Product(id),
         Rendered::Json(render_product(&rows.product, &rows.features)),
@@ -314,14 +349,6 @@ fn rendered(rows: &ProductRows, compaction: Compaction) -> Vec<(Key, Rendered)> 
             &rows.answer_photos,
         ))),
     ));
-    for q in &rows.questions {
-        let answers = answers_of(&rows.answers, q.row.id);
-        out.push((
-            Key::Answers(q.row.id),
-            Rendered::List(Arc::new(render_answer_list(answers, &rows.answer_photos))),
-        ));
-    }
-    out
 }
 
 /// The answers of `question_id` in `answers` (grouped by question id, ascending).

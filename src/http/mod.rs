@@ -99,10 +99,10 @@ impl App {
             HeaderValue::from_str(&settings.cors_origin).unwrap_or(HeaderValue::from_static("*"));
         App {
             connections: Connections::new(settings.limits.max_connections),
-            cache: Arc::new(ResponseCache::with_compaction(
-                settings.cache_bytes,
-                settings.compaction,
-            )),
+            cache: Arc::new(
+                ResponseCache::with_compaction(settings.cache_bytes, settings.compaction)
+                    .sharded(settings.shard),
+            ),
             pool,
             metrics: Metrics::default(),
             settings,

@@ -1,0 +1,205 @@
+//! A catalog sharded across instances behind nginx (`--shard I/N`, `atelier shards nginx`):
+//! three shards of a generated catalog, two instances each, behind the nginx configuration the
+//! server prints. Every key is precomputed by exactly one shard; every GET through nginx
+//! answers exactly what one unsharded instance answers (each reply also checked against
+//! `openapi.yaml`), and is a hit on the instance nginx routed it to; with one instance of a
+//! shard stopped, its twin serves.
+
+mod common;
+
+use atelier::config::ServeSettings;
+use atelier::dataset::generate::{generate, GenerateOptions};
+use atelier::shard::Shard;
+use common::{eventually, get, TempDir};
+
+fn settings(shard: Option<Shard>) -> ServeSettings {
+    ServeSettings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        pool_size: 2,
+        sweep_period: None,
+        shard,
+        ..Default::default()
+    }
+}
+
+/// nginx, run from `dir` with `config` (an `http`-level include) until dropped.
+struct Nginx {
+    dir: TempDir,
+}
+
+impl Nginx {
+    fn start(config: &str) -> Nginx {
+        let dir = TempDir::new("shards-nginx");
+        // nginx's workers drop to an unprivileged user when started as root.
+        let _ = std::process::Command::new("chmod")
+            .args(["755", &dir.path().to_string_lossy()])
+            .status();
+        let path = dir.path();
+        std::fs::write(path.join("atelier.conf"), config).unwrap();
+        std::fs::write(
+            path.join("nginx.conf"),
+            format!(
+                "worker_processes 1;\npid {p}/nginx.pid;\nerror_log {p}/error.log;\n\
+                 events {{ worker_connections 1024; }}\n\
+                 http {{\n    access_log off;\n    client_body_temp_path {p}/body;\n    \
+                 proxy_temp_path {p}/proxy;\n    include {p}/atelier.conf;\n}}\n",
+                p = path.display()
+            ),
+        )
+        .unwrap();
+        let nginx = ["nginx", "/usr/sbin/nginx"]
+            .into_iter()
+            .find(|n| {
+                std::process::Command::new(n)
+                    .arg("-v")
+                    .output()
+                    .is_ok_and(|o| o.status.success())
+            })
+            .expect("nginx is installed (apt-get install nginx-light; .ci/run installs it)");
+        let status = std::process::Command::new(nginx)
+            .arg("-c")
+            .arg(path.join("nginx.conf"))
+            .status()
+            .expect("run nginx");
+        assert!(
+            status.success(),
+            "nginx refused the generated configuration"
+        );
+        Nginx { dir }
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(self.dir.path().join("nginx.pid")) {
+            let _ = std::process::Command::new("kill").arg(pid.trim()).status();
+        }
+    }
+}
+
+#[tokio::test]
+async fn three_shards_behind_nginx_answer_as_one_instance_and_survive_losing_one() {
+    let data = TempDir::new("shards-data");
+    generate(&GenerateOptions {
+        scale: 0.0005,
+        seed: 21,
+        out: data.path().into(),
+        quiet: true,
+    })
+    .expect("generate");
+    let db = common::loaded_database(data.path()).await;
+    let whole = atelier::http::start(settings(None), db.config.clone())
+        .await
+        .unwrap();
+    let mut shards = Vec::new();
+    for index in 0..3 {
+        let shard = Some(Shard { index, count: 3 });
+        let mut twins = Vec::new();
+        for _ in 0..2 {
+            twins.push(
+                atelier::http::start(settings(shard), db.config.clone())
+                    .await
+                    .unwrap(),
+            );
+        }
+        shards.push(twins);
+    }
+    for server in std::iter::once(&whole).chain(shards.iter().flatten()) {
+        assert_eq!(
+            eventually(server.addr, "/readyz", |b| b == "ready").await,
+            "ready"
+        );
+    }
+
+    // Each body is precomputed by exactly one shard.
+    let held = |s: &atelier::http::Running| s.app.cache.stats().catalog_entries;
+    let by_shard: Vec<u64> = shards.iter().map(|twins| held(&twins[0])).collect();
+    assert_eq!(by_shard.iter().sum::<u64>(), held(&whole), "{by_shard:?}");
+    assert!(by_shard.iter().all(|&n| n > 0), "{by_shard:?}");
+    for twins in &shards {
+        assert_eq!(held(&twins[0]), held(&twins[1]), "twins hold the same");
+    }
+
+    // nginx, configured by the server's own shard map.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let map: Vec<Vec<String>> = shards
+        .iter()
+        .map(|twins| twins.iter().map(|s| s.addr.to_string()).collect())
+        .collect();
+    let _nginx = Nginx::start(&atelier::shard::nginx_config(
+        &map,
+        &format!("127.0.0.1:{port}"),
+    ));
+    let lb: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    assert_eq!(eventually(lb, "/readyz", |b| b == "ready").await, "ready");
+
+    let client = db.client().await;
+    let products: Vec<i64> = client
+        .query("SELECT id FROM products ORDER BY id LIMIT 60", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let questions: Vec<i64> = client
+        .query("SELECT id FROM questions ORDER BY id LIMIT 60", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut paths = Vec::new();
+    for id in &products {
+        paths.push(format!("/products/{id}"));
+        paths.push(format!("/products/{id}/styles"));
+        paths.push(format!("/products/{id}/related"));
+        paths.push(format!("/reviews?product_id={id}"));
+        paths.push(format!(
+            "/reviews?product_id={id}&sort=newest&count=2&page=2"
+        ));
+        paths.push(format!("/reviews/meta?product_id={id}"));
+        paths.push(format!("/qa/questions?product_id={id}"));
+    }
+    for id in &questions {
+        paths.push(format!("/qa/questions/{id}/answers"));
+    }
+    let same_as_one_instance = |paths: Vec<String>| {
+        let whole = whole.addr;
+        async move {
+            for path in &paths {
+                let (via_nginx, direct) = (get(lb, path).await, get(whole, path).await);
+                assert_eq!(via_nginx.status, direct.status, "{path}");
+                assert_eq!(via_nginx.body, direct.body, "{path}");
+            }
+        }
+    };
+    let misses = |s: &atelier::http::Running| s.app.cache.stats().misses;
+    let before: Vec<u64> = shards.iter().flatten().map(misses).collect();
+    same_as_one_instance(paths.clone()).await;
+    // nginx routed every request to an instance that precomputed it: no instance missed.
+    let after: Vec<u64> = shards.iter().flatten().map(misses).collect();
+    assert_eq!(
+        before, after,
+        "every request routed through nginx was a hit"
+    );
+    // What names no product goes to any instance.
+    same_as_one_instance(vec!["/products".into(), "/products?page=2&count=3".into()]).await;
+
+    // One instance of each shard stopped in turn: its twin serves, and nothing changes.
+    for twins in &mut shards {
+        let stopped = twins.remove(0);
+        stopped.stop().await.unwrap();
+        same_as_one_instance(paths.clone()).await;
+    }
+    assert!(
+        shards
+            .iter()
+            .flatten()
+            .all(|s| s.app.cache.stats().hits > 0),
+        "the twins served"
+    );
+}
