@@ -4,8 +4,9 @@
 //!
 //! The split is nginx's own `split_clients`: the MurmurHash2 of the product id's decimal text
 //! (a question's id for its answers), cut into N equal ranges. nginx computes it to route, and
-//! an instance computes the very same function to know what it holds, so the two cannot
-//! disagree. The shard map — which instances serve each shard, two or more each for failover —
+//! an instance computes the very same function to know what it holds. An id written otherwise
+//! than plainly (`%37`, `007`) may be routed to another shard: any instance answers any
+//! request (on demand what it does not hold), so that costs speed, never correctness. The shard map — which instances serve each shard, two or more each for failover —
 //! exists in one place: the arguments of `atelier shards nginx`, which prints the nginx
 //! configuration; each instance is started with its shard's `--shard I/N`.
 //!
@@ -137,12 +138,16 @@ pub fn nginx_config(shards: &[Vec<String>], listen: &str) -> String {
     }
     let _ = writeln!(out, "    keepalive 32;\n    keepalive_timeout 5s;\n}}");
     // The id a request is routed by: a product's, or for a question's answers the question's.
+    // Paths as the server takes them: with or without the hosted API's `/api/fec2/{campus}`
+    // prefix and a trailing slash. The id is hashed as written; one written otherwise
+    // (`%37`, `007`) may reach another shard, whose instance answers it on demand.
+    let prefix = "(?:/api/fec2/[^/]+)?";
     let _ = writeln!(
         out,
         "map $uri $atelier_shard_key {{\n    \
-         ~^/products/(?<product>[0-9]+)(/styles|/related)?$ $product;\n    \
-         ~^/qa/questions/(?<question>[0-9]+)/answers$ $question;\n    \
-         ~^/(reviews|reviews/meta|qa/questions)$ $arg_product_id;\n    \
+         ~^{prefix}/products/(?<atelier_product>[0-9]+)(/styles|/related)?/?$ $atelier_product;\n    \
+         ~^{prefix}/qa/questions/(?<atelier_question>[0-9]+)/answers/?$ $atelier_question;\n    \
+         ~^{prefix}/(reviews|reviews/meta|qa/questions)/?$ $arg_product_id;\n    \
          default \"\";\n}}"
     );
     let _ = writeln!(
