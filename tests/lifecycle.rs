@@ -7,36 +7,10 @@
 
 mod common;
 
-use std::io::BufRead;
 use std::os::unix::net::UnixDatagram;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{get, sample_dir};
-
-/// The server's process, killed if the test ends early (a failed assertion must not leave it
-/// running, holding the test harness's output open).
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl std::ops::Deref for KillOnDrop {
-    type Target = std::process::Child;
-    fn deref(&self) -> &std::process::Child {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for KillOnDrop {
-    fn deref_mut(&mut self) -> &mut std::process::Child {
-        &mut self.0
-    }
-}
+use common::{get, sample_dir, KillOnDrop};
 
 #[tokio::test]
 async fn serve_tells_systemd_when_it_is_ready_alive_and_stopping_and_drains() {
@@ -60,26 +34,7 @@ async fn serve_tells_systemd_when_it_is_ready_alive_and_stopping_and_drains() {
     );
 
     // The address, from the start line.
-    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    let (lines_tx, lines) = mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in stderr.lines().map_while(Result::ok) {
-            let _ = lines_tx.send(line);
-        }
-    });
-    let addr: std::net::SocketAddr = loop {
-        let line = lines
-            .recv_timeout(Duration::from_secs(30))
-            .expect("a start line");
-        let parsed: serde_json::Value = serde_json::from_str(&line).unwrap();
-        if parsed["fields"]["message"] == "serving" {
-            break parsed["fields"]["address"]
-                .as_str()
-                .unwrap()
-                .parse()
-                .unwrap();
-        }
-    };
+    let (addr, _lines) = common::served_address(&mut child);
 
     // Messages until READY=1: the instance answers /readyz with 200 by then, and not before
     // its first STATUS.

@@ -11,9 +11,8 @@ use std::collections::BTreeSet;
 
 use atelier::cache::Key;
 use atelier::config::ServeSettings;
-use atelier::dataset::generate::{generate, GenerateOptions};
 use atelier::shard::Shard;
-use common::{eventually, get, TempDir};
+use common::{get, ready, TempDir};
 
 fn settings(shard: Option<Shard>) -> ServeSettings {
     ServeSettings {
@@ -84,14 +83,7 @@ impl Drop for Nginx {
 
 #[tokio::test]
 async fn three_shards_behind_nginx_answer_as_one_instance_and_survive_losing_one() {
-    let data = TempDir::new("shards-data");
-    generate(&GenerateOptions {
-        scale: 0.0005,
-        seed: 21,
-        out: data.path().into(),
-        quiet: true,
-    })
-    .expect("generate");
+    let data = common::generated("shards-data", 0.0005, 21);
     let db = common::loaded_database(data.path()).await;
     let whole = atelier::http::start(settings(None), db.config.clone())
         .await
@@ -110,10 +102,7 @@ async fn three_shards_behind_nginx_answer_as_one_instance_and_survive_losing_one
         shards.push(twins);
     }
     for server in std::iter::once(&whole).chain(shards.iter().flatten()) {
-        assert_eq!(
-            eventually(server.addr, "/readyz", |b| b == "ready").await,
-            "ready"
-        );
+        ready(server.addr).await;
     }
 
     // Each body is precomputed by exactly one shard, key for key (the products pages, which
@@ -152,7 +141,7 @@ async fn three_shards_behind_nginx_answer_as_one_instance_and_survive_losing_one
         &format!("127.0.0.1:{port}"),
     ));
     let lb: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    assert_eq!(eventually(lb, "/readyz", |b| b == "ready").await, "ready");
+    ready(lb).await;
 
     let client = db.client().await;
     // Ids across the whole range (of one to four digits here), every sixth.

@@ -7,17 +7,15 @@
 
 mod common;
 
-use std::io::BufRead;
 use std::path::Path;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use atelier::cache::snapshot::FILE_NAME;
-use atelier::cache::{fill, Key};
+use atelier::cache::Key;
 use atelier::config::{ServeSettings, SnapshotSettings};
-use atelier::dataset::generate::{generate, GenerateOptions};
 use atelier::pg::pool::Pool;
-use common::{eventually, get, post_json, put, TempDir};
+use common::{every_entry_is_fresh, get, post_json, put, ready, settled, KillOnDrop, TempDir};
 
 fn settings(snapshots: &Path) -> ServeSettings {
     ServeSettings {
@@ -33,44 +31,13 @@ fn settings(snapshots: &Path) -> ServeSettings {
 }
 
 fn generated(label: &str) -> TempDir {
-    let dir = TempDir::new(label);
-    generate(&GenerateOptions {
-        scale: 0.0005,
-        seed: 11,
-        out: dir.path().into(),
-        quiet: true,
-    })
-    .expect("generate");
-    dir
+    common::generated(label, 0.0005, 11)
 }
 
-async fn ready(addr: std::net::SocketAddr) {
-    assert_eq!(eventually(addr, "/readyz", |b| b == "ready").await, "ready");
-}
-
-/// Waits until the feed has read everything committed so far and every refresh is in.
-async fn settled(server: &atelier::http::Running) {
-    let feed = server.app.feed_status().unwrap();
-    assert!(feed.wait_for_fresh_read(Duration::from_secs(10)).await);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while server.app.cache.refreshes_pending() > 0 {
-        assert!(Instant::now() < deadline, "refreshes never finished");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-/// Every body the cache holds equals a fresh render; returns how many of each kind it holds.
-async fn every_entry_is_fresh(server: &atelier::http::Running, pool: &Pool) -> [usize; 3] {
+/// How many product, review-list and answer-list bodies `keys` name.
+fn kinds(keys: &[Key]) -> [usize; 3] {
     let mut kinds = [0; 3];
-    for key in server.app.cache.keys() {
-        if !server.app.cache.is_current(&key) {
-            continue;
-        }
-        let Some(cached) = server.app.cache.peek(&key) else {
-            continue;
-        };
-        let fresh = fill(&key, pool).await.expect("fresh render");
-        assert!(cached == fresh, "{key:?}: differs from a fresh render");
+    for key in keys {
         match key {
             Key::Product(_) => kinds[0] += 1,
             Key::Reviews { .. } => kinds[1] += 1,
@@ -166,7 +133,8 @@ async fn a_restart_from_a_snapshot_replays_what_changed_and_serves_fresh_bodies(
         .contains("before the snapshot"));
     settled(&second).await;
     let pool = Pool::new(db.config.clone(), 2, Duration::from_secs(5));
-    let [products_held, reviews_held, answers_held] = every_entry_is_fresh(&second, &pool).await;
+    let [products_held, reviews_held, answers_held] =
+        kinds(&every_entry_is_fresh(&second, &pool).await);
     assert!(products_held > 0 && reviews_held > 0 && answers_held > 0);
     // Every GET is a hit: the catalog was loaded whole.
     let misses = app.cache.stats().misses;
@@ -254,7 +222,7 @@ async fn a_snapshot_that_cannot_be_trusted_is_not_used() {
         refused(refusal, why);
         assert!(get(server.addr, "/products/1").await.status == 200);
         let pool = Pool::new(db.config.clone(), 2, Duration::from_secs(5));
-        assert!(every_entry_is_fresh(&server, &pool).await[0] > 0);
+        assert!(kinds(&every_entry_is_fresh(&server, &pool).await)[0] > 0);
         server.stop().await.unwrap();
     }
 
@@ -400,16 +368,6 @@ async fn snapshots_are_written_every_period() {
     server.stop().await.unwrap();
 }
 
-/// The server's process, killed if the test ends early.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// `atelier serve` with `snapshots`, until it is ready: its address and its process.
 fn serve(db: &common::TestDb, snapshots: &Path) -> (std::net::SocketAddr, KillOnDrop) {
     let mut child = KillOnDrop(
@@ -423,26 +381,7 @@ fn serve(db: &common::TestDb, snapshots: &Path) -> (std::net::SocketAddr, KillOn
             .spawn()
             .expect("run atelier serve"),
     );
-    let stderr = std::io::BufReader::new(child.0.stderr.take().unwrap());
-    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in stderr.lines().map_while(Result::ok) {
-            let _ = lines_tx.send(line);
-        }
-    });
-    let addr = loop {
-        let line = lines
-            .recv_timeout(Duration::from_secs(30))
-            .expect("a start line");
-        let parsed: serde_json::Value = serde_json::from_str(&line).unwrap();
-        if parsed["fields"]["message"] == "serving" {
-            break parsed["fields"]["address"]
-                .as_str()
-                .unwrap()
-                .parse()
-                .unwrap();
-        }
-    };
+    let (addr, _lines) = common::served_address(&mut child);
     (addr, child)
 }
 

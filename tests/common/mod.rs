@@ -355,3 +355,114 @@ pub fn connection_string(config: &tokio_postgres::Config) -> String {
         config.get_dbname().unwrap_or("postgres")
     )
 }
+
+/// A data set generated at `scale` with `seed`, in a directory of its own.
+pub fn generated(label: &str, scale: f64, seed: u64) -> TempDir {
+    let dir = TempDir::new(label);
+    atelier::dataset::generate::generate(&atelier::dataset::generate::GenerateOptions {
+        scale,
+        seed,
+        out: dir.path().into(),
+        quiet: true,
+    })
+    .expect("generate");
+    dir
+}
+
+/// Waits until the server at `addr` says it is ready (up to 10 s).
+pub async fn ready(addr: std::net::SocketAddr) {
+    assert_eq!(eventually(addr, "/readyz", |b| b == "ready").await, "ready");
+}
+
+/// Waits until `server`'s feed has read everything committed so far and every refresh is in.
+pub async fn settled(server: &atelier::http::Running) {
+    let feed = server.app.feed_status().expect("a change feed");
+    assert!(
+        feed.wait_for_fresh_read(std::time::Duration::from_secs(10))
+            .await
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while server.app.cache.refreshes_pending() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "refreshes never finished"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+/// Asserts that every body `server`'s cache holds (products pages of old generations aside:
+/// no request reaches them) equals a fresh render through `pool`; returns the keys checked.
+pub async fn every_entry_is_fresh(
+    server: &atelier::http::Running,
+    pool: &atelier::pg::pool::Pool,
+) -> Vec<atelier::cache::Key> {
+    let mut checked = Vec::new();
+    for key in server.app.cache.keys() {
+        if !server.app.cache.is_current(&key) {
+            continue;
+        }
+        let Some(cached) = server.app.cache.peek(&key) else {
+            continue; // invalidated meanwhile
+        };
+        let fresh = atelier::cache::fill(&key, pool)
+            .await
+            .expect("fresh render");
+        assert!(cached == fresh, "{key:?}: differs from a fresh render");
+        checked.push(key);
+    }
+    checked
+}
+
+/// A child process (a server), killed if the test ends early: a failed assertion must not
+/// leave it running, holding the test harness's output open.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+/// The address an `atelier serve --log-format json` child says it serves on, read from its
+/// standard error (piped); its later lines go to the returned receiver.
+pub fn served_address(
+    child: &mut std::process::Child,
+) -> (std::net::SocketAddr, std::sync::mpsc::Receiver<String>) {
+    use std::io::BufRead;
+    let stderr = std::io::BufReader::new(child.stderr.take().expect("stderr piped"));
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    loop {
+        let line = lines
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("a start line");
+        let parsed: serde_json::Value = serde_json::from_str(&line).expect("a JSON log line");
+        if parsed["fields"]["message"] == "serving" {
+            let addr = parsed["fields"]["address"]
+                .as_str()
+                .expect("an address")
+                .parse()
+                .expect("a socket address");
+            return (addr, lines);
+        }
+    }
+}
