@@ -44,12 +44,6 @@ impl std::str::FromStr for Shard {
     }
 }
 
-impl std::fmt::Display for Shard {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.index, self.count)
-    }
-}
-
 impl Shard {
     /// Whether this shard holds the product (or the question) with id `id`.
     pub fn holds(&self, id: i64) -> bool {

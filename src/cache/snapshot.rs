@@ -457,37 +457,26 @@ impl SnapshotFile {
                 })
             }
         };
-        let mut snapshot = SnapshotFile {
-            path,
-            input: BufReader::with_capacity(1 << 20, file),
-            header: Header {
-                build: [0; 32],
-                compaction: 0,
-                shard: (0, 0),
-                written_at_ms: 0,
-                database: String::new(),
-                position: FeedPosition {
-                    high: 0,
-                    pending: Vec::new(),
-                    pending_from: 0,
-                },
-            },
-            frame: Vec::new(),
+        let damaged = |why: &str| SnapshotError::Damaged {
+            path: path.clone(),
+            why: why.into(),
         };
+        let mut input = BufReader::with_capacity(1 << 20, file);
         let mut magic = [0; 16];
-        snapshot
-            .input
-            .read_exact(&mut magic)
-            .map_err(|_| snapshot.damaged("not a catalog snapshot"))?;
-        if &magic != MAGIC {
-            return Err(snapshot.damaged("not a catalog snapshot"));
+        if input.read_exact(&mut magic).is_err() || &magic != MAGIC {
+            return Err(damaged("not a catalog snapshot"));
         }
-        if snapshot.next_frame()? != HEADER {
-            return Err(snapshot.damaged("no header"));
+        let mut frame = Vec::new();
+        if read_frame(&mut input, &mut frame).map_err(damaged)? != HEADER {
+            return Err(damaged("no header"));
         }
-        snapshot.header =
-            Header::decode(&snapshot.frame[1..]).map_err(|e| snapshot.damaged(e.0))?;
-        Ok(Some(snapshot))
+        let header = Header::decode(&frame[1..]).map_err(|e| damaged(e.0))?;
+        Ok(Some(SnapshotFile {
+            path,
+            input,
+            header,
+            frame,
+        }))
     }
 
     fn damaged(&self, why: impl Into<String>) -> SnapshotError {
@@ -506,23 +495,7 @@ impl SnapshotFile {
 
     /// Reads the next frame into `self.frame`, checked; returns its kind.
     fn next_frame(&mut self) -> Result<u8, SnapshotError> {
-        let mut head = [0; 8];
-        self.input
-            .read_exact(&mut head)
-            .map_err(|_| self.damaged("cut short"))?;
-        let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
-        let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
-        if len == 0 || len > FRAME_MAX {
-            return Err(self.damaged("a frame's length"));
-        }
-        self.frame.resize(len, 0);
-        self.input
-            .read_exact(&mut self.frame)
-            .map_err(|_| self.damaged("cut short"))?;
-        if libdeflater::crc32(&self.frame) != crc {
-            return Err(self.damaged("a frame's checksum does not match"));
-        }
-        Ok(self.frame[0])
+        read_frame(&mut self.input, &mut self.frame).map_err(|why| self.damaged(why))
     }
 
     /// Loads every record into `cache`'s catalog (opened by the caller, inside a warm-up),
@@ -597,6 +570,24 @@ fn refusal(
     } else {
         return None;
     })
+}
+
+/// Reads the next frame of `input` into `frame`, its length bounded and its checksum checked;
+/// returns its kind, or why it is damaged.
+fn read_frame(input: &mut impl Read, frame: &mut Vec<u8>) -> Result<u8, &'static str> {
+    let mut head = [0; 8];
+    input.read_exact(&mut head).map_err(|_| "cut short")?;
+    let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+    let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+    if len == 0 || len > FRAME_MAX {
+        return Err("a frame's length");
+    }
+    frame.resize(len, 0);
+    input.read_exact(frame).map_err(|_| "cut short")?;
+    if libdeflater::crc32(frame) != crc {
+        return Err("a frame's checksum does not match");
+    }
+    Ok(frame[0])
 }
 
 /// The bodies of one frame of records, counting products as the warm-up does.
