@@ -11,6 +11,7 @@ use atelier::cache::{CatalogSize, Key};
 use atelier::config::ServeSettings;
 use atelier::domain::ReviewOrder;
 use atelier::http::App;
+use atelier::pg::database::Database;
 use atelier::pg::pool::Pool;
 use atelier::pg::read::*;
 use atelier::render::{self, Rendered};
@@ -187,7 +188,7 @@ fn cache_hit(c: &mut Criterion) {
     let app = || {
         Arc::new(App::new(
             ServeSettings::default(),
-            Pool::new(config.clone(), 1, Duration::from_millis(10)),
+            Database::primary_only(Pool::new(config.clone(), 1, Duration::from_millis(10))),
         ))
     };
     let (on_demand, catalog) = (app(), app());

@@ -17,6 +17,7 @@ use atelier::cache::sweep::SweepPace;
 use atelier::cache::{Key, ResponseCache};
 use atelier::dataset::rng::Rng;
 use atelier::domain::ReviewOrder;
+use atelier::pg::database::Database;
 use atelier::pg::feed::{self, ChangeSink, FeedSettings};
 use atelier::pg::pool::Pool;
 
@@ -56,7 +57,8 @@ async fn run(url: &str, products: i64) {
         .expect("max id")
         .get(0);
     let cache = Arc::new(ResponseCache::new(8 << 30));
-    let pool = Pool::new(config.clone(), 1, Duration::from_secs(30));
+    let db = Database::primary_only(Pool::new(config.clone(), 1, Duration::from_secs(30)));
+    let pool = &db.primary;
     let backend: i32 = pool
         .run(|c| async move {
             Ok(c.client
@@ -72,6 +74,7 @@ async fn run(url: &str, products: i64) {
         sink,
         FeedSettings::default(),
         feed::FeedStart::Fresh,
+        None,
     );
     while !status.is_established() {
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -96,7 +99,7 @@ async fn run(url: &str, products: i64) {
             Key::ReviewsMeta(id),
             Key::Questions(id),
         ] {
-            cache.get(&key, &pool).await.expect("fill");
+            cache.get(&key, &db).await.expect("fill");
         }
     }
     let stats = cache.stats();
@@ -109,7 +112,7 @@ async fn run(url: &str, products: i64) {
 
     let cpu_before = cpu_seconds(backend);
     let started = Instant::now();
-    let visited = atelier::cache::sweep::round(&cache, &pool, &status, SweepPace::FLAT_OUT).await;
+    let visited = atelier::cache::sweep::round(&cache, pool, &status, SweepPace::FLAT_OUT).await;
     let wall = started.elapsed().as_secs_f64();
     let cpu = cpu_seconds(backend) - cpu_before;
     let after = cache.stats();

@@ -39,8 +39,10 @@ pub struct ServeSettings {
     pub sweep_max_rate: u32,
     /// Whether the catalog is rendered into the cache at start (and after the feed empties it).
     pub precompute: Precompute,
-    /// Where the warm-up scan reads, when not where the pool does.
+    /// Where the warm-up scan reads on the primary, when not where the pool does.
     pub scan_database: Option<tokio_postgres::Config>,
+    /// Streaming replicas that warm-ups, refreshes and fills may read from, fenced.
+    pub replicas: crate::pg::database::ReplicaSettings,
     /// How far the precomputed catalog compacts its bodies.
     pub compaction: crate::render::Compaction,
     /// What one client can make the server hold or do.
@@ -148,6 +150,7 @@ impl Default for ServeSettings {
             sweep_max_rate: 200,
             precompute: Precompute::All,
             scan_database: None,
+            replicas: Default::default(),
             compaction: crate::render::Compaction::All,
             limits: Limits::default(),
             slow_request: Duration::from_secs(1),

@@ -165,6 +165,21 @@ struct HttpArgs {
     /// through a transaction-pooling proxy, which cannot LISTEN).
     #[arg(long, env = "ATELIER_FEED_DATABASE_URL", hide_env_values = true)]
     feed_database_url: Option<String>,
+    /// A streaming replica of DATABASE_URL for warm-ups, refreshes and fills (repeat the
+    /// flag for more; in the environment, separate them with `;`). Writes, the change feed and
+    /// /readyz stay on the primary; a replica that lacks a change this instance has seen is
+    /// not read until it has replayed it.
+    #[arg(
+        long = "replica-url",
+        env = "ATELIER_REPLICA_URLS",
+        value_delimiter = ';',
+        hide_env_values = true
+    )]
+    replica_urls: Vec<String>,
+    /// Milliseconds a replica may lack a change seen (waited for) before reads skip it for the
+    /// primary.
+    #[arg(long, env = "ATELIER_REPLICA_MAX_LAG_MS", default_value_t = 1000, value_parser = time_limit_ms())]
+    replica_max_lag_ms: u64,
     /// Seconds within which the anti-entropy sweep re-renders every cached entry and counts
     /// those that drifted (0: off).
     #[arg(long, env = "ATELIER_SWEEP_PERIOD_S", default_value_t = 900)]
@@ -246,6 +261,15 @@ impl HttpArgs {
             ),
             None => None,
         };
+        let replicas = self
+            .replica_urls
+            .iter()
+            .map(|url| url.trim())
+            .filter(|url| !url.is_empty())
+            .map(|url| {
+                atelier::pg::parse_url(url).map_err(|e| anyhow::anyhow!("--replica-url: {e}"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(ServeSettings {
             listen: self.listen,
             pool_size: self.pool_size,
@@ -286,6 +310,10 @@ impl HttpArgs {
                 atelier::config::Precompute::All
             },
             scan_database: None,
+            replicas: atelier::pg::database::ReplicaSettings {
+                replicas,
+                max_lag: ms(self.replica_max_lag_ms),
+            },
             slow_request: ms(self.slow_request_ms),
             drain_delay: ms(self.drain_delay_ms),
             drain_timeout: ms(self.drain_timeout_ms),

@@ -132,6 +132,7 @@ async fn the_database_stopped_and_restarted_under_reads() {
         shared_buffers: "32MB".into(),
         maintenance_work_mem: "16MB".into(),
         max_connections: 50,
+        ..Default::default()
     })
     .expect("private cluster");
     pg_setup(&cluster).await;

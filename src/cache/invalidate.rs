@@ -52,13 +52,17 @@ impl ResponseCache {
     /// transaction `xid`): what it changed is re-rendered before this returns, so the writer's
     /// next read gets the new body. A product's two review orders are rendered together, from
     /// one read. When the change feed brings the same changes back, they are not refreshed
-    /// again: these renders read after the write committed.
+    /// again: these renders read after the write committed, from the primary or from a
+    /// replica that has replayed past the primary's position taken here.
     pub async fn apply_own_write(
         &self,
         changes: &[Change],
         xid: Option<i64>,
-        pool: &crate::pg::pool::Pool,
+        db: &crate::pg::database::Database,
     ) {
+        // Should the primary not tell its position (it went away just after the commit), a
+        // replica may lack the write: the feed then refreshes it again when it brings it.
+        let fenced = db.fence_now().await.is_ok();
         let mut keys: Vec<Key> = Vec::new();
         for change in changes {
             for key in self.stale_after(change) {
@@ -73,12 +77,12 @@ impl ResponseCache {
             .collect();
         // Remembered only once every key is numbered (its refresh under way): a snapshot
         // taken after the feed skips these changes leaves the keys out until they are in.
-        if let Some(xid) = xid {
+        if let Some(xid) = xid.filter(|_| fenced) {
             self.own_writes.remember(xid, changes);
         }
         let refreshes = groups
             .into_iter()
-            .map(|numbered| async move { self.refresh_numbered(numbered, pool).await });
+            .map(|numbered| async move { self.refresh_numbered(numbered, db).await });
         futures_util::future::join_all(refreshes).await;
     }
 

@@ -24,7 +24,7 @@ pub use store::CatalogSize;
 
 use store::Store;
 
-use crate::pg::pool::Pool;
+use crate::pg::database::Database;
 use crate::pg::DbError;
 use crate::render::{Compaction, Rendered};
 
@@ -161,8 +161,8 @@ impl ResponseCache {
     /// How many products there are in the products list's current generation, counted once
     /// per generation (concurrent callers wait for the one count, at most the pool's time
     /// limit: while the database is down, they must not count one after another).
-    pub async fn products_total(&self, pool: &Pool) -> Result<i64, DbError> {
-        let mut known = tokio::time::timeout(pool.timeout(), self.products_total.lock())
+    pub async fn products_total(&self, db: &Database) -> Result<i64, DbError> {
+        let mut known = tokio::time::timeout(db.timeout(), self.products_total.lock())
             .await
             .map_err(|_| {
                 DbError::Unavailable("timed out waiting for a count of the products".into())
@@ -173,8 +173,8 @@ impl ResponseCache {
                 return Ok(total);
             }
         }
-        let total = pool
-            .run(|c| async move { crate::pg::read::product_count(&c).await })
+        let total = db
+            .read(|pool| pool.run(|c| async move { crate::pg::read::product_count(&c).await }))
             .await?;
         self.products_counted.fetch_add(1, Ordering::Relaxed);
         // Counted in `generation`: a product change since started another, and the next
@@ -219,13 +219,13 @@ impl ResponseCache {
     ///
     /// A request waiting for another's fill of the same key waits at most the pool's time
     /// limit: when the database is down, a queue of waiters must not retry one after another.
-    pub async fn get(&self, key: &Key, pool: &Pool) -> Result<Rendered, DbError> {
+    pub async fn get(&self, key: &Key, db: &Database) -> Result<Rendered, DbError> {
         if self.restoring.load(Ordering::Acquire) {
             // A restored body may predate changes the feed has not replayed yet.
             self.misses.fetch_add(1, Ordering::Relaxed);
-            return fill(key, pool).await;
+            return db.read(|pool| fill(key, pool)).await;
         }
-        let lookup = tokio::time::timeout(pool.timeout(), self.store.get_or_guard(key))
+        let lookup = tokio::time::timeout(db.timeout(), self.store.get_or_guard(key))
             .await
             .map_err(|_| {
                 DbError::Unavailable("timed out waiting for a fill of the same resource".into())
@@ -238,7 +238,7 @@ impl ResponseCache {
             Err(guard) => {
                 self.misses.fetch_add(1, Ordering::Relaxed);
                 // On error the guard is dropped unfilled and a waiting request tries again.
-                let entry = fill(key, pool).await?;
+                let entry = db.read(|pool| fill(key, pool)).await?;
                 let _ = guard.insert(entry.clone());
                 Ok(entry)
             }

@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use super::fill::fill_review_orders;
 use super::{fill, Key, ResponseCache};
 use crate::domain::ReviewOrder;
-use crate::pg::pool::Pool;
+use crate::pg::database::Database;
 use crate::render::Compaction;
 use crate::render::Rendered;
 
@@ -74,9 +74,9 @@ impl ResponseCache {
     /// Re-renders `keys` now (those the cache holds), and swaps the new bodies in; drops one
     /// whose render fails. For the instance's own writes. Siblings (a product's two review
     /// orders) are rendered from one read.
-    pub async fn refresh_now(&self, keys: &[Key], pool: &Pool) {
+    pub async fn refresh_now(&self, keys: &[Key], db: &Database) {
         let numbered = self.number(keys);
-        self.refresh_numbered(numbered, pool).await;
+        self.refresh_numbered(numbered, db).await;
     }
 
     /// Numbers the changes to `keys` the cache holds (their refreshes are under way from
@@ -89,14 +89,14 @@ impl ResponseCache {
 
     /// Renders and swaps in keys [`Self::number`] numbered: the second half of
     /// [`Self::refresh_now`].
-    pub(crate) async fn refresh_numbered(&self, numbered: Vec<(Key, u64)>, pool: &Pool) {
+    pub(crate) async fn refresh_numbered(&self, numbered: Vec<(Key, u64)>, db: &Database) {
         if numbered.is_empty() {
             return; // dropped: the next read fills them fresh
         }
-        let superseded = self.render_and_finish(numbered, pool).await;
+        let superseded = self.render_and_finish(numbered, db).await;
         // A later change took a key over; its refresh also reads after this write. Wait for
         // it, so that the writer's next read is not the body from before its write.
-        let _ = tokio::time::timeout(pool.timeout(), async {
+        let _ = tokio::time::timeout(db.timeout(), async {
             loop {
                 let done = self.refresh_done.notified();
                 tokio::pin!(done);
@@ -112,13 +112,13 @@ impl ResponseCache {
 
     /// Renders the numbered keys afresh (siblings from one read) and swaps each in; returns
     /// the keys a later change took over meanwhile.
-    async fn render_and_finish(&self, numbered: Vec<(Key, u64)>, pool: &Pool) -> Vec<Key> {
+    async fn render_and_finish(&self, numbered: Vec<(Key, u64)>, db: &Database) -> Vec<Key> {
         let guards: Vec<Abandoned> = numbered
             .iter()
             .map(|(key, number)| Abandoned::new(self, key, *number))
             .collect();
         let keys: Vec<Key> = numbered.iter().map(|(key, _)| key.clone()).collect();
-        let fresh = self.render_together(&keys, pool).await;
+        let fresh = self.render_together(&keys, db).await;
         // Compacted here, not under the lock `finish` takes: compressing a long list takes a
         // while, and every change waits on that lock.
         let fresh: Vec<Option<Rendered>> = keys
@@ -142,7 +142,7 @@ impl ResponseCache {
     /// Fresh renders of `keys`, in order; None where a render failed. A product's two review
     /// orders come from one read, sharing one buffer (compacted first if the catalog holds
     /// them, so that they share it there).
-    async fn render_together(&self, keys: &[Key], pool: &Pool) -> Vec<Option<Rendered>> {
+    async fn render_together(&self, keys: &[Key], db: &Database) -> Vec<Option<Rendered>> {
         if let [first, second] = keys {
             if let (Key::Reviews { product_id, order }, Some(other)) = (first, sibling(first)) {
                 if *second == other {
@@ -151,7 +151,10 @@ impl ResponseCache {
                     let compact = self.compaction == Compaction::All
                         && self.store.has_slot(first)
                         && self.store.has_slot(second);
-                    return match fill_review_orders(pool, *product_id, compact).await {
+                    let read = db
+                        .read(|pool| fill_review_orders(pool, *product_id, compact))
+                        .await;
+                    return match read {
                         Ok((helpful, newest)) if *order == ReviewOrder::Helpful => {
                             vec![Some(helpful), Some(newest)]
                         }
@@ -161,8 +164,10 @@ impl ResponseCache {
                 }
             }
         }
-        futures_util::future::join_all(keys.iter().map(|key| async { fill(key, pool).await.ok() }))
-            .await
+        let renders = keys
+            .iter()
+            .map(|key| async { db.read(|pool| fill(key, pool)).await.ok() });
+        futures_util::future::join_all(renders).await
     }
 
     /// Gives `key`'s latest change a number if the cache holds the key or a refresh of it is
@@ -318,7 +323,7 @@ pub(crate) fn with_siblings(mut keys: Vec<Key>) -> Vec<Vec<Key>> {
 /// Serves the refresh queue until it closes: up to `concurrency` re-renders at once.
 pub async fn run(
     cache: &ResponseCache,
-    pool: &Pool,
+    db: &Database,
     mut queue: mpsc::UnboundedReceiver<Key>,
     concurrency: usize,
 ) {
@@ -338,7 +343,7 @@ pub async fn run(
                         }
                     }
                     running.push(async move {
-                        cache.render_and_finish(numbered, pool).await;
+                        cache.render_and_finish(numbered, db).await;
                     });
                 }
                 None => break,

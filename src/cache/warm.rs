@@ -102,13 +102,15 @@ pub(crate) enum WarmStop {
 /// Products read ahead of the renderer.
 const READ_AHEAD: usize = 256;
 
-/// Renders every body of the catalog from one scan of `database` into `cache`.
+/// Renders every body of the catalog from one scan of `database` into `cache`, in the
+/// warming record `generation` ([`ResponseCache::begin_warmup`]), begun before the scan's
+/// source was chosen.
 pub async fn warm(
     cache: &Arc<ResponseCache>,
     database: &Config,
     status: &Arc<WarmupStatus>,
+    generation: u64,
 ) -> Result<WarmupOutcome, DbError> {
-    let generation = cache.begin_warmup();
     status.running.store(true, Ordering::Release);
     let outcome = scan_into(cache, database, status, generation).await;
     cache.end_warmup();
@@ -364,7 +366,7 @@ fn answers_of(
 impl ResponseCache {
     /// Starts recording invalidated keys for a warm-up; returns the products-list generation
     /// its pages belong to.
-    pub(crate) fn begin_warmup(&self) -> u64 {
+    pub fn begin_warmup(&self) -> u64 {
         if let Ok(mut w) = self.warming.lock() {
             *w = Some(Default::default());
         }

@@ -47,6 +47,9 @@ pub struct Gauges {
     pub feed: Option<std::sync::Arc<crate::pg::feed::FeedStatus>>,
     pub warmup: std::sync::Arc<crate::cache::warm::WarmupStatus>,
     pub snapshots: std::sync::Arc<crate::cache::snapshot::SnapshotStatus>,
+    pub replicas: Vec<crate::pg::database::ReplicaStats>,
+    /// Reads sent to the primary though replicas are configured.
+    pub primary_reads: u64,
 }
 
 impl Metrics {
@@ -382,8 +385,98 @@ impl Metrics {
                 write_metric(&mut out, name, kind, help, value);
             }
         }
+        render_replicas(&mut out, gauges);
         out
     }
+}
+
+/// The replicas' lines: none without replicas.
+fn render_replicas(out: &mut String, gauges: &Gauges) {
+    if gauges.replicas.is_empty() {
+        return;
+    }
+    write_metric(
+        out,
+        "atelier_replica_primary_reads_total",
+        "counter",
+        "Reads sent to the primary because no replica had every change seen (or answered).",
+        gauges.primary_reads,
+    );
+    type Field = fn(&crate::pg::database::ReplicaStats) -> String;
+    let families: [(&str, &str, &str, Field); 6] = [
+        (
+            "atelier_replica_up",
+            "gauge",
+            "Whether the replica answered its last poll.",
+            |r| format!("{}", u8::from(r.up)),
+        ),
+        (
+            "atelier_replica_behind_bytes",
+            "gauge",
+            "Bytes of WAL the replica has yet to replay to have the last change seen.",
+            |r| r.behind_bytes.to_string(),
+        ),
+        (
+            "atelier_replica_reads_total",
+            "counter",
+            "Reads the replica served.",
+            |r| r.reads.to_string(),
+        ),
+        (
+            "atelier_replica_warmups_total",
+            "counter",
+            "Warm-ups that scanned the replica.",
+            |r| r.warmups.to_string(),
+        ),
+        (
+            "atelier_replica_failures_total",
+            "counter",
+            "Reads that failed on the replica and went to the primary.",
+            |r| r.failures.to_string(),
+        ),
+        (
+            "atelier_replica_info",
+            "gauge",
+            "Where each replica is (host, port, database).",
+            |_| "1".into(),
+        ),
+    ];
+    for (name, kind, help, value) in families {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (i, r) in gauges.replicas.iter().enumerate() {
+            let target = if name == "atelier_replica_info" {
+                format!(",target=\"{}\"", label_value(&r.name))
+            } else {
+                String::new()
+            };
+            let _ = writeln!(out, "{name}{{replica=\"{i}\"{target}}} {}", value(r));
+        }
+    }
+    let name = "atelier_replica_skipped_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Reads sent elsewhere because the replica was down, or lacked a change \
+         seen longer ago than --replica-max-lag-ms.\n# TYPE {name} counter"
+    );
+    for (i, r) in gauges.replicas.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "{name}{{replica=\"{i}\",reason=\"down\"}} {}",
+            r.skipped_down
+        );
+        let _ = writeln!(
+            out,
+            "{name}{{replica=\"{i}\",reason=\"lagging\"}} {}",
+            r.skipped_lagging
+        );
+    }
+}
+
+/// `text` as a Prometheus label value: backslashes, quotes and line breaks escaped.
+fn label_value(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 fn write_metric(

@@ -37,6 +37,7 @@ use crate::cache::warm::{self, WarmupOutcome, WarmupStatus};
 use crate::cache::{Key, ResponseCache};
 use crate::config::{Precompute, ServeSettings};
 use crate::logging;
+use crate::pg::database::Database;
 use crate::pg::feed::{self, ChangeSink, FeedPosition, FeedStart, FeedStatus};
 use crate::pg::pool::Pool;
 use crate::pg::write::{self, WriteError};
@@ -73,7 +74,8 @@ impl Outcome {
 /// Everything a request handler reads: shared by all connections of one instance.
 pub struct App {
     pub cache: Arc<ResponseCache>,
-    pub pool: Pool,
+    /// The primary's pool (writes, the feed, `/readyz`), and the replicas reads may go to.
+    pub db: Database,
     pub metrics: Metrics,
     pub settings: ServeSettings,
     cors_origin: HeaderValue,
@@ -94,7 +96,7 @@ pub struct App {
 }
 
 impl App {
-    pub fn new(settings: ServeSettings, pool: Pool) -> App {
+    pub fn new(settings: ServeSettings, db: Database) -> App {
         let cors_origin =
             HeaderValue::from_str(&settings.cors_origin).unwrap_or(HeaderValue::from_static("*"));
         App {
@@ -103,7 +105,7 @@ impl App {
                 ResponseCache::with_compaction(settings.cache_bytes, settings.compaction)
                     .sharded(settings.shard),
             ),
-            pool,
+            db,
             metrics: Metrics::default(),
             settings,
             cors_origin,
@@ -125,7 +127,8 @@ impl App {
         start: FeedStart,
     ) -> tokio::task::JoinHandle<()> {
         let sink: Arc<dyn ChangeSink> = self.cache.clone();
-        let (status, task) = feed::spawn(database, sink, self.settings.feed.clone(), start);
+        let fence = (!self.db.replicas().is_empty()).then(|| Arc::clone(self.db.fence()));
+        let (status, task) = feed::spawn(database, sink, self.settings.feed.clone(), start, fence);
         let _ = self.feed.set(status);
         task
     }
@@ -150,7 +153,7 @@ impl App {
             .ok_or(SnapshotError::NotNow("the change feed has not started"))?;
         snapshot::save(
             &self.cache,
-            &self.pool,
+            &self.db.primary,
             &snapshots.dir,
             feed,
             &self.warmup,
@@ -162,7 +165,7 @@ impl App {
 
     /// Opens the pool's first connection; `/readyz` answers 503 until this has succeeded.
     pub async fn warm_up(&self) -> Result<(), DbError> {
-        self.pool.get().await?;
+        self.db.primary.get().await?;
         self.ready.store(true, Ordering::Release);
         Ok(())
     }
@@ -407,7 +410,7 @@ impl App {
                 respond::text(StatusCode::UNSUPPORTED_MEDIA_TYPE, "Unsupported Media Type");
             return Ok(unsupported);
         }
-        let pool = &self.pool;
+        let pool = &self.db.primary;
         let result = match *route {
             Route::PostReview => match body::review(&bytes) {
                 Ok(review) => write::add_review(pool, &review).await,
@@ -442,7 +445,7 @@ impl App {
         match result {
             Ok(written) => {
                 self.cache
-                    .apply_own_write(&written.changes, written.xid, pool)
+                    .apply_own_write(&written.changes, written.xid, &self.db)
                     .await;
                 Ok(if posted {
                     respond::text(StatusCode::CREATED, "Created")
@@ -465,7 +468,7 @@ impl App {
         token: &str,
         gzip: bool,
     ) -> Result<Response<Body>, DbError> {
-        let pool = &self.pool;
+        let db = &self.db;
         let whole = |entry: Rendered| match entry {
             Rendered::Json(body) => respond::json(body),
             // Sent as it is kept to a client that takes gzip, inflated for one that does not.
@@ -494,7 +497,7 @@ impl App {
                 // page a client invents.
                 let past_the_end = match i64::try_from(offset) {
                     Ok(0) => false,
-                    Ok(offset) => offset >= self.cache.products_total(pool).await?,
+                    Ok(offset) => offset >= self.cache.products_total(db).await?,
                     Err(_) => true,
                 };
                 if past_the_end {
@@ -503,15 +506,15 @@ impl App {
                 match (i64::try_from(limit), i64::try_from(offset)) {
                     (Ok(limit), Ok(offset)) => whole(
                         self.cache
-                            .get(&self.cache.products_page_key(limit, offset), pool)
+                            .get(&self.cache.products_page_key(limit, offset), db)
                             .await?,
                     ),
                     _ => respond::json(Bytes::from_static(b"[]")),
                 }
             }
-            Route::Product(id) => whole(self.cache.get(&Key::Product(id), pool).await?),
-            Route::Styles(id) => whole(self.cache.get(&Key::Styles(id), pool).await?),
-            Route::Related(id) => whole(self.cache.get(&Key::Related(id), pool).await?),
+            Route::Product(id) => whole(self.cache.get(&Key::Product(id), db).await?),
+            Route::Styles(id) => whole(self.cache.get(&Key::Styles(id), db).await?),
+            Route::Related(id) => whole(self.cache.get(&Key::Related(id), db).await?),
             Route::Reviews {
                 product_id,
                 page,
@@ -519,18 +522,18 @@ impl App {
                 order,
             } => {
                 let key = Key::Reviews { product_id, order };
-                let list = self.cache.get(&key, pool).await?;
+                let list = self.cache.get(&key, db).await?;
                 page_of(list, Frame::Reviews(product_id), page, count)
             }
             Route::ReviewsMeta { product_id } => {
-                whole(self.cache.get(&Key::ReviewsMeta(product_id), pool).await?)
+                whole(self.cache.get(&Key::ReviewsMeta(product_id), db).await?)
             }
             Route::Questions {
                 product_id,
                 page,
                 count,
             } => {
-                let list = self.cache.get(&Key::Questions(product_id), pool).await?;
+                let list = self.cache.get(&Key::Questions(product_id), db).await?;
                 page_of(list, Frame::Questions(product_id), page, count)
             }
             Route::Answers {
@@ -538,20 +541,22 @@ impl App {
                 page,
                 count,
             } => {
-                let list = self.cache.get(&Key::Answers(question_id), pool).await?;
+                let list = self.cache.get(&Key::Answers(question_id), db).await?;
                 page_of(list, Frame::Answers(question_id), page, count)
             }
             Route::Cart => {
                 let cart = Key::Cart(Arc::from(self.settings.cart_keys.key(token)));
-                whole(self.cache.get(&cart, pool).await?)
+                whole(self.cache.get(&cart, db).await?)
             }
             Route::Healthz => respond::text(StatusCode::OK, "ok"),
             Route::Readyz => self.readiness().await,
             Route::Metrics => {
                 let gauges = Gauges {
                     cache: self.cache.stats(),
-                    pool_size: self.pool.size(),
-                    pool_open: self.pool.open_connections(),
+                    pool_size: self.db.primary.size(),
+                    pool_open: self.db.primary.open_connections(),
+                    replicas: self.db.replica_stats(),
+                    primary_reads: self.db.primary_reads.load(Ordering::Relaxed),
                     connections_open: self.connections.open(),
                     connections_evicted: self.connections.evicted.load(Ordering::Relaxed),
                     connections_refused: self.connections.refused.load(Ordering::Relaxed),
@@ -621,7 +626,8 @@ impl App {
             return Some("warming up the catalog");
         }
         let ping = self
-            .pool
+            .db
+            .primary
             .run(|c| async move { c.client.simple_query("SELECT 1").await })
             .await;
         ping.is_err().then_some("database unreachable")
@@ -898,12 +904,24 @@ async fn keep_warm(
             }
         }
     }
+    // A scan from a replica that failed (a standby may cancel a long read that conflicts with
+    // what it replays) is tried again on the primary.
+    let mut replica_failed = false;
     loop {
         while !feed.is_established() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let resets = feed.resets.load(Ordering::Acquire);
-        match warm::warm(&app.cache, database, &app.warmup).await {
+        // Warming begins before the source is chosen: a change from here on is refreshed over
+        // whatever the scan reads, and the source has every change seen before.
+        let generation = app.cache.begin_warmup();
+        let (source, replica) = app.db.scan_source(database, replica_failed).await;
+        if let Some(replica) = &replica {
+            tracing::info!(%replica, "warm-up: scanning a replica");
+        }
+        let warmed = warm::warm(&app.cache, &source, &app.warmup, generation).await;
+        replica_failed = replica.is_some() && warmed.is_err();
+        match warmed {
             Ok(WarmupOutcome::Interrupted) => continue,
             Ok(_) => app.warmup.first_done.store(true, Ordering::Release),
             Err(e) => {
@@ -943,9 +961,10 @@ pub async fn build_app(
     database: tokio_postgres::Config,
 ) -> (Arc<App>, BackgroundTasks) {
     let pool = Pool::new(database.clone(), settings.pool_size, settings.db_timeout);
+    let db = Database::new(pool, &settings.replicas);
     let scan_database = settings.scan_database.clone().unwrap_or(database.clone());
     let feed_database = settings.feed_database.clone().unwrap_or(database);
-    let app = Arc::new(App::new(settings, pool));
+    let app = Arc::new(App::new(settings, db));
     // A snapshot to restore: the feed waits for its position instead of starting at the end.
     if let Some(s) = &app.settings.snapshot {
         snapshot::remove_leftovers(&s.dir);
@@ -974,15 +993,16 @@ pub async fn build_app(
         let app = Arc::clone(&app);
         let concurrency = app.settings.pool_size * 2;
         tokio::spawn(async move {
-            crate::cache::refresh::run(&app.cache, &app.pool, refreshes, concurrency).await
+            crate::cache::refresh::run(&app.cache, &app.db, refreshes, concurrency).await
         })
     };
     let mut tasks = vec![refresher, app.start_feed(feed_database, feed_start)];
+    tasks.extend(app.db.watch_replicas());
     // Carts stored under another form of key (before a cart secret was set, or by an older
     // build) move under this server's keys.
     let keys = &app.settings.cart_keys;
     let pattern = keys.final_keys_pattern();
-    match write::rekey_carts(&app.pool, pattern, |stored| keys.rekeyed(stored)).await {
+    match write::rekey_carts(&app.db.primary, pattern, |stored| keys.rekeyed(stored)).await {
         Ok(0) => {}
         Ok(moved) => tracing::info!(moved, "carts moved under this server's cart keys"),
         Err(e) => tracing::warn!(
@@ -1043,14 +1063,21 @@ pub async fn build_app(
         }
         if let Some(period) = app.settings.sweep_period {
             let (app, feed) = (Arc::clone(&app), Arc::clone(feed));
-            tasks.push(supervised("the anti-entropy sweep", Duration::from_secs(1), || {}, move || {
-                let (app, feed) = (Arc::clone(&app), Arc::clone(&feed));
-                let pace = crate::cache::sweep::SweepPace {
-                    period,
-                    max_per_second: app.settings.sweep_max_rate,
-                };
-                async move { crate::cache::sweep::run(&app.cache, &app.pool, &feed, pace).await }
-            }));
+            tasks.push(supervised(
+                "the anti-entropy sweep",
+                Duration::from_secs(1),
+                || {},
+                move || {
+                    let (app, feed) = (Arc::clone(&app), Arc::clone(&feed));
+                    let pace = crate::cache::sweep::SweepPace {
+                        period,
+                        max_per_second: app.settings.sweep_max_rate,
+                    };
+                    async move {
+                        crate::cache::sweep::run(&app.cache, &app.db.primary, &feed, pace).await
+                    }
+                },
+            ));
         }
     }
     (app, BackgroundTasks { tasks })

@@ -36,6 +36,9 @@ pub struct ClusterOptions {
     pub shared_buffers: String,
     pub maintenance_work_mem: String,
     pub max_connections: u32,
+    /// Whether standbys may stream from it ([`PrivateCluster::start_standby`]); otherwise the
+    /// log holds only what crash recovery needs, which makes bulk loads cheaper.
+    pub replication: bool,
 }
 
 impl Default for ClusterOptions {
@@ -44,6 +47,7 @@ impl Default for ClusterOptions {
             shared_buffers: "256MB".into(),
             maintenance_work_mem: "512MB".into(),
             max_connections: 200,
+            replication: false,
         }
     }
 }
@@ -150,8 +154,8 @@ impl PrivateCluster {
              fsync = off\n\
              synchronous_commit = off\n\
              full_page_writes = off\n\
-             wal_level = minimal\n\
-             max_wal_senders = 0\n\
+             wal_level = {wal_level}\n\
+             max_wal_senders = {wal_senders}\n\
              max_wal_size = 8GB\n\
              checkpoint_timeout = 30min\n\
              max_parallel_maintenance_workers = 2\n\
@@ -162,6 +166,12 @@ impl PrivateCluster {
             max_connections = opts.max_connections,
             shared_buffers = opts.shared_buffers,
             maintenance_work_mem = opts.maintenance_work_mem,
+            wal_level = if opts.replication {
+                "replica"
+            } else {
+                "minimal"
+            },
+            wal_senders = if opts.replication { 4 } else { 0 },
         );
         let conf = data.join("postgresql.conf");
         let io = |source| ClusterError::Io {
@@ -257,6 +267,66 @@ impl PrivateCluster {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
+    }
+
+    /// Starts a hot standby streaming from this cluster (which must have been started with
+    /// `replication`), from a base backup taken now, in a directory of its own. It applies
+    /// each commit `apply_delay` after the primary made it (`recovery_min_apply_delay`), so
+    /// tests can watch a replica lag.
+    pub fn start_standby(&self, apply_delay: std::time::Duration) -> Result<Self, ClusterError> {
+        let root = unique_dir()?;
+        let mut standby = PrivateCluster {
+            root,
+            bin: self.bin.clone(),
+            run_as: self.run_as.clone(),
+            port: self.port,
+            watchdog: None,
+            stopped: false,
+        };
+        standby.watchdog = standby.spawn_watchdog().ok();
+        let data = standby.data_dir();
+        let primary_socket = self.socket_dir();
+        self.run(
+            "pg_basebackup",
+            [
+                OsStr::new("-D"),
+                data.as_os_str(),
+                OsStr::new("-h"),
+                primary_socket.as_os_str(),
+                OsStr::new("-p"),
+                OsStr::new(&self.port.to_string()),
+                OsStr::new("-U"),
+                OsStr::new("postgres"),
+                OsStr::new("--checkpoint=fast"),
+                OsStr::new("--wal-method=stream"),
+                OsStr::new("--write-recovery-conf"),
+                OsStr::new("--no-sync"),
+            ],
+        )?;
+        // The copied configuration names the primary's socket directory: the standby's own
+        // settings come after it, and the later line wins.
+        let settings = format!(
+            "\n# atelier private standby\n\
+             unix_socket_directories = '{socket}'\n\
+             hot_standby = on\n\
+             hot_standby_feedback = on\n\
+             recovery_min_apply_delay = '{delay}ms'\n",
+            socket = standby.socket_dir().display(),
+            delay = apply_delay.as_millis(),
+        );
+        let conf = data.join("postgresql.conf");
+        let io = |source| ClusterError::Io {
+            path: conf.clone(),
+            source,
+        };
+        let mut text = std::fs::read_to_string(&conf).map_err(io)?;
+        text.push_str(&settings);
+        std::fs::write(&conf, text).map_err(io)?;
+        standby.pg_ctl(
+            &["start", "-w", "-t", "120", "-l"],
+            Some(&standby.root.join("server.log")),
+        )?;
+        Ok(standby)
     }
 
     /// Stops the server but keeps its files, as an outage would; [`Self::resume`] restarts it.

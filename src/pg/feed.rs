@@ -44,8 +44,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use tokio_postgres::types::PgLsn;
 use tokio_postgres::{AsyncMessage, Client, Config, NoTls};
 
+use super::fence::Fence;
 use super::DbError;
 pub use crate::domain::Change;
 use crate::task::{supervised, AbortOnDrop};
@@ -323,6 +325,7 @@ pub fn spawn(
     sink: Arc<dyn ChangeSink>,
     settings: FeedSettings,
     start: FeedStart,
+    fence: Option<Arc<Fence>>,
 ) -> (Arc<FeedStatus>, tokio::task::JoinHandle<()>) {
     let status = Arc::new(FeedStatus::new());
     let (watched, running) = (Arc::clone(&status), Arc::clone(&status));
@@ -345,6 +348,7 @@ pub fn spawn(
                 Arc::clone(&running),
                 settings.clone(),
                 start.unwrap_or(FeedStart::Fresh),
+                fence.clone(),
             )
         },
     );
@@ -357,6 +361,7 @@ async fn follow_forever(
     status: Arc<FeedStatus>,
     settings: FeedSettings,
     start: FeedStart,
+    fence: Option<Arc<Fence>>,
 ) {
     let mut follower = Follower {
         high: None,
@@ -364,6 +369,7 @@ async fn follow_forever(
         pending_from: 0,
         last_complete_read: None,
         last_prune: None,
+        fence,
     };
     if let FeedStart::Resume(position) = start {
         if let Some(at) = wait_for_position(position, &status).await {
@@ -445,16 +451,21 @@ struct Follower {
     /// completes reads more often than that has read it.
     last_complete_read: Option<Instant>,
     last_prune: Option<Instant>,
+    /// Raised to the primary's WAL position before the changes of a read are applied, so
+    /// that their refreshes read from no replica that lacks them (see [`super::fence`]).
+    fence: Option<Arc<Fence>>,
 }
 
 /// One read, in one snapshot: the snapshot's running transactions and `xmax`, the pruning
-/// record, and up to `$5` log rows past the cursor `$4`: those above `high` (`$1`), and those
-/// at or below it written by a pending transaction (`$2`, or at or past `$3`).
+/// record, the primary's WAL position (past the commit of every change the read shows), and
+/// up to `$5` log rows past the cursor `$4`: those above `high` (`$1`), and those at or below
+/// it written by a pending transaction (`$2`, or at or past `$3`).
 const READ_LOG: &str = "
     SELECT ARRAY(SELECT x::text::int8 FROM pg_snapshot_xip(s) AS x),
            pg_snapshot_xmax(s)::text::int8, p.through,
            c.seq, c.kind, c.id, c.session,
-           (extract(epoch FROM clock_timestamp() - c.at) * 1000)::int8, c.xid
+           (extract(epoch FROM clock_timestamp() - c.at) * 1000)::int8, c.xid,
+           pg_current_wal_insert_lsn()
       FROM pg_current_snapshot() AS s
      CROSS JOIN change_log_pruned AS p
       LEFT JOIN LATERAL (
@@ -619,6 +630,14 @@ impl Follower {
                 status.reset(sink, "the log was pruned past this feed's position");
                 self.high = Some(high.max(pruned_through));
                 away_too_long = false;
+            }
+            if let Some(fence) = &self.fence {
+                if rows
+                    .iter()
+                    .any(|row| row.get::<_, Option<i64>>(3).is_some())
+                {
+                    fence.raise(u64::from(first.get::<_, PgLsn>(9)));
+                }
             }
             let mut seen = 0;
             for row in &rows {

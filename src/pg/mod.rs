@@ -1,12 +1,15 @@
 //! Everything that talks to PostgreSQL: connecting, the private throwaway cluster, schema
-//! migrations and the bulk loader.
+//! migrations, the bulk loader, and where reads go (the primary or a fenced replica).
 
 pub mod cluster;
+pub mod database;
 pub mod feed;
+pub mod fence;
 pub mod load;
 pub mod migrate;
 pub mod pool;
 pub mod read;
+pub mod replica;
 pub mod restore;
 pub mod scan;
 pub mod write;

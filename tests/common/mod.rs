@@ -44,6 +44,7 @@ async fn start_server() -> Server {
                 shared_buffers: "128MB".into(),
                 maintenance_work_mem: "64MB".into(),
                 max_connections: 200,
+                ..Default::default()
             })
             .expect("start a private PostgreSQL cluster");
             (cluster.config("postgres"), Some(cluster))

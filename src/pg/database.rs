@@ -1,0 +1,249 @@
+//! Where each read goes: to a streaming replica that has replayed every change this instance
+//! has seen, or to the primary.
+//!
+//! Writes, the change feed (a standby cannot `LISTEN`), `/readyz`'s check, the anti-entropy
+//! sweep (it judges bodies against the database itself) and a snapshot's record of the
+//! database stay on the primary. Fills, refreshes, counts and warm-ups may go to a replica,
+//! fenced (see [`super::fence`]): a replica that lacks a change seen is waited for until the
+//! bound after the change was seen, then skipped; one that is down, lagging beyond the bound
+//! or failing a read is skipped, and the primary serves. Without replicas every read goes to
+//! the primary and none of this costs anything.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_postgres::types::PgLsn;
+use tokio_postgres::Config;
+
+use super::fence::{Fence, Standing};
+use super::pool::Pool;
+use super::replica::{Replica, Waited};
+use super::DbError;
+
+/// Replicas to read from, and how far behind a change one may be.
+#[derive(Debug, Clone)]
+pub struct ReplicaSettings {
+    pub replicas: Vec<Config>,
+    /// How long a replica may lack a change seen before reads skip it.
+    pub max_lag: Duration,
+}
+
+impl Default for ReplicaSettings {
+    fn default() -> Self {
+        ReplicaSettings {
+            replicas: Vec::new(),
+            max_lag: Duration::from_secs(1),
+        }
+    }
+}
+
+/// One replica's counters, as `/metrics` reports them.
+#[derive(Debug, Clone)]
+pub struct ReplicaStats {
+    pub name: String,
+    pub up: bool,
+    /// How far its replay is behind the last change this instance saw (0 when caught up).
+    pub behind_bytes: u64,
+    pub reads: u64,
+    pub warmups: u64,
+    pub skipped_down: u64,
+    pub skipped_lagging: u64,
+    pub failures: u64,
+}
+
+/// The primary's pool and the replicas.
+pub struct Database {
+    pub primary: Pool,
+    replicas: Vec<Arc<Replica>>,
+    fence: Arc<Fence>,
+    next: AtomicUsize,
+    /// Reads sent to the primary because no replica could take them.
+    pub primary_reads: AtomicU64,
+}
+
+impl Database {
+    /// The primary alone.
+    pub fn primary_only(primary: Pool) -> Database {
+        Database::new(primary, &ReplicaSettings::default())
+    }
+
+    /// The primary and the replicas of `settings`, each with a pool the size of the
+    /// primary's. Nothing is read from a replica until [`Self::watch_replicas`] has heard
+    /// from it.
+    pub fn new(primary: Pool, settings: &ReplicaSettings) -> Database {
+        let replicas = settings
+            .replicas
+            .iter()
+            .map(|config| {
+                Arc::new(Replica::new(
+                    config.clone(),
+                    primary.size(),
+                    primary.timeout(),
+                ))
+            })
+            .collect();
+        Database {
+            primary,
+            replicas,
+            fence: Arc::new(Fence::new(settings.max_lag)),
+            next: AtomicUsize::new(0),
+            primary_reads: AtomicU64::new(0),
+        }
+    }
+
+    /// The replicas, in the order given.
+    pub fn replicas(&self) -> &[Arc<Replica>] {
+        &self.replicas
+    }
+
+    /// What `/metrics` reports of each replica, in the order given.
+    pub fn replica_stats(&self) -> Vec<ReplicaStats> {
+        let fence = self.fence.high();
+        self.replicas
+            .iter()
+            .map(|r| ReplicaStats {
+                name: r.name.clone(),
+                up: r.is_up(),
+                behind_bytes: fence.saturating_sub(r.replayed()),
+                reads: r.reads.load(Ordering::Relaxed),
+                warmups: r.warmups.load(Ordering::Relaxed),
+                skipped_down: r.skipped_down.load(Ordering::Relaxed),
+                skipped_lagging: r.skipped_lagging.load(Ordering::Relaxed),
+                failures: r.failures.load(Ordering::Relaxed),
+            })
+            .collect()
+    }
+
+    /// The fence the change feed raises as it reads changes.
+    pub fn fence(&self) -> &Arc<Fence> {
+        &self.fence
+    }
+
+    /// The per-query time limit.
+    pub fn timeout(&self) -> Duration {
+        self.primary.timeout()
+    }
+
+    /// Starts a watcher per replica (see [`super::replica`]); they run until aborted.
+    pub fn watch_replicas(&self) -> Vec<tokio::task::JoinHandle<()>> {
+        let limit = self.primary.timeout();
+        self.replicas
+            .iter()
+            .map(|replica| tokio::spawn(Arc::clone(replica).watch(limit)))
+            .collect()
+    }
+
+    /// Runs the read `f` on a replica that has every change seen so far (waiting for one up to
+    /// the bound), or on the primary. A read that fails on a replica is run on the primary.
+    pub async fn read<'a, T, F, Fut>(&'a self, f: F) -> Result<T, DbError>
+    where
+        F: Fn(&'a Pool) -> Fut,
+        Fut: std::future::Future<Output = Result<T, DbError>>,
+    {
+        if let Some(replica) = self.choose().await {
+            match f(&replica.pool).await {
+                Ok(value) => {
+                    replica.reads.fetch_add(1, Ordering::Relaxed);
+                    return Ok(value);
+                }
+                Err(e) => {
+                    replica.failures.fetch_add(1, Ordering::Relaxed);
+                    if e.is_unavailable() {
+                        replica.set_down();
+                    }
+                    tracing::debug!(replica = %replica.name, cause = %e, "replica: a read failed; reading from the primary");
+                }
+            }
+        }
+        if !self.replicas.is_empty() {
+            self.primary_reads.fetch_add(1, Ordering::Relaxed);
+        }
+        f(&self.primary).await
+    }
+
+    /// Raises the fence to where the primary is now: after this instance's own write commits
+    /// (the feed brings it only later), and before a warm-up. Does nothing without replicas.
+    pub async fn fence_now(&self) -> Result<(), DbError> {
+        if self.replicas.is_empty() {
+            return Ok(());
+        }
+        let lsn: PgLsn = self
+            .primary
+            .run(|c| async move {
+                c.client
+                    .query_one("SELECT pg_current_wal_insert_lsn()", &[])
+                    .await
+                    .map(|row| row.get(0))
+            })
+            .await?;
+        self.fence.raise(u64::from(lsn));
+        Ok(())
+    }
+
+    /// Where a warm-up scans: a replica that has every change seen before it began (the
+    /// fence raised to the primary's position now), or the primary (`primary`, which may be
+    /// a configuration of the scan's own). With `avoid_replicas` (a scan from a replica just
+    /// failed), the primary. Returns the replica's name when it is one.
+    pub async fn scan_source(
+        &self,
+        primary: &Config,
+        avoid_replicas: bool,
+    ) -> (Config, Option<String>) {
+        if self.replicas.is_empty() || avoid_replicas || self.fence_now().await.is_err() {
+            return (primary.clone(), None);
+        }
+        for replica in &self.replicas {
+            replica.first_try(self.timeout()).await;
+        }
+        match self.choose().await {
+            Some(replica) => {
+                replica.warmups.fetch_add(1, Ordering::Relaxed);
+                (replica.config().clone(), Some(replica.name.clone()))
+            }
+            None => (primary.clone(), None),
+        }
+    }
+
+    /// A replica that has every change seen so far: one that has now, else the one furthest
+    /// along of those behind by less than the bound, once it has caught up. Counts the
+    /// replicas skipped.
+    async fn choose(&self) -> Option<&Arc<Replica>> {
+        if self.replicas.is_empty() {
+            return None;
+        }
+        let first = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut waiting: Option<(&Arc<Replica>, Instant)> = None;
+        for i in 0..self.replicas.len() {
+            let replica = &self.replicas[(first + i) % self.replicas.len()];
+            if !replica.is_up() {
+                replica.skipped_down.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            match self.fence.standing(replica.replayed()) {
+                Standing::CaughtUp => return Some(replica),
+                Standing::Lagging => {
+                    replica.skipped_lagging.fetch_add(1, Ordering::Relaxed);
+                }
+                Standing::Behind { deadline, .. } => {
+                    let further = waiting.is_none_or(|(w, _)| replica.replayed() > w.replayed());
+                    if further {
+                        waiting = Some((replica, deadline));
+                    }
+                }
+            }
+        }
+        let (replica, deadline) = waiting?;
+        match replica.wait_for(&self.fence, deadline).await {
+            Waited::CaughtUp => Some(replica),
+            Waited::Lagging => {
+                replica.skipped_lagging.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+            Waited::Down => {
+                replica.skipped_down.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! One streaming replica: a pool for the reads sent to it, and a watcher that keeps track of
+//! how far it has replayed the primary's log and whether it answers.
+//!
+//! The watcher polls `pg_last_wal_replay_lsn()` once a second, and at once (a few
+//! milliseconds apart) while a read waits for the replica to pass the fence. It holds a
+//! connection of its own, and the replica counts as down from the moment that connection
+//! ends: a standby restarting may come back behind where it was, so nothing is read from it
+//! until the watcher has asked it again.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+use tokio_postgres::types::PgLsn;
+use tokio_postgres::{Config, NoTls};
+
+use super::fence::{Fence, Lsn, Standing};
+use super::pool::Pool;
+
+/// How often the watcher polls when no read is waiting.
+const IDLE_POLL: Duration = Duration::from_secs(1);
+/// The least time between two polls while reads wait.
+const BUSY_POLL: Duration = Duration::from_millis(2);
+
+/// A streaming replica and what is known of it.
+pub struct Replica {
+    /// Where it is, for logs and metrics (host, port, database; never a password).
+    pub name: String,
+    /// How the warm-up's scan connects to it.
+    config: Config,
+    pub(crate) pool: Pool,
+    replayed: AtomicU64,
+    up: AtomicBool,
+    /// Whether the watcher has tried it at least once (answered or not).
+    tried: AtomicBool,
+    /// Signalled after every poll and whenever the replica goes down.
+    progress: Notify,
+    /// Signalled by a read that waits for the replica to replay further.
+    wanted: Notify,
+    /// Reads it served.
+    pub reads: AtomicU64,
+    /// Warm-ups that scanned it.
+    pub warmups: AtomicU64,
+    /// Reads sent elsewhere because it was down, or lagged beyond the bound.
+    pub skipped_down: AtomicU64,
+    pub skipped_lagging: AtomicU64,
+    /// Reads that failed on it and went to the primary instead.
+    pub failures: AtomicU64,
+}
+
+/// What a read learned of a replica by waiting for it.
+pub(crate) enum Waited {
+    CaughtUp,
+    Lagging,
+    Down,
+}
+
+impl Replica {
+    /// A replica reached through `config`, with a pool like the primary's (`size`
+    /// connections, `timeout` per query). Down until its watcher has heard from it.
+    pub fn new(config: Config, size: usize, timeout: Duration) -> Replica {
+        let name = super::describe(&config);
+        let mut pool_config = config.clone();
+        pool_config.application_name("atelier replica pool");
+        Replica {
+            name,
+            config,
+            pool: Pool::new(pool_config, size, timeout),
+            replayed: AtomicU64::new(0),
+            up: AtomicBool::new(false),
+            tried: AtomicBool::new(false),
+            progress: Notify::new(),
+            wanted: Notify::new(),
+            reads: AtomicU64::new(0),
+            warmups: AtomicU64::new(0),
+            skipped_down: AtomicU64::new(0),
+            skipped_lagging: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+        }
+    }
+
+    /// How the warm-up's scan connects to it.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Whether it answered the watcher's last poll (and its connection has not ended since).
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Acquire)
+    }
+
+    /// How far it had replayed at the watcher's last poll.
+    pub fn replayed(&self) -> Lsn {
+        self.replayed.load(Ordering::Acquire)
+    }
+
+    /// Waits (at most `limit`) until the watcher has tried the replica once: a warm-up at
+    /// start would otherwise find every replica not yet heard from.
+    pub(crate) async fn first_try(&self, limit: Duration) {
+        let _ = tokio::time::timeout(limit, async {
+            loop {
+                let progress = self.progress.notified();
+                tokio::pin!(progress);
+                progress.as_mut().enable();
+                if self.tried.load(Ordering::Acquire) {
+                    return;
+                }
+                progress.await;
+            }
+        })
+        .await;
+    }
+
+    /// Counts it down until the watcher hears from it again (a read on it failed, or the
+    /// watcher's connection ended).
+    pub(crate) fn set_down(&self) {
+        self.up.store(false, Ordering::Release);
+        self.progress.notify_waiters();
+    }
+
+    /// Waits until it has replayed past `fence`, it goes down, or `deadline` passes.
+    pub(crate) async fn wait_for(&self, fences: &Fence, deadline: Instant) -> Waited {
+        loop {
+            let progress = self.progress.notified();
+            tokio::pin!(progress);
+            progress.as_mut().enable();
+            if !self.is_up() {
+                return Waited::Down;
+            }
+            match fences.standing(self.replayed()) {
+                Standing::CaughtUp => return Waited::CaughtUp,
+                Standing::Lagging => return Waited::Lagging,
+                Standing::Behind { .. } if Instant::now() >= deadline => return Waited::Lagging,
+                Standing::Behind { .. } => {}
+            }
+            self.wanted.notify_one();
+            let deadline = tokio::time::Instant::from_std(deadline);
+            tokio::select! {
+                () = &mut progress => {}
+                () = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+    }
+
+    /// Watches the replica for ever: connects, polls, and reconnects when the connection ends.
+    pub async fn watch(self: Arc<Self>, timeout: Duration) {
+        let mut config = self.config.clone();
+        super::notice_failures(&mut config, timeout);
+        config.application_name("atelier replica watcher");
+        let mut warned = false;
+        loop {
+            let connected = tokio::time::timeout(timeout, config.connect(NoTls)).await;
+            let (client, connection) = match connected {
+                Ok(Ok(pair)) => pair,
+                Ok(Err(e)) => {
+                    self.note_trouble(&mut warned, &e.to_string());
+                    tokio::time::sleep(IDLE_POLL).await;
+                    continue;
+                }
+                Err(_) => {
+                    self.note_trouble(&mut warned, "timed out connecting");
+                    continue;
+                }
+            };
+            let replica = Arc::clone(&self);
+            let driver = tokio::spawn(async move {
+                let _ = connection.await;
+                // Whatever it said last may not hold for the server that answers next.
+                replica.set_down();
+            });
+            loop {
+                let polled = tokio::time::timeout(
+                    timeout,
+                    client.query_one("SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()", &[]),
+                )
+                .await;
+                match polled {
+                    Ok(Ok(row)) => {
+                        let replaying: Option<PgLsn> = row.get(1);
+                        match (row.get::<_, bool>(0), replaying) {
+                            (true, Some(lsn)) => {
+                                self.replayed.store(u64::from(lsn), Ordering::Release);
+                                self.tried.store(true, Ordering::Release);
+                                if !self.up.swap(true, Ordering::AcqRel) {
+                                    tracing::info!(replica = %self.name, "replica: reading from it");
+                                    warned = false;
+                                }
+                                self.progress.notify_waiters();
+                            }
+                            _ => {
+                                // Promoted, or a server that never was a standby: its data
+                                // no longer follows the primary's log.
+                                self.note_trouble(&mut warned, "it is not a standby in recovery");
+                            }
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        self.note_trouble(&mut warned, &e.to_string());
+                        break;
+                    }
+                    Err(_) => {
+                        self.note_trouble(&mut warned, "timed out polling");
+                        break;
+                    }
+                }
+                if client.is_closed() {
+                    break;
+                }
+                tokio::select! {
+                    () = self.wanted.notified() => tokio::time::sleep(BUSY_POLL).await,
+                    () = tokio::time::sleep(IDLE_POLL) => {}
+                }
+            }
+            driver.abort();
+            self.set_down();
+        }
+    }
+
+    /// Counts the replica down, saying why once per spell of trouble.
+    fn note_trouble(&self, warned: &mut bool, why: &str) {
+        self.tried.store(true, Ordering::Release);
+        self.set_down();
+        if !*warned {
+            *warned = true;
+            tracing::warn!(replica = %self.name, why, "replica: skipped; reading from the primary");
+        }
+    }
+}

@@ -1,0 +1,320 @@
+//! Reads from a streaming replica, fenced by the primary's WAL position: a primary and a hot
+//! standby started here (`pg_basebackup`), the standby applying every commit seconds after the
+//! primary made it (`recovery_min_apply_delay`), and instances serving real sockets.
+//!
+//! Three instances read from the standby: one that waits for it (a bound past its lag), one
+//! that gives up on it quickly and reads the primary instead, and one started just after a
+//! change the standby has yet to apply. None may serve a body older than a change it has seen,
+//! and each must end with every body what a fresh render from the primary gives. Then the
+//! standby stops, and everything is still served, from the primary.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use atelier::config::ServeSettings;
+use atelier::pg::cluster::{ClusterOptions, PrivateCluster};
+use atelier::pg::database::ReplicaSettings;
+use atelier::pg::pool::Pool;
+use common::{every_entry_is_fresh, get, put, ready, settled};
+use tokio_postgres::Config;
+
+/// How late the standby applies each commit.
+const APPLY_DELAY: Duration = Duration::from_secs(3);
+
+fn settings(replica: &Config, max_lag: Duration) -> ServeSettings {
+    ServeSettings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        pool_size: 2,
+        // The sweep would mend a stale body on its own: what is tested is that none is cached.
+        sweep_period: None,
+        replicas: ReplicaSettings {
+            replicas: vec![replica.clone()],
+            max_lag,
+        },
+        ..Default::default()
+    }
+}
+
+/// The value of the metric line that begins with `series` (name and labels).
+async fn metric(addr: std::net::SocketAddr, series: &str) -> u64 {
+    let text = get(addr, "/metrics").await.body;
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in /metrics:\n{text}"))
+}
+
+/// The helpfulness review `review` shows in `body` (a reviews list).
+fn helpfulness_in(body: &str, review: i64) -> i64 {
+    let list: serde_json::Value = serde_json::from_str(body).expect("a reviews list");
+    list["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .find(|r| r["review_id"] == review)
+        .and_then(|r| r["helpfulness"].as_i64())
+        .unwrap_or_else(|| panic!("review {review} not in {body}"))
+}
+
+/// Waits (up to 30 s) until `query`'s single value on `client` is `expected`.
+async fn until_value(client: &tokio_postgres::Client, query: &str, expected: i64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let value: i64 = client.query_one(query, &[]).await.expect(query).get(0);
+        if value == expected {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{query}: {value}, never {expected}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_replica_never_gives_an_older_body_and_a_stopped_one_is_not_an_outage() {
+    let primary = PrivateCluster::start(&ClusterOptions {
+        shared_buffers: "64MB".into(),
+        maintenance_work_mem: "32MB".into(),
+        max_connections: 100,
+        replication: true,
+    })
+    .expect("a primary");
+    let admin = atelier::pg::connect(&primary.config("postgres"))
+        .await
+        .expect("connect");
+    admin
+        .batch_execute("CREATE DATABASE atelier")
+        .await
+        .expect("create");
+    let database = primary.config("atelier");
+    let mut client = atelier::pg::connect(&database).await.expect("connect");
+    atelier::pg::migrate::migrate(&mut client)
+        .await
+        .expect("migrate");
+    let data = common::generated("replicas-data", 0.0005, 31);
+    atelier::pg::load::load(
+        &database,
+        &atelier::pg::load::LoadOptions {
+            dir: data.path().to_path_buf(),
+            replace: false,
+            jobs: 2,
+            quiet: true,
+        },
+    )
+    .await
+    .expect("load");
+    let products: i64 = client
+        .query_one("SELECT count(*) FROM products", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let mut standby = primary.start_standby(APPLY_DELAY).expect("a standby");
+    let replica = standby.config("atelier");
+    let on_standby = atelier::pg::connect(&replica).await.expect("connect");
+    until_value(&on_standby, "SELECT count(*) FROM products", products).await;
+    // Commits apply in order: once the standby has this one, it has every one before.
+    client
+        .batch_execute("CREATE TABLE loaded_marker ()")
+        .await
+        .unwrap();
+    until_value(
+        &on_standby,
+        "SELECT count(*) FROM pg_class WHERE relname = 'loaded_marker'",
+        1,
+    )
+    .await;
+    let fresh = Pool::new(database.clone(), 2, Duration::from_secs(5));
+
+    // Both warm up from the standby: it has every change either has seen.
+    let waiting = atelier::http::start(
+        settings(&replica, Duration::from_secs(10)),
+        database.clone(),
+    )
+    .await
+    .expect("start");
+    let impatient = atelier::http::start(
+        settings(&replica, Duration::from_millis(300)),
+        database.clone(),
+    )
+    .await
+    .expect("start");
+    let (a, b) = (waiting.addr, impatient.addr);
+    ready(a).await;
+    ready(b).await;
+    for addr in [a, b] {
+        assert_eq!(metric(addr, "atelier_replica_up{replica=\"0\"}").await, 1);
+    }
+    // Any commit (another instance's start prunes the change log) keeps a standby that
+    // applies commits late behind for seconds: only the waiting instance is sure to have
+    // scanned it.
+    assert_eq!(
+        metric(a, "atelier_replica_warmups_total{replica=\"0\"}").await,
+        1,
+        "the warm-up waited for the standby, then scanned it"
+    );
+
+    // A vote through the waiting instance: its answer comes once the standby has the vote
+    // (the refresh waited for it there), and its next read is the new body.
+    let row = client
+        .query_one(
+            "SELECT id, product_id, helpfulness FROM reviews WHERE NOT reported ORDER BY id LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (review, product, before): (i64, i64, i32) = (row.get(0), row.get(1), row.get(2));
+    let before = i64::from(before);
+    let path = format!("/reviews?product_id={product}&sort=helpful&count=100");
+    assert_eq!(helpfulness_in(&get(a, &path).await.body, review), before);
+    assert_eq!(helpfulness_in(&get(b, &path).await.body, review), before);
+    let replica_reads = metric(a, "atelier_replica_reads_total{replica=\"0\"}").await;
+    let primary_reads = metric(a, "atelier_replica_primary_reads_total").await;
+    assert_eq!(
+        put(a, &format!("/reviews/{review}/helpful")).await.status,
+        204
+    );
+    assert_eq!(
+        helpfulness_in(&get(a, &path).await.body, review),
+        before + 1,
+        "the writer's next read is the new body"
+    );
+    assert!(
+        metric(a, "atelier_replica_reads_total{replica=\"0\"}").await > replica_reads,
+        "the refresh read the standby, once it had the vote"
+    );
+    assert_eq!(
+        metric(a, "atelier_replica_primary_reads_total").await,
+        primary_reads,
+        "nothing needed the primary"
+    );
+
+    // The impatient instance learns of the vote from its feed: it refreshes from the primary
+    // rather than wait, and once it has served the new body it never serves the old one.
+    let seen_new = Instant::now();
+    let mut new_served = false;
+    let standby_has_it = format!("SELECT helpfulness::int8 FROM reviews WHERE id = {review}");
+    loop {
+        let shown = helpfulness_in(&get(b, &path).await.body, review);
+        if new_served {
+            assert_eq!(shown, before + 1, "an older body after the new one");
+        }
+        new_served |= shown == before + 1;
+        let value: i64 = on_standby
+            .query_one(standby_has_it.as_str(), &[])
+            .await
+            .unwrap()
+            .get(0);
+        if new_served && value == before + 1 {
+            break;
+        }
+        assert!(
+            seen_new.elapsed() < Duration::from_secs(30),
+            "the impatient instance never served the vote"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        metric(
+            b,
+            "atelier_replica_skipped_total{replica=\"0\",reason=\"lagging\"}"
+        )
+        .await
+            > 0,
+        "the standby lagged past the impatient instance's bound"
+    );
+    assert!(metric(b, "atelier_replica_primary_reads_total").await > 0);
+    // The standby has caught up: every body of both is what the primary gives.
+    for server in [&waiting, &impatient] {
+        settled(server).await;
+        let checked = every_entry_is_fresh(server, &fresh).await;
+        assert!(checked.len() > 1_000, "{} bodies checked", checked.len());
+    }
+
+    // A change made just before an instance starts: its warm-up must not scan the standby
+    // until the standby has it (the feed of the new instance will never bring it).
+    let renamed = product;
+    client
+        .execute(
+            "UPDATE products SET name = 'Renamed before the start' WHERE id = $1",
+            &[&renamed],
+        )
+        .await
+        .unwrap();
+    let late = atelier::http::start(
+        settings(&replica, Duration::from_secs(10)),
+        database.clone(),
+    )
+    .await
+    .expect("start");
+    ready(late.addr).await;
+    let body = get(late.addr, &format!("/products/{renamed}")).await.body;
+    assert!(body.contains("Renamed before the start"), "{body}");
+    assert_eq!(
+        metric(late.addr, "atelier_replica_warmups_total{replica=\"0\"}").await,
+        1,
+        "it waited for the standby, then scanned it"
+    );
+    settled(&late).await;
+    every_entry_is_fresh(&late, &fresh).await;
+
+    // The standby stops: reads, writes and warm-ups go to the primary.
+    standby.pause().expect("stop the standby");
+    let stopped = Instant::now();
+    while metric(b, "atelier_replica_up{replica=\"0\"}").await != 0 {
+        assert!(
+            stopped.elapsed() < Duration::from_secs(10),
+            "still counted up"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        put(b, &format!("/reviews/{review}/helpful")).await.status,
+        204
+    );
+    assert_eq!(
+        helpfulness_in(&get(b, &path).await.body, review),
+        before + 2
+    );
+    // Pages no warm-up rendered are filled on demand.
+    for page in 2..6 {
+        let reply = get(b, &format!("/products?page={page}&count=7")).await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+    }
+    assert!(
+        metric(
+            b,
+            "atelier_replica_skipped_total{replica=\"0\",reason=\"down\"}"
+        )
+        .await
+            > 0,
+        "reads skipped the stopped standby"
+    );
+    let after_stop = atelier::http::start(
+        settings(&replica, Duration::from_millis(300)),
+        database.clone(),
+    )
+    .await
+    .expect("start");
+    ready(after_stop.addr).await;
+    assert_eq!(
+        metric(
+            after_stop.addr,
+            "atelier_replica_warmups_total{replica=\"0\"}"
+        )
+        .await,
+        0,
+        "warmed from the primary"
+    );
+    for server in [&waiting, &impatient, &late, &after_stop] {
+        assert_eq!(get(server.addr, "/readyz").await.body, "ready");
+        settled(server).await;
+        assert_eq!(
+            helpfulness_in(&get(server.addr, &path).await.body, review),
+            before + 2
+        );
+        every_entry_is_fresh(server, &fresh).await;
+    }
+    standby.stop();
+}
