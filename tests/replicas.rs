@@ -56,6 +56,18 @@ fn helpfulness_in(body: &str, review: i64) -> i64 {
         .unwrap_or_else(|| panic!("review {review} not in {body}"))
 }
 
+/// Waits until the standby has every commit the primary has made so far: commits apply in
+/// order, so once it has a new one, it has every one before.
+async fn caught_up(primary: &tokio_postgres::Client, standby: &tokio_postgres::Client) {
+    let marker: i64 = primary
+        .query_one("INSERT INTO markers VALUES (DEFAULT) RETURNING id", &[])
+        .await
+        .expect("a marker")
+        .get(0);
+    let query = format!("SELECT count(*) FROM markers WHERE id = {marker}");
+    until_value(standby, &query, 1).await;
+}
+
 /// Waits (up to 30 s) until `query`'s single value on `client` is `expected`.
 async fn until_value(client: &tokio_postgres::Client, query: &str, expected: i64) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -105,6 +117,10 @@ async fn a_lagging_replica_never_gives_an_older_body_and_a_stopped_one_is_not_an
     )
     .await
     .expect("load");
+    client
+        .batch_execute("CREATE TABLE markers (id bigserial PRIMARY KEY)")
+        .await
+        .unwrap();
     let products: i64 = client
         .query_one("SELECT count(*) FROM products", &[])
         .await
@@ -114,17 +130,7 @@ async fn a_lagging_replica_never_gives_an_older_body_and_a_stopped_one_is_not_an
     let replica = standby.config("atelier");
     let on_standby = atelier::pg::connect(&replica).await.expect("connect");
     until_value(&on_standby, "SELECT count(*) FROM products", products).await;
-    // Commits apply in order: once the standby has this one, it has every one before.
-    client
-        .batch_execute("CREATE TABLE loaded_marker ()")
-        .await
-        .unwrap();
-    until_value(
-        &on_standby,
-        "SELECT count(*) FROM pg_class WHERE relname = 'loaded_marker'",
-        1,
-    )
-    .await;
+    caught_up(&client, &on_standby).await;
     let fresh = Pool::new(database.clone(), 2, Duration::from_secs(5));
 
     // Both warm up from the standby: it has every change either has seen.
@@ -165,6 +171,8 @@ async fn a_lagging_replica_never_gives_an_older_body_and_a_stopped_one_is_not_an
         .await
         .unwrap();
     let (review, product, before): (i64, i64, i32) = (row.get(0), row.get(1), row.get(2));
+    // From here on the standby lacks only what the test changes.
+    caught_up(&client, &on_standby).await;
     let before = i64::from(before);
     let path = format!("/reviews?product_id={product}&sort=helpful&count=100");
     assert_eq!(helpfulness_in(&get(a, &path).await.body, review), before);
@@ -259,16 +267,47 @@ async fn a_lagging_replica_never_gives_an_older_body_and_a_stopped_one_is_not_an
     settled(&late).await;
     every_entry_is_fresh(&late, &fresh).await;
 
-    // The standby stops: reads, writes and warm-ups go to the primary.
-    standby.pause().expect("stop the standby");
-    let stopped = Instant::now();
-    while metric(b, "atelier_replica_up{replica=\"0\"}").await != 0 {
-        assert!(
-            stopped.elapsed() < Duration::from_secs(10),
-            "still counted up"
-        );
+    // The standby stops with the waiting instance sure it has every change: that instance
+    // must not try it (a read tried there would fail, and count), and neither may the other.
+    caught_up(&client, &on_standby).await;
+    let told = Instant::now();
+    while metric(a, "atelier_replica_behind_bytes{replica=\"0\"}").await != 0 {
+        assert!(told.elapsed() < Duration::from_secs(10), "never caught up");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    standby.pause().expect("stop the standby");
+    let stopped = Instant::now();
+    for addr in [a, b] {
+        while metric(addr, "atelier_replica_up{replica=\"0\"}").await != 0 {
+            assert!(
+                stopped.elapsed() < Duration::from_secs(10),
+                "still counted up"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let failures = metric(a, "atelier_replica_failures_total{replica=\"0\"}").await;
+    // Pages no warm-up rendered are filled on demand.
+    for addr in [a, b] {
+        for page in 2..6 {
+            let reply = get(addr, &format!("/products?page={page}&count=7")).await;
+            assert_eq!(reply.status, 200, "{}", reply.body);
+        }
+        assert!(
+            metric(
+                addr,
+                "atelier_replica_skipped_total{replica=\"0\",reason=\"down\"}"
+            )
+            .await
+                > 0,
+            "reads skipped the stopped standby"
+        );
+    }
+    assert_eq!(
+        metric(a, "atelier_replica_failures_total{replica=\"0\"}").await,
+        failures,
+        "a read tried the stopped standby"
+    );
     assert_eq!(
         put(b, &format!("/reviews/{review}/helpful")).await.status,
         204
@@ -276,20 +315,6 @@ async fn a_lagging_replica_never_gives_an_older_body_and_a_stopped_one_is_not_an
     assert_eq!(
         helpfulness_in(&get(b, &path).await.body, review),
         before + 2
-    );
-    // Pages no warm-up rendered are filled on demand.
-    for page in 2..6 {
-        let reply = get(b, &format!("/products?page={page}&count=7")).await;
-        assert_eq!(reply.status, 200, "{}", reply.body);
-    }
-    assert!(
-        metric(
-            b,
-            "atelier_replica_skipped_total{replica=\"0\",reason=\"down\"}"
-        )
-        .await
-            > 0,
-        "reads skipped the stopped standby"
     );
     let after_stop = atelier::http::start(
         settings(&replica, Duration::from_millis(300)),
