@@ -56,6 +56,40 @@ fn helpfulness_in(body: &str, review: i64) -> i64 {
         .unwrap_or_else(|| panic!("review {review} not in {body}"))
 }
 
+/// Polls `addr` for `path` until it shows review `review` with helpfulness `new` and the
+/// standby has it too; once the new body has been served, the old one never is again.
+async fn serves_the_new_body_from_now_on(
+    addr: std::net::SocketAddr,
+    path: &str,
+    review: i64,
+    new: i64,
+    standby: &tokio_postgres::Client,
+) {
+    let started = Instant::now();
+    let mut new_served = false;
+    let on_standby = format!("SELECT helpfulness::int8 FROM reviews WHERE id = {review}");
+    loop {
+        let shown = helpfulness_in(&get(addr, path).await.body, review);
+        if new_served {
+            assert_eq!(shown, new, "an older body after the new one");
+        }
+        new_served |= shown == new;
+        let applied: i64 = standby
+            .query_one(on_standby.as_str(), &[])
+            .await
+            .unwrap()
+            .get(0);
+        if new_served && applied == new {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "never served the new body"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Waits until the standby has every commit the primary has made so far: commits apply in
 /// order, so once it has a new one, it has every one before.
 async fn caught_up(primary: &tokio_postgres::Client, standby: &tokio_postgres::Client) {
@@ -161,8 +195,6 @@ async fn a_lagging_replica_never_gives_an_older_body_and_a_stopped_one_is_not_an
         "the warm-up waited for the standby, then scanned it"
     );
 
-    // A vote through the waiting instance: its answer comes once the standby has the vote
-    // (the refresh waited for it there), and its next read is the new body.
     let row = client
         .query_one(
             "SELECT id, product_id, helpfulness FROM reviews WHERE NOT reported ORDER BY id LIMIT 1",
@@ -171,58 +203,23 @@ async fn a_lagging_replica_never_gives_an_older_body_and_a_stopped_one_is_not_an
         .await
         .unwrap();
     let (review, product, before): (i64, i64, i32) = (row.get(0), row.get(1), row.get(2));
-    // From here on the standby lacks only what the test changes.
-    caught_up(&client, &on_standby).await;
     let before = i64::from(before);
     let path = format!("/reviews?product_id={product}&sort=helpful&count=100");
+    let vote = format!("/reviews/{review}/helpful");
     assert_eq!(helpfulness_in(&get(a, &path).await.body, review), before);
     assert_eq!(helpfulness_in(&get(b, &path).await.body, review), before);
-    let replica_reads = metric(a, "atelier_replica_reads_total{replica=\"0\"}").await;
-    let primary_reads = metric(a, "atelier_replica_primary_reads_total").await;
-    assert_eq!(
-        put(a, &format!("/reviews/{review}/helpful")).await.status,
-        204
-    );
+
+    // A vote through the waiting instance: its next read is the new body (its own refresh
+    // reads the primary). The impatient one learns of the vote from its feed and refreshes
+    // from the primary rather than wait past its bound.
+    caught_up(&client, &on_standby).await;
+    assert_eq!(put(a, &vote).await.status, 204);
     assert_eq!(
         helpfulness_in(&get(a, &path).await.body, review),
         before + 1,
         "the writer's next read is the new body"
     );
-    assert!(
-        metric(a, "atelier_replica_reads_total{replica=\"0\"}").await > replica_reads,
-        "the refresh read the standby, once it had the vote"
-    );
-    assert_eq!(
-        metric(a, "atelier_replica_primary_reads_total").await,
-        primary_reads,
-        "nothing needed the primary"
-    );
-
-    // The impatient instance learns of the vote from its feed: it refreshes from the primary
-    // rather than wait, and once it has served the new body it never serves the old one.
-    let seen_new = Instant::now();
-    let mut new_served = false;
-    let standby_has_it = format!("SELECT helpfulness::int8 FROM reviews WHERE id = {review}");
-    loop {
-        let shown = helpfulness_in(&get(b, &path).await.body, review);
-        if new_served {
-            assert_eq!(shown, before + 1, "an older body after the new one");
-        }
-        new_served |= shown == before + 1;
-        let value: i64 = on_standby
-            .query_one(standby_has_it.as_str(), &[])
-            .await
-            .unwrap()
-            .get(0);
-        if new_served && value == before + 1 {
-            break;
-        }
-        assert!(
-            seen_new.elapsed() < Duration::from_secs(30),
-            "the impatient instance never served the vote"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    serves_the_new_body_from_now_on(b, &path, review, before + 1, &on_standby).await;
     assert!(
         metric(
             b,
@@ -233,12 +230,55 @@ async fn a_lagging_replica_never_gives_an_older_body_and_a_stopped_one_is_not_an
         "the standby lagged past the impatient instance's bound"
     );
     assert!(metric(b, "atelier_replica_primary_reads_total").await > 0);
+
+    // A vote through the impatient one: the waiting one learns of it from its feed, waits for
+    // the standby to apply it, and refreshes from there.
+    caught_up(&client, &on_standby).await;
+    let replica_reads = metric(a, "atelier_replica_reads_total{replica=\"0\"}").await;
+    let primary_reads = metric(a, "atelier_replica_primary_reads_total").await;
+    assert_eq!(put(b, &vote).await.status, 204);
+    assert_eq!(
+        helpfulness_in(&get(b, &path).await.body, review),
+        before + 2,
+        "the writer's next read is the new body"
+    );
+    serves_the_new_body_from_now_on(a, &path, review, before + 2, &on_standby).await;
+    assert!(
+        metric(a, "atelier_replica_reads_total{replica=\"0\"}").await > replica_reads,
+        "the refresh read the standby, once it had the vote"
+    );
+    assert_eq!(
+        metric(a, "atelier_replica_primary_reads_total").await,
+        primary_reads,
+        "nothing needed the primary"
+    );
     // The standby has caught up: every body of both is what the primary gives.
     for server in [&waiting, &impatient] {
         settled(server).await;
         let checked = every_entry_is_fresh(server, &fresh).await;
         assert!(checked.len() > 1_000, "{} bodies checked", checked.len());
     }
+
+    // A body the cache does not hold, read just after a write that changed it, by the writer:
+    // filled from the standby only once the standby has the write.
+    caught_up(&client, &on_standby).await;
+    let told = Instant::now();
+    while metric(b, "atelier_replica_behind_bytes{replica=\"0\"}").await != 0 {
+        assert!(told.elapsed() < Duration::from_secs(10), "never caught up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let sku: i64 = client
+        .query_one("SELECT min(id) FROM skus WHERE quantity > 0", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let added = common::post_json(b, "/cart", &format!("{{\"sku_id\":{sku}}}")).await;
+    assert_eq!(added.status, 201, "{}", added.body);
+    let cart = get(b, "/cart").await.body;
+    assert!(
+        cart.contains(&format!("\"sku_id\":{sku}")),
+        "the writer's cart lacks what it just added: {cart}"
+    );
 
     // A change made just before an instance starts: its warm-up must not scan the standby
     // until the standby has it (the feed of the new instance will never bring it).
@@ -308,13 +348,10 @@ async fn a_lagging_replica_never_gives_an_older_body_and_a_stopped_one_is_not_an
         failures,
         "a read tried the stopped standby"
     );
-    assert_eq!(
-        put(b, &format!("/reviews/{review}/helpful")).await.status,
-        204
-    );
+    assert_eq!(put(b, &vote).await.status, 204);
     assert_eq!(
         helpfulness_in(&get(b, &path).await.body, review),
-        before + 2
+        before + 3
     );
     let after_stop = atelier::http::start(
         settings(&replica, Duration::from_millis(300)),
@@ -337,7 +374,7 @@ async fn a_lagging_replica_never_gives_an_older_body_and_a_stopped_one_is_not_an
         settled(server).await;
         assert_eq!(
             helpfulness_in(&get(server.addr, &path).await.body, review),
-            before + 2
+            before + 3
         );
         every_entry_is_fresh(server, &fresh).await;
     }

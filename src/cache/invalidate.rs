@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use super::{Key, ResponseCache};
 use crate::domain::Change;
 use crate::domain::ReviewOrder;
+use crate::pg::database::{Database, ReadFrom};
 use crate::pg::feed::ChangeSink;
 
 /// The entries a change makes stale (besides the products pages of a product change, which
@@ -52,14 +53,11 @@ impl ResponseCache {
     /// transaction `xid`): what it changed is re-rendered before this returns, so the writer's
     /// next read gets the new body. A product's two review orders are rendered together, from
     /// one read. When the change feed brings the same changes back, they are not refreshed
-    /// again: these renders read after the write committed, from the primary or from a
-    /// replica that has replayed past the primary's position taken here.
-    pub async fn apply_own_write(
-        &self,
-        changes: &[Change],
-        xid: Option<i64>,
-        db: &crate::pg::database::Database,
-    ) {
+    /// again: these renders read the primary after the write committed. The primary's position
+    /// taken first fences what this instance reads from replicas from now on (a key the cache
+    /// does not hold, filled on its next read, must not come from a replica that lacks the
+    /// write).
+    pub async fn apply_own_write(&self, changes: &[Change], xid: Option<i64>, db: &Database) {
         // Should the primary not tell its position (it went away just after the commit), a
         // replica may lack the write: the feed then refreshes it again when it brings it.
         let fenced = db.fence_now().await.is_ok();
@@ -80,9 +78,9 @@ impl ResponseCache {
         if let Some(xid) = xid.filter(|_| fenced) {
             self.own_writes.remember(xid, changes);
         }
-        let refreshes = groups
-            .into_iter()
-            .map(|numbered| async move { self.refresh_numbered(numbered, db).await });
+        let refreshes = groups.into_iter().map(|numbered| async move {
+            self.refresh_numbered(numbered, db, ReadFrom::Primary).await
+        });
         futures_util::future::join_all(refreshes).await;
     }
 

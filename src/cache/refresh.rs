@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use super::fill::fill_review_orders;
 use super::{fill, Key, ResponseCache};
 use crate::domain::ReviewOrder;
-use crate::pg::database::Database;
+use crate::pg::database::{Database, ReadFrom};
 use crate::render::Compaction;
 use crate::render::Rendered;
 
@@ -76,7 +76,7 @@ impl ResponseCache {
     /// orders) are rendered from one read.
     pub async fn refresh_now(&self, keys: &[Key], db: &Database) {
         let numbered = self.number(keys);
-        self.refresh_numbered(numbered, db).await;
+        self.refresh_numbered(numbered, db, ReadFrom::Primary).await;
     }
 
     /// Numbers the changes to `keys` the cache holds (their refreshes are under way from
@@ -89,11 +89,16 @@ impl ResponseCache {
 
     /// Renders and swaps in keys [`Self::number`] numbered: the second half of
     /// [`Self::refresh_now`].
-    pub(crate) async fn refresh_numbered(&self, numbered: Vec<(Key, u64)>, db: &Database) {
+    pub(crate) async fn refresh_numbered(
+        &self,
+        numbered: Vec<(Key, u64)>,
+        db: &Database,
+        from: ReadFrom,
+    ) {
         if numbered.is_empty() {
             return; // dropped: the next read fills them fresh
         }
-        let superseded = self.render_and_finish(numbered, db).await;
+        let superseded = self.render_and_finish(numbered, db, from).await;
         // A later change took a key over; its refresh also reads after this write. Wait for
         // it, so that the writer's next read is not the body from before its write.
         let _ = tokio::time::timeout(db.timeout(), async {
@@ -112,13 +117,18 @@ impl ResponseCache {
 
     /// Renders the numbered keys afresh (siblings from one read) and swaps each in; returns
     /// the keys a later change took over meanwhile.
-    async fn render_and_finish(&self, numbered: Vec<(Key, u64)>, db: &Database) -> Vec<Key> {
+    async fn render_and_finish(
+        &self,
+        numbered: Vec<(Key, u64)>,
+        db: &Database,
+        from: ReadFrom,
+    ) -> Vec<Key> {
         let guards: Vec<Abandoned> = numbered
             .iter()
             .map(|(key, number)| Abandoned::new(self, key, *number))
             .collect();
         let keys: Vec<Key> = numbered.iter().map(|(key, _)| key.clone()).collect();
-        let fresh = self.render_together(&keys, db).await;
+        let fresh = self.render_together(&keys, db, from).await;
         // Compacted here, not under the lock `finish` takes: compressing a long list takes a
         // while, and every change waits on that lock.
         let fresh: Vec<Option<Rendered>> = keys
@@ -142,7 +152,12 @@ impl ResponseCache {
     /// Fresh renders of `keys`, in order; None where a render failed. A product's two review
     /// orders come from one read, sharing one buffer (compacted first if the catalog holds
     /// them, so that they share it there).
-    async fn render_together(&self, keys: &[Key], db: &Database) -> Vec<Option<Rendered>> {
+    async fn render_together(
+        &self,
+        keys: &[Key],
+        db: &Database,
+        from: ReadFrom,
+    ) -> Vec<Option<Rendered>> {
         if let [first, second] = keys {
             if let (Key::Reviews { product_id, order }, Some(other)) = (first, sibling(first)) {
                 if *second == other {
@@ -152,7 +167,7 @@ impl ResponseCache {
                         && self.store.has_slot(first)
                         && self.store.has_slot(second);
                     let read = db
-                        .read(|pool| fill_review_orders(pool, *product_id, compact))
+                        .read_from(from, |pool| fill_review_orders(pool, *product_id, compact))
                         .await;
                     return match read {
                         Ok((helpful, newest)) if *order == ReviewOrder::Helpful => {
@@ -166,7 +181,7 @@ impl ResponseCache {
         }
         let renders = keys
             .iter()
-            .map(|key| async { db.read(|pool| fill(key, pool)).await.ok() });
+            .map(|key| async { db.read_from(from, |pool| fill(key, pool)).await.ok() });
         futures_util::future::join_all(renders).await
     }
 
@@ -343,7 +358,7 @@ pub async fn run(
                         }
                     }
                     running.push(async move {
-                        cache.render_and_finish(numbered, db).await;
+                        cache.render_and_finish(numbered, db, ReadFrom::Fenced).await;
                     });
                 }
                 None => break,

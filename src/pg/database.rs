@@ -38,6 +38,17 @@ impl Default for ReplicaSettings {
     }
 }
 
+/// Where a read may go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadFrom {
+    /// A replica that has every change seen (waiting for one up to the bound), else the
+    /// primary.
+    Fenced,
+    /// The primary. The refreshes that follow this instance's own write read there: the
+    /// write's answer waits for them, and must not wait for a replica to replay it.
+    Primary,
+}
+
 /// One replica's counters, as `/metrics` reports them.
 #[derive(Debug, Clone)]
 pub struct ReplicaStats {
@@ -141,6 +152,18 @@ impl Database {
         F: Fn(&'a Pool) -> Fut,
         Fut: std::future::Future<Output = Result<T, DbError>>,
     {
+        self.read_from(ReadFrom::Fenced, f).await
+    }
+
+    /// Runs the read `f` where `from` says.
+    pub async fn read_from<'a, T, F, Fut>(&'a self, from: ReadFrom, f: F) -> Result<T, DbError>
+    where
+        F: Fn(&'a Pool) -> Fut,
+        Fut: std::future::Future<Output = Result<T, DbError>>,
+    {
+        if from == ReadFrom::Primary {
+            return f(&self.primary).await;
+        }
         if let Some(replica) = self.choose().await {
             match f(&replica.pool).await {
                 Ok(value) => {
