@@ -259,26 +259,38 @@ async fn a_lagging_replica_never_gives_an_older_body_and_a_stopped_one_is_not_an
         assert!(checked.len() > 1_000, "{} bodies checked", checked.len());
     }
 
-    // A body the cache does not hold, read just after a write that changed it, by the writer:
-    // filled from the standby only once the standby has the write.
+    // A body the cache does not hold, read by the writer just after its write: filled from the
+    // standby only once the standby has the write, even while the writer's feed is slow to
+    // bring the change (its replies held 2 s by a proxy).
+    let proxy = common::proxy::Proxy::start(&database).await;
+    let mut slow = settings(&replica, Duration::from_millis(300));
+    slow.feed_database = Some(proxy.config(&database));
+    let slow_feed = atelier::http::start(slow, database.clone())
+        .await
+        .expect("start");
+    let w = slow_feed.addr;
+    ready(w).await;
     caught_up(&client, &on_standby).await;
     let told = Instant::now();
-    while metric(b, "atelier_replica_behind_bytes{replica=\"0\"}").await != 0 {
+    while metric(w, "atelier_replica_behind_bytes{replica=\"0\"}").await != 0 {
         assert!(told.elapsed() < Duration::from_secs(10), "never caught up");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    proxy.delay_replies(Duration::from_secs(2));
     let sku: i64 = client
         .query_one("SELECT min(id) FROM skus WHERE quantity > 0", &[])
         .await
         .unwrap()
         .get(0);
-    let added = common::post_json(b, "/cart", &format!("{{\"sku_id\":{sku}}}")).await;
+    let added = common::post_json(w, "/cart", &format!("{{\"sku_id\":{sku}}}")).await;
     assert_eq!(added.status, 201, "{}", added.body);
-    let cart = get(b, "/cart").await.body;
+    let cart = get(w, "/cart").await.body;
     assert!(
         cart.contains(&format!("\"sku_id\":{sku}")),
         "the writer's cart lacks what it just added: {cart}"
     );
+    proxy.pass();
+    drop(slow_feed);
 
     // A change made just before an instance starts: its warm-up must not scan the standby
     // until the standby has it (the feed of the new instance will never bring it).
