@@ -292,6 +292,29 @@ async fn a_lagging_replica_never_gives_an_older_body_and_a_stopped_one_is_not_an
     proxy.pass();
     drop(slow_feed);
 
+    // A replica whose reads fail (here: a database of the standby without the tables) while
+    // it answers its watcher: the warm-up that fails there is done again on the primary, and
+    // each read that fails there is read again from the primary.
+    let mut elsewhere = replica.clone();
+    elsewhere.dbname("postgres");
+    let misled = atelier::http::start(
+        settings(&elsewhere, Duration::from_secs(10)),
+        database.clone(),
+    )
+    .await
+    .expect("start");
+    ready(misled.addr).await;
+    let page = "/products?page=3&count=9";
+    let reply = get(misled.addr, page).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.body, get(a, page).await.body);
+    assert!(metric(misled.addr, "atelier_replica_failures_total{replica=\"0\"}").await > 0);
+    assert_eq!(
+        metric(misled.addr, "atelier_replica_up{replica=\"0\"}").await,
+        1
+    );
+    drop(misled);
+
     // A change made just before an instance starts: its warm-up must not scan the standby
     // until the standby has it (the feed of the new instance will never bring it).
     let renamed = product;
