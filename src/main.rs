@@ -177,8 +177,9 @@ struct HttpArgs {
     )]
     replica_urls: Vec<String>,
     /// Milliseconds a replica may lack a change seen (waited for) before reads skip it for the
-    /// primary.
-    #[arg(long, env = "ATELIER_REPLICA_MAX_LAG_MS", default_value_t = 1000, value_parser = time_limit_ms())]
+    /// primary (1 to 10,000).
+    #[arg(long, env = "ATELIER_REPLICA_MAX_LAG_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..=10_000))]
     replica_max_lag_ms: u64,
     /// Seconds within which the anti-entropy sweep re-renders every cached entry and counts
     /// those that drifted (0: off).
@@ -267,7 +268,16 @@ impl HttpArgs {
             .map(|url| url.trim())
             .filter(|url| !url.is_empty())
             .map(|url| {
-                atelier::pg::parse_url(url).map_err(|e| anyhow::anyhow!("--replica-url: {e}"))
+                let config = atelier::pg::parse_url(url)
+                    .map_err(|e| anyhow::anyhow!("--replica-url: {e}"))?;
+                // The watcher must ask the very server the reads go to.
+                anyhow::ensure!(
+                    config.get_hosts().len() <= 1,
+                    "--replica-url names several hosts ({}): give each standby a --replica-url \
+                     of its own, never a pool or balancer in front of several",
+                    atelier::pg::describe(&config)
+                );
+                Ok(config)
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(ServeSettings {

@@ -79,3 +79,28 @@ fn shards_nginx_prints_the_shard_map_and_refuses_a_bad_one() {
     assert!(!ok);
     assert!(err.contains("--shard takes I/N"), "{err}");
 }
+
+#[test]
+fn a_replica_url_naming_several_hosts_is_refused() {
+    let (ok, err) = atelier(&[
+        "serve",
+        "--database-url",
+        "host=/nonexistent user=x",
+        "--replica-url",
+        "host=standby-a,standby-b user=x dbname=atelier",
+    ]);
+    assert!(!ok);
+    assert!(
+        err.contains("--replica-url names several hosts") && err.contains("of its own"),
+        "{err}"
+    );
+    let (ok, err) = atelier(&[
+        "serve",
+        "--database-url",
+        "host=/nonexistent user=x",
+        "--replica-max-lag-ms",
+        "60000",
+    ]);
+    assert!(!ok);
+    assert!(err.contains("--replica-max-lag-ms"), "{err}");
+}

@@ -351,6 +351,17 @@ async fn a_lagging_replica_never_gives_an_older_body_and_a_stopped_one_is_not_an
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     standby.pause().expect("stop the standby");
+    // At once (well within the watcher's 1 s poll): the watcher's connection ended with the
+    // server, and that alone counts the standby down.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let failures = metric(a, "atelier_replica_failures_total{replica=\"0\"}").await;
+    let reply = get(a, "/products?page=7&count=3").await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(
+        metric(a, "atelier_replica_failures_total{replica=\"0\"}").await,
+        failures,
+        "a read tried the stopped standby"
+    );
     let stopped = Instant::now();
     for addr in [a, b] {
         while metric(addr, "atelier_replica_up{replica=\"0\"}").await != 0 {

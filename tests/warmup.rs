@@ -222,7 +222,7 @@ async fn a_budget_smaller_than_the_catalog_is_kept_and_the_rest_served_on_demand
 #[tokio::test]
 async fn every_connection_of_the_scan_reads_the_snapshot_taken_first() {
     let db = common::loaded_database(&common::sample_dir()).await;
-    let snapshot = Snapshot::take(&db.config).await.unwrap();
+    let snapshot = Snapshot::take(&db.config, None).await.unwrap();
     // Features are read on the scan's second connection, styles on its third, products on
     // the first (the one that took the snapshot).
     db.client()

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::{Key, ResponseCache};
 use crate::domain::Change;
 use crate::domain::ReviewOrder;
-use crate::pg::database::{Database, ReadFrom};
+use crate::pg::database::Database;
 use crate::pg::feed::ChangeSink;
 
 /// The entries a change makes stale (besides the products pages of a product change, which
@@ -58,9 +58,9 @@ impl ResponseCache {
     /// does not hold, filled on its next read, must not come from a replica that lacks the
     /// write).
     pub async fn apply_own_write(&self, changes: &[Change], xid: Option<i64>, db: &Database) {
-        // Should the primary not tell its position (it went away just after the commit), a
-        // replica may lack the write: the feed then refreshes it again when it brings it.
-        let fenced = db.fence_now().await.is_ok();
+        // Should the primary not tell its position (it went away just after the commit), no
+        // replica is read until a later query has told it (`Fence::blind`).
+        let _ = db.fence_now().await;
         let mut keys: Vec<Key> = Vec::new();
         for change in changes {
             for key in self.stale_after(change) {
@@ -75,12 +75,12 @@ impl ResponseCache {
             .collect();
         // Remembered only once every key is numbered (its refresh under way): a snapshot
         // taken after the feed skips these changes leaves the keys out until they are in.
-        if let Some(xid) = xid.filter(|_| fenced) {
+        if let Some(xid) = xid {
             self.own_writes.remember(xid, changes);
         }
-        let refreshes = groups.into_iter().map(|numbered| async move {
-            self.refresh_numbered(numbered, db, ReadFrom::Primary).await
-        });
+        let refreshes = groups
+            .into_iter()
+            .map(|numbered| async move { self.refresh_numbered(numbered, db).await });
         futures_util::future::join_all(refreshes).await;
     }
 

@@ -159,10 +159,10 @@ impl ResponseCache {
     }
 
     /// How many products there are in the products list's current generation, counted once
-    /// per generation (concurrent callers wait for the one count, at most the pool's time
-    /// limit: while the database is down, they must not count one after another).
+    /// per generation (concurrent callers wait for the one count, at most as long as a read
+    /// may take: while the database is down, they must not count one after another).
     pub async fn products_total(&self, db: &Database) -> Result<i64, DbError> {
-        let mut known = tokio::time::timeout(db.timeout(), self.products_total.lock())
+        let mut known = tokio::time::timeout(db.read_limit(), self.products_total.lock())
             .await
             .map_err(|_| {
                 DbError::Unavailable("timed out waiting for a count of the products".into())
@@ -217,15 +217,16 @@ impl ResponseCache {
 
     /// The entry for `key`, filling it from the database on a miss.
     ///
-    /// A request waiting for another's fill of the same key waits at most the pool's time
-    /// limit: when the database is down, a queue of waiters must not retry one after another.
+    /// A request waiting for another's fill of the same key waits at most as long as a read may
+    /// take ([`Database::read_limit`]): when the database is down, a queue of waiters must not
+    /// retry one after another.
     pub async fn get(&self, key: &Key, db: &Database) -> Result<Rendered, DbError> {
         if self.restoring.load(Ordering::Acquire) {
             // A restored body may predate changes the feed has not replayed yet.
             self.misses.fetch_add(1, Ordering::Relaxed);
             return db.read(|pool| fill(key, pool)).await;
         }
-        let lookup = tokio::time::timeout(db.timeout(), self.store.get_or_guard(key))
+        let lookup = tokio::time::timeout(db.read_limit(), self.store.get_or_guard(key))
             .await
             .map_err(|_| {
                 DbError::Unavailable("timed out waiting for a fill of the same resource".into())

@@ -76,7 +76,7 @@ impl ResponseCache {
     /// orders) are rendered from one read.
     pub async fn refresh_now(&self, keys: &[Key], db: &Database) {
         let numbered = self.number(keys);
-        self.refresh_numbered(numbered, db, ReadFrom::Primary).await;
+        self.refresh_numbered(numbered, db).await;
     }
 
     /// Numbers the changes to `keys` the cache holds (their refreshes are under way from
@@ -87,32 +87,30 @@ impl ResponseCache {
             .collect()
     }
 
-    /// Renders and swaps in keys [`Self::number`] numbered: the second half of
-    /// [`Self::refresh_now`].
-    pub(crate) async fn refresh_numbered(
-        &self,
-        numbered: Vec<(Key, u64)>,
-        db: &Database,
-        from: ReadFrom,
-    ) {
+    /// Renders and swaps in keys [`Self::number`] numbered, reading the primary: the second
+    /// half of [`Self::refresh_now`], for this instance's own writes.
+    pub(crate) async fn refresh_numbered(&self, numbered: Vec<(Key, u64)>, db: &Database) {
         if numbered.is_empty() {
             return; // dropped: the next read fills them fresh
         }
-        let superseded = self.render_and_finish(numbered, db, from).await;
-        // A later change took a key over; its refresh also reads after this write. Wait for
-        // it, so that the writer's next read is not the body from before its write.
-        let _ = tokio::time::timeout(db.timeout(), async {
-            loop {
-                let done = self.refresh_done.notified();
-                tokio::pin!(done);
-                done.as_mut().enable();
-                if !superseded.iter().any(|key| self.is_being_refreshed(key)) {
-                    return;
-                }
-                done.await;
+        let mut superseded = self
+            .render_and_finish(numbered, db, ReadFrom::Primary)
+            .await;
+        // A later change took a key over; its refresh (in the background, fenced) also reads
+        // after this write, but may wait for a replica first. The writer's answer must not:
+        // what is still being refreshed is rendered again here, from the primary, under a
+        // number of its own (a refresh that finished meanwhile read after this write).
+        let deadline = std::time::Instant::now() + db.timeout();
+        while std::time::Instant::now() < deadline {
+            superseded.retain(|key| self.is_being_refreshed(key));
+            if superseded.is_empty() {
+                return;
             }
-        })
-        .await;
+            let renumbered = self.number(&superseded);
+            superseded = self
+                .render_and_finish(renumbered, db, ReadFrom::Primary)
+                .await;
+        }
     }
 
     /// Renders the numbered keys afresh (siblings from one read) and swaps each in; returns

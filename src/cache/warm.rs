@@ -26,6 +26,7 @@ use tokio_postgres::Config;
 use super::store::Precomputed;
 use super::{CatalogSize, Key, ResponseCache};
 use crate::domain::ReviewOrder;
+use crate::pg::fence::Lsn;
 use crate::pg::scan::{CatalogScan, ProductRows, Snapshot};
 use crate::pg::DbError;
 use crate::render::products::{render_product, render_product_list, render_related, render_styles};
@@ -104,15 +105,17 @@ const READ_AHEAD: usize = 256;
 
 /// Renders every body of the catalog from one scan of `database` into `cache`, in the
 /// warming record `generation` ([`ResponseCache::begin_warmup`]), begun before the scan's
-/// source was chosen.
+/// source was chosen. With `replayed_to`, `database` is a standby that must have replayed
+/// the primary's log that far ([`Snapshot::take`]).
 pub async fn warm(
     cache: &Arc<ResponseCache>,
     database: &Config,
+    replayed_to: Option<Lsn>,
     status: &Arc<WarmupStatus>,
     generation: u64,
 ) -> Result<WarmupOutcome, DbError> {
     status.running.store(true, Ordering::Release);
-    let outcome = scan_into(cache, database, status, generation).await;
+    let outcome = scan_into(cache, database, replayed_to, status, generation).await;
     cache.end_warmup();
     status.running.store(false, Ordering::Release);
     outcome
@@ -121,11 +124,12 @@ pub async fn warm(
 async fn scan_into(
     cache: &Arc<ResponseCache>,
     database: &Config,
+    replayed_to: Option<Lsn>,
     status: &Arc<WarmupStatus>,
     generation: u64,
 ) -> Result<WarmupOutcome, DbError> {
     let started = Instant::now();
-    let snapshot = Snapshot::take(database).await?;
+    let snapshot = Snapshot::take(database, replayed_to).await?;
     let size = CatalogSize {
         products: snapshot.products,
         max_product_id: snapshot.max_product_id,

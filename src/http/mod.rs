@@ -915,12 +915,30 @@ async fn keep_warm(
         // Warming begins before the source is chosen: a change from here on is refreshed over
         // whatever the scan reads, and the source has every change seen before.
         let generation = app.cache.begin_warmup();
-        let (source, replica) = app.db.scan_source(database, replica_failed).await;
-        if let Some(replica) = &replica {
-            tracing::info!(%replica, "warm-up: scanning a replica");
+        let source = app.db.scan_source(database, replica_failed).await;
+        let replayed_to = source.replica.as_ref().map(|(replica, fence)| {
+            tracing::info!(replica = %replica.name, "warm-up: scanning a replica");
+            *fence
+        });
+        let warmed = warm::warm(
+            &app.cache,
+            &source.config,
+            replayed_to,
+            &app.warmup,
+            generation,
+        )
+        .await;
+        replica_failed = false;
+        if let Some((replica, _)) = &source.replica {
+            let counter = match &warmed {
+                Ok(_) => &replica.warmups,
+                Err(_) => {
+                    replica_failed = true;
+                    &replica.failures
+                }
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
         }
-        let warmed = warm::warm(&app.cache, &source, &app.warmup, generation).await;
-        replica_failed = replica.is_some() && warmed.is_err();
         match warmed {
             Ok(WarmupOutcome::Interrupted) => continue,
             Ok(_) => app.warmup.first_done.store(true, Ordering::Release),

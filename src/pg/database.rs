@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use tokio_postgres::types::PgLsn;
 use tokio_postgres::Config;
 
-use super::fence::{Fence, Standing};
+use super::fence::{caught_up, Fence, Lsn, Standing};
 use super::pool::Pool;
 use super::replica::{Replica, Waited};
 use super::DbError;
@@ -36,6 +36,15 @@ impl Default for ReplicaSettings {
             max_lag: Duration::from_secs(1),
         }
     }
+}
+
+/// Where a warm-up scans.
+pub struct ScanSource {
+    pub config: Config,
+    /// The replica, if it is one, and the position its snapshot must have replayed: the scan
+    /// checks it again on its own connection, which may reach a server the watcher did not
+    /// see (a standby restarted since, behind where it was).
+    pub replica: Option<(Arc<Replica>, Lsn)>,
 }
 
 /// Where a read may go.
@@ -116,7 +125,11 @@ impl Database {
             .map(|r| ReplicaStats {
                 name: r.name.clone(),
                 up: r.is_up(),
-                behind_bytes: fence.saturating_sub(r.replayed()),
+                behind_bytes: if caught_up(r.replayed(), fence) {
+                    0
+                } else {
+                    fence.saturating_sub(r.replayed())
+                },
                 reads: r.reads.load(Ordering::Relaxed),
                 warmups: r.warmups.load(Ordering::Relaxed),
                 skipped_down: r.skipped_down.load(Ordering::Relaxed),
@@ -171,11 +184,20 @@ impl Database {
                     return Ok(value);
                 }
                 Err(e) => {
-                    replica.failures.fetch_add(1, Ordering::Relaxed);
+                    let failures = replica.failures.fetch_add(1, Ordering::Relaxed);
                     if e.is_unavailable() {
                         replica.set_down();
                     }
-                    tracing::debug!(replica = %replica.name, cause = %e, "replica: a read failed; reading from the primary");
+                    // The first, then one in a thousand: a replica that answers its watcher
+                    // but fails reads (the wrong database?) must show in the log, not flood it.
+                    if failures % 1000 == 0 {
+                        tracing::warn!(
+                            replica = %replica.name,
+                            failures = failures + 1,
+                            cause = %crate::logging::cause_chain(&e),
+                            "replica: a read failed; reading from the primary"
+                        );
+                    }
                 }
             }
         }
@@ -187,11 +209,14 @@ impl Database {
 
     /// Raises the fence to where the primary is now: after this instance's own write commits
     /// (the feed brings it only later), and before a warm-up. Does nothing without replicas.
+    /// Should the primary not answer, no replica counts as current until a later query has
+    /// raised the fence ([`Fence::blind`]).
     pub async fn fence_now(&self) -> Result<(), DbError> {
         if self.replicas.is_empty() {
             return Ok(());
         }
-        let lsn: PgLsn = self
+        let asked = Instant::now();
+        let lsn: Result<PgLsn, DbError> = self
             .primary
             .run(|c| async move {
                 c.client
@@ -199,32 +224,51 @@ impl Database {
                     .await
                     .map(|row| row.get(0))
             })
-            .await?;
-        self.fence.raise(u64::from(lsn));
-        Ok(())
+            .await;
+        match lsn {
+            Ok(lsn) => {
+                self.fence.raise(u64::from(lsn), asked);
+                Ok(())
+            }
+            Err(e) => {
+                self.fence.blind();
+                Err(e)
+            }
+        }
+    }
+
+    /// How long a read through [`Self::read`] may take: a wait for a replica, a read there,
+    /// and one on the primary. What a request waiting for another's fill waits at most.
+    pub fn read_limit(&self) -> Duration {
+        if self.replicas.is_empty() {
+            self.timeout()
+        } else {
+            self.fence.max_lag() + self.timeout() * 2
+        }
     }
 
     /// Where a warm-up scans: a replica that has every change seen before it began (the
     /// fence raised to the primary's position now), or the primary (`primary`, which may be
     /// a configuration of the scan's own). With `avoid_replicas` (a scan from a replica just
-    /// failed), the primary. Returns the replica's name when it is one.
-    pub async fn scan_source(
-        &self,
-        primary: &Config,
-        avoid_replicas: bool,
-    ) -> (Config, Option<String>) {
+    /// failed), the primary.
+    pub async fn scan_source(&self, primary: &Config, avoid_replicas: bool) -> ScanSource {
+        let on_primary = || ScanSource {
+            config: primary.clone(),
+            replica: None,
+        };
         if self.replicas.is_empty() || avoid_replicas || self.fence_now().await.is_err() {
-            return (primary.clone(), None);
+            return on_primary();
         }
         for replica in &self.replicas {
             replica.first_try(self.timeout()).await;
         }
+        let fence = self.fence.high();
         match self.choose().await {
-            Some(replica) => {
-                replica.warmups.fetch_add(1, Ordering::Relaxed);
-                (replica.config().clone(), Some(replica.name.clone()))
-            }
-            None => (primary.clone(), None),
+            Some(replica) => ScanSource {
+                config: replica.config().clone(),
+                replica: Some((Arc::clone(replica), fence)),
+            },
+            None => on_primary(),
         }
     }
 

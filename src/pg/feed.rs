@@ -451,8 +451,9 @@ struct Follower {
     /// completes reads more often than that has read it.
     last_complete_read: Option<Instant>,
     last_prune: Option<Instant>,
-    /// Raised to the primary's WAL position before the changes of a read are applied, so
-    /// that their refreshes read from no replica that lacks them (see [`super::fence`]).
+    /// Raised to the primary's WAL position at every read of the log, before what it shows is
+    /// applied, so that no refresh or fill reads a replica that lacks it (see
+    /// [`super::fence`]).
     fence: Option<Arc<Fence>>,
 }
 
@@ -481,12 +482,13 @@ const READ_LOG: &str = "
            ) AS u ORDER BY seq LIMIT $5::int8) AS c ON true";
 
 /// Where a first read starts: the highest visible number (the pruned mark if the log is
-/// empty), and what the snapshot shows as not committed. (Not the sequence's position: it is
-/// not transactional.)
+/// empty), what the snapshot shows as not committed (not the sequence's position: it is not
+/// transactional), and the primary's WAL position.
 const READ_START: &str = "
     SELECT greatest((SELECT max(seq) FROM change_log), p.through),
            ARRAY(SELECT x::text::int8 FROM pg_snapshot_xip(s) AS x),
-           pg_snapshot_xmax(s)::text::int8
+           pg_snapshot_xmax(s)::text::int8,
+           pg_current_wal_insert_lsn()
       FROM pg_current_snapshot() AS s, change_log_pruned AS p";
 
 impl Follower {
@@ -537,6 +539,7 @@ impl Follower {
 
         // Listening before reading: nothing committed from here on can be missed.
         if self.high.is_none() {
+            let asked = Instant::now();
             let row = timed(limit, async {
                 client
                     .query_one(READ_START, &[])
@@ -544,6 +547,7 @@ impl Follower {
                     .map_err(DbError::from_query)
             })
             .await?;
+            self.raise_fence(asked, row.get(3));
             self.high = Some(row.get::<_, Option<i64>>(0).unwrap_or(0));
             self.pending = sorted(row.get(1));
             self.pending_from = row.get(2);
@@ -600,6 +604,7 @@ impl Follower {
         let mut after = 0i64;
         loop {
             let high = self.high.unwrap_or(0);
+            let asked = Instant::now();
             let rows = timed(settings.query_timeout, async {
                 client
                     .query(
@@ -624,20 +629,14 @@ impl Follower {
             if not_committed.is_none() {
                 not_committed = Some((first.get(0), first.get(1)));
             }
+            // Before anything the read shows is applied (or the sink reset).
+            self.raise_fence(asked, first.get(9));
             let pruned_through: i64 = first.get(2);
             if pruned_through > high || away_too_long {
                 // Rows this feed had not read may be gone: it cannot know what changed.
                 status.reset(sink, "the log was pruned past this feed's position");
                 self.high = Some(high.max(pruned_through));
                 away_too_long = false;
-            }
-            if let Some(fence) = &self.fence {
-                if rows
-                    .iter()
-                    .any(|row| row.get::<_, Option<i64>>(3).is_some())
-                {
-                    fence.raise(u64::from(first.get::<_, PgLsn>(9)));
-                }
             }
             let mut seen = 0;
             for row in &rows {
@@ -691,6 +690,15 @@ impl Follower {
         }
         status.end_read(read);
         Ok(())
+    }
+
+    /// Raises the fence (if replicas are read) to `position`, read by a query sent at `asked`:
+    /// every read of the log does, changes or not, so that the fence is never behind what
+    /// this instance has vouched for (a first position, a reset, a resumed snapshot).
+    fn raise_fence(&self, asked: Instant, position: PgLsn) {
+        if let Some(fence) = &self.fence {
+            fence.raise(u64::from(position), asked);
+        }
     }
 
     async fn prune_if_due(

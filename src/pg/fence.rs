@@ -59,6 +59,8 @@ struct State {
     recent: VecDeque<(Lsn, Instant)>,
     /// The highest position dropped from `recent`: seen longer than `max_lag` ago.
     old: Lsn,
+    /// Since when the fence cannot be trusted (see [`Fence::blind`]).
+    blind_since: Option<Instant>,
 }
 
 /// Where a replica stands against the fence.
@@ -69,12 +71,12 @@ pub enum Standing {
     /// It lacks changes seen less than the bound ago: worth waiting for until `deadline`,
     /// when it lacks `fence`.
     Behind { fence: Lsn, deadline: Instant },
-    /// It lacks a change seen longer than the bound ago.
+    /// It lacks a change seen longer than the bound ago (or the fence is not known).
     Lagging,
 }
 
-/// Entries kept in `recent` at most: a burst of changes within the bound keeps the newest
-/// ones, which only makes a lagging replica's deadline earlier.
+/// Entries kept in `recent` at most. Past it a new position replaces the newest entry's,
+/// keeping that entry's time: a replica lacking it gets an earlier deadline, never a later one.
 const RECENT_KEPT: usize = 4096;
 
 impl Fence {
@@ -90,22 +92,37 @@ impl Fence {
         self.max_lag
     }
 
-    /// Records that the primary was at `lsn` when a change was seen.
-    pub fn raise(&self, lsn: Lsn) {
+    /// Records that the primary was at `lsn` when a change was seen (or the log read), in
+    /// answer to a query sent at `asked`.
+    pub fn raise(&self, lsn: Lsn, asked: Instant) {
+        self.raise_at(lsn, asked, Instant::now());
+    }
+
+    fn raise_at(&self, lsn: Lsn, asked: Instant, now: Instant) {
         let Ok(mut state) = self.state.lock() else {
             return;
         };
+        if state.blind_since.is_some_and(|since| asked > since) {
+            state.blind_since = None;
+        }
         if lsn <= state.high {
             return;
         }
-        let now = Instant::now();
         state.high = lsn;
-        state.recent.push_back((lsn, now));
         self.forget_old(&mut state, now);
-        if state.recent.len() > RECENT_KEPT {
-            // A replica lacking it lacks the next one too, seen a little later: its deadline
-            // moves a little, never its fence.
-            state.recent.pop_front();
+        let full = state.recent.len() >= RECENT_KEPT;
+        match state.recent.back_mut() {
+            Some(newest) if full => newest.0 = lsn,
+            _ => state.recent.push_back((lsn, now)),
+        }
+    }
+
+    /// Says that a change was made whose position could not be taken (the primary did not
+    /// answer just after the commit): no replica counts as current until the fence is raised
+    /// by a query sent after this.
+    pub fn blind(&self) {
+        if let Ok(mut state) = self.state.lock() {
+            state.blind_since = Some(Instant::now());
         }
     }
 
@@ -116,13 +133,19 @@ impl Fence {
 
     /// Where a replica that has replayed up to `replayed` stands.
     pub fn standing(&self, replayed: Lsn) -> Standing {
+        self.standing_at(replayed, Instant::now())
+    }
+
+    fn standing_at(&self, replayed: Lsn, now: Instant) -> Standing {
         let Ok(mut state) = self.state.lock() else {
             return Standing::Lagging;
         };
+        if state.blind_since.is_some() {
+            return Standing::Lagging;
+        }
         if caught_up(replayed, state.high) {
             return Standing::CaughtUp;
         }
-        let now = Instant::now();
         self.forget_old(&mut state, now);
         if !caught_up(replayed, state.old) {
             return Standing::Lagging;
@@ -143,7 +166,7 @@ impl Fence {
 
     fn forget_old(&self, state: &mut State, now: Instant) {
         while let Some(&(lsn, seen)) = state.recent.front() {
-            if now.duration_since(seen) < self.max_lag {
+            if now.saturating_duration_since(seen) < self.max_lag {
                 break;
             }
             state.old = state.old.max(lsn);
@@ -175,39 +198,89 @@ mod tests {
 
     #[test]
     fn a_replica_behind_waits_until_the_bound_after_the_first_change_it_lacks() {
-        let fence = Fence::new(Duration::from_millis(300));
-        assert_eq!(fence.standing(0), Standing::CaughtUp, "nothing seen yet");
-        fence.raise(1_000);
-        std::thread::sleep(Duration::from_millis(150));
-        fence.raise(2_000);
-        assert_eq!(fence.standing(2_000), Standing::CaughtUp);
-        let Standing::Behind {
-            fence: at,
-            deadline,
-        } = fence.standing(1_500)
-        else {
-            panic!("behind the second change only");
-        };
-        assert_eq!(at, 2_000);
-        let first_deadline = match fence.standing(500) {
-            Standing::Behind { deadline, .. } => deadline,
-            other => panic!("behind both, within the bound: {other:?}"),
-        };
-        assert!(
-            first_deadline < deadline,
+        let bound = Duration::from_millis(300);
+        let fence = Fence::new(bound);
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        assert_eq!(
+            fence.standing_at(0, t0),
+            Standing::CaughtUp,
+            "nothing seen yet"
+        );
+        fence.raise_at(1_000, at(0), at(0));
+        fence.raise_at(2_000, at(150), at(150));
+        assert_eq!(fence.standing_at(2_000, at(150)), Standing::CaughtUp);
+        assert_eq!(
+            fence.standing_at(1_500, at(150)),
+            Standing::Behind {
+                fence: 2_000,
+                deadline: at(150) + bound
+            },
+            "behind the second change only"
+        );
+        assert_eq!(
+            fence.standing_at(500, at(150)),
+            Standing::Behind {
+                fence: 2_000,
+                deadline: at(0) + bound
+            },
             "the bound counts from the first change it lacks"
         );
-        std::thread::sleep(Duration::from_millis(200));
         assert_eq!(
-            fence.standing(500),
+            fence.standing_at(500, at(350)),
             Standing::Lagging,
             "the first change was seen 350 ms ago"
         );
         assert!(
-            matches!(fence.standing(1_500), Standing::Behind { .. }),
+            matches!(fence.standing_at(1_500, at(350)), Standing::Behind { .. }),
             "the second 200 ms ago"
         );
-        fence.raise(1_800);
+        fence.raise_at(1_800, at(400), at(400));
         assert_eq!(fence.high(), 2_000, "the fence never goes back down");
+    }
+
+    #[test]
+    fn a_burst_past_the_kept_positions_never_moves_a_deadline_later() {
+        let bound = Duration::from_secs(1);
+        let fence = Fence::new(bound);
+        let t0 = Instant::now();
+        for i in 0..(RECENT_KEPT as u64 + 100) {
+            let now = t0 + Duration::from_micros(i);
+            fence.raise_at(1_000 + i, now, now);
+        }
+        // A replica behind the very first position: its deadline is the bound after it.
+        assert_eq!(
+            fence.standing_at(0, t0),
+            Standing::Behind {
+                fence: 1_000 + RECENT_KEPT as u64 + 99,
+                deadline: t0 + bound
+            }
+        );
+        // One behind only the last few: no later than the bound after the newest kept entry.
+        match fence.standing_at(1_000 + RECENT_KEPT as u64 + 50, t0) {
+            Standing::Behind { deadline, .. } => {
+                assert!(deadline <= t0 + Duration::from_micros(RECENT_KEPT as u64 + 100) + bound)
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(fence.standing_at(0, t0 + bound), Standing::Lagging);
+    }
+
+    #[test]
+    fn a_fence_not_known_trusts_no_replica_until_raised_by_a_query_sent_after() {
+        let fence = Fence::new(Duration::from_secs(1));
+        let asked_before = Instant::now();
+        fence.raise(1_000, asked_before);
+        fence.blind();
+        assert_eq!(fence.standing(5_000), Standing::Lagging);
+        fence.raise(900, asked_before);
+        assert_eq!(
+            fence.standing(5_000),
+            Standing::Lagging,
+            "a query sent before may not have seen the change"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+        fence.raise(900, Instant::now());
+        assert_eq!(fence.standing(5_000), Standing::CaughtUp);
     }
 }

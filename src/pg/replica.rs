@@ -60,13 +60,10 @@ impl Replica {
     /// A replica reached through `config`, with a pool like the primary's (`size`
     /// connections, `timeout` per query). Down until its watcher has heard from it.
     pub fn new(config: Config, size: usize, timeout: Duration) -> Replica {
-        let name = super::describe(&config);
-        let mut pool_config = config.clone();
-        pool_config.application_name("atelier replica pool");
         Replica {
-            name,
+            name: super::describe(&config),
+            pool: Pool::new(config.clone(), size, timeout),
             config,
-            pool: Pool::new(pool_config, size, timeout),
             replayed: AtomicU64::new(0),
             up: AtomicBool::new(false),
             tried: AtomicBool::new(false),
@@ -214,6 +211,8 @@ impl Replica {
             }
             driver.abort();
             self.set_down();
+            // Not at once: a server that drops each connection must not be hammered.
+            tokio::time::sleep(BUSY_POLL * 50).await;
         }
     }
 

@@ -13,8 +13,10 @@ use std::collections::VecDeque;
 
 use std::sync::Arc;
 
+use tokio_postgres::types::PgLsn;
 use tokio_postgres::{Client, Config, Row, Statement};
 
+use super::fence::Lsn;
 use super::read::{
     AnswerRow, CharacteristicRow, FeatureRow, MetaCountRow, PhotoRow, PhotoUrlRow, ProductRow,
     QuestionRow, ReviewRow, SkuRow, StyleRow,
@@ -199,8 +201,28 @@ pub struct Snapshot {
 impl Snapshot {
     /// Takes the snapshot on a connection of the scan's own to `database`, and counts the
     /// products and questions in it. A change committed from here on is not in the scan.
-    pub async fn take(database: &Config) -> Result<Snapshot, DbError> {
+    ///
+    /// With `replayed_to`, `database` is a standby that must have replayed the primary's log
+    /// up to that position: read before the snapshot is taken, so the snapshot has at least
+    /// that much.
+    pub async fn take(database: &Config, replayed_to: Option<Lsn>) -> Result<Snapshot, DbError> {
         let first = super::connect(database).await?;
+        if let Some(needed) = replayed_to {
+            let replayed: Option<PgLsn> = first
+                .query_one("SELECT pg_last_wal_replay_lsn()", &[])
+                .await
+                .map_err(DbError::query("asking a replica how far it has replayed"))?
+                .get(0);
+            let replayed = replayed.map(u64::from).unwrap_or(0);
+            if !super::fence::caught_up(replayed, needed) {
+                return Err(DbError::Unavailable(format!(
+                    "the replica has replayed to {}, short of {} (restarted? or not the server \
+                     its watcher asked)",
+                    PgLsn::from(replayed),
+                    PgLsn::from(needed)
+                )));
+            }
+        }
         first
             .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .await
