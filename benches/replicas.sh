@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # What a streaming replica takes off the primary: the CPU the primary and the replica spend
-# (a) on an instance's warm-up from scratch, and (b) per write while two instances serve the
-# product-page mix with 5% writes (benches/wrk-writes.lua) through the first, the second
-# refreshing from its change feed. Each is run without `--replica-url`, then with it. Run on
-# the machine of the servers, as root or as the user that owns them.
+# (a) on an instance's warm-up from scratch, and (b) per write and per 1,000 requests/s while
+# the product-page mix with 5% writes (benches/wrk-writes.lua) goes through one instance and
+# FOLLOWERS (3) others follow, refreshing from their change feeds (each re-reads what every
+# change made stale: what replicas take off the primary). Each is run without
+# `--replica-url`, then with it. Run on the machine of the servers, as root or as the user
+# that owns them.
 #
 #   DATABASE_URL=... REPLICA_URL=... benches/replicas.sh [CACHE_MB] [SECONDS] [WRITES_DATABASE_URL]
 #
@@ -89,16 +91,19 @@ for mode in primary replica; do
 done
 
 echo
-echo "(b) the mix with 5% writes for ${seconds} s through one instance, a second following"
-printf '%-14s %12s %10s %20s %20s\n' "" "requests/s" "writes" "primary CPU/write" "replica CPU/write"
+followers=${FOLLOWERS:-3}
+echo "(b) the mix with 5% writes for ${seconds} s through one instance, $followers following"
+printf '%-14s %11s %7s %18s %18s %16s %16s\n' "" "requests/s" "writes" "primary CPU/write" "replica CPU/write" "primary/1k rps" "replica/1k rps"
 max_id=$(psql "$writes_url" -Atc "SELECT max(id) FROM products")
 for mode in primary replica; do
     replica_url=""
     [ $mode = replica ] && replica_url=$(replica_of "$writes_url")
-    serve 3102 "$writes_url" 1024 "$replica_url"
-    serve 3103 "$writes_url" 1024 "$replica_url"
-    until_ready 3102
-    until_ready 3103
+    for port in $(seq 3102 $((3102 + followers))); do
+        serve "$port" "$writes_url" 1024 "$replica_url"
+    done
+    for port in $(seq 3102 $((3102 + followers))); do
+        until_ready "$port"
+    done
     seq0=$(psql "$writes_url" -Atc "SELECT coalesce(max(seq), 0) FROM change_log")
     p0=$(ticks "$primary") r0=$(ticks "$replica")
     out=$(FIRST=$((max_id - max_id / 10)) COUNT=$((max_id / 10)) \
@@ -108,15 +113,20 @@ for mode in primary replica; do
     p1=$(ticks "$primary") r1=$(ticks "$replica")
     writes=$(psql "$writes_url" -Atc \
         "SELECT count(DISTINCT xid) FROM change_log WHERE seq > $seq0")
-    metrics=$(curl -s http://127.0.0.1:3103/metrics)
+    metrics=$(for port in $(seq 3103 $((3102 + followers))); do
+        curl -s "http://127.0.0.1:$port/metrics"
+    done)
     reads=$(awk '/^atelier_replica_reads_total/ {s += $2} END {print s + 0}' <<<"$metrics")
     fallbacks=$(awk '/^atelier_replica_primary_reads_total/ {s += $2} END {print s + 0}' <<<"$metrics")
     stop_all
     rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+    # CPU per 1,000 requests/s: cores busy (CPU seconds over the run's seconds, the second
+    # after it included) for each 1,000 requests/s served.
     awk -v m="$mode" -v rps="$rps" -v w="$writes" -v p=$((p1 - p0)) -v r=$((r1 - r0)) \
-        -v hz="$hz" -v reads="$reads" -v fallbacks="$fallbacks" 'BEGIN {
-        printf "%-14s %12s %10d %18.2fms %18.2fms", "from the " m, rps, w, p / hz * 1000 / w, r / hz * 1000 / w
-        if (m == "replica") printf "   (the follower read the replica %d times, the primary %d)", reads, fallbacks
+        -v hz="$hz" -v s="$seconds" -v reads="$reads" -v fallbacks="$fallbacks" 'BEGIN {
+        printf "%-14s %11s %7d %16.2fms %16.2fms %11.3f cores %11.3f cores", "from the " m, rps, w,
+            p / hz * 1000 / w, r / hz * 1000 / w, p / hz / (s + 1) / (rps / 1000), r / hz / (s + 1) / (rps / 1000)
+        if (m == "replica") printf "   (the followers read the replica %d times, the primary %d)", reads, fallbacks
         printf "\n"
     }'
 done

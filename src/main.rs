@@ -181,6 +181,11 @@ struct HttpArgs {
     #[arg(long, env = "ATELIER_REPLICA_MAX_LAG_MS", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(1..=10_000))]
     replica_max_lag_ms: u64,
+    /// Milliseconds the refreshes after an instance's own write wait for a replica to replay
+    /// it before reading the primary (0: they read the primary; at most 1,000).
+    #[arg(long, env = "ATELIER_REPLICA_WRITE_WAIT_MS", default_value_t = 50,
+          value_parser = clap::value_parser!(u64).range(0..=1_000))]
+    replica_write_wait_ms: u64,
     /// Seconds within which the anti-entropy sweep re-renders every cached entry and counts
     /// those that drifted (0: off).
     #[arg(long, env = "ATELIER_SWEEP_PERIOD_S", default_value_t = 900)]
@@ -323,6 +328,7 @@ impl HttpArgs {
             replicas: atelier::pg::database::ReplicaSettings {
                 replicas,
                 max_lag: ms(self.replica_max_lag_ms),
+                write_wait: ms(self.replica_write_wait_ms),
             },
             slow_request: ms(self.slow_request_ms),
             drain_delay: ms(self.drain_delay_ms),

@@ -31,6 +31,7 @@ fn settings(replica: &Config, max_lag: Duration) -> ServeSettings {
         replicas: ReplicaSettings {
             replicas: vec![replica.clone()],
             max_lag,
+            ..Default::default()
         },
         ..Default::default()
     }

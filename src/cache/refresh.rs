@@ -87,19 +87,20 @@ impl ResponseCache {
             .collect()
     }
 
-    /// Renders and swaps in keys [`Self::number`] numbered, reading the primary: the second
-    /// half of [`Self::refresh_now`], for this instance's own writes.
+    /// Renders and swaps in keys [`Self::number`] numbered, from a replica that has the write
+    /// if one has it soon enough, else the primary: the second half of
+    /// [`Self::refresh_now`], for this instance's own writes.
     pub(crate) async fn refresh_numbered(&self, numbered: Vec<(Key, u64)>, db: &Database) {
         if numbered.is_empty() {
             return; // dropped: the next read fills them fresh
         }
         let mut superseded = self
-            .render_and_finish(numbered, db, ReadFrom::Primary)
+            .render_and_finish(numbered, db, ReadFrom::AfterOwnWrite)
             .await;
         // A later change took a key over; its refresh (in the background, fenced) also reads
-        // after this write, but may wait for a replica first. The writer's answer must not:
-        // what is still being refreshed is rendered again here, from the primary, under a
-        // number of its own (a refresh that finished meanwhile read after this write).
+        // after this write, but may wait for a replica longer than a writer does. What is
+        // still being refreshed is rendered again here, from the primary, under a number of
+        // its own (a refresh that finished meanwhile read after this write).
         let deadline = std::time::Instant::now() + db.timeout();
         while std::time::Instant::now() < deadline {
             superseded.retain(|key| self.is_being_refreshed(key));

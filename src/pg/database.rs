@@ -27,6 +27,9 @@ pub struct ReplicaSettings {
     pub replicas: Vec<Config>,
     /// How long a replica may lack a change seen before reads skip it.
     pub max_lag: Duration,
+    /// How long the refreshes after this instance's own write wait for a replica to replay
+    /// it before they read the primary (zero: they read the primary).
+    pub write_wait: Duration,
 }
 
 impl Default for ReplicaSettings {
@@ -34,6 +37,7 @@ impl Default for ReplicaSettings {
         ReplicaSettings {
             replicas: Vec::new(),
             max_lag: Duration::from_secs(1),
+            write_wait: Duration::from_millis(50),
         }
     }
 }
@@ -53,8 +57,10 @@ pub enum ReadFrom {
     /// A replica that has every change seen (waiting for one up to the bound), else the
     /// primary.
     Fenced,
-    /// The primary. The refreshes that follow this instance's own write read there: the
-    /// write's answer waits for them, and must not wait for a replica to replay it.
+    /// As `Fenced`, waiting for a replica at most [`ReplicaSettings::write_wait`]: the
+    /// refreshes that follow this instance's own write, whose answer waits for them.
+    AfterOwnWrite,
+    /// The primary.
     Primary,
 }
 
@@ -77,6 +83,7 @@ pub struct Database {
     pub primary: Pool,
     replicas: Vec<Arc<Replica>>,
     fence: Arc<Fence>,
+    write_wait: Duration,
     next: AtomicUsize,
     /// Reads sent to the primary because no replica could take them.
     pub primary_reads: AtomicU64,
@@ -107,6 +114,7 @@ impl Database {
             primary,
             replicas,
             fence: Arc::new(Fence::new(settings.max_lag)),
+            write_wait: settings.write_wait,
             next: AtomicUsize::new(0),
             primary_reads: AtomicU64::new(0),
         }
@@ -174,10 +182,12 @@ impl Database {
         F: Fn(&'a Pool) -> Fut,
         Fut: std::future::Future<Output = Result<T, DbError>>,
     {
-        if from == ReadFrom::Primary {
-            return f(&self.primary).await;
-        }
-        if let Some(replica) = self.choose().await {
+        let wait = match from {
+            ReadFrom::Primary => return f(&self.primary).await,
+            ReadFrom::Fenced => None,
+            ReadFrom::AfterOwnWrite => Some(self.write_wait),
+        };
+        if let Some(replica) = self.choose(wait).await {
             match f(&replica.pool).await {
                 Ok(value) => {
                     replica.reads.fetch_add(1, Ordering::Relaxed);
@@ -263,7 +273,7 @@ impl Database {
             replica.first_try(self.timeout()).await;
         }
         let fence = self.fence.high();
-        match self.choose().await {
+        match self.choose(None).await {
             Some(replica) => ScanSource {
                 config: replica.config().clone(),
                 replica: Some((Arc::clone(replica), fence)),
@@ -273,9 +283,9 @@ impl Database {
     }
 
     /// A replica that has every change seen so far: one that has now, else the one furthest
-    /// along of those behind by less than the bound, once it has caught up. Counts the
-    /// replicas skipped.
-    async fn choose(&self) -> Option<&Arc<Replica>> {
+    /// along of those behind by less than the bound, once it has caught up (waiting at most
+    /// `wait`, if given). Counts the replicas skipped.
+    async fn choose(&self, wait: Option<Duration>) -> Option<&Arc<Replica>> {
         if self.replicas.is_empty() {
             return None;
         }
@@ -300,7 +310,10 @@ impl Database {
                 }
             }
         }
-        let (replica, deadline) = waiting?;
+        let (replica, mut deadline) = waiting?;
+        if let Some(wait) = wait {
+            deadline = deadline.min(Instant::now() + wait);
+        }
         match replica.wait_for(&self.fence, deadline).await {
             Waited::CaughtUp => Some(replica),
             Waited::Lagging => {
