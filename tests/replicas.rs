@@ -316,6 +316,43 @@ async fn a_lagging_replica_never_gives_an_older_body_and_a_stopped_one_is_not_an
     );
     drop(misled);
 
+    // Two replicas, the standby that applies late and one that applies at once: an instance
+    // reading both refreshes from the one that has the change first, without waiting for the
+    // other.
+    let mut current = primary
+        .start_standby(Duration::ZERO)
+        .expect("a second standby");
+    let on_current = atelier::pg::connect(&current.config("atelier"))
+        .await
+        .expect("connect");
+    caught_up(&client, &on_standby).await;
+    caught_up(&client, &on_current).await;
+    let mut both = settings(&replica, Duration::from_secs(10));
+    both.replicas.replicas.push(current.config("atelier"));
+    let two = atelier::http::start(both, database.clone())
+        .await
+        .expect("start");
+    ready(two.addr).await;
+    assert_eq!(
+        helpfulness_in(&get(two.addr, &path).await.body, review),
+        before + 2
+    );
+    let late_reads = metric(two.addr, "atelier_replica_reads_total{replica=\"0\"}").await;
+    let prompt_reads = metric(two.addr, "atelier_replica_reads_total{replica=\"1\"}").await;
+    assert_eq!(put(b, &vote).await.status, 204);
+    serves_the_new_body_from_now_on(two.addr, &path, review, before + 3, &on_current).await;
+    assert!(
+        metric(two.addr, "atelier_replica_reads_total{replica=\"1\"}").await > prompt_reads,
+        "the refresh read the replica that had the vote"
+    );
+    assert_eq!(
+        metric(two.addr, "atelier_replica_reads_total{replica=\"0\"}").await,
+        late_reads,
+        "nothing waited for the late one"
+    );
+    drop(two);
+    current.stop();
+
     // A change made just before an instance starts: its warm-up must not scan the standby
     // until the standby has it (the feed of the new instance will never bring it).
     let renamed = product;
@@ -398,7 +435,7 @@ async fn a_lagging_replica_never_gives_an_older_body_and_a_stopped_one_is_not_an
     assert_eq!(put(b, &vote).await.status, 204);
     assert_eq!(
         helpfulness_in(&get(b, &path).await.body, review),
-        before + 3
+        before + 4
     );
     let after_stop = atelier::http::start(
         settings(&replica, Duration::from_millis(300)),
@@ -421,9 +458,43 @@ async fn a_lagging_replica_never_gives_an_older_body_and_a_stopped_one_is_not_an
         settled(server).await;
         assert_eq!(
             helpfulness_in(&get(server.addr, &path).await.body, review),
-            before + 3
+            before + 4
         );
         every_entry_is_fresh(server, &fresh).await;
     }
+
+    // The standby comes back: it is read again once its watcher has heard from it, and only
+    // once it has the changes it missed.
+    standby.resume().expect("restart the standby");
+    let restarted = Instant::now();
+    while metric(a, "atelier_replica_up{replica=\"0\"}").await != 1 {
+        assert!(
+            restarted.elapsed() < Duration::from_secs(30),
+            "never back up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    caught_up(&client, &on_standby_again(&replica).await).await;
+    let replica_reads = metric(a, "atelier_replica_reads_total{replica=\"0\"}").await;
+    assert_eq!(put(b, &vote).await.status, 204);
+    serves_the_new_body_from_now_on(
+        a,
+        &path,
+        review,
+        before + 5,
+        &on_standby_again(&replica).await,
+    )
+    .await;
+    assert!(
+        metric(a, "atelier_replica_reads_total{replica=\"0\"}").await > replica_reads,
+        "the refresh read the standby again"
+    );
+    settled(&waiting).await;
+    every_entry_is_fresh(&waiting, &fresh).await;
     standby.stop();
+}
+
+/// A new connection to the standby (the test's own went with the stop).
+async fn on_standby_again(replica: &Config) -> tokio_postgres::Client {
+    atelier::pg::connect(replica).await.expect("connect")
 }

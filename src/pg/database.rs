@@ -18,7 +18,7 @@ use tokio_postgres::Config;
 
 use super::fence::{caught_up, Fence, Lsn, Standing};
 use super::pool::Pool;
-use super::replica::{Replica, Waited};
+use super::replica::Replica;
 use super::DbError;
 
 /// Replicas to read from, and how far behind a change one may be.
@@ -282,15 +282,15 @@ impl Database {
         }
     }
 
-    /// A replica that has every change seen so far: one that has now, else the one furthest
-    /// along of those behind by less than the bound, once it has caught up (waiting at most
-    /// `wait`, if given). Counts the replicas skipped.
+    /// A replica that has every change seen so far: one that has now, else the first of those
+    /// behind by less than the bound to catch up (waiting at most `wait`, if given). Counts
+    /// the replicas skipped.
     async fn choose(&self, wait: Option<Duration>) -> Option<&Arc<Replica>> {
         if self.replicas.is_empty() {
             return None;
         }
         let first = self.next.fetch_add(1, Ordering::Relaxed);
-        let mut waiting: Option<(&Arc<Replica>, Instant)> = None;
+        let mut behind = Vec::new();
         for i in 0..self.replicas.len() {
             let replica = &self.replicas[(first + i) % self.replicas.len()];
             if !replica.is_up() {
@@ -302,27 +302,62 @@ impl Database {
                 Standing::Lagging => {
                     replica.skipped_lagging.fetch_add(1, Ordering::Relaxed);
                 }
-                Standing::Behind { deadline, .. } => {
-                    let further = waiting.is_none_or(|(w, _)| replica.replayed() > w.replayed());
-                    if further {
-                        waiting = Some((replica, deadline));
+                Standing::Behind { .. } => behind.push(replica),
+            }
+        }
+        if behind.is_empty() {
+            return None;
+        }
+        self.first_to_catch_up(behind, wait.map(|w| Instant::now() + w))
+            .await
+    }
+
+    /// Waits for the first of `behind` to reach the fence, each until its deadline (and
+    /// `cap`), asking their watchers to poll meanwhile; None if none does. Counts those that go
+    /// down or pass their deadline.
+    async fn first_to_catch_up<'r>(
+        &self,
+        mut behind: Vec<&'r Arc<Replica>>,
+        cap: Option<Instant>,
+    ) -> Option<&'r Arc<Replica>> {
+        loop {
+            // Listening before looking: a poll that lands in between is not missed.
+            let mut polled: Vec<_> = behind.iter().map(|r| Box::pin(r.polled())).collect();
+            for wake in &mut polled {
+                wake.as_mut().enable();
+            }
+            let now = Instant::now();
+            let mut next_deadline: Option<Instant> = None;
+            let mut still = Vec::with_capacity(behind.len());
+            for replica in behind {
+                if !replica.is_up() {
+                    replica.skipped_down.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                let deadline = match self.fence.standing(replica.replayed()) {
+                    Standing::CaughtUp => return Some(replica),
+                    Standing::Lagging => None,
+                    Standing::Behind { deadline, .. } => {
+                        Some(cap.map_or(deadline, |cap| cap.min(deadline)))
+                            .filter(|deadline| *deadline > now)
+                    }
+                };
+                match deadline {
+                    Some(deadline) => {
+                        next_deadline = Some(next_deadline.map_or(deadline, |d| d.min(deadline)));
+                        replica.want_poll();
+                        still.push(replica);
+                    }
+                    None => {
+                        replica.skipped_lagging.fetch_add(1, Ordering::Relaxed);
                     }
                 }
             }
-        }
-        let (replica, mut deadline) = waiting?;
-        if let Some(wait) = wait {
-            deadline = deadline.min(Instant::now() + wait);
-        }
-        match replica.wait_for(&self.fence, deadline).await {
-            Waited::CaughtUp => Some(replica),
-            Waited::Lagging => {
-                replica.skipped_lagging.fetch_add(1, Ordering::Relaxed);
-                None
-            }
-            Waited::Down => {
-                replica.skipped_down.fetch_add(1, Ordering::Relaxed);
-                None
+            let next_deadline = next_deadline?;
+            behind = still;
+            tokio::select! {
+                _ = futures_util::future::select_all(polled) => {}
+                () = tokio::time::sleep_until(tokio::time::Instant::from_std(next_deadline)) => {}
             }
         }
     }

@@ -9,13 +9,13 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio_postgres::types::PgLsn;
 use tokio_postgres::{Config, NoTls};
 
-use super::fence::{Fence, Lsn, Standing};
+use super::fence::Lsn;
 use super::pool::Pool;
 
 /// How often the watcher polls when no read is waiting.
@@ -47,13 +47,6 @@ pub struct Replica {
     pub skipped_lagging: AtomicU64,
     /// Reads that failed on it and went to the primary instead.
     pub failures: AtomicU64,
-}
-
-/// What a read learned of a replica by waiting for it.
-pub(crate) enum Waited {
-    CaughtUp,
-    Lagging,
-    Down,
 }
 
 impl Replica {
@@ -116,28 +109,14 @@ impl Replica {
         self.progress.notify_waiters();
     }
 
-    /// Waits until it has replayed past `fence`, it goes down, or `deadline` passes.
-    pub(crate) async fn wait_for(&self, fences: &Fence, deadline: Instant) -> Waited {
-        loop {
-            let progress = self.progress.notified();
-            tokio::pin!(progress);
-            progress.as_mut().enable();
-            if !self.is_up() {
-                return Waited::Down;
-            }
-            match fences.standing(self.replayed()) {
-                Standing::CaughtUp => return Waited::CaughtUp,
-                Standing::Lagging => return Waited::Lagging,
-                Standing::Behind { .. } if Instant::now() >= deadline => return Waited::Lagging,
-                Standing::Behind { .. } => {}
-            }
-            self.wanted.notify_one();
-            let deadline = tokio::time::Instant::from_std(deadline);
-            tokio::select! {
-                () = &mut progress => {}
-                () = tokio::time::sleep_until(deadline) => {}
-            }
-        }
+    /// Resolves at the watcher's next poll, or when the replica goes down.
+    pub(crate) fn polled(&self) -> tokio::sync::futures::Notified<'_> {
+        self.progress.notified()
+    }
+
+    /// Asks the watcher to poll now (a read waits for the replica to replay further).
+    pub(crate) fn want_poll(&self) {
+        self.wanted.notify_one();
     }
 
     /// Watches the replica for ever: connects, polls, and reconnects when the connection ends.
