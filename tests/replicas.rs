@@ -339,11 +339,14 @@ async fn a_lagging_replica_never_gives_an_older_body_and_a_stopped_one_is_not_an
     );
     let late_reads = metric(two.addr, "atelier_replica_reads_total{replica=\"0\"}").await;
     let prompt_reads = metric(two.addr, "atelier_replica_reads_total{replica=\"1\"}").await;
-    // Three votes: reads take the replicas in turn, so at least one refresh looks at the late
-    // one first.
+    let primary_reads = metric(two.addr, "atelier_replica_primary_reads_total").await;
+    // Three votes: reads take the replicas in turn, and a page filled between votes (a read
+    // too) shifts the turn, so some refresh looks at the late one first.
     for votes in 3..6 {
         assert_eq!(put(b, &vote).await.status, 204);
         serves_the_new_body_from_now_on(two.addr, &path, review, before + votes, &on_current).await;
+        let page = get(two.addr, &format!("/products?page={}&count=7", 10 + votes)).await;
+        assert_eq!(page.status, 200);
     }
     assert!(
         metric(two.addr, "atelier_replica_reads_total{replica=\"1\"}").await > prompt_reads,
@@ -353,6 +356,11 @@ async fn a_lagging_replica_never_gives_an_older_body_and_a_stopped_one_is_not_an
         metric(two.addr, "atelier_replica_reads_total{replica=\"0\"}").await,
         late_reads,
         "nothing waited for the late one"
+    );
+    assert_eq!(
+        metric(two.addr, "atelier_replica_primary_reads_total").await,
+        primary_reads,
+        "nothing went to the primary"
     );
     drop(two);
     current.stop();
