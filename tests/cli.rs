@@ -94,6 +94,21 @@ fn a_replica_url_naming_several_hosts_is_refused() {
         err.contains("--replica-url names several hosts") && err.contains("of its own"),
         "{err}"
     );
+    // In the environment, URLs are separated by `;`: the second one here is the refused one.
+    let out = Command::new(env!("CARGO_BIN_EXE_atelier"))
+        .args(["serve", "--database-url", "host=/nonexistent user=x"])
+        .env(
+            "ATELIER_REPLICA_URLS",
+            "host=/nonexistent user=x dbname=atelier;host=standby-a,standby-b user=x",
+        )
+        .output()
+        .expect("run atelier");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("--replica-url names several hosts (standby-a"),
+        "{err}"
+    );
     let (ok, err) = atelier(&[
         "serve",
         "--database-url",
