@@ -214,6 +214,11 @@ async fn a_lagging_replica_never_gives_an_older_body_and_a_stopped_one_is_not_an
     // reads the primary). The impatient one learns of the vote from its feed and refreshes
     // from the primary rather than wait past its bound.
     caught_up(&client, &on_standby).await;
+    let lagging = "atelier_replica_skipped_total{replica=\"0\",reason=\"lagging\"}";
+    let (skipped, primary_reads) = (
+        metric(b, lagging).await,
+        metric(b, "atelier_replica_primary_reads_total").await,
+    );
     assert_eq!(put(a, &vote).await.status, 204);
     assert_eq!(
         helpfulness_in(&get(a, &path).await.body, review),
@@ -222,15 +227,10 @@ async fn a_lagging_replica_never_gives_an_older_body_and_a_stopped_one_is_not_an
     );
     serves_the_new_body_from_now_on(b, &path, review, before + 1, &on_standby).await;
     assert!(
-        metric(
-            b,
-            "atelier_replica_skipped_total{replica=\"0\",reason=\"lagging\"}"
-        )
-        .await
-            > 0,
+        metric(b, lagging).await > skipped,
         "the standby lagged past the impatient instance's bound"
     );
-    assert!(metric(b, "atelier_replica_primary_reads_total").await > 0);
+    assert!(metric(b, "atelier_replica_primary_reads_total").await > primary_reads);
 
     // A vote through the impatient one: the waiting one learns of it from its feed, waits for
     // the standby to apply it, and refreshes from there.
@@ -329,6 +329,8 @@ async fn a_lagging_replica_never_gives_an_older_body_and_a_stopped_one_is_not_an
     caught_up(&client, &on_current).await;
     let mut both = settings(&replica, Duration::from_secs(10));
     both.replicas.replicas.push(current.config("atelier"));
+    // Room for a slow machine: the prompt replica has a write within milliseconds.
+    both.replicas.write_wait = Duration::from_secs(1);
     let two = atelier::http::start(both, database.clone())
         .await
         .expect("start");
@@ -356,6 +358,24 @@ async fn a_lagging_replica_never_gives_an_older_body_and_a_stopped_one_is_not_an
         metric(two.addr, "atelier_replica_reads_total{replica=\"0\"}").await,
         late_reads,
         "nothing waited for the late one"
+    );
+    assert_eq!(
+        metric(two.addr, "atelier_replica_primary_reads_total").await,
+        primary_reads,
+        "nothing went to the primary"
+    );
+    // A vote through the instance with the prompt replica: its own refreshes read that
+    // replica (which has the vote within the writer's wait), not the primary.
+    let prompt_reads = metric(two.addr, "atelier_replica_reads_total{replica=\"1\"}").await;
+    assert_eq!(put(two.addr, &vote).await.status, 204);
+    assert_eq!(
+        helpfulness_in(&get(two.addr, &path).await.body, review),
+        before + 6,
+        "the writer's next read is the new body"
+    );
+    assert!(
+        metric(two.addr, "atelier_replica_reads_total{replica=\"1\"}").await > prompt_reads,
+        "the writer's refresh read the prompt replica"
     );
     assert_eq!(
         metric(two.addr, "atelier_replica_primary_reads_total").await,
@@ -447,7 +467,7 @@ async fn a_lagging_replica_never_gives_an_older_body_and_a_stopped_one_is_not_an
     assert_eq!(put(b, &vote).await.status, 204);
     assert_eq!(
         helpfulness_in(&get(b, &path).await.body, review),
-        before + 6
+        before + 7
     );
     let after_stop = atelier::http::start(
         settings(&replica, Duration::from_millis(300)),
@@ -470,7 +490,7 @@ async fn a_lagging_replica_never_gives_an_older_body_and_a_stopped_one_is_not_an
         settled(server).await;
         assert_eq!(
             helpfulness_in(&get(server.addr, &path).await.body, review),
-            before + 6
+            before + 7
         );
         every_entry_is_fresh(server, &fresh).await;
     }
@@ -493,7 +513,7 @@ async fn a_lagging_replica_never_gives_an_older_body_and_a_stopped_one_is_not_an
         a,
         &path,
         review,
-        before + 7,
+        before + 8,
         &on_standby_again(&replica).await,
     )
     .await;

@@ -247,13 +247,14 @@ impl Database {
         }
     }
 
-    /// How long a read through [`Self::read`] may take: a wait for a replica, a read there,
-    /// and one on the primary. What a request waiting for another's fill waits at most.
+    /// How long a read through [`Self::read`] may take: a wait for a replica, a read there and
+    /// one on the primary, each a wait for a connection and a query. What a request waiting
+    /// for another's fill waits at most.
     pub fn read_limit(&self) -> Duration {
         if self.replicas.is_empty() {
             self.timeout()
         } else {
-            self.fence.max_lag() + self.timeout() * 2
+            self.fence.max_lag() + self.timeout() * 4
         }
     }
 
@@ -334,23 +335,21 @@ impl Database {
                     replica.skipped_down.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
-                let deadline = match self.fence.standing(replica.replayed()) {
+                let lag_deadline = match self.fence.standing(replica.replayed()) {
                     Standing::CaughtUp => return Some(replica),
-                    Standing::Lagging => None,
-                    Standing::Behind { deadline, .. } => {
-                        Some(cap.map_or(deadline, |cap| cap.min(deadline)))
-                            .filter(|deadline| *deadline > now)
-                    }
+                    Standing::Lagging => now,
+                    Standing::Behind { deadline, .. } => deadline,
                 };
-                match deadline {
-                    Some(deadline) => {
-                        next_deadline = Some(next_deadline.map_or(deadline, |d| d.min(deadline)));
-                        replica.want_poll();
-                        still.push(replica);
-                    }
-                    None => {
-                        replica.skipped_lagging.fetch_add(1, Ordering::Relaxed);
-                    }
+                if lag_deadline <= now {
+                    replica.skipped_lagging.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                // A writer's shorter wait running out is not the replica lagging.
+                let deadline = cap.map_or(lag_deadline, |cap| cap.min(lag_deadline));
+                if deadline > now {
+                    next_deadline = Some(next_deadline.map_or(deadline, |d| d.min(deadline)));
+                    replica.want_poll();
+                    still.push(replica);
                 }
             }
             let next_deadline = next_deadline?;

@@ -80,9 +80,14 @@ pub enum Standing {
 const RECENT_KEPT: usize = 4096;
 
 impl Fence {
+    /// A fence no replica passes until a query sent after now has raised it: until then this
+    /// instance has seen nothing of the log (a restore replays it only later).
     pub fn new(max_lag: Duration) -> Fence {
         Fence {
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                blind_since: Some(Instant::now()),
+                ..State::default()
+            }),
             max_lag,
         }
     }
@@ -200,12 +205,12 @@ mod tests {
     fn a_replica_behind_waits_until_the_bound_after_the_first_change_it_lacks() {
         let bound = Duration::from_millis(300);
         let fence = Fence::new(bound);
-        let t0 = Instant::now();
+        let t0 = Instant::now() + Duration::from_millis(1);
         let at = |ms: u64| t0 + Duration::from_millis(ms);
         assert_eq!(
             fence.standing_at(0, t0),
-            Standing::CaughtUp,
-            "nothing seen yet"
+            Standing::Lagging,
+            "nothing seen yet: no replica is known to be current"
         );
         fence.raise_at(1_000, at(0), at(0));
         fence.raise_at(2_000, at(150), at(150));
@@ -243,7 +248,7 @@ mod tests {
     fn a_burst_past_the_kept_positions_never_moves_a_deadline_later() {
         let bound = Duration::from_secs(1);
         let fence = Fence::new(bound);
-        let t0 = Instant::now();
+        let t0 = Instant::now() + Duration::from_millis(1);
         for i in 0..(RECENT_KEPT as u64 + 100) {
             let now = t0 + Duration::from_micros(i);
             fence.raise_at(1_000 + i, now, now);
@@ -269,6 +274,7 @@ mod tests {
     #[test]
     fn a_fence_not_known_trusts_no_replica_until_raised_by_a_query_sent_after() {
         let fence = Fence::new(Duration::from_secs(1));
+        std::thread::sleep(Duration::from_millis(1));
         let asked_before = Instant::now();
         fence.raise(1_000, asked_before);
         fence.blind();

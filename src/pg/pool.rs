@@ -36,6 +36,9 @@ pub struct Pool {
     slots: Vec<Mutex<Option<Arc<Conn>>>>,
     next: AtomicUsize,
     timeout: Duration,
+    /// For a replica's pool: the start time of the server each connection must reach
+    /// (microseconds since the epoch; see [`Pool::only_on_server`]).
+    server_started: Option<Arc<std::sync::atomic::AtomicI64>>,
 }
 
 impl Pool {
@@ -52,7 +55,16 @@ impl Pool {
             slots: (0..size.max(1)).map(|_| Mutex::new(None)).collect(),
             next: AtomicUsize::new(0),
             timeout,
+            server_started: None,
         }
+    }
+
+    /// Makes each connection check, once opened, that it reached the server whose postmaster
+    /// started at `started` (microseconds since the epoch, as a replica's watcher last saw it),
+    /// and be refused otherwise.
+    pub fn only_on_server(mut self, started: Arc<std::sync::atomic::AtomicI64>) -> Pool {
+        self.server_started = Some(started);
+        self
     }
 
     /// How the pool's connections connect: what [`Pool::new`] made of the configuration.
@@ -103,6 +115,21 @@ impl Pool {
         let client = super::connect(&self.config)
             .await
             .map_err(|e| DbError::Unavailable(e.to_string()))?;
+        if let Some(expected) = &self.server_started {
+            let started: i64 = client
+                .query_one(
+                    "SELECT (extract(epoch FROM pg_postmaster_start_time()) * 1e6)::int8",
+                    &[],
+                )
+                .await
+                .map_err(DbError::from_query)?
+                .get(0);
+            if started != expected.load(Ordering::Acquire) {
+                return Err(DbError::Unavailable(
+                    "the replica's pool reached another server than its watcher polls".into(),
+                ));
+            }
+        }
         let statements = Statements::prepare(&client).await?;
         Ok(Conn {
             client,

@@ -5,9 +5,12 @@
 //! milliseconds apart) while a read waits for the replica to pass the fence. It holds a
 //! connection of its own, and the replica counts as down from the moment that connection
 //! ends: a standby restarting may come back behind where it was, so nothing is read from it
-//! until the watcher has asked it again.
+//! until the watcher has asked it again. For the same reason each connection of the
+//! replica's pool must reach the very server the watcher last polled (the same postmaster
+//! start time), or it is refused: a pool that reconnected to a restarted standby, or a name
+//! that leads to several servers, does not read behind the watcher's back.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +34,9 @@ pub struct Replica {
     config: Config,
     pub(crate) pool: Pool,
     replayed: AtomicU64,
+    /// When the server the watcher polls started (microseconds since the epoch): each pool
+    /// connection must reach that same server, so that what the watcher saw holds for it.
+    server_started: Arc<AtomicI64>,
     up: AtomicBool,
     /// Whether the watcher has tried it at least once (answered or not).
     tried: AtomicBool,
@@ -53,9 +59,12 @@ impl Replica {
     /// A replica reached through `config`, with a pool like the primary's (`size`
     /// connections, `timeout` per query). Down until its watcher has heard from it.
     pub fn new(config: Config, size: usize, timeout: Duration) -> Replica {
+        let server_started = Arc::new(AtomicI64::new(0));
         Replica {
             name: super::describe(&config),
-            pool: Pool::new(config.clone(), size, timeout),
+            pool: Pool::new(config.clone(), size, timeout)
+                .only_on_server(Arc::clone(&server_started)),
+            server_started,
             config,
             replayed: AtomicU64::new(0),
             up: AtomicBool::new(false),
@@ -148,7 +157,11 @@ impl Replica {
             loop {
                 let polled = tokio::time::timeout(
                     timeout,
-                    client.query_one("SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()", &[]),
+                    client.query_one(
+                        "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn(), \
+                                (extract(epoch FROM pg_postmaster_start_time()) * 1e6)::int8",
+                        &[],
+                    ),
                 )
                 .await;
                 match polled {
@@ -156,6 +169,9 @@ impl Replica {
                         let replaying: Option<PgLsn> = row.get(1);
                         match (row.get::<_, bool>(0), replaying) {
                             (true, Some(lsn)) => {
+                                // The server first: a pool connection checks it before it
+                                // trusts what is stored next.
+                                self.server_started.store(row.get(2), Ordering::Release);
                                 self.replayed.store(u64::from(lsn), Ordering::Release);
                                 self.tried.store(true, Ordering::Release);
                                 if !self.up.swap(true, Ordering::AcqRel) {
