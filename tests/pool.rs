@@ -1,7 +1,8 @@
 //! The request-path pool against a real PostgreSQL: every connection carries a
 //! `statement_timeout`, a query past the limit answers 503 fast, a query the pool gives up on
-//! is cancelled on the server as well (not only by `statement_timeout`), and a connection whose
-//! query outlived the limit is replaced while the next request is served.
+//! is cancelled on the server as well (not only by `statement_timeout`), a connection whose
+//! query outlived the limit is replaced while the next request is served, and a replica's pool
+//! refuses a connection that reached another server than its watcher polls.
 
 mod common;
 
@@ -29,6 +30,30 @@ async fn pooled_connections_carry_the_time_limit_as_statement_timeout_and_no_jit
         .await
         .unwrap();
     assert_eq!(jit, "off", "small queries are not worth compiling");
+}
+
+#[tokio::test]
+async fn a_replica_pool_refuses_a_server_other_than_the_one_its_watcher_polls() {
+    use std::sync::atomic::AtomicI64;
+    use std::sync::Arc;
+    let db = common::migrated_database().await;
+    let client = db.client().await;
+    let started: i64 = client
+        .query_one(
+            "SELECT (extract(epoch FROM pg_postmaster_start_time()) * 1e6)::int8",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let expected = Arc::new(AtomicI64::new(started + 1));
+    let pool = Pool::new(db.config.clone(), 1, Duration::from_secs(5))
+        .only_on_server(Arc::clone(&expected));
+    let refused = pool.get().await.err().expect("another server's start time");
+    assert!(refused.is_unavailable(), "{refused}");
+    assert!(refused.to_string().contains("another server"), "{refused}");
+    expected.store(started, std::sync::atomic::Ordering::Release);
+    assert!(pool.get().await.is_ok(), "the server the watcher polls");
 }
 
 async fn pool_backend(db: &common::TestDb) -> Vec<i32> {
