@@ -431,7 +431,7 @@ fn render_replicas(out: &mut String, gauges: &Gauges) {
         (
             "atelier_replica_failures_total",
             "counter",
-            "Reads that failed on the replica and went to the primary.",
+            "Reads and warm-up scans that failed on the replica and were done on the primary.",
             |r| r.failures.to_string(),
         ),
         (

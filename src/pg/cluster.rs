@@ -86,10 +86,7 @@ impl PrivateCluster {
         };
         cluster.watchdog = cluster.spawn_watchdog().ok();
         cluster.init(opts)?;
-        cluster.pg_ctl(
-            &["start", "-w", "-t", "120", "-l"],
-            Some(&cluster.root.join("server.log")),
-        )?;
+        cluster.start_server()?;
         Ok(cluster)
     }
 
@@ -173,14 +170,27 @@ impl PrivateCluster {
             },
             wal_senders = if opts.replication { 4 } else { 0 },
         );
-        let conf = data.join("postgresql.conf");
+        self.add_settings(&settings)
+    }
+
+    /// Appends `settings` to the cluster's `postgresql.conf` (a later line wins).
+    fn add_settings(&self, settings: &str) -> Result<(), ClusterError> {
+        let conf = self.data_dir().join("postgresql.conf");
         let io = |source| ClusterError::Io {
             path: conf.clone(),
             source,
         };
         let mut text = std::fs::read_to_string(&conf).map_err(io)?;
-        text.push_str(&settings);
+        text.push_str(settings);
         std::fs::write(&conf, text).map_err(io)
+    }
+
+    /// Starts the server on the cluster's files, logging to `server.log`.
+    fn start_server(&self) -> Result<(), ClusterError> {
+        self.pg_ctl(
+            &["start", "-w", "-t", "120", "-l"],
+            Some(&self.root.join("server.log")),
+        )
     }
 
     fn pg_ctl(&self, args: &[&str], log: Option<&Path>) -> Result<(), ClusterError> {
@@ -314,18 +324,8 @@ impl PrivateCluster {
             socket = standby.socket_dir().display(),
             delay = apply_delay.as_millis(),
         );
-        let conf = data.join("postgresql.conf");
-        let io = |source| ClusterError::Io {
-            path: conf.clone(),
-            source,
-        };
-        let mut text = std::fs::read_to_string(&conf).map_err(io)?;
-        text.push_str(&settings);
-        std::fs::write(&conf, text).map_err(io)?;
-        standby.pg_ctl(
-            &["start", "-w", "-t", "120", "-l"],
-            Some(&standby.root.join("server.log")),
-        )?;
+        standby.add_settings(&settings)?;
+        standby.start_server()?;
         Ok(standby)
     }
 
@@ -336,10 +336,7 @@ impl PrivateCluster {
 
     /// Starts the server again after [`Self::pause`].
     pub fn resume(&self) -> Result<(), ClusterError> {
-        self.pg_ctl(
-            &["start", "-w", "-t", "120", "-l"],
-            Some(&self.root.join("server.log")),
-        )
+        self.start_server()
     }
 
     /// Stops the server and deletes its files.
