@@ -28,7 +28,7 @@ pub struct ReplicaSettings {
     /// How long a replica may lack a change seen before reads skip it.
     pub max_lag: Duration,
     /// How long the refreshes after this instance's own write wait for a replica to replay
-    /// it before they read the primary (zero: they read the primary).
+    /// it before they read the primary (zero: no wait, a replica only if it has it already).
     pub write_wait: Duration,
 }
 
@@ -158,12 +158,42 @@ impl Database {
     }
 
     /// Starts a watcher per replica (see [`super::replica`]); they run until aborted.
+    ///
+    /// A replica is read only once the primary has said which cluster it is
+    /// (`system_identifier`) and the replica is a standby of that same cluster.
     pub fn watch_replicas(&self) -> Vec<tokio::task::JoinHandle<()>> {
+        if self.replicas.is_empty() {
+            return Vec::new();
+        }
         let limit = self.primary.timeout();
-        self.replicas
+        let cluster = Arc::new(std::sync::OnceLock::new());
+        let mut tasks: Vec<_> = self
+            .replicas
             .iter()
-            .map(|replica| tokio::spawn(Arc::clone(replica).watch(limit)))
-            .collect()
+            .map(|replica| tokio::spawn(Arc::clone(replica).watch(limit, Arc::clone(&cluster))))
+            .collect();
+        let primary = self.primary.config().clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let asked = async {
+                    let client = super::connect(&primary).await?;
+                    let row = client
+                        .query_one(
+                            "SELECT system_identifier::text FROM pg_control_system()",
+                            &[],
+                        )
+                        .await
+                        .map_err(DbError::from_query)?;
+                    Ok::<String, DbError>(row.get(0))
+                };
+                if let Ok(Ok(identifier)) = tokio::time::timeout(limit * 2, asked).await {
+                    let _ = cluster.set(identifier);
+                    return;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }));
+        tasks
     }
 
     /// Runs the read `f` on a replica that has every change seen so far (waiting for one up to

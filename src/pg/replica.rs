@@ -11,7 +11,7 @@
 //! that leads to several servers, does not read behind the watcher's back.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -129,7 +129,9 @@ impl Replica {
     }
 
     /// Watches the replica for ever: connects, polls, and reconnects when the connection ends.
-    pub async fn watch(self: Arc<Self>, timeout: Duration) {
+    /// `cluster` is the primary's `system_identifier`, once known: until then, and for a
+    /// standby of another cluster, the replica stays down.
+    pub async fn watch(self: Arc<Self>, timeout: Duration, cluster: Arc<OnceLock<String>>) {
         let mut config = self.config.clone();
         super::notice_failures(&mut config, timeout);
         config.application_name("atelier replica watcher");
@@ -159,7 +161,8 @@ impl Replica {
                     timeout,
                     client.query_one(
                         "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn(), \
-                                (extract(epoch FROM pg_postmaster_start_time()) * 1e6)::int8",
+                                (extract(epoch FROM pg_postmaster_start_time()) * 1e6)::int8, \
+                                (SELECT system_identifier::text FROM pg_control_system())",
                         &[],
                     ),
                 )
@@ -167,8 +170,17 @@ impl Replica {
                 match polled {
                     Ok(Ok(row)) => {
                         let replaying: Option<PgLsn> = row.get(1);
-                        match (row.get::<_, bool>(0), replaying) {
-                            (true, Some(lsn)) => {
+                        let of_cluster: String = row.get(3);
+                        match (row.get::<_, bool>(0), replaying, cluster.get()) {
+                            // The primary has not said which cluster it is yet.
+                            (_, _, None) => self.set_down(),
+                            (_, _, Some(primary)) if *primary != of_cluster => {
+                                self.note_trouble(
+                                    &mut warned,
+                                    "it is not a standby of DATABASE_URL's cluster",
+                                );
+                            }
+                            (true, Some(lsn), Some(_)) => {
                                 // The server first: a pool connection checks it before it
                                 // trusts what is stored next.
                                 self.server_started.store(row.get(2), Ordering::Release);
