@@ -16,6 +16,7 @@ use atelier::config::ServeSettings;
 use atelier::pg::cluster::{ClusterOptions, PrivateCluster};
 use atelier::pg::database::ReplicaSettings;
 use atelier::pg::pool::Pool;
+use atelier::pg::scan::Snapshot;
 use common::{every_entry_is_fresh, get, put, ready, settled};
 use tokio_postgres::Config;
 
@@ -167,6 +168,23 @@ async fn a_lagging_replica_never_gives_an_older_body_and_a_stopped_one_is_not_an
     until_value(&on_standby, "SELECT count(*) FROM products", products).await;
     caught_up(&client, &on_standby).await;
     let fresh = Pool::new(database.clone(), 2, Duration::from_secs(5));
+
+    // A warm-up's scan checks, on its own connection, that its replica has replayed as far as
+    // it must: a position past the standby's is refused.
+    let replayed: String = on_standby
+        .query_one("SELECT pg_last_wal_replay_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let (high, low) = replayed.split_once('/').expect("an LSN");
+    let replayed =
+        u64::from_str_radix(high, 16).unwrap() << 32 | u64::from_str_radix(low, 16).unwrap();
+    assert!(Snapshot::take(&replica, Some(replayed)).await.is_ok());
+    let refused = Snapshot::take(&replica, Some(replayed + (16 << 20)))
+        .await
+        .err()
+        .expect("a standby behind the position asked for");
+    assert!(refused.to_string().contains("short of"), "{refused}");
 
     // Both warm up from the standby: it has every change either has seen.
     let waiting = atelier::http::start(
