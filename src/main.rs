@@ -463,9 +463,10 @@ async fn run(cli: Cli) -> Result<()> {
                 .iter()
                 .map(|s| s.split(',').map(|i| i.trim().to_owned()).collect())
                 .collect();
+            let most = atelier::shard::MAX_SHARDS as usize;
             anyhow::ensure!(
-                shards.len() <= 100 && shards.iter().flatten().all(|i| !i.is_empty()),
-                "give 1 to 100 shards, each a comma-separated list of host:port"
+                shards.len() <= most && shards.iter().flatten().all(|i| !i.is_empty()),
+                "give 1 to {most} shards, each a comma-separated list of host:port"
             );
             print!("{}", atelier::shard::nginx_config(&shards, &args.listen));
         }

@@ -23,9 +23,13 @@ pub struct Shard {
     pub count: u32,
 }
 
+/// The most shards: nginx's `split_clients` takes percentages with two decimals, so a hundred
+/// equal parts at most.
+pub const MAX_SHARDS: u32 = 100;
+
 /// Why a `--shard` value is not one.
 #[derive(Debug, thiserror::Error)]
-#[error("--shard takes I/N with 0 <= I < N <= 100 (for example 0/3), not {0:?}")]
+#[error("--shard takes I/N with 0 <= I < N <= {MAX_SHARDS} (for example 0/3), not {0:?}")]
 pub struct BadShard(String);
 
 impl std::str::FromStr for Shard {
@@ -36,8 +40,7 @@ impl std::str::FromStr for Shard {
         let (index, count) = text.split_once('/').ok_or_else(bad)?;
         let index: u32 = index.trim().parse().map_err(|_| bad())?;
         let count: u32 = count.trim().parse().map_err(|_| bad())?;
-        // split_clients takes percentages with two decimals: a hundred equal parts at most.
-        if count == 0 || count > 100 || index >= count {
+        if count == 0 || count > MAX_SHARDS || index >= count {
             return Err(bad());
         }
         Ok(Shard { index, count })
@@ -105,6 +108,16 @@ fn murmur_hash2(data: &[u8]) -> u32 {
     h
 }
 
+/// An nginx `upstream` block: `head` (its name and opening brace, and any balancing
+/// directive) and a server line for each of `instances`.
+fn upstream<'a>(out: &mut String, head: &str, instances: impl IntoIterator<Item = &'a String>) {
+    let _ = writeln!(out, "upstream {head}");
+    for instance in instances {
+        let _ = writeln!(out, "    server {instance} max_fails=3 fail_timeout=5s;");
+    }
+    let _ = writeln!(out, "    keepalive 32;\n    keepalive_timeout 5s;\n}}");
+}
+
 /// The nginx configuration (an `http`-level include) that routes each request to an instance
 /// of the shard holding it: `shards[i]` lists the `host:port` of shard i's instances. nginx
 /// listens on `listen`.
@@ -120,17 +133,9 @@ pub fn nginx_config(shards: &[Vec<String>], listen: &str) -> String {
     every.sort();
     every.dedup();
     for (index, instances) in shards.iter().enumerate() {
-        let _ = writeln!(out, "upstream atelier_shard_{index} {{");
-        for instance in instances {
-            let _ = writeln!(out, "    server {instance} max_fails=3 fail_timeout=5s;");
-        }
-        let _ = writeln!(out, "    keepalive 32;\n    keepalive_timeout 5s;\n}}");
+        upstream(&mut out, &format!("atelier_shard_{index} {{"), instances);
     }
-    let _ = writeln!(out, "upstream atelier_any {{\n    least_conn;");
-    for instance in &every {
-        let _ = writeln!(out, "    server {instance} max_fails=3 fail_timeout=5s;");
-    }
-    let _ = writeln!(out, "    keepalive 32;\n    keepalive_timeout 5s;\n}}");
+    upstream(&mut out, "atelier_any {\n    least_conn;", every);
     // The id a request is routed by: a product's, or for a question's answers the question's.
     // Paths as the server takes them: with or without the hosted API's `/api/fec2/{campus}`
     // prefix and a trailing slash. The id is hashed as written; one written otherwise

@@ -18,6 +18,7 @@ use atelier::pg::database::ReplicaSettings;
 use atelier::pg::pool::Pool;
 use atelier::pg::scan::Snapshot;
 use common::{every_entry_is_fresh, get, put, ready, settled};
+use tokio_postgres::types::PgLsn;
 use tokio_postgres::Config;
 
 /// How late the standby applies each commit.
@@ -44,6 +45,21 @@ async fn metric(addr: std::net::SocketAddr, series: &str) -> u64 {
     text.lines()
         .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
         .unwrap_or_else(|| panic!("no {series} in /metrics:\n{text}"))
+}
+
+/// Polls `addr`'s metric `series` until it is `want`, for up to `limit` seconds.
+async fn until_metric(
+    addr: std::net::SocketAddr,
+    series: &str,
+    want: u64,
+    limit: u64,
+    never: &str,
+) {
+    let started = Instant::now();
+    while metric(addr, series).await != want {
+        assert!(started.elapsed() < Duration::from_secs(limit), "{never}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// The helpfulness review `review` shows in `body` (a reviews list).
@@ -171,14 +187,12 @@ async fn a_lagging_replica_never_gives_an_older_body_and_a_stopped_one_is_not_an
 
     // A warm-up's scan checks, on its own connection, that its replica has replayed as far as
     // it must: a position past the standby's is refused.
-    let replayed: String = on_standby
-        .query_one("SELECT pg_last_wal_replay_lsn()::text", &[])
+    let replayed: PgLsn = on_standby
+        .query_one("SELECT pg_last_wal_replay_lsn()", &[])
         .await
         .unwrap()
         .get(0);
-    let (high, low) = replayed.split_once('/').expect("an LSN");
-    let replayed =
-        u64::from_str_radix(high, 16).unwrap() << 32 | u64::from_str_radix(low, 16).unwrap();
+    let replayed = u64::from(replayed);
     assert!(Snapshot::take(&replica, Some(replayed)).await.is_ok());
     let refused = Snapshot::take(&replica, Some(replayed + (16 << 20)))
         .await
@@ -290,11 +304,14 @@ async fn a_lagging_replica_never_gives_an_older_body_and_a_stopped_one_is_not_an
     let w = slow_feed.addr;
     ready(w).await;
     caught_up(&client, &on_standby).await;
-    let told = Instant::now();
-    while metric(w, "atelier_replica_behind_bytes{replica=\"0\"}").await != 0 {
-        assert!(told.elapsed() < Duration::from_secs(10), "never caught up");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_metric(
+        w,
+        "atelier_replica_behind_bytes{replica=\"0\"}",
+        0,
+        10,
+        "never caught up",
+    )
+    .await;
     proxy.delay_replies(Duration::from_secs(2));
     let sku: i64 = client
         .query_one("SELECT min(id) FROM skus WHERE quantity > 0", &[])
@@ -433,11 +450,14 @@ async fn a_lagging_replica_never_gives_an_older_body_and_a_stopped_one_is_not_an
     // The standby stops with the waiting instance sure it has every change: that instance
     // must not try it (a read tried there would fail, and count), and neither may the other.
     caught_up(&client, &on_standby).await;
-    let told = Instant::now();
-    while metric(a, "atelier_replica_behind_bytes{replica=\"0\"}").await != 0 {
-        assert!(told.elapsed() < Duration::from_secs(10), "never caught up");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_metric(
+        a,
+        "atelier_replica_behind_bytes{replica=\"0\"}",
+        0,
+        10,
+        "never caught up",
+    )
+    .await;
     standby.pause().expect("stop the standby");
     // At once (well within the watcher's 1 s poll): the watcher's connection ended with the
     // server, and that alone counts the standby down.
@@ -450,15 +470,15 @@ async fn a_lagging_replica_never_gives_an_older_body_and_a_stopped_one_is_not_an
         failures,
         "a read tried the stopped standby"
     );
-    let stopped = Instant::now();
     for addr in [a, b] {
-        while metric(addr, "atelier_replica_up{replica=\"0\"}").await != 0 {
-            assert!(
-                stopped.elapsed() < Duration::from_secs(10),
-                "still counted up"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        until_metric(
+            addr,
+            "atelier_replica_up{replica=\"0\"}",
+            0,
+            10,
+            "still counted up",
+        )
+        .await;
     }
     let failures = metric(a, "atelier_replica_failures_total{replica=\"0\"}").await;
     // Pages no warm-up rendered are filled on demand.
@@ -516,25 +536,19 @@ async fn a_lagging_replica_never_gives_an_older_body_and_a_stopped_one_is_not_an
     // The standby comes back: it is read again once its watcher has heard from it, and only
     // once it has the changes it missed.
     standby.resume().expect("restart the standby");
-    let restarted = Instant::now();
-    while metric(a, "atelier_replica_up{replica=\"0\"}").await != 1 {
-        assert!(
-            restarted.elapsed() < Duration::from_secs(30),
-            "never back up"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    caught_up(&client, &on_standby_again(&replica).await).await;
-    let replica_reads = metric(a, "atelier_replica_reads_total{replica=\"0\"}").await;
-    assert_eq!(put(b, &vote).await.status, 204);
-    serves_the_new_body_from_now_on(
+    until_metric(
         a,
-        &path,
-        review,
-        before + 8,
-        &on_standby_again(&replica).await,
+        "atelier_replica_up{replica=\"0\"}",
+        1,
+        30,
+        "never back up",
     )
     .await;
+    let on_standby = atelier::pg::connect(&replica).await.expect("connect");
+    caught_up(&client, &on_standby).await;
+    let replica_reads = metric(a, "atelier_replica_reads_total{replica=\"0\"}").await;
+    assert_eq!(put(b, &vote).await.status, 204);
+    serves_the_new_body_from_now_on(a, &path, review, before + 8, &on_standby).await;
     assert!(
         metric(a, "atelier_replica_reads_total{replica=\"0\"}").await > replica_reads,
         "the refresh read the standby again"
@@ -542,9 +556,4 @@ async fn a_lagging_replica_never_gives_an_older_body_and_a_stopped_one_is_not_an
     settled(&waiting).await;
     every_entry_is_fresh(&waiting, &fresh).await;
     standby.stop();
-}
-
-/// A new connection to the standby (the test's own went with the stop).
-async fn on_standby_again(replica: &Config) -> tokio_postgres::Client {
-    atelier::pg::connect(replica).await.expect("connect")
 }

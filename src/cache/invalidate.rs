@@ -53,10 +53,10 @@ impl ResponseCache {
     /// transaction `xid`): what it changed is re-rendered before this returns, so the writer's
     /// next read gets the new body. A product's two review orders are rendered together, from
     /// one read. When the change feed brings the same changes back, they are not refreshed
-    /// again: these renders read the primary after the write committed. The primary's position
-    /// taken first fences what this instance reads from replicas from now on (a key the cache
-    /// does not hold, filled on its next read, must not come from a replica that lacks the
-    /// write).
+    /// again: these renders read after the write committed, from a replica that has it within
+    /// the writer's wait or else the primary. The primary's position taken first fences what
+    /// this instance reads from replicas from now on (a key the cache does not hold, filled on
+    /// its next read, must not come from a replica that lacks the write).
     pub async fn apply_own_write(&self, changes: &[Change], xid: Option<i64>, db: &Database) {
         // Should the primary not tell its position (it went away just after the commit), no
         // replica is read until a later query has told it (`Fence::blind`).

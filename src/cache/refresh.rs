@@ -3,7 +3,7 @@
 //! is in.
 //!
 //! Changes from the feed are refreshed in the background by [`run`]; the instance that takes
-//! a write refreshes what it changed before answering ([`ResponseCache::refresh_now`]), so
+//! a write refreshes what it changed before answering ([`ResponseCache::apply_own_write`]), so
 //! its client's next read is the new body. Refreshes of one key can overlap (two changes in a
 //! row), and a slow one must not overwrite a newer one: every change to a held key takes a new
 //! number, and a refresh swaps its body in only if no later change has taken one since — under
@@ -71,25 +71,18 @@ impl ResponseCache {
         }
     }
 
-    /// Re-renders `keys` now (those the cache holds), and swaps the new bodies in; drops one
-    /// whose render fails. For the instance's own writes. Siblings (a product's two review
-    /// orders) are rendered from one read.
-    pub async fn refresh_now(&self, keys: &[Key], db: &Database) {
-        let numbered = self.number(keys);
-        self.refresh_numbered(numbered, db).await;
-    }
-
     /// Numbers the changes to `keys` the cache holds (their refreshes are under way from
-    /// here), dropping those it does not: the first half of [`Self::refresh_now`].
+    /// here), dropping those it does not: the first half of the refresh after an own write
+    /// ([`ResponseCache::apply_own_write`]).
     pub(crate) fn number(&self, keys: &[Key]) -> Vec<(Key, u64)> {
         keys.iter()
             .filter_map(|key| Some((key.clone(), self.take_number(key, false)?.0)))
             .collect()
     }
 
-    /// Renders and swaps in keys [`Self::number`] numbered, from a replica that has the write
-    /// if one has it soon enough, else the primary: the second half of
-    /// [`Self::refresh_now`], for this instance's own writes.
+    /// Renders and swaps in keys [`Self::number`] numbered (siblings from one read; one whose
+    /// render fails is dropped), from a replica that has the write if one has it soon enough,
+    /// else the primary: the second half of the refresh after an own write.
     pub(crate) async fn refresh_numbered(&self, numbered: Vec<(Key, u64)>, db: &Database) {
         if numbered.is_empty() {
             return; // dropped: the next read fills them fresh

@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::store::{key_of, slot_kind, SLOT_KINDS};
+use super::store::{key_of, REVIEWS_HELPFUL, REVIEWS_NEWEST, SLOT_KINDS};
 use super::warm::{WarmStop, WarmupStatus};
 use super::{CatalogSize, Key, ResponseCache};
 use crate::pg::feed::{FeedPosition, FeedStatus};
@@ -54,16 +54,6 @@ const FRAME_TARGET: usize = 1 << 20;
 const FRAME_MAX: usize = 256 << 20;
 /// The record kind of a products page (the catalog's slot kinds are below it).
 const PRODUCTS_PAGE: u8 = SLOT_KINDS as u8;
-/// The slot kinds of a product's reviews in each order: the newest order is written as an
-/// index into the helpful order's buffer.
-const HELPFUL: usize = slot_kind(Key::Reviews {
-    product_id: 0,
-    order: crate::domain::ReviewOrder::Helpful,
-});
-const NEWEST: usize = slot_kind(Key::Reviews {
-    product_id: 0,
-    order: crate::domain::ReviewOrder::Newest,
-});
 /// What a snapshot being written is called until it is whole.
 const TEMPORARY_SUFFIX: &str = ".tmp";
 
@@ -317,7 +307,7 @@ fn write_records(
         // The newest order is written as an index into the helpful order's buffer, written
         // just before. One that does not share it (a refresh swapped one order between the
         // two reads) is left out: the next read fills it.
-        let previous = if kind == NEWEST {
+        let previous = if kind == REVIEWS_NEWEST {
             match (&body, helpful.as_deref()) {
                 (Rendered::List(list), Some(base)) if list.shares_buffer_with(base) => Some(base),
                 (Rendered::List(_), _) => {
@@ -333,7 +323,7 @@ fn write_records(
         frames.frame.extend_from_slice(&(id as u64).to_le_bytes());
         stored::encode(&body, previous, &mut frames.frame);
         *helpful = match (kind, body) {
-            (HELPFUL, Rendered::List(list)) => Some(list),
+            (REVIEWS_HELPFUL, Rendered::List(list)) => Some(list),
             _ => None,
         };
         written.bodies += 1;
@@ -623,12 +613,12 @@ fn decode_records(
             .filter(|&i| i64::try_from(i).is_ok())
             .ok_or(Damaged("an id"))?;
         let previous = match &helpful {
-            Some((of, list)) if kind == NEWEST && *of == id => Some(list.as_ref()),
+            Some((of, list)) if kind == REVIEWS_NEWEST && *of == id => Some(list.as_ref()),
             _ => None,
         };
         let body = stored::decode(input, previous)?;
         helpful = match (kind, &body) {
-            (HELPFUL, Rendered::List(list)) => Some((id, Arc::clone(list))),
+            (REVIEWS_HELPFUL, Rendered::List(list)) => Some((id, Arc::clone(list))),
             _ => None,
         };
         if kind == 0 {

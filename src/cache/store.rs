@@ -86,18 +86,12 @@ pub(crate) type FillGuard<'a> = quick_cache::sync::PlaceholderGuard<
 /// The kinds of body the catalog holds, one slot array each.
 pub(crate) const SLOT_KINDS: usize = 8;
 
-/// The slot array of a key of the catalog's (0 for one it cannot hold: use [`slot_of`]).
-pub(crate) const fn slot_kind(key: Key) -> usize {
-    let kind = match slot_of(&key) {
-        Some((kind, _)) => kind,
-        None => 0,
-    };
-    std::mem::forget(key);
-    kind
-}
+/// The slot arrays of a product's reviews in each order.
+pub(crate) const REVIEWS_HELPFUL: usize = 4;
+pub(crate) const REVIEWS_NEWEST: usize = 5;
 
 /// The slot array and index of `key`'s body, if the catalog can hold it.
-const fn slot_of(key: &Key) -> Option<(usize, i64)> {
+fn slot_of(key: &Key) -> Option<(usize, i64)> {
     Some(match *key {
         Key::Product(id) => (0, id),
         Key::Styles(id) => (1, id),
@@ -106,11 +100,11 @@ const fn slot_of(key: &Key) -> Option<(usize, i64)> {
         Key::Reviews {
             product_id,
             order: ReviewOrder::Helpful,
-        } => (4, product_id),
+        } => (REVIEWS_HELPFUL, product_id),
         Key::Reviews {
             product_id,
             order: ReviewOrder::Newest,
-        } => (5, product_id),
+        } => (REVIEWS_NEWEST, product_id),
         Key::Questions(id) => (6, id),
         Key::Answers(id) => (7, id),
         Key::ProductsPage { .. } | Key::Cart(_) => return None,
@@ -125,11 +119,11 @@ pub(crate) fn key_of(kind: usize, index: usize) -> Key {
         1 => Key::Styles(id),
         2 => Key::Related(id),
         3 => Key::ReviewsMeta(id),
-        4 => Key::Reviews {
+        REVIEWS_HELPFUL => Key::Reviews {
             product_id: id,
             order: ReviewOrder::Helpful,
         },
-        5 => Key::Reviews {
+        REVIEWS_NEWEST => Key::Reviews {
             product_id: id,
             order: ReviewOrder::Newest,
         },

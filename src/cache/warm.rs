@@ -370,7 +370,7 @@ fn answers_of(
 impl ResponseCache {
     /// Starts recording invalidated keys for a warm-up; returns the products-list generation
     /// its pages belong to.
-    pub fn begin_warmup(&self) -> u64 {
+    pub(crate) fn begin_warmup(&self) -> u64 {
         if let Ok(mut w) = self.warming.lock() {
             *w = Some(Default::default());
         }

@@ -402,55 +402,53 @@ fn render_replicas(out: &mut String, gauges: &Gauges) {
         "Reads sent to the primary because no replica had every change seen (or answered).",
         gauges.primary_reads,
     );
-    type Field = fn(&crate::pg::database::ReplicaStats) -> String;
-    let families: [(&str, &str, &str, Field); 6] = [
+    type Field = fn(&crate::pg::database::ReplicaStats) -> u64;
+    let families: [(&str, &str, &str, Field); 5] = [
         (
             "atelier_replica_up",
             "gauge",
             "Whether the replica answered its last poll.",
-            |r| format!("{}", u8::from(r.up)),
+            |r| u64::from(r.up),
         ),
         (
             "atelier_replica_behind_bytes",
             "gauge",
             "Bytes of WAL the replica has yet to replay to have the last change seen.",
-            |r| r.behind_bytes.to_string(),
+            |r| r.behind_bytes,
         ),
         (
             "atelier_replica_reads_total",
             "counter",
             "Reads the replica served.",
-            |r| r.reads.to_string(),
+            |r| r.reads,
         ),
         (
             "atelier_replica_warmups_total",
             "counter",
             "Warm-ups that scanned the replica.",
-            |r| r.warmups.to_string(),
+            |r| r.warmups,
         ),
         (
             "atelier_replica_failures_total",
             "counter",
             "Reads and warm-up scans that failed on the replica and were done on the primary.",
-            |r| r.failures.to_string(),
-        ),
-        (
-            "atelier_replica_info",
-            "gauge",
-            "Where each replica is (host, port, database).",
-            |_| "1".into(),
+            |r| r.failures,
         ),
     ];
     for (name, kind, help, value) in families {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for (i, r) in gauges.replicas.iter().enumerate() {
-            let target = if name == "atelier_replica_info" {
-                format!(",target=\"{}\"", label_value(&r.name))
-            } else {
-                String::new()
-            };
-            let _ = writeln!(out, "{name}{{replica=\"{i}\"{target}}} {}", value(r));
+            let _ = writeln!(out, "{name}{{replica=\"{i}\"}} {}", value(r));
         }
+    }
+    let name = "atelier_replica_info";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Where each replica is (host, port, database).\n# TYPE {name} gauge"
+    );
+    for (i, r) in gauges.replicas.iter().enumerate() {
+        let target = label_value(&r.name);
+        let _ = writeln!(out, "{name}{{replica=\"{i}\",target=\"{target}\"}} 1");
     }
     let name = "atelier_replica_skipped_total";
     let _ = writeln!(

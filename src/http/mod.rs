@@ -127,7 +127,7 @@ impl App {
         start: FeedStart,
     ) -> tokio::task::JoinHandle<()> {
         let sink: Arc<dyn ChangeSink> = self.cache.clone();
-        let fence = (!self.db.replicas().is_empty()).then(|| Arc::clone(self.db.fence()));
+        let fence = self.db.feed_fence();
         let (status, task) = feed::spawn(database, sink, self.settings.feed.clone(), start, fence);
         let _ = self.feed.set(status);
         task
@@ -916,29 +916,15 @@ async fn keep_warm(
         // whatever the scan reads, and the source has every change seen before.
         let generation = app.cache.begin_warmup();
         let source = app.db.scan_source(database, replica_failed).await;
-        let replayed_to = source.replica.as_ref().map(|(replica, fence)| {
-            tracing::info!(replica = %replica.name, "warm-up: scanning a replica");
-            *fence
-        });
         let warmed = warm::warm(
             &app.cache,
             &source.config,
-            replayed_to,
+            source.replayed_to(),
             &app.warmup,
             generation,
         )
         .await;
-        replica_failed = false;
-        if let Some((replica, _)) = &source.replica {
-            let counter = match &warmed {
-                Ok(_) => &replica.warmups,
-                Err(_) => {
-                    replica_failed = true;
-                    &replica.failures
-                }
-            };
-            counter.fetch_add(1, Ordering::Relaxed);
-        }
+        replica_failed = source.finished(&warmed);
         match warmed {
             Ok(WarmupOutcome::Interrupted) => continue,
             Ok(_) => app.warmup.first_done.store(true, Ordering::Release),

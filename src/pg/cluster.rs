@@ -74,10 +74,21 @@ impl PrivateCluster {
         } else {
             None
         };
-        let root = unique_dir()?;
-        let port = 5432;
+        let cluster = PrivateCluster::in_fresh_dir(bin, run_as, 5432)?;
+        cluster.init(opts)?;
+        cluster.start_server()?;
+        Ok(cluster)
+    }
+
+    /// A cluster (not yet created) in a fresh directory, watched so that it goes with this
+    /// process.
+    fn in_fresh_dir(
+        bin: PathBuf,
+        run_as: Option<String>,
+        port: u16,
+    ) -> Result<PrivateCluster, ClusterError> {
         let mut cluster = PrivateCluster {
-            root,
+            root: unique_dir()?,
             bin,
             run_as,
             port,
@@ -85,8 +96,6 @@ impl PrivateCluster {
             stopped: false,
         };
         cluster.watchdog = cluster.spawn_watchdog().ok();
-        cluster.init(opts)?;
-        cluster.start_server()?;
         Ok(cluster)
     }
 
@@ -139,6 +148,11 @@ impl PrivateCluster {
                 OsStr::new("--no-sync"),
             ],
         )?;
+        let (wal_level, wal_senders) = if opts.replication {
+            ("replica", 4)
+        } else {
+            ("minimal", 0)
+        };
         let settings = format!(
             "\n# atelier private cluster: throwaway, tuned for bulk loading\n\
              listen_addresses = ''\n\
@@ -163,12 +177,6 @@ impl PrivateCluster {
             max_connections = opts.max_connections,
             shared_buffers = opts.shared_buffers,
             maintenance_work_mem = opts.maintenance_work_mem,
-            wal_level = if opts.replication {
-                "replica"
-            } else {
-                "minimal"
-            },
-            wal_senders = if opts.replication { 4 } else { 0 },
         );
         self.add_settings(&settings)
     }
@@ -284,16 +292,8 @@ impl PrivateCluster {
     /// each commit `apply_delay` after the primary made it (`recovery_min_apply_delay`), so
     /// tests can watch a replica lag.
     pub fn start_standby(&self, apply_delay: std::time::Duration) -> Result<Self, ClusterError> {
-        let root = unique_dir()?;
-        let mut standby = PrivateCluster {
-            root,
-            bin: self.bin.clone(),
-            run_as: self.run_as.clone(),
-            port: self.port,
-            watchdog: None,
-            stopped: false,
-        };
-        standby.watchdog = standby.spawn_watchdog().ok();
+        let standby =
+            PrivateCluster::in_fresh_dir(self.bin.clone(), self.run_as.clone(), self.port)?;
         let data = standby.data_dir();
         let primary_socket = self.socket_dir();
         self.run(

@@ -51,6 +51,27 @@ pub struct ScanSource {
     pub replica: Option<(Arc<Replica>, Lsn)>,
 }
 
+impl ScanSource {
+    /// How far a replica must have replayed for its scan to be current (None on the primary).
+    pub fn replayed_to(&self) -> Option<Lsn> {
+        self.replica.as_ref().map(|(_, fence)| *fence)
+    }
+
+    /// Counts how the scan went on the replica, if it was one; true if it failed there (the
+    /// next warm-up goes to the primary).
+    pub fn finished<T, E>(&self, scanned: &Result<T, E>) -> bool {
+        let Some((replica, _)) = &self.replica else {
+            return false;
+        };
+        let counter = match scanned {
+            Ok(_) => &replica.warmups,
+            Err(_) => &replica.failures,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        scanned.is_err()
+    }
+}
+
 /// Where a read may go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadFrom {
@@ -120,11 +141,6 @@ impl Database {
         }
     }
 
-    /// The replicas, in the order given.
-    pub fn replicas(&self) -> &[Arc<Replica>] {
-        &self.replicas
-    }
-
     /// What `/metrics` reports of each replica, in the order given.
     pub fn replica_stats(&self) -> Vec<ReplicaStats> {
         let fence = self.fence.high();
@@ -133,10 +149,9 @@ impl Database {
             .map(|r| ReplicaStats {
                 name: r.name.clone(),
                 up: r.is_up(),
-                behind_bytes: if caught_up(r.replayed(), fence) {
-                    0
-                } else {
-                    fence.saturating_sub(r.replayed())
+                behind_bytes: match r.replayed() {
+                    replayed if caught_up(replayed, fence) => 0,
+                    replayed => fence - replayed,
                 },
                 reads: r.reads.load(Ordering::Relaxed),
                 warmups: r.warmups.load(Ordering::Relaxed),
@@ -147,9 +162,9 @@ impl Database {
             .collect()
     }
 
-    /// The fence the change feed raises as it reads changes.
-    pub fn fence(&self) -> &Arc<Fence> {
-        &self.fence
+    /// The fence the change feed raises as it reads the log; None without replicas.
+    pub fn feed_fence(&self) -> Option<Arc<Fence>> {
+        (!self.replicas.is_empty()).then(|| Arc::clone(&self.fence))
     }
 
     /// The per-query time limit.
@@ -213,6 +228,7 @@ impl Database {
         Fut: std::future::Future<Output = Result<T, DbError>>,
     {
         let wait = match from {
+            _ if self.replicas.is_empty() => return f(&self.primary).await,
             ReadFrom::Primary => return f(&self.primary).await,
             ReadFrom::Fenced => None,
             ReadFrom::AfterOwnWrite => Some(self.write_wait),
@@ -241,9 +257,7 @@ impl Database {
                 }
             }
         }
-        if !self.replicas.is_empty() {
-            self.primary_reads.fetch_add(1, Ordering::Relaxed);
-        }
+        self.primary_reads.fetch_add(1, Ordering::Relaxed);
         f(&self.primary).await
     }
 
@@ -305,10 +319,13 @@ impl Database {
         }
         let fence = self.fence.high();
         match self.choose(None).await {
-            Some(replica) => ScanSource {
-                config: replica.config().clone(),
-                replica: Some((Arc::clone(replica), fence)),
-            },
+            Some(replica) => {
+                tracing::info!(replica = %replica.name, "warm-up: scanning a replica");
+                ScanSource {
+                    config: replica.config().clone(),
+                    replica: Some((Arc::clone(replica), fence)),
+                }
+            }
             None => on_primary(),
         }
     }
@@ -317,9 +334,6 @@ impl Database {
     /// behind by less than the bound to catch up (waiting at most `wait`, if given). Counts
     /// the replicas skipped.
     async fn choose(&self, wait: Option<Duration>) -> Option<&Arc<Replica>> {
-        if self.replicas.is_empty() {
-            return None;
-        }
         let first = self.next.fetch_add(1, Ordering::Relaxed);
         let mut behind = Vec::new();
         for i in 0..self.replicas.len() {

@@ -20,11 +20,40 @@ use tokio_postgres::{Config, NoTls};
 
 use super::fence::Lsn;
 use super::pool::Pool;
+use crate::task::AbortOnDrop;
 
 /// How often the watcher polls when no read is waiting.
 const IDLE_POLL: Duration = Duration::from_secs(1);
 /// The least time between two polls while reads wait.
 const BUSY_POLL: Duration = Duration::from_millis(2);
+
+/// The pause before reconnecting after a connection was lost.
+const RECONNECT: Duration = Duration::from_millis(100);
+
+/// What one poll of a replica said, with what its connection learned once.
+struct Standby<'a> {
+    in_recovery: bool,
+    replaying: Option<PgLsn>,
+    /// Its postmaster's start time (microseconds since the epoch).
+    started: i64,
+    /// Its cluster's `system_identifier`.
+    of_cluster: &'a str,
+}
+
+/// Why the watcher lost a connection (None: it closed), and how long it waits before the next.
+struct Lost {
+    why: Option<String>,
+    pause: Duration,
+}
+
+impl Lost {
+    fn because(why: String, pause: Duration) -> Lost {
+        Lost {
+            why: Some(why),
+            pause,
+        }
+    }
+}
 
 /// A streaming replica and what is known of it.
 pub struct Replica {
@@ -137,89 +166,107 @@ impl Replica {
         config.application_name("atelier replica watcher");
         let mut warned = false;
         loop {
-            let connected = tokio::time::timeout(timeout, config.connect(NoTls)).await;
-            let (client, connection) = match connected {
-                Ok(Ok(pair)) => pair,
-                Ok(Err(e)) => {
-                    self.note_trouble(&mut warned, &e.to_string());
-                    tokio::time::sleep(IDLE_POLL).await;
-                    continue;
-                }
-                Err(_) => {
-                    self.note_trouble(&mut warned, "timed out connecting");
-                    continue;
-                }
-            };
-            let replica = Arc::clone(&self);
-            let driver = tokio::spawn(async move {
-                let _ = connection.await;
-                // Whatever it said last may not hold for the server that answers next.
-                replica.set_down();
-            });
-            loop {
-                let polled = tokio::time::timeout(
-                    timeout,
-                    client.query_one(
-                        "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn(), \
-                                (extract(epoch FROM pg_postmaster_start_time()) * 1e6)::int8, \
-                                (SELECT system_identifier::text FROM pg_control_system())",
-                        &[],
-                    ),
-                )
-                .await;
-                match polled {
-                    Ok(Ok(row)) => {
-                        let replaying: Option<PgLsn> = row.get(1);
-                        let of_cluster: String = row.get(3);
-                        match (row.get::<_, bool>(0), replaying, cluster.get()) {
-                            // The primary has not said which cluster it is yet.
-                            (_, _, None) => self.set_down(),
-                            (_, _, Some(primary)) if *primary != of_cluster => {
-                                self.note_trouble(
-                                    &mut warned,
-                                    "it is not a standby of DATABASE_URL's cluster",
-                                );
-                            }
-                            (true, Some(lsn), Some(_)) => {
-                                // The server first: a pool connection checks it before it
-                                // trusts what is stored next.
-                                self.server_started.store(row.get(2), Ordering::Release);
-                                self.replayed.store(u64::from(lsn), Ordering::Release);
-                                self.tried.store(true, Ordering::Release);
-                                if !self.up.swap(true, Ordering::AcqRel) {
-                                    tracing::info!(replica = %self.name, "replica: reading from it");
-                                    warned = false;
-                                }
-                                self.progress.notify_waiters();
-                            }
-                            _ => {
-                                // Promoted, or a server that never was a standby: its data
-                                // no longer follows the primary's log.
-                                self.note_trouble(&mut warned, "it is not a standby in recovery");
-                            }
-                        }
-                    }
-                    Ok(Err(e)) => {
-                        self.note_trouble(&mut warned, &e.to_string());
-                        break;
-                    }
-                    Err(_) => {
-                        self.note_trouble(&mut warned, "timed out polling");
-                        break;
-                    }
-                }
-                if client.is_closed() {
-                    break;
-                }
-                tokio::select! {
-                    () = self.wanted.notified() => tokio::time::sleep(BUSY_POLL).await,
-                    () = tokio::time::sleep(IDLE_POLL) => {}
-                }
+            let lost = self.follow(&config, timeout, &cluster, &mut warned).await;
+            match &lost.why {
+                Some(why) => self.note_trouble(&mut warned, why),
+                None => self.set_down(),
             }
-            driver.abort();
-            self.set_down();
             // Not at once: a server that drops each connection must not be hammered.
-            tokio::time::sleep(BUSY_POLL * 50).await;
+            tokio::time::sleep(lost.pause).await;
+        }
+    }
+
+    /// Connects, and polls until the connection is lost.
+    async fn follow(
+        self: &Arc<Self>,
+        config: &Config,
+        timeout: Duration,
+        cluster: &OnceLock<String>,
+        warned: &mut bool,
+    ) -> Lost {
+        let (client, connection) = match tokio::time::timeout(timeout, config.connect(NoTls)).await
+        {
+            Ok(Ok(pair)) => pair,
+            Ok(Err(e)) => return Lost::because(e.to_string(), IDLE_POLL),
+            Err(_) => return Lost::because("timed out connecting".into(), Duration::ZERO),
+        };
+        let replica = Arc::clone(self);
+        let _driver = AbortOnDrop(tokio::spawn(async move {
+            let _ = connection.await;
+            // Whatever it said last may not hold for the server that answers next.
+            replica.set_down();
+        }));
+        // What cannot change while this connection lasts: asked once.
+        let identity = tokio::time::timeout(
+            timeout,
+            client.query_one(
+                "SELECT (extract(epoch FROM pg_postmaster_start_time()) * 1e6)::int8, \
+                        (SELECT system_identifier::text FROM pg_control_system())",
+                &[],
+            ),
+        )
+        .await;
+        let (started, of_cluster): (i64, String) = match identity {
+            Ok(Ok(row)) => (row.get(0), row.get(1)),
+            Ok(Err(e)) => return Lost::because(e.to_string(), RECONNECT),
+            Err(_) => return Lost::because("timed out polling".into(), RECONNECT),
+        };
+        loop {
+            let polled = tokio::time::timeout(
+                timeout,
+                client.query_one("SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()", &[]),
+            )
+            .await;
+            match polled {
+                Ok(Ok(row)) => {
+                    let standby = Standby {
+                        in_recovery: row.get(0),
+                        replaying: row.get(1),
+                        started,
+                        of_cluster: &of_cluster,
+                    };
+                    self.heard(standby, cluster.get(), warned);
+                }
+                Ok(Err(e)) => return Lost::because(e.to_string(), RECONNECT),
+                Err(_) => return Lost::because("timed out polling".into(), RECONNECT),
+            }
+            if client.is_closed() {
+                return Lost {
+                    why: None,
+                    pause: RECONNECT,
+                };
+            }
+            tokio::select! {
+                () = self.wanted.notified() => tokio::time::sleep(BUSY_POLL).await,
+                () = tokio::time::sleep(IDLE_POLL) => {}
+            }
+        }
+    }
+
+    /// Takes in what a poll said: up, with how far it has replayed, only as a standby in
+    /// recovery of the primary's own cluster (`primary`, once the primary has said it).
+    fn heard(&self, standby: Standby<'_>, primary: Option<&String>, warned: &mut bool) {
+        match (primary, standby.in_recovery, standby.replaying) {
+            (None, ..) => self.set_down(),
+            (Some(primary), ..) if primary != standby.of_cluster => {
+                self.note_trouble(warned, "it is not a standby of DATABASE_URL's cluster");
+            }
+            (Some(_), true, Some(lsn)) => {
+                // The server first: a pool connection checks it before it trusts what is
+                // stored next.
+                self.server_started
+                    .store(standby.started, Ordering::Release);
+                self.replayed.store(u64::from(lsn), Ordering::Release);
+                self.tried.store(true, Ordering::Release);
+                if !self.up.swap(true, Ordering::AcqRel) {
+                    tracing::info!(replica = %self.name, "replica: reading from it");
+                    *warned = false;
+                }
+                self.progress.notify_waiters();
+            }
+            // Promoted, or a server that never was a standby: its data no longer follows the
+            // primary's log.
+            _ => self.note_trouble(warned, "it is not a standby in recovery"),
         }
     }
 

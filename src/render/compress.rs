@@ -56,13 +56,23 @@ fn compressed(
 
 /// The bytes of a gzip member made by [`gzip`]; None if it is not one.
 pub fn gunzip(gz: &[u8]) -> Option<Vec<u8>> {
-    // The trailer's last four bytes are the length (mod 2^32; bodies here are far smaller).
-    let size: [u8; 4] = gz.get(gz.len().checked_sub(4)?..)?.try_into().ok()?;
-    let mut out = vec![0; u32::from_le_bytes(size) as usize];
+    let mut out = vec![0; gzip_size(gz)?];
     let n = DECOMPRESSOR
         .with(|d| d.borrow_mut().gzip_decompress(gz, &mut out))
         .ok()?;
     (n == out.len()).then_some(out)
+}
+
+/// The most deflate expands: 258 bytes from each 2-bit code, give or take its block headers.
+pub const MAX_DEFLATE_RATIO: usize = 1_032;
+
+/// The size a gzip member says its contents have (its trailer's last four bytes, mod 2^32;
+/// bodies here are far smaller), if plausible for its length: a header (10 bytes) and a
+/// trailer (8) at least, and no more than deflate expands. What inflating it allocates.
+pub fn gzip_size(gz: &[u8]) -> Option<usize> {
+    let at = gz.len().checked_sub(4).filter(|_| gz.len() >= 18)?;
+    let size = u32::from_le_bytes(gz.get(at..)?.try_into().ok()?) as usize;
+    (size <= gz.len().saturating_mul(MAX_DEFLATE_RATIO)).then_some(size)
 }
 
 /// `plain` as raw deflate, if that saves at least an eighth (no spare capacity either).

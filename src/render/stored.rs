@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::{Gzipped, ItemList, Lead, Rendered};
+use super::{compress, Gzipped, ItemList, Lead, Rendered};
 
 const JSON: u8 = 0;
 const GZIP: u8 = 1;
@@ -167,7 +167,7 @@ fn decode_list(input: &mut &[u8]) -> Result<ItemList, Damaged> {
     };
     let deflated = flags & DEFLATED != 0;
     let fits = if deflated {
-        rest > 0 && rest <= json.len().saturating_mul(MAX_DEFLATE_RATIO)
+        rest > 0 && rest <= json.len().saturating_mul(compress::MAX_DEFLATE_RATIO)
     } else {
         rest == json.len()
     };
@@ -183,25 +183,12 @@ fn decode_list(input: &mut &[u8]) -> Result<ItemList, Damaged> {
     })
 }
 
-/// The most deflate expands: 258 bytes from each 2-bit code, give or take its block headers.
-const MAX_DEFLATE_RATIO: usize = 1_032;
-
-/// The size a gzip member says its contents have, if it is plausible for its length: what
-/// inflating it allocates.
+/// The size a gzip member says its contents have, if plausible for its length: what inflating
+/// it allocates.
 fn gzip_size(gz: &[u8]) -> Result<usize, Damaged> {
-    // A header (10 bytes) and a trailer (8), the size last.
-    let size = gz
-        .len()
-        .checked_sub(4)
-        .filter(|_| gz.len() >= 18)
-        .and_then(|at| gz.get(at..))
-        .and_then(|b| <[u8; 4]>::try_from(b).ok())
-        .map(u32::from_le_bytes)
-        .ok_or(Damaged("a gzip member too short"))? as usize;
-    if size > gz.len().saturating_mul(MAX_DEFLATE_RATIO) {
-        return Err(Damaged("a gzip member that says it inflates too far"));
-    }
-    Ok(size)
+    compress::gzip_size(gz).ok_or(Damaged(
+        "a gzip member too short, or that says it inflates too far",
+    ))
 }
 
 fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
