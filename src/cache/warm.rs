@@ -107,7 +107,7 @@ const READ_AHEAD: usize = 256;
 /// warming record `generation` ([`ResponseCache::begin_warmup`]), begun before the scan's
 /// source was chosen. With `replayed_to`, `database` is a standby that must have replayed
 /// the primary's log that far ([`Snapshot::take`]).
-pub async fn warm(
+pub(crate) async fn warm(
     cache: &Arc<ResponseCache>,
     database: &Config,
     replayed_to: Option<Lsn>,
