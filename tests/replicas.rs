@@ -382,8 +382,14 @@ async fn a_lagging_replica_never_gives_an_older_body_and_a_stopped_one_is_not_an
     for votes in 3..6 {
         assert_eq!(put(b, &vote).await.status, 204);
         serves_the_new_body_from_now_on(two.addr, &path, review, before + votes, &on_current).await;
+        // An on-demand fill (a page no warm-up rendered) reads the prompt replica.
+        let filled = metric(two.addr, "atelier_replica_reads_total{replica=\"1\"}").await;
         let page = get(two.addr, &format!("/products?page={}&count=7", 10 + votes)).await;
         assert_eq!(page.status, 200);
+        assert!(
+            metric(two.addr, "atelier_replica_reads_total{replica=\"1\"}").await > filled,
+            "the fill read the prompt replica"
+        );
     }
     assert!(
         metric(two.addr, "atelier_replica_reads_total{replica=\"1\"}").await > prompt_reads,
