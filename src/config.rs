@@ -19,7 +19,8 @@ pub struct ServeSettings {
     pub cache_bytes: u64,
     /// `Access-Control-Allow-Origin`.
     pub cors_origin: String,
-    /// Most rows one `GET /products` page returns, whatever `count` asks for.
+    /// Most rows of a `GET /products` page cached whole; a larger page (a huge `count`, meaning
+    /// "all") is read and sent in runs of this many.
     pub max_page_rows: u64,
     /// When set, only these `Authorization` values are accepted (others get 401).
     pub auth_tokens: Option<Secret<HashSet<String>>>,

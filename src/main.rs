@@ -134,7 +134,7 @@ struct HttpArgs {
     /// Access-Control-Allow-Origin sent with every response.
     #[arg(long, env = "ATELIER_CORS_ORIGIN", default_value = "*")]
     cors_origin: String,
-    /// Most rows one GET /products page returns, whatever count asks for.
+    /// Most rows of a GET /products page cached whole; a larger page is sent in runs of this many.
     #[arg(long, env = "ATELIER_MAX_PAGE_ROWS", default_value_t = 1_000)]
     max_page_rows: u64,
     /// Comma-separated Authorization tokens to accept; when set, others get 401.

@@ -245,3 +245,116 @@ async fn every_connection_of_the_scan_reads_the_snapshot_taken_first() {
         .all(|f| f.value.as_deref() != Some("Changed After")));
     assert!(rows.styles.iter().all(|s| s.name != "Changed After"));
 }
+
+/// A characteristic's mean counts every visible review that rated it, whichever product the
+/// review belongs to (a loaded set may pair a review with another product's characteristic;
+/// the API never does): the warm-up's scan, a fill and the refreshes after a write all agree,
+/// and a write that changes such a mean reaches the characteristic's product.
+#[tokio::test]
+async fn a_rating_of_another_products_characteristic_counts_where_the_characteristic_is() {
+    let db = common::loaded_database(&common::sample_dir()).await;
+    let client = db.client().await;
+    // A characteristic, and two visible reviews of some other product.
+    let row = client
+        .query_one(
+            "SELECT c.id, c.product_id, c.name, r.product_id,
+                    array_agg(r.id ORDER BY r.id)
+               FROM characteristics c JOIN reviews r ON r.product_id <> c.product_id
+              WHERE NOT r.reported
+              GROUP BY c.id, c.product_id, c.name, r.product_id
+             HAVING count(*) >= 2
+              ORDER BY c.id, r.product_id LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (characteristic, product, name): (i64, i64, String) = (row.get(0), row.get(1), row.get(2));
+    let reviews: Vec<i64> = row.get(4);
+    client
+        .execute(
+            "INSERT INTO characteristic_reviews (characteristic_id, review_id, value)
+             VALUES ($1, $2, 1)",
+            &[&characteristic, &reviews[0]],
+        )
+        .await
+        .unwrap();
+    // The mean as the contract words it, computed here without the server's statements.
+    let expected = || {
+        let client = &client;
+        async move {
+            let values: Vec<i16> = client
+                .query(
+                    "SELECT cr.value FROM characteristic_reviews cr, reviews r
+                      WHERE cr.characteristic_id = $1 AND r.id = cr.review_id AND NOT r.reported",
+                    &[&characteristic],
+                )
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            assert!(!values.is_empty());
+            // Sixteen places, rounded half up, as PostgreSQL's numeric avg() renders.
+            let (sum, n) = (
+                values.iter().map(|&v| i128::from(v)).sum::<i128>(),
+                values.len() as i128,
+            );
+            let scaled = (sum * 10i128.pow(16) * 2 + n) / (2 * n);
+            format!(
+                "{}.{:016}",
+                scaled / 10i128.pow(16),
+                scaled % 10i128.pow(16)
+            )
+        }
+    };
+    let server = atelier::http::start(settings(), db.config.clone())
+        .await
+        .unwrap();
+    let a = server.addr;
+    ready(a).await;
+    let pool = Pool::new(db.config.clone(), 2, Duration::from_secs(5));
+    let name = &name;
+    let served = || async move {
+        let body = get(a, &format!("/reviews/meta?product_id={product}"))
+            .await
+            .body;
+        let meta: serde_json::Value = serde_json::from_str(&body).unwrap();
+        meta["characteristics"][&name]["value"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(served().await, expected().await, "after the warm-up");
+    every_entry_is_fresh(&server, &pool).await;
+
+    // Another such rating, written with SQL: the change log names the characteristic's
+    // product, and its meta is refreshed.
+    client
+        .execute(
+            "INSERT INTO characteristic_reviews (characteristic_id, review_id, value)
+             VALUES ($1, $2, 5)",
+            &[&characteristic, &reviews[1]],
+        )
+        .await
+        .unwrap();
+    common::settled(&server).await;
+    assert_eq!(
+        served().await,
+        expected().await,
+        "after a rating written with SQL"
+    );
+    every_entry_is_fresh(&server, &pool).await;
+
+    // Reporting the review (of the other product) takes its rating out of this mean.
+    let before = served().await;
+    assert_eq!(
+        put(a, &format!("/reviews/{}/report", reviews[1]))
+            .await
+            .status,
+        204
+    );
+    common::settled(&server).await;
+    assert_eq!(served().await, expected().await, "after a report");
+    assert_ne!(served().await, before, "the report changed the mean");
+    every_entry_is_fresh(&server, &pool).await;
+}

@@ -334,8 +334,20 @@ async fn invalid_writes_get_their_4xx_and_change_nothing() {
             "{body}"
         );
     }
-    let r = send(a, "POST", "/reviews", "text/plain", review).await;
-    assert_eq!(r.status, 415);
+    // The body is read as JSON whatever its Content-Type says (the contract names no 415):
+    // a form is malformed JSON, a 422 (and JSON sent as text/plain is taken, below).
+    let r = send(
+        a,
+        "POST",
+        "/cart",
+        "application/x-www-form-urlencoded",
+        "sku_id=1",
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (422, "Error: Cart body contains invalid entries")
+    );
     let huge = format!(r#"{{"body":"{}"}}"#, "x".repeat(70 * 1024));
     let r = post_json(a, "/reviews", &huge).await;
     assert_eq!(r.status, 413);
@@ -373,6 +385,19 @@ async fn invalid_writes_get_their_4xx_and_change_nothing() {
     }
     // And the server still answers.
     assert_eq!(get(a, "/reviews?product_id=1").await.status, 200);
+
+    // Valid JSON sent as text/plain (as fetch sends a string body) is taken.
+    let interaction = r#"{"element":"img","widget":"Overview","time":"now"}"#;
+    let r = send(
+        a,
+        "POST",
+        "/interactions",
+        "text/plain;charset=UTF-8",
+        interaction,
+    )
+    .await;
+    assert_eq!((r.status, r.body.as_str()), (201, "Created"));
+    assert_eq!(common::count(&client, "interactions").await, 1);
 }
 
 #[tokio::test]

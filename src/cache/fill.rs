@@ -6,11 +6,14 @@ use std::sync::Arc;
 
 use super::Key;
 use crate::domain::ReviewOrder;
+use crate::pg::database::Database;
 use crate::pg::pool::Pool;
 use crate::pg::read;
 use crate::pg::DbError;
 use crate::render::cart::render_cart;
-use crate::render::products::{render_product, render_product_list, render_related, render_styles};
+use crate::render::products::{
+    push_product_items, render_product, render_product_list, render_related, render_styles,
+};
 use crate::render::qa::{render_answer_list, render_question_list};
 use crate::render::reviews::{render_meta, render_review_list, render_review_orders};
 use crate::render::Rendered;
@@ -36,6 +39,48 @@ async fn fill_product_list(pool: &Pool, limit: i64, offset: i64) -> Result<Rende
         .run(|c| async move { read::products_page(&c, limit, offset).await })
         .await?;
     Ok(Rendered::Json(render_product_list(&rows)))
+}
+
+/// Where a run of a `GET /products` page begins: at the page's offset, or after the last id
+/// the previous run sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunStart {
+    Offset(i64),
+    After(i64),
+}
+
+/// A run of a products page read in runs: its items, comma-separated without brackets (what
+/// [`render_product_list`] puts between them), how many, and the last id.
+pub struct ProductRun {
+    pub items: Vec<u8>,
+    pub rows: usize,
+    pub last_id: Option<i64>,
+}
+
+/// Up to `limit` products from `start`, read fresh and not cached: a page too large to hold
+/// is sent as runs of these, so its memory is one run's whatever the count.
+pub async fn product_run(
+    db: &Database,
+    start: RunStart,
+    limit: i64,
+) -> Result<ProductRun, DbError> {
+    let rows = db
+        .read(|pool| {
+            pool.run(move |c| async move {
+                match start {
+                    RunStart::Offset(offset) => read::products_page(&c, limit, offset).await,
+                    RunStart::After(id) => read::products_after(&c, limit, id).await,
+                }
+            })
+        })
+        .await?;
+    let mut items = Vec::with_capacity(rows.len() * 256);
+    push_product_items(&mut items, &rows);
+    Ok(ProductRun {
+        items,
+        rows: rows.len(),
+        last_id: rows.last().map(|p| p.id),
+    })
 }
 
 async fn fill_product(pool: &Pool, id: i64) -> Result<Rendered, DbError> {

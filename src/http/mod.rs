@@ -25,13 +25,14 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use self::body::BodyError;
 use self::conn::{Admission, Connections, WriteDeadline};
 use self::metrics::{Gauges, Metrics};
 use self::respond::{Body, Coding};
 use self::route::{Route, ROUTE_LABELS};
+use crate::cache::fill::{product_run, RunStart};
 use crate::cache::snapshot::{self, SnapshotError, SnapshotStatus, Written};
 use crate::cache::warm::{self, WarmupOutcome, WarmupStatus};
 use crate::cache::{Key, ResponseCache};
@@ -75,7 +76,7 @@ impl Outcome {
 pub struct App {
     pub cache: Arc<ResponseCache>,
     /// The primary's pool (writes, the feed, `/readyz`), and the replicas reads may go to.
-    pub db: Database,
+    pub db: Arc<Database>,
     pub metrics: Metrics,
     pub settings: ServeSettings,
     cors_origin: HeaderValue,
@@ -105,7 +106,7 @@ impl App {
                 ResponseCache::with_compaction(settings.cache_bytes, settings.compaction)
                     .sharded(settings.shard),
             ),
-            db,
+            db: Arc::new(db),
             metrics: Metrics::default(),
             settings,
             cors_origin,
@@ -323,11 +324,6 @@ impl App {
             let request_id = supplied_request_id(req.headers())
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
-            let content_type = req
-                .headers()
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok());
-            let json = body::is_json(content_type);
             let length = req
                 .headers()
                 .get(header::CONTENT_LENGTH)
@@ -337,7 +333,7 @@ impl App {
             let bytes = tokio::time::timeout(self.settings.limits.body_timeout, reading)
                 .await
                 .unwrap_or(Err(BodyError::TooSlow));
-            let written = self.write(&route, &token, request_id.as_deref(), json, bytes);
+            let written = self.write(&route, &token, request_id.as_deref(), bytes);
             let (response, cause) = match written.await {
                 Ok(response) => (response, None),
                 Err((response, e)) => (response, Some(logging::cause_chain(&e))),
@@ -371,7 +367,6 @@ impl App {
         route: &Route,
         token: &str,
         request_id: Option<&str>,
-        json: bool,
         bytes: Result<Bytes, BodyError>,
     ) -> Result<Response<Body>, (Response<Body>, DbError)> {
         let invalid: &'static str = match route {
@@ -405,11 +400,6 @@ impl App {
             Err(_) => return Ok(respond::text(StatusCode::BAD_REQUEST, "Bad Request")),
             Ok(bytes) => bytes,
         };
-        if posted && !json {
-            let unsupported =
-                respond::text(StatusCode::UNSUPPORTED_MEDIA_TYPE, "Unsupported Media Type");
-            return Ok(unsupported);
-        }
         let pool = &self.db.primary;
         let result = match *route {
             Route::PostReview => match body::review(&bytes) {
@@ -491,7 +481,6 @@ impl App {
         };
         Ok(match *route {
             Route::ProductsList { page, count } => {
-                let limit = count.min(self.settings.max_page_rows);
                 let offset = render::page_offset(page, count);
                 // Past the last product a page is empty: no query, and no cache entry per
                 // page a client invents.
@@ -503,7 +492,12 @@ impl App {
                 if past_the_end {
                     return Ok(respond::json(Bytes::from_static(b"[]")));
                 }
-                match (i64::try_from(limit), i64::try_from(offset)) {
+                if count > self.settings.max_page_rows {
+                    // Offsets past i64 were answered above.
+                    let offset = i64::try_from(offset).unwrap_or(i64::MAX);
+                    return Ok(self.products_in_runs(offset, count));
+                }
+                match (i64::try_from(count), i64::try_from(offset)) {
                     (Ok(limit), Ok(offset)) => whole(
                         self.cache
                             .get(&self.cache.products_page_key(limit, offset), db)
@@ -587,6 +581,51 @@ impl App {
     /// 200 only when the server can serve correctly now: warmed up, the change feed
     /// established in the log, connected (or down for less than the staleness bound) and not
     /// reading a backlog, and the database answering.
+    /// A `GET /products` page of more than `--max-page-rows` rows ("all", to clients that
+    /// send huge counts), sent in runs of that many as they are read: memory stays one run's
+    /// whatever the count, and a client that stops reading stops the reads. Runs after the
+    /// first continue after the last id sent, so none scans past rows already sent.
+    fn products_in_runs(&self, offset: i64, count: u64) -> Response<Body> {
+        let run_rows = i64::try_from(self.settings.max_page_rows.max(1)).unwrap_or(i64::MAX);
+        let db = Arc::clone(&self.db);
+        // One run read ahead of the client at most.
+        let (tx, rx) = mpsc::channel(1);
+        tokio::spawn(async move {
+            let mut left = count;
+            let mut start = RunStart::Offset(offset);
+            let mut next = Vec::from(&b"["[..]);
+            while left > 0 {
+                let limit = i64::try_from(left).map_or(run_rows, |left| left.min(run_rows));
+                let run = match product_run(&db, start, limit).await {
+                    Ok(run) => run,
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                };
+                if run.rows > 0 && start != RunStart::Offset(offset) {
+                    next.push(b',');
+                }
+                next.extend_from_slice(&run.items);
+                left = left.saturating_sub(run.rows as u64);
+                match run.last_id {
+                    Some(id) if run.rows as i64 == limit => start = RunStart::After(id),
+                    _ => break, // the last product
+                }
+                if tx
+                    .send(Ok(Bytes::from(std::mem::take(&mut next))))
+                    .await
+                    .is_err()
+                {
+                    return; // the client went away
+                }
+            }
+            next.push(b']');
+            let _ = tx.send(Ok(Bytes::from(next))).await;
+        });
+        respond::streamed_json(rx)
+    }
+
     async fn readiness(&self) -> Response<Body> {
         match self.unready_reason().await {
             None => respond::text(StatusCode::OK, "ready"),

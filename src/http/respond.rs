@@ -1,15 +1,81 @@
 //! Building responses: JSON bodies, the contract's plain-text errors, and the headers every
 //! response carries.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use bytes::Bytes;
 use http_body_util::Full;
+use hyper::body::{Frame, SizeHint};
 use hyper::header::{self, HeaderValue};
 use hyper::{Response, StatusCode};
+use tokio::sync::mpsc;
 
 use super::route::RouteError;
+use crate::pg::DbError;
 use crate::render;
 
-pub type Body = Full<Bytes>;
+/// A response body: whole, or runs of bytes made while the client reads them (a `GET
+/// /products` page too large to hold, [`streamed_json`]).
+#[derive(Debug)]
+pub enum Body {
+    Whole(Full<Bytes>),
+    /// Each run as it is made; an error cuts the response short (the client sees the
+    /// connection end before the last chunk).
+    Runs(mpsc::Receiver<Result<Bytes, DbError>>),
+}
+
+impl Body {
+    pub fn new(bytes: Bytes) -> Body {
+        Body::Whole(Full::new(bytes))
+    }
+}
+
+impl hyper::body::Body for Body {
+    type Data = Bytes;
+    type Error = DbError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, DbError>>> {
+        match self.get_mut() {
+            Body::Whole(whole) => Pin::new(whole)
+                .poll_frame(cx)
+                .map_err(|never| match never {}),
+            Body::Runs(runs) => runs
+                .poll_recv(cx)
+                .map(|run| run.map(|bytes| bytes.map(Frame::data))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Body::Whole(whole) => whole.is_end_stream(),
+            Body::Runs(_) => false,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Body::Whole(whole) => whole.size_hint(),
+            Body::Runs(_) => SizeHint::default(),
+        }
+    }
+}
+
+/// A 200 JSON body sent as `runs` yields it: no length, and no entity tag (it would need the
+/// whole body first).
+pub fn streamed_json(runs: mpsc::Receiver<Result<Bytes, DbError>>) -> Response<Body> {
+    let mut r = Response::new(Body::Runs(runs));
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    r
+}
 
 /// The 500 text of the hosted API.
 pub const INTERNAL_ERROR: &str =
@@ -34,7 +100,7 @@ pub enum Coding {
 /// depends on that header, and a cache between client and server must not hand a compressed
 /// body to a client that did not ask for one.
 pub fn json_with(body: Bytes, digest: u64, coding: Coding) -> Response<Body> {
-    let mut r = Response::new(Full::new(body));
+    let mut r = Response::new(Body::new(body));
     let h = r.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
@@ -107,7 +173,7 @@ pub fn not_modified(
     if !matches {
         return None;
     }
-    let mut r = Response::new(Full::new(Bytes::new()));
+    let mut r = Response::new(Body::new(Bytes::new()));
     *r.status_mut() = StatusCode::NOT_MODIFIED;
     let h = r.headers_mut();
     h.insert(header::ETAG, tag.clone());
@@ -116,7 +182,7 @@ pub fn not_modified(
 }
 
 pub fn text(status: StatusCode, message: &'static str) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from_static(message.as_bytes())));
+    let mut r = Response::new(Body::new(Bytes::from_static(message.as_bytes())));
     *r.status_mut() = status;
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -141,7 +207,7 @@ pub fn internal_error() -> Response<Body> {
 }
 
 pub fn no_content() -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::new()));
+    let mut r = Response::new(Body::new(Bytes::new()));
     *r.status_mut() = StatusCode::NO_CONTENT;
     r
 }

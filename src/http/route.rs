@@ -326,20 +326,18 @@ impl Query<'_> {
             .ok_or(RouteError::InvalidProductId)
     }
 
-    /// `page` (default 1) and `count` (default 5): integers ≥ 1.
+    /// `page` (default 1) and `count` (default 5): integers ≥ 1. One past 2^64-1 counts as
+    /// 2^64-1: clients send huge counts to mean "all", and the contract says never to fail them.
     fn paging(&self) -> Result<(u64, u64), RouteError> {
         let number = |name: &'static str, default: u64| match self.get(name) {
             None => Ok(default),
-            Some(v) => {
-                if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
-                    v.parse::<u64>()
-                        .ok()
-                        .filter(|&n| n >= 1)
-                        .ok_or(RouteError::InvalidPaging(name))
-                } else {
-                    Err(RouteError::InvalidPaging(name))
-                }
+            Some(v) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => {
+                // All digits: parsing fails only past u64::MAX.
+                Some(v.parse::<u64>().unwrap_or(u64::MAX))
+                    .filter(|&n| n >= 1)
+                    .ok_or(RouteError::InvalidPaging(name))
             }
+            Some(_) => Err(RouteError::InvalidPaging(name)),
         };
         Ok((number("page", 1)?, number("count", 5)?))
     }
@@ -432,6 +430,32 @@ mod tests {
         );
         assert_eq!(
             get("/qa/questions", Some("product_id=1&count=x")),
+            Err(RouteError::InvalidPaging("count"))
+        );
+        for (huge, saturated) in [
+            ("18446744073709551615", u64::MAX),
+            ("18446744073709551616", u64::MAX),
+            ("99999999999999999999999999999999", u64::MAX),
+            ("000000000000000000000000000000042", 42),
+        ] {
+            assert_eq!(
+                get(
+                    "/qa/questions",
+                    Some(&format!("product_id=1&page={huge}&count={huge}"))
+                ),
+                Ok(Route::Questions {
+                    product_id: 1,
+                    page: saturated,
+                    count: saturated
+                }),
+                "{huge}"
+            );
+        }
+        assert_eq!(
+            get(
+                "/qa/questions",
+                Some("product_id=1&count=000000000000000000000000")
+            ),
             Err(RouteError::InvalidPaging("count"))
         );
         assert_eq!(

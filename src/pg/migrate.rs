@@ -51,6 +51,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "schema_version",
         sql: include_str!("../../sql/0007_schema_version.sql"),
     },
+    Migration {
+        version: 8,
+        name: "characteristic_means",
+        sql: include_str!("../../sql/0008_characteristic_means.sql"),
+    },
 ];
 
 /// Key of the advisory lock that serialises migrations (and bulk loads) across processes.

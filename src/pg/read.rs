@@ -66,6 +66,8 @@ macro_rules! counted_once {
 statements! {
     products_page = "SELECT id, name, slogan, description, category, default_price::text
                        FROM products ORDER BY id LIMIT $1 OFFSET $2";
+    products_after = "SELECT id, name, slogan, description, category, default_price::text
+                        FROM products WHERE id > $2 ORDER BY id LIMIT $1";
     product = "SELECT id, name, slogan, description, category, default_price::text
                  FROM products WHERE id = $1";
     product_exists = "SELECT EXISTS (SELECT 1 FROM products WHERE id = $1)";
@@ -97,13 +99,14 @@ statements! {
                       WHERE r.product_id = $1 AND NOT r.reported ORDER BY p.review_id, p.id";
     meta_counts = "SELECT rating, recommend, count(*) FROM reviews
                     WHERE product_id = $1 AND NOT reported GROUP BY rating, recommend";
-    meta_characteristics = "SELECT c.id, c.name, a.mean
+    // Every visible review that rated the characteristic counts, whatever its product (as
+    // in the scan; sql/0008_characteristic_means.sql).
+    meta_characteristics = "SELECT c.id, c.name,
+                                   (SELECT round(avg(cr.value), 16)::text
+                                      FROM characteristic_reviews cr
+                                      JOIN reviews r ON r.id = cr.review_id
+                                     WHERE cr.characteristic_id = c.id AND NOT r.reported)
                               FROM characteristics c
-                              LEFT JOIN (SELECT cr.characteristic_id, round(avg(cr.value), 16)::text AS mean
-                                           FROM reviews r
-                                           JOIN characteristic_reviews cr ON cr.review_id = r.id
-                                          WHERE r.product_id = $1 AND NOT r.reported
-                                          GROUP BY cr.characteristic_id) a ON a.characteristic_id = c.id
                              WHERE c.product_id = $1 ORDER BY c.id";
     questions = concat!(
         "SELECT id, body, ", epoch_ms!("date"), ", asker_name, helpfulness
@@ -306,6 +309,15 @@ pub async fn products_page(conn: &Conn, limit: i64, offset: i64) -> Result<Vec<P
     let rows = conn
         .client
         .query(&conn.statements.products_page, &[&limit, &offset])
+        .await?;
+    Ok(rows.iter().map(product_row).collect())
+}
+
+/// Up to `limit` products with ids above `after`, by id: the next run of a page read in runs.
+pub async fn products_after(conn: &Conn, limit: i64, after: i64) -> Result<Vec<ProductRow>, Error> {
+    let rows = conn
+        .client
+        .query(&conn.statements.products_after, &[&limit, &after])
         .await?;
     Ok(rows.iter().map(product_row).collect())
 }

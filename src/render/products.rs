@@ -26,16 +26,22 @@ fn push_product_fields(out: &mut Vec<u8>, p: &ProductRow) {
 pub fn render_product_list(rows: &[ProductRow]) -> Bytes {
     let mut out = Vec::with_capacity(64 + rows.len() * 256);
     out.push(b'[');
+    push_product_items(&mut out, rows);
+    out.push(b']');
+    super::frozen(out)
+}
+
+/// The items of a `GET /products` page, comma-separated, without the brackets: a page too
+/// large to hold is sent as runs of these.
+pub fn push_product_items(out: &mut Vec<u8>, rows: &[ProductRow]) {
     for (i, p) in rows.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
         out.push(b'{');
-        push_product_fields(&mut out, p);
+        push_product_fields(out, p);
         out.push(b'}');
     }
-    out.push(b']');
-    super::frozen(out)
 }
 
 /// `GET /products/{id}`.

@@ -206,7 +206,16 @@ pub async fn send_raw(addr: std::net::SocketAddr, request: &[u8]) -> Reply {
         .position(|w| w == b"\r\n\r\n")
         .map_or(raw.len(), |at| at + 4);
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let raw_body = raw[split..].to_vec();
+    let chunked = head.lines().any(|l| {
+        l.split_once(':').is_some_and(|(k, v)| {
+            k.trim().eq_ignore_ascii_case("transfer-encoding") && v.trim() == "chunked"
+        })
+    });
+    let raw_body = if chunked {
+        dechunk(&raw[split..])
+    } else {
+        raw[split..].to_vec()
+    };
     let mut lines = head.lines();
     let status = lines
         .next()
@@ -233,6 +242,31 @@ pub async fn send_raw(addr: std::net::SocketAddr, request: &[u8]) -> Reply {
     };
     openapi::check(request, &reply);
     reply
+}
+
+/// A chunked body's content; panics unless it is well framed and ends with the last chunk (a
+/// response cut short does not).
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut content = Vec::new();
+    loop {
+        let line_end = raw
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("a chunk size line");
+        let size = std::str::from_utf8(&raw[..line_end])
+            .ok()
+            .and_then(|line| usize::from_str_radix(line.split(';').next()?.trim(), 16).ok())
+            .expect("a hexadecimal chunk size");
+        raw = &raw[line_end + 2..];
+        if size == 0 {
+            assert_eq!(raw, b"\r\n", "the last chunk, and nothing after it");
+            return content;
+        }
+        assert!(raw.len() >= size + 2, "a whole chunk");
+        content.extend_from_slice(&raw[..size]);
+        assert_eq!(&raw[size..size + 2], b"\r\n", "a chunk's end");
+        raw = &raw[size + 2..];
+    }
 }
 
 /// `gz` decoded by the system's `gzip -d`.
