@@ -5,7 +5,9 @@ mod common;
 
 use atelier::dataset::generate::{generate, GenerateOptions};
 use atelier::dataset::Table;
-use atelier::pg::load::{finish_interrupted_load, load, LoadError, LoadOptions, LoadReport};
+use atelier::pg::load::{
+    convert::Outcome, finish_interrupted_load, load, LoadError, LoadOptions, LoadReport,
+};
 use common::{count, TempDir};
 use tokio_postgres::Config;
 
@@ -382,4 +384,53 @@ async fn an_interrupted_load_is_finished_by_the_next_run() {
         1
     );
     assert_eq!(count(&client, "loader_deferred_ddl").await, 0);
+}
+
+/// A date PostgreSQL cannot take as written (year 0, year 10000) skips its row with a note;
+/// the load goes on, and the first and last dates it can take load.
+#[tokio::test]
+async fn a_date_outside_years_1_to_9999_skips_its_row_not_the_load() {
+    let dir = TempDir::new("loader-dates");
+    common::copy_dir(&common::sample_dir(), dir.path());
+    let questions = dir.path().join("questions.csv");
+    let mut text = std::fs::read_to_string(&questions).unwrap();
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    for (id, date) in [
+        (101, -62_135_596_800_001_i64), // 0000-12-31T23:59:59.999Z
+        (102, -62_135_596_800_000),     // 0001-01-01T00:00:00.000Z
+        (103, 253_402_300_799_999),     // 9999-12-31T23:59:59.999Z
+        (104, 253_402_300_800_000),     // 10000-01-01T00:00:00.000Z
+    ] {
+        text.push_str(&format!("{id},1,\"When?\",{date},\"a\",\"a@b.co\",0,0\n"));
+    }
+    std::fs::write(&questions, text).unwrap();
+    let db = common::migrated_database().await;
+    let report = load_dir(&db.config, dir.path()).await;
+    let f = report.file("questions.csv").unwrap();
+    assert_eq!((f.loaded, f.skipped), (8, 2));
+    assert_eq!(f.notes.len(), 2);
+    for note in &f.notes {
+        assert!(
+            matches!(&note.outcome, Outcome::Skipped(why) if why.contains("outside years 1 to 9999")),
+            "{note:?}"
+        );
+    }
+    let client = db.client().await;
+    let loaded: Vec<String> = client
+        .query(
+            "SELECT to_char(date AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.MS')
+               FROM questions WHERE id > 100 ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        loaded,
+        ["0001-01-01 00:00:00.000", "9999-12-31 23:59:59.999"]
+    );
 }

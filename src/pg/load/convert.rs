@@ -7,7 +7,7 @@ use std::collections::HashSet;
 
 use crate::dataset::csv_line::{has_unbalanced_quote, Fields, LineError};
 use crate::dataset::{Column, Table};
-use crate::time::push_iso_millis;
+use crate::time::{self, push_iso_millis};
 
 /// The ids of one table that made it into the database.
 ///
@@ -245,6 +245,11 @@ impl<'a> Converter<'a> {
                 }),
                 Column::EpochMillis => {
                     let v = parse_int(raw).ok_or_else(|| bad("not epoch milliseconds"))?;
+                    // PostgreSQL refuses year 0 (and this writer clamps past 9999): such a row
+                    // is skipped and reported, not left to abort the file's COPY.
+                    if !(time::FIRST_ISO_MS..=time::LAST_ISO_MS).contains(&v) {
+                        return Err(bad("a date outside years 1 to 9999"));
+                    }
                     push_iso_millis(out, v);
                 }
             }
@@ -363,6 +368,32 @@ mod tests {
         assert!(matches!(o, Outcome::Skipped(_)), "{o:?}");
         let (o, _) = convert(Table::Photos, &parents, "5,2,a");
         assert_eq!(o, Outcome::Skipped("expected 4 fields, found 3".into()));
+    }
+
+    #[test]
+    fn dates_outside_years_1_to_9999_are_skipped() {
+        let parents = with_products(&[1]);
+        let question = |date: i64| {
+            convert(
+                Table::Questions,
+                &parents,
+                &format!(r#"1,1,"Why?",{date},"a","a@b.co",0,0"#),
+            )
+        };
+        let (o, row) = question(-62_135_596_800_000);
+        assert_eq!(o, Outcome::Loaded);
+        assert!(row.contains("\t0001-01-01T00:00:00.000Z\t"), "{row}");
+        let (o, row) = question(253_402_300_799_999);
+        assert_eq!(o, Outcome::Loaded);
+        assert!(row.contains("\t9999-12-31T23:59:59.999Z\t"), "{row}");
+        for date in [-62_135_596_800_001, 253_402_300_800_000, -i64::MAX, i64::MAX] {
+            let (o, row) = question(date);
+            assert!(
+                matches!(&o, Outcome::Skipped(why) if why.contains("outside years 1 to 9999")),
+                "{date}: {o:?}"
+            );
+            assert_eq!(row, "", "{date}");
+        }
     }
 
     #[test]
