@@ -69,7 +69,7 @@ async fn a_restart_from_a_snapshot_replays_what_changed_and_serves_fresh_bodies(
     let a = first.addr;
     // Writes of every kind before the snapshot, so that it holds refreshed bodies.
     let review = r#"{"product_id":2,"rating":4,"summary":"s","body":"before the snapshot","recommend":true,
-        "name":"n","email":"n@example.com","photos":[]}"#;
+        "name":"n","email":"n@example.com","photos":[],"characteristics":{}}"#;
     assert_eq!(post_json(a, "/reviews", review).await.status, 201);
     assert_eq!(put(a, "/qa/answers/1/helpful").await.status, 204);
     settled(&first).await;

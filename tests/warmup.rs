@@ -86,7 +86,7 @@ async fn every_warmed_body_is_what_a_fill_renders_before_and_after_writes() {
 
         // A burst of writes of every kind, through the API and with SQL.
         let review = r#"{"product_id":1,"rating":5,"summary":"s","body":"b","recommend":true,
-            "name":"n","email":"n@example.com","photos":["https://example.com/p.jpg"]}"#;
+            "name":"n","email":"n@example.com","photos":["https://example.com/p.jpg"],"characteristics":{}}"#;
         assert_eq!(post_json(a, "/reviews", review).await.status, 201);
         let question = r#"{"product_id":1,"body":"q?","name":"n","email":"n@example.com"}"#;
         assert_eq!(post_json(a, "/qa/questions", question).await.status, 201);

@@ -135,8 +135,8 @@ fn photos(v: Option<&Value>) -> Result<Vec<String>, BodyError> {
 /// `POST /reviews`.
 pub fn review(bytes: &[u8]) -> Result<NewReview, BodyError> {
     let o = object(bytes)?;
+    // Required, unlike `photos`: the contract marks only `photos` as one that may be absent.
     let characteristics = match o.get("characteristics") {
-        None | Some(Value::Null) => Vec::new(),
         Some(Value::Object(map)) => map
             .iter()
             .map(|(k, v)| {
@@ -275,6 +275,8 @@ mod tests {
             ("characteristics", json!({"5": "4"})),
             ("characteristics", json!({"x": 3})),
             ("characteristics", json!([1])),
+            ("characteristics", Value::Null),
+            ("summary", Value::Null),
         ] {
             assert_eq!(
                 broken(field, value.clone()),
