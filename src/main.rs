@@ -135,7 +135,9 @@ struct HttpArgs {
     #[arg(long, env = "ATELIER_CORS_ORIGIN", default_value = "*")]
     cors_origin: String,
     /// Most rows of a GET /products page cached whole; a larger page is sent in runs of this many.
-    #[arg(long, env = "ATELIER_MAX_PAGE_ROWS", default_value_t = 1_000)]
+    /// At least 5: the default page (`count=5`) is always cached whole.
+    #[arg(long, env = "ATELIER_MAX_PAGE_ROWS", default_value_t = 1_000,
+          value_parser = clap::value_parser!(u64).range(5..=1_000_000))]
     max_page_rows: u64,
     /// Comma-separated Authorization tokens to accept; when set, others get 401.
     #[arg(long, env = "ATELIER_AUTH_TOKENS", hide_env_values = true)]
@@ -543,8 +545,35 @@ async fn demo(args: DemoArgs) -> Result<()> {
 }
 
 /// Serves until Ctrl-C or SIGTERM, then drains connections and returns.
+/// Refuses to serve a database that lacks a migration this build carries (its statements may
+/// need what the migration adds). A database that cannot be reached now is not refused: the
+/// server starts, and answers 503 until it can.
+async fn refuse_an_unmigrated_database(
+    database: &tokio_postgres::Config,
+    limit: std::time::Duration,
+) -> Result<()> {
+    let Ok(Ok(client)) = tokio::time::timeout(limit, pg::connect(database)).await else {
+        return Ok(());
+    };
+    let behind = tokio::time::timeout(limit, atelier::pg::migrate::behind(&client))
+        .await
+        .unwrap_or(Ok(None))?;
+    if let Some(have) = behind {
+        let want = atelier::pg::migrate::MIGRATIONS
+            .last()
+            .map_or(0, |m| m.version);
+        anyhow::bail!(
+            "{} has schema migrations up to {have}, and this build needs {want}: run \
+             `atelier migrate` (as the database's owner) first",
+            pg::describe(database)
+        );
+    }
+    Ok(())
+}
+
 async fn serve(http: &HttpArgs, database: tokio_postgres::Config, demo: bool) -> Result<()> {
     let settings = http.settings()?;
+    refuse_an_unmigrated_database(&database, settings.db_timeout).await?;
     let listen = settings.listen;
     let cannot_listen = || {
         format!("cannot listen on {listen}: is another server using that port? (--listen picks another)")

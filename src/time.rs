@@ -4,16 +4,17 @@
 //! `2020-07-27T21:18:34.409Z`. Doing the calendar arithmetic here (rather than pulling in a
 //! date crate) keeps both the loader's hot loop and the renderer allocation-free.
 
-/// Appends `ms` (milliseconds since 1970-01-01T00:00:00Z) as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
-///
-/// PostgreSQL accepts the same text as `timestamptz` input, so the loader writes it into COPY
-/// streams unchanged. Years outside 0..=9999 are clamped to that range's edges, which
-/// PostgreSQL would reject or render differently anyway.
 /// The first and last instants PostgreSQL takes in the ISO form this module writes (years 1
 /// to 9999): a date outside them cannot be loaded as written.
 pub const FIRST_ISO_MS: i64 = -62_135_596_800_000; // 0001-01-01T00:00:00.000Z
 pub const LAST_ISO_MS: i64 = 253_402_300_799_999; // 9999-12-31T23:59:59.999Z
 
+/// Appends `ms` (milliseconds since 1970-01-01T00:00:00Z) as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+///
+/// PostgreSQL accepts the same text as `timestamptz` input for years 1 to 9999, so the loader
+/// writes it into COPY streams unchanged (and skips a row whose date lies outside them).
+/// Years outside 0..=9999 are clamped to that range's edges, which PostgreSQL would reject or
+/// render differently anyway.
 pub fn push_iso_millis(out: &mut Vec<u8>, ms: i64) {
     const MIN_MS: i64 = -62_167_219_200_000; // 0000-01-01T00:00:00.000Z
     const MAX_MS: i64 = 253_402_300_799_999; // 9999-12-31T23:59:59.999Z

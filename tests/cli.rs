@@ -1,5 +1,7 @@
 //! The `atelier` binary's error messages: one line that says what to do, never a panic.
 
+mod common;
+
 use std::process::Command;
 
 fn atelier(args: &[&str]) -> (bool, String) {
@@ -118,4 +120,60 @@ fn a_replica_url_naming_several_hosts_is_refused() {
     ]);
     assert!(!ok);
     assert!(err.contains("--replica-max-lag-ms"), "{err}");
+}
+
+#[test]
+fn a_products_run_length_out_of_range_is_refused() {
+    for rows in ["0", "4", "1000001"] {
+        let (ok, err) = atelier(&[
+            "serve",
+            "--database-url",
+            "host=/nonexistent user=x",
+            "--max-page-rows",
+            rows,
+        ]);
+        assert!(!ok, "{rows}");
+        assert!(err.contains("--max-page-rows"), "{rows}: {err}");
+    }
+}
+
+/// A server of this build refuses a database that lacks one of its migrations, and says what
+/// to run; migrated, the same database is served.
+#[tokio::test]
+async fn serve_refuses_a_database_behind_this_builds_migrations() {
+    let db = common::empty_database().await;
+    let newest = atelier::pg::migrate::MIGRATIONS.last().unwrap().version;
+    let mut client = db.client().await;
+    atelier::pg::migrate::migrate_to(&mut client, newest - 1)
+        .await
+        .unwrap();
+    let url = common::connection_string(&db.config);
+    let serve = |url: String| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_atelier"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+            .args(["--database-url", &url])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run atelier")
+    };
+    let out = serve(url.clone()).wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(&format!("migrations up to {}", newest - 1))
+            && err.contains("atelier migrate"),
+        "{err}"
+    );
+    // Never migrated at all: refused too.
+    let bare = common::empty_database().await;
+    let out = serve(common::connection_string(&bare.config))
+        .wait_with_output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("migrations up to 0"));
+
+    atelier::pg::migrate::migrate(&mut client).await.unwrap();
+    let mut child = common::KillOnDrop(serve(url));
+    let (addr, _lines) = common::served_address(&mut child);
+    common::ready(addr).await;
 }

@@ -1,6 +1,5 @@
 //! Fuzzing of everything that reads what a client sends before the database sees it: the route
-//! and query parser, the five body validators, the `Content-Type` and `Accept-Encoding`
-//! readers. Inputs are random bytes and mutations (flips, insertions, deletions, splices, and
+//! and query parser, the five body validators, the `Accept-Encoding` reader. Inputs are random bytes and mutations (flips, insertions, deletions, splices, and
 //! tokens known to trouble parsers) of valid requests; none may panic, integer overflow
 //! included (the test profile checks it), and a validator that accepts a body must give the
 //! values the contract allows.

@@ -43,6 +43,7 @@ struct Registry {
 }
 
 /// One open connection as the registry sees it.
+#[derive(Debug)]
 pub struct ConnState {
     id: u64,
     /// Requests being handled now.
@@ -155,27 +156,29 @@ impl Connections {
         self.registry().by_id.remove(&conn.id);
     }
 
-    /// Marks `conn` busy until the returned guard drops.
-    pub fn busy<'a>(&'a self, conn: &'a ConnState) -> Busy<'a> {
+    /// Marks `conn` busy until the returned guard drops: when its request is answered, or,
+    /// for a body sent in runs, when the last run is written ([`super::respond::Body`]).
+    pub fn busy(&self, conn: &Arc<ConnState>) -> Busy {
         conn.busy.fetch_add(1, Ordering::AcqRel);
         Busy {
-            connections: self,
-            conn,
+            started: self.started,
+            conn: Arc::clone(conn),
         }
     }
 }
 
 /// A request in progress on a connection; see [`Connections::busy`].
-pub struct Busy<'a> {
-    connections: &'a Connections,
-    conn: &'a ConnState,
+#[derive(Debug)]
+pub struct Busy {
+    /// The registry's clock ([`Connections::now_ms`]).
+    started: Instant,
+    conn: Arc<ConnState>,
 }
 
-impl Drop for Busy<'_> {
+impl Drop for Busy {
     fn drop(&mut self) {
-        self.conn
-            .idle_since_ms
-            .store(self.connections.now_ms(), Ordering::Relaxed);
+        let now_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.conn.idle_since_ms.store(now_ms, Ordering::Relaxed);
         self.conn.busy.fetch_sub(1, Ordering::AcqRel);
     }
 }

@@ -10,7 +10,7 @@ use crate::cache::CacheStats;
 
 /// Status codes counted one by one; anything else counts as "other".
 const STATUSES: [u16; 13] = [
-    200, 201, 204, 400, 401, 404, 405, 413, 415, 422, 500, 501, 503,
+    200, 201, 204, 400, 401, 404, 405, 408, 413, 422, 500, 501, 503,
 ];
 /// Upper bounds of the latency buckets, in seconds.
 const BUCKETS: [f64; 14] = [

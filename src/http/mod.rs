@@ -495,7 +495,7 @@ impl App {
                 if count > self.settings.max_page_rows {
                     // Offsets past i64 were answered above.
                     let offset = i64::try_from(offset).unwrap_or(i64::MAX);
-                    return Ok(self.products_in_runs(offset, count));
+                    return self.products_in_runs(offset, count).await;
                 }
                 match (i64::try_from(count), i64::try_from(offset)) {
                     (Ok(limit), Ok(offset)) => whole(
@@ -578,40 +578,37 @@ impl App {
         })
     }
 
-    /// 200 only when the server can serve correctly now: warmed up, the change feed
-    /// established in the log, connected (or down for less than the staleness bound) and not
-    /// reading a backlog, and the database answering.
     /// A `GET /products` page of more than `--max-page-rows` rows ("all", to clients that
-    /// send huge counts), sent in runs of that many as they are read: memory stays one run's
-    /// whatever the count, and a client that stops reading stops the reads. Runs after the
-    /// first continue after the last id sent, so none scans past rows already sent.
-    fn products_in_runs(&self, offset: i64, count: u64) -> Response<Body> {
+    /// send huge counts), sent in runs of that many as they are read, so that a page of the
+    /// whole catalog is never held: at most a few runs are (one being read, one waiting in
+    /// the channel, one being written), and a client that stops reading stops the reads.
+    /// Runs after the first continue after the last id sent, so none scans past rows already
+    /// sent. The first run is read before the head is sent, within the request's time limit,
+    /// so a database that cannot answer gets its 503 like any miss; a later failure cuts the
+    /// body short (never a well-formed page) and is logged.
+    async fn products_in_runs(&self, offset: i64, count: u64) -> Result<Response<Body>, DbError> {
         let run_rows = i64::try_from(self.settings.max_page_rows.max(1)).unwrap_or(i64::MAX);
+        let run_limit =
+            move |left: u64| i64::try_from(left).map_or(run_rows, |left| left.min(run_rows));
+        let limit = run_limit(count);
+        let first = product_run(&self.db, RunStart::Offset(offset), limit).await?;
+        let mut page = Vec::with_capacity(first.items.len() + 2);
+        page.push(b'[');
+        page.extend_from_slice(&first.items);
+        let mut left = count.saturating_sub(first.rows as u64);
+        let mut after = match first.last_id {
+            Some(id) if first.rows as i64 == limit && left > 0 => id,
+            _ => {
+                page.push(b']');
+                return Ok(respond::json(Bytes::from(page)));
+            }
+        };
         let db = Arc::clone(&self.db);
-        // One run read ahead of the client at most.
+        // One run waits in the channel at most.
         let (tx, rx) = mpsc::channel(1);
         tokio::spawn(async move {
-            let mut left = count;
-            let mut start = RunStart::Offset(offset);
-            let mut next = Vec::from(&b"["[..]);
+            let mut next = page;
             while left > 0 {
-                let limit = i64::try_from(left).map_or(run_rows, |left| left.min(run_rows));
-                let run = match product_run(&db, start, limit).await {
-                    Ok(run) => run,
-                    Err(e) => {
-                        let _ = tx.send(Err(e)).await;
-                        return;
-                    }
-                };
-                if run.rows > 0 && start != RunStart::Offset(offset) {
-                    next.push(b',');
-                }
-                next.extend_from_slice(&run.items);
-                left = left.saturating_sub(run.rows as u64);
-                match run.last_id {
-                    Some(id) if run.rows as i64 == limit => start = RunStart::After(id),
-                    _ => break, // the last product
-                }
                 if tx
                     .send(Ok(Bytes::from(std::mem::take(&mut next))))
                     .await
@@ -619,13 +616,37 @@ impl App {
                 {
                     return; // the client went away
                 }
+                let limit = run_limit(left);
+                let run = match product_run(&db, RunStart::After(after), limit).await {
+                    Ok(run) => run,
+                    Err(e) => {
+                        tracing::error!(
+                            cause = %logging::cause_chain(&e),
+                            "a GET /products page sent in runs was cut short"
+                        );
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                };
+                if run.rows > 0 {
+                    next.push(b',');
+                    next.extend_from_slice(&run.items);
+                }
+                left = left.saturating_sub(run.rows as u64);
+                match run.last_id {
+                    Some(id) if run.rows as i64 == limit => after = id,
+                    _ => break, // past the last product
+                }
             }
             next.push(b']');
             let _ = tx.send(Ok(Bytes::from(next))).await;
         });
-        respond::streamed_json(rx)
+        Ok(respond::streamed_json(rx))
     }
 
+    /// 200 only when the server can serve correctly now: warmed up, the change feed
+    /// established in the log, connected (or down for less than the staleness bound) and not
+    /// reading a backlog, and the database answering.
     async fn readiness(&self) -> Response<Body> {
         match self.unready_reason().await {
             None => respond::text(StatusCode::OK, "ready"),
@@ -767,8 +788,9 @@ pub async fn serve(
                             let app = Arc::clone(&app);
                             let conn = Arc::clone(&conn);
                             async move {
-                                let _busy = app.connections.busy(&conn);
-                                Ok::<_, Infallible>(app.handle(req).await)
+                                let busy = app.connections.busy(&conn);
+                                let response = app.handle(req).await;
+                                Ok::<_, Infallible>(response.map(|body| body.keeping(busy)))
                             }
                         }
                     });

@@ -11,6 +11,7 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Response, StatusCode};
 use tokio::sync::mpsc;
 
+use super::conn::Busy;
 use super::route::RouteError;
 use crate::pg::DbError;
 use crate::render;
@@ -21,13 +22,29 @@ use crate::render;
 pub enum Body {
     Whole(Full<Bytes>),
     /// Each run as it is made; an error cuts the response short (the client sees the
-    /// connection end before the last chunk).
-    Runs(mpsc::Receiver<Result<Bytes, DbError>>),
+    /// connection end before the last chunk, so never a well-formed body).
+    Runs {
+        runs: mpsc::Receiver<Result<Bytes, DbError>>,
+        /// Keeps the connection busy while the runs are sent: the connection cap closes an
+        /// idle connection to make room, never one still sending.
+        busy: Option<Busy>,
+    },
 }
 
 impl Body {
     pub fn new(bytes: Bytes) -> Body {
         Body::Whole(Full::new(bytes))
+    }
+
+    /// The body, keeping `busy` (its request's mark on the connection) until it is sent.
+    pub fn keeping(self, busy: Busy) -> Body {
+        match self {
+            Body::Runs { runs, .. } => Body::Runs {
+                runs,
+                busy: Some(busy),
+            },
+            whole => whole,
+        }
     }
 }
 
@@ -43,7 +60,7 @@ impl hyper::body::Body for Body {
             Body::Whole(whole) => Pin::new(whole)
                 .poll_frame(cx)
                 .map_err(|never| match never {}),
-            Body::Runs(runs) => runs
+            Body::Runs { runs, .. } => runs
                 .poll_recv(cx)
                 .map(|run| run.map(|bytes| bytes.map(Frame::data))),
         }
@@ -52,14 +69,14 @@ impl hyper::body::Body for Body {
     fn is_end_stream(&self) -> bool {
         match self {
             Body::Whole(whole) => whole.is_end_stream(),
-            Body::Runs(_) => false,
+            Body::Runs { .. } => false,
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             Body::Whole(whole) => whole.size_hint(),
-            Body::Runs(_) => SizeHint::default(),
+            Body::Runs { .. } => SizeHint::default(),
         }
     }
 }
@@ -67,7 +84,7 @@ impl hyper::body::Body for Body {
 /// A 200 JSON body sent as `runs` yields it: no length, and no entity tag (it would need the
 /// whole body first).
 pub fn streamed_json(runs: mpsc::Receiver<Result<Bytes, DbError>>) -> Response<Body> {
-    let mut r = Response::new(Body::Runs(runs));
+    let mut r = Response::new(Body::Runs { runs, busy: None });
     let h = r.headers_mut();
     h.insert(
         header::CONTENT_TYPE,

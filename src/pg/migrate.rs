@@ -162,6 +162,31 @@ pub async fn migrate_to(client: &mut Client, version: i32) -> Result<usize, Migr
     Ok(applied)
 }
 
+/// The newest migration the database has, if it is older than this build's newest: a server
+/// of this build reads through statements that may need what the missing migrations add (an
+/// index, a trigger that logs a change), so it must not serve such a database. Read through
+/// `atelier_schema_version()`, which the serving role may call; a database without that
+/// function predates migration 7, and one without `schema_migrations` was never migrated.
+pub async fn behind(client: &Client) -> Result<Option<i32>, DbError> {
+    use tokio_postgres::error::SqlState;
+    let known = MIGRATIONS.last().map_or(0, |m| m.version);
+    let listed = match client
+        .query_one("SELECT atelier_schema_version()", &[])
+        .await
+    {
+        Ok(row) => row.get::<_, String>(0),
+        Err(e) if e.code() == Some(&SqlState::UNDEFINED_FUNCTION) => return Ok(Some(0)),
+        Err(e) => return Err(DbError::query("reading the schema version")(e)),
+    };
+    // "1:checksum,2:checksum,..."
+    let newest = listed
+        .split(',')
+        .filter_map(|entry| entry.split(':').next()?.parse::<i32>().ok())
+        .max()
+        .unwrap_or(0);
+    Ok((newest < known).then_some(newest))
+}
+
 /// FNV-1a of the SQL text, to notice a migration edited after it was applied.
 fn checksum(sql: &str) -> i64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;

@@ -386,7 +386,12 @@ mod tests {
         let (o, row) = question(253_402_300_799_999);
         assert_eq!(o, Outcome::Loaded);
         assert!(row.contains("\t9999-12-31T23:59:59.999Z\t"), "{row}");
-        for date in [-62_135_596_800_001, 253_402_300_800_000, -i64::MAX, i64::MAX] {
+        for date in [
+            -62_135_596_800_001,
+            253_402_300_800_000,
+            -i64::MAX,
+            i64::MAX,
+        ] {
             let (o, row) = question(date);
             assert!(
                 matches!(&o, Outcome::Skipped(why) if why.contains("outside years 1 to 9999")),
