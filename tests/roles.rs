@@ -198,6 +198,12 @@ async fn an_instance_serves_as_the_serving_role_which_can_do_nothing_else() {
         "CREATE TEMP TABLE u (id bigint);
          CREATE TRIGGER forged AFTER INSERT ON u FOR EACH ROW
              EXECUTE FUNCTION atelier_changed_by_id('all')",
+        "CREATE TEMP TABLE v (id bigint, characteristic_id bigint, review_id bigint);
+         CREATE TRIGGER forged AFTER INSERT ON v FOR EACH ROW
+             EXECUTE FUNCTION atelier_changed_characteristic_review()",
+        "CREATE TEMP TABLE w (id bigint, product_id bigint, reported boolean);
+         CREATE TRIGGER forged AFTER UPDATE ON w FOR EACH ROW
+             EXECUTE FUNCTION atelier_changed_review_visibility()",
     ] {
         let e = serving
             .batch_execute(forbidden)

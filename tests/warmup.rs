@@ -357,4 +357,29 @@ async fn a_rating_of_another_products_characteristic_counts_where_the_characteri
     assert_eq!(served().await, expected().await, "after a report");
     assert_ne!(served().await, before, "the report changed the mean");
     every_entry_is_fresh(&server, &pool).await;
+
+    // And with SQL: the mark taken back, a rating changed, a rating deleted.
+    for (sql, what) in [
+        ("UPDATE reviews SET reported = false WHERE id = $1", "un-reported"),
+        (
+            "UPDATE characteristic_reviews SET value = 4 WHERE review_id = $1 AND characteristic_id = $2",
+            "a rating changed",
+        ),
+        (
+            "DELETE FROM characteristic_reviews WHERE review_id = $1 AND characteristic_id = $2",
+            "a rating deleted",
+        ),
+    ] {
+        let before = served().await;
+        let args: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = if sql.contains("$2") {
+            vec![&reviews[1], &characteristic]
+        } else {
+            vec![&reviews[1]]
+        };
+        assert_eq!(client.execute(sql, &args).await.unwrap(), 1, "{what}");
+        common::settled(&server).await;
+        assert_eq!(served().await, expected().await, "{what}");
+        assert_ne!(served().await, before, "{what} changed the mean");
+        every_entry_is_fresh(&server, &pool).await;
+    }
 }

@@ -312,5 +312,16 @@ mod tests {
             ("", "")
         );
         assert!(interaction(br#"{"element":1,"widget":"Overview"}"#).is_err());
+        let with_time = |n: usize| {
+            interaction(
+                format!(
+                    r#"{{"element":"a","widget":"b","time":"{}"}}"#,
+                    "t".repeat(n)
+                )
+                .as_bytes(),
+            )
+        };
+        assert!(with_time(1000).is_ok());
+        assert!(with_time(1001).is_err());
     }
 }
