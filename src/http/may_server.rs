@@ -6,8 +6,10 @@
 //! with `Handle::block_on` on the tokio runtime that also drives the pool and the change feed.
 //! A hit completes in one poll; a miss blocks one may worker thread for its database round
 //! trip. Known limits of may_minihttp that keep it from being the default: at most 16 request
-//! headers, response headers must be `&'static str` (interned here), and no HEAD semantics
-//! (HEAD gets an empty body with `Content-Length: 0`).
+//! headers, response headers must be `&'static str` (interned here), no HEAD semantics
+//! (HEAD gets an empty body with `Content-Length: 0`), and whole bodies only (a `GET
+//! /products` page of more than `--max-page-rows` rows, which hyper sends as it is read, is
+//! gathered whole first).
 
 use std::collections::HashMap;
 use std::io::{self, Read};
@@ -97,12 +99,16 @@ impl HttpService for Service {
         let app = Arc::clone(&self.app);
         let (parts, bytes) = self.runtime.block_on(async move {
             let (parts, body) = app.handle(request).await.into_parts();
-            let bytes = body
-                .collect()
-                .await
-                .map(|c| c.to_bytes())
-                .unwrap_or_default();
-            (parts, bytes)
+            // may_minihttp sends a body whole: a page sent in runs is gathered first, and one
+            // cut short is a 503 here rather than a 200 with part of a page.
+            match body.collect().await {
+                Ok(collected) => (parts, collected.to_bytes()),
+                Err(_) => {
+                    let (parts, body) = super::respond::unavailable().into_parts();
+                    let bytes = body.collect().await.map(|c| c.to_bytes());
+                    (parts, bytes.unwrap_or_default())
+                }
+            }
         });
         let reason = parts.status.canonical_reason().unwrap_or("Unknown");
         rsp.status_code(usize::from(parts.status.as_u16()), reason);
