@@ -297,7 +297,7 @@ async fn questions_and_answers() {
     let question_4 = r#"{"question_id":4,"question_body":"How long does it last?","question_date":"2020-07-10T00:35:17.010Z","asker_name":"funnygirl","question_helpfulness":6,"reported":false,"answers":{"6":{"id":6,"body":"We are selling it here without any markup from the middleman!","date":"2020-08-28T10:27:01.169Z","answerer_name":"Seller","helpfulness":4,"photos":[]}}}"#;
     // Answer 3 is reported, and so is question 2.
     let question_1 = format!(
-        r#"{{"question_id":1,"question_body":"What fabric is the top made of?","question_date":"2020-07-27T21:18:34.409Z","asker_name":"yankeelover","question_helpfulness":1,"reported":false,"answers":{{{answer_5},{answer_2},{answer_1}}}}}"#
+        r#"{{"question_id":1,"question_body":"What fabric is the top made of?","question_date":"2020-07-27T21:18:34.409Z","asker_name":"yankeelover","question_helpfulness":1,"reported":false,"answers":{{{answer_1},{answer_2},{answer_5}}}}}"#
     );
     assert_eq!(
         get(a, "/qa/questions?product_id=1").await.body,

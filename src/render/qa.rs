@@ -19,8 +19,8 @@ fn push_answer_fields(out: &mut Vec<u8>, a: &AnswerRow) {
     push_int(out, a.helpfulness);
 }
 
-/// The items of `GET /qa/questions`. `answers` are grouped by question, each group in order;
-/// every visible answer is nested (answers are not paged), photos as bare URLs.
+/// The items of `GET /qa/questions`. `answers` are grouped by question; every visible answer
+/// is nested (answers are not paged), by answer id, photos as bare URLs.
 pub fn render_question_list(
     questions: &[QuestionRow],
     answers: &[AnswerRow],
@@ -44,7 +44,12 @@ pub fn render_question_list(
         out.extend_from_slice(b",\"reported\":");
         push_bool(out, false);
         out.extend_from_slice(b",\"answers\":{");
-        for (i, a) in by_question.get(&q.id).into_iter().flatten().enumerate() {
+        // By answer id, ascending: the contract fixes no order for this object, and the
+        // hosted API, a Node server, sent what `JSON.stringify` writes for integer keys, which
+        // is also the order every JavaScript client iterates them in.
+        let mut nested: Vec<&AnswerRow> = by_question.get(&q.id).cloned().unwrap_or_default();
+        nested.sort_unstable_by_key(|a| a.id);
+        for (i, a) in nested.into_iter().enumerate() {
             if i > 0 {
                 out.push(b',');
             }
