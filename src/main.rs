@@ -544,7 +544,6 @@ async fn demo(args: DemoArgs) -> Result<()> {
     Ok(())
 }
 
-/// Serves until Ctrl-C or SIGTERM, then drains connections and returns.
 /// Refuses to serve a database that lacks a migration this build carries (its statements may
 /// need what the migration adds). A database that cannot be reached now is not refused: the
 /// server starts, and answers 503 until it can.
@@ -562,15 +561,20 @@ async fn refuse_an_unmigrated_database(
         let want = atelier::pg::migrate::MIGRATIONS
             .last()
             .map_or(0, |m| m.version);
+        let has = match have {
+            0 => "predates schema migration 7 (or was never migrated)".to_owned(),
+            have => format!("has schema migrations up to {have}"),
+        };
         anyhow::bail!(
-            "{} has schema migrations up to {have}, and this build needs {want}: run \
-             `atelier migrate` (as the database's owner) first",
+            "{} {has}, and this build needs {want}: run `atelier migrate` (as the database's \
+             owner) first",
             pg::describe(database)
         );
     }
     Ok(())
 }
 
+/// Serves until Ctrl-C or SIGTERM, then drains connections and returns.
 async fn serve(http: &HttpArgs, database: tokio_postgres::Config, demo: bool) -> Result<()> {
     let settings = http.settings()?;
     refuse_an_unmigrated_database(&database, settings.db_timeout).await?;

@@ -165,8 +165,8 @@ pub async fn migrate_to(client: &mut Client, version: i32) -> Result<usize, Migr
 /// The newest migration the database has, if it is older than this build's newest: a server
 /// of this build reads through statements that may need what the missing migrations add (an
 /// index, a trigger that logs a change), so it must not serve such a database. Read through
-/// `atelier_schema_version()`, which the serving role may call; a database without that
-/// function predates migration 7, and one without `schema_migrations` was never migrated.
+/// `atelier_schema_version()`, which the serving role may call. A database without that
+/// function (one older than migration 7, or never migrated) comes back as `Some(0)`.
 pub async fn behind(client: &Client) -> Result<Option<i32>, DbError> {
     use tokio_postgres::error::SqlState;
     let known = MIGRATIONS.last().map_or(0, |m| m.version);
