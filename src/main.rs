@@ -554,9 +554,19 @@ async fn refuse_an_unmigrated_database(
     let Ok(Ok(client)) = tokio::time::timeout(limit, pg::connect(database)).await else {
         return Ok(());
     };
-    let behind = tokio::time::timeout(limit, atelier::pg::migrate::behind(&client))
-        .await
-        .unwrap_or(Ok(None))?;
+    // Refused only when the database is known to be behind: a role that may not read the
+    // schema's version (or a slow answer) leaves it to the operator, as before this check.
+    let behind = match tokio::time::timeout(limit, atelier::pg::migrate::behind(&client)).await {
+        Ok(Ok(behind)) => behind,
+        Ok(Err(e)) => {
+            tracing::warn!(
+                cause = %atelier::logging::cause_chain(&e),
+                "cannot tell whether the database has this build's migrations; serving it"
+            );
+            None
+        }
+        Err(_) => None,
+    };
     if let Some(have) = behind {
         let want = atelier::pg::migrate::MIGRATIONS
             .last()
