@@ -173,11 +173,13 @@ pub fn digest(body: &[u8]) -> u64 {
 #[derive(Debug, Clone, Default)]
 pub struct ItemList {
     /// The items (after the lead page's, if there is one), or (`deflated`) their raw deflate.
-    json: Bytes,
+    /// Shared by the list's other orders; an `Arc` of a slice, not `Bytes`, because the
+    /// catalog holds millions of lists and this keeps each one's box at 64 bytes.
+    json: Arc<[u8]>,
     deflated: bool,
     /// End offset of each item in the whole list's plain buffer, lead page included (the comma
-    /// after it, if any, not included).
-    ends: Vec<u32>,
+    /// after it, if any, not included). Shared by the list's other orders.
+    ends: Arc<[u32]>,
     /// The list's order as indexes into `ends`; None: the buffer's own order.
     order: Option<Box<[u32]>>,
     /// The first items, held as the body of the lead page (shared by reordered lists, whose
@@ -277,8 +279,8 @@ impl ItemList {
             && self.json.len() == other.json.len()
     }
 
-    /// Bytes held (for the cache's weight). A reordered list counts only its index: the
-    /// buffer and the lead page are counted once, by the list it was made from.
+    /// Bytes held (for the cache's weight). A reordered list counts only its order: the
+    /// buffer, the item ends and the lead page are counted once, by the list it was made from.
     pub fn weight(&self) -> usize {
         match &self.order {
             None => {
@@ -288,7 +290,7 @@ impl ItemList {
                 });
                 self.json.len() + self.ends.len() * 4 + lead
             }
-            Some(order) => self.ends.len() * 4 + order.len() * 4,
+            Some(order) => order.len() * 4,
         }
     }
 
@@ -303,7 +305,7 @@ impl ItemList {
         }
         match compress::deflate(&self.json) {
             Some(raw) => ItemList {
-                json: Bytes::from(raw),
+                json: Arc::from(raw),
                 deflated: true,
                 ..self.clone()
             },
@@ -329,13 +331,13 @@ impl ItemList {
         // The rest begins after the comma that follows the lead's last item.
         let rest = self.json.get(split + 1..).unwrap_or_default();
         let (json, deflated) = match compress::deflate(rest) {
-            Some(raw) => (Bytes::from(raw), true),
-            None => (Bytes::copy_from_slice(rest), false),
+            Some(raw) => (Arc::from(raw), true),
+            None => (Arc::from(rest), false),
         };
         Some(ItemList {
             json,
             deflated,
-            ends: self.ends.clone(),
+            ends: Arc::clone(&self.ends),
             order: None,
             lead: Some(Arc::new(Lead {
                 body: Gzipped {
@@ -538,9 +540,9 @@ impl ItemListBuilder {
 
     pub fn finish(self) -> ItemList {
         ItemList {
-            json: frozen(self.json),
+            json: Arc::from(self.json),
             deflated: false,
-            ends: shrunk(self.ends),
+            ends: Arc::from(self.ends),
             order: None,
             lead: None,
         }
@@ -593,11 +595,6 @@ pub fn envelope(head: &[u8], list: &ItemList, page: u64, count: u64, tail: &[u8]
 /// holds up to twice its length, and the cache keeps millions of them.
 pub fn frozen(body: Vec<u8>) -> Bytes {
     Bytes::from(body.into_boxed_slice())
-}
-
-fn shrunk<T>(mut v: Vec<T>) -> Vec<T> {
-    v.shrink_to_fit();
-    v
 }
 
 #[cfg(test)]
@@ -662,6 +659,8 @@ mod tests {
             list.json.as_ptr(),
             "shared, not copied"
         );
+        assert!(Arc::ptr_eq(&reordered.ends, &list.ends), "the ends too");
+        assert_eq!(reordered.weight(), 3 * 4, "which it does not count again");
         assert_eq!(
             slice(&reordered, 0, 5),
             b"\"a third\",\"a review\",\"another review\""
