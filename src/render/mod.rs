@@ -173,13 +173,11 @@ pub fn digest(body: &[u8]) -> u64 {
 #[derive(Debug, Clone, Default)]
 pub struct ItemList {
     /// The items (after the lead page's, if there is one), or (`deflated`) their raw deflate.
-    /// Shared by the list's other orders; an `Arc` of a slice, not `Bytes`, because the
-    /// catalog holds millions of lists and this keeps each one's box at 64 bytes.
-    json: Arc<[u8]>,
+    json: Bytes,
     deflated: bool,
     /// End offset of each item in the whole list's plain buffer, lead page included (the comma
-    /// after it, if any, not included). Shared by the list's other orders.
-    ends: Arc<[u32]>,
+    /// after it, if any, not included).
+    ends: Vec<u32>,
     /// The list's order as indexes into `ends`; None: the buffer's own order.
     order: Option<Box<[u32]>>,
     /// The first items, held as the body of the lead page (shared by reordered lists, whose
@@ -279,8 +277,8 @@ impl ItemList {
             && self.json.len() == other.json.len()
     }
 
-    /// Bytes held (for the cache's weight). A reordered list counts only its order: the
-    /// buffer, the item ends and the lead page are counted once, by the list it was made from.
+    /// Bytes held (for the cache's weight). A reordered list counts only its index: the
+    /// buffer and the lead page are counted once, by the list it was made from.
     pub fn weight(&self) -> usize {
         match &self.order {
             None => {
@@ -290,7 +288,7 @@ impl ItemList {
                 });
                 self.json.len() + self.ends.len() * 4 + lead
             }
-            Some(order) => order.len() * 4,
+            Some(order) => self.ends.len() * 4 + order.len() * 4,
         }
     }
 
@@ -305,7 +303,7 @@ impl ItemList {
         }
         match compress::deflate(&self.json) {
             Some(raw) => ItemList {
-                json: Arc::from(raw),
+                json: Bytes::from(raw),
                 deflated: true,
                 ..self.clone()
             },
@@ -331,13 +329,13 @@ impl ItemList {
         // The rest begins after the comma that follows the lead's last item.
         let rest = self.json.get(split + 1..).unwrap_or_default();
         let (json, deflated) = match compress::deflate(rest) {
-            Some(raw) => (Arc::from(raw), true),
-            None => (Arc::from(rest), false),
+            Some(raw) => (Bytes::from(raw), true),
+            None => (Bytes::copy_from_slice(rest), false),
         };
         Some(ItemList {
             json,
             deflated,
-            ends: Arc::clone(&self.ends),
+            ends: self.ends.clone(),
             order: None,
             lead: Some(Arc::new(Lead {
                 body: Gzipped {
@@ -540,9 +538,9 @@ impl ItemListBuilder {
 
     pub fn finish(self) -> ItemList {
         ItemList {
-            json: Arc::from(self.json),
+            json: frozen(self.json),
             deflated: false,
-            ends: Arc::from(self.ends),
+            ends: shrunk(self.ends),
             order: None,
             lead: None,
         }
@@ -595,6 +593,11 @@ pub fn envelope(head: &[u8], list: &ItemList, page: u64, count: u64, tail: &[u8]
 /// holds up to twice its length, and the cache keeps millions of them.
 pub fn frozen(body: Vec<u8>) -> Bytes {
     Bytes::from(body.into_boxed_slice())
+}
+
+fn shrunk<T>(mut v: Vec<T>) -> Vec<T> {
+    v.shrink_to_fit();
+    v
 }
 
 #[cfg(test)]
@@ -659,8 +662,6 @@ mod tests {
             list.json.as_ptr(),
             "shared, not copied"
         );
-        assert!(Arc::ptr_eq(&reordered.ends, &list.ends), "the ends too");
-        assert_eq!(reordered.weight(), 3 * 4, "which it does not count again");
         assert_eq!(
             slice(&reordered, 0, 5),
             b"\"a third\",\"a review\",\"another review\""

@@ -119,8 +119,8 @@ fn decode_list(input: &mut &[u8]) -> Result<ItemList, Damaged> {
     if flags & !(DEFLATED | ORDERED | LED) != 0 {
         return Err(Damaged("unknown list flags"));
     }
-    let json: Arc<[u8]> = Arc::from(take_slice(input)?);
-    let ends: Arc<[u32]> = Arc::from(take_u32s(input)?);
+    let json = take_bytes(input)?;
+    let ends = take_u32s(input)?;
     // Items are never empty: each ends past the comma after the one before.
     if ends.windows(2).any(|w| w[1] <= w[0].saturating_add(1)) || ends.first() == Some(&0) {
         return Err(Damaged("item ends out of order"));
@@ -236,14 +236,9 @@ pub fn take_u64(input: &mut &[u8]) -> Result<u64, Damaged> {
     Ok(u64::from_le_bytes(b))
 }
 
-/// A length-prefixed run of bytes, borrowed from the input.
-fn take_slice<'a>(input: &mut &'a [u8]) -> Result<&'a [u8], Damaged> {
-    let len = take_u32(input)? as usize;
-    take(input, len)
-}
-
 fn take_bytes(input: &mut &[u8]) -> Result<Bytes, Damaged> {
-    Ok(Bytes::copy_from_slice(take_slice(input)?))
+    let len = take_u32(input)? as usize;
+    Ok(Bytes::copy_from_slice(take(input, len)?))
 }
 
 fn take_u32s(input: &mut &[u8]) -> Result<Vec<u32>, Damaged> {
