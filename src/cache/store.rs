@@ -2,7 +2,8 @@
 //! read reaches without taking any lock, and the on-demand cache (quick_cache) for the rest.
 //!
 //! The catalog is a fixed array of `arc-swap` slots per kind of body, sized by the largest
-//! product and question ids when a warm-up opens it. A hit there is two atomic loads and a
+//! product and question ids when a warm-up opens it: a whole body's slot holds its
+//! [`Rendered`], a list's slot the [`ItemList`] itself. A hit there is two atomic loads and a
 //! reference count; a refresh swaps a slot's body for a new one, so a reader gets the old body
 //! or the new one and never waits. `benches/hit_path.rs` measured the slot against
 //! quick_cache's hit (72 ns against 152 ns a lookup; README). Catalog entries are never
