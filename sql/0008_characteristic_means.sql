@@ -8,30 +8,31 @@
 -- the change log names the characteristic's product as well as the review's: when such a row
 -- is written, and when a review that rated another product's characteristic is reported or
 -- un-reported. The index is built inside the migration's transaction (not CONCURRENTLY): on
--- a live full-scale database, writes of ratings wait for it (about a minute for 19 million).
+-- a live full-scale database, writes of ratings wait for it (5 s for 19 million on a 2-core machine).
 CREATE INDEX characteristic_reviews_by_characteristic
     ON characteristic_reviews (characteristic_id) INCLUDE (review_id, value);
 
-CREATE FUNCTION atelier_changed_characteristic_review() RETURNS trigger LANGUAGE plpgsql AS $$
+-- A rating changes the review's product's meta, and the characteristic's product's when that
+-- is another.
+CREATE FUNCTION atelier_log_rating(review bigint, characteristic bigint) RETURNS void
+LANGUAGE plpgsql AS $$
 DECLARE
-    review_product bigint;
-    characteristic_product bigint;
+    review_product bigint := (SELECT product_id FROM reviews WHERE id = review);
+    characteristic_product bigint := (SELECT product_id FROM characteristics WHERE id = characteristic);
+BEGIN
+    PERFORM atelier_log_change('reviews', review_product, NULL);
+    IF characteristic_product IS DISTINCT FROM review_product THEN
+        PERFORM atelier_log_change('reviews', characteristic_product, NULL);
+    END IF;
+END $$;
+
+CREATE FUNCTION atelier_changed_characteristic_review() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP <> 'INSERT' THEN
-        review_product := (SELECT product_id FROM reviews WHERE id = OLD.review_id);
-        characteristic_product := (SELECT product_id FROM characteristics WHERE id = OLD.characteristic_id);
-        PERFORM atelier_log_change('reviews', review_product, NULL);
-        IF characteristic_product IS DISTINCT FROM review_product THEN
-            PERFORM atelier_log_change('reviews', characteristic_product, NULL);
-        END IF;
+        PERFORM atelier_log_rating(OLD.review_id, OLD.characteristic_id);
     END IF;
     IF TG_OP <> 'DELETE' THEN
-        review_product := (SELECT product_id FROM reviews WHERE id = NEW.review_id);
-        characteristic_product := (SELECT product_id FROM characteristics WHERE id = NEW.characteristic_id);
-        PERFORM atelier_log_change('reviews', review_product, NULL);
-        IF characteristic_product IS DISTINCT FROM review_product THEN
-            PERFORM atelier_log_change('reviews', characteristic_product, NULL);
-        END IF;
+        PERFORM atelier_log_rating(NEW.review_id, NEW.characteristic_id);
     END IF;
     RETURN NULL;
 END $$;
@@ -63,5 +64,6 @@ CREATE TRIGGER log_visibility_change AFTER UPDATE OF reported ON reviews
 -- As every logging trigger (0005_serving_role.sql): run as the owner, callable by no one else.
 ALTER FUNCTION atelier_changed_characteristic_review() SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp;
 ALTER FUNCTION atelier_changed_review_visibility() SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp;
-REVOKE EXECUTE ON FUNCTION atelier_changed_characteristic_review(), atelier_changed_review_visibility()
+REVOKE EXECUTE ON FUNCTION atelier_changed_characteristic_review(), atelier_changed_review_visibility(),
+    atelier_log_rating(bigint, bigint)
     FROM PUBLIC;
