@@ -568,9 +568,7 @@ async fn refuse_an_unmigrated_database(
         Err(_) => None,
     };
     if let Some(have) = behind {
-        let want = atelier::pg::migrate::MIGRATIONS
-            .last()
-            .map_or(0, |m| m.version);
+        let want = atelier::pg::migrate::newest_known();
         let has = match have {
             0 => "predates schema migration 7 (or was never migrated)".to_owned(),
             have => format!("has schema migrations up to {have}"),

@@ -17,8 +17,7 @@ pub const LAST_ISO_MS: i64 = 253_402_300_799_999; // 9999-12-31T23:59:59.999Z
 /// render differently anyway.
 pub fn push_iso_millis(out: &mut Vec<u8>, ms: i64) {
     const MIN_MS: i64 = -62_167_219_200_000; // 0000-01-01T00:00:00.000Z
-    const MAX_MS: i64 = 253_402_300_799_999; // 9999-12-31T23:59:59.999Z
-    let ms = ms.clamp(MIN_MS, MAX_MS);
+    let ms = ms.clamp(MIN_MS, LAST_ISO_MS);
     let days = ms.div_euclid(86_400_000);
     let ms_of_day = ms.rem_euclid(86_400_000);
     let (year, month, day) = civil_from_days(days);

@@ -41,46 +41,55 @@ async fn fill_product_list(pool: &Pool, limit: i64, offset: i64) -> Result<Rende
     Ok(Rendered::Json(render_product_list(&rows)))
 }
 
-/// Where a run of a `GET /products` page begins: at the page's offset, or after the last id
-/// the previous run sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RunStart {
-    Offset(i64),
-    After(i64),
+/// A `GET /products` page too large to hold, read in runs of `run_rows` products, fresh and
+/// not cached: the first run at the page's offset, each later one after the last id the one
+/// before sent (a keyset read, which scans no row twice).
+pub struct ProductRuns {
+    /// The last id sent; None before the first run.
+    after: Option<i64>,
+    offset: i64,
+    left: u64,
+    run_rows: i64,
 }
 
-/// A run of a products page read in runs: its items, comma-separated without brackets (what
-/// [`render_product_list`] puts between them), how many, and the last id.
-pub struct ProductRun {
-    pub items: Vec<u8>,
-    pub rows: usize,
-    pub last_id: Option<i64>,
-}
+impl ProductRuns {
+    pub fn new(offset: i64, count: u64, run_rows: i64) -> ProductRuns {
+        ProductRuns {
+            after: None,
+            offset,
+            left: count,
+            run_rows: run_rows.max(1),
+        }
+    }
 
-/// Up to `limit` products from `start`, read fresh and not cached: a page too large to hold
-/// is sent as runs of these, so its memory is one run's whatever the count.
-pub async fn product_run(
-    db: &Database,
-    start: RunStart,
-    limit: i64,
-) -> Result<ProductRun, DbError> {
-    let rows = db
-        .read(|pool| {
-            pool.run(move |c| async move {
-                match start {
-                    RunStart::Offset(offset) => read::products_page(&c, limit, offset).await,
-                    RunStart::After(id) => read::products_after(&c, limit, id).await,
-                }
+    /// Appends the next run's items to `out` (after a comma, but for the first run's), as
+    /// [`render_product_list`] separates them; returns whether another run may follow.
+    pub async fn next(&mut self, db: &Database, out: &mut Vec<u8>) -> Result<bool, DbError> {
+        let limit = i64::try_from(self.left).map_or(self.run_rows, |l| l.min(self.run_rows));
+        let (after, offset) = (self.after, self.offset);
+        let rows = db
+            .read(|pool| {
+                pool.run(move |c| async move {
+                    match after {
+                        None => read::products_page(&c, limit, offset).await,
+                        Some(id) => read::products_after(&c, limit, id).await,
+                    }
+                })
             })
-        })
-        .await?;
-    let mut items = Vec::with_capacity(rows.len() * 256);
-    push_product_items(&mut items, &rows);
-    Ok(ProductRun {
-        items,
-        rows: rows.len(),
-        last_id: rows.last().map(|p| p.id),
-    })
+            .await?;
+        if self.after.is_some() && !rows.is_empty() {
+            out.push(b',');
+        }
+        push_product_items(out, &rows);
+        self.left = self.left.saturating_sub(rows.len() as u64);
+        match rows.last() {
+            Some(last) if rows.len() as i64 == limit && self.left > 0 => {
+                self.after = Some(last.id);
+                Ok(true)
+            }
+            _ => Ok(false), // the page's last row, or the last product
+        }
+    }
 }
 
 async fn fill_product(pool: &Pool, id: i64) -> Result<Rendered, DbError> {

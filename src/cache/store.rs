@@ -208,23 +208,33 @@ impl Slot<'_> {
 
     /// Empties the slot if `f` says so of its body; returns the emptied body's weight.
     fn take_if(self, f: impl Fn(&Rendered) -> bool) -> Option<u64> {
+        /// Empties `slot` if `weigh_if` gives its value a weight, and it is still that value.
         fn take<T>(
             slot: &ArcSwapOption<T>,
-            as_body: impl Fn(&Arc<T>) -> Rendered,
-            f: impl Fn(&Rendered) -> bool,
+            weigh_if: impl Fn(&Arc<T>) -> Option<u64>,
         ) -> Option<u64> {
             let current = slot.load_full();
-            let body = as_body(current.as_ref()?);
-            if !f(&body) {
-                return None;
-            }
+            let weight = weigh_if(current.as_ref()?)?;
             let previous = slot.compare_and_swap(&current, None);
             let same = matches!((&*previous, &current), (Some(a), Some(b)) if Arc::ptr_eq(a, b));
-            same.then(|| catalog_weight(&body))
+            same.then_some(weight)
         }
         match self {
-            Slot::Body(slot) => take(slot, |b| (**b).clone(), f),
-            Slot::List(slot) => take(slot, |l| Rendered::List(Arc::clone(l)), f),
+            Slot::Body(slot) => take(slot, |body| f(body).then(|| catalog_weight(body))),
+            Slot::List(slot) => take(slot, |list| {
+                let body = Rendered::List(Arc::clone(list));
+                f(&body).then(|| catalog_weight(&body))
+            }),
+        }
+    }
+
+    /// The catalog weight of what the slot holds (0 when empty).
+    fn held_weight(self) -> u64 {
+        match self {
+            Slot::Body(slot) => slot.load().as_deref().map_or(0, catalog_weight),
+            Slot::List(slot) => slot
+                .load_full()
+                .map_or(0, |list| catalog_weight(&Rendered::List(list))),
         }
     }
 }
@@ -339,20 +349,15 @@ impl Store {
     pub(crate) fn insert(&self, key: Key, body: Rendered) {
         let catalog = self.catalog.load();
         if let Some(slot) = catalog.as_ref().and_then(|c| c.slot(&key)) {
-            if !slot.fits(&body) {
-                self.replace_in_catalog(slot, None);
-                self.on_demand.insert(key, body);
-                return;
-            }
             let (body, weight) = weigh(body);
-            let held = slot.load().as_ref().map_or(0, catalog_weight);
             let after = self.catalog_bytes.load(Ordering::Relaxed) + weight;
-            if after.saturating_sub(held) <= self.catalog_room() {
+            if slot.fits(&body) && after.saturating_sub(slot.held_weight()) <= self.catalog_room() {
                 self.replace_in_catalog(slot, Some((body, weight)));
                 self.on_demand.remove(&key);
                 return;
             }
-            // Grown past the catalog's share: the key moves to the on-demand cache.
+            // Grown past the catalog's share, or a list's 404: the key moves to the on-demand
+            // cache.
             self.replace_in_catalog(slot, None);
             self.on_demand.insert(key, body);
             return;

@@ -83,7 +83,7 @@ impl Connections {
     }
 
     fn now_ms(&self) -> u64 {
-        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+        ms_since(self.started)
     }
 
     /// Connections open now.
@@ -167,6 +167,11 @@ impl Connections {
     }
 }
 
+/// Milliseconds since `started` (saturating).
+fn ms_since(started: Instant) -> u64 {
+    u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
 /// A request in progress on a connection; see [`Connections::busy`].
 #[derive(Debug)]
 pub struct Busy {
@@ -177,8 +182,9 @@ pub struct Busy {
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        let now_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.conn.idle_since_ms.store(now_ms, Ordering::Relaxed);
+        self.conn
+            .idle_since_ms
+            .store(ms_since(self.started), Ordering::Relaxed);
         self.conn.busy.fetch_sub(1, Ordering::AcqRel);
     }
 }

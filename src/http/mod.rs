@@ -32,7 +32,7 @@ use self::conn::{Admission, Connections, WriteDeadline};
 use self::metrics::{Gauges, Metrics};
 use self::respond::{Body, Coding};
 use self::route::{Route, ROUTE_LABELS};
-use crate::cache::fill::{product_run, RunStart};
+use crate::cache::fill::ProductRuns;
 use crate::cache::snapshot::{self, SnapshotError, SnapshotStatus, Written};
 use crate::cache::warm::{self, WarmupOutcome, WarmupStatus};
 use crate::cache::{Key, ResponseCache};
@@ -481,29 +481,25 @@ impl App {
         };
         Ok(match *route {
             Route::ProductsList { page, count } => {
-                let offset = render::page_offset(page, count);
+                let empty = || respond::json(Bytes::from_static(b"[]"));
                 // Past the last product a page is empty: no query, and no cache entry per
-                // page a client invents.
-                let past_the_end = match i64::try_from(offset) {
-                    Ok(0) => false,
-                    Ok(offset) => offset >= self.cache.products_total(db).await?,
-                    Err(_) => true,
+                // page a client invents. An offset past i64 is past every product.
+                let Ok(offset) = i64::try_from(render::page_offset(page, count)) else {
+                    return Ok(empty());
                 };
-                if past_the_end {
-                    return Ok(respond::json(Bytes::from_static(b"[]")));
+                if offset > 0 && offset >= self.cache.products_total(db).await? {
+                    return Ok(empty());
                 }
                 if count > self.settings.max_page_rows {
-                    // Offsets past i64 were answered above.
-                    let offset = i64::try_from(offset).unwrap_or(i64::MAX);
                     return self.products_in_runs(offset, count).await;
                 }
-                match (i64::try_from(count), i64::try_from(offset)) {
-                    (Ok(limit), Ok(offset)) => whole(
+                match i64::try_from(count) {
+                    Ok(limit) => whole(
                         self.cache
                             .get(&self.cache.products_page_key(limit, offset), db)
                             .await?,
                     ),
-                    _ => respond::json(Bytes::from_static(b"[]")),
+                    Err(_) => empty(),
                 }
             }
             Route::Product(id) => whole(self.cache.get(&Key::Product(id), db).await?),
@@ -587,28 +583,19 @@ impl App {
     /// so a database that cannot answer gets its 503 like any miss; a later failure cuts the
     /// body short (never a well-formed page) and is logged.
     async fn products_in_runs(&self, offset: i64, count: u64) -> Result<Response<Body>, DbError> {
-        let run_rows = i64::try_from(self.settings.max_page_rows.max(1)).unwrap_or(i64::MAX);
-        let run_limit =
-            move |left: u64| i64::try_from(left).map_or(run_rows, |left| left.min(run_rows));
-        let limit = run_limit(count);
-        let first = product_run(&self.db, RunStart::Offset(offset), limit).await?;
-        let mut page = Vec::with_capacity(first.items.len() + 2);
-        page.push(b'[');
-        page.extend_from_slice(&first.items);
-        let mut left = count.saturating_sub(first.rows as u64);
-        let mut after = match first.last_id {
-            Some(id) if first.rows as i64 == limit && left > 0 => id,
-            _ => {
-                page.push(b']');
-                return Ok(respond::json(Bytes::from(page)));
-            }
-        };
+        let run_rows = i64::try_from(self.settings.max_page_rows).unwrap_or(i64::MAX);
+        let mut runs = ProductRuns::new(offset, count, run_rows);
+        let mut page = Vec::from(&b"["[..]);
+        if !runs.next(&self.db, &mut page).await? {
+            page.push(b']');
+            return Ok(respond::json(Bytes::from(page)));
+        }
         let db = Arc::clone(&self.db);
         // One run waits in the channel at most.
         let (tx, rx) = mpsc::channel(1);
         tokio::spawn(async move {
             let mut next = page;
-            while left > 0 {
+            loop {
                 if tx
                     .send(Ok(Bytes::from(std::mem::take(&mut next))))
                     .await
@@ -616,9 +603,9 @@ impl App {
                 {
                     return; // the client went away
                 }
-                let limit = run_limit(left);
-                let run = match product_run(&db, RunStart::After(after), limit).await {
-                    Ok(run) => run,
+                match runs.next(&db, &mut next).await {
+                    Ok(true) => {}
+                    Ok(false) => break,
                     Err(e) => {
                         tracing::error!(
                             cause = %logging::cause_chain(&e),
@@ -627,15 +614,6 @@ impl App {
                         let _ = tx.send(Err(e)).await;
                         return;
                     }
-                };
-                if run.rows > 0 {
-                    next.push(b',');
-                    next.extend_from_slice(&run.items);
-                }
-                left = left.saturating_sub(run.rows as u64);
-                match run.last_id {
-                    Some(id) if run.rows as i64 == limit => after = id,
-                    _ => break, // past the last product
                 }
             }
             next.push(b']');

@@ -58,6 +58,11 @@ pub const MIGRATIONS: &[Migration] = &[
     },
 ];
 
+/// The newest migration this build carries.
+pub fn newest_known() -> i32 {
+    MIGRATIONS.last().map_or(0, |m| m.version)
+}
+
 /// Key of the advisory lock that serialises migrations (and bulk loads) across processes.
 pub const SCHEMA_LOCK: i64 = 0x0061_7465_6c69_6572; // "atelier"
 
@@ -155,7 +160,7 @@ pub async fn migrate_to(client: &mut Client, version: i32) -> Result<usize, Migr
         .await
         .map_err(DbError::query("reading schema_migrations"))?
         .get::<_, Option<i32>>(0);
-    let known = MIGRATIONS.last().map(|m| m.version).unwrap_or(0);
+    let known = newest_known();
     if let Some(version) = newest.filter(|&v| v > known) {
         return Err(MigrateError::Unknown { version });
     }
@@ -169,7 +174,7 @@ pub async fn migrate_to(client: &mut Client, version: i32) -> Result<usize, Migr
 /// function (one older than migration 7, or never migrated) comes back as `Some(0)`.
 pub async fn behind(client: &Client) -> Result<Option<i32>, DbError> {
     use tokio_postgres::error::SqlState;
-    let known = MIGRATIONS.last().map_or(0, |m| m.version);
+    let known = newest_known();
     let listed = match client
         .query_one("SELECT atelier_schema_version()", &[])
         .await

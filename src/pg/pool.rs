@@ -30,6 +30,15 @@ pub struct Conn {
     abandoned: std::sync::atomic::AtomicBool,
 }
 
+/// When the server's postmaster started, in microseconds since the epoch: how a replica's pool
+/// and its watcher tell that they reach the very same server (`replica.rs`).
+macro_rules! postmaster_started {
+    () => {
+        "(extract(epoch FROM pg_postmaster_start_time()) * 1e6)::int8"
+    };
+}
+pub(crate) use postmaster_started;
+
 /// Connections to the database for cache fills and writes.
 pub struct Pool {
     config: Config,
@@ -117,10 +126,7 @@ impl Pool {
             .map_err(|e| DbError::Unavailable(e.to_string()))?;
         if let Some(expected) = &self.server_started {
             let started: i64 = client
-                .query_one(
-                    "SELECT (extract(epoch FROM pg_postmaster_start_time()) * 1e6)::int8",
-                    &[],
-                )
+                .query_one(concat!("SELECT ", postmaster_started!()), &[])
                 .await
                 .map_err(DbError::from_query)?
                 .get(0);

@@ -19,7 +19,7 @@ use tokio_postgres::types::PgLsn;
 use tokio_postgres::{Config, NoTls};
 
 use super::fence::Lsn;
-use super::pool::Pool;
+use super::pool::{postmaster_started, Pool};
 use crate::task::AbortOnDrop;
 
 /// How often the watcher polls when no read is waiting.
@@ -200,8 +200,11 @@ impl Replica {
         let identity = tokio::time::timeout(
             timeout,
             client.query_one(
-                "SELECT (extract(epoch FROM pg_postmaster_start_time()) * 1e6)::int8, \
-                        (SELECT system_identifier::text FROM pg_control_system())",
+                concat!(
+                    "SELECT ",
+                    postmaster_started!(),
+                    ", (SELECT system_identifier::text FROM pg_control_system())"
+                ),
                 &[],
             ),
         )
