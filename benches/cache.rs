@@ -195,7 +195,7 @@ fn cache_hit(c: &mut Criterion) {
     let p = product();
     let product = Rendered::Json(render::products::render_product(&p, &features()));
     let (r, rp) = reviews(200);
-    let helpful = render::reviews::render_review_list(&r, &rp);
+    let helpful = Arc::new(render::reviews::render_review_list(&r, &rp));
     let newest = helpful
         .reordered((0..200).rev().collect())
         .expect("a permutation");
@@ -206,7 +206,7 @@ fn cache_hit(c: &mut Criterion) {
                 product_id: 42,
                 order: ReviewOrder::Helpful,
             },
-            Rendered::List(Arc::new(helpful)),
+            Rendered::List(helpful),
         ),
         (
             Key::Reviews {

@@ -148,10 +148,7 @@ pub async fn fill_review_orders(
         .run(|c| async move { read::reviews_with_dates(&c, product_id).await })
         .await?;
     let (helpful, newest) = render_review_orders(product_id, &reviews, &dates_us, &photos, compact);
-    Ok((
-        Rendered::List(Arc::new(helpful)),
-        Rendered::List(Arc::new(newest)),
-    ))
+    Ok((Rendered::List(helpful), Rendered::List(newest)))
 }
 
 async fn fill_meta(pool: &Pool, product_id: i64) -> Result<Rendered, DbError> {

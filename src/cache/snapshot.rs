@@ -613,7 +613,7 @@ fn decode_records(
             .filter(|&i| i64::try_from(i).is_ok())
             .ok_or(Damaged("an id"))?;
         let previous = match &helpful {
-            Some((of, list)) if kind == REVIEWS_NEWEST && *of == id => Some(list.as_ref()),
+            Some((of, list)) if kind == REVIEWS_NEWEST && *of == id => Some(list),
             _ => None,
         };
         let body = stored::decode(input, previous)?;

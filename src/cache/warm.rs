@@ -332,14 +332,14 @@ fn product_bodies(rows: &ProductRows, compaction: Compaction, out: &mut Vec<(Key
             product_id: id,
             order: ReviewOrder::Helpful,
         },
-        Rendered::List(Arc::new(helpful)),
+        Rendered::List(helpful),
     ));
     out.push((
         Key::Reviews {
             product_id: id,
             order: ReviewOrder::Newest,
         },
-        Rendered::List(Arc::new(newest)),
+        Rendered::List(newest),
     ));
     let visible: Vec<_> = rows
         .questions

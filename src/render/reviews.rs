@@ -1,6 +1,8 @@
 //! Bodies of the ratings & reviews widget: a product's reviews (every page of one sort order
 //! from one list) and its review metadata.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 use super::json::{
@@ -64,15 +66,17 @@ pub fn render_review_orders(
     dates_us: &[i64],
     photos: &[PhotoUrlRow],
     compact: bool,
-) -> (ItemList, ItemList) {
+) -> (Arc<ItemList>, Arc<ItemList>) {
     let mut helpful = render_review_list(reviews, photos);
     if compact {
         helpful = helpful.compacted(Some(Frame::Reviews(product_id)));
     }
+    let helpful = Arc::new(helpful);
     // `newest_order` is always a permutation, which `reordered` takes.
-    let newest = helpful
-        .reordered(newest_order(reviews, dates_us))
-        .unwrap_or_else(|| helpful.clone());
+    let newest = match helpful.reordered(newest_order(reviews, dates_us)) {
+        Some(newest) => Arc::new(newest),
+        None => Arc::clone(&helpful),
+    };
     (helpful, newest)
 }
 

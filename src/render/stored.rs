@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::{compress, Gzipped, ItemList, Lead, Rendered};
+use super::{compress, Gzipped, ItemList, Lead, More, Rendered};
 
 const JSON: u8 = 0;
 const GZIP: u8 = 1;
@@ -41,8 +41,10 @@ pub fn encode(body: &Rendered, previous: Option<&ItemList>, out: &mut Vec<u8>) {
             put_bytes(out, &gz.gz);
         }
         Rendered::NotFound => out.push(NOT_FOUND),
-        Rendered::List(list) => match (&list.order, previous) {
-            (Some(order), Some(base)) if base.order.is_none() && list.shares_buffer_with(base) => {
+        Rendered::List(list) => match (list.order(), previous) {
+            (Some(order), Some(base))
+                if base.order().is_none() && list.shares_buffer_with(base) =>
+            {
                 out.push(REORDERED);
                 put_u32s(out, order);
             }
@@ -57,22 +59,24 @@ pub fn encode(body: &Rendered, previous: Option<&ItemList>, out: &mut Vec<u8>) {
 fn encode_list(list: &ItemList, out: &mut Vec<u8>) {
     let mut flags = 0;
     for (set, flag) in [
-        (list.deflated, DEFLATED),
-        (list.order.is_some(), ORDERED),
-        (list.lead.is_some(), LED),
+        (list.base().deflated, DEFLATED),
+        (list.order().is_some(), ORDERED),
+        (list.lead().is_some(), LED),
     ] {
         if set {
             flags |= flag;
         }
     }
     out.push(flags);
-    put_bytes(out, &list.json);
-    put_u32s(out, &list.ends);
-    if let Some(order) = &list.order {
+    put_bytes(out, list.stored_items());
+    // The ends are kept as the little-endian `u32`s `put_u32s` writes.
+    out.extend_from_slice(&list.len.to_le_bytes());
+    out.extend_from_slice(list.ends_bytes());
+    if let Some(order) = list.order() {
         // (The reader refuses this: a caller writes reordered lists after their base.)
         put_u32s(out, order);
     }
-    if let Some(lead) = &list.lead {
+    if let Some(lead) = list.lead() {
         out.extend_from_slice(&lead.body.digest.to_le_bytes());
         put_bytes(out, &lead.body.gz);
         out.extend_from_slice(&lead.items_start.to_le_bytes());
@@ -89,7 +93,7 @@ fn encode_list(list: &ItemList, out: &mut Vec<u8>) {
 
 /// Reads one body from the front of `input`, advancing it. `previous` is the list read just
 /// before, for a list written as an index into it.
-pub fn decode(input: &mut &[u8], previous: Option<&ItemList>) -> Result<Rendered, Damaged> {
+pub fn decode(input: &mut &[u8], previous: Option<&Arc<ItemList>>) -> Result<Rendered, Damaged> {
     Ok(match take_u8(input)? {
         JSON => Rendered::Json(take_bytes(input)?),
         GZIP => {
@@ -102,7 +106,7 @@ pub fn decode(input: &mut &[u8], previous: Option<&ItemList>) -> Result<Rendered
         LIST => Rendered::List(Arc::new(decode_list(input)?)),
         REORDERED => {
             let base = previous
-                .filter(|base| base.order.is_none())
+                .filter(|base| base.order().is_none())
                 .ok_or(Damaged("a reordered list with no list before it"))?;
             let order = take_u32s(input)?;
             let list = base
@@ -148,12 +152,12 @@ fn decode_list(input: &mut &[u8]) -> Result<ItemList, Damaged> {
         if (items_start as usize).saturating_add(lead_end) > gzip_size(&gz)? {
             return Err(Damaged("a lead page shorter than its items"));
         }
-        Some(Arc::new(Lead {
+        Some(Lead {
             body: Gzipped { gz, digest },
             items_start,
             len,
             count,
-        }))
+        })
     } else {
         None
     };
@@ -174,13 +178,8 @@ fn decode_list(input: &mut &[u8]) -> Result<ItemList, Damaged> {
     if !fits {
         return Err(Damaged("a list's buffer does not hold its items"));
     }
-    Ok(ItemList {
-        json,
-        deflated,
-        ends,
-        order: None,
-        lead,
-    })
+    let more = lead.map(|lead| Box::new(More::Lead(lead)));
+    Ok(ItemList::from_parts(&ends, &json, deflated, more))
 }
 
 /// The size a gzip member says its contents have, if plausible for its length: what inflating
@@ -278,7 +277,7 @@ mod tests {
         let mut read = Vec::new();
         let mut previous: Option<Arc<ItemList>> = None;
         while !input.is_empty() {
-            let body = decode(&mut input, previous.as_deref()).expect("decodes");
+            let body = decode(&mut input, previous.as_ref()).expect("decodes");
             previous = match &body {
                 Rendered::List(l) => Some(Arc::clone(l)),
                 _ => None,
@@ -294,7 +293,7 @@ mod tests {
             .map(|i| format!("{{\"id\":{i},\"x\":\"{}\"}}", "y".repeat(i)))
             .collect();
         let items: Vec<&str> = items.iter().map(String::as_str).collect();
-        let helpful = list(&items).compacted(Some(Frame::Reviews(7)));
+        let helpful = Arc::new(list(&items).compacted(Some(Frame::Reviews(7))));
         assert!(helpful.has_lead_page());
         let newest = helpful
             .reordered((0..40).rev().collect())
@@ -304,8 +303,8 @@ mod tests {
             Rendered::Json(Bytes::from_static(b"{\"id\":1}")),
             Rendered::Json(Bytes::from(vec![b'a'; 500])).compacted(None),
             Rendered::NotFound,
-            Rendered::List(Arc::new(helpful.clone())),
-            Rendered::List(Arc::new(newest.clone())),
+            Rendered::List(Arc::clone(&helpful)),
+            Rendered::List(Arc::new(newest)),
             Rendered::List(Arc::new(plain.clone())),
             Rendered::List(Arc::new(plain.compacted(None))),
         ];
@@ -327,15 +326,16 @@ mod tests {
     #[test]
     fn damaged_bytes_are_refused_not_trusted() {
         let mut out = Vec::new();
-        let l = list(&["{\"a\":1}", "{\"b\":2}", "{\"c\":3}"]);
-        encode(&Rendered::List(Arc::new(l.clone())), None, &mut out);
+        let l = Arc::new(list(&["{\"a\":1}", "{\"b\":2}", "{\"c\":3}"]));
+        let json_len = l.stored_items().len();
+        encode(&Rendered::List(Arc::clone(&l)), None, &mut out);
         // Every prefix is cut short, never a panic.
         for cut in 0..out.len() {
             assert!(decode(&mut &out[..cut], None).is_err(), "cut at {cut}");
         }
         // Item ends out of order.
         let mut bad = out.clone();
-        let ends_at = 1 + 1 + 4 + l.json.len() + 4;
+        let ends_at = 1 + 1 + 4 + json_len + 4;
         bad[ends_at..ends_at + 4].copy_from_slice(&1000u32.to_le_bytes());
         assert!(decode(&mut &bad[..], None).is_err());
         // An order that is no permutation, and a reordered list with nothing before it.
@@ -355,9 +355,9 @@ mod tests {
         assert!(decode(&mut &out[..], None).is_err());
         // Ends past the buffer: the last item ends one byte further than the buffer goes.
         let mut out = Vec::new();
-        encode(&Rendered::List(Arc::new(l.clone())), None, &mut out);
-        let last_end = 1 + 1 + 4 + l.json.len() + 4 + 8;
-        out[last_end..last_end + 4].copy_from_slice(&(l.json.len() as u32 + 1).to_le_bytes());
+        encode(&Rendered::List(Arc::clone(&l)), None, &mut out);
+        let last_end = 1 + 1 + 4 + json_len + 4 + 8;
+        out[last_end..last_end + 4].copy_from_slice(&(json_len as u32 + 1).to_le_bytes());
         assert!(matches!(decode(&mut &out[..], None), Err(Damaged(why)) if why.contains("buffer")));
         // A gzip member that says it inflates to 4 GiB.
         let body = Rendered::Json(Bytes::from(vec![b'a'; 500])).compacted(None);
