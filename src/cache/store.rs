@@ -163,6 +163,12 @@ impl Catalog {
     }
 }
 
+/// The one empty list every empty list's slot holds: a fifth of the catalog's lists are empty
+/// at full scale (a question with no answers, a product with no reviews or questions), and
+/// each would otherwise hold a box of its own.
+static EMPTY_LIST: std::sync::LazyLock<Arc<ItemList>> =
+    std::sync::LazyLock::new(|| Arc::new(ItemList::default()));
+
 /// One slot of the catalog, of either sort.
 #[derive(Clone, Copy)]
 enum Slot<'a> {
@@ -561,7 +567,12 @@ fn filled<T>(slots: &[ArcSwapOption<T>]) -> impl Iterator<Item = usize> + '_ {
     (0..slots.len()).filter(|&i| slots[i].load().is_some())
 }
 
+/// `body` as the catalog holds it (an empty list as the one [`EMPTY_LIST`]), and its weight.
 fn weigh(body: Rendered) -> (Rendered, u64) {
+    let body = match body {
+        Rendered::List(list) if list.is_empty() => Rendered::List(Arc::clone(&EMPTY_LIST)),
+        other => other,
+    };
     let w = catalog_weight(&body);
     (body, w)
 }
@@ -665,6 +676,26 @@ mod tests {
             store.insert_precomputed(Key::Questions(3), Rendered::NotFound),
             Precomputed::NoSlot(..)
         ));
+        // Empty lists, in whatever order, share one box.
+        let empty = Arc::new(crate::render::ItemListBuilder::default().finish());
+        let reordered = Arc::new(empty.reordered(Vec::new()).expect("no items, no order"));
+        for (id, list) in [(5, empty), (6, reordered)] {
+            assert!(store
+                .insert_precomputed(Key::Answers(id), Rendered::List(list))
+                .stored());
+        }
+        match (
+            store.catalog_body(&Key::Answers(5)),
+            store.catalog_body(&Key::Answers(6)),
+        ) {
+            (Some(Rendered::List(a)), Some(Rendered::List(b))) => {
+                assert!(Arc::ptr_eq(&a, &b) && a.is_empty())
+            }
+            other => panic!("{other:?}"),
+        }
+        for id in [5, 6] {
+            assert!(store.remove_if(&Key::Answers(id), |_| true));
+        }
         // And a list taken out only if the test says so.
         store.insert(key.clone(), Rendered::List(Arc::clone(&list)));
         assert!(!store.remove_if(&key, |_| false));

@@ -11,6 +11,7 @@ pub mod reviews;
 pub mod stored;
 
 use std::collections::HashMap;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -216,8 +217,8 @@ struct Lead {
     /// How many items it holds: the list's first.
     len: u32,
     /// The count the body's head echoes, if its endpoint echoes one: then it answers only a
-    /// request for that count.
-    count: Option<u64>,
+    /// request for that count. (32 bits, not 64: the lead's box is one of 2.5 million.)
+    count: Option<NonZeroU32>,
 }
 
 /// What wraps the pages of a list: the endpoint, and the id its head names.
@@ -433,7 +434,10 @@ impl ItemList {
                 },
                 items_start: u32::try_from(head.len()).ok()?,
                 len: u32::try_from(len).ok()?,
-                count: frame.echoes_count().then_some(count),
+                count: match frame.echoes_count() {
+                    true => Some(NonZeroU32::new(u32::try_from(count).ok()?)?),
+                    false => None,
+                },
             }))),
         })
     }
@@ -449,7 +453,7 @@ impl ItemList {
         let shown = count.min(self.len() as u64);
         let fits = page_offset(page, count) == 0
             && shown == u64::from(lead.len)
-            && lead.count.is_none_or(|c| c == count);
+            && lead.count.is_none_or(|c| u64::from(c.get()) == count);
         fits.then_some(&lead.body)
     }
 
@@ -810,6 +814,8 @@ mod tests {
     fn a_list_is_one_small_box_and_one_allocation() {
         // The catalog holds 6.5 million lists at full scale: 16 bytes more here is 100 MB.
         assert!(std::mem::size_of::<ItemList>() <= 32);
+        // What a lead page or another order adds, boxed apart: one mimalloc size class.
+        assert!(std::mem::size_of::<More>() <= 64);
         let list = list_of(&["{\"answer_id\":1}", "{\"answer_id\":2}"]);
         assert!(list.more.is_none());
         assert_eq!(list.data.len(), 2 * 4 + list.total());

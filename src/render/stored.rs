@@ -5,6 +5,7 @@
 //! A product's reviews in the newest order share the helpful order's buffer in memory; the
 //! snapshot keeps that sharing, writing the newest order as its index into the list before it.
 
+use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -84,7 +85,7 @@ fn encode_list(list: &ItemList, out: &mut Vec<u8>) {
         match lead.count {
             Some(count) => {
                 out.push(1);
-                out.extend_from_slice(&count.to_le_bytes());
+                out.extend_from_slice(&u64::from(count.get()).to_le_bytes());
             }
             None => out.push(0),
         }
@@ -141,7 +142,14 @@ fn decode_list(input: &mut &[u8]) -> Result<ItemList, Damaged> {
         let len = take_u32(input)?;
         let count = match take_u8(input)? {
             0 => None,
-            1 => Some(take_u64(input)?),
+            1 => {
+                let count = u32::try_from(take_u64(input)?).ok();
+                Some(
+                    count
+                        .and_then(NonZeroU32::new)
+                        .ok_or(Damaged("a lead page's count"))?,
+                )
+            }
             _ => return Err(Damaged("a lead page's count flag")),
         };
         if len == 0 || len as usize > ends.len() {
