@@ -1,5 +1,6 @@
 //! The change feed against real PostgreSQL servers: two instances on one database, a feed
-//! connection killed while writes go on, and the database stopped and restarted under load.
+//! connection killed while writes go on, and the database stopped and restarted under load
+//! and in the middle of a page sent in runs.
 
 mod common;
 
@@ -225,6 +226,76 @@ async fn the_database_stopped_and_restarted_under_reads() {
         .unwrap();
     let body = eventually(a, "/products/1", |b| b.contains("Back Again")).await;
     assert!(body.contains("Back Again"), "{body}");
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_page_in_runs_cut_short_by_the_database_ends_without_its_last_chunk() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let cluster = PrivateCluster::start(&ClusterOptions {
+        shared_buffers: "32MB".into(),
+        maintenance_work_mem: "16MB".into(),
+        max_connections: 50,
+        ..Default::default()
+    })
+    .expect("private cluster");
+    pg_setup(&cluster).await;
+    let client = atelier::pg::connect(&cluster.config("atelier"))
+        .await
+        .unwrap();
+    client
+        .batch_execute(
+            "INSERT INTO products (name, slogan, description, category, default_price)
+             SELECT 'bulk ' || n, 's', 'd', 'c', 10 FROM generate_series(1, 5000) AS n",
+        )
+        .await
+        .unwrap();
+    let total = count(&client, "products").await;
+    drop(client);
+    let mut s = settings();
+    s.db_timeout = Duration::from_millis(500);
+    // Runs of one product: the page is thousands of queries.
+    s.max_page_rows = 1;
+    let server = atelier::http::start(s, cluster.config("atelier"))
+        .await
+        .expect("server");
+    let a = server.addr;
+    wait_connected(&server.app).await;
+
+    let mut stream = tokio::net::TcpStream::connect(a).await.unwrap();
+    stream
+        .write_all(b"GET /products?count=1000000 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut raw = vec![0; 256];
+    let n = stream.read(&mut raw).await.unwrap();
+    raw.truncate(n);
+    assert!(raw.starts_with(b"HTTP/1.1 200"), "the first run was read");
+    // The test's runtime is the server's too: while PostgreSQL stops, the server waits.
+    cluster.pause().expect("stop PostgreSQL");
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw))
+        .await
+        .expect("the server ends the reply, not leaves it hanging")
+        .unwrap_or_default();
+    let reply = String::from_utf8_lossy(&raw);
+    assert!(reply.contains("transfer-encoding: chunked"), "{reply:.300}");
+    // A client sees the page cut short: no last chunk, and no closing bracket.
+    assert!(
+        !reply.ends_with("0\r\n\r\n") && !reply.trim_end().ends_with(']'),
+        "a page cut short must not look whole: …{}",
+        &reply[reply.len().saturating_sub(200)..]
+    );
+
+    cluster.resume().expect("start PostgreSQL");
+    let whole = eventually(a, "/products?count=1000000", |b| b.ends_with(']')).await;
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&whole)
+            .unwrap()
+            .as_array()
+            .map(Vec::len),
+        usize::try_from(total).ok(),
+        "the whole page once the database is back"
+    );
     server.stop().await.unwrap();
 }
 

@@ -1,8 +1,9 @@
 //! Bounded work per request, over real sockets: clients that send their headers or body too
 //! slowly, or stop reading their response, are cut off at the limit while others are served;
 //! the connection cap holds under 10,000 idle connections while clients with requests are
-//! served; heads too large are refused; a `/products` page is capped, and a page past the last
-//! product is answered without the database.
+//! served; heads too large are refused; a huge `/products` page is read in runs (no more of
+//! them for a client that left, none for a HEAD), and a page past the last product is answered
+//! without the database.
 //!
 //! (A query past `statement_timeout` answering 503 and leaving its pooled connection usable is
 //! `tests/pool.rs`.)
@@ -406,6 +407,102 @@ async fn huge_products_pages_are_served_whole_in_runs_and_past_the_last_product_
         assert!(Instant::now() < deadline, "the loaded product never showed");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The runs of products read so far for pages sent in runs, from `/metrics`.
+async fn runs_read(addr: SocketAddr) -> u64 {
+    let text = get(addr, "/metrics").await.body;
+    text.lines()
+        .find_map(|l| l.strip_prefix("atelier_products_runs_total ")?.parse().ok())
+        .unwrap_or_else(|| panic!("no atelier_products_runs_total in /metrics:\n{text}"))
+}
+
+/// Waits until the runs read stop moving (two samples 300 ms apart agree, within 10 s).
+async fn runs_settled(addr: SocketAddr) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = runs_read(addr).await;
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = runs_read(addr).await;
+        if now == last {
+            return now;
+        }
+        assert!(Instant::now() < deadline, "the runs never stopped");
+        last = now;
+    }
+}
+
+#[tokio::test]
+async fn a_page_in_runs_stops_reading_when_its_client_goes_away_and_a_head_sends_no_body() {
+    let mut s = settings(Limits::default());
+    // Runs of one product: a page of thousands is thousands of queries, long enough to leave.
+    s.max_page_rows = 1;
+    let (db, server) = server_with_settings(&sample_dir(), s).await;
+    let a = server.addr;
+    db.client()
+        .await
+        .batch_execute(
+            "INSERT INTO products (name, slogan, description, category, default_price)
+             SELECT 'bulk ' || n, 's', 'd', 'c', 10 FROM generate_series(1, 5000) AS n",
+        )
+        .await
+        .unwrap();
+    let total = u64::try_from(count(&db.client().await, "products").await).unwrap();
+    assert_eq!(runs_read(a).await, 0);
+
+    // The whole page, for a client that reads it: one run a product, counted.
+    let page = get(a, "/products?count=100000").await;
+    assert_eq!(page.status, 200);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&page.body)
+            .unwrap()
+            .as_array()
+            .map(Vec::len),
+        Some(total as usize)
+    );
+    let whole = runs_settled(a).await;
+    assert!(whole >= total, "{whole} runs for {total} products");
+
+    // HEAD: the head a GET would get and no body, and the connection goes on to its next
+    // request; the page's runs are not read.
+    let mut stream = open_with(
+        a,
+        b"HEAD /products?count=100000 HTTP/1.1\r\nHost: t\r\n\r\n\
+          GET /products/1 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let (reply, _) = until_closed(&mut stream).await;
+    let reply = String::from_utf8_lossy(&reply).into_owned();
+    let (head, next) = reply.split_once("\r\n\r\n").expect("a head");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/json"),
+        "{head}"
+    );
+    assert!(
+        next.starts_with("HTTP/1.1 200") && next.contains("Camo Onesie"),
+        "no body after the HEAD's head, then the next response: {next:.200}"
+    );
+    let after_head = runs_settled(a).await;
+    assert!(
+        after_head - whole < 10,
+        "a HEAD read {} runs",
+        after_head - whole
+    );
+
+    // A client that reads the head and goes away: the runs stop, well short of the page.
+    let mut stream = open_with(a, b"GET /products?count=100000 HTTP/1.1\r\nHost: t\r\n\r\n").await;
+    let mut first = vec![0; 1024];
+    let n = stream.read(&mut first).await.expect("the head");
+    assert!(first[..n].starts_with(b"HTTP/1.1 200"));
+    drop(stream);
+    let after_leaving = runs_settled(a).await;
+    assert!(
+        after_leaving - after_head < total / 2,
+        "{} runs of a page of {total} read for a client that left",
+        after_leaving - after_head
+    );
 }
 
 #[tokio::test]

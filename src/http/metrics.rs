@@ -21,6 +21,9 @@ pub struct Metrics {
     requests: Vec<AtomicU64>,
     latency: [AtomicU64; BUCKETS.len() + 1],
     latency_sum_us: AtomicU64,
+    /// Runs of products read for `GET /products` pages sent in runs; shared with the task that
+    /// reads a page's later runs.
+    products_runs: std::sync::Arc<AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -31,6 +34,7 @@ impl Default for Metrics {
                 .collect(),
             latency: Default::default(),
             latency_sum_us: AtomicU64::new(0),
+            products_runs: Default::default(),
         }
     }
 }
@@ -71,6 +75,12 @@ impl Metrics {
             .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
     }
 
+    /// The count of runs read for `GET /products` pages sent in runs, for the task that reads
+    /// a page's runs to add to.
+    pub fn products_runs(&self) -> std::sync::Arc<AtomicU64> {
+        std::sync::Arc::clone(&self.products_runs)
+    }
+
     pub fn render(&self, gauges: &Gauges) -> String {
         let mut out = String::with_capacity(4096);
         out.push_str("# HELP atelier_requests_total Requests answered, by route and status.\n");
@@ -108,6 +118,13 @@ impl Metrics {
         let sum = self.latency_sum_us.load(Ordering::Relaxed) as f64 / 1e6;
         let _ = writeln!(out, "atelier_request_duration_seconds_sum {sum}");
         let _ = writeln!(out, "atelier_request_duration_seconds_count {cumulative}");
+        out.push_str(
+            "# HELP atelier_products_runs_total Runs of products read for GET /products pages \
+             larger than --max-page-rows.\n",
+        );
+        out.push_str("# TYPE atelier_products_runs_total counter\n");
+        let runs = self.products_runs.load(Ordering::Relaxed);
+        let _ = writeln!(out, "atelier_products_runs_total {runs}");
         let c = &gauges.cache;
         for (name, kind, help, value) in [
             (

@@ -586,7 +586,10 @@ impl App {
         let run_rows = i64::try_from(self.settings.max_page_rows).unwrap_or(i64::MAX);
         let mut runs = ProductRuns::new(offset, count, run_rows);
         let mut page = Vec::from(&b"["[..]);
-        if !runs.next(&self.db, &mut page).await? {
+        let more = runs.next(&self.db, &mut page).await?;
+        let runs_read = self.metrics.products_runs();
+        runs_read.fetch_add(1, Ordering::Relaxed);
+        if !more {
             page.push(b']');
             return Ok(respond::json(Bytes::from(page)));
         }
@@ -603,7 +606,11 @@ impl App {
                 {
                     return; // the client went away
                 }
-                match runs.next(&db, &mut next).await {
+                let read = runs.next(&db, &mut next).await;
+                if read.is_ok() {
+                    runs_read.fetch_add(1, Ordering::Relaxed);
+                }
+                match read {
                     Ok(true) => {}
                     Ok(false) => break,
                     Err(e) => {
