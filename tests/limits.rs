@@ -2,8 +2,8 @@
 //! slowly, or stop reading their response, are cut off at the limit while others are served;
 //! the connection cap holds under 10,000 idle connections while clients with requests are
 //! served; heads too large are refused; a huge `/products` page is read in runs (no more of
-//! them for a client that left, none for a HEAD), and a page past the last product is answered
-//! without the database.
+//! them once its client is gone, only the first for a HEAD), and a page past the last product
+//! is answered without the database.
 //!
 //! (A query past `statement_timeout` answering 503 and leaving its pooled connection usable is
 //! `tests/pool.rs`.)
@@ -464,7 +464,9 @@ async fn a_page_in_runs_stops_reading_when_its_client_goes_away_and_a_head_sends
     assert!(whole >= total, "{whole} runs for {total} products");
 
     // HEAD: the head a GET would get and no body, and the connection goes on to its next
-    // request; the page's runs are not read.
+    // request. The first run is read before the head, as a GET's is (a database that cannot
+    // answer is a 503); the page's later runs are not read, but for one the task may have
+    // begun before the body was dropped.
     let mut stream = open_with(
         a,
         b"HEAD /products?count=100000 HTTP/1.1\r\nHost: t\r\n\r\n\
@@ -486,12 +488,13 @@ async fn a_page_in_runs_stops_reading_when_its_client_goes_away_and_a_head_sends
     );
     let after_head = runs_settled(a).await;
     assert!(
-        after_head - whole < 10,
+        after_head - whole <= 2,
         "a HEAD read {} runs",
         after_head - whole
     );
 
-    // A client that reads the head and goes away: the runs stop, well short of the page.
+    // A client that reads the head and goes away: the runs stop once the server notices,
+    // well short of the page (the socket's buffers take runs until then).
     let mut stream = open_with(a, b"GET /products?count=100000 HTTP/1.1\r\nHost: t\r\n\r\n").await;
     let mut first = vec![0; 1024];
     let n = stream.read(&mut first).await.expect("the head");

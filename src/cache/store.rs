@@ -163,9 +163,12 @@ impl Catalog {
     }
 }
 
-/// The one empty list every empty list's slot holds: a fifth of the catalog's lists are empty
-/// at full scale (a question with no answers, a product with no reviews or questions), and
-/// each would otherwise hold a box of its own.
+/// The one empty list a warm-up or a restore puts in every empty list's slot: a fifth of the
+/// catalog's lists are empty at full scale (a question with no answers, a product with no
+/// reviews or questions), and each would otherwise hold a box of its own. A refresh puts in a
+/// box of its own, so that an empty list replaced and then emptied again is a new value
+/// ([`Rendered::is_same_value`]): the sweep must not take a list emptied again for the one
+/// it judged.
 static EMPTY_LIST: std::sync::LazyLock<Arc<ItemList>> =
     std::sync::LazyLock::new(|| Arc::new(ItemList::default()));
 
@@ -381,6 +384,11 @@ impl Store {
         else {
             return Precomputed::NoSlot(key, body);
         };
+        // An empty list as the one shared box.
+        let body = match body {
+            Rendered::List(list) if list.is_empty() => Rendered::List(Arc::clone(&EMPTY_LIST)),
+            other => other,
+        };
         let (body, weight) = weigh(body);
         if self.catalog_bytes.load(Ordering::Relaxed) + weight > self.catalog_share() {
             return Precomputed::Full;
@@ -567,12 +575,7 @@ fn filled<T>(slots: &[ArcSwapOption<T>]) -> impl Iterator<Item = usize> + '_ {
     (0..slots.len()).filter(|&i| slots[i].load().is_some())
 }
 
-/// `body` as the catalog holds it (an empty list as the one [`EMPTY_LIST`]), and its weight.
 fn weigh(body: Rendered) -> (Rendered, u64) {
-    let body = match body {
-        Rendered::List(list) if list.is_empty() => Rendered::List(Arc::clone(&EMPTY_LIST)),
-        other => other,
-    };
     let w = catalog_weight(&body);
     (body, w)
 }
@@ -676,7 +679,8 @@ mod tests {
             store.insert_precomputed(Key::Questions(3), Rendered::NotFound),
             Precomputed::NoSlot(..)
         ));
-        // Empty lists, in whatever order, share one box.
+        // Empty lists, in whatever order, share one box when a warm-up puts them in; one a
+        // refresh puts in is a new value.
         let empty = Arc::new(crate::render::ItemListBuilder::default().finish());
         let reordered = Arc::new(empty.reordered(Vec::new()).expect("no items, no order"));
         for (id, list) in [(5, empty), (6, reordered)] {
@@ -691,6 +695,17 @@ mod tests {
             (Some(Rendered::List(a)), Some(Rendered::List(b))) => {
                 assert!(Arc::ptr_eq(&a, &b) && a.is_empty())
             }
+            other => panic!("{other:?}"),
+        }
+        store.insert(
+            Key::Answers(6),
+            Rendered::List(Arc::new(ItemList::default())),
+        );
+        match (
+            store.catalog_body(&Key::Answers(5)),
+            store.catalog_body(&Key::Answers(6)),
+        ) {
+            (Some(a), Some(b)) => assert!(!a.is_same_value(&b) && a == b),
             other => panic!("{other:?}"),
         }
         for id in [5, 6] {

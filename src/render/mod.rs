@@ -105,9 +105,12 @@ impl Rendered {
                 }),
                 None => Rendered::Json(plain),
             },
-            Rendered::List(list) if !list.is_compacted() => {
-                Rendered::List(Arc::new(list.compacted(frame)))
-            }
+            // A list that does not shrink stays the very list it was: another order may read
+            // its buffer through it.
+            Rendered::List(list) if !list.is_compacted() => match list.compacted(frame) {
+                compact if compact.is_compacted() => Rendered::List(Arc::new(compact)),
+                _ => Rendered::List(list),
+            },
             other => other,
         }
     }
@@ -217,7 +220,8 @@ struct Lead {
     /// How many items it holds: the list's first.
     len: u32,
     /// The count the body's head echoes, if its endpoint echoes one: then it answers only a
-    /// request for that count. (32 bits, not 64: the lead's box is one of 2.5 million.)
+    /// request for that count. (32 bits, not 64: that puts [`More`], of which the catalog
+    /// holds 2.5 million, in a smaller size class.)
     count: Option<NonZeroU32>,
 }
 
@@ -373,15 +377,20 @@ impl ItemList {
 
     /// The same list in less memory: with a lead page if `frame` keeps one and its body
     /// shrinks by an eighth, the rest of the buffer deflated if that saves an eighth. A
-    /// reordered list keeps no lead page: its buffer is deflated under it.
+    /// reordered list keeps no lead page: a copy of its buffer is deflated under it, if that
+    /// saves an eighth (otherwise it stays as it is, reading the buffer it shares).
     pub fn compacted(&self, frame: Option<Frame>) -> ItemList {
         if self.is_compacted() {
             return self.clone();
         }
         if let Some(More::Reordered { base, order }) = self.more.as_deref() {
+            let base = base.compacted(None);
+            if !base.is_compacted() {
+                return self.clone();
+            }
             return ItemList {
                 more: Some(Box::new(More::Reordered {
-                    base: Arc::new(base.compacted(None)),
+                    base: Arc::new(base),
                     order: order.clone(),
                 })),
                 ..ItemList::clone(self)
@@ -791,6 +800,19 @@ mod tests {
         let compacted = newest.compacted(Some(Frame::Reviews(1)));
         assert!(compacted.is_compacted() && !compacted.has_lead_page());
         assert_eq!(compacted, *newest);
+        // Lists too short to shrink stay as they are, the orders still sharing one buffer.
+        let short = Arc::new(list_of(&["\"a\"", "\"b\""]));
+        let newest = Arc::new(short.reordered(vec![1, 0]).expect("a permutation"));
+        let frame = Some(Frame::Reviews(1));
+        let (Rendered::List(h), Rendered::List(n)) = (
+            Rendered::List(Arc::clone(&short)).compacted(frame),
+            Rendered::List(Arc::clone(&newest)).compacted(frame),
+        ) else {
+            panic!("lists")
+        };
+        assert!(Arc::ptr_eq(&h, &short) && Arc::ptr_eq(&n, &newest));
+        assert!(n.shares_buffer_with(&h));
+        assert!(newest.compacted(frame).shares_buffer_with(&short));
         assert_eq!(slice(&deflated, 7, 3), slice(&long, 7, 3));
         let order: Vec<u32> = (0..40).rev().collect();
         assert_eq!(
@@ -814,8 +836,9 @@ mod tests {
     fn a_list_is_one_small_box_and_one_allocation() {
         // The catalog holds 6.5 million lists at full scale: 16 bytes more here is 100 MB.
         assert!(std::mem::size_of::<ItemList>() <= 32);
-        // What a lead page or another order adds, boxed apart: one mimalloc size class.
-        assert!(std::mem::size_of::<More>() <= 64);
+        // What a lead page or another order adds, boxed apart: 56 bytes, mimalloc's size class
+        // below 64.
+        assert!(std::mem::size_of::<More>() <= 56);
         let list = list_of(&["{\"answer_id\":1}", "{\"answer_id\":2}"]);
         assert!(list.more.is_none());
         assert_eq!(list.data.len(), 2 * 4 + list.total());
