@@ -11,7 +11,8 @@
 #      without it).
 # SETUPS="ceiling nginx precomputed on-demand no-cache" (the default) picks the servers.
 # Requests ask for gzip as browsers do (ACCEPT_ENCODING, default "gzip, deflate, br"; set it
-# empty for plain bodies).
+# empty for plain bodies). LOCK_MEMORY=1 runs atelier with --lock-memory (root, or an
+# unlimited memlock limit).
 # Prints one table. Needs wrk and nginx (apt-get install wrk nginx-light) and DATABASE_URL
 # naming a loaded database (which workload c writes to).
 #
@@ -25,6 +26,7 @@ cache_mb=${2:-512}
 export ACCEPT_ENCODING=${ACCEPT_ENCODING-gzip, deflate, br}
 # SETUPS picks the servers to run (all by default).
 SETUPS=${SETUPS:-ceiling nginx precomputed on-demand no-cache}
+lock_memory=$([ "${LOCK_MEMORY:-0}" != 0 ] && echo --lock-memory)
 [ -n "$ACCEPT_ENCODING" ] || unset ACCEPT_ENCODING
 : "${DATABASE_URL:?set DATABASE_URL to a loaded database}"
 command -v wrk >/dev/null || { echo "wrk is not installed: apt-get install wrk" >&2; exit 1; }
@@ -168,7 +170,7 @@ for setup in "precomputed|all|$cache_mb" "on demand|none|$cache_mb" "no cache|no
     wanted "${label// /-}" || continue
     echo "== atelier, $label" >&2
     "$bin" serve --listen 127.0.0.1:4503 --precompute "$precompute" --cache-mb "$mb" \
-        --sweep-period-s 0 2>"$work/atelier.log" &
+        --sweep-period-s 0 $lock_memory 2>"$work/atelier.log" &
     pid=$!
     pids+=("$pid")
     started=$(date +%s)
@@ -191,7 +193,7 @@ for setup in "precomputed|all|$cache_mb" "on demand|none|$cache_mb" "no cache|no
 done
 
 echo
-echo "$(nproc) cores, $(date -u +%F), $seconds s a workload, wrk -t2 -c64, catalog of $max_id products, --cache-mb $cache_mb, Accept-Encoding: ${ACCEPT_ENCODING:-(none)}"
+echo "$(nproc) cores, $(date -u +%F), $seconds s a workload, wrk -t2 -c64, catalog of $max_id products, --cache-mb $cache_mb${lock_memory:+ $lock_memory}, Accept-Encoding: ${ACCEPT_ENCODING:-(none)}"
 printf '| %-26s | %-16s | %12s | %10s | %10s |\n' setup workload requests/s p50 p99
 printf '|%s|%s|%s|%s|%s|\n' "----------------------------" "------------------" "--------------" "------------" "------------"
 for r in "${rows[@]}"; do

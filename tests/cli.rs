@@ -1,4 +1,5 @@
-//! The `atelier` binary's error messages: one line that says what to do, never a panic.
+//! The `atelier` binary: its error messages (one line that says what to do, never a panic),
+//! and what its flags do to the process.
 
 mod common;
 
@@ -176,4 +177,37 @@ async fn serve_refuses_a_database_behind_this_builds_migrations() {
     let mut child = common::KillOnDrop(serve(url));
     let (addr, _lines) = common::served_address(&mut child);
     common::ready(addr).await;
+}
+
+/// `--lock-memory` locks the server's pages as they are touched (its `VmLck`); without it,
+/// nothing is locked.
+#[tokio::test]
+async fn lock_memory_locks_the_servers_pages_and_only_when_asked() {
+    let db = common::empty_database().await;
+    let mut client = db.client().await;
+    atelier::pg::migrate::migrate(&mut client).await.unwrap();
+    let url = common::connection_string(&db.config);
+    for lock in [false, true] {
+        let child = Command::new(env!("CARGO_BIN_EXE_atelier"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+            .args(["--cache-mb", "16", "--database-url", &url])
+            .args(lock.then_some("--lock-memory"))
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run atelier");
+        let mut child = common::KillOnDrop(child);
+        let (addr, _lines) = common::served_address(&mut child.0);
+        common::ready(addr).await;
+        let status = std::fs::read_to_string(format!("/proc/{}/status", child.0.id())).unwrap();
+        let locked_kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmLck:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmLck in /proc/PID/status");
+        assert_eq!(
+            locked_kb > 0,
+            lock,
+            "--lock-memory {lock}: VmLck {locked_kb} kB"
+        );
+    }
 }
