@@ -26,7 +26,8 @@ cache_mb=${2:-512}
 export ACCEPT_ENCODING=${ACCEPT_ENCODING-gzip, deflate, br}
 # SETUPS picks the servers to run (all by default).
 SETUPS=${SETUPS:-ceiling nginx precomputed on-demand no-cache}
-lock_memory=$([ "${LOCK_MEMORY:-0}" != 0 ] && echo --lock-memory)
+lock_memory=
+[ "${LOCK_MEMORY:-0}" = 0 ] || lock_memory=--lock-memory
 [ -n "$ACCEPT_ENCODING" ] || unset ACCEPT_ENCODING
 : "${DATABASE_URL:?set DATABASE_URL to a loaded database}"
 command -v wrk >/dev/null || { echo "wrk is not installed: apt-get install wrk" >&2; exit 1; }

@@ -179,23 +179,78 @@ async fn serve_refuses_a_database_behind_this_builds_migrations() {
     common::ready(addr).await;
 }
 
+/// Whether this process may lock memory past any limit (CAP_IPC_LOCK), or has no limit.
+fn may_lock_memory() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let caps = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .unwrap_or(0);
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the one struct it is given.
+    let got = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) };
+    caps & (1 << 14) != 0 || (got == 0 && limit.rlim_cur == libc::RLIM_INFINITY)
+}
+
 /// `--lock-memory` locks the server's pages as they are touched (its `VmLck`); without it,
-/// nothing is locked.
+/// nothing is locked. Where the process may not lock past a finite limit, the server refuses
+/// the flag at once and says what to change.
 #[tokio::test]
 async fn lock_memory_locks_the_servers_pages_and_only_when_asked() {
     let db = common::empty_database().await;
     let mut client = db.client().await;
     atelier::pg::migrate::migrate(&mut client).await.unwrap();
     let url = common::connection_string(&db.config);
-    for lock in [false, true] {
-        let child = Command::new(env!("CARGO_BIN_EXE_atelier"))
+    let serve = |lock: bool| {
+        Command::new(env!("CARGO_BIN_EXE_atelier"))
             .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
             .args(["--cache-mb", "16", "--database-url", &url])
             .args(lock.then_some("--lock-memory"))
+            .env_remove("ATELIER_LOCK_MEMORY")
             .stderr(std::process::Stdio::piped())
             .spawn()
-            .expect("run atelier");
-        let mut child = common::KillOnDrop(child);
+            .expect("run atelier")
+    };
+    // The refusal, staged where the tools are: under a 64 KiB limit and without CAP_IPC_LOCK
+    // (util-linux's prlimit and setpriv, which drops the capability for what it runs).
+    let staged = Command::new("prlimit")
+        .args([
+            "--memlock=65536:65536",
+            "setpriv",
+            "--bounding-set=-ipc_lock",
+        ])
+        .args(["--inh-caps=-ipc_lock", "--", env!("CARGO_BIN_EXE_atelier")])
+        .args(["serve", "--lock-memory", "--database-url", &url])
+        .env_remove("ATELIER_LOCK_MEMORY")
+        .output();
+    match staged {
+        Ok(out) if !String::from_utf8_lossy(&out.stderr).contains("prlimit:") => {
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{err}");
+            assert!(
+                err.contains("memlock limit is 64 KiB") && err.contains("CAP_IPC_LOCK"),
+                "{err}"
+            );
+        }
+        _ => println!("no prlimit or setpriv here: the staged refusal was skipped"),
+    }
+    if !may_lock_memory() {
+        let out = serve(true).wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(
+            err.contains("memlock limit") && err.contains("CAP_IPC_LOCK"),
+            "{err}"
+        );
+        println!("this process may not lock memory: only the refusal was checked");
+        return;
+    }
+    for lock in [false, true] {
+        let mut child = common::KillOnDrop(serve(lock));
         let (addr, _lines) = common::served_address(&mut child.0);
         common::ready(addr).await;
         let status = std::fs::read_to_string(format!("/proc/{}/status", child.0.id())).unwrap();
