@@ -129,14 +129,7 @@ async fn no_change_is_missed_across_feed_reconnects() {
 
 #[tokio::test]
 async fn the_database_stopped_and_restarted_under_reads() {
-    let cluster = PrivateCluster::start(&ClusterOptions {
-        shared_buffers: "32MB".into(),
-        maintenance_work_mem: "16MB".into(),
-        max_connections: 50,
-        ..Default::default()
-    })
-    .expect("private cluster");
-    pg_setup(&cluster).await;
+    let cluster = own_cluster().await;
     let mut s = settings();
     s.db_timeout = Duration::from_millis(500);
     s.feed_staleness = Duration::from_secs(1);
@@ -232,14 +225,7 @@ async fn the_database_stopped_and_restarted_under_reads() {
 #[tokio::test]
 async fn a_page_in_runs_cut_short_by_the_database_ends_without_its_last_chunk() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let cluster = PrivateCluster::start(&ClusterOptions {
-        shared_buffers: "32MB".into(),
-        maintenance_work_mem: "16MB".into(),
-        max_connections: 50,
-        ..Default::default()
-    })
-    .expect("private cluster");
-    pg_setup(&cluster).await;
+    let cluster = own_cluster().await;
     let client = atelier::pg::connect(&cluster.config("atelier"))
         .await
         .unwrap();
@@ -297,6 +283,19 @@ async fn a_page_in_runs_cut_short_by_the_database_ends_without_its_last_chunk() 
         "the whole page once the database is back"
     );
     server.stop().await.unwrap();
+}
+
+/// A private PostgreSQL of the test's own, to stop and start, loaded with the sample.
+async fn own_cluster() -> PrivateCluster {
+    let cluster = PrivateCluster::start(&ClusterOptions {
+        shared_buffers: "32MB".into(),
+        maintenance_work_mem: "16MB".into(),
+        max_connections: 50,
+        ..Default::default()
+    })
+    .expect("private cluster");
+    pg_setup(&cluster).await;
+    cluster
 }
 
 async fn pg_setup(cluster: &PrivateCluster) {
