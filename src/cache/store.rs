@@ -50,9 +50,14 @@ fn weight(key: &Key, value: &Rendered) -> u64 {
     ENTRY_OVERHEAD + (key.weight() + value.weight()) as u64
 }
 
-/// What a catalog entry weighs: its slot holds no key.
+/// What a catalog entry weighs: its slot holds no key. A list's slot holds the list's own box,
+/// which the list's weight counts already ([`Rendered::weight`]): the slot adds its pointer.
 fn catalog_weight(value: &Rendered) -> u64 {
-    ENTRY_OVERHEAD + value.weight() as u64
+    const SLOT: u64 = std::mem::size_of::<ArcSwapOption<ItemList>>() as u64;
+    match value {
+        Rendered::List(_) => SLOT + value.weight() as u64,
+        _ => ENTRY_OVERHEAD + value.weight() as u64,
+    }
 }
 
 #[derive(Clone, Default)]
@@ -668,6 +673,11 @@ mod tests {
         }
         assert_eq!(store.catalog_entries(), 1);
         let weight = catalog_weight(&Rendered::List(Arc::clone(&list)));
+        // The slot's pointer, the list's box and what it holds: the box is not counted twice.
+        assert_eq!(
+            weight,
+            8 + (std::mem::size_of::<ItemList>() + 16 + list.weight()) as u64
+        );
         assert_eq!(store.catalog_bytes(), weight);
         assert_eq!(store.keys(), vec![key.clone()]);
         // A question that is gone: its 404 is kept on demand, and the slot emptied.
