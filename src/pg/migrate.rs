@@ -84,30 +84,28 @@ pub async fn migrate(client: &mut Client) -> Result<usize, MigrateError> {
 /// Applies every migration up to `version` not yet applied (for tests of a migration on a
 /// database as an older build left it); returns how many it applied.
 pub async fn migrate_to(client: &mut Client, version: i32) -> Result<usize, MigrateError> {
-    client
-        .batch_execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (
-                 version    integer PRIMARY KEY,
-                 name       text        NOT NULL,
-                 checksum   bigint      NOT NULL,
-                 applied_at timestamptz NOT NULL DEFAULT now()
-             )",
-        )
+    // Under the schema lock: two processes racing through IF NOT EXISTS can both pass the
+    // check, and the loser fails on whichever catalog entry it meets first (the table, its
+    // row type, its index), each with its own error code.
+    let tx = client
+        .transaction()
         .await
-        .or_else(|e| {
-            // Two processes racing to create the table: one wins, the other sees a unique
-            // violation on the catalog or "already exists" (IF NOT EXISTS checks before it
-            // creates); the table exists either way.
-            use tokio_postgres::error::SqlState;
-            if matches!(
-                e.code(),
-                Some(&SqlState::UNIQUE_VIOLATION) | Some(&SqlState::DUPLICATE_TABLE)
-            ) {
-                Ok(())
-            } else {
-                Err(e)
-            }
-        })
+        .map_err(DbError::query("starting to create schema_migrations"))?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
+        .await
+        .map_err(DbError::query("taking the schema lock"))?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+             version    integer PRIMARY KEY,
+             name       text        NOT NULL,
+             checksum   bigint      NOT NULL,
+             applied_at timestamptz NOT NULL DEFAULT now()
+         )",
+    )
+    .await
+    .map_err(DbError::query("creating schema_migrations"))?;
+    tx.commit()
+        .await
         .map_err(DbError::query("creating schema_migrations"))?;
 
     let mut applied = 0;
