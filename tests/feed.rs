@@ -294,11 +294,6 @@ async fn own_cluster() -> PrivateCluster {
         ..Default::default()
     })
     .expect("private cluster");
-    pg_setup(&cluster).await;
-    cluster
-}
-
-async fn pg_setup(cluster: &PrivateCluster) {
     let admin = atelier::pg::connect(&cluster.config("postgres"))
         .await
         .unwrap();
@@ -317,6 +312,7 @@ async fn pg_setup(cluster: &PrivateCluster) {
     )
     .await
     .expect("load the sample");
+    cluster
 }
 
 #[tokio::test]

@@ -606,13 +606,13 @@ impl App {
                 {
                     return; // the client went away
                 }
-                let read = runs.next(&db, &mut next).await;
-                if read.is_ok() {
-                    runs_read.fetch_add(1, Ordering::Relaxed);
-                }
-                match read {
-                    Ok(true) => {}
-                    Ok(false) => break,
+                match runs.next(&db, &mut next).await {
+                    Ok(more) => {
+                        runs_read.fetch_add(1, Ordering::Relaxed);
+                        if !more {
+                            break;
+                        }
+                    }
                     Err(e) => {
                         tracing::error!(
                             cause = %logging::cause_chain(&e),

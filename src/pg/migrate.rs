@@ -81,19 +81,25 @@ pub async fn migrate(client: &mut Client) -> Result<usize, MigrateError> {
     migrate_to(client, i32::MAX).await
 }
 
+/// A transaction holding the schema lock until it ends: one migrator at a time.
+async fn schema_locked(client: &mut Client) -> Result<tokio_postgres::Transaction<'_>, DbError> {
+    let tx = client
+        .transaction()
+        .await
+        .map_err(DbError::query("starting a migration"))?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
+        .await
+        .map_err(DbError::query("taking the schema lock"))?;
+    Ok(tx)
+}
+
 /// Applies every migration up to `version` not yet applied (for tests of a migration on a
 /// database as an older build left it); returns how many it applied.
 pub async fn migrate_to(client: &mut Client, version: i32) -> Result<usize, MigrateError> {
     // Under the schema lock: two processes racing through IF NOT EXISTS can both pass the
     // check, and the loser fails on whichever catalog entry it meets first (the table, its
     // row type, its index), each with its own error code.
-    let tx = client
-        .transaction()
-        .await
-        .map_err(DbError::query("starting to create schema_migrations"))?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
-        .await
-        .map_err(DbError::query("taking the schema lock"))?;
+    let tx = schema_locked(client).await?;
     tx.batch_execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations (
              version    integer PRIMARY KEY,
@@ -110,13 +116,7 @@ pub async fn migrate_to(client: &mut Client, version: i32) -> Result<usize, Migr
 
     let mut applied = 0;
     for migration in MIGRATIONS.iter().filter(|m| m.version <= version) {
-        let tx = client
-            .transaction()
-            .await
-            .map_err(DbError::query("starting a migration"))?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
-            .await
-            .map_err(DbError::query("taking the schema lock"))?;
+        let tx = schema_locked(client).await?;
         let row = tx
             .query_opt(
                 "SELECT checksum FROM schema_migrations WHERE version = $1",

@@ -388,13 +388,7 @@ impl ItemList {
             if !base.is_compacted() {
                 return self.clone();
             }
-            return ItemList {
-                more: Some(Box::new(More::Reordered {
-                    base: Arc::new(base),
-                    order: order.clone(),
-                })),
-                ..ItemList::clone(self)
-            };
+            return ItemList::over(Arc::new(base), order.clone());
         }
         if let Some(led) = frame.and_then(|frame| self.with_lead(frame)) {
             return led;
@@ -526,12 +520,17 @@ impl ItemList {
             Some(More::Reordered { base, .. }) => Arc::clone(base),
             _ => Arc::clone(self),
         };
-        Some(ItemList {
-            len: self.len,
+        Some(ItemList::over(base, order))
+    }
+
+    /// The items of `base` (never itself reordered) in `order`, positions in `base`.
+    fn over(base: Arc<ItemList>, order: Box<[u32]>) -> ItemList {
+        ItemList {
+            len: base.len,
             deflated: false,
             data: Box::default(),
             more: Some(Box::new(More::Reordered { base, order })),
-        })
+        }
     }
 
     /// Where item `i` of the list lies in the buffer's own order.
