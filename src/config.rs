@@ -46,6 +46,9 @@ pub struct ServeSettings {
     pub replicas: crate::pg::database::ReplicaSettings,
     /// How far the precomputed catalog compacts its bodies.
     pub compaction: crate::render::Compaction,
+    /// How many bytes of lists the first warm-up samples to train the list dictionary on (0:
+    /// none; lists are deflated one by one).
+    pub dictionary_sample_bytes: usize,
     /// What one client can make the server hold or do.
     pub limits: Limits,
     /// A request at least this slow gets a log line.
@@ -153,6 +156,7 @@ impl Default for ServeSettings {
             scan_database: None,
             replicas: Default::default(),
             compaction: crate::render::Compaction::All,
+            dictionary_sample_bytes: crate::cache::DEFAULT_DICTIONARY_SAMPLE_BYTES,
             limits: Limits::default(),
             slow_request: Duration::from_secs(1),
             access_log_sample: 0,

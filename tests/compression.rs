@@ -1,8 +1,9 @@
 //! The precomputed catalog keeps its bodies compacted: whole bodies gzip-compressed and sent
 //! as they are to clients that accept gzip (decoded here by the system's `gzip`), inflated for
-//! clients that do not; lists deflated and inflated to copy a page. Every representation
-//! serves the bytes of a fresh render, before and after a write refreshes them; and
-//! `--compress bodies` and `none` keep lists, or everything, plain.
+//! clients that do not; lists packed (against the list dictionary the warm-up trains, deflated
+//! before it) and unpacked to copy a page. Every representation serves the bytes of a fresh
+//! render, before and after a write refreshes them; and `--compress bodies` and `none` keep
+//! lists, or everything, plain.
 
 mod common;
 
@@ -13,7 +14,8 @@ use atelier::config::ServeSettings;
 use atelier::dataset::generate::{generate, GenerateOptions};
 use atelier::domain::ReviewOrder;
 use atelier::pg::pool::Pool;
-use atelier::render::{Compaction, Rendered};
+use atelier::render::compress::{self, Codec};
+use atelier::render::{Compaction, Frame, Rendered};
 use common::{eventually, get, put, send_raw, Reply, TempDir};
 
 async fn request(addr: std::net::SocketAddr, method: &str, path: &str, extra: &str) -> Reply {
@@ -358,4 +360,93 @@ async fn compaction_goes_as_far_as_configured() {
             );
         }
     }
+}
+
+#[tokio::test]
+async fn lists_are_packed_against_a_dictionary_trained_on_the_first_ones() {
+    let (_dir, db, _) = catalog_with_a_long_list("dictionary", 0.0005).await;
+    let settings = ServeSettings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        pool_size: 2,
+        sweep_period: None,
+        // A small catalog: the first 64 KB of its lists train the dictionary.
+        dictionary_sample_bytes: 64 << 10,
+        ..Default::default()
+    };
+    let server = atelier::http::start(settings, db.config.clone())
+        .await
+        .unwrap();
+    eventually(server.addr, "/readyz", |b| b == "ready").await;
+    let (a, cache) = (server.addr, &server.app.cache);
+    let pool = Pool::new(db.config.clone(), 2, Duration::from_secs(5));
+    let dictionary = compress::list_dictionary().expect("the warm-up trained a dictionary");
+    let metrics = get(a, "/metrics").await.body;
+    assert!(
+        metrics.contains(&format!(
+            "atelier_list_dictionary_bytes {}",
+            dictionary.len()
+        )),
+        "{metrics}"
+    );
+
+    // A question's answers: most of the catalog's lists, and the ones deflate does least for.
+    let questions: Vec<i64> = db
+        .client()
+        .await
+        .query("SELECT id FROM questions ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let (mut packed, mut packed_bytes, mut deflated_bytes) = (0, 0, 0);
+    let mut a_packed_question = None;
+    for &q in &questions {
+        let key = Key::Answers(q);
+        let Some(Rendered::List(list)) = cache.peek(&key) else {
+            continue;
+        };
+        if list.codec() != Codec::Dictionary {
+            continue;
+        }
+        packed += 1;
+        a_packed_question.get_or_insert(q);
+        let Rendered::List(fresh) = fill(&key, &pool).await.unwrap() else {
+            panic!("{key:?} is a list");
+        };
+        let page = |l| Frame::Answers(q).page(l, 1, 1_000);
+        assert_eq!(page(&list), page(&fresh), "{key:?}");
+        let items = fresh.own_items().unwrap();
+        packed_bytes += list.weight();
+        deflated_bytes +=
+            4 * fresh.len() + compress::deflate(&items).map_or(items.len(), |d| d.len());
+    }
+    assert!(
+        packed * 2 > questions.len(),
+        "most answers lists packed against the dictionary: {packed} of {}",
+        questions.len()
+    );
+    assert!(
+        packed_bytes * 4 < deflated_bytes * 3,
+        "a quarter smaller at least: {packed_bytes} bytes packed, {deflated_bytes} deflated"
+    );
+
+    // Every entry is what a fresh render gives; a write's refresh packs against it too.
+    common::every_entry_is_fresh(&server, &pool).await;
+    let q = a_packed_question.expect("a packed list");
+    let r = common::post_json(
+        a,
+        &format!("/qa/questions/{q}/answers"),
+        r#"{"body":"Runs small; take one size up.","name":"fitter","email":"f@example.com","photos":[]}"#,
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let page = get(a, &format!("/qa/questions/{q}/answers?count=100")).await;
+    assert!(page.body.contains("take one size up"), "{}", page.body);
+    common::settled(&server).await;
+    assert!(
+        matches!(cache.peek(&Key::Answers(q)), Some(Rendered::List(l)) if l.codec() == Codec::Dictionary),
+        "refreshed, packed against the dictionary"
+    );
+    common::every_entry_is_fresh(&server, &pool).await;
 }

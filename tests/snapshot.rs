@@ -370,10 +370,20 @@ async fn snapshots_are_written_every_period() {
 
 /// `atelier serve` with `snapshots`, until it is ready: its address and its process.
 fn serve(db: &common::TestDb, snapshots: &Path) -> (std::net::SocketAddr, KillOnDrop) {
+    serve_with(db, snapshots, &[])
+}
+
+/// [`serve`], with more arguments.
+fn serve_with(
+    db: &common::TestDb,
+    snapshots: &Path,
+    args: &[&str],
+) -> (std::net::SocketAddr, KillOnDrop) {
     let mut child = KillOnDrop(
         std::process::Command::new(env!("CARGO_BIN_EXE_atelier"))
             .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
             .args(["--drain-delay-ms", "100", "--sweep-period-s", "0"])
+            .args(args)
             .arg("--snapshot-dir")
             .arg(snapshots)
             .env("DATABASE_URL", common::connection_string(&db.config))
@@ -412,4 +422,75 @@ async fn serve_writes_a_snapshot_when_it_stops_and_restores_it_when_it_starts() 
         metrics.contains("atelier_warmup_completed_total 0"),
         "{metrics}"
     );
+}
+
+/// The size of the list dictionary the server at `addr` packs against (0: none).
+async fn dictionary_bytes(addr: std::net::SocketAddr) -> usize {
+    let metrics = get(addr, "/metrics").await.body;
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("atelier_list_dictionary_bytes "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no dictionary gauge: {metrics}"))
+}
+
+#[tokio::test]
+async fn a_restart_restores_the_list_dictionary_the_snapshots_lists_are_packed_against() {
+    let data = generated("snapshot-dictionary");
+    let db = common::loaded_database(data.path()).await;
+    let questions: Vec<i64> = db
+        .client()
+        .await
+        .query("SELECT id FROM questions ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let pages = |addr| {
+        let questions = &questions;
+        async move {
+            let mut pages = Vec::new();
+            for q in questions {
+                pages.push(
+                    get(addr, &format!("/qa/questions/{q}/answers?count=100"))
+                        .await
+                        .body,
+                );
+            }
+            pages
+        }
+    };
+    let snapshots = TempDir::new("snapshot-dictionary-files");
+    let (addr, mut child) = serve_with(&db, snapshots.path(), &["--dictionary-sample-kb", "64"]);
+    ready(addr).await;
+    let trained = dictionary_bytes(addr).await;
+    assert!(trained > 0, "the warm-up trained a dictionary");
+    let before = pages(addr).await;
+    // SAFETY: a plain signal to the child this test started.
+    unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
+    assert!(child.0.wait().unwrap().success());
+
+    // An instance that samples nothing has a dictionary only if its snapshot gave it one.
+    let (addr, child) = serve_with(&db, snapshots.path(), &["--dictionary-sample-kb", "0"]);
+    ready(addr).await;
+    let metrics = get(addr, "/metrics").await.body;
+    assert!(
+        metrics.contains("atelier_snapshot_restored_total 1"),
+        "{metrics}"
+    );
+    assert_eq!(
+        dictionary_bytes(addr).await,
+        trained,
+        "restored with its lists"
+    );
+    assert_eq!(pages(addr).await, before);
+    drop(child);
+
+    // Without a snapshot, it has none: its lists are deflated.
+    let empty = TempDir::new("snapshot-dictionary-none");
+    let (addr, _child) = serve_with(&db, empty.path(), &["--dictionary-sample-kb", "0"]);
+    ready(addr).await;
+    assert_eq!(dictionary_bytes(addr).await, 0);
+    assert_eq!(pages(addr).await, before);
 }

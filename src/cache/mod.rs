@@ -53,9 +53,16 @@ pub struct CacheStats {
     pub drift: u64,
 }
 
+/// How much of the first lists a warm-up samples to train the list dictionary on: about
+/// 700 products at full scale (more measured no better; 2,000 products, 11 MB, trained in
+/// a third of a second and packed within 1% of this).
+pub const DEFAULT_DICTIONARY_SAMPLE_BYTES: usize = 4 << 20;
+
 pub struct ResponseCache {
     store: Store,
     compaction: Compaction,
+    /// How many bytes of lists a warm-up samples to train the list dictionary on (0: none).
+    dictionary_sample_bytes: usize,
     /// The part of the catalog this instance precomputes (None: all of it).
     shard: Option<crate::shard::Shard>,
     hits: AtomicU64,
@@ -107,6 +114,7 @@ impl ResponseCache {
     pub fn with_compaction(capacity_bytes: u64, compaction: Compaction) -> ResponseCache {
         ResponseCache {
             compaction,
+            dictionary_sample_bytes: DEFAULT_DICTIONARY_SAMPLE_BYTES,
             shard: None,
             store: Store::new(capacity_bytes),
             hits: AtomicU64::new(0),
@@ -128,6 +136,13 @@ impl ResponseCache {
             clears: AtomicU64::new(0),
             restoring: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// The same cache, its warm-up sampling `bytes` of lists to train the process's list
+    /// dictionary on, if it has none yet (0: none is trained; lists are deflated).
+    pub fn with_dictionary_sample(mut self, bytes: usize) -> ResponseCache {
+        self.dictionary_sample_bytes = bytes;
+        self
     }
 
     /// The same cache, precomputing only the products and questions `shard` holds.

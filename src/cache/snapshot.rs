@@ -37,13 +37,14 @@ use super::{CatalogSize, Key, ResponseCache};
 use crate::pg::feed::{FeedPosition, FeedStatus};
 use crate::pg::pool::Pool;
 use crate::pg::DbError;
+use crate::render::compress::Codec;
 use crate::render::stored::{self, take_u32, take_u64, take_u8, Damaged};
 use crate::render::{Compaction, ItemList, Rendered};
 
 /// The file's name in the snapshot directory.
 pub const FILE_NAME: &str = "catalog.snapshot";
 const MAGIC: &[u8; 16] = b"atelier catalog\n";
-const FORMAT: u32 = 2;
+const FORMAT: u32 = 3;
 
 const HEADER: u8 = b'H';
 const RECORDS: u8 = b'R';
@@ -135,6 +136,9 @@ struct Header {
     written_at_ms: u64,
     database: String,
     position: FeedPosition,
+    /// The list dictionary the bodies' lists are packed against, if any
+    /// ([`crate::render::compress`]): installed before they are read.
+    dictionary: Option<Vec<u8>>,
 }
 
 /// The digest of the code that decides what a cached body's bytes are (computed by
@@ -188,6 +192,9 @@ impl Header {
         for xid in &p.pending {
             out.extend_from_slice(&xid.to_le_bytes());
         }
+        let dictionary = self.dictionary.as_deref().unwrap_or_default();
+        out.extend_from_slice(&(dictionary.len() as u32).to_le_bytes());
+        out.extend_from_slice(dictionary);
     }
 
     fn decode(mut input: &[u8]) -> Result<Header, Damaged> {
@@ -214,6 +221,13 @@ impl Header {
         let pending = (0..take_u32(input)?)
             .map(|_| take_i64(input))
             .collect::<Result<Vec<_>, _>>()?;
+        let len = take_u32(input)? as usize;
+        if input.len() < len {
+            return Err(Damaged("cut short"));
+        }
+        let (dictionary, rest) = input.split_at(len);
+        let dictionary = (len > 0).then(|| dictionary.to_vec());
+        *input = rest;
         if !input.is_empty() {
             return Err(Damaged("a header longer than its fields"));
         }
@@ -228,6 +242,7 @@ impl Header {
                 pending,
                 pending_from,
             },
+            dictionary,
         })
     }
 }
@@ -511,7 +526,8 @@ impl SnapshotFile {
                 }
                 _ => return Err(self.damaged("an unknown frame")),
             }
-            let batch = decode_records(&self.frame[1..], generation, warmup)
+            let has_dictionary = self.header.dictionary.is_some();
+            let batch = decode_records(&self.frame[1..], generation, warmup, has_dictionary)
                 .map_err(|e| self.damaged(e.0))?;
             bodies += batch.len() as u64;
             match cache.insert_warm(batch, warmup) {
@@ -581,10 +597,14 @@ fn read_frame(input: &mut impl Read, frame: &mut Vec<u8>) -> Result<u8, &'static
 }
 
 /// The bodies of one frame of records, counting products as the warm-up does.
+/// Decodes one frame of records. `has_dictionary`: whether the snapshot stored the list
+/// dictionary (installed by now); if not, a list packed against one is damage, not a list
+/// the process's own dictionary can read.
 fn decode_records(
     mut input: &[u8],
     generation: u64,
     warmup: &WarmupStatus,
+    has_dictionary: bool,
 ) -> Result<Vec<(Key, Rendered)>, Damaged> {
     let input = &mut input;
     let mut batch = Vec::new();
@@ -617,6 +637,11 @@ fn decode_records(
             _ => None,
         };
         let body = stored::decode(input, previous)?;
+        if !has_dictionary && matches!(&body, Rendered::List(l) if l.codec() == Codec::Dictionary) {
+            return Err(Damaged(
+                "a list packed against a dictionary the snapshot lacks",
+            ));
+        }
         helpful = match (kind, &body) {
             (REVIEWS_HELPFUL, Rendered::List(list)) => Some((id, Arc::clone(list))),
             _ => None,
@@ -709,6 +734,7 @@ async fn write_current(
         written_at_ms: now_ms(),
         database,
         position,
+        dictionary: crate::render::compress::list_dictionary().map(<[u8]>::to_vec),
     };
     let generation = cache.products_generation.load(Ordering::Acquire);
     let (cache, dir, warmup, status) = (
@@ -821,6 +847,12 @@ async fn load_checked(
     ) {
         return Err(snapshot.refused(why));
     }
+    // The lists were packed against this dictionary; a process that packs against another
+    // (trained by a warm-up that ran before this restore) cannot read them.
+    if let Some(dictionary) = &snapshot.header.dictionary {
+        crate::render::compress::install_list_dictionary(dictionary)
+            .map_err(|e| snapshot.refused(e.to_string()))?;
+    }
     let position = snapshot.header.position.clone();
     // Slots for the catalog as it is now (products created since the snapshot included).
     let size = CatalogSize {
@@ -903,6 +935,7 @@ mod tests {
                 pending: Vec::new(),
                 pending_from: 1,
             },
+            dictionary: None,
         }
     }
 
@@ -921,6 +954,30 @@ mod tests {
             ));
         }
         cache
+    }
+
+    #[test]
+    fn a_list_packed_against_a_dictionary_the_snapshot_lacks_is_damage() {
+        crate::render::compress::test_dictionary();
+        // One item of a few answers: the list's bytes are what matter here.
+        let mut builder = crate::render::ItemListBuilder::default();
+        builder
+            .next_item()
+            .extend_from_slice(&crate::render::compress::tests::answers(12));
+        builder.end_item();
+        let plain = builder.finish();
+        let packed = plain.compacted(None);
+        assert_eq!(packed.codec(), Codec::Dictionary);
+        let mut records = vec![(SLOT_KINDS - 1) as u8];
+        records.extend_from_slice(&12u64.to_le_bytes());
+        stored::encode(&Rendered::List(Arc::new(packed)), None, &mut records);
+        let warmup = WarmupStatus::default();
+        let read = decode_records(&records, 0, &warmup, true).expect("with the dictionary");
+        assert!(matches!(&read[0].1, Rendered::List(l) if **l == plain));
+        assert!(matches!(
+            decode_records(&records, 0, &warmup, false),
+            Err(Damaged(why)) if why.contains("lacks")
+        ));
     }
 
     #[test]
@@ -992,6 +1049,7 @@ mod tests {
                 pending: vec![5, 8],
                 pending_from: 10,
             },
+            dictionary: Some(b"a dictionary".to_vec()),
         };
         let mut out = Vec::new();
         header.encode(&mut out);
@@ -1002,6 +1060,7 @@ mod tests {
             (read.build, read.compaction, read.shard, read.written_at_ms),
             ([7; 32], 1, (2, 3), 123)
         );
+        assert_eq!(read.dictionary, header.dictionary);
         for cut in 0..out.len() {
             assert!(Header::decode(&out[..cut]).is_err());
         }
@@ -1020,6 +1079,7 @@ mod tests {
                 pending: vec![900],
                 pending_from: 1_000,
             },
+            dictionary: None,
         };
         let database = crate::pg::restore::DatabaseState {
             identity: "42/7".into(),

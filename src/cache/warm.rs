@@ -32,7 +32,7 @@ use crate::pg::DbError;
 use crate::render::products::{render_product, render_product_list, render_related, render_styles};
 use crate::render::qa::{render_answer_list, render_question_list};
 use crate::render::reviews::{render_meta, render_review_orders};
-use crate::render::{Compaction, Rendered};
+use crate::render::{compress, Compaction, Rendered};
 use crate::shard::Shard;
 
 /// Pages of `GET /products` warmed, at the default count.
@@ -248,11 +248,81 @@ fn render_into(
     status: &WarmupStatus,
     mut rows: tokio::sync::mpsc::Receiver<ProductRows>,
 ) -> Result<(), WarmStop> {
+    let mut trainer = DictionaryTrainer::for_cache(cache);
     while let Some(rows) = rows.blocking_recv() {
-        cache.insert_warm(bodies(&rows, cache.compaction, cache.shard), status)?;
+        let bodies = bodies(&rows, cache.compaction, cache.shard);
+        if trainer.as_mut().is_some_and(|t| t.sampled(&bodies)) {
+            trainer = None;
+        }
+        cache.insert_warm(bodies, status)?;
         status.products_done.fetch_add(1, Ordering::Relaxed);
     }
     Ok(())
+}
+
+/// Collects the items of the first lists a warm-up renders and, once it has enough, trains
+/// the process's list dictionary on them ([`compress`]'s module docs): every list packed from
+/// then on is packed against it. The lists rendered before stay deflated.
+struct DictionaryTrainer {
+    target_bytes: usize,
+    samples: Vec<Vec<u8>>,
+    sampled_bytes: usize,
+}
+
+impl DictionaryTrainer {
+    /// A trainer for `cache`'s warm-up, if it packs lists, samples some, and the process has
+    /// no dictionary yet (one trained by an earlier warm-up, or restored, is kept).
+    fn for_cache(cache: &ResponseCache) -> Option<DictionaryTrainer> {
+        let wanted = cache.compaction == Compaction::All
+            && cache.dictionary_sample_bytes > 0
+            && compress::list_dictionary().is_none();
+        wanted.then(|| DictionaryTrainer {
+            target_bytes: cache.dictionary_sample_bytes,
+            samples: Vec::new(),
+            sampled_bytes: 0,
+        })
+    }
+
+    /// Samples the lists among one product's `bodies` (a list reordered over another is the
+    /// same items once more, and is left out); trains once there are enough. Whether the
+    /// trainer is done.
+    fn sampled(&mut self, bodies: &[(Key, Rendered)]) -> bool {
+        for (_, body) in bodies {
+            if let Rendered::List(list) = body {
+                if let Some(items) = list.own_items().filter(|items| !items.is_empty()) {
+                    self.sampled_bytes += items.len();
+                    self.samples.push(items.into_owned());
+                }
+            }
+        }
+        if self.sampled_bytes < self.target_bytes {
+            return false;
+        }
+        let started = Instant::now();
+        let samples = std::mem::take(&mut self.samples);
+        // zstd wants samples many times the dictionary's size; a small catalog gets a smaller
+        // dictionary.
+        let max_bytes = compress::DICTIONARY_MAX_BYTES.min(self.sampled_bytes / 4);
+        match compress::train_list_dictionary(&samples, max_bytes) {
+            Some(dictionary) => match compress::install_list_dictionary(&dictionary) {
+                Ok(()) => tracing::info!(
+                    lists = samples.len(),
+                    sampled_kb = self.sampled_bytes >> 10,
+                    dictionary_kb = dictionary.len() >> 10,
+                    ms = started.elapsed().as_millis() as u64,
+                    "list dictionary trained; lists are packed against it from here"
+                ),
+                // Another warm-up installed one meanwhile: lists are packed against that.
+                Err(e) => tracing::debug!(cause = %e, "list dictionary not installed"),
+            },
+            None => tracing::warn!(
+                lists = samples.len(),
+                sampled_kb = self.sampled_bytes >> 10,
+                "no list dictionary could be trained; lists stay deflated"
+            ),
+        }
+        true
+    }
 }
 
 /// Every cached body of one product, in the warm-up's priority order, compacted for the

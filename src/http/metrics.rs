@@ -284,6 +284,12 @@ impl Metrics {
                     "Warm-ups finished.",
                     w.completed.load(Relaxed),
                 ),
+                (
+                    "atelier_list_dictionary_bytes",
+                    "gauge",
+                    "Size of the dictionary the catalog's lists are packed against (0: none yet; lists are deflated).",
+                    crate::render::compress::list_dictionary().map_or(0, |d| d.len() as u64),
+                ),
             ] {
                 write_metric(&mut out, name, kind, help, value);
             }

@@ -104,6 +104,7 @@ impl App {
             connections: Connections::new(settings.limits.max_connections),
             cache: Arc::new(
                 ResponseCache::with_compaction(settings.cache_bytes, settings.compaction)
+                    .with_dictionary_sample(settings.dictionary_sample_bytes)
                     .sharded(settings.shard),
             ),
             db: Arc::new(db),

@@ -1,14 +1,29 @@
 //! Compact bodies for the precomputed catalog: a whole body kept gzip-compressed (sent as it
 //! is to clients that accept gzip, inflated for those that do not), and a list's item buffer
-//! kept as raw deflate (inflated to copy a page out of it).
+//! packed ([`pack`]; unpacked to copy a page out of it): compressed against the catalog's
+//! list dictionary once there is one, raw deflate before.
 //!
 //! libdeflate works on whole buffers, which is what a cached body is, and inflates several
 //! times faster than a streaming zlib. Its compressors and decompressors hold state, so each
 //! thread keeps its own.
+//!
+//! # The list dictionary
+//!
+//! Most lists are small (a question's two or three answers, a product's few reviews), and
+//! deflate, which learns only from the buffer it compresses, saves little on them: the same
+//! keys, dates and phrases are in every list. A zstd dictionary trained on the catalog's own
+//! lists (the first few megabytes a warm-up renders) gives every list that knowledge up front:
+//! measured on 2,000 random products of the full-scale set, a question's answers 758 → 359
+//! bytes a product, reviews 802 → 559, questions 680 → 522 (README, Warm-up). The dictionary
+//! is one per process, trained once or restored with a snapshot, and never replaced: a list
+//! packed against it can always be unpacked, and no list carries a pointer to it.
 
 use std::cell::RefCell;
+use std::sync::OnceLock;
 
 use libdeflater::{CompressionLvl, Compressor, Decompressor};
+use zstd::dict::{DecoderDictionary, EncoderDictionary};
+use zstd::zstd_safe::{CParameter, DParameter, FrameFormat};
 
 /// libdeflate's level 6: a catalog's bodies compress about as well as at its highest levels,
 /// several times faster.
@@ -75,6 +90,158 @@ pub fn gzip_size(gz: &[u8]) -> Option<usize> {
     (size <= gz.len().saturating_mul(MAX_DEFLATE_RATIO)).then_some(size)
 }
 
+/// How a list's items are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Codec {
+    /// As they are.
+    #[default]
+    Plain,
+    /// Raw deflate.
+    Deflate,
+    /// A zstd frame (without its magic number, checksum or sizes) against the process's list
+    /// dictionary.
+    Dictionary,
+}
+
+/// zstd's level for lists: the dictionary does most of the work. Level 3 packs a catalog
+/// several times faster than libdeflate's level 6, which the warm-up's time needs; level 9
+/// measured 2–6% smaller.
+const DICTIONARY_LEVEL: i32 = 3;
+
+/// How large a trained dictionary may be: zstd's own default (it measured better than 64 KiB,
+/// and 110 KiB once per process is nothing beside a catalog).
+pub const DICTIONARY_MAX_BYTES: usize = 112_640;
+
+/// The process's list dictionary, prepared for packing and unpacking.
+struct ListDictionary {
+    bytes: Box<[u8]>,
+    encoder: EncoderDictionary<'static>,
+    decoder: DecoderDictionary<'static>,
+}
+
+static LIST_DICTIONARY: OnceLock<ListDictionary> = OnceLock::new();
+
+thread_local! {
+    static DICTIONARY_PACKER: RefCell<Option<zstd::bulk::Compressor<'static>>> =
+        const { RefCell::new(None) };
+    static DICTIONARY_UNPACKER: RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { RefCell::new(None) };
+}
+
+/// A dictionary that cannot be installed: the process already packs against another.
+#[derive(Debug, thiserror::Error)]
+#[error("this process already packs lists against another dictionary")]
+pub struct AnotherDictionary;
+
+/// The process's list dictionary, if it has one: what a snapshot stores beside the lists
+/// packed against it.
+pub fn list_dictionary() -> Option<&'static [u8]> {
+    LIST_DICTIONARY.get().map(|d| &d.bytes[..])
+}
+
+/// Makes `bytes` the list dictionary that [`pack`] uses from now on. Installing the one already
+/// installed does nothing; another is refused (lists packed against the first must stay
+/// readable).
+pub fn install_list_dictionary(bytes: &[u8]) -> Result<(), AnotherDictionary> {
+    let installed = LIST_DICTIONARY.get_or_init(|| ListDictionary {
+        bytes: bytes.into(),
+        encoder: EncoderDictionary::copy(bytes, DICTIONARY_LEVEL),
+        decoder: DecoderDictionary::copy(bytes),
+    });
+    match *installed.bytes == *bytes {
+        true => Ok(()),
+        false => Err(AnotherDictionary),
+    }
+}
+
+/// A list dictionary trained on `samples` (each a list's items) of at most `max_bytes`; None if
+/// zstd cannot train one from them (too few, or too small).
+pub fn train_list_dictionary<S: AsRef<[u8]>>(samples: &[S], max_bytes: usize) -> Option<Vec<u8>> {
+    let sizes: Vec<usize> = samples.iter().map(|s| s.as_ref().len()).collect();
+    let mut joined = Vec::with_capacity(sizes.iter().sum());
+    for sample in samples {
+        joined.extend_from_slice(sample.as_ref());
+    }
+    match zstd::dict::from_continuous(&joined, &sizes, max_bytes) {
+        Ok(dictionary) if !dictionary.is_empty() => Some(dictionary),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::debug!(cause = %e, samples = samples.len(), "no list dictionary");
+            None
+        }
+    }
+}
+
+/// `items` packed: against the list dictionary if the process has one, raw deflate if not; None
+/// if that saves less than an eighth. No packing expands more than deflate can
+/// ([`MAX_DEFLATE_RATIO`]), which is what a snapshot's reader checks.
+pub fn pack(items: &[u8]) -> Option<(Codec, Box<[u8]>)> {
+    if let Some(dictionary) = LIST_DICTIONARY.get() {
+        let packed = compressed(items, |_, out| {
+            DICTIONARY_PACKER.with(|p| {
+                let mut p = p.borrow_mut();
+                if p.is_none() {
+                    *p = dictionary_packer(dictionary);
+                }
+                out.resize(zstd::zstd_safe::compress_bound(items.len()), 0);
+                p.as_mut()?.compress_to_buffer(items, &mut out[..]).ok()
+            })
+        });
+        match packed {
+            Some(raw) if items.len() <= raw.len().saturating_mul(MAX_DEFLATE_RATIO) => {
+                return Some((Codec::Dictionary, raw))
+            }
+            // Not worth it against the dictionary is not worth it at all; one that expands
+            // further than deflate can is left to deflate.
+            None => return None,
+            Some(_) => {}
+        }
+    }
+    deflate(items).map(|raw| (Codec::Deflate, raw))
+}
+
+/// A compressor for `dictionary`'s frames, as small as zstd makes them.
+fn dictionary_packer(
+    dictionary: &'static ListDictionary,
+) -> Option<zstd::bulk::Compressor<'static>> {
+    let mut packer = zstd::bulk::Compressor::with_prepared_dictionary(&dictionary.encoder).ok()?;
+    for parameter in [
+        CParameter::Format(FrameFormat::Magicless),
+        CParameter::ContentSizeFlag(false),
+        CParameter::ChecksumFlag(false),
+        CParameter::DictIdFlag(false),
+    ] {
+        packer.set_parameter(parameter).ok()?;
+    }
+    Some(packer)
+}
+
+/// The `len` bytes that `raw` holds packed as `codec`; None if it does not.
+pub fn unpack(codec: Codec, raw: &[u8], len: usize) -> Option<Vec<u8>> {
+    match codec {
+        Codec::Plain => (raw.len() == len).then(|| raw.to_vec()),
+        Codec::Deflate => inflate(raw, len),
+        Codec::Dictionary => {
+            let dictionary = LIST_DICTIONARY.get()?;
+            let mut out = Vec::with_capacity(len);
+            let n = DICTIONARY_UNPACKER.with(|u| {
+                let mut u = u.borrow_mut();
+                if u.is_none() {
+                    let mut unpacker =
+                        zstd::bulk::Decompressor::with_prepared_dictionary(&dictionary.decoder)
+                            .ok()?;
+                    unpacker
+                        .set_parameter(DParameter::Format(FrameFormat::Magicless))
+                        .ok()?;
+                    *u = Some(unpacker);
+                }
+                u.as_mut()?.decompress_to_buffer(raw, &mut out).ok()
+            })?;
+            (n == len && out.len() == len).then_some(out)
+        }
+    }
+}
+
 /// `plain` as raw deflate, if that saves at least an eighth (no spare capacity either).
 pub fn deflate(plain: &[u8]) -> Option<Box<[u8]>> {
     compressed(plain, |c, out| {
@@ -93,8 +260,23 @@ pub fn inflate(raw: &[u8], len: usize) -> Option<Vec<u8>> {
     (n == len).then_some(out)
 }
 
+/// A list dictionary for unit tests, trained on small lists of answers and installed (or the
+/// one a test installed already: there is one per process).
 #[cfg(test)]
-mod tests {
+pub(crate) fn test_dictionary() -> &'static [u8] {
+    if let Some(installed) = list_dictionary() {
+        return installed;
+    }
+    let samples: Vec<Vec<u8>> = (0..2_000).map(tests::answers).collect();
+    let sampled: usize = samples.iter().map(Vec::len).sum();
+    if let Some(trained) = train_list_dictionary(&samples, DICTIONARY_MAX_BYTES.min(sampled / 4)) {
+        let _ = install_list_dictionary(&trained);
+    }
+    list_dictionary().unwrap_or_default()
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -118,5 +300,62 @@ mod tests {
         assert_eq!(gzip(b"[1]"), None, "too small to shrink");
         assert_eq!(gunzip(b"not gzip at all"), None);
         assert_eq!(gunzip(b""), None);
+    }
+
+    /// A question's answers, as the catalog keeps them: small, and alike in all but their
+    /// values.
+    pub(crate) fn answers(question: u32) -> Vec<u8> {
+        let words = [
+            "soft", "fits", "true", "to", "size", "warm", "runs", "small", "great",
+        ];
+        (0..1 + question % 4)
+            .map(|i| {
+                let n = question * 7 + i;
+                let body: Vec<&str> = (0..6).map(|w| words[((n + w) % 9) as usize]).collect();
+                format!(
+                    r#"{{"answer_id":{n},"body":"{}","date":"2021-0{}-1{}T00:00:00.000Z","answerer_name":"shopper{}","helpfulness":{},"photos":[]}}"#,
+                    body.join(" "),
+                    1 + n % 9,
+                    n % 10,
+                    n % 97,
+                    n % 13
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+            .into_bytes()
+    }
+
+    #[test]
+    fn small_lists_pack_smaller_against_a_dictionary_and_unpack_exactly() {
+        let dictionary = test_dictionary().to_vec();
+        assert!(!dictionary.is_empty(), "trained and installed");
+        install_list_dictionary(&dictionary).expect("the same one again");
+        assert!(
+            install_list_dictionary(b"another dictionary").is_err(),
+            "lists packed against the first must stay readable"
+        );
+        assert_eq!(list_dictionary(), Some(&dictionary[..]));
+
+        let (mut packed_total, mut deflated_total) = (0, 0);
+        for question in 5_000..5_200 {
+            let items = answers(question);
+            let (codec, packed) = pack(&items).expect("a list of answers packs");
+            assert_eq!(codec, Codec::Dictionary);
+            assert_eq!(unpack(codec, &packed, items.len()), Some(items.clone()));
+            assert_eq!(
+                unpack(codec, &packed, items.len() - 1),
+                None,
+                "a wrong length"
+            );
+            assert_eq!(unpack(codec, &packed[1..], items.len()), None, "damaged");
+            packed_total += packed.len();
+            deflated_total += deflate(&items).map_or(items.len(), |d| d.len());
+        }
+        assert!(
+            packed_total * 2 < deflated_total,
+            "{packed_total} bytes against the dictionary, {deflated_total} deflated"
+        );
+        assert_eq!(pack(b"[1]"), None, "too small to shrink");
     }
 }

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::pg::read::PhotoUrlRow;
+use compress::Codec;
 
 /// A rendered resource: what the cache holds.
 #[derive(Debug, Clone)]
@@ -36,7 +37,7 @@ pub enum Rendered {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Compaction {
     /// Whole bodies gzip-compressed (sent as they are to clients that take gzip), list buffers
-    /// deflated (inflated for each page).
+    /// packed (unpacked for each page; [`compress::pack`]).
     #[default]
     All,
     /// Whole bodies only: list pages are copied from plain buffers.
@@ -85,7 +86,7 @@ impl Rendered {
     }
 
     /// The same resource in less memory, for the precomputed catalog: a whole body
-    /// gzip-compressed, a list's buffer deflated, where that saves at least an eighth. A list
+    /// gzip-compressed, a list's buffer packed, where that saves at least an eighth. A list
     /// in `frame` keeps its lead page gzip-ready ([`ItemList::compacted`]).
     pub fn compacted(self, frame: Option<Frame>) -> Rendered {
         self.compacted_as(Compaction::All, frame)
@@ -171,8 +172,8 @@ pub fn digest(body: &[u8]) -> u64 {
 ///
 /// Lists of the same items in another order read the buffer of the list they were made from
 /// ([`ItemList::reordered`]): a product's reviews are held once, with an index per sort order.
-/// In the precomputed catalog the buffer is kept deflated ([`ItemList::compacted`]) and
-/// inflated to copy a page; the first items may be held instead as the finished gzip body of
+/// In the precomputed catalog the buffer is kept packed ([`ItemList::compacted`]) and
+/// unpacked to copy a page; the first items may be held instead as the finished gzip body of
 /// the page a product page asks for ([`ItemList::lead_page`]), sent as it is.
 ///
 /// The catalog holds millions of these (6.5 million at full scale, most of them a question's
@@ -182,11 +183,11 @@ pub fn digest(body: &[u8]) -> u64 {
 pub struct ItemList {
     /// How many items the list holds.
     len: u32,
-    /// Whether the items are kept as raw deflate.
-    deflated: bool,
+    /// How the items are kept.
+    codec: Codec,
     /// The end offset of each item in the whole list's plain buffer, lead page included (the
     /// comma after it, if any, not included), as `len` little-endian `u32`s; then the items
-    /// (after the lead page's, if there is one) plainly, or (`deflated`) their raw deflate.
+    /// (after the lead page's, if there is one) as `codec` keeps them.
     /// Empty in a reordered list, which reads its base's.
     data: Box<[u8]>,
     /// What few lists have besides their items.
@@ -278,7 +279,7 @@ impl ItemList {
 
     /// A list of the items that end at `ends` in `items` (as [`ItemList::data`] describes
     /// them), in one exact allocation.
-    fn from_parts(ends: &[u32], items: &[u8], deflated: bool, more: Option<Box<More>>) -> Self {
+    fn from_parts(ends: &[u32], items: &[u8], codec: Codec, more: Option<Box<More>>) -> Self {
         let mut data = Vec::with_capacity(ends.len() * 4 + items.len());
         for end in ends {
             data.extend_from_slice(&end.to_le_bytes());
@@ -287,7 +288,7 @@ impl ItemList {
         ItemList {
             // Lists of over 4 billion items are not a thing this server makes.
             len: u32::try_from(ends.len()).unwrap_or(u32::MAX),
-            deflated,
+            codec,
             data: data.into_boxed_slice(),
             more,
         }
@@ -323,7 +324,7 @@ impl ItemList {
         base.data.get(..base.len() * 4).unwrap_or_default()
     }
 
-    /// The items as stored: after the lead page's, plain or deflated.
+    /// The items as stored: after the lead page's, as the base's codec keeps them.
     fn stored_items(&self) -> &[u8] {
         let base = self.base();
         base.data.get(base.len() * 4..).unwrap_or_default()
@@ -349,14 +350,25 @@ impl ItemList {
         self.len().checked_sub(1).map_or(0, |last| self.end(last))
     }
 
-    /// Whether the list is kept compacted: deflated, or with a lead page.
+    /// Whether the list is kept compacted: packed, or with a lead page.
     pub fn is_compacted(&self) -> bool {
-        self.base().deflated || self.lead().is_some()
+        self.base().codec != Codec::Plain || self.lead().is_some()
+    }
+
+    /// How the items of the buffer this list reads are kept.
+    pub fn codec(&self) -> Codec {
+        self.base().codec
     }
 
     /// Whether the list's buffer holds its first items as a gzip-ready lead page.
     pub fn has_lead_page(&self) -> bool {
         self.lead().is_some()
+    }
+
+    /// The plain items of the buffer this list holds (unpacked if need be); None for a list
+    /// reordered over another's.
+    pub fn own_items(&self) -> Option<std::borrow::Cow<'_, [u8]>> {
+        self.order().is_none().then(|| self.buffer())
     }
 
     /// Whether `self` and `other` read their items from the very same buffer.
@@ -376,8 +388,8 @@ impl ItemList {
     }
 
     /// The same list in less memory: with a lead page if `frame` keeps one and its body
-    /// shrinks by an eighth, the rest of the buffer deflated if that saves an eighth. A
-    /// reordered list keeps no lead page: a copy of its buffer is deflated under it, if that
+    /// shrinks by an eighth, the rest of the buffer packed ([`compress::pack`]) if that saves an
+    /// eighth. A reordered list keeps no lead page: a copy of its buffer is packed under it, if that
     /// saves an eighth (otherwise it stays as it is, reading the buffer it shares).
     pub fn compacted(&self, frame: Option<Frame>) -> ItemList {
         if self.is_compacted() {
@@ -393,11 +405,11 @@ impl ItemList {
         if let Some(led) = frame.and_then(|frame| self.with_lead(frame)) {
             return led;
         }
-        match compress::deflate(self.stored_items()) {
-            Some(raw) => ItemList {
+        match compress::pack(self.stored_items()) {
+            Some((codec, packed)) => ItemList {
                 len: self.len,
-                deflated: true,
-                data: self.with_items(&raw),
+                codec,
+                data: self.with_items(&packed),
                 more: None,
             },
             None => self.clone(),
@@ -409,7 +421,7 @@ impl ItemList {
     fn with_lead(&self, frame: Frame) -> Option<ItemList> {
         let count = frame.lead_count()?;
         let len = usize::try_from(count).ok()?.min(self.len());
-        if len == 0 || self.more.is_some() || self.deflated {
+        if len == 0 || self.more.is_some() || self.codec != Codec::Plain {
             return None;
         }
         let items = self.stored_items();
@@ -422,13 +434,13 @@ impl ItemList {
         let gz = compress::gzip(&body)?;
         // The rest begins after the comma that follows the lead's last item.
         let rest = items.get(split + 1..).unwrap_or_default();
-        let (data, deflated) = match compress::deflate(rest) {
-            Some(raw) => (self.with_items(&raw), true),
-            None => (self.with_items(rest), false),
+        let (data, codec) = match compress::pack(rest) {
+            Some((codec, packed)) => (self.with_items(&packed), codec),
+            None => (self.with_items(rest), Codec::Plain),
         };
         Some(ItemList {
             len: self.len,
-            deflated,
+            codec,
             data,
             more: Some(Box::new(More::Lead(Lead {
                 body: Gzipped {
@@ -463,7 +475,7 @@ impl ItemList {
     /// The plain buffer: the lead page's items and the rest, inflated if need be (empty if
     /// a part is damaged, which one compressed here cannot be).
     fn buffer(&self) -> std::borrow::Cow<'_, [u8]> {
-        if self.lead().is_none() && !self.base().deflated {
+        if self.lead().is_none() && self.codec() == Codec::Plain {
             return std::borrow::Cow::Borrowed(self.stored_items());
         }
         std::borrow::Cow::Owned(self.assembled().unwrap_or_default())
@@ -489,10 +501,11 @@ impl ItemList {
             if self.lead().is_some() {
                 out.push(b',');
             }
-            if self.base().deflated {
-                out.extend_from_slice(&compress::inflate(self.stored_items(), rest_len)?);
-            } else {
-                out.extend_from_slice(self.stored_items());
+            match self.codec() {
+                Codec::Plain => out.extend_from_slice(self.stored_items()),
+                codec => {
+                    out.extend_from_slice(&compress::unpack(codec, self.stored_items(), rest_len)?)
+                }
             }
         }
         Some(out)
@@ -527,7 +540,7 @@ impl ItemList {
     fn over(base: Arc<ItemList>, order: Box<[u32]>) -> ItemList {
         ItemList {
             len: base.len,
-            deflated: false,
+            codec: Codec::Plain,
             data: Box::default(),
             more: Some(Box::new(More::Reordered { base, order })),
         }
@@ -570,7 +583,7 @@ impl ItemList {
             return;
         }
         let buffer = self.buffer();
-        // `get`, not indexing: a buffer that failed to inflate (which one deflated here cannot)
+        // `get`, not indexing: a buffer that failed to inflate (which one packed here cannot)
         // gives an empty page, not a panic.
         match self.order() {
             None => {
@@ -615,7 +628,7 @@ impl ItemList {
 }
 
 /// Two lists are equal when they hold the same items in the same order, however stored: a
-/// reordered or deflated list equals the same items rendered plainly in that order.
+/// reordered or packed list equals the same items rendered plainly in that order.
 impl PartialEq for ItemList {
     fn eq(&self, other: &ItemList) -> bool {
         self.len() == other.len() && self.items() == other.items()
@@ -647,7 +660,7 @@ impl ItemListBuilder {
     }
 
     pub fn finish(self) -> ItemList {
-        ItemList::from_parts(&self.ends, &self.json, false, None)
+        ItemList::from_parts(&self.ends, &self.json, Codec::Plain, None)
     }
 }
 

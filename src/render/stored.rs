@@ -10,7 +10,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::{compress, Gzipped, ItemList, Lead, More, Rendered};
+use super::compress::{self, Codec};
+use super::{Gzipped, ItemList, Lead, More, Rendered};
 
 const JSON: u8 = 0;
 const GZIP: u8 = 1;
@@ -22,6 +23,8 @@ const REORDERED: u8 = 4;
 const DEFLATED: u8 = 1;
 const ORDERED: u8 = 2;
 const LED: u8 = 4;
+/// Packed against the process's list dictionary (which the snapshot stores before its bodies).
+const DICTIONARY: u8 = 8;
 
 /// Bytes that do not describe a body this build could have written.
 #[derive(Debug, thiserror::Error)]
@@ -60,7 +63,8 @@ pub fn encode(body: &Rendered, previous: Option<&ItemList>, out: &mut Vec<u8>) {
 fn encode_list(list: &ItemList, out: &mut Vec<u8>) {
     let mut flags = 0;
     for (set, flag) in [
-        (list.base().deflated, DEFLATED),
+        (list.codec() == Codec::Deflate, DEFLATED),
+        (list.codec() == Codec::Dictionary, DICTIONARY),
         (list.order().is_some(), ORDERED),
         (list.lead().is_some(), LED),
     ] {
@@ -121,9 +125,16 @@ pub fn decode(input: &mut &[u8], previous: Option<&Arc<ItemList>>) -> Result<Ren
 
 fn decode_list(input: &mut &[u8]) -> Result<ItemList, Damaged> {
     let flags = take_u8(input)?;
-    if flags & !(DEFLATED | ORDERED | LED) != 0 {
+    if flags & !(DEFLATED | ORDERED | LED | DICTIONARY) != 0 {
         return Err(Damaged("unknown list flags"));
     }
+    let codec = match (flags & DEFLATED != 0, flags & DICTIONARY != 0) {
+        (false, false) => Codec::Plain,
+        (true, false) => Codec::Deflate,
+        (false, true) if compress::list_dictionary().is_some() => Codec::Dictionary,
+        (false, true) => return Err(Damaged("a list packed against a dictionary it lacks")),
+        (true, true) => return Err(Damaged("a list packed two ways")),
+    };
     let json = take_bytes(input)?;
     let ends = take_u32s(input)?;
     // Items are never empty: each ends past the comma after the one before.
@@ -170,15 +181,14 @@ fn decode_list(input: &mut &[u8]) -> Result<ItemList, Damaged> {
         None
     };
     // What the buffer holds must be what the ends say: the items after the lead page's,
-    // plainly, or deflated no more than deflate can (1,032 to 1), so that a page never sizes a
-    // buffer from a length the body does not have.
+    // plainly, or packed no further than deflate can expand (1,032 to 1, which packing
+    // enforces), so that a page never sizes a buffer from a length the body does not have.
     let total = ends.last().map_or(0, |&end| end as usize);
     let rest = match &lead {
         None => total,
         Some(lead) => total.saturating_sub(ends[lead.len as usize - 1] as usize + 1),
     };
-    let deflated = flags & DEFLATED != 0;
-    let fits = if deflated {
+    let fits = if codec != Codec::Plain {
         rest > 0 && rest <= json.len().saturating_mul(compress::MAX_DEFLATE_RATIO)
     } else {
         rest == json.len()
@@ -187,7 +197,7 @@ fn decode_list(input: &mut &[u8]) -> Result<ItemList, Damaged> {
         return Err(Damaged("a list's buffer does not hold its items"));
     }
     let more = lead.map(|lead| Box::new(More::Lead(lead)));
-    Ok(ItemList::from_parts(&ends, &json, deflated, more))
+    Ok(ItemList::from_parts(&ends, &json, codec, more))
 }
 
 /// The size a gzip member says its contents have, if plausible for its length: what inflating
