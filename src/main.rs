@@ -213,12 +213,15 @@ struct HttpArgs {
     shard: Option<atelier::shard::Shard>,
     /// How far the precomputed catalog compacts its bodies: `all` (whole bodies kept gzip,
     /// sent as they are to clients that take gzip; list buffers kept packed, unpacked for
-    /// each page), `bodies` (lists kept plain: more memory, faster list pages) or `none`
-    #[arg(long, env = "ATELIER_COMPRESS", default_value = "all", value_parser = ["all", "bodies", "none"])]
+    /// each page), `dense` (whole bodies packed against a dictionary too, unpacked for every
+    /// request and sent plain: the least memory), `bodies` (lists kept plain: more memory,
+    /// faster list pages) or `none`
+    #[arg(long, env = "ATELIER_COMPRESS", default_value = "all", value_parser = ["all", "dense", "bodies", "none"])]
     compress: String,
-    /// Kilobytes of lists the first warm-up samples to train the list dictionary on, which
-    /// every list packed after it is compressed against (a third smaller than deflate at full
-    /// scale); 0: no dictionary, each list deflated alone
+    /// Kilobytes of lists (and with `--compress dense`, of whole bodies) the first warm-up
+    /// samples to train a dictionary on, which everything of that kind packed after it is
+    /// compressed against (lists a third smaller than deflated at full scale); 0: no
+    /// dictionary, each list deflated alone
     #[arg(long, env = "ATELIER_DICTIONARY_SAMPLE_KB", default_value_t = 4096)]
     dictionary_sample_kb: usize,
     /// Most connections open at once; at the cap a new one closes the connection idle longest
@@ -329,6 +332,7 @@ impl HttpArgs {
             compaction: match self.compress.as_str() {
                 "none" => atelier::render::Compaction::None,
                 "bodies" => atelier::render::Compaction::Bodies,
+                "dense" => atelier::render::Compaction::Dense,
                 _ => atelier::render::Compaction::All,
             },
             dictionary_sample_bytes: self.dictionary_sample_kb.saturating_mul(1024),

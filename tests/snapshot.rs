@@ -424,55 +424,62 @@ async fn serve_writes_a_snapshot_when_it_stops_and_restores_it_when_it_starts() 
     );
 }
 
-/// The size of the list dictionary the server at `addr` packs against (0: none).
-async fn dictionary_bytes(addr: std::net::SocketAddr) -> usize {
+/// The sizes of the list and body dictionaries the server at `addr` packs against (0: none).
+async fn dictionary_bytes(addr: std::net::SocketAddr) -> [usize; 2] {
     let metrics = get(addr, "/metrics").await.body;
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("atelier_list_dictionary_bytes "))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no dictionary gauge: {metrics}"))
+    ["lists", "bodies"].map(|kind| {
+        let gauge = format!("atelier_dictionary_bytes{{kind=\"{kind}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&gauge))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no {kind} dictionary gauge: {metrics}"))
+    })
 }
 
 #[tokio::test]
-async fn a_restart_restores_the_list_dictionary_the_snapshots_lists_are_packed_against() {
+async fn a_restart_restores_the_dictionaries_the_snapshots_bodies_are_packed_against() {
     let data = generated("snapshot-dictionary");
     let db = common::loaded_database(data.path()).await;
-    let questions: Vec<i64> = db
-        .client()
-        .await
-        .query("SELECT id FROM questions ORDER BY id", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let ids = |table: &'static str| {
+        let db = &db;
+        async move {
+            let query = format!("SELECT id FROM {table} ORDER BY id");
+            let rows = db.client().await.query(&query, &[]).await.unwrap();
+            rows.iter().map(|r| r.get(0)).collect::<Vec<i64>>()
+        }
+    };
+    let (questions, products) = (ids("questions").await, ids("products").await);
+    // Every answers list and every product's styles: lists and whole bodies.
     let pages = |addr| {
-        let questions = &questions;
+        let (questions, products) = (&questions, &products);
         async move {
             let mut pages = Vec::new();
             for q in questions {
-                pages.push(
-                    get(addr, &format!("/qa/questions/{q}/answers?count=100"))
-                        .await
-                        .body,
-                );
+                let path = format!("/qa/questions/{q}/answers?count=100");
+                pages.push(get(addr, &path).await.body);
+            }
+            for p in products {
+                pages.push(get(addr, &format!("/products/{p}/styles")).await.body);
             }
             pages
         }
     };
     let snapshots = TempDir::new("snapshot-dictionary-files");
-    let (addr, mut child) = serve_with(&db, snapshots.path(), &["--dictionary-sample-kb", "64"]);
+    let dense = ["--compress", "dense"];
+    let sample = [&dense[..], &["--dictionary-sample-kb", "64"]].concat();
+    let (addr, mut child) = serve_with(&db, snapshots.path(), &sample);
     ready(addr).await;
     let trained = dictionary_bytes(addr).await;
-    assert!(trained > 0, "the warm-up trained a dictionary");
+    assert!(trained.iter().all(|&b| b > 0), "the warm-up trained both");
     let before = pages(addr).await;
     // SAFETY: a plain signal to the child this test started.
     unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
     assert!(child.0.wait().unwrap().success());
 
-    // An instance that samples nothing has a dictionary only if its snapshot gave it one.
-    let (addr, child) = serve_with(&db, snapshots.path(), &["--dictionary-sample-kb", "0"]);
+    // An instance that samples nothing has dictionaries only if its snapshot gave them.
+    let sample_none = [&dense[..], &["--dictionary-sample-kb", "0"]].concat();
+    let (addr, child) = serve_with(&db, snapshots.path(), &sample_none);
     ready(addr).await;
     let metrics = get(addr, "/metrics").await.body;
     assert!(
@@ -482,15 +489,15 @@ async fn a_restart_restores_the_list_dictionary_the_snapshots_lists_are_packed_a
     assert_eq!(
         dictionary_bytes(addr).await,
         trained,
-        "restored with its lists"
+        "restored with its bodies"
     );
     assert_eq!(pages(addr).await, before);
     drop(child);
 
-    // Without a snapshot, it has none: its lists are deflated.
+    // Without a snapshot, it has none: lists are deflated, whole bodies kept gzip.
     let empty = TempDir::new("snapshot-dictionary-none");
-    let (addr, _child) = serve_with(&db, empty.path(), &["--dictionary-sample-kb", "0"]);
+    let (addr, _child) = serve_with(&db, empty.path(), &sample_none);
     ready(addr).await;
-    assert_eq!(dictionary_bytes(addr).await, 0);
+    assert_eq!(dictionary_bytes(addr).await, [0, 0]);
     assert_eq!(pages(addr).await, before);
 }

@@ -29,12 +29,20 @@ fn generated(label: &str, scale: f64) -> TempDir {
 
 #[tokio::test]
 async fn every_warmed_body_is_what_a_fill_renders_before_and_after_writes() {
-    for dir in [
-        common::sample_dir(),
-        generated("warm-generated", 0.0005).0.clone(),
+    let generated = generated("warm-generated", 0.0005);
+    // Dense packs whole bodies against a dictionary too, trained here on the first 64 KB.
+    let dense = ServeSettings {
+        compaction: atelier::render::Compaction::Dense,
+        dictionary_sample_bytes: 64 << 10,
+        ..settings()
+    };
+    for (dir, settings) in [
+        (common::sample_dir(), settings()),
+        (generated.0.clone(), settings()),
+        (generated.0.clone(), dense),
     ] {
         let db = common::loaded_database(&dir).await;
-        let server = atelier::http::start(settings(), db.config.clone())
+        let server = atelier::http::start(settings, db.config.clone())
             .await
             .unwrap();
         let a = server.addr;

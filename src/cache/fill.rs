@@ -16,7 +16,7 @@ use crate::render::products::{
 };
 use crate::render::qa::{render_answer_list, render_question_list};
 use crate::render::reviews::{render_meta, render_review_list, render_review_orders};
-use crate::render::Rendered;
+use crate::render::{Compaction, Rendered};
 
 /// Renders the resource behind `key` fresh from the database: what a fill caches, what the
 /// sweep compares with, and what tests compare cached bodies with.
@@ -136,18 +136,19 @@ async fn fill_reviews(
 }
 
 /// Renders both orders of a product's reviews from one read, the `newest` list an index into
-/// the `helpful` list's buffer; with `compact`, the buffer is compacted first, for the
+/// the `helpful` list's buffer; compacted first as far as `compaction` packs lists, for the
 /// precomputed catalog (see [`Rendered::compacted`]), so that the orders share it there too.
 /// Returns the `helpful` list, then the `newest`.
 pub async fn fill_review_orders(
     pool: &Pool,
     product_id: i64,
-    compact: bool,
+    compaction: Compaction,
 ) -> Result<(Rendered, Rendered), DbError> {
     let (reviews, dates_us, photos) = pool
         .run(|c| async move { read::reviews_with_dates(&c, product_id).await })
         .await?;
-    let (helpful, newest) = render_review_orders(product_id, &reviews, &dates_us, &photos, compact);
+    let (helpful, newest) =
+        render_review_orders(product_id, &reviews, &dates_us, &photos, compaction);
     Ok((Rendered::List(helpful), Rendered::List(newest)))
 }
 

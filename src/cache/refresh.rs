@@ -155,11 +155,15 @@ impl ResponseCache {
                 if *second == other {
                     // Compacted before the newest order is made from it, so that the two share
                     // the compact buffer; only where the catalog has both's slots.
-                    let compact = self.compaction == Compaction::All
-                        && self.store.has_slot(first)
-                        && self.store.has_slot(second);
+                    let compaction = match self.store.has_slot(first) && self.store.has_slot(second)
+                    {
+                        true => self.compaction,
+                        false => Compaction::None,
+                    };
                     let read = db
-                        .read_from(from, |pool| fill_review_orders(pool, *product_id, compact))
+                        .read_from(from, |pool| {
+                            fill_review_orders(pool, *product_id, compaction)
+                        })
                         .await;
                     return match read {
                         Ok((helpful, newest)) if *order == ReviewOrder::Helpful => {

@@ -37,7 +37,7 @@ use super::{CatalogSize, Key, ResponseCache};
 use crate::pg::feed::{FeedPosition, FeedStatus};
 use crate::pg::pool::Pool;
 use crate::pg::DbError;
-use crate::render::compress::Codec;
+use crate::render::compress::{self, DictionaryKind};
 use crate::render::stored::{self, take_u32, take_u64, take_u8, Damaged};
 use crate::render::{Compaction, ItemList, Rendered};
 
@@ -136,9 +136,9 @@ struct Header {
     written_at_ms: u64,
     database: String,
     position: FeedPosition,
-    /// The list dictionary the bodies' lists are packed against, if any
-    /// ([`crate::render::compress`]): installed before they are read.
-    dictionary: Option<Vec<u8>>,
+    /// The dictionaries bodies are packed against, by [`DictionaryKind`] (those the process
+    /// had; [`crate::render::compress`]): installed before the bodies are read.
+    dictionaries: [Option<Vec<u8>>; 2],
 }
 
 /// The digest of the code that decides what a cached body's bytes are (computed by
@@ -162,6 +162,7 @@ fn compaction_code(compaction: Compaction) -> u8 {
         Compaction::All => 0,
         Compaction::Bodies => 1,
         Compaction::None => 2,
+        Compaction::Dense => 3,
     }
 }
 
@@ -192,9 +193,11 @@ impl Header {
         for xid in &p.pending {
             out.extend_from_slice(&xid.to_le_bytes());
         }
-        let dictionary = self.dictionary.as_deref().unwrap_or_default();
-        out.extend_from_slice(&(dictionary.len() as u32).to_le_bytes());
-        out.extend_from_slice(dictionary);
+        for dictionary in &self.dictionaries {
+            let dictionary = dictionary.as_deref().unwrap_or_default();
+            out.extend_from_slice(&(dictionary.len() as u32).to_le_bytes());
+            out.extend_from_slice(dictionary);
+        }
     }
 
     fn decode(mut input: &[u8]) -> Result<Header, Damaged> {
@@ -221,13 +224,16 @@ impl Header {
         let pending = (0..take_u32(input)?)
             .map(|_| take_i64(input))
             .collect::<Result<Vec<_>, _>>()?;
-        let len = take_u32(input)? as usize;
-        if input.len() < len {
-            return Err(Damaged("cut short"));
+        let mut dictionaries = [None, None];
+        for dictionary in &mut dictionaries {
+            let len = take_u32(input)? as usize;
+            if input.len() < len {
+                return Err(Damaged("cut short"));
+            }
+            let (bytes, rest) = input.split_at(len);
+            *dictionary = (len > 0).then(|| bytes.to_vec());
+            *input = rest;
         }
-        let (dictionary, rest) = input.split_at(len);
-        let dictionary = (len > 0).then(|| dictionary.to_vec());
-        *input = rest;
         if !input.is_empty() {
             return Err(Damaged("a header longer than its fields"));
         }
@@ -242,7 +248,7 @@ impl Header {
                 pending,
                 pending_from,
             },
-            dictionary,
+            dictionaries,
         })
     }
 }
@@ -526,8 +532,8 @@ impl SnapshotFile {
                 }
                 _ => return Err(self.damaged("an unknown frame")),
             }
-            let has_dictionary = self.header.dictionary.is_some();
-            let batch = decode_records(&self.frame[1..], generation, warmup, has_dictionary)
+            let stored = self.header.dictionaries.each_ref().map(Option::is_some);
+            let batch = decode_records(&self.frame[1..], generation, warmup, stored)
                 .map_err(|e| self.damaged(e.0))?;
             bodies += batch.len() as u64;
             match cache.insert_warm(batch, warmup) {
@@ -596,15 +602,15 @@ fn read_frame(input: &mut impl Read, frame: &mut Vec<u8>) -> Result<u8, &'static
     Ok(frame[0])
 }
 
-/// The bodies of one frame of records, counting products as the warm-up does.
-/// Decodes one frame of records. `has_dictionary`: whether the snapshot stored the list
-/// dictionary (installed by now); if not, a list packed against one is damage, not a list
-/// the process's own dictionary can read.
+/// The bodies of one frame of records, counting products as the warm-up does. `stored`: which
+/// of the dictionaries (by [`DictionaryKind`]) the snapshot stored (installed by now); a body
+/// packed against one it did not store is damage, not a body the process's own dictionary
+/// can read.
 fn decode_records(
     mut input: &[u8],
     generation: u64,
     warmup: &WarmupStatus,
-    has_dictionary: bool,
+    stored: [bool; 2],
 ) -> Result<Vec<(Key, Rendered)>, Damaged> {
     let input = &mut input;
     let mut batch = Vec::new();
@@ -637,9 +643,9 @@ fn decode_records(
             _ => None,
         };
         let body = stored::decode(input, previous)?;
-        if !has_dictionary && matches!(&body, Rendered::List(l) if l.codec() == Codec::Dictionary) {
+        if stored::dictionary_of(&body).is_some_and(|kind| !stored[kind as usize]) {
             return Err(Damaged(
-                "a list packed against a dictionary the snapshot lacks",
+                "a body packed against a dictionary the snapshot lacks",
             ));
         }
         helpful = match (kind, &body) {
@@ -734,7 +740,8 @@ async fn write_current(
         written_at_ms: now_ms(),
         database,
         position,
-        dictionary: crate::render::compress::list_dictionary().map(<[u8]>::to_vec),
+        dictionaries: DictionaryKind::ALL
+            .map(|kind| compress::dictionary(kind).map(<[u8]>::to_vec)),
     };
     let generation = cache.products_generation.load(Ordering::Acquire);
     let (cache, dir, warmup, status) = (
@@ -847,11 +854,16 @@ async fn load_checked(
     ) {
         return Err(snapshot.refused(why));
     }
-    // The lists were packed against this dictionary; a process that packs against another
+    // The bodies were packed against these dictionaries; a process that packs against others
     // (trained by a warm-up that ran before this restore) cannot read them.
-    if let Some(dictionary) = &snapshot.header.dictionary {
-        crate::render::compress::install_list_dictionary(dictionary)
-            .map_err(|e| snapshot.refused(e.to_string()))?;
+    for (kind, dictionary) in DictionaryKind::ALL
+        .iter()
+        .zip(&snapshot.header.dictionaries)
+    {
+        if let Some(dictionary) = dictionary {
+            compress::install_dictionary(*kind, dictionary)
+                .map_err(|e| snapshot.refused(e.to_string()))?;
+        }
     }
     let position = snapshot.header.position.clone();
     // Slots for the catalog as it is now (products created since the snapshot included).
@@ -935,7 +947,7 @@ mod tests {
                 pending: Vec::new(),
                 pending_from: 1,
             },
-            dictionary: None,
+            dictionaries: [None, None],
         }
     }
 
@@ -967,15 +979,16 @@ mod tests {
         builder.end_item();
         let plain = builder.finish();
         let packed = plain.compacted(None);
-        assert_eq!(packed.codec(), Codec::Dictionary);
+        assert_eq!(packed.codec(), compress::Codec::Dictionary);
         let mut records = vec![(SLOT_KINDS - 1) as u8];
         records.extend_from_slice(&12u64.to_le_bytes());
         stored::encode(&Rendered::List(Arc::new(packed)), None, &mut records);
         let warmup = WarmupStatus::default();
-        let read = decode_records(&records, 0, &warmup, true).expect("with the dictionary");
+        let read =
+            decode_records(&records, 0, &warmup, [true, false]).expect("with the dictionary");
         assert!(matches!(&read[0].1, Rendered::List(l) if **l == plain));
         assert!(matches!(
-            decode_records(&records, 0, &warmup, false),
+            decode_records(&records, 0, &warmup, [false, true]),
             Err(Damaged(why)) if why.contains("lacks")
         ));
     }
@@ -1049,7 +1062,7 @@ mod tests {
                 pending: vec![5, 8],
                 pending_from: 10,
             },
-            dictionary: Some(b"a dictionary".to_vec()),
+            dictionaries: [Some(b"a dictionary".to_vec()), None],
         };
         let mut out = Vec::new();
         header.encode(&mut out);
@@ -1060,7 +1073,7 @@ mod tests {
             (read.build, read.compaction, read.shard, read.written_at_ms),
             ([7; 32], 1, (2, 3), 123)
         );
-        assert_eq!(read.dictionary, header.dictionary);
+        assert_eq!(read.dictionaries, header.dictionaries);
         for cut in 0..out.len() {
             assert!(Header::decode(&out[..cut]).is_err());
         }
@@ -1079,7 +1092,7 @@ mod tests {
                 pending: vec![900],
                 pending_from: 1_000,
             },
-            dictionary: None,
+            dictionaries: [None, None],
         };
         let database = crate::pg::restore::DatabaseState {
             identity: "42/7".into(),

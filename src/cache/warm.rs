@@ -29,10 +29,11 @@ use crate::domain::ReviewOrder;
 use crate::pg::fence::Lsn;
 use crate::pg::scan::{CatalogScan, ProductRows, Snapshot};
 use crate::pg::DbError;
+use crate::render::compress::{self, DictionaryKind};
 use crate::render::products::{render_product, render_product_list, render_related, render_styles};
 use crate::render::qa::{render_answer_list, render_question_list};
 use crate::render::reviews::{render_meta, render_review_orders};
-use crate::render::{compress, Compaction, Rendered};
+use crate::render::{Compaction, Rendered};
 use crate::shard::Shard;
 
 /// Pages of `GET /products` warmed, at the default count.
@@ -248,51 +249,69 @@ fn render_into(
     status: &WarmupStatus,
     mut rows: tokio::sync::mpsc::Receiver<ProductRows>,
 ) -> Result<(), WarmStop> {
-    let mut trainer = DictionaryTrainer::for_cache(cache);
+    let mut trainers = DictionaryTrainer::for_cache(cache);
     while let Some(rows) = rows.blocking_recv() {
         let bodies = bodies(&rows, cache.compaction, cache.shard);
-        if trainer.as_mut().is_some_and(|t| t.sampled(&bodies)) {
-            trainer = None;
-        }
+        trainers.retain_mut(|trainer| !trainer.sampled(&bodies));
         cache.insert_warm(bodies, status)?;
         status.products_done.fetch_add(1, Ordering::Relaxed);
     }
     Ok(())
 }
 
-/// Collects the items of the first lists a warm-up renders and, once it has enough, trains
-/// the process's list dictionary on them ([`compress`]'s module docs): every list packed from
-/// then on is packed against it. The lists rendered before stay deflated.
+/// Collects the first lists (or whole bodies) a warm-up renders and, once it has enough,
+/// trains the process's dictionary of that kind on them ([`compress`]'s module docs):
+/// everything of that kind packed from then on is packed against it. What was rendered
+/// before stays as it was compacted (lists deflated, whole bodies gzip).
 struct DictionaryTrainer {
+    kind: DictionaryKind,
     target_bytes: usize,
     samples: Vec<Vec<u8>>,
     sampled_bytes: usize,
 }
 
 impl DictionaryTrainer {
-    /// A trainer for `cache`'s warm-up, if it packs lists, samples some, and the process has
-    /// no dictionary yet (one trained by an earlier warm-up, or restored, is kept).
-    fn for_cache(cache: &ResponseCache) -> Option<DictionaryTrainer> {
-        let wanted = cache.compaction == Compaction::All
-            && cache.dictionary_sample_bytes > 0
-            && compress::list_dictionary().is_none();
-        wanted.then(|| DictionaryTrainer {
-            target_bytes: cache.dictionary_sample_bytes,
-            samples: Vec::new(),
-            sampled_bytes: 0,
-        })
+    /// The trainers `cache`'s warm-up needs: one for each kind of dictionary its compaction
+    /// packs against, if it samples at all and the process has none of that kind yet (one
+    /// trained by an earlier warm-up, or restored, is kept).
+    fn for_cache(cache: &ResponseCache) -> Vec<DictionaryTrainer> {
+        let kinds = [
+            (DictionaryKind::Lists, cache.compaction.packs_lists()),
+            (
+                DictionaryKind::Bodies,
+                cache.compaction == Compaction::Dense,
+            ),
+        ];
+        kinds
+            .into_iter()
+            .filter(|&(kind, packs)| {
+                packs && cache.dictionary_sample_bytes > 0 && compress::dictionary(kind).is_none()
+            })
+            .map(|(kind, _)| DictionaryTrainer {
+                kind,
+                target_bytes: cache.dictionary_sample_bytes,
+                samples: Vec::new(),
+                sampled_bytes: 0,
+            })
+            .collect()
     }
 
-    /// Samples the lists among one product's `bodies` (a list reordered over another is the
-    /// same items once more, and is left out); trains once there are enough. Whether the
-    /// trainer is done.
+    /// Samples one product's `bodies` of this trainer's kind (a list reordered over another
+    /// is the same items once more, and is left out); trains once there are enough. Whether
+    /// the trainer is done.
     fn sampled(&mut self, bodies: &[(Key, Rendered)]) -> bool {
         for (_, body) in bodies {
-            if let Rendered::List(list) = body {
-                if let Some(items) = list.own_items().filter(|items| !items.is_empty()) {
-                    self.sampled_bytes += items.len();
-                    self.samples.push(items.into_owned());
+            let sample = match (self.kind, body) {
+                (DictionaryKind::Lists, Rendered::List(list)) => {
+                    list.own_items().map(|items| items.into_owned())
                 }
+                (DictionaryKind::Bodies, Rendered::List(_) | Rendered::NotFound) => None,
+                (DictionaryKind::Bodies, whole) => whole.plain().map(Vec::from),
+                (DictionaryKind::Lists, _) => None,
+            };
+            if let Some(sample) = sample.filter(|s| !s.is_empty()) {
+                self.sampled_bytes += sample.len();
+                self.samples.push(sample);
             }
         }
         if self.sampled_bytes < self.target_bytes {
@@ -303,22 +322,25 @@ impl DictionaryTrainer {
         // zstd wants samples many times the dictionary's size; a small catalog gets a smaller
         // dictionary.
         let max_bytes = compress::DICTIONARY_MAX_BYTES.min(self.sampled_bytes / 4);
-        match compress::train_list_dictionary(&samples, max_bytes) {
-            Some(dictionary) => match compress::install_list_dictionary(&dictionary) {
+        let kind = self.kind.name();
+        match compress::train_dictionary(&samples, max_bytes) {
+            Some(dictionary) => match compress::install_dictionary(self.kind, &dictionary) {
                 Ok(()) => tracing::info!(
-                    lists = samples.len(),
+                    kind,
+                    samples = samples.len(),
                     sampled_kb = self.sampled_bytes >> 10,
                     dictionary_kb = dictionary.len() >> 10,
                     ms = started.elapsed().as_millis() as u64,
-                    "list dictionary trained; lists are packed against it from here"
+                    "dictionary trained; packing against it from here"
                 ),
-                // Another warm-up installed one meanwhile: lists are packed against that.
-                Err(e) => tracing::debug!(cause = %e, "list dictionary not installed"),
+                // Another warm-up installed one meanwhile: packing is against that.
+                Err(e) => tracing::debug!(cause = %e, "dictionary not installed"),
             },
             None => tracing::warn!(
-                lists = samples.len(),
+                kind,
+                samples = samples.len(),
                 sampled_kb = self.sampled_bytes >> 10,
-                "no list dictionary could be trained; lists stay deflated"
+                "no dictionary could be trained; packing as before it"
             ),
         }
         true
@@ -394,9 +416,8 @@ fn product_bodies(rows: &ProductRows, compaction: Compaction, out: &mut Vec<(Key
     // here (as far as the policy goes) so that both orders share the buffer.
     let helpful: Vec<_> = rows.reviews.iter().map(|r| r.row.clone()).collect();
     let dates_us: Vec<_> = rows.reviews.iter().map(|r| r.date_us).collect();
-    let compact = compaction == Compaction::All;
     let (helpful, newest) =
-        render_review_orders(id, &helpful, &dates_us, &rows.review_photos, compact);
+        render_review_orders(id, &helpful, &dates_us, &rows.review_photos, compaction);
     out.push((
         Key::Reviews {
             product_id: id,

@@ -284,14 +284,17 @@ impl Metrics {
                     "Warm-ups finished.",
                     w.completed.load(Relaxed),
                 ),
-                (
-                    "atelier_list_dictionary_bytes",
-                    "gauge",
-                    "Size of the dictionary the catalog's lists are packed against (0: none yet; lists are deflated).",
-                    crate::render::compress::list_dictionary().map_or(0, |d| d.len() as u64),
-                ),
             ] {
                 write_metric(&mut out, name, kind, help, value);
+            }
+            out.push_str("# HELP atelier_dictionary_bytes Size of the dictionary the catalog packs lists, or whole bodies (--compress dense), against (0: none yet).\n# TYPE atelier_dictionary_bytes gauge\n");
+            for kind in crate::render::compress::DictionaryKind::ALL {
+                let bytes = crate::render::compress::dictionary(kind).map_or(0, <[u8]>::len);
+                let _ = writeln!(
+                    out,
+                    "atelier_dictionary_bytes{{kind=\"{}\"}} {bytes}",
+                    kind.name()
+                );
             }
             out.push_str("# HELP atelier_warmup_bytes Bytes of bodies the last warm-up put in the cache, by kind.\n# TYPE atelier_warmup_bytes gauge\n");
             for (kind, bytes) in crate::cache::warm::KINDS.iter().zip(&w.bytes) {

@@ -468,6 +468,11 @@ impl App {
                 Some(plain) => respond::json_with(plain, g.digest, Coding::Identity),
                 None => respond::internal_error(),
             },
+            // Unpacked for every client: no client has the dictionary.
+            Rendered::Packed(p) => match p.plain() {
+                Some(plain) => respond::json_with(plain, p.digest, Coding::Identity),
+                None => respond::internal_error(),
+            },
             _ => respond::not_found(),
         };
         // A page of a list: the lead page as it is kept, or cut from the list. Only a question

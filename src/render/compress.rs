@@ -98,65 +98,92 @@ pub enum Codec {
     Plain,
     /// Raw deflate.
     Deflate,
-    /// A zstd frame (without its magic number, checksum or sizes) against the process's list
-    /// dictionary.
+    /// Packed against the process's list dictionary ([`pack_against`]).
     Dictionary,
 }
 
-/// zstd's level for lists: the dictionary does most of the work. Level 3 packs a catalog
-/// several times faster than libdeflate's level 6, which the warm-up's time needs; level 9
-/// measured 2–6% smaller.
+/// zstd's level: the dictionary does most of the work. Level 3 packs a catalog several times
+/// faster than libdeflate's level 6, which the warm-up's time needs; level 9 measured 2–6%
+/// smaller.
 const DICTIONARY_LEVEL: i32 = 3;
 
 /// How large a trained dictionary may be: zstd's own default (it measured better than 64 KiB,
 /// and 110 KiB once per process is nothing beside a catalog).
 pub const DICTIONARY_MAX_BYTES: usize = 112_640;
 
-/// The process's list dictionary, prepared for packing and unpacking.
-struct ListDictionary {
+/// What a dictionary is trained on, and packs: one per kind, since what lists share is not
+/// what whole bodies share (one dictionary for both measured a reviews meta body twice the
+/// size its own dictionary gives).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DictionaryKind {
+    /// The items of lists: reviews, questions, a question's answers.
+    Lists,
+    /// Whole bodies, with `--compress dense`: a product, its styles, related ids, reviews
+    /// meta.
+    Bodies,
+}
+
+impl DictionaryKind {
+    pub const ALL: [DictionaryKind; 2] = [DictionaryKind::Lists, DictionaryKind::Bodies];
+
+    /// Its name in metrics and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            DictionaryKind::Lists => "lists",
+            DictionaryKind::Bodies => "bodies",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A dictionary, prepared for packing and unpacking.
+struct Dictionary {
     bytes: Box<[u8]>,
     encoder: EncoderDictionary<'static>,
     decoder: DecoderDictionary<'static>,
 }
 
-static LIST_DICTIONARY: OnceLock<ListDictionary> = OnceLock::new();
+static DICTIONARIES: [OnceLock<Dictionary>; 2] = [OnceLock::new(), OnceLock::new()];
 
 thread_local! {
-    static DICTIONARY_PACKER: RefCell<Option<zstd::bulk::Compressor<'static>>> =
-        const { RefCell::new(None) };
-    static DICTIONARY_UNPACKER: RefCell<Option<zstd::bulk::Decompressor<'static>>> =
-        const { RefCell::new(None) };
+    static PACKERS: RefCell<[Option<zstd::bulk::Compressor<'static>>; 2]> =
+        const { RefCell::new([None, None]) };
+    static UNPACKERS: RefCell<[Option<zstd::bulk::Decompressor<'static>>; 2]> =
+        const { RefCell::new([None, None]) };
 }
 
 /// A dictionary that cannot be installed: the process already packs against another.
 #[derive(Debug, thiserror::Error)]
-#[error("this process already packs lists against another dictionary")]
-pub struct AnotherDictionary;
+#[error("this process already packs {} against another dictionary", .0.name())]
+pub struct AnotherDictionary(pub DictionaryKind);
 
-/// The process's list dictionary, if it has one: what a snapshot stores beside the lists
-/// packed against it.
-pub fn list_dictionary() -> Option<&'static [u8]> {
-    LIST_DICTIONARY.get().map(|d| &d.bytes[..])
+/// The process's dictionary of `kind`, if it has one: what a snapshot stores beside the
+/// bodies packed against it.
+pub fn dictionary(kind: DictionaryKind) -> Option<&'static [u8]> {
+    DICTIONARIES[kind.index()].get().map(|d| &d.bytes[..])
 }
 
-/// Makes `bytes` the list dictionary that [`pack`] uses from now on. Installing the one already
-/// installed does nothing; another is refused (lists packed against the first must stay
-/// readable).
-pub fn install_list_dictionary(bytes: &[u8]) -> Result<(), AnotherDictionary> {
-    let installed = LIST_DICTIONARY.get_or_init(|| ListDictionary {
+/// Makes `bytes` the dictionary of `kind` that packing uses from now on. Installing the one
+/// already installed does nothing; another is refused (what was packed against the first
+/// must stay readable).
+pub fn install_dictionary(kind: DictionaryKind, bytes: &[u8]) -> Result<(), AnotherDictionary> {
+    let installed = DICTIONARIES[kind.index()].get_or_init(|| Dictionary {
         bytes: bytes.into(),
         encoder: EncoderDictionary::copy(bytes, DICTIONARY_LEVEL),
         decoder: DecoderDictionary::copy(bytes),
     });
     match *installed.bytes == *bytes {
         true => Ok(()),
-        false => Err(AnotherDictionary),
+        false => Err(AnotherDictionary(kind)),
     }
 }
 
-/// A list dictionary trained on `samples` (each a list's items) of at most `max_bytes`; None if
-/// zstd cannot train one from them (too few, or too small).
-pub fn train_list_dictionary<S: AsRef<[u8]>>(samples: &[S], max_bytes: usize) -> Option<Vec<u8>> {
+/// A dictionary trained on `samples` of at most `max_bytes`; None if zstd cannot train one
+/// from them (too few, or too small).
+pub fn train_dictionary<S: AsRef<[u8]>>(samples: &[S], max_bytes: usize) -> Option<Vec<u8>> {
     let sizes: Vec<usize> = samples.iter().map(|s| s.as_ref().len()).collect();
     let mut joined = Vec::with_capacity(sizes.iter().sum());
     for sample in samples {
@@ -166,44 +193,75 @@ pub fn train_list_dictionary<S: AsRef<[u8]>>(samples: &[S], max_bytes: usize) ->
         Ok(dictionary) if !dictionary.is_empty() => Some(dictionary),
         Ok(_) => None,
         Err(e) => {
-            tracing::debug!(cause = %e, samples = samples.len(), "no list dictionary");
+            tracing::debug!(cause = %e, samples = samples.len(), "no dictionary");
             None
         }
     }
 }
 
-/// `items` packed: against the list dictionary if the process has one, raw deflate if not; None
-/// if that saves less than an eighth. No packing expands more than deflate can
-/// ([`MAX_DEFLATE_RATIO`]), which is what a snapshot's reader checks.
+/// `items` packed: against the list dictionary if the process has one, raw deflate if not (or
+/// if the dictionary does not pack them); None if neither saves an eighth.
 pub fn pack(items: &[u8]) -> Option<(Codec, Box<[u8]>)> {
-    if let Some(dictionary) = LIST_DICTIONARY.get() {
-        let packed = compressed(items, |_, out| {
-            DICTIONARY_PACKER.with(|p| {
-                let mut p = p.borrow_mut();
-                if p.is_none() {
-                    *p = dictionary_packer(dictionary);
-                }
-                out.resize(zstd::zstd_safe::compress_bound(items.len()), 0);
-                p.as_mut()?.compress_to_buffer(items, &mut out[..]).ok()
-            })
-        });
-        match packed {
-            Some(raw) if items.len() <= raw.len().saturating_mul(MAX_DEFLATE_RATIO) => {
-                return Some((Codec::Dictionary, raw))
-            }
-            // Not worth it against the dictionary is not worth it at all; one that expands
-            // further than deflate can is left to deflate.
-            None => return None,
-            Some(_) => {}
-        }
+    match pack_against(DictionaryKind::Lists, items) {
+        Some(packed) => Some((Codec::Dictionary, packed)),
+        None => deflate(items).map(|raw| (Codec::Deflate, raw)),
     }
-    deflate(items).map(|raw| (Codec::Deflate, raw))
+}
+
+/// The `len` bytes that `raw` holds packed as `codec`; None if it does not.
+pub fn unpack(codec: Codec, raw: &[u8], len: usize) -> Option<Vec<u8>> {
+    match codec {
+        Codec::Plain => (raw.len() == len).then(|| raw.to_vec()),
+        Codec::Deflate => inflate(raw, len),
+        Codec::Dictionary => unpack_against(DictionaryKind::Lists, raw, len),
+    }
+}
+
+/// `plain` packed against the process's dictionary of `kind`: a zstd frame without its magic
+/// number, checksum or sizes. None if there is no such dictionary, or packing saves less than
+/// an eighth, or `plain` is more than [`MAX_DEFLATE_RATIO`] times what it packs to (a
+/// snapshot's reader refuses any further expansion, as for deflate).
+pub fn pack_against(kind: DictionaryKind, plain: &[u8]) -> Option<Box<[u8]>> {
+    let dictionary = DICTIONARIES[kind.index()].get()?;
+    let packed = compressed(plain, |_, out| {
+        PACKERS.with(|packers| {
+            let mut packers = packers.borrow_mut();
+            let packer = &mut packers[kind.index()];
+            if packer.is_none() {
+                *packer = packer_for(dictionary);
+            }
+            out.resize(zstd::zstd_safe::compress_bound(plain.len()), 0);
+            packer
+                .as_mut()?
+                .compress_to_buffer(plain, &mut out[..])
+                .ok()
+        })
+    })?;
+    (plain.len() <= packed.len().saturating_mul(MAX_DEFLATE_RATIO)).then_some(packed)
+}
+
+/// The `len` bytes that `raw` holds packed against the dictionary of `kind`; None if it does
+/// not, or the process has no such dictionary.
+pub fn unpack_against(kind: DictionaryKind, raw: &[u8], len: usize) -> Option<Vec<u8>> {
+    let dictionary = DICTIONARIES[kind.index()].get()?;
+    let mut out = Vec::with_capacity(len);
+    let n = UNPACKERS.with(|unpackers| {
+        let mut unpackers = unpackers.borrow_mut();
+        let unpacker = &mut unpackers[kind.index()];
+        if unpacker.is_none() {
+            let mut new =
+                zstd::bulk::Decompressor::with_prepared_dictionary(&dictionary.decoder).ok()?;
+            new.set_parameter(DParameter::Format(FrameFormat::Magicless))
+                .ok()?;
+            *unpacker = Some(new);
+        }
+        unpacker.as_mut()?.decompress_to_buffer(raw, &mut out).ok()
+    })?;
+    (n == len && out.len() == len).then_some(out)
 }
 
 /// A compressor for `dictionary`'s frames, as small as zstd makes them.
-fn dictionary_packer(
-    dictionary: &'static ListDictionary,
-) -> Option<zstd::bulk::Compressor<'static>> {
+fn packer_for(dictionary: &'static Dictionary) -> Option<zstd::bulk::Compressor<'static>> {
     let mut packer = zstd::bulk::Compressor::with_prepared_dictionary(&dictionary.encoder).ok()?;
     for parameter in [
         CParameter::Format(FrameFormat::Magicless),
@@ -214,32 +272,6 @@ fn dictionary_packer(
         packer.set_parameter(parameter).ok()?;
     }
     Some(packer)
-}
-
-/// The `len` bytes that `raw` holds packed as `codec`; None if it does not.
-pub fn unpack(codec: Codec, raw: &[u8], len: usize) -> Option<Vec<u8>> {
-    match codec {
-        Codec::Plain => (raw.len() == len).then(|| raw.to_vec()),
-        Codec::Deflate => inflate(raw, len),
-        Codec::Dictionary => {
-            let dictionary = LIST_DICTIONARY.get()?;
-            let mut out = Vec::with_capacity(len);
-            let n = DICTIONARY_UNPACKER.with(|u| {
-                let mut u = u.borrow_mut();
-                if u.is_none() {
-                    let mut unpacker =
-                        zstd::bulk::Decompressor::with_prepared_dictionary(&dictionary.decoder)
-                            .ok()?;
-                    unpacker
-                        .set_parameter(DParameter::Format(FrameFormat::Magicless))
-                        .ok()?;
-                    *u = Some(unpacker);
-                }
-                u.as_mut()?.decompress_to_buffer(raw, &mut out).ok()
-            })?;
-            (n == len && out.len() == len).then_some(out)
-        }
-    }
 }
 
 /// `plain` as raw deflate, if that saves at least an eighth (no spare capacity either).
@@ -264,15 +296,16 @@ pub fn inflate(raw: &[u8], len: usize) -> Option<Vec<u8>> {
 /// one a test installed already: there is one per process).
 #[cfg(test)]
 pub(crate) fn test_dictionary() -> &'static [u8] {
-    if let Some(installed) = list_dictionary() {
+    let lists = DictionaryKind::Lists;
+    if let Some(installed) = dictionary(lists) {
         return installed;
     }
     let samples: Vec<Vec<u8>> = (0..2_000).map(tests::answers).collect();
     let sampled: usize = samples.iter().map(Vec::len).sum();
-    if let Some(trained) = train_list_dictionary(&samples, DICTIONARY_MAX_BYTES.min(sampled / 4)) {
-        let _ = install_list_dictionary(&trained);
+    if let Some(trained) = train_dictionary(&samples, DICTIONARY_MAX_BYTES.min(sampled / 4)) {
+        let _ = install_dictionary(lists, &trained);
     }
-    list_dictionary().unwrap_or_default()
+    dictionary(lists).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -328,14 +361,15 @@ pub(crate) mod tests {
 
     #[test]
     fn small_lists_pack_smaller_against_a_dictionary_and_unpack_exactly() {
-        let dictionary = test_dictionary().to_vec();
-        assert!(!dictionary.is_empty(), "trained and installed");
-        install_list_dictionary(&dictionary).expect("the same one again");
+        let lists = DictionaryKind::Lists;
+        let trained = test_dictionary().to_vec();
+        assert!(!trained.is_empty(), "trained and installed");
+        install_dictionary(lists, &trained).expect("the same one again");
         assert!(
-            install_list_dictionary(b"another dictionary").is_err(),
+            install_dictionary(lists, b"another dictionary").is_err(),
             "lists packed against the first must stay readable"
         );
-        assert_eq!(list_dictionary(), Some(&dictionary[..]));
+        assert_eq!(dictionary(lists), Some(&trained[..]));
 
         let (mut packed_total, mut deflated_total) = (0, 0);
         for question in 5_000..5_200 {

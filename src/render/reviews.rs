@@ -8,7 +8,7 @@ use bytes::Bytes;
 use super::json::{
     push_bool, push_date, push_int, push_int_str, push_opt_str, push_str, push_uint,
 };
-use super::{group_by, push_id_url_photos, Frame, ItemList, ItemListBuilder};
+use super::{group_by, push_id_url_photos, Compaction, Frame, ItemList, ItemListBuilder};
 use crate::pg::read::{CharacteristicRow, MetaCountRow, PhotoUrlRow, ReviewRow};
 
 /// The items of `GET /reviews`, in the order given.
@@ -57,19 +57,19 @@ fn newest_order(reviews: &[ReviewRow], dates_us: &[i64]) -> Vec<u32> {
 
 /// Both orders of a product's reviews from one render: `reviews` in `helpful` order (with
 /// `dates_us`, their dates in microseconds) rendered once, and the `newest` list an index into
-/// the same buffer. With `compact` the buffer is compacted first for `product_id`'s pages
-/// ([`ItemList::compacted`]), so that the two orders share the compact buffer. Returns the
-/// `helpful` list, then the `newest`.
+/// the same buffer. The buffer is compacted first as far as `compaction` packs lists, for
+/// `product_id`'s pages ([`ItemList::compacted`]), so that the two orders share the compact
+/// buffer. Returns the `helpful` list, then the `newest`.
 pub fn render_review_orders(
     product_id: i64,
     reviews: &[ReviewRow],
     dates_us: &[i64],
     photos: &[PhotoUrlRow],
-    compact: bool,
+    compaction: Compaction,
 ) -> (Arc<ItemList>, Arc<ItemList>) {
     let mut helpful = render_review_list(reviews, photos);
-    if compact {
-        helpful = helpful.compacted(Some(Frame::Reviews(product_id)));
+    if compaction.packs_lists() {
+        helpful = helpful.compacted(compaction.lead_frame(Some(Frame::Reviews(product_id))));
     }
     let helpful = Arc::new(helpful);
     // `newest_order` is always a permutation, which `reordered` takes.

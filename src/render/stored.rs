@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::compress::{self, Codec};
-use super::{Gzipped, ItemList, Lead, More, Rendered};
+use super::compress::{self, Codec, DictionaryKind};
+use super::{Gzipped, ItemList, Lead, More, PackedBody, Rendered};
 
 const JSON: u8 = 0;
 const GZIP: u8 = 1;
@@ -19,12 +19,24 @@ const LIST: u8 = 2;
 const NOT_FOUND: u8 = 3;
 /// A list in another order over the previous record's buffer.
 const REORDERED: u8 = 4;
+/// A whole body packed against the body dictionary.
+const PACKED: u8 = 5;
 
 const DEFLATED: u8 = 1;
 const ORDERED: u8 = 2;
 const LED: u8 = 4;
 /// Packed against the process's list dictionary (which the snapshot stores before its bodies).
 const DICTIONARY: u8 = 8;
+
+/// The dictionary `body` was packed against, if any: a snapshot holding it must hold that
+/// dictionary too.
+pub fn dictionary_of(body: &Rendered) -> Option<DictionaryKind> {
+    match body {
+        Rendered::List(list) if list.codec() == Codec::Dictionary => Some(DictionaryKind::Lists),
+        Rendered::Packed(_) => Some(DictionaryKind::Bodies),
+        _ => None,
+    }
+}
 
 /// Bytes that do not describe a body this build could have written.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +55,12 @@ pub fn encode(body: &Rendered, previous: Option<&ItemList>, out: &mut Vec<u8>) {
             out.push(GZIP);
             out.extend_from_slice(&gz.digest.to_le_bytes());
             put_bytes(out, &gz.gz);
+        }
+        Rendered::Packed(p) => {
+            out.push(PACKED);
+            out.extend_from_slice(&p.digest.to_le_bytes());
+            out.extend_from_slice(&p.len.to_le_bytes());
+            put_bytes(out, &p.packed);
         }
         Rendered::NotFound => out.push(NOT_FOUND),
         Rendered::List(list) => match (list.order(), previous) {
@@ -107,6 +125,23 @@ pub fn decode(input: &mut &[u8], previous: Option<&Arc<ItemList>>) -> Result<Ren
             gzip_size(&gz)?;
             Rendered::Gzip(Gzipped { digest, gz })
         }
+        PACKED => {
+            let digest = take_u64(input)?;
+            let len = take_u32(input)?;
+            let packed = take_bytes(input)?;
+            if compress::dictionary(DictionaryKind::Bodies).is_none() {
+                return Err(Damaged("a body packed against a dictionary it lacks"));
+            }
+            // As for a list: no further than deflate expands, which packing enforces.
+            if len == 0 || len as usize > packed.len().saturating_mul(compress::MAX_DEFLATE_RATIO) {
+                return Err(Damaged("a packed body's size"));
+            }
+            Rendered::Packed(PackedBody {
+                packed: Box::from(&packed[..]),
+                len,
+                digest,
+            })
+        }
         NOT_FOUND => Rendered::NotFound,
         LIST => Rendered::List(Arc::new(decode_list(input)?)),
         REORDERED => {
@@ -131,7 +166,7 @@ fn decode_list(input: &mut &[u8]) -> Result<ItemList, Damaged> {
     let codec = match (flags & DEFLATED != 0, flags & DICTIONARY != 0) {
         (false, false) => Codec::Plain,
         (true, false) => Codec::Deflate,
-        (false, true) if compress::list_dictionary().is_some() => Codec::Dictionary,
+        (false, true) if compress::dictionary(DictionaryKind::Lists).is_some() => Codec::Dictionary,
         (false, true) => return Err(Damaged("a list packed against a dictionary it lacks")),
         (true, true) => return Err(Damaged("a list packed two ways")),
     };
