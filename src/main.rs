@@ -213,15 +213,16 @@ struct HttpArgs {
     shard: Option<atelier::shard::Shard>,
     /// How far the precomputed catalog compacts its bodies: `all` (whole bodies kept gzip,
     /// sent as they are to clients that take gzip; list buffers kept packed, unpacked for
-    /// each page), `dense` (whole bodies packed against a dictionary too, unpacked for every
-    /// request and sent plain: the least memory), `bodies` (lists kept plain: more memory,
-    /// faster list pages) or `none`
+    /// each page), `dense` (whole bodies packed against a dictionary too once one is trained,
+    /// unpacked for every request and sent plain: the least memory), `bodies` (lists kept
+    /// plain: more memory, faster list pages) or `none`
     #[arg(long, env = "ATELIER_COMPRESS", default_value = "all", value_parser = ["all", "dense", "bodies", "none"])]
     compress: String,
     /// Kilobytes of lists (and with `--compress dense`, of whole bodies) the first warm-up
     /// samples to train a dictionary on, which everything of that kind packed after it is
-    /// compressed against (lists a third smaller than deflated at full scale); 0: no
-    /// dictionary, each list deflated alone
+    /// compressed against (lists a third smaller than deflated at full scale; what comes
+    /// before it is deflated, or kept gzip, as is all of a catalog smaller than the sample);
+    /// 0: this instance trains none (one restored with its snapshot is still used)
     #[arg(long, env = "ATELIER_DICTIONARY_SAMPLE_KB", default_value_t = 4096)]
     dictionary_sample_kb: usize,
     /// Most connections open at once; at the cap a new one closes the connection idle longest

@@ -53,15 +53,15 @@ pub struct CacheStats {
     pub drift: u64,
 }
 
-/// How much of the first lists a warm-up samples to train the list dictionary on: about
-/// 700 products at full scale (more measured no better; 2,000 products, 11 MB, trained in
+/// How much of the first lists (or whole bodies) a warm-up samples to train a dictionary on:
+/// about 700 products' lists at full scale (more measured no better; 2,000 products, 11 MB, trained in
 /// a third of a second and packed within 1% of this).
 pub const DEFAULT_DICTIONARY_SAMPLE_BYTES: usize = 4 << 20;
 
 pub struct ResponseCache {
     store: Store,
     compaction: Compaction,
-    /// How many bytes of lists a warm-up samples to train the list dictionary on (0: none).
+    /// How many bytes of each kind a warm-up samples to train a dictionary on (0: none).
     dictionary_sample_bytes: usize,
     /// The part of the catalog this instance precomputes (None: all of it).
     shard: Option<crate::shard::Shard>,
@@ -138,8 +138,9 @@ impl ResponseCache {
         }
     }
 
-    /// The same cache, its warm-up sampling `bytes` of lists to train the process's list
-    /// dictionary on, if it has none yet (0: none is trained; lists are deflated).
+    /// The same cache, its warm-up sampling `bytes` of lists (and, dense, of whole bodies) to
+    /// train the process's dictionaries on, if it has none yet (0: none is trained; one
+    /// restored with a snapshot, or trained by another cache of the process, is still used).
     pub fn with_dictionary_sample(mut self, bytes: usize) -> ResponseCache {
         self.dictionary_sample_bytes = bytes;
         self

@@ -230,6 +230,9 @@ impl Header {
             if input.len() < len {
                 return Err(Damaged("cut short"));
             }
+            if len > compress::DICTIONARY_MAX_BYTES {
+                return Err(Damaged("a dictionary larger than any this build trains"));
+            }
             let (bytes, rest) = input.split_at(len);
             *dictionary = (len > 0).then(|| bytes.to_vec());
             *input = rest;
@@ -855,16 +858,19 @@ async fn load_checked(
         return Err(snapshot.refused(why));
     }
     // The bodies were packed against these dictionaries; a process that packs against others
-    // (trained by a warm-up that ran before this restore) cannot read them.
-    for (kind, dictionary) in DictionaryKind::ALL
-        .iter()
-        .zip(&snapshot.header.dictionaries)
-    {
-        if let Some(dictionary) = dictionary {
-            compress::install_dictionary(*kind, dictionary)
-                .map_err(|e| snapshot.refused(e.to_string()))?;
+    // (trained by a warm-up that ran before this restore) cannot read them. They are installed
+    // once every body has loaded (reads go to the database until then), so that a snapshot
+    // refused halfway leaves none of its dictionaries behind.
+    let dictionaries = snapshot.header.dictionaries.clone();
+    for (kind, wanted) in DictionaryKind::ALL.into_iter().zip(&dictionaries) {
+        if let (Some(wanted), Some(installed)) = (wanted, compress::dictionary(kind)) {
+            if wanted[..] != *installed {
+                let e = compress::DictionaryError::Another(kind);
+                return Err(snapshot.refused(e.to_string()));
+            }
         }
     }
+    let path = snapshot.path.clone();
     let position = snapshot.header.position.clone();
     // Slots for the catalog as it is now (products created since the snapshot included).
     let size = CatalogSize {
@@ -885,6 +891,19 @@ async fn load_checked(
             .await
             .unwrap_or_else(|_| Err(SnapshotError::NotNow("the loader stopped")))
     };
+    let loaded = loaded.and_then(|bodies| {
+        for (kind, dictionary) in DictionaryKind::ALL.into_iter().zip(&dictionaries) {
+            if let Some(dictionary) = dictionary {
+                compress::install_dictionary(kind, dictionary).map_err(|e| {
+                    SnapshotError::Refused {
+                        path: path.clone(),
+                        why: e.to_string(),
+                    }
+                })?;
+            }
+        }
+        Ok(bodies)
+    });
     cache.store.settle_budget();
     warmup.running.store(false, Ordering::Release);
     match loaded {
@@ -969,8 +988,8 @@ mod tests {
     }
 
     #[test]
-    fn a_list_packed_against_a_dictionary_the_snapshot_lacks_is_damage() {
-        crate::render::compress::test_dictionary();
+    fn a_body_packed_against_a_dictionary_the_snapshot_lacks_is_damage() {
+        compress::test_dictionary(DictionaryKind::Lists);
         // One item of a few answers: the list's bytes are what matter here.
         let mut builder = crate::render::ItemListBuilder::default();
         builder
@@ -989,6 +1008,21 @@ mod tests {
         assert!(matches!(&read[0].1, Rendered::List(l) if **l == plain));
         assert!(matches!(
             decode_records(&records, 0, &warmup, [false, true]),
+            Err(Damaged(why)) if why.contains("lacks")
+        ));
+
+        // A whole body packed against the body dictionary, likewise.
+        compress::test_dictionary(DictionaryKind::Bodies);
+        let plain = bytes::Bytes::from(compress::tests::product(12));
+        let packed = Rendered::Json(plain.clone()).compacted_as(Compaction::Dense, None);
+        assert!(matches!(packed, Rendered::Packed(_)));
+        let mut records = vec![0];
+        records.extend_from_slice(&12u64.to_le_bytes());
+        stored::encode(&packed, None, &mut records);
+        let read = decode_records(&records, 0, &warmup, [false, true]).expect("with it");
+        assert_eq!(read[0].1.plain(), Some(plain));
+        assert!(matches!(
+            decode_records(&records, 0, &warmup, [true, false]),
             Err(Damaged(why)) if why.contains("lacks")
         ));
     }

@@ -155,10 +155,14 @@ thread_local! {
         const { RefCell::new([None, None]) };
 }
 
-/// A dictionary that cannot be installed: the process already packs against another.
+/// Why a dictionary cannot be installed.
 #[derive(Debug, thiserror::Error)]
-#[error("this process already packs {} against another dictionary", .0.name())]
-pub struct AnotherDictionary(pub DictionaryKind);
+pub enum DictionaryError {
+    #[error("this process already packs {} against another dictionary", .0.name())]
+    Another(DictionaryKind),
+    #[error("not a dictionary zstd can pack {} against", .0.name())]
+    Unusable(DictionaryKind),
+}
 
 /// The process's dictionary of `kind`, if it has one: what a snapshot stores beside the
 /// bodies packed against it.
@@ -168,17 +172,31 @@ pub fn dictionary(kind: DictionaryKind) -> Option<&'static [u8]> {
 
 /// Makes `bytes` the dictionary of `kind` that packing uses from now on. Installing the one
 /// already installed does nothing; another is refused (what was packed against the first
-/// must stay readable).
-pub fn install_dictionary(kind: DictionaryKind, bytes: &[u8]) -> Result<(), AnotherDictionary> {
-    let installed = DICTIONARIES[kind.index()].get_or_init(|| Dictionary {
+/// must stay readable), and so are bytes zstd cannot use, or larger than any trained here.
+pub fn install_dictionary(kind: DictionaryKind, bytes: &[u8]) -> Result<(), DictionaryError> {
+    let slot = &DICTIONARIES[kind.index()];
+    if slot.get().is_none() && !usable(bytes) {
+        return Err(DictionaryError::Unusable(kind));
+    }
+    let installed = slot.get_or_init(|| Dictionary {
         bytes: bytes.into(),
         encoder: EncoderDictionary::copy(bytes, DICTIONARY_LEVEL),
         decoder: DecoderDictionary::copy(bytes),
     });
     match *installed.bytes == *bytes {
         true => Ok(()),
-        false => Err(AnotherDictionary(kind)),
+        false => Err(DictionaryError::Another(kind)),
     }
+}
+
+/// Whether zstd can use `bytes` as a dictionary, and they are no larger than one trained here.
+/// zstd's infallible constructors, which the prepared dictionaries are made with, panic on
+/// bytes they cannot read (a damaged snapshot's, say): the fallible ones check them first.
+fn usable(bytes: &[u8]) -> bool {
+    !bytes.is_empty()
+        && bytes.len() <= DICTIONARY_MAX_BYTES
+        && zstd::zstd_safe::CDict::try_create(bytes, DICTIONARY_LEVEL).is_some()
+        && zstd::zstd_safe::DDict::try_create(bytes).is_some()
 }
 
 /// A dictionary trained on `samples` of at most `max_bytes`; None if zstd cannot train one
@@ -292,20 +310,23 @@ pub fn inflate(raw: &[u8], len: usize) -> Option<Vec<u8>> {
     (n == len).then_some(out)
 }
 
-/// A list dictionary for unit tests, trained on small lists of answers and installed (or the
-/// one a test installed already: there is one per process).
+/// A dictionary of `kind` for unit tests, trained on small lists of answers (or on product
+/// bodies) and installed; or the one a test installed already: there is one per process.
 #[cfg(test)]
-pub(crate) fn test_dictionary() -> &'static [u8] {
-    let lists = DictionaryKind::Lists;
-    if let Some(installed) = dictionary(lists) {
+pub(crate) fn test_dictionary(kind: DictionaryKind) -> &'static [u8] {
+    if let Some(installed) = dictionary(kind) {
         return installed;
     }
-    let samples: Vec<Vec<u8>> = (0..2_000).map(tests::answers).collect();
+    let sample = match kind {
+        DictionaryKind::Lists => tests::answers,
+        DictionaryKind::Bodies => tests::product,
+    };
+    let samples: Vec<Vec<u8>> = (0..2_000).map(sample).collect();
     let sampled: usize = samples.iter().map(Vec::len).sum();
     if let Some(trained) = train_dictionary(&samples, DICTIONARY_MAX_BYTES.min(sampled / 4)) {
-        let _ = install_dictionary(lists, &trained);
+        let _ = install_dictionary(kind, &trained);
     }
-    dictionary(lists).unwrap_or_default()
+    dictionary(kind).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -359,10 +380,32 @@ pub(crate) mod tests {
             .into_bytes()
     }
 
+    /// A product's detail, as the catalog keeps it: small, alike in all but its values.
+    pub(crate) fn product(id: u32) -> Vec<u8> {
+        format!(
+            r#"{{"id":{id},"campus":"hr-rfp","name":"Camo Onesie {id}","slogan":"Blend in to your crowd","description":"The So Fatigues will wake you up and fit you in.","category":"Jackets","default_price":"{}.00","created_at":"2021-08-13T14:38:44.509Z","updated_at":"2021-08-13T14:38:44.509Z","features":[{{"feature":"Fabric","value":"Canvas"}},{{"feature":"Buttons","value":"Brass"}}]}}"#,
+            40 + id % 160
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn a_dictionary_zstd_cannot_read_is_refused_not_a_panic() {
+        // The dictionary magic, then nothing zstd can parse as entropy tables.
+        let mut damaged = vec![0x37, 0xa4, 0x30, 0xec];
+        damaged.extend_from_slice(&[0xff; 300]);
+        let too_large = vec![b'a'; DICTIONARY_MAX_BYTES + 1];
+        for bytes in [&damaged[..], &[][..], &too_large[..]] {
+            assert!(!usable(bytes));
+        }
+        assert!(usable(test_dictionary(DictionaryKind::Lists)));
+        assert!(usable(b"raw content: any bytes without the magic"));
+    }
+
     #[test]
     fn small_lists_pack_smaller_against_a_dictionary_and_unpack_exactly() {
         let lists = DictionaryKind::Lists;
-        let trained = test_dictionary().to_vec();
+        let trained = test_dictionary(lists).to_vec();
         assert!(!trained.is_empty(), "trained and installed");
         install_dictionary(lists, &trained).expect("the same one again");
         assert!(

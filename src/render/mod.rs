@@ -46,9 +46,11 @@ pub enum Compaction {
     Bodies,
     /// Nothing.
     None,
-    /// Everything packed against dictionaries trained on the catalog (whole bodies against
-    /// one, list buffers against another), and unpacked for each request: the least memory,
-    /// at the cost of every body going out plain and unpacked on every hit.
+    /// Whole bodies and list buffers packed against dictionaries trained on the catalog (one
+    /// each), and unpacked for each request: the least memory, at the cost of unpacking on
+    /// every hit and sending bodies plain. What the warm-up renders before its dictionary is
+    /// trained (or all of a catalog too small to train on) is kept as [`Compaction::All`]
+    /// keeps it, but with no lead page: whole bodies gzip (and sent gzip), lists deflated.
     Dense,
 }
 
@@ -85,9 +87,12 @@ impl Gzipped {
 /// A whole body packed against the process's body dictionary ([`compress::pack_against`]),
 /// with the digest of its plain bytes (for its entity tag). Unpacked for every request, and
 /// sent plain.
+///
+/// The bytes are shared, not boxed: a read clones the body out of its slot, and the sweep
+/// tells a body it judged from a refreshed one by the bytes' address.
 #[derive(Debug, Clone)]
 pub struct PackedBody {
-    packed: Box<[u8]>,
+    packed: Arc<[u8]>,
     len: u32,
     pub digest: u64,
 }
@@ -96,7 +101,7 @@ impl PackedBody {
     /// `plain` packed, if the process has a body dictionary and packing saves an eighth.
     fn pack(plain: &[u8]) -> Option<PackedBody> {
         Some(PackedBody {
-            packed: compress::pack_against(DictionaryKind::Bodies, plain)?,
+            packed: Arc::from(compress::pack_against(DictionaryKind::Bodies, plain)?),
             len: u32::try_from(plain.len()).ok()?,
             digest: digest(plain),
         })
@@ -117,7 +122,7 @@ impl Rendered {
         match (self, other) {
             (Rendered::Json(a), Rendered::Json(b)) => same(a, b),
             (Rendered::Gzip(a), Rendered::Gzip(b)) => same(&a.gz, &b.gz),
-            (Rendered::Packed(a), Rendered::Packed(b)) => std::ptr::eq(&*a.packed, &*b.packed),
+            (Rendered::Packed(a), Rendered::Packed(b)) => Arc::ptr_eq(&a.packed, &b.packed),
             (Rendered::List(a), Rendered::List(b)) => Arc::ptr_eq(a, b),
             (Rendered::NotFound, Rendered::NotFound) => true,
             _ => false,
@@ -780,6 +785,23 @@ pub fn frozen(body: Vec<u8>) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_packed_body_is_the_same_value_as_its_clone_and_not_as_a_repacking() {
+        compress::test_dictionary(DictionaryKind::Bodies);
+        let plain = Bytes::from(compress::tests::product(3));
+        let packed = Rendered::Json(plain.clone()).compacted_as(Compaction::Dense, None);
+        let Rendered::Packed(p) = &packed else {
+            panic!("not packed: {packed:?}")
+        };
+        assert_eq!(p.digest, digest(&plain));
+        assert_eq!(packed.plain(), Some(plain.clone()));
+        assert!(packed.weight() < plain.len() / 2);
+        // What a read of its slot hands out (a clone) is the very value the sweep judged.
+        assert!(packed.is_same_value(&packed.clone()));
+        let again = Rendered::Json(plain).compacted_as(Compaction::Dense, None);
+        assert!(!packed.is_same_value(&again) && packed == again);
+    }
 
     #[test]
     fn a_compacted_body_serves_the_same_bytes_in_less_memory() {

@@ -129,15 +129,12 @@ pub fn decode(input: &mut &[u8], previous: Option<&Arc<ItemList>>) -> Result<Ren
             let digest = take_u64(input)?;
             let len = take_u32(input)?;
             let packed = take_bytes(input)?;
-            if compress::dictionary(DictionaryKind::Bodies).is_none() {
-                return Err(Damaged("a body packed against a dictionary it lacks"));
-            }
             // As for a list: no further than deflate expands, which packing enforces.
             if len == 0 || len as usize > packed.len().saturating_mul(compress::MAX_DEFLATE_RATIO) {
                 return Err(Damaged("a packed body's size"));
             }
             Rendered::Packed(PackedBody {
-                packed: Box::from(&packed[..]),
+                packed: Arc::from(&packed[..]),
                 len,
                 digest,
             })
@@ -166,8 +163,8 @@ fn decode_list(input: &mut &[u8]) -> Result<ItemList, Damaged> {
     let codec = match (flags & DEFLATED != 0, flags & DICTIONARY != 0) {
         (false, false) => Codec::Plain,
         (true, false) => Codec::Deflate,
-        (false, true) if compress::dictionary(DictionaryKind::Lists).is_some() => Codec::Dictionary,
-        (false, true) => return Err(Damaged("a list packed against a dictionary it lacks")),
+        // Whether the snapshot holds the dictionary is its reader's to check.
+        (false, true) => Codec::Dictionary,
         (true, true) => return Err(Damaged("a list packed two ways")),
     };
     let json = take_bytes(input)?;
@@ -419,5 +416,48 @@ mod tests {
         let n = out.len();
         out[n - 4..].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(decode(&mut &out[..], None).is_err());
+        // A list flagged as packed two ways.
+        let mut out = Vec::new();
+        encode(&Rendered::List(Arc::clone(&l)), None, &mut out);
+        out[1] = DEFLATED | DICTIONARY;
+        assert!(
+            matches!(decode(&mut &out[..], None), Err(Damaged(why)) if why.contains("two ways"))
+        );
+    }
+
+    #[test]
+    fn a_packed_body_reads_back_and_a_damaged_one_is_refused() {
+        compress::test_dictionary(DictionaryKind::Bodies);
+        let plain = Bytes::from(compress::tests::product(7));
+        let body =
+            Rendered::Json(plain.clone()).compacted_as(crate::render::Compaction::Dense, None);
+        assert!(matches!(body, Rendered::Packed(_)));
+        let read = round_trip(std::slice::from_ref(&body));
+        assert_eq!(read[0].plain(), Some(plain.clone()));
+        let (Rendered::Packed(a), Rendered::Packed(b)) = (&read[0], &body) else {
+            panic!("packed")
+        };
+        assert_eq!(a.digest, b.digest);
+
+        let mut out = Vec::new();
+        encode(&body, None, &mut out);
+        for cut in 0..out.len() {
+            assert!(decode(&mut &out[..cut], None).is_err(), "cut at {cut}");
+        }
+        // The size it says it unpacks to: none, or further than any packing expands.
+        let packed_len = out.len() - 1 - 8 - 4 - 4;
+        for len in [0, packed_len * compress::MAX_DEFLATE_RATIO + 1] {
+            let mut bad = out.clone();
+            bad[9..13].copy_from_slice(&(len as u32).to_le_bytes());
+            assert!(
+                matches!(decode(&mut &bad[..], None), Err(Damaged(why)) if why.contains("size"))
+            );
+        }
+        // A size that lies within bounds decodes, and then unpacks to nothing: a 500, not a
+        // panic or a wrong body.
+        let mut bad = out.clone();
+        bad[9..13].copy_from_slice(&(plain.len() as u32 + 1).to_le_bytes());
+        let lying = decode(&mut &bad[..], None).expect("within bounds");
+        assert_eq!(lying.plain(), None);
     }
 }
