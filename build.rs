@@ -1,7 +1,7 @@
 //! Names the code that decides what a cached body's bytes are, for catalog snapshots
 //! (`src/cache/snapshot.rs`): a digest of every source file under `src/` but those that only
-//! serve, log, configure or load (listed below), and of `Cargo.lock` (libdeflate's version
-//! decides the gzip bytes). A snapshot written by a build with another digest is not loaded,
+//! serve, log, configure or load (listed below), and of `Cargo.lock` (libdeflate's and zstd's
+//! versions decide the packed bytes). A snapshot written by a build with another digest is not loaded,
 //! so a deploy that changes none of these restarts warm, and one that does warms from scratch.
 
 use std::path::{Path, PathBuf};

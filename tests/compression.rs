@@ -26,7 +26,7 @@ async fn request(addr: std::net::SocketAddr, method: &str, path: &str, extra: &s
 }
 
 /// A generated data set, loaded, and its product with the most reviews (a list worth
-/// deflating).
+/// packing).
 async fn catalog_with_a_long_list(label: &str, scale: f64) -> (TempDir, common::TestDb, i64) {
     let dir = TempDir::new(label);
     generate(&GenerateOptions {
@@ -139,7 +139,7 @@ async fn compacted_bodies_go_out_gzip_coded_to_clients_that_take_gzip_and_plain_
     for key in [&helpful, &newest] {
         assert!(
             matches!(cache.peek(key), Some(Rendered::List(l)) if l.is_compacted()),
-            "{key:?} kept deflated"
+            "{key:?} kept packed"
         );
     }
 
@@ -200,7 +200,7 @@ async fn compacted_bodies_go_out_gzip_coded_to_clients_that_take_gzip_and_plain_
     assert_eq!(not_modified.header("vary"), Some("Accept-Encoding"));
     assert_eq!(request(a, "GET", &path, &if_gz).await.status, 200);
 
-    // Pages of a deflated list, in both orders, are those of a fresh render.
+    // Pages of a packed list, in both orders, are those of a fresh render.
     let fresh_page = |sort: &'static str| {
         let pool = &pool;
         async move {
@@ -271,7 +271,7 @@ async fn compacted_bodies_go_out_gzip_coded_to_clients_that_take_gzip_and_plain_
     assert_lead_page(a, &pool, &lead, &helpful).await;
     assert!(
         list(&newest).is_compacted(),
-        "refreshed into the catalog, deflated"
+        "refreshed into the catalog, packed"
     );
     assert!(
         list(&newest).shares_buffer_with(&list(&helpful)),

@@ -15,7 +15,7 @@
 //!
 //! The catalog's bodies are compacted by whoever puts them in (`--compress`,
 //! [`Rendered::compacted_as`]): whole bodies gzip-compressed, sent as they are to clients that
-//! accept gzip, and lists deflated.
+//! accept gzip (or, dense, packed against a dictionary), and lists packed.
 //!
 //! A key lives in one place at a time: a body put in the catalog is removed from the
 //! on-demand cache (which also cancels a fill of it in flight), and a body put in for a key the

@@ -35,7 +35,7 @@ pub enum Rendered {
 }
 
 /// How far the precomputed catalog compacts what it keeps: memory against the time a request
-/// spends inflating.
+/// spends unpacking.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Compaction {
     /// Whole bodies gzip-compressed (sent as they are to clients that take gzip), list buffers
@@ -542,7 +542,7 @@ impl ItemList {
         fits.then_some(&lead.body)
     }
 
-    /// The plain buffer: the lead page's items and the rest, inflated if need be (empty if
+    /// The plain buffer: the lead page's items and the rest, unpacked if need be (empty if
     /// a part is damaged, which one compressed here cannot be).
     fn buffer(&self) -> std::borrow::Cow<'_, [u8]> {
         if self.lead().is_none() && self.codec() == Codec::Plain {
