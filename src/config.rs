@@ -46,7 +46,7 @@ pub struct ServeSettings {
     pub replicas: crate::pg::database::ReplicaSettings,
     /// How far the precomputed catalog compacts its bodies.
     pub compaction: crate::render::Compaction,
-    /// How many bytes of lists (and, dense, of whole bodies) the first warm-up samples to train
+    /// How many bytes of lists (and, dense, of whole bodies) a warm-up samples to train
     /// a dictionary on (0: none is trained; one restored with a snapshot is still used).
     pub dictionary_sample_bytes: usize,
     /// What one client can make the server hold or do.

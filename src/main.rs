@@ -218,9 +218,9 @@ struct HttpArgs {
     /// plain: more memory, faster list pages) or `none`
     #[arg(long, env = "ATELIER_COMPRESS", default_value = "all", value_parser = ["all", "dense", "bodies", "none"])]
     compress: String,
-    /// Kilobytes of lists (and with `--compress dense`, of whole bodies) the first warm-up
-    /// samples to train a dictionary on, which everything of that kind packed after it is
-    /// compressed against (lists a third smaller than deflated at full scale; what comes
+    /// Kilobytes of lists (and with `--compress dense`, of whole bodies) a warm-up samples to
+    /// train a dictionary on, which everything of that kind packed after it is compressed
+    /// against (a question's answers 40% smaller than deflated at full scale; what comes
     /// before it is deflated, or kept gzip, as is all of a catalog smaller than the sample);
     /// 0: this instance trains none (one restored with its snapshot is still used)
     #[arg(long, env = "ATELIER_DICTIONARY_SAMPLE_KB", default_value_t = 4096)]

@@ -103,6 +103,8 @@ async fn ready_server(db: &common::TestDb, compaction: Compaction) -> atelier::h
         pool_size: 2,
         sweep_period: None,
         compaction,
+        // No dictionary from these: the list test below must be this binary's only training.
+        dictionary_sample_bytes: 0,
         ..Default::default()
     };
     let server = atelier::http::start(settings, db.config.clone())

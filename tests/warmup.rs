@@ -11,6 +11,7 @@ use atelier::cache::Key;
 use atelier::config::ServeSettings;
 use atelier::pg::pool::Pool;
 use atelier::pg::scan::{CatalogScan, Snapshot};
+use atelier::render::Rendered;
 use common::proxy::Proxy;
 use common::{every_entry_is_fresh, get, post_json, put, ready, TempDir};
 
@@ -19,6 +20,8 @@ fn settings() -> ServeSettings {
         listen: "127.0.0.1:0".parse().unwrap(),
         pool_size: 2,
         sweep_period: None,
+        // Only the dense pass below trains dictionaries, on purpose.
+        dictionary_sample_bytes: 0,
         ..Default::default()
     }
 }
@@ -41,6 +44,7 @@ async fn every_warmed_body_is_what_a_fill_renders_before_and_after_writes() {
         (generated.0.clone(), settings()),
         (generated.0.clone(), dense),
     ] {
+        let dense = settings.compaction == atelier::render::Compaction::Dense;
         let db = common::loaded_database(&dir).await;
         let server = atelier::http::start(settings, db.config.clone())
             .await
@@ -70,6 +74,13 @@ async fn every_warmed_body_is_what_a_fill_renders_before_and_after_writes() {
         );
         let pool = Pool::new(db.config.clone(), 2, Duration::from_secs(5));
         every_entry_is_fresh(&server, &pool).await;
+        if dense {
+            let packed = keys
+                .iter()
+                .filter(|k| matches!(server.app.cache.peek(k), Some(Rendered::Packed(_))))
+                .count();
+            assert!(packed > products, "dense packs whole bodies: {packed}");
+        }
 
         // Every GET of a warmed catalog is a hit.
         let misses = server.app.cache.stats().misses;

@@ -137,7 +137,8 @@ struct Header {
     database: String,
     position: FeedPosition,
     /// The dictionaries bodies are packed against, by [`DictionaryKind`] (those the process
-    /// had; [`crate::render::compress`]): installed before the bodies are read.
+    /// had; [`crate::render::compress`]): checked as the header is read, installed once the
+    /// bodies have loaded.
     dictionaries: [Option<Vec<u8>>; 2],
 }
 
@@ -230,10 +231,12 @@ impl Header {
             if input.len() < len {
                 return Err(Damaged("cut short"));
             }
-            if len > compress::DICTIONARY_MAX_BYTES {
-                return Err(Damaged("a dictionary larger than any this build trains"));
-            }
             let (bytes, rest) = input.split_at(len);
+            // Checked here, so that a restore installs all of them or none, and refuses a
+            // damaged one before loading anything.
+            if len > 0 && !compress::usable(bytes) {
+                return Err(Damaged("a dictionary zstd cannot use"));
+            }
             *dictionary = (len > 0).then(|| bytes.to_vec());
             *input = rest;
         }
@@ -606,7 +609,7 @@ fn read_frame(input: &mut impl Read, frame: &mut Vec<u8>) -> Result<u8, &'static
 }
 
 /// The bodies of one frame of records, counting products as the warm-up does. `stored`: which
-/// of the dictionaries (by [`DictionaryKind`]) the snapshot stored (installed by now); a body
+/// of the dictionaries (by [`DictionaryKind`]) the snapshot stored; a body
 /// packed against one it did not store is damage, not a body the process's own dictionary
 /// can read.
 fn decode_records(
@@ -1101,6 +1104,22 @@ mod tests {
         let mut out = Vec::new();
         header.encode(&mut out);
         let read = Header::decode(&out).expect("decodes");
+        // A dictionary zstd cannot use, or one larger than any trained here, is damage.
+        // (The magic, then nothing zstd can parse as entropy tables; under 8 bytes zstd would
+        // take it as raw content.)
+        let mut unreadable = vec![0x37, 0xa4, 0x30, 0xec];
+        unreadable.extend_from_slice(&[0xff; 300]);
+        for dictionary in [unreadable, vec![b'a'; 200_000]] {
+            let damaged = Header {
+                dictionaries: [None, Some(dictionary)],
+                ..header.clone()
+            };
+            let mut out = Vec::new();
+            damaged.encode(&mut out);
+            assert!(
+                matches!(Header::decode(&out), Err(Damaged(why)) if why.contains("dictionary"))
+            );
+        }
         assert_eq!(read.position, header.position);
         assert_eq!(read.database, header.database);
         assert_eq!(

@@ -13,10 +13,11 @@
 //! deflate, which learns only from the buffer it compresses, saves little on them: the same
 //! keys, dates and phrases are in every list. A zstd dictionary trained on the catalog's own
 //! lists (the first few megabytes a warm-up renders) gives every list that knowledge up front:
-//! measured on 2,000 random products of the full-scale set, a question's answers 758 → 359
-//! bytes a product, reviews 802 → 559, questions 680 → 522 (README, Warm-up). The dictionary
-//! is one per process, trained once or restored with a snapshot, and never replaced: a list
-//! packed against it can always be unpacked, and no list carries a pointer to it.
+//! measured on 2,000 random products of the full-scale set, a question's answers 758 → 355
+//! bytes a product, reviews 802 → 539, questions 680 → 484 (README, Dictionaries). With
+//! `--compress dense` whole bodies get a dictionary of their own. A dictionary is one per
+//! process and kind, trained once or restored with a snapshot, and never replaced: what was
+//! packed against it can always be unpacked, and nothing packed carries a pointer to it.
 
 use std::cell::RefCell;
 use std::sync::OnceLock;
@@ -174,7 +175,15 @@ pub fn dictionary(kind: DictionaryKind) -> Option<&'static [u8]> {
 /// already installed does nothing; another is refused (what was packed against the first
 /// must stay readable), and so are bytes zstd cannot use, or larger than any trained here.
 pub fn install_dictionary(kind: DictionaryKind, bytes: &[u8]) -> Result<(), DictionaryError> {
-    let slot = &DICTIONARIES[kind.index()];
+    install_in(&DICTIONARIES[kind.index()], kind, bytes)
+}
+
+/// [`install_dictionary`], into `slot`.
+fn install_in(
+    slot: &OnceLock<Dictionary>,
+    kind: DictionaryKind,
+    bytes: &[u8],
+) -> Result<(), DictionaryError> {
     if slot.get().is_none() && !usable(bytes) {
         return Err(DictionaryError::Unusable(kind));
     }
@@ -192,7 +201,7 @@ pub fn install_dictionary(kind: DictionaryKind, bytes: &[u8]) -> Result<(), Dict
 /// Whether zstd can use `bytes` as a dictionary, and they are no larger than one trained here.
 /// zstd's infallible constructors, which the prepared dictionaries are made with, panic on
 /// bytes they cannot read (a damaged snapshot's, say): the fallible ones check them first.
-fn usable(bytes: &[u8]) -> bool {
+pub fn usable(bytes: &[u8]) -> bool {
     !bytes.is_empty()
         && bytes.len() <= DICTIONARY_MAX_BYTES
         && zstd::zstd_safe::CDict::try_create(bytes, DICTIONARY_LEVEL).is_some()
@@ -397,9 +406,23 @@ pub(crate) mod tests {
         let too_large = vec![b'a'; DICTIONARY_MAX_BYTES + 1];
         for bytes in [&damaged[..], &[][..], &too_large[..]] {
             assert!(!usable(bytes));
+            // Installing them (into a slot of this test's own) is a refusal, not zstd's panic.
+            let slot = OnceLock::new();
+            assert!(matches!(
+                install_in(&slot, DictionaryKind::Bodies, bytes),
+                Err(DictionaryError::Unusable(DictionaryKind::Bodies))
+            ));
+            assert!(slot.get().is_none());
         }
-        assert!(usable(test_dictionary(DictionaryKind::Lists)));
+        let trained = test_dictionary(DictionaryKind::Lists);
+        assert!(usable(trained));
         assert!(usable(b"raw content: any bytes without the magic"));
+        let slot = OnceLock::new();
+        install_in(&slot, DictionaryKind::Lists, trained).expect("installs");
+        assert!(matches!(
+            install_in(&slot, DictionaryKind::Lists, b"raw content"),
+            Err(DictionaryError::Another(DictionaryKind::Lists))
+        ));
     }
 
     #[test]

@@ -134,7 +134,7 @@ pub fn decode(input: &mut &[u8], previous: Option<&Arc<ItemList>>) -> Result<Ren
                 return Err(Damaged("a packed body's size"));
             }
             Rendered::Packed(PackedBody {
-                packed: Arc::from(&packed[..]),
+                packed,
                 len,
                 digest,
             })
@@ -422,6 +422,22 @@ mod tests {
         out[1] = DEFLATED | DICTIONARY;
         assert!(
             matches!(decode(&mut &out[..], None), Err(Damaged(why)) if why.contains("two ways"))
+        );
+    }
+
+    #[test]
+    fn a_deflated_list_reads_back_whatever_dictionary_the_process_has() {
+        // Built deflated on purpose: `compacted` packs against a dictionary if another test
+        // installed one first.
+        let plain = list(&["{\"a\":1}", "{\"b\":2}", "{\"c\":3}"].repeat(20));
+        let deflated = compress::deflate(plain.stored_items()).expect("repetitive items shrink");
+        let ends: Vec<u32> = (0..plain.len()).map(|p| plain.end(p) as u32).collect();
+        let list = ItemList::from_parts(&ends, &deflated, Codec::Deflate, None);
+        assert_eq!(list.codec(), Codec::Deflate);
+        assert_eq!(list, plain);
+        let read = round_trip(&[Rendered::List(Arc::new(list))]);
+        assert!(
+            matches!(&read[0], Rendered::List(l) if l.codec() == Codec::Deflate && **l == plain)
         );
     }
 
