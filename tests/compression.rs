@@ -367,30 +367,12 @@ async fn compaction_goes_as_far_as_configured() {
 #[tokio::test]
 async fn lists_are_packed_against_a_dictionary_trained_on_the_first_ones() {
     let (_dir, db, _) = catalog_with_a_long_list("dictionary", 0.0005).await;
-    let settings = ServeSettings {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        pool_size: 2,
-        sweep_period: None,
-        // A small catalog: the first 64 KB of its lists train the dictionary.
-        dictionary_sample_bytes: 64 << 10,
-        ..Default::default()
-    };
-    let server = atelier::http::start(settings, db.config.clone())
-        .await
-        .unwrap();
-    eventually(server.addr, "/readyz", |b| b == "ready").await;
+    let server = common::server_training_dictionaries(&db, Compaction::All).await;
     let (a, cache) = (server.addr, &server.app.cache);
     let pool = Pool::new(db.config.clone(), 2, Duration::from_secs(5));
     let dictionary =
         compress::dictionary(DictionaryKind::Lists).expect("the warm-up trained a dictionary");
-    let metrics = get(a, "/metrics").await.body;
-    assert!(
-        metrics.contains(&format!(
-            "atelier_dictionary_bytes{{kind=\"lists\"}} {}",
-            dictionary.len()
-        )),
-        "{metrics}"
-    );
+    assert_eq!(common::dictionary_gauge(a, "lists").await, dictionary.len());
 
     // A question's answers: most of the catalog's lists, and the ones deflate does least for.
     let questions: Vec<i64> = db

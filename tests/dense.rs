@@ -9,13 +9,12 @@ mod common;
 use std::time::Duration;
 
 use atelier::cache::{fill, Key};
-use atelier::config::ServeSettings;
 use atelier::domain::ReviewOrder;
 use atelier::http::respond::{entity_tag, Coding};
 use atelier::pg::pool::Pool;
 use atelier::render::compress::{self, Codec, DictionaryKind};
 use atelier::render::{digest, Compaction, Frame, Rendered};
-use common::{eventually, get, put, send_raw, Reply};
+use common::{get, put, send_raw, Reply};
 
 async fn request(addr: std::net::SocketAddr, method: &str, path: &str, extra: &str) -> Reply {
     let raw = format!(
@@ -30,31 +29,12 @@ const GZIP: &str = "Accept-Encoding: gzip\r\n";
 async fn dense_packs_whole_bodies_against_a_dictionary_too_and_sends_them_plain() {
     let dir = common::generated("dense", 0.0005, 9);
     let db = common::loaded_database(dir.path()).await;
-    let settings = ServeSettings {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        pool_size: 2,
-        sweep_period: None,
-        compaction: Compaction::Dense,
-        // A small catalog: its first 64 KB of each kind train the dictionaries.
-        dictionary_sample_bytes: 64 << 10,
-        ..Default::default()
-    };
-    let server = atelier::http::start(settings, db.config.clone())
-        .await
-        .unwrap();
-    eventually(server.addr, "/readyz", |b| b == "ready").await;
+    let server = common::server_training_dictionaries(&db, Compaction::Dense).await;
     let (a, cache) = (server.addr, &server.app.cache);
     let pool = Pool::new(db.config.clone(), 2, Duration::from_secs(5));
     let client = db.client().await;
     let trained = compress::dictionary(DictionaryKind::Bodies).expect("a body dictionary");
-    let metrics = get(a, "/metrics").await.body;
-    assert!(
-        metrics.contains(&format!(
-            "atelier_dictionary_bytes{{kind=\"bodies\"}} {}",
-            trained.len()
-        )),
-        "{metrics}"
-    );
+    assert_eq!(common::dictionary_gauge(a, "bodies").await, trained.len());
 
     // The first product was rendered before the dictionary was trained: kept gzip, and sent
     // as it is to a client that takes gzip.

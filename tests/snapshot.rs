@@ -426,15 +426,10 @@ async fn serve_writes_a_snapshot_when_it_stops_and_restores_it_when_it_starts() 
 
 /// The sizes of the list and body dictionaries the server at `addr` packs against (0: none).
 async fn dictionary_bytes(addr: std::net::SocketAddr) -> [usize; 2] {
-    let metrics = get(addr, "/metrics").await.body;
-    ["lists", "bodies"].map(|kind| {
-        let gauge = format!("atelier_dictionary_bytes{{kind=\"{kind}\"}} ");
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(&gauge))
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("no {kind} dictionary gauge: {metrics}"))
-    })
+    [
+        common::dictionary_gauge(addr, "lists").await,
+        common::dictionary_gauge(addr, "bodies").await,
+    ]
 }
 
 #[tokio::test]

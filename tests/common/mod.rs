@@ -326,6 +326,40 @@ pub async fn loaded_database(dir: &Path) -> TestDb {
     db
 }
 
+/// A server over `db`, compacting as far as `compaction` goes, once it is ready; its warm-up
+/// trains the dictionaries on a small catalog's first 64 KB of each kind (the process's, if it
+/// has none yet).
+pub async fn server_training_dictionaries(
+    db: &TestDb,
+    compaction: atelier::render::Compaction,
+) -> atelier::http::Running {
+    let settings = atelier::config::ServeSettings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        pool_size: 2,
+        sweep_period: None,
+        compaction,
+        dictionary_sample_bytes: 64 << 10,
+        ..Default::default()
+    };
+    let server = atelier::http::start(settings, db.config.clone())
+        .await
+        .expect("start server");
+    ready(server.addr).await;
+    server
+}
+
+/// The size of the `kind` dictionary (`lists` or `bodies`) the server at `addr` reports packing
+/// against (0: none).
+pub async fn dictionary_gauge(addr: std::net::SocketAddr, kind: &str) -> usize {
+    let metrics = get(addr, "/metrics").await.body;
+    let gauge = format!("atelier_dictionary_bytes{{kind=\"{kind}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&gauge))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no {kind} dictionary gauge: {metrics}"))
+}
+
 /// A server with `settings` over a fresh database loaded from `dir`.
 pub async fn server_with_settings(
     dir: &Path,
