@@ -375,15 +375,7 @@ async fn lists_are_packed_against_a_dictionary_trained_on_the_first_ones() {
     assert_eq!(common::dictionary_gauge(a, "lists").await, dictionary.len());
 
     // A question's answers: most of the catalog's lists, and the ones deflate does least for.
-    let questions: Vec<i64> = db
-        .client()
-        .await
-        .query("SELECT id FROM questions ORDER BY id", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let questions = db.ids("SELECT id FROM questions ORDER BY id").await;
     let (mut packed, mut packed_bytes, mut deflated_bytes) = (0, 0, 0);
     let (mut a_packed_question, mut deflated_before) = (None, 0);
     for &q in &questions {

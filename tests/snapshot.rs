@@ -402,10 +402,7 @@ async fn serve_writes_a_snapshot_when_it_stops_and_restores_it_when_it_starts() 
     let (addr, mut child) = serve(&db, snapshots.path());
     ready(addr).await;
     assert!(!snapshots.path().join(FILE_NAME).exists());
-    // SAFETY: a plain signal to the child this test started.
-    unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
-    let status = child.0.wait().unwrap();
-    assert!(status.success());
+    stop(&mut child);
     assert!(
         snapshots.path().join(FILE_NAME).exists(),
         "written at shutdown"
@@ -424,6 +421,14 @@ async fn serve_writes_a_snapshot_when_it_stops_and_restores_it_when_it_starts() 
     );
 }
 
+/// Stops `child` as systemd does (SIGTERM: it drains and writes its snapshot), and waits for a
+/// clean exit.
+fn stop(child: &mut KillOnDrop) {
+    // SAFETY: a plain signal to the child this test started.
+    unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
+    assert!(child.0.wait().unwrap().success());
+}
+
 /// The sizes of the list and body dictionaries the server at `addr` packs against (0: none).
 async fn dictionary_bytes(addr: std::net::SocketAddr) -> [usize; 2] {
     [
@@ -436,15 +441,8 @@ async fn dictionary_bytes(addr: std::net::SocketAddr) -> [usize; 2] {
 async fn a_restart_restores_the_dictionaries_the_snapshots_bodies_are_packed_against() {
     let data = generated("snapshot-dictionary");
     let db = common::loaded_database(data.path()).await;
-    let ids = |table: &'static str| {
-        let db = &db;
-        async move {
-            let query = format!("SELECT id FROM {table} ORDER BY id");
-            let rows = db.client().await.query(&query, &[]).await.unwrap();
-            rows.iter().map(|r| r.get(0)).collect::<Vec<i64>>()
-        }
-    };
-    let (questions, products) = (ids("questions").await, ids("products").await);
+    let questions = db.ids("SELECT id FROM questions ORDER BY id").await;
+    let products = db.ids("SELECT id FROM products ORDER BY id").await;
     // Every answers list and every product's styles: lists and whole bodies.
     let pages = |addr| {
         let (questions, products) = (&questions, &products);
@@ -468,9 +466,7 @@ async fn a_restart_restores_the_dictionaries_the_snapshots_bodies_are_packed_aga
     let trained = dictionary_bytes(addr).await;
     assert!(trained.iter().all(|&b| b > 0), "the warm-up trained both");
     let before = pages(addr).await;
-    // SAFETY: a plain signal to the child this test started.
-    unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
-    assert!(child.0.wait().unwrap().success());
+    stop(&mut child);
 
     // An instance that samples nothing has dictionaries only if its snapshot gave them.
     let sample_none = [&dense[..], &["--dictionary-sample-kb", "0"]].concat();

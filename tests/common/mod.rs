@@ -83,6 +83,12 @@ impl TestDb {
             .await
             .expect("connect to the test database")
     }
+
+    /// The ids `sql` selects (its first column, a bigint).
+    pub async fn ids(&self, sql: &str) -> Vec<i64> {
+        let rows = self.client().await.query(sql, &[]).await.expect(sql);
+        rows.iter().map(|r| r.get(0)).collect()
+    }
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
