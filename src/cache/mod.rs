@@ -54,7 +54,7 @@ pub struct CacheStats {
 }
 
 /// How much of the first lists (or whole bodies) a warm-up samples to train a dictionary on:
-/// about 700 products' lists at full scale (more measured no better; 2,000 products, 11 MB, trained in
+/// about 800 products' lists at full scale (more measured no better; 2,000 products, 11 MB, trained in
 /// a third of a second and packed within 1% of this).
 pub const DEFAULT_DICTIONARY_SAMPLE_BYTES: usize = 4 << 20;
 
