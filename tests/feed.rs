@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use atelier::cache::{fill, Key};
@@ -25,6 +26,19 @@ async fn wait_connected(app: &atelier::http::App) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !app.feed_status().is_some_and(|f| f.is_connected()) {
         assert!(Instant::now() < deadline, "the change feed did not connect");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits until the feed has counted `n` lost connections.
+async fn wait_reconnects(app: &atelier::http::App, n: u64) {
+    let feed = app.feed_status().expect("a change feed");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while feed.reconnects.load(Relaxed) < n {
+        assert!(
+            Instant::now() < deadline,
+            "the feed did not notice kill {n}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -76,12 +90,13 @@ async fn no_change_is_missed_across_feed_reconnects() {
     let (db, server) = server_with_data(&common::sample_dir()).await;
     let a = server.addr;
     wait_connected(&server.app).await;
+    let before = server.app.feed_status().unwrap().reconnects.load(Relaxed);
     let client = db.client().await;
     let paths: Vec<String> = (1..=6).map(|id| format!("/products/{id}")).collect();
     for p in &paths {
         get(a, p).await;
     }
-    for round in 0..30 {
+    for round in 0..30u64 {
         for id in 1..=6i64 {
             client
                 .execute(
@@ -92,26 +107,31 @@ async fn no_change_is_missed_across_feed_reconnects() {
                 .unwrap();
         }
         if round % 10 == 3 {
+            // Only once the feed has noticed the last kill and connected anew: a kill that
+            // finds the previous, dying backend still listed would be no new reconnect.
+            let kills = round / 10;
+            wait_reconnects(&server.app, before + kills).await;
             wait_connected(&server.app).await;
-            client
-                .batch_execute(
+            let killed = client
+                .query(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
                       WHERE application_name = 'atelier change feed' AND datname = current_database()",
+                    &[],
                 )
                 .await
                 .unwrap();
+            assert_eq!(
+                killed.len(),
+                1,
+                "one feed connection to kill in round {round}"
+            );
         }
         // Keep the entries cached, so a missed change would leave a stale body behind.
         for p in &paths {
             get(a, p).await;
         }
     }
-    let feed = server.app.feed_status().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while feed.reconnects.load(std::sync::atomic::Ordering::Relaxed) < 3 {
-        assert!(Instant::now() < deadline, "the feed was killed three times");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_reconnects(&server.app, before + 3).await;
     let pool = Pool::new(db.config.clone(), 1, Duration::from_secs(5));
     for (id, p) in (1..=6).zip(&paths) {
         let Rendered::Json(fresh) = fill(&Key::Product(id), &pool).await.unwrap() else {
@@ -328,7 +348,7 @@ async fn an_instance_the_pruned_log_no_longer_reaches_empties_its_cache() {
     }
     assert!(server.app.cache.stats().entries >= 3);
     let feed = server.app.feed_status().unwrap();
-    let resets = feed.resets.load(std::sync::atomic::Ordering::Relaxed);
+    let resets = feed.resets.load(Relaxed);
     // As if the log had been pruned past this instance while its feed was away.
     let client = db.client().await;
     client
@@ -340,7 +360,7 @@ async fn an_instance_the_pruned_log_no_longer_reaches_empties_its_cache() {
         .await
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while feed.resets.load(std::sync::atomic::Ordering::Relaxed) == resets {
+    while feed.resets.load(Relaxed) == resets {
         assert!(Instant::now() < deadline, "the cache was never emptied");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

@@ -238,6 +238,55 @@ async fn a_budget_smaller_than_the_catalog_is_kept_and_the_rest_served_on_demand
         .contains("\natelier_warmup_done 1\n"));
 }
 
+/// The scan's reads hold their tables' locks on three connections. A bulk load (or a
+/// migration) whose exclusive lock queues between two of them makes a cycle PostgreSQL cannot
+/// see: the read still to open waits for the load, the load for a table another connection
+/// holds, and that connection for the read. The scan gives up its locks instead, and the
+/// warm-up starts over once the load is done.
+#[tokio::test]
+async fn a_lock_queued_between_the_scans_reads_holds_up_neither_the_warm_up_nor_the_locker() {
+    let db = common::loaded_database(&common::sample_dir()).await;
+    // Features are read on the scan's second connection; its first holds products from the
+    // statement that takes the snapshot on.
+    let locker = db.client().await;
+    locker
+        .batch_execute(
+            "SET statement_timeout = '20s';
+             BEGIN;
+             LOCK TABLE features IN ACCESS EXCLUSIVE MODE",
+        )
+        .await
+        .unwrap();
+    let server = atelier::http::start(settings(), db.config.clone())
+        .await
+        .unwrap();
+    let watcher = db.client().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let waiting: i64 = watcher
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                  WHERE wait_event_type = 'Lock' AND query LIKE 'DECLARE scan_%'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no read of the scan waited");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    locker
+        .batch_execute("LOCK TABLE products IN ACCESS EXCLUSIVE MODE")
+        .await
+        .expect("the scan let go of products");
+    locker.batch_execute("COMMIT").await.unwrap();
+    ready(server.addr).await;
+    assert_eq!(get(server.addr, "/products/1").await.status, 200);
+}
+
 #[tokio::test]
 async fn every_connection_of_the_scan_reads_the_snapshot_taken_first() {
     let db = common::loaded_database(&common::sample_dir()).await;

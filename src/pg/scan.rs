@@ -31,6 +31,26 @@ const CHUNK: i32 = 2000;
 /// (about a minute at full scale before the first product).
 const CONNECTIONS: usize = 3;
 
+/// How long a read of the scan waits for a table's lock before the scan gives up, releasing
+/// every lock it holds, and the warm-up starts over. The scan's reads hold their tables' locks
+/// on several connections: when a bulk load or a migration queues an exclusive lock behind one
+/// of them, a read not yet opened on another connection queues behind the load, which waits
+/// for the first connection's transaction, which waits (in this process, where PostgreSQL
+/// cannot see it) for that read. PostgreSQL's deadlock check never ends that wait; this does.
+const LOCK_TIMEOUT: &str = "1s";
+
+/// Starts a scan transaction: repeatable read, read-only, in the exported snapshot `shared`
+/// if given, and waiting for a lock no longer than [`LOCK_TIMEOUT`].
+fn begin(shared: Option<&str>) -> String {
+    let snapshot = shared
+        .map(|name| format!("SET TRANSACTION SNAPSHOT '{name}'; "))
+        .unwrap_or_default();
+    format!(
+        "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; {snapshot}\
+         SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"
+    )
+}
+
 /// Epoch milliseconds and microseconds of a `timestamptz` column: milliseconds for the body,
 /// microseconds to order rows as PostgreSQL orders the column.
 macro_rules! epoch {
@@ -224,7 +244,7 @@ impl Snapshot {
             }
         }
         first
-            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .batch_execute(&begin(None))
             .await
             .map_err(DbError::query("starting the catalog scan"))?;
         // The first statement takes the snapshot every read then shares.
@@ -267,10 +287,7 @@ impl CatalogScan {
         for _ in 1..CONNECTIONS {
             let client = super::connect(database).await?;
             client
-                .batch_execute(&format!(
-                    "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; \
-                     SET TRANSACTION SNAPSHOT '{name}'"
-                ))
+                .batch_execute(&begin(Some(name)))
                 .await
                 .map_err(DbError::query("sharing the catalog scan's snapshot"))?;
             clients.push(Arc::new(client));
