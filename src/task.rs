@@ -1,8 +1,24 @@
 //! Background tasks that outlive neither their owner nor a panic: a handle that aborts its
-//! task when dropped, and a supervisor that starts a task again whenever it panics.
+//! task when dropped, and a supervisor that starts a task again whenever it panics; and a
+//! time limit that costs nothing when the work is done at once.
 
 use std::future::Future;
 use std::time::Duration;
+
+/// `work`'s output, or `Err` once it has taken `limit`. Work done at its first poll (a cache
+/// hit) never arms a timer, whose wheel the runtime's workers share; otherwise the limit
+/// counts from that first poll.
+pub async fn within<F: Future>(
+    limit: Duration,
+    work: F,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
+    use futures_util::FutureExt;
+    let mut work = std::pin::pin!(work);
+    if let Some(done) = work.as_mut().now_or_never() {
+        return Ok(done);
+    }
+    tokio::time::timeout(limit, work).await
+}
 
 /// A task handle that aborts the task when dropped, so a task's helpers end with it.
 pub struct AbortOnDrop<T>(pub tokio::task::JoinHandle<T>);

@@ -242,7 +242,7 @@ impl ResponseCache {
             self.misses.fetch_add(1, Ordering::Relaxed);
             return db.read(|pool| fill(key, pool)).await;
         }
-        let lookup = tokio::time::timeout(db.read_limit(), self.store.get_or_guard(key))
+        let lookup = crate::task::within(db.read_limit(), self.store.get_or_guard(key))
             .await
             .map_err(|_| {
                 DbError::Unavailable("timed out waiting for a fill of the same resource".into())

@@ -44,7 +44,7 @@ use crate::pg::pool::Pool;
 use crate::pg::write::{self, WriteError};
 use crate::pg::DbError;
 use crate::render::{self, Frame, Rendered};
-use crate::task::supervised;
+use crate::task::{self, supervised};
 
 /// The OpenAPI 3.1 description of every route, served at `GET /openapi.yaml`. The tests
 /// validate every response they receive against it.
@@ -184,22 +184,23 @@ impl App {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let started = Instant::now();
-        let id = self.request_id(req.headers());
-        let if_none_match = req.headers().get(header::IF_NONE_MATCH).cloned();
-        let (method, uri) = (req.method().clone(), req.uri().clone());
+        // The head stays here, borrowed by the answer, for the log and the entity tag after.
+        let (head, body) = req.into_parts();
+        let id = self.request_id(&head.headers);
+        let (method, uri) = (&head.method, &head.uri);
         let limit = self.settings.limits.request_timeout;
         let label_of = || {
-            route::parse(&method, uri.path(), uri.query())
+            route::parse(method, uri.path(), uri.query())
                 .map_or(ROUTE_LABELS.len() - 1, |r| r.label_index())
         };
         // A panic (a bug: nothing a client sends should cause one) is a 500 with a log line,
         // not a connection dropped without a word.
-        let answering = std::panic::AssertUnwindSafe(self.respond(req));
+        let answering = std::panic::AssertUnwindSafe(self.respond(&head, body)).catch_unwind();
         let Outcome {
             label,
             mut response,
             cause,
-        } = match tokio::time::timeout(limit, answering.catch_unwind()).await {
+        } = match task::within(limit, answering).await {
             Ok(Ok(outcome)) => outcome,
             Ok(Err(panic)) => Outcome {
                 label: label_of(),
@@ -218,8 +219,8 @@ impl App {
                 )),
             },
         };
-        if let Some(wanted) = if_none_match {
-            if let Some(not_modified) = respond::not_modified(&response, &wanted) {
+        if let Some(wanted) = head.headers.get(header::IF_NONE_MATCH) {
+            if let Some(not_modified) = respond::not_modified(&response, wanted) {
                 response = not_modified;
             }
         }
@@ -234,7 +235,7 @@ impl App {
         let status = response.status().as_u16();
         let elapsed = started.elapsed();
         self.metrics.record(label, status, elapsed);
-        self.log(&id, &method, &uri, status, elapsed, cause.as_deref());
+        self.log(&id, method, uri, status, elapsed, cause.as_deref());
         response.headers_mut().insert(X_REQUEST_ID, id);
         response
     }
@@ -291,22 +292,22 @@ impl App {
         }
     }
 
-    async fn respond<B>(&self, req: Request<B>) -> Outcome
+    async fn respond<B>(&self, req: &hyper::http::request::Parts, body: B) -> Outcome
     where
         B: hyper::body::Body,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let unmatched = ROUTE_LABELS.len() - 1;
-        if req.method() == Method::OPTIONS {
+        if req.method == Method::OPTIONS {
             return Outcome::of(unmatched, respond::preflight());
         }
-        let route = match route::parse(req.method(), req.uri().path(), req.uri().query()) {
+        let route = match route::parse(&req.method, req.uri.path(), req.uri.query()) {
             Ok(route) => route,
             Err(e) => return Outcome::of(unmatched, respond::route_error(&e)),
         };
         let label = route.label_index();
         let token = req
-            .headers()
+            .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
         if let Some(allowed) = &self.settings.auth_tokens {
@@ -322,15 +323,15 @@ impl App {
         if route.is_write() {
             let token = token.unwrap_or("").to_owned();
             // A balancer's retry of this request carries the same id: a vote counts once.
-            let request_id = supplied_request_id(req.headers())
+            let request_id = supplied_request_id(&req.headers)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
             let length = req
-                .headers()
+                .headers
                 .get(header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse().ok());
-            let reading = body::read(req.into_body(), length, self.settings.body_limit);
+            let reading = body::read(body, length, self.settings.body_limit);
             let bytes = tokio::time::timeout(self.settings.limits.body_timeout, reading)
                 .await
                 .unwrap_or(Err(BodyError::TooSlow));
@@ -345,7 +346,7 @@ impl App {
                 cause,
             };
         }
-        let gzip = respond::accepts_gzip(req.headers().get_all(header::ACCEPT_ENCODING).iter());
+        let gzip = respond::accepts_gzip(req.headers.get_all(header::ACCEPT_ENCODING).iter());
         match self.read(&route, token.unwrap_or(""), gzip).await {
             Ok(response) => Outcome::of(label, response),
             Err(e) => Outcome {

@@ -136,16 +136,17 @@ pub fn json_with(body: Bytes, digest: u64, coding: Coding) -> Response<Body> {
 /// instance the balancer picks. The gzip-coded body is another representation and gets
 /// another tag (RFC 9110, 8.8.3).
 pub fn entity_tag(digest: u64, coding: Coding) -> HeaderValue {
-    let mut tag = Vec::with_capacity(23);
-    tag.push(b'"');
-    for i in 0..16 {
-        tag.push(b"0123456789abcdef"[((digest >> (60 - 4 * i)) & 0xf) as usize]);
+    let mut tag = *b"\"0123456789abcdef-gzip\"";
+    for (i, digit) in tag[1..17].iter_mut().enumerate() {
+        *digit = b"0123456789abcdef"[((digest >> (60 - 4 * i)) & 0xf) as usize];
     }
-    if coding == Coding::Gzip {
-        tag.extend_from_slice(b"-gzip");
-    }
-    tag.push(b'"');
-    HeaderValue::from_bytes(&tag).unwrap_or(HeaderValue::from_static("\"0\""))
+    let tag: &[u8] = if coding == Coding::Gzip {
+        &tag
+    } else {
+        tag[17] = b'"';
+        &tag[..18]
+    };
+    HeaderValue::from_bytes(tag).unwrap_or(HeaderValue::from_static("\"0\""))
 }
 
 /// Whether a request's `Accept-Encoding` values accept gzip: `gzip` (or `x-gzip`), or `*`

@@ -169,7 +169,13 @@ pub fn parse(method: &Method, path: &str, query: Option<&str>) -> Result<Route, 
         .filter(|p| !p.is_empty())
         .unwrap_or(path);
     let path = path.strip_prefix('/').ok_or(RouteError::NotFound)?;
-    let segments: Vec<&str> = path.split('/').collect();
+    // No route has more than four segments; a path with more is no route.
+    let mut segments = [""; 4];
+    let mut count = 0;
+    for segment in path.split('/') {
+        *segments.get_mut(count).ok_or(RouteError::NotFound)? = segment;
+        count += 1;
+    }
     let q = Query(query.unwrap_or(""));
     let read = method == Method::GET || method == Method::HEAD;
     let allow = |allowed: &'static str, ok: bool| {
@@ -189,7 +195,7 @@ pub fn parse(method: &Method, path: &str, query: Option<&str>) -> Result<Route, 
         _ => Err(RouteError::NotFound),
     };
 
-    match segments[..] {
+    match segments[..count] {
         ["products"] => {
             get()?;
             let (page, count) = q.paging()?;
@@ -397,6 +403,20 @@ mod tests {
             Err(RouteError::NotFound)
         );
         assert_eq!(get("//products", None), Err(RouteError::NotFound));
+        // The longest routes have four segments; one more is no route, whatever it says.
+        assert_eq!(
+            get("/qa/questions/1/answers", None),
+            Ok(Route::Answers {
+                question_id: 1,
+                page: 1,
+                count: 5
+            })
+        );
+        assert_eq!(
+            get("/qa/questions/1/answers/more", None),
+            Err(RouteError::NotFound)
+        );
+        assert_eq!(get("/a/b/c/d/e/f/g/h", None), Err(RouteError::NotFound));
         assert_eq!(
             get(
                 "/reviews/",
