@@ -15,7 +15,10 @@ use atelier::cache::snapshot::FILE_NAME;
 use atelier::cache::Key;
 use atelier::config::{ServeSettings, SnapshotSettings};
 use atelier::pg::pool::Pool;
-use common::{every_entry_is_fresh, get, post_json, put, ready, settled, KillOnDrop, TempDir};
+use common::{
+    every_entry_is_fresh, get, post_json, put, ready, serve_with, settled, stop, KillOnDrop,
+    TempDir,
+};
 
 fn settings(snapshots: &Path) -> ServeSettings {
     ServeSettings {
@@ -373,28 +376,6 @@ fn serve(db: &common::TestDb, snapshots: &Path) -> (std::net::SocketAddr, KillOn
     serve_with(db, snapshots, &[])
 }
 
-/// [`serve`], with more arguments.
-fn serve_with(
-    db: &common::TestDb,
-    snapshots: &Path,
-    args: &[&str],
-) -> (std::net::SocketAddr, KillOnDrop) {
-    let mut child = KillOnDrop(
-        std::process::Command::new(env!("CARGO_BIN_EXE_atelier"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
-            .args(["--drain-delay-ms", "100", "--sweep-period-s", "0"])
-            .args(args)
-            .arg("--snapshot-dir")
-            .arg(snapshots)
-            .env("DATABASE_URL", common::connection_string(&db.config))
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("run atelier serve"),
-    );
-    let (addr, _lines) = common::served_address(&mut child);
-    (addr, child)
-}
-
 #[tokio::test]
 async fn serve_writes_a_snapshot_when_it_stops_and_restores_it_when_it_starts() {
     let db = common::loaded_database(&common::sample_dir()).await;
@@ -419,14 +400,6 @@ async fn serve_writes_a_snapshot_when_it_stops_and_restores_it_when_it_starts() 
         metrics.contains("atelier_warmup_completed_total 0"),
         "{metrics}"
     );
-}
-
-/// Stops `child` as systemd does (SIGTERM: it drains and writes its snapshot), and waits for a
-/// clean exit.
-fn stop(child: &mut KillOnDrop) {
-    // SAFETY: a plain signal to the child this test started.
-    unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
-    assert!(child.0.wait().unwrap().success());
 }
 
 /// The sizes of the list and body dictionaries the server at `addr` packs against (0: none).

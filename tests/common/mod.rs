@@ -541,3 +541,34 @@ pub fn served_address(
         }
     }
 }
+
+/// `atelier serve` over `db` with `--snapshot-dir snapshots` and `args`, as a child process:
+/// its address once it serves, and the process.
+pub fn serve_with(
+    db: &TestDb,
+    snapshots: &Path,
+    args: &[&str],
+) -> (std::net::SocketAddr, KillOnDrop) {
+    let mut child = KillOnDrop(
+        std::process::Command::new(env!("CARGO_BIN_EXE_atelier"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+            .args(["--drain-delay-ms", "100", "--sweep-period-s", "0"])
+            .args(args)
+            .arg("--snapshot-dir")
+            .arg(snapshots)
+            .env("DATABASE_URL", connection_string(&db.config))
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run atelier serve"),
+    );
+    let (addr, _lines) = served_address(&mut child);
+    (addr, child)
+}
+
+/// Stops `child` as systemd does (SIGTERM: it drains and writes its snapshot), and waits for a
+/// clean exit.
+pub fn stop(child: &mut KillOnDrop) {
+    // SAFETY: a plain signal to the child this test started.
+    unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
+    assert!(child.0.wait().unwrap().success());
+}
