@@ -6,8 +6,9 @@ use std::future::Future;
 use std::time::Duration;
 
 /// `work`'s output, or `Err` once it has taken `limit`. Work done at its first poll (a cache
-/// hit) never arms a timer, whose wheel the runtime's workers share; otherwise the limit
-/// counts from that first poll.
+/// hit) makes no timer at all: `tokio::time::timeout` reads the clock and clones the runtime's
+/// handle (a count the workers share) even for work that is ready at once. Otherwise the limit
+/// counts from the end of that first poll.
 pub async fn within<F: Future>(
     limit: Duration,
     work: F,

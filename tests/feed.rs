@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::Ordering::{Acquire, Relaxed};
 use std::time::{Duration, Instant};
 
 use atelier::cache::{fill, Key};
@@ -34,10 +34,10 @@ async fn wait_connected(app: &atelier::http::App) {
 async fn wait_reconnects(app: &atelier::http::App, n: u64) {
     let feed = app.feed_status().expect("a change feed");
     let deadline = Instant::now() + Duration::from_secs(30);
-    while feed.reconnects.load(Relaxed) < n {
+    while feed.reconnects.load(Acquire) < n {
         assert!(
             Instant::now() < deadline,
-            "the feed did not notice kill {n}"
+            "the feed never counted {n} lost connections"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -120,10 +120,10 @@ async fn no_change_is_missed_across_feed_reconnects() {
                 )
                 .await
                 .unwrap();
-            assert_eq!(
-                killed.len(),
-                1,
-                "one feed connection to kill in round {round}"
+            // The previous, dying backend may still be listed beside the new one.
+            assert!(
+                killed.iter().any(|r| r.get::<_, bool>(0)),
+                "a feed connection to kill in round {round}"
             );
         }
         // Keep the entries cached, so a missed change would leave a stale body behind.

@@ -266,7 +266,8 @@ async fn a_lock_queued_between_the_scans_reads_holds_up_neither_the_warm_up_nor_
         let waiting: i64 = watcher
             .query_one(
                 "SELECT count(*) FROM pg_stat_activity
-                  WHERE wait_event_type = 'Lock' AND query LIKE 'DECLARE scan_%'",
+                  WHERE datname = current_database() AND wait_event_type = 'Lock'
+                    AND query LIKE 'DECLARE scan%'",
                 &[],
             )
             .await

@@ -981,6 +981,12 @@ async fn keep_warm(
         match warmed {
             Ok(WarmupOutcome::Interrupted) => continue,
             Ok(_) => app.warmup.first_done.store(true, Ordering::Release),
+            Err(e) if e.is_lock_timeout() => {
+                // A bulk load or a migration: expected, and retried until it is done.
+                tracing::info!(cause = %logging::cause_chain(&e), "warm-up waits for a table another session holds; trying again in 1 s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
             Err(e) => {
                 tracing::warn!(cause = %logging::cause_chain(&e), "warm-up failed; trying again in 1 s");
                 tokio::time::sleep(Duration::from_secs(1)).await;

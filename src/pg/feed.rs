@@ -397,7 +397,8 @@ async fn follow_forever(
         };
         status.set_down();
         status.beat();
-        status.reconnects.fetch_add(1, Ordering::Relaxed);
+        // Released after `set_down`: a reader that sees the count sees that connection down.
+        status.reconnects.fetch_add(1, Ordering::Release);
         if started.elapsed() > Duration::from_secs(10) {
             backoff = Duration::from_millis(50);
         }

@@ -74,6 +74,17 @@ impl DbError {
     pub fn is_unavailable(&self) -> bool {
         matches!(self, DbError::Unavailable(_) | DbError::Connect { .. })
     }
+
+    /// Whether a statement gave up waiting for a lock (`lock_timeout`): another session holds
+    /// a table it reads, as a bulk load or a migration does.
+    pub fn is_lock_timeout(&self) -> bool {
+        match self {
+            DbError::Failed(e) | DbError::Query { source: e, .. } => {
+                e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE)
+            }
+            _ => false,
+        }
+    }
 }
 
 /// What PostgreSQL said (message and SQLSTATE), or the client's own error.

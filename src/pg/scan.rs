@@ -247,7 +247,7 @@ impl Snapshot {
             .batch_execute(&begin(None))
             .await
             .map_err(DbError::query("starting the catalog scan"))?;
-        // The first statement takes the snapshot every read then shares.
+        // The first query takes the snapshot every read then shares.
         let counts = first
             .query_one(
                 "SELECT pg_export_snapshot(), count(*), coalesce(max(id), 0), \
