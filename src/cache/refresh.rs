@@ -155,10 +155,10 @@ impl ResponseCache {
                 if *second == other {
                     // Compacted before the newest order is made from it, so that the two share
                     // the compact buffer; only where the catalog has both's slots.
-                    let compaction = match self.store.has_slot(first) && self.store.has_slot(second)
-                    {
-                        true => self.compaction,
-                        false => Compaction::None,
+                    let compaction = if self.store.has_slot(first) && self.store.has_slot(second) {
+                        self.compaction
+                    } else {
+                        Compaction::None
                     };
                     let read = db
                         .read_from(from, |pool| {

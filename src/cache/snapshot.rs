@@ -649,7 +649,7 @@ fn decode_records(
             _ => None,
         };
         let body = stored::decode(input, previous)?;
-        if stored::dictionary_of(&body).is_some_and(|kind| !stored[kind as usize]) {
+        if stored::dictionary_of(&body).is_some_and(|kind| !stored[kind.index()]) {
             return Err(Damaged(
                 "a body packed against a dictionary the snapshot lacks",
             ));

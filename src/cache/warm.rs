@@ -305,9 +305,9 @@ impl DictionaryTrainer {
                 (DictionaryKind::Lists, Rendered::List(list)) => {
                     list.own_items().map(|items| items.into_owned())
                 }
-                (DictionaryKind::Bodies, Rendered::List(_) | Rendered::NotFound) => None,
-                (DictionaryKind::Bodies, whole) => whole.plain().map(Vec::from),
                 (DictionaryKind::Lists, _) => None,
+                // A list or a 404 has no plain body.
+                (DictionaryKind::Bodies, body) => body.plain().map(Vec::from),
             };
             if let Some(sample) = sample.filter(|s| !s.is_empty()) {
                 self.sampled_bytes += sample.len();

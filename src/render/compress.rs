@@ -135,7 +135,8 @@ impl DictionaryKind {
         }
     }
 
-    fn index(self) -> usize {
+    /// Its place in arrays by kind (the process's dictionaries, a snapshot's).
+    pub fn index(self) -> usize {
         self as usize
     }
 }
