@@ -29,6 +29,11 @@ pub enum Change {
     Related(i64),
     /// A product's reviews, their photos and ratings, or its characteristics.
     Reviews(i64),
+    /// Helpful votes on a product's reviews: its review lists change, its meta does not. The
+    /// triggers log such a vote as [`Change::Reviews`]; only the instance that took the vote
+    /// knows that it was no more than that, and refreshes no meta for it (on a product with
+    /// thousands of reviews, the meta's read is the costlier half of the refresh).
+    ReviewVotes(i64),
     /// A product's questions (or the answers nested in them).
     Questions(i64),
     /// A question's answers.
@@ -37,4 +42,15 @@ pub enum Change {
     Cart(String),
     /// Anything at all (a bulk load, a TRUNCATE).
     All,
+}
+
+impl Change {
+    /// Whether the triggers log this change as `logged`: a vote on a product's reviews is
+    /// logged as a change of its reviews, every other change as itself.
+    pub fn is_logged_as(&self, logged: &Change) -> bool {
+        match (self, logged) {
+            (Change::ReviewVotes(id), Change::Reviews(logged_id)) => id == logged_id,
+            _ => self == logged,
+        }
+    }
 }

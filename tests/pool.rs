@@ -14,7 +14,8 @@ use common::get;
 use common::proxy::Proxy;
 
 #[tokio::test]
-async fn pooled_connections_carry_the_time_limit_as_statement_timeout_and_no_jit() {
+async fn pooled_connections_carry_the_time_limit_as_statement_timeout_and_no_jit_nor_parallel_plans(
+) {
     let db = common::migrated_database().await;
     let pool = Pool::new(db.config.clone(), 1, Duration::from_millis(750));
     let shown: String = pool
@@ -30,6 +31,17 @@ async fn pooled_connections_carry_the_time_limit_as_statement_timeout_and_no_jit
         .await
         .unwrap();
     assert_eq!(jit, "off", "small queries are not worth compiling");
+    let workers: String = pool
+        .run(|c| async move {
+            let row = c
+                .client
+                .query_one("SHOW max_parallel_workers_per_gather", &[])
+                .await?;
+            Ok(row.get(0))
+        })
+        .await
+        .unwrap();
+    assert_eq!(workers, "0", "one product's rows are not worth two workers");
 }
 
 #[tokio::test]

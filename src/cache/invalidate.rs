@@ -32,6 +32,16 @@ pub fn stale_keys(change: &Change) -> Vec<Key> {
             },
             Key::ReviewsMeta(*id),
         ],
+        Change::ReviewVotes(id) => vec![
+            Key::Reviews {
+                product_id: *id,
+                order: ReviewOrder::Helpful,
+            },
+            Key::Reviews {
+                product_id: *id,
+                order: ReviewOrder::Newest,
+            },
+        ],
         Change::Questions(id) => vec![Key::Questions(*id)],
         Change::Answers(id) => vec![Key::Answers(*id)],
         Change::Cart(session) => vec![Key::Cart(Arc::from(session.as_str()))],
@@ -134,7 +144,12 @@ impl OwnWrites {
     fn covers(&self, xid: i64, change: &Change) -> bool {
         self.0
             .lock()
-            .map(|writes| writes.changes.get(&xid).is_some_and(|c| c.contains(change)))
+            .map(|writes| {
+                writes
+                    .changes
+                    .get(&xid)
+                    .is_some_and(|own| own.iter().any(|c| c.is_logged_as(change)))
+            })
             .unwrap_or(false)
     }
 }

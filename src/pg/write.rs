@@ -133,7 +133,13 @@ pub async fn mark_review(
         (&s.review_helpful, &s.review_report)
     })
     .await?;
-    Ok(Written::by(&row, 1, vec![Change::Reviews(row.get(0))]))
+    let product_id = row.get(0);
+    let change = match mark {
+        Mark::Helpful => Change::ReviewVotes(product_id),
+        // A reported review leaves the meta's counts and means.
+        Mark::Report => Change::Reviews(product_id),
+    };
+    Ok(Written::by(&row, 1, vec![change]))
 }
 
 /// Runs the helpful or the report statement that `pick` names for one row of `what`; NotFound
