@@ -2,7 +2,8 @@
 //! `statement_timeout`, a query past the limit answers 503 fast, a query the pool gives up on
 //! is cancelled on the server as well (not only by `statement_timeout`), a connection whose
 //! query outlived the limit is replaced while the next request is served, and a replica's pool
-//! refuses a connection that reached another server than its watcher polls.
+//! refuses a connection that reached another server than its watcher polls. Dates are read
+//! as PostgreSQL counts them, and a date no body can show is a 500, not a panic.
 
 mod common;
 
@@ -226,4 +227,62 @@ async fn a_query_given_up_on_is_cancelled_on_the_server_too() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test]
+async fn dates_are_read_to_the_microsecond_postgresql_counts() {
+    use atelier::pg::read::Timestamp;
+    let db = common::migrated_database().await;
+    let client = db.client().await;
+    // Around the epoch and 2000 (where PostgreSQL counts from), before both with fractions
+    // (where rounding down and truncating differ), and the years the loader allows.
+    let rows = client
+        .query(
+            "SELECT t, floor(extract(epoch FROM t) * 1000)::int8,
+                    floor(extract(epoch FROM t) * 1000000)::int8
+               FROM unnest(ARRAY['1970-01-01 00:00:00+00', '1969-12-31 23:59:59.999999+00',
+                                 '1969-12-31 23:59:59.0005+00', '2000-01-01 00:00:00+00',
+                                 '1999-12-31 23:59:59.999501+00', '2019-01-06 18:24:35.123456+00',
+                                 '0001-01-01 00:00:00+00', '9999-12-31 23:59:59.999999+00',
+                                 '1905-07-11 12:00:00.000001+00', now()]::timestamptz[]) AS t",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 10);
+    for row in rows {
+        let date: Timestamp = row.get(0);
+        assert_eq!(
+            (date.millis(), date.micros()),
+            (row.get::<_, i64>(1), row.get::<_, i64>(2))
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_row_with_a_date_no_body_can_show_is_a_500_and_the_rest_still_serves() {
+    let (db, server) = common::server_with_data(&common::sample_dir()).await;
+    let a = server.addr;
+    db.client()
+        .await
+        .batch_execute("UPDATE reviews SET date = 'infinity' WHERE id = 3")
+        .await
+        .unwrap();
+    // Review 3 is product 2's: its refresh fails and drops the list; a read fills it again
+    // and fails the same way.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let reply = get(a, "/reviews?product_id=2").await;
+        if reply.status == 500 {
+            break;
+        }
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        assert!(
+            Instant::now() < deadline,
+            "the infinite date was never read"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(get(a, "/reviews?product_id=1").await.status, 200);
+    assert_eq!(get(a, "/products/2").await.status, 200);
 }

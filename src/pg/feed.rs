@@ -45,7 +45,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use tokio_postgres::types::PgLsn;
-use tokio_postgres::{AsyncMessage, Client, Config, NoTls};
+use tokio_postgres::{AsyncMessage, Client, Config, NoTls, Statement};
 
 use super::fence::Fence;
 use super::DbError;
@@ -533,6 +533,15 @@ impl Follower {
                 .map_err(DbError::from_query)
         })
         .await?;
+        // Prepared once: every instance reads the log after every burst of writes, and
+        // parsing the read each time cost the database 0.17 ms (measured at full scale under
+        // writes), three times what running it costs. It is still planned for each read's
+        // parameters (0.3 ms): a generic plan, which cannot see that the pending
+        // transactions are few, walks the log's whole window for them.
+        let read_log = timed(limit, async {
+            client.prepare(READ_LOG).await.map_err(DbError::from_query)
+        })
+        .await?;
         tracing::info!(
             after_seq = self.high,
             "change feed: connected and listening"
@@ -558,7 +567,8 @@ impl Follower {
             status.reset(sink, "the feed established its position in the log");
             status.established.store(true, Ordering::Release);
         }
-        self.catch_up(&client, sink, status, settings).await?;
+        self.catch_up(&client, &read_log, sink, status, settings)
+            .await?;
         // A resumed feed has applied what it missed (or reset the sink if the log no longer
         // reaches back): it is established now.
         status.established.store(true, Ordering::Release);
@@ -575,7 +585,8 @@ impl Follower {
                 }
                 _ = poll.tick() => self.prune_if_due(&client, settings).await?,
             }
-            self.catch_up(&client, sink, status, settings).await?;
+            self.catch_up(&client, &read_log, sink, status, settings)
+                .await?;
         }
     }
 
@@ -584,6 +595,7 @@ impl Follower {
     async fn catch_up(
         &mut self,
         client: &Client,
+        read_log: &Statement,
         sink: &dyn ChangeSink,
         status: &FeedStatus,
         settings: &FeedSettings,
@@ -609,7 +621,7 @@ impl Follower {
             let rows = timed(settings.query_timeout, async {
                 client
                     .query(
-                        READ_LOG,
+                        read_log,
                         &[
                             &high,
                             &self.pending,

@@ -49,11 +49,15 @@ impl DbError {
 
 impl DbError {
     /// Classifies an error from the request path: a lost connection, or a query cancelled by
-    /// `statement_timeout`, means the database is unavailable (503); anything else is a
-    /// failure (500).
+    /// `statement_timeout`, means the database is unavailable (503); anything else, a row
+    /// with a date no body can show included, is a failure (500).
     pub fn from_query(e: tokio_postgres::Error) -> DbError {
         let described = || described(&e);
-        if e.is_closed() || e.code().is_none() {
+        let unrenderable =
+            std::error::Error::source(&e).is_some_and(|s| s.is::<read::UnrenderableDate>());
+        if unrenderable {
+            DbError::Failed(e)
+        } else if e.is_closed() || e.code().is_none() {
             DbError::Unavailable(described())
         } else {
             match e.code() {

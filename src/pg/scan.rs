@@ -19,7 +19,7 @@ use tokio_postgres::{Client, Config, Row, Statement};
 use super::fence::Lsn;
 use super::read::{
     AnswerRow, CharacteristicRow, FeatureRow, MetaCountRow, PhotoRow, PhotoUrlRow, ProductRow,
-    QuestionRow, ReviewRow, SkuRow, StyleRow,
+    QuestionRow, ReviewRow, SkuRow, StyleRow, Timestamp,
 };
 use super::DbError;
 
@@ -51,21 +51,6 @@ fn begin(shared: Option<&str>) -> String {
     )
 }
 
-/// Epoch milliseconds and microseconds of a `timestamptz` column: milliseconds for the body,
-/// microseconds to order rows as PostgreSQL orders the column.
-macro_rules! epoch {
-    ($col:literal) => {
-        concat!(
-            "floor(extract(epoch FROM ",
-            $col,
-            ") * 1000)::int8, ",
-            "floor(extract(epoch FROM ",
-            $col,
-            ") * 1000000)::int8"
-        )
-    };
-}
-
 /// The reads, each ordered by product id first.
 const READS: [&str; 13] = [
     "SELECT id, name, slogan, description, category, default_price::text FROM products ORDER BY id",
@@ -77,12 +62,9 @@ const READS: [&str; 13] = [
     "SELECT s.product_id, k.style_id, k.id, k.size, k.quantity
        FROM styles s JOIN skus k ON k.style_id = s.id ORDER BY s.product_id, k.style_id, k.id",
     "SELECT product_id, related_product_id FROM related ORDER BY product_id, id",
-    concat!(
-        "SELECT product_id, id, rating, summary, recommend, response, body, ",
-        epoch!("date"),
-        ", reviewer_name, helpfulness FROM reviews WHERE NOT reported
-         ORDER BY product_id, helpfulness DESC, date DESC, id DESC"
-    ),
+    "SELECT product_id, id, rating, summary, recommend, response, body, date, reviewer_name,
+            helpfulness
+       FROM reviews WHERE NOT reported ORDER BY product_id, helpfulness DESC, date DESC, id DESC",
     "SELECT r.product_id, p.review_id, p.id, p.url
        FROM reviews r JOIN reviews_photos p ON p.review_id = r.id
       WHERE NOT r.reported ORDER BY r.product_id, p.review_id, p.id",
@@ -95,19 +77,11 @@ const READS: [&str; 13] = [
                    WHERE NOT r.reported GROUP BY cr.characteristic_id) a
          ON a.characteristic_id = c.id
       ORDER BY c.product_id, c.id",
-    concat!(
-        "SELECT product_id, id, body, ",
-        epoch!("date"),
-        ", asker_name, helpfulness, reported FROM questions
-         ORDER BY product_id, helpfulness DESC, date DESC, id DESC"
-    ),
-    concat!(
-        "SELECT q.product_id, a.question_id, a.id, a.body, ",
-        epoch!("a.date"),
-        ", a.answerer_name, a.helpfulness
-           FROM questions q JOIN answers a ON a.question_id = q.id AND NOT a.reported
-          ORDER BY q.product_id, a.question_id, a.helpfulness DESC, a.date DESC, a.id DESC"
-    ),
+    "SELECT product_id, id, body, date, asker_name, helpfulness, reported FROM questions
+      ORDER BY product_id, helpfulness DESC, date DESC, id DESC",
+    "SELECT q.product_id, a.question_id, a.id, a.body, a.date, a.answerer_name, a.helpfulness
+       FROM questions q JOIN answers a ON a.question_id = q.id AND NOT a.reported
+      ORDER BY q.product_id, a.question_id, a.helpfulness DESC, a.date DESC, a.id DESC",
     "SELECT q.product_id, p.answer_id, p.id, p.url
        FROM questions q
        JOIN answers a ON a.question_id = q.id AND NOT a.reported
@@ -374,21 +348,24 @@ impl CatalogScan {
                 .collect(),
             related: (related.take(id).await?.iter()).map(|r| r.get(1)).collect(),
             reviews: (reviews.take(id).await?.iter())
-                .map(|r| ScannedReview {
-                    row: ReviewRow {
-                        id: r.get(1),
-                        rating: r.get(2),
-                        summary: r.get(3),
-                        recommend: r.get(4),
-                        response: r.get(5),
-                        body: r.get(6),
-                        date_ms: r.get(7),
-                        reviewer_name: r.get(9),
-                        helpfulness: r.get(10),
-                    },
-                    date_us: r.get(8),
+                .map(|r| {
+                    let date = date(r, 7)?;
+                    Ok(ScannedReview {
+                        row: ReviewRow {
+                            id: r.get(1),
+                            rating: r.get(2),
+                            summary: r.get(3),
+                            recommend: r.get(4),
+                            response: r.get(5),
+                            body: r.get(6),
+                            date_ms: date.millis(),
+                            reviewer_name: r.get(8),
+                            helpfulness: r.get(9),
+                        },
+                        date_us: date.micros(),
+                    })
                 })
-                .collect(),
+                .collect::<Result<_, DbError>>()?,
             review_photos: photo_urls(review_photos.take(id).await?),
             meta_counts: (counts.take(id).await?.iter())
                 .map(|r| MetaCountRow {
@@ -405,31 +382,40 @@ impl CatalogScan {
                 })
                 .collect(),
             questions: (questions.take(id).await?.iter())
-                .map(|r| ScannedQuestion {
-                    row: QuestionRow {
-                        id: r.get(1),
-                        body: r.get(2),
-                        date_ms: r.get(3),
-                        asker_name: r.get(5),
-                        helpfulness: r.get(6),
-                    },
-                    reported: r.get(7),
+                .map(|r| {
+                    Ok(ScannedQuestion {
+                        row: QuestionRow {
+                            id: r.get(1),
+                            body: r.get(2),
+                            date_ms: date(r, 3)?.millis(),
+                            asker_name: r.get(4),
+                            helpfulness: r.get(5),
+                        },
+                        reported: r.get(6),
+                    })
                 })
-                .collect(),
+                .collect::<Result<_, DbError>>()?,
             answers: (answers.take(id).await?.iter())
-                .map(|r| AnswerRow {
-                    question_id: r.get(1),
-                    id: r.get(2),
-                    body: r.get(3),
-                    date_ms: r.get(4),
-                    answerer_name: r.get(6),
-                    helpfulness: r.get(7),
+                .map(|r| {
+                    Ok(AnswerRow {
+                        question_id: r.get(1),
+                        id: r.get(2),
+                        body: r.get(3),
+                        date_ms: date(r, 4)?.millis(),
+                        answerer_name: r.get(5),
+                        helpfulness: r.get(6),
+                    })
                 })
-                .collect(),
+                .collect::<Result<_, DbError>>()?,
             answer_photos: photo_urls(answer_photos.take(id).await?),
         };
         Ok(Some(rows))
     }
+}
+
+/// Column `i` of `row`, a date; an error for one no body can show (an infinite date).
+fn date(row: &Row, i: usize) -> Result<Timestamp, DbError> {
+    row.try_get(i).map_err(DbError::query("reading a date"))
 }
 
 fn photo_urls(rows: Vec<Row>) -> Vec<PhotoUrlRow> {

@@ -4,36 +4,63 @@
 
 /// Appends `s` as a JSON string literal.
 pub fn push_str(out: &mut Vec<u8>, s: &str) {
-    out.reserve(s.len() + 2);
-    out.push(b'"');
     let bytes = s.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
     let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let escape: &[u8] = match b {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0x08 => b"\\b",
-            0x0c => b"\\f",
-            0x00..=0x1f => {
-                out.extend_from_slice(&bytes[start..i]);
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                out.extend_from_slice(b"\\u00");
-                out.push(HEX[usize::from(b >> 4)]);
-                out.push(HEX[usize::from(b & 15)]);
-                start = i + 1;
-                continue;
-            }
-            _ => continue,
-        };
+    while let Some(i) = next_escaped(bytes, start) {
         out.extend_from_slice(&bytes[start..i]);
-        out.extend_from_slice(escape);
+        push_escaped(out, bytes[i]);
         start = i + 1;
     }
     out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
+}
+
+/// Whether `b` is escaped in a JSON string: a quote, a backslash or a control character.
+fn is_escaped(b: u8) -> bool {
+    b < 0x20 || b == b'"' || b == b'\\'
+}
+
+/// The position of the first byte of `bytes` from `from` on that is escaped. Most text has
+/// none, so the bytes are tested a block at a time without stopping early, which the
+/// compiler turns into a few vector compares a block; only a block with one is searched.
+fn next_escaped(bytes: &[u8], from: usize) -> Option<usize> {
+    const BLOCK: usize = 16;
+    let rest = bytes.get(from..)?;
+    let mut blocks = rest.chunks_exact(BLOCK);
+    let mut at = from;
+    for block in &mut blocks {
+        if block.iter().fold(false, |any, &b| any | is_escaped(b)) {
+            return block.iter().position(|&b| is_escaped(b)).map(|i| at + i);
+        }
+        at += BLOCK;
+    }
+    blocks
+        .remainder()
+        .iter()
+        .position(|&b| is_escaped(b))
+        .map(|i| at + i)
+}
+
+/// Appends the escape of `b`, one of the bytes [`is_escaped`] names, as `JSON.stringify`
+/// writes it.
+fn push_escaped(out: &mut Vec<u8>, b: u8) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    match b {
+        b'"' => out.extend_from_slice(b"\\\""),
+        b'\\' => out.extend_from_slice(b"\\\\"),
+        b'\n' => out.extend_from_slice(b"\\n"),
+        b'\r' => out.extend_from_slice(b"\\r"),
+        b'\t' => out.extend_from_slice(b"\\t"),
+        0x08 => out.extend_from_slice(b"\\b"),
+        0x0c => out.extend_from_slice(b"\\f"),
+        _ => {
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[usize::from(b >> 4)]);
+            out.push(HEX[usize::from(b & 15)]);
+        }
+    }
 }
 
 /// Appends a string literal, or `null`.
@@ -75,6 +102,32 @@ pub fn push_date(out: &mut Vec<u8>, ms: i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn escapes_as_serde_json_does_wherever_the_escaped_bytes_fall() {
+        // serde_json escapes as JSON.stringify does (control characters as \u00xx but for the
+        // five short forms; not `/`, not U+2028): an independent writer to check against, over
+        // strings of every length around the search's blocks, dense with bytes to escape.
+        let pieces = [
+            "a", "Z", " ", "\"", "\\", "\n", "\r", "\t", "\u{8}", "\u{c}", "\u{0}", "\u{1f}",
+            "\u{7f}", "/", "é", "\u{2028}", "😀", "{}",
+        ];
+        let mut rng = crate::dataset::rng::Rng::new(7);
+        for _ in 0..20_000 {
+            let len = rng.below(70);
+            let plain = rng.chance(0.5);
+            let s: String = (0..len)
+                .map(|_| match plain {
+                    true if !rng.chance(0.05) => "x",
+                    _ => *rng.pick(&pieces),
+                })
+                .collect();
+            let mut out = b"prefix".to_vec();
+            push_str(&mut out, &s);
+            let expected = serde_json::to_vec(&s).unwrap();
+            assert_eq!(&out[6..], &expected[..], "{s:?}");
+        }
+    }
 
     #[test]
     fn escapes_like_json_stringify() {
