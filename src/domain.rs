@@ -16,7 +16,8 @@ pub enum Mark {
     Report,
 }
 
-/// What changed, as logged by the triggers.
+/// What changed: as the triggers log it, or, for a helpful vote on a review, as only the
+/// instance that took the vote knows it ([`Change::ReviewVotes`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
     /// A product row: its detail, existence and the products list.

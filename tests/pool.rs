@@ -192,6 +192,23 @@ fn pool_and_feed_connections_notice_a_dead_peer() {
 }
 
 #[tokio::test]
+async fn the_feed_plans_each_read_of_the_log_for_its_own_parameters() {
+    let db = common::migrated_database().await;
+    let config = atelier::pg::feed::connection_config(&db.config, &Default::default());
+    let (client, connection) = config.connect(tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let mode: String = client
+        .query_one("SHOW plan_cache_mode", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        mode, "force_custom_plan",
+        "a generic plan walks the whole log"
+    );
+}
+
+#[tokio::test]
 async fn a_query_given_up_on_is_cancelled_on_the_server_too() {
     let db = common::migrated_database().await;
     let pool = Pool::new(db.config.clone(), 1, Duration::from_millis(300));
@@ -235,16 +252,20 @@ async fn dates_are_read_to_the_microsecond_postgresql_counts() {
     let db = common::migrated_database().await;
     let client = db.client().await;
     // Around the epoch and 2000 (where PostgreSQL counts from), before both with fractions
-    // (where rounding down and truncating differ), and the years the loader allows.
+    // (where rounding down and truncating differ), and the years the loader allows. Counted
+    // from whole seconds and the microseconds within them, which every PostgreSQL counts
+    // exactly (`extract(epoch …)` is a float before PostgreSQL 14, and rounds 9999's last
+    // microsecond).
     let rows = client
         .query(
-            "SELECT t, floor(extract(epoch FROM t) * 1000)::int8,
-                    floor(extract(epoch FROM t) * 1000000)::int8
-               FROM unnest(ARRAY['1970-01-01 00:00:00+00', '1969-12-31 23:59:59.999999+00',
+            "SELECT t, floor(us::numeric / 1000)::int8, us
+               FROM (SELECT t, extract(epoch FROM date_trunc('second', t))::int8 * 1000000
+                               + extract(microseconds FROM t)::int8 % 1000000 AS us
+                       FROM unnest(ARRAY['1970-01-01 00:00:00+00', '1969-12-31 23:59:59.999999+00',
                                  '1969-12-31 23:59:59.0005+00', '2000-01-01 00:00:00+00',
                                  '1999-12-31 23:59:59.999501+00', '2019-01-06 18:24:35.123456+00',
                                  '0001-01-01 00:00:00+00', '9999-12-31 23:59:59.999999+00',
-                                 '1905-07-11 12:00:00.000001+00', now()]::timestamptz[]) AS t",
+                                 '1905-07-11 12:00:00.000001+00', now()]::timestamptz[]) AS t) AS d",
             &[],
         )
         .await

@@ -518,10 +518,13 @@ async fn the_feed_does_not_refresh_again_what_a_write_of_this_instance_refreshed
     for _ in 0..5 {
         assert_eq!(put(a, "/reviews/3/helpful").await.status, 204);
         after_own = settled().await;
-        assert_eq!(after_own.refreshed - before.refreshed, 2);
+        let refreshed = after_own.refreshed - before.refreshed;
         if after_own.own_changes_skipped > before.own_changes_skipped {
+            assert_eq!(refreshed, 2, "the lists only");
             break;
         }
+        // The feed was first: it refreshed the change as anyone's, meta included.
+        assert!(refreshed == 2 || refreshed == 3, "{refreshed}");
         before = after_own;
     }
     assert!(after_own.own_changes_skipped > before.own_changes_skipped);
