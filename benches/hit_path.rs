@@ -6,6 +6,11 @@
 //!
 //! The single-threaded figures show the cost of one lookup; the two-thread figures show what
 //! happens when both cores read at once (quick_cache takes a read lock on a shard).
+//!
+//! Then what counting a request costs when both cores count at once: the five counts a hit
+//! adds to (the route and status, the latency bucket, the latencies' sum, the cache hit, the
+//! request id's number) in shared atomics, against the same in [`Counters`] striped across
+//! threads.
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -16,8 +21,11 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion};
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use atelier::cache::Key;
 use atelier::render::Rendered;
+use atelier::stripes::Counters;
 
 const ENTRIES: usize = 100_000;
 
@@ -112,9 +120,55 @@ fn two_threads(c: &mut Criterion) {
     }
 }
 
+/// Runs `count` on two threads at once, `iters` times each; the time per pair of requests.
+fn on_two_threads(iters: u64, count: impl Fn(u64) + Send + Sync + 'static) -> Duration {
+    let count = Arc::new(count);
+    let started = Instant::now();
+    let workers: Vec<_> = (0..2)
+        .map(|_| {
+            let count = Arc::clone(&count);
+            std::thread::spawn(move || (0..iters).for_each(|n| count(n)))
+        })
+        .collect();
+    for w in workers {
+        let _ = w.join();
+    }
+    started.elapsed()
+}
+
+fn counting(c: &mut Criterion) {
+    const COUNTS: usize = 5;
+    c.bench_function("count a request, two threads: shared atomics", |b| {
+        let shared: Arc<Vec<AtomicU64>> =
+            Arc::new((0..COUNTS).map(|_| AtomicU64::new(0)).collect());
+        b.iter_custom(|iters| {
+            let shared = Arc::clone(&shared);
+            on_two_threads(iters, move |n| {
+                for counter in shared.iter() {
+                    counter.fetch_add(black_box(n & 1), Ordering::Relaxed);
+                }
+            })
+        })
+    });
+    c.bench_function(
+        "count a request, two threads: striped (stripes::Counters)",
+        |b| {
+            let striped = Arc::new(Counters::new(COUNTS));
+            b.iter_custom(|iters| {
+                let striped = Arc::clone(&striped);
+                on_two_threads(iters, move |n| {
+                    for i in 0..COUNTS {
+                        striped.add(i, black_box(n & 1));
+                    }
+                })
+            })
+        },
+    );
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
-    targets = single, two_threads
+    targets = single, two_threads, counting
 }
 criterion_main!(benches);

@@ -28,5 +28,6 @@ pub mod pg;
 pub mod progress;
 pub mod render;
 pub mod shard;
+pub mod stripes;
 pub mod task;
 pub mod time;

@@ -27,6 +27,11 @@ use store::Store;
 use crate::pg::database::Database;
 use crate::pg::DbError;
 use crate::render::{Compaction, Rendered};
+use crate::stripes::Counters;
+
+/// [`ResponseCache`]'s lookups counters.
+const HITS: usize = 0;
+const MISSES: usize = 1;
 
 /// Counters for /metrics.
 #[derive(Debug, Clone, Copy, Default)]
@@ -65,8 +70,8 @@ pub struct ResponseCache {
     dictionary_sample_bytes: usize,
     /// The part of the catalog this instance precomputes (None: all of it).
     shard: Option<crate::shard::Shard>,
-    hits: AtomicU64,
-    misses: AtomicU64,
+    /// Hits and misses ([`HITS`], [`MISSES`]): counted on every read, so striped.
+    lookups: Counters,
     products_generation: AtomicU64,
     /// How many products there are, counted in the generation it names: a page past the last
     /// product is answered without the database (and one count serves every such page).
@@ -117,8 +122,7 @@ impl ResponseCache {
             dictionary_sample_bytes: DEFAULT_DICTIONARY_SAMPLE_BYTES,
             shard: None,
             store: Store::new(capacity_bytes),
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
+            lookups: Counters::new(2),
             products_generation: AtomicU64::new(0),
             products_total: tokio::sync::Mutex::new(None),
             products_counted: AtomicU64::new(0),
@@ -239,7 +243,7 @@ impl ResponseCache {
     pub async fn get(&self, key: &Key, db: &Database) -> Result<Rendered, DbError> {
         if self.restoring.load(Ordering::Acquire) {
             // A restored body may predate changes the feed has not replayed yet.
-            self.misses.fetch_add(1, Ordering::Relaxed);
+            self.lookups.add(MISSES, 1);
             return db.read(|pool| fill(key, pool)).await;
         }
         let lookup = crate::task::within(db.read_limit(), self.store.get_or_guard(key))
@@ -249,11 +253,11 @@ impl ResponseCache {
             })?;
         match lookup {
             Ok(entry) => {
-                self.hits.fetch_add(1, Ordering::Relaxed);
+                self.lookups.add(HITS, 1);
                 Ok(entry)
             }
             Err(guard) => {
-                self.misses.fetch_add(1, Ordering::Relaxed);
+                self.lookups.add(MISSES, 1);
                 // On error the guard is dropped unfilled and a waiting request tries again.
                 let entry = db.read(|pool| fill(key, pool)).await?;
                 let _ = guard.insert(entry.clone());
@@ -306,8 +310,8 @@ impl ResponseCache {
 
     pub fn stats(&self) -> CacheStats {
         CacheStats {
-            hits: self.hits.load(Ordering::Relaxed),
-            misses: self.misses.load(Ordering::Relaxed),
+            hits: self.lookups.sum(HITS),
+            misses: self.lookups.sum(MISSES),
             evictions: self.store.evictions(),
             entries: self.store.entries(),
             bytes: self.store.bytes(),

@@ -1,5 +1,6 @@
-//! Request counters and a latency histogram in Prometheus' text format, kept in plain atomics
-//! so that recording a request takes no lock.
+//! Request counters and a latency histogram in Prometheus' text format, kept in atomics
+//! striped across threads ([`Counters`]), so that recording a request takes no lock and moves
+//! no cache line between cores.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -7,6 +8,7 @@ use std::time::Duration;
 
 use super::route::ROUTE_LABELS;
 use crate::cache::CacheStats;
+use crate::stripes::Counters;
 
 /// Status codes counted one by one; anything else counts as "other".
 const STATUSES: [u16; 13] = [
@@ -17,10 +19,15 @@ const BUCKETS: [f64; 14] = [
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0,
 ];
 
+/// Where each count is among [`Metrics`]' counters: requests by route and status, then the
+/// latency buckets (the last one past every bound), then the latencies' sum in microseconds.
+const REQUESTS: usize = 0;
+const LATENCY: usize = REQUESTS + ROUTE_LABELS.len() * (STATUSES.len() + 1);
+const LATENCY_SUM_US: usize = LATENCY + BUCKETS.len() + 1;
+const COUNTS: usize = LATENCY_SUM_US + 1;
+
 pub struct Metrics {
-    requests: Vec<AtomicU64>,
-    latency: [AtomicU64; BUCKETS.len() + 1],
-    latency_sum_us: AtomicU64,
+    counts: Counters,
     /// Runs of products read for `GET /products` pages sent in runs; shared with the task that
     /// reads a page's later runs.
     products_runs: std::sync::Arc<AtomicU64>,
@@ -29,11 +36,7 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics {
-            requests: (0..ROUTE_LABELS.len() * (STATUSES.len() + 1))
-                .map(|_| AtomicU64::new(0))
-                .collect(),
-            latency: Default::default(),
-            latency_sum_us: AtomicU64::new(0),
+            counts: Counters::new(COUNTS),
             products_runs: Default::default(),
         }
     }
@@ -62,17 +65,17 @@ impl Metrics {
             .iter()
             .position(|&c| c == status)
             .unwrap_or(STATUSES.len());
-        if let Some(counter) = self.requests.get(route * (STATUSES.len() + 1) + s) {
-            counter.fetch_add(1, Ordering::Relaxed);
+        if route < ROUTE_LABELS.len() {
+            self.counts
+                .add(REQUESTS + route * (STATUSES.len() + 1) + s, 1);
         }
         let secs = elapsed.as_secs_f64();
         let bucket = BUCKETS
             .iter()
             .position(|&b| secs <= b)
             .unwrap_or(BUCKETS.len());
-        self.latency[bucket].fetch_add(1, Ordering::Relaxed);
-        self.latency_sum_us
-            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+        self.counts.add(LATENCY + bucket, 1);
+        self.counts.add(LATENCY_SUM_US, elapsed.as_micros() as u64);
     }
 
     /// The count of runs read for `GET /products` pages sent in runs, for the task that reads
@@ -87,7 +90,7 @@ impl Metrics {
         out.push_str("# TYPE atelier_requests_total counter\n");
         for (r, label) in ROUTE_LABELS.iter().enumerate() {
             for s in 0..=STATUSES.len() {
-                let n = self.requests[r * (STATUSES.len() + 1) + s].load(Ordering::Relaxed);
+                let n = self.counts.sum(REQUESTS + r * (STATUSES.len() + 1) + s);
                 if n > 0 {
                     let status = STATUSES
                         .get(s)
@@ -104,18 +107,18 @@ impl Metrics {
         out.push_str("# TYPE atelier_request_duration_seconds histogram\n");
         let mut cumulative = 0;
         for (i, bound) in BUCKETS.iter().enumerate() {
-            cumulative += self.latency[i].load(Ordering::Relaxed);
+            cumulative += self.counts.sum(LATENCY + i);
             let _ = writeln!(
                 out,
                 "atelier_request_duration_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
             );
         }
-        cumulative += self.latency[BUCKETS.len()].load(Ordering::Relaxed);
+        cumulative += self.counts.sum(LATENCY + BUCKETS.len());
         let _ = writeln!(
             out,
             "atelier_request_duration_seconds_bucket{{le=\"+Inf\"}} {cumulative}"
         );
-        let sum = self.latency_sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        let sum = self.counts.sum(LATENCY_SUM_US) as f64 / 1e6;
         let _ = writeln!(out, "atelier_request_duration_seconds_sum {sum}");
         let _ = writeln!(out, "atelier_request_duration_seconds_count {cumulative}");
         out.push_str(

@@ -44,6 +44,7 @@ use crate::pg::pool::Pool;
 use crate::pg::write::{self, WriteError};
 use crate::pg::DbError;
 use crate::render::{self, Frame, Rendered};
+use crate::stripes::Counters;
 use crate::task::{self, supervised};
 
 /// The OpenAPI 3.1 description of every route, served at `GET /openapi.yaml`. The tests
@@ -89,7 +90,7 @@ pub struct App {
     pub connections: Connections,
     /// This instance's part of the request ids it makes, and how many it has made.
     instance_tag: u32,
-    requests_seen: std::sync::atomic::AtomicU64,
+    requests_seen: Counters,
     /// Requests past, for sampling the access log.
     requests_logged: std::sync::atomic::AtomicU64,
     /// Set when the instance begins to drain (see [`Running::drain`]).
@@ -98,8 +99,12 @@ pub struct App {
 
 impl App {
     pub fn new(settings: ServeSettings, db: Database) -> App {
-        let cors_origin =
-            HeaderValue::from_str(&settings.cors_origin).unwrap_or(HeaderValue::from_static("*"));
+        // Every response carries it: the default is a static value, whose clone touches no
+        // reference count shared by the workers.
+        let cors_origin = match settings.cors_origin.as_str() {
+            "*" => HeaderValue::from_static("*"),
+            origin => HeaderValue::from_str(origin).unwrap_or(HeaderValue::from_static("*")),
+        };
         App {
             connections: Connections::new(settings.limits.max_connections),
             cache: Arc::new(
@@ -116,7 +121,7 @@ impl App {
             warmup: Arc::new(WarmupStatus::default()),
             snapshots: Arc::default(),
             instance_tag: instance_tag(),
-            requests_seen: std::sync::atomic::AtomicU64::new(0),
+            requests_seen: Counters::new(1),
             requests_logged: std::sync::atomic::AtomicU64::new(0),
             draining: AtomicBool::new(false),
         }
@@ -241,12 +246,13 @@ impl App {
     }
 
     /// The request's own `X-Request-Id` if it is one (1 to 128 visible ASCII characters), or
-    /// a new one: this instance's random tag and a counter, 24 hex digits.
+    /// a new one: this instance's random tag and a number no other request of this instance
+    /// gets ([`Counters::next_unique`]), 24 hex digits.
     fn request_id(&self, headers: &hyper::HeaderMap) -> HeaderValue {
         if let Some(given) = supplied_request_id(headers) {
             return given.clone();
         }
-        let n = self.requests_seen.fetch_add(1, Ordering::Relaxed);
+        let n = self.requests_seen.next_unique(0);
         let mut id = [0u8; 24];
         let digits = (u128::from(self.instance_tag) << 64) | u128::from(n);
         for (i, digit) in id.iter_mut().enumerate() {
