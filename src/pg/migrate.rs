@@ -56,6 +56,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "characteristic_means",
         sql: include_str!("../../sql/0008_characteristic_means.sql"),
     },
+    Migration {
+        version: 9,
+        name: "dates_a_body_can_show",
+        sql: include_str!("../../sql/0009_dates_a_body_can_show.sql"),
+    },
 ];
 
 /// The newest migration this build carries.
