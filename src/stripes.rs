@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 const STRIPES: usize = 16;
 
 /// Counters in a cache line (64 bytes): each stripe is padded to whole lines and a line
-/// more, so that no two stripes share one whatever the allocation's alignment.
+/// more, so that no two stripes share one whatever the allocation's alignment (a prefetcher
+/// that fetches lines in pairs can still pair neighbours).
 const PER_LINE: usize = 8;
 
 /// `len` counters, striped across threads.

@@ -523,8 +523,9 @@ async fn the_feed_does_not_refresh_again_what_a_write_of_this_instance_refreshed
             assert_eq!(refreshed, 2, "the lists only");
             break;
         }
-        // The feed was first: it refreshed the change as anyone's, meta included.
-        assert!(refreshed == 2 || refreshed == 3, "{refreshed}");
+        // The feed was first: it refreshed the change as anyone's, meta included, together
+        // with the write's own refresh of the lists or after it.
+        assert!((2..=5).contains(&refreshed), "{refreshed}");
         before = after_own;
     }
     assert!(after_own.own_changes_skipped > before.own_changes_skipped);

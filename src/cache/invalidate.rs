@@ -21,32 +21,24 @@ pub fn stale_keys(change: &Change) -> Vec<Key> {
         Change::Features(id) => vec![Key::Product(*id)],
         Change::Styles(id) => vec![Key::Styles(*id)],
         Change::Related(id) => vec![Key::Related(*id)],
-        Change::Reviews(id) => vec![
-            Key::Reviews {
-                product_id: *id,
-                order: ReviewOrder::Helpful,
-            },
-            Key::Reviews {
-                product_id: *id,
-                order: ReviewOrder::Newest,
-            },
-            Key::ReviewsMeta(*id),
-        ],
-        Change::ReviewVotes(id) => vec![
-            Key::Reviews {
-                product_id: *id,
-                order: ReviewOrder::Helpful,
-            },
-            Key::Reviews {
-                product_id: *id,
-                order: ReviewOrder::Newest,
-            },
-        ],
+        Change::Reviews(id) => {
+            let mut keys = review_lists(*id);
+            keys.push(Key::ReviewsMeta(*id));
+            keys
+        }
+        Change::ReviewVotes(id) => review_lists(*id),
         Change::Questions(id) => vec![Key::Questions(*id)],
         Change::Answers(id) => vec![Key::Answers(*id)],
         Change::Cart(session) => vec![Key::Cart(Arc::from(session.as_str()))],
         Change::All => Vec::new(),
     }
+}
+
+/// A product's review list in each order.
+fn review_lists(product_id: i64) -> Vec<Key> {
+    [ReviewOrder::Helpful, ReviewOrder::Newest]
+        .map(|order| Key::Reviews { product_id, order })
+        .to_vec()
 }
 
 impl ResponseCache {
