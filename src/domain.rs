@@ -16,8 +16,7 @@ pub enum Mark {
     Report,
 }
 
-/// What changed: as the triggers log it, or, for a helpful vote on a review, as only the
-/// instance that took the vote knows it ([`Change::ReviewVotes`]).
+/// What changed, as logged by the triggers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
     /// A product row: its detail, existence and the products list.
@@ -30,10 +29,10 @@ pub enum Change {
     Related(i64),
     /// A product's reviews, their photos and ratings, or its characteristics.
     Reviews(i64),
-    /// Helpful votes on a product's reviews: its review lists change, its meta does not. The
-    /// triggers log such a vote as [`Change::Reviews`]; only the instance that took the vote
-    /// knows that it was no more than that, and refreshes no meta for it (on a product with
-    /// thousands of reviews, the meta's read is the costlier half of the refresh).
+    /// Helpful votes on a product's reviews (an update of a review that changed nothing but
+    /// its helpfulness; migration 10): its review lists change, its meta does not, and is not
+    /// read again (on a product with thousands of reviews, the meta's read is the costlier
+    /// half of the refresh).
     ReviewVotes(i64),
     /// A product's questions (or the answers nested in them).
     Questions(i64),
@@ -43,15 +42,4 @@ pub enum Change {
     Cart(String),
     /// Anything at all (a bulk load, a TRUNCATE).
     All,
-}
-
-impl Change {
-    /// Whether the triggers log this change as `logged`: a vote on a product's reviews is
-    /// logged as a change of its reviews, every other change as itself.
-    pub fn is_logged_as(&self, logged: &Change) -> bool {
-        match (self, logged) {
-            (Change::ReviewVotes(id), Change::Reviews(logged_id)) => id == logged_id,
-            _ => self == logged,
-        }
-    }
 }

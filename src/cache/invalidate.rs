@@ -136,12 +136,7 @@ impl OwnWrites {
     fn covers(&self, xid: i64, change: &Change) -> bool {
         self.0
             .lock()
-            .map(|writes| {
-                writes
-                    .changes
-                    .get(&xid)
-                    .is_some_and(|own| own.iter().any(|c| c.is_logged_as(change)))
-            })
+            .map(|writes| writes.changes.get(&xid).is_some_and(|c| c.contains(change)))
             .unwrap_or(false)
     }
 }

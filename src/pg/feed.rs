@@ -53,13 +53,20 @@ pub use crate::domain::Change;
 use crate::task::{supervised, AbortOnDrop};
 
 /// The change a log row describes; `None` for a kind this build does not know (a newer
-/// writer), which the feed must treat as "anything may have changed".
-fn change_from_row(kind: &str, id: Option<i64>, session: Option<String>) -> Option<Change> {
+/// writer), which the feed must treat as "anything may have changed". A detail this build
+/// does not know leaves the kind's change as it is (migration 10 added `votes` so).
+fn change_from_row(
+    kind: &str,
+    id: Option<i64>,
+    session: Option<String>,
+    detail: Option<&str>,
+) -> Option<Change> {
     Some(match (kind, id, session) {
         ("product", Some(id), _) => Change::Product(id),
         ("features", Some(id), _) => Change::Features(id),
         ("styles", Some(id), _) => Change::Styles(id),
         ("related", Some(id), _) => Change::Related(id),
+        ("reviews", Some(id), _) if detail == Some("votes") => Change::ReviewVotes(id),
         ("reviews", Some(id), _) => Change::Reviews(id),
         ("questions", Some(id), _) => Change::Questions(id),
         ("answers", Some(id), _) => Change::Answers(id),
@@ -467,18 +474,18 @@ const READ_LOG: &str = "
            pg_snapshot_xmax(s)::text::int8, p.through,
            c.seq, c.kind, c.id, c.session,
            (extract(epoch FROM clock_timestamp() - c.at) * 1000)::int8, c.xid,
-           pg_current_wal_insert_lsn()
+           pg_current_wal_insert_lsn(), c.detail
       FROM pg_current_snapshot() AS s
      CROSS JOIN change_log_pruned AS p
       LEFT JOIN LATERAL (
            SELECT * FROM (
-               (SELECT seq, kind, id, session, at, xid FROM change_log
+               (SELECT seq, kind, id, session, at, xid, detail FROM change_log
                  WHERE seq > greatest($1::int8, $4::int8) ORDER BY seq LIMIT $5::int8)
                UNION
-               (SELECT seq, kind, id, session, at, xid FROM change_log
+               (SELECT seq, kind, id, session, at, xid, detail FROM change_log
                  WHERE xid = ANY ($2::int8[]) AND seq > $4::int8 AND seq <= $1::int8 ORDER BY seq LIMIT $5::int8)
                UNION
-               (SELECT seq, kind, id, session, at, xid FROM change_log
+               (SELECT seq, kind, id, session, at, xid, detail FROM change_log
                  WHERE xid >= $3::int8 AND seq > $4::int8 AND seq <= $1::int8 ORDER BY seq LIMIT $5::int8)
            ) AS u ORDER BY seq LIMIT $5::int8) AS c ON true";
 
@@ -659,7 +666,7 @@ impl Follower {
                 };
                 seen += 1;
                 after = seq;
-                match change_from_row(row.get(4), row.get(5), row.get(6)) {
+                match change_from_row(row.get(4), row.get(5), row.get(6), row.get(10)) {
                     Some(Change::All) => status.reset(sink, "a change to everything (a bulk load)"),
                     Some(change) => sink.apply_logged(&change, row.get(8)),
                     None => {

@@ -61,6 +61,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "dates_a_body_can_show",
         sql: include_str!("../../sql/0009_dates_a_body_can_show.sql"),
     },
+    Migration {
+        version: 10,
+        name: "review_votes_logged",
+        sql: include_str!("../../sql/0010_review_votes_logged.sql"),
+    },
 ];
 
 /// The newest migration this build carries.

@@ -1,0 +1,47 @@
+-- A helpful vote changes a review's helpfulness and nothing else: its product's review lists
+-- show it, its meta does not. The reviews trigger now logs such an update (any update of a
+-- review that leaves every other column as it was) with the detail 'votes', so that every
+-- instance, not only the one that took the vote, refreshes the lists and not the meta, whose
+-- read is the costlier half on a product with thousands of reviews. Every other change of a
+-- review is logged as before.
+--
+-- The detail is a column of its own, which a build that does not know it never reads: such a
+-- build takes the row as any change of the product's reviews, as it always did, so instances
+-- of both builds can follow one log during a rolling deploy.
+ALTER TABLE change_log ADD COLUMN detail text;
+
+CREATE FUNCTION atelier_log_review_votes(product bigint) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    new_seq bigint;
+BEGIN
+    INSERT INTO change_log (kind, id, detail, xid)
+        VALUES ('reviews', product, 'votes', pg_current_xact_id()::text::bigint)
+        RETURNING seq INTO new_seq;
+    PERFORM pg_notify('atelier_changes', new_seq::text);
+END $$;
+
+CREATE FUNCTION atelier_changed_review() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    -- Compared as whole rows less helpfulness, so that a column added later counts as a
+    -- change of the review.
+    IF TG_OP = 'UPDATE' AND to_jsonb(NEW) - 'helpfulness' = to_jsonb(OLD) - 'helpfulness' THEN
+        PERFORM atelier_log_review_votes(NEW.product_id);
+        RETURN NULL;
+    END IF;
+    IF TG_OP <> 'INSERT' THEN
+        PERFORM atelier_log_change('reviews', OLD.product_id, NULL);
+    END IF;
+    IF TG_OP <> 'DELETE' AND (TG_OP = 'INSERT' OR NEW.product_id IS DISTINCT FROM OLD.product_id) THEN
+        PERFORM atelier_log_change('reviews', NEW.product_id, NULL);
+    END IF;
+    RETURN NULL;
+END $$;
+
+DROP TRIGGER log_change ON reviews;
+CREATE TRIGGER log_change AFTER INSERT OR UPDATE OR DELETE ON reviews
+    FOR EACH ROW EXECUTE FUNCTION atelier_changed_review();
+
+ALTER FUNCTION atelier_log_review_votes(bigint) SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp;
+ALTER FUNCTION atelier_changed_review() SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp;
+REVOKE EXECUTE ON FUNCTION atelier_log_review_votes(bigint), atelier_changed_review() FROM PUBLIC;
