@@ -8,6 +8,10 @@
 -- The detail is a column of its own, which a build that does not know it never reads: such a
 -- build takes the row as any change of the product's reviews, as it always did, so instances
 -- of both builds can follow one log during a rolling deploy.
+--
+-- Reviews are locked first: a write to them locks them and then, in its trigger, the log, so
+-- a migration that held the log while waiting for reviews could deadlock with a vote in flight.
+LOCK TABLE reviews IN ACCESS EXCLUSIVE MODE;
 ALTER TABLE change_log ADD COLUMN detail text;
 
 CREATE FUNCTION atelier_log_review_votes(product bigint) RETURNS void

@@ -43,3 +43,29 @@ pub enum Change {
     /// Anything at all (a bulk load, a TRUNCATE).
     All,
 }
+
+impl Change {
+    /// Whether refreshing this change's entries refreshes every entry of `other`'s: a change
+    /// of a product's reviews includes a vote on them (a report of a review already reported
+    /// changes nothing but is logged as a vote, migration 10).
+    pub fn includes(&self, other: &Change) -> bool {
+        match (self, other) {
+            (Change::Reviews(id), Change::ReviewVotes(voted)) => id == voted,
+            _ => self == other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Change;
+
+    #[test]
+    fn a_change_of_reviews_includes_a_vote_on_them_and_not_the_other_way() {
+        assert!(Change::Reviews(3).includes(&Change::ReviewVotes(3)));
+        assert!(Change::Reviews(3).includes(&Change::Reviews(3)));
+        assert!(!Change::Reviews(3).includes(&Change::ReviewVotes(4)));
+        assert!(!Change::ReviewVotes(3).includes(&Change::Reviews(3)));
+        assert!(!Change::Questions(3).includes(&Change::Answers(3)));
+    }
+}

@@ -132,11 +132,17 @@ impl OwnWrites {
         writes.changes.insert(xid, changes.to_vec());
     }
 
-    /// Whether this instance's write `xid` made `change` (and so refreshed it already).
+    /// Whether this instance's write `xid` made `change`, or a change that includes it (and so
+    /// refreshed it already).
     fn covers(&self, xid: i64, change: &Change) -> bool {
         self.0
             .lock()
-            .map(|writes| writes.changes.get(&xid).is_some_and(|c| c.contains(change)))
+            .map(|writes| {
+                writes
+                    .changes
+                    .get(&xid)
+                    .is_some_and(|own| own.iter().any(|c| c.includes(change)))
+            })
             .unwrap_or(false)
     }
 }
