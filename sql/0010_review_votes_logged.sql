@@ -14,23 +14,35 @@
 LOCK TABLE reviews IN ACCESS EXCLUSIVE MODE;
 ALTER TABLE change_log ADD COLUMN detail text;
 
-CREATE FUNCTION atelier_log_review_votes(product bigint) RETURNS void
-LANGUAGE plpgsql AS $$
+-- One way in for every log row: the three-argument form the other triggers call is now the
+-- four-argument one without a detail.
+CREATE FUNCTION atelier_log_change(change_kind text, change_id bigint, change_session text,
+                                   change_detail text)
+RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
     new_seq bigint;
 BEGIN
-    INSERT INTO change_log (kind, id, detail, xid)
-        VALUES ('reviews', product, 'votes', pg_current_xact_id()::text::bigint)
+    IF change_id IS NULL AND change_session IS NULL THEN
+        RETURN;
+    END IF;
+    INSERT INTO change_log (kind, id, session, detail, xid)
+        VALUES (change_kind, change_id, change_session, change_detail,
+                pg_current_xact_id()::text::bigint)
         RETURNING seq INTO new_seq;
     PERFORM pg_notify('atelier_changes', new_seq::text);
 END $$;
+
+CREATE OR REPLACE FUNCTION atelier_log_change(change_kind text, change_id bigint, change_session text)
+RETURNS void LANGUAGE sql AS $$
+    SELECT atelier_log_change(change_kind, change_id, change_session, NULL)
+$$;
 
 CREATE FUNCTION atelier_changed_review() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     -- Compared as whole rows less helpfulness, so that a column added later counts as a
     -- change of the review.
     IF TG_OP = 'UPDATE' AND to_jsonb(NEW) - 'helpfulness' = to_jsonb(OLD) - 'helpfulness' THEN
-        PERFORM atelier_log_review_votes(NEW.product_id);
+        PERFORM atelier_log_change('reviews', NEW.product_id, NULL, 'votes');
         RETURN NULL;
     END IF;
     IF TG_OP <> 'INSERT' THEN
@@ -46,6 +58,6 @@ DROP TRIGGER log_change ON reviews;
 CREATE TRIGGER log_change AFTER INSERT OR UPDATE OR DELETE ON reviews
     FOR EACH ROW EXECUTE FUNCTION atelier_changed_review();
 
-ALTER FUNCTION atelier_log_review_votes(bigint) SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp;
 ALTER FUNCTION atelier_changed_review() SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp;
-REVOKE EXECUTE ON FUNCTION atelier_log_review_votes(bigint), atelier_changed_review() FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION atelier_log_change(text, bigint, text, text), atelier_changed_review()
+    FROM PUBLIC;

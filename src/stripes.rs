@@ -32,25 +32,22 @@ impl Counters {
         }
     }
 
-    /// Adds `n` to counter `i` (nothing if there is no such counter); returns what this
-    /// thread's stripe of it held before.
-    pub fn add(&self, i: usize, n: u64) -> u64 {
-        if i >= self.len {
-            return 0;
-        }
-        match self.cells.get(stripe() * self.stride + i) {
-            Some(cell) => cell.fetch_add(n, Ordering::Relaxed),
-            None => 0,
+    /// Stripe `s` of counter `i`; None if there is no such counter.
+    fn cell(&self, s: usize, i: usize) -> Option<&AtomicU64> {
+        (i < self.len).then(|| self.cells.get(s * self.stride + i))?
+    }
+
+    /// Adds `n` to counter `i` (nothing if there is no such counter).
+    pub fn add(&self, i: usize, n: u64) {
+        if let Some(cell) = self.cell(stripe(), i) {
+            cell.fetch_add(n, Ordering::Relaxed);
         }
     }
 
     /// Counter `i`: the sum of its stripes.
     pub fn sum(&self, i: usize) -> u64 {
-        if i >= self.len {
-            return 0;
-        }
         (0..STRIPES)
-            .filter_map(|s| self.cells.get(s * self.stride + i))
+            .filter_map(|s| self.cell(s, i))
             .map(|cell| cell.load(Ordering::Relaxed))
             .sum()
     }
@@ -59,10 +56,9 @@ impl Counters {
     /// stripe, and the stripe.
     pub fn next_unique(&self, i: usize) -> u64 {
         let s = stripe();
-        let before = match self.cells.get(s * self.stride + i).filter(|_| i < self.len) {
-            Some(cell) => cell.fetch_add(1, Ordering::Relaxed),
-            None => 0,
-        };
+        let before = self
+            .cell(s, i)
+            .map_or(0, |cell| cell.fetch_add(1, Ordering::Relaxed));
         before.wrapping_mul(STRIPES as u64) + s as u64
     }
 }

@@ -49,13 +49,15 @@ impl DbError {
 
 impl DbError {
     /// Classifies an error from the request path: a lost connection, or a query cancelled by
-    /// `statement_timeout`, means the database is unavailable (503); anything else, a row
-    /// with a date no body can show included, is a failure (500).
+    /// `statement_timeout`, means the database is unavailable (503); anything else, a row the
+    /// client cannot decode included (a date no body can show), is a failure (500).
     pub fn from_query(e: tokio_postgres::Error) -> DbError {
         let described = || described(&e);
-        let unrenderable =
-            std::error::Error::source(&e).is_some_and(|s| s.is::<read::UnrenderableDate>());
-        if unrenderable {
+        // An error without a SQLSTATE whose cause is not the connection's I/O is a value the
+        // client could not convert: it says nothing about the database being away.
+        let conversion = e.code().is_none()
+            && std::error::Error::source(&e).is_some_and(|s| !s.is::<std::io::Error>());
+        if conversion {
             DbError::Failed(e)
         } else if e.is_closed() || e.code().is_none() {
             DbError::Unavailable(described())
