@@ -7,7 +7,8 @@
 #
 #   DATABASE_URL=... PGLOG=/var/tmp/atelier/pg.log benches/pg-statements.sh http://127.0.0.1:3000 [SECONDS]
 #
-# Ids are those of the last tenth of the catalog, as in benches/write-cost.sh.
+# Ids are those of the last tenth of the catalog, as in benches/write-cost.sh, unless FIRST and
+# COUNT say otherwise.
 set -euo pipefail
 url=${1:?usage: pg-statements.sh URL [SECONDS]}
 seconds=${2:-5}
@@ -19,7 +20,7 @@ reset() { psql "$DATABASE_URL" -qc "ALTER SYSTEM RESET log_min_duration_statemen
 trap reset EXIT
 from=$(($(wc -l <"$PGLOG") + 1))
 psql "$DATABASE_URL" -qc "ALTER SYSTEM SET log_min_duration_statement = 0" -c "SELECT pg_reload_conf()" >/dev/null
-FIRST=$((max_id - max_id / 10)) COUNT=$((max_id / 10)) \
+FIRST=${FIRST:-$((max_id - max_id / 10))} COUNT=${COUNT:-$((max_id / 10))} \
     wrk -t2 -c64 -d"${seconds}s" -s benches/wrk-writes.lua "$url" | grep -E "Requests/sec"
 reset
 tail -n +"$from" "$PGLOG" | python3 -c '

@@ -6,7 +6,8 @@
 #
 #   DATABASE_URL=... benches/write-cost.sh http://127.0.0.1:3000 [SECONDS]
 #
-# Ids are those of the last tenth of the catalog, as in benches/compare.sh's workload c.
+# Ids are those of the last tenth of the catalog, as in benches/compare.sh's workload c, unless
+# FIRST and COUNT say otherwise (FIRST=1 COUNT=100000: products of a few reviews each).
 set -euo pipefail
 url=${1:?usage: write-cost.sh URL [SECONDS]}
 seconds=${2:-10}
@@ -26,7 +27,7 @@ max_id=$(psql "$DATABASE_URL" -Atc "SELECT max(id) FROM products")
 seq_before=$(psql "$DATABASE_URL" -Atc "SELECT coalesce(max(seq), 0) FROM change_log")
 pg_before=$(ticks postgres)
 atelier_before=$(ticks atelier)
-out=$(FIRST=$((max_id - max_id / 10)) COUNT=$((max_id / 10)) \
+out=$(FIRST=${FIRST:-$((max_id - max_id / 10))} COUNT=${COUNT:-$((max_id / 10))} \
     wrk -t2 -c64 -d"${seconds}s" --latency -s benches/wrk-writes.lua "$url")
 pg_after=$(ticks postgres)
 atelier_after=$(ticks atelier)

@@ -32,7 +32,7 @@ pub enum Change {
     /// Helpful votes on a product's reviews (an update of a review that changed nothing but
     /// its helpfulness; migration 10): its review lists change, its meta does not, and is not
     /// read again (on a product with thousands of reviews, the meta's read is the costlier
-    /// half of the refresh).
+    /// half of the refresh); nor are the reviews themselves, only what the lists sort by.
     ReviewVotes(i64),
     /// A product's questions (or the answers nested in them).
     Questions(i64),
@@ -53,6 +53,12 @@ impl Change {
             (Change::Reviews(id), Change::ReviewVotes(voted)) => id == voted,
             _ => self == other,
         }
+    }
+
+    /// Whether this change is helpful votes and nothing else, which a refresh can apply to
+    /// the lists held without reading every review again.
+    pub fn is_votes_only(&self) -> bool {
+        matches!(self, Change::ReviewVotes(_))
     }
 }
 

@@ -5,6 +5,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use atelier::cache::Key;
+use atelier::domain::ReviewOrder;
+use atelier::render::{Frame, Rendered};
 use common::{eventually, get, post_json, put, send, server_with_data};
 use serde_json::Value;
 
@@ -639,4 +642,172 @@ async fn a_helpful_vote_retried_with_the_same_request_id_counts_once() {
     let other_row = put_with_id(a, "/reviews/2/helpful", "reviews-vote-1").await;
     assert_eq!(other_row.status, 204);
     assert_eq!(helpfulness("reviews", 2).await, before + 1);
+}
+
+#[tokio::test]
+async fn a_vote_re_renders_the_review_lists_from_their_items_as_a_fresh_read_would() {
+    let (db, server) = server_with_data(&common::sample_dir()).await;
+    let a = server.addr;
+    eventually(a, "/readyz", |b| b == "ready").await;
+    let cache = &server.app.cache;
+    let feed = server.app.feed_status().expect("feed started");
+    let client = db.client().await;
+    let pool = atelier::pg::pool::Pool::new(db.config.clone(), 2, Duration::from_secs(5));
+    let settled = || async {
+        assert!(feed.wait_for_fresh_read(Duration::from_secs(10)).await);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while cache.refreshes_pending() > 0 {
+            assert!(Instant::now() < deadline, "refreshes never finished");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        cache.stats()
+    };
+    // Both of product 2's lists, held and as served, are what a fresh read renders.
+    let fresh_both = || async {
+        for (order, sort) in [
+            (ReviewOrder::Helpful, "helpful"),
+            (ReviewOrder::Newest, "newest"),
+        ] {
+            let key = Key::Reviews {
+                product_id: 2,
+                order,
+            };
+            let fresh = match atelier::cache::fill(&key, &pool).await.unwrap() {
+                Rendered::List(list) => list,
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(
+                cache.peek(&key),
+                Some(Rendered::List(fresh.clone())),
+                "{sort}"
+            );
+            for count in [5, 7, 100] {
+                let page = Frame::Reviews(2).page(&fresh, 1, count);
+                let served = get(
+                    a,
+                    &format!("/reviews?product_id=2&sort={sort}&count={count}"),
+                )
+                .await;
+                assert_eq!(served.body.as_bytes(), &page[..], "{sort} {count}");
+            }
+        }
+    };
+    // Thirty more reviews of product 2: helpfulness and shown dates tied (the order then goes
+    // by the microsecond, then the id), photos on some, and text that holds what a careless
+    // reading of an item would take for its keys.
+    client
+        .batch_execute(
+            r#"INSERT INTO reviews (product_id, rating, date, summary, body, recommend,
+                                    reviewer_name, reviewer_email, helpfulness)
+               SELECT 2, 1 + n % 5,
+                      timestamptz '2021-01-01' + (n % 4) * interval '1 millisecond'
+                                               + (n % 3) * interval '1 microsecond',
+                      'summary ' || n || ',"date":"1970-01-01T00:00:00.000Z","helpfulness":7,"photos":[]}',
+                      'body "' || n || E'"\n', n % 2 = 0, 'name ,"helpfulness":' || n,
+                      'e@example.com', n % 3
+                 FROM generate_series(1, 30) n;
+               INSERT INTO reviews_photos (review_id, url)
+               SELECT id, 'https://example.com/' || id FROM reviews
+                WHERE product_id = 2 AND id % 3 = 0;"#,
+        )
+        .await
+        .unwrap();
+    let mut before = settled().await;
+    fresh_both().await;
+    let ids: Vec<i64> = client
+        .query(
+            "SELECT id FROM reviews WHERE product_id = 2 AND NOT reported ORDER BY helpfulness, id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+
+    // Votes through the API, the least helpful first, so that the order changes: each one
+    // refreshed from the lists' own items and the sort keys.
+    for (n, id) in ids.iter().take(6).enumerate() {
+        for _ in 0..=n % 3 {
+            assert_eq!(put(a, &format!("/reviews/{id}/helpful")).await.status, 204);
+            let after = settled().await;
+            assert!(after.revoted > before.revoted, "vote on {id}: not revoted");
+            before = after;
+            fresh_both().await;
+        }
+    }
+    // A vote made in SQL: the feed's refresh revotes too.
+    client
+        .execute(
+            "UPDATE reviews SET helpfulness = helpfulness + 5 WHERE id = $1",
+            &[&ids[7]],
+        )
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cache.stats().revoted == before.revoted {
+        assert!(
+            Instant::now() < deadline,
+            "the feed's vote was never revoted"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    before = settled().await;
+    fresh_both().await;
+
+    // A review added where no trigger logs it, then a vote: the sort keys show the review the
+    // lists lack, and the refresh reads every review again.
+    client
+        .batch_execute(
+            "SET session_replication_role = replica;
+             INSERT INTO reviews (product_id, rating, summary, body, recommend, reviewer_name,
+                                  reviewer_email)
+             VALUES (2, 3, 'unlogged', 'b', true, 'n', 'e@example.com');
+             RESET session_replication_role;",
+        )
+        .await
+        .unwrap();
+    let refreshed_after_vote = |sql: &'static str, before: atelier::cache::CacheStats| {
+        let client = &client;
+        async move {
+            client.batch_execute(sql).await.unwrap();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while cache.stats().refreshed - before.refreshed < 2 {
+                assert!(
+                    Instant::now() < deadline,
+                    "the feed never refreshed the change"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            settled().await
+        }
+    };
+    let vote = "UPDATE reviews SET helpfulness = helpfulness + 1
+                 WHERE id = (SELECT min(id) FROM reviews WHERE product_id = 2)";
+    let after = refreshed_after_vote(vote, before).await;
+    assert_eq!(
+        after.revoted, before.revoted,
+        "keys that show another change are not revoted"
+    );
+    fresh_both().await;
+    assert!(get(a, "/reviews?product_id=2&sort=newest&count=100")
+        .await
+        .body
+        .contains("unlogged"));
+
+    // A review's text edited in the transaction of a vote: the change is not only votes, and
+    // the lists are read again (the keys alone would not show the edit).
+    let edit_and_vote = "BEGIN;
+         UPDATE reviews SET body = 'edited' WHERE id = (SELECT max(id) FROM reviews WHERE product_id = 2);
+         UPDATE reviews SET helpfulness = helpfulness + 1
+          WHERE id = (SELECT min(id) FROM reviews WHERE product_id = 2);
+         COMMIT;";
+    let before = after;
+    let after = refreshed_after_vote(edit_and_vote, before).await;
+    assert_eq!(after.revoted, before.revoted);
+    fresh_both().await;
+    assert!(get(a, "/reviews?product_id=2&sort=newest&count=100")
+        .await
+        .body
+        .contains("\"edited\""));
 }

@@ -15,8 +15,10 @@ use crate::render::products::{
     push_product_items, render_product, render_product_list, render_related, render_styles,
 };
 use crate::render::qa::{render_answer_list, render_question_list};
-use crate::render::reviews::{render_meta, render_review_list, render_review_orders};
-use crate::render::{Compaction, Rendered};
+use crate::render::reviews::{
+    render_meta, render_review_list, render_review_orders, revoted_review_orders,
+};
+use crate::render::{Compaction, ItemList, Rendered};
 
 /// Renders the resource behind `key` fresh from the database: what a fill caches, what the
 /// sweep compares with, and what tests compare cached bodies with.
@@ -150,6 +152,23 @@ pub async fn fill_review_orders(
     let (helpful, newest) =
         render_review_orders(product_id, &reviews, &dates_us, &photos, compaction);
     Ok((Rendered::List(helpful), Rendered::List(newest)))
+}
+
+/// Both orders of a product's reviews after helpful votes alone changed them since `held`
+/// (its `helpful` list) was rendered: the reviews' sort keys read, and the held items reused
+/// with their new helpfulness ([`revoted_review_orders`]). Ok(None) where the keys show
+/// something besides votes changed: only [`fill_review_orders`] renders that.
+pub async fn refill_review_orders(
+    pool: &Pool,
+    product_id: i64,
+    held: &ItemList,
+    compaction: Compaction,
+) -> Result<Option<(Rendered, Rendered)>, DbError> {
+    let keys = pool
+        .run(|c| async move { read::review_keys(&c, product_id).await })
+        .await?;
+    Ok(revoted_review_orders(product_id, held, &keys, compaction)
+        .map(|(helpful, newest)| (Rendered::List(helpful), Rendered::List(newest))))
 }
 
 async fn fill_meta(pool: &Pool, product_id: i64) -> Result<Rendered, DbError> {

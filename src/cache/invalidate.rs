@@ -48,7 +48,7 @@ impl ResponseCache {
     /// unreachable (a new generation). Without a refresher running, stale entries are dropped.
     pub fn apply_change(&self, change: &Change) {
         let keys = self.stale_after(change);
-        self.stale(keys);
+        self.stale(keys, change.is_votes_only());
     }
 
     /// [`apply_change`](Self::apply_change) for a write this instance made (`changes`, by
@@ -64,8 +64,13 @@ impl ResponseCache {
         // replica is read until a later query has told it (`Fence::blind`).
         let _ = db.fence_now().await;
         let mut keys: Vec<Key> = Vec::new();
+        // Keys a change other than a vote made stale.
+        let mut not_only_votes: Vec<Key> = Vec::new();
         for change in changes {
             for key in self.stale_after(change) {
+                if !change.is_votes_only() && !not_only_votes.contains(&key) {
+                    not_only_votes.push(key.clone());
+                }
                 if !keys.contains(&key) {
                     keys.push(key);
                 }
@@ -73,7 +78,10 @@ impl ResponseCache {
         }
         let groups: Vec<_> = super::refresh::with_siblings(keys)
             .iter()
-            .map(|group| self.number(group))
+            .map(|group| {
+                let only_votes = group.iter().all(|key| !not_only_votes.contains(key));
+                self.number(group, only_votes)
+            })
             .collect();
         // Remembered only once every key is numbered (its refresh under way): a snapshot
         // taken after the feed skips these changes leaves the keys out until they are in.

@@ -49,6 +49,9 @@ pub struct CacheStats {
     pub refreshed: u64,
     /// Refreshes under way.
     pub refreshes_pending: u64,
+    /// Refreshes of a product's review lists after helpful votes alone that reused the items
+    /// held, reading only what the lists sort by.
+    pub revoted: u64,
     /// Changes the feed brought back from this instance's own writes, already refreshed.
     pub own_changes_skipped: u64,
     /// Entries the anti-entropy sweep re-rendered.
@@ -85,6 +88,7 @@ pub struct ResponseCache {
     refreshing: std::sync::Mutex<std::collections::HashMap<Key, refresh::Pending>>,
     refresh_numbers: AtomicU64,
     refreshed: AtomicU64,
+    revoted: AtomicU64,
     refresh_done: tokio::sync::Notify,
     /// What was invalidated since a warm-up began (see [`warm`]); None when none runs.
     warming: std::sync::Mutex<Option<Invalidated>>,
@@ -132,6 +136,7 @@ impl ResponseCache {
             refreshing: std::sync::Mutex::new(Default::default()),
             refresh_numbers: AtomicU64::new(0),
             refreshed: AtomicU64::new(0),
+            revoted: AtomicU64::new(0),
             refresh_done: tokio::sync::Notify::new(),
             warming: std::sync::Mutex::new(None),
             warming_on: std::sync::atomic::AtomicBool::new(false),
@@ -320,6 +325,7 @@ impl ResponseCache {
             catalog_bytes: self.store.catalog_bytes(),
             refreshed: self.refreshed.load(Ordering::Relaxed),
             own_changes_skipped: self.own_changes_skipped.load(Ordering::Relaxed),
+            revoted: self.revoted.load(Ordering::Relaxed),
             refreshes_pending: self.refreshes_pending() as u64,
             swept: self.swept.load(Ordering::Relaxed),
             drift: self.drift.load(Ordering::Relaxed),

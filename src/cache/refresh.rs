@@ -1,6 +1,7 @@
 //! Refresh, don't drop: an entry a change makes stale is re-rendered and swapped in, so a
 //! write never turns a hot read into a miss; readers get the previous body until the new one
-//! is in.
+//! is in. After helpful votes alone, a product's review lists are re-rendered from the items
+//! held and what the lists sort by, not from every review read again.
 //!
 //! Changes from the feed are refreshed in the background by [`run`]; the instance that takes
 //! a write refreshes what it changed before answering ([`ResponseCache::apply_own_write`]), so
@@ -17,7 +18,7 @@ use std::sync::atomic::Ordering;
 
 use tokio::sync::mpsc;
 
-use super::fill::fill_review_orders;
+use super::fill::{fill_review_orders, refill_review_orders};
 use super::{fill, Key, ResponseCache};
 use crate::domain::ReviewOrder;
 use crate::pg::database::{Database, ReadFrom};
@@ -31,6 +32,10 @@ pub(crate) struct Pending {
     latest: u64,
     /// Whether the key waits in the background queue.
     queued: bool,
+    /// Whether every change since the body held was a helpful vote: then a product's review
+    /// lists are re-rendered from their held items and the reviews' sort keys, not read again
+    /// whole (`render::reviews::revoted_review_orders`).
+    only_votes: bool,
 }
 
 impl ResponseCache {
@@ -47,13 +52,13 @@ impl ResponseCache {
     /// Marks `keys` stale: refreshes each in the background if the cache holds it (or a
     /// refresh of it is under way), drops it otherwise. Every key is numbered before any is
     /// queued, so the refresher finds a product's two review orders both waiting and renders
-    /// them from one read.
-    pub(crate) fn stale(&self, keys: Vec<Key>) {
+    /// them from one read. `only_votes`: the change was a helpful vote, and nothing else.
+    pub(crate) fn stale(&self, keys: Vec<Key>, only_votes: bool) {
         let queue = self.refresh_tx.lock().ok().and_then(|q| q.clone());
         let numbered: Vec<(Key, u64)> = keys
             .into_iter()
             .filter_map(|key| {
-                let (number, newly_queued) = self.take_number(&key, queue.is_some())?;
+                let (number, newly_queued) = self.take_number(&key, queue.is_some(), only_votes)?;
                 // Already waiting: its refresh will render for this change too. Without a
                 // refresher nothing waits: the entry is dropped below.
                 (newly_queued || queue.is_none()).then_some((key, number))
@@ -73,10 +78,10 @@ impl ResponseCache {
 
     /// Numbers the changes to `keys` the cache holds (their refreshes are under way from
     /// here), dropping those it does not: the first half of the refresh after an own write
-    /// ([`ResponseCache::apply_own_write`]).
-    pub(crate) fn number(&self, keys: &[Key]) -> Vec<(Key, u64)> {
+    /// ([`ResponseCache::apply_own_write`]). `only_votes` as for [`Self::stale`].
+    pub(crate) fn number(&self, keys: &[Key], only_votes: bool) -> Vec<(Key, u64)> {
         keys.iter()
-            .filter_map(|key| Some((key.clone(), self.take_number(key, false)?.0)))
+            .filter_map(|key| Some((key.clone(), self.take_number(key, false, only_votes)?.0)))
             .collect()
     }
 
@@ -100,7 +105,7 @@ impl ResponseCache {
             if superseded.is_empty() {
                 return;
             }
-            let renumbered = self.number(&superseded);
+            let renumbered = self.number(&superseded, false);
             superseded = self
                 .render_and_finish(renumbered, db, ReadFrom::Primary)
                 .await;
@@ -143,7 +148,9 @@ impl ResponseCache {
 
     /// Fresh renders of `keys`, in order; None where a render failed. A product's two review
     /// orders come from one read, sharing one buffer (compacted first if the catalog holds
-    /// them, so that they share it there).
+    /// them, so that they share it there); where only votes changed them since the bodies
+    /// held, that read is of the reviews' sort keys alone, and the held items are reused
+    /// (`render::reviews::revoted_review_orders`), unless the keys show something else changed.
     async fn render_together(
         &self,
         keys: &[Key],
@@ -160,11 +167,35 @@ impl ResponseCache {
                     } else {
                         Compaction::None
                     };
-                    let read = db
-                        .read_from(from, |pool| {
-                            fill_review_orders(pool, *product_id, compaction)
-                        })
-                        .await;
+                    let held = match self.only_votes_since_held(keys) {
+                        true => self.store.peek(&Key::Reviews {
+                            product_id: *product_id,
+                            order: ReviewOrder::Helpful,
+                        }),
+                        false => None,
+                    };
+                    let revoted = match held {
+                        Some(Rendered::List(held)) => {
+                            db.read_from(from, |pool| {
+                                refill_review_orders(pool, *product_id, &held, compaction)
+                            })
+                            .await
+                        }
+                        _ => Ok(None),
+                    };
+                    let read = match revoted {
+                        Ok(Some(both)) => {
+                            self.revoted.fetch_add(1, Ordering::Relaxed);
+                            Ok(both)
+                        }
+                        Err(e) => Err(e),
+                        Ok(None) => {
+                            db.read_from(from, |pool| {
+                                fill_review_orders(pool, *product_id, compaction)
+                            })
+                            .await
+                        }
+                    };
                     return match read {
                         Ok((helpful, newest)) if *order == ReviewOrder::Helpful => {
                             vec![Some(helpful), Some(newest)]
@@ -185,7 +216,7 @@ impl ResponseCache {
     /// under way, and with `enqueue` marks it queued (returning whether it was not already);
     /// otherwise drops it (cancelling a fill in flight) and returns None. Either way, a
     /// warm-up running now will not insert the key.
-    fn take_number(&self, key: &Key, enqueue: bool) -> Option<(u64, bool)> {
+    fn take_number(&self, key: &Key, enqueue: bool, only_votes: bool) -> Option<(u64, bool)> {
         self.while_warming(|warming| {
             if let Some(w) = warming {
                 w.keys.insert(key.clone());
@@ -199,11 +230,21 @@ impl ResponseCache {
             let entry = pending.entry(key.clone()).or_insert(Pending {
                 latest: number,
                 queued: false,
+                only_votes: true,
             });
             entry.latest = number;
+            entry.only_votes &= only_votes;
             let newly_queued = enqueue && !entry.queued;
             entry.queued |= enqueue;
             Some((number, newly_queued))
+        })
+    }
+
+    /// Whether every change to each of `keys` since the body held was a helpful vote.
+    fn only_votes_since_held(&self, keys: &[Key]) -> bool {
+        self.refreshing.lock().is_ok_and(|pending| {
+            keys.iter()
+                .all(|key| pending.get(key).is_some_and(|p| p.only_votes))
         })
     }
 

@@ -215,6 +215,12 @@ impl Metrics {
                 c.refreshed,
             ),
             (
+                "atelier_cache_revoted_total",
+                "counter",
+                "Refreshes of a product's review lists after helpful votes alone that reused the items held, reading only what the lists sort by.",
+                c.revoted,
+            ),
+            (
                 "atelier_cache_own_changes_skipped_total",
                 "counter",
                 "Changes the feed brought back from this instance's own writes, which it had refreshed already.",

@@ -81,6 +81,10 @@ statements! {
     reviews_newest = "SELECT id, rating, summary, recommend, response, body, date, reviewer_name, helpfulness
            FROM reviews WHERE product_id = $1 AND NOT reported
           ORDER BY date DESC, id DESC";
+    // What the two orders sort by, and nothing else: the index holds every column, so a
+    // product's thousands of reviews are read without their text (a vote's refresh).
+    review_keys = "SELECT id, helpfulness, date FROM reviews WHERE product_id = $1 AND NOT reported
+          ORDER BY helpfulness DESC, date DESC, id DESC";
     review_photos = "SELECT p.review_id, p.id, p.url
                        FROM reviews r JOIN reviews_photos p ON p.review_id = r.id
                       WHERE r.product_id = $1 AND NOT r.reported ORDER BY p.review_id, p.id";
@@ -212,6 +216,11 @@ pub struct UnrenderableDate;
 pub struct Timestamp(i64);
 
 impl Timestamp {
+    /// The date `micros` microseconds after the Unix epoch.
+    pub fn from_micros(micros: i64) -> Timestamp {
+        Timestamp(micros)
+    }
+
     /// Microseconds since the Unix epoch: the column's order.
     pub fn micros(self) -> i64 {
         self.0
@@ -256,6 +265,14 @@ pub struct ReviewRow {
     pub date_ms: i64,
     pub reviewer_name: String,
     pub helpfulness: i32,
+}
+
+/// Where a review sorts in a product's lists ([`review_keys`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReviewKeyRow {
+    pub id: i64,
+    pub helpfulness: i32,
+    pub date: Timestamp,
 }
 
 /// A photo of a review or an answer: its owner's id, its own id and its URL.
@@ -471,6 +488,25 @@ pub async fn reviews_with_dates(
         .map(|r| Ok(r.try_get::<_, Timestamp>(6)?.micros()))
         .collect::<Result<_, Error>>()?;
     Ok((reviews, dates_us, photo_urls(photos)))
+}
+
+/// What a product's two review orders sort by: every visible review's id, helpfulness and
+/// date, in `helpful` order.
+pub async fn review_keys(conn: &Conn, product_id: i64) -> Result<Vec<ReviewKeyRow>, Error> {
+    let args: [&(dyn ToSql + Sync); 1] = [&product_id];
+    let rows = conn
+        .client
+        .query(&conn.statements.review_keys, &args)
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(ReviewKeyRow {
+                id: r.get(0),
+                helpfulness: r.get(1),
+                date: r.try_get(2)?,
+            })
+        })
+        .collect()
 }
 
 fn review_row(r: &tokio_postgres::Row) -> Result<ReviewRow, Error> {

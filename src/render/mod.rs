@@ -443,6 +443,15 @@ impl ItemList {
         self.order().is_none().then(|| self.buffer())
     }
 
+    /// Item `p` of `buffer`, which is this list's own plain buffer ([`Self::own_items`]);
+    /// None past the end, or for a list reordered over another's.
+    pub fn own_item<'b>(&self, buffer: &'b [u8], p: usize) -> Option<&'b [u8]> {
+        if self.order().is_some() || p >= self.len() {
+            return None;
+        }
+        buffer.get(self.start(p)..self.end(p))
+    }
+
     /// Whether `self` and `other` read their items from the very same buffer.
     pub fn shares_buffer_with(&self, other: &ItemList) -> bool {
         std::ptr::eq(self.base(), other.base())

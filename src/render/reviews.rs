@@ -1,6 +1,7 @@
 //! Bodies of the ratings & reviews widget: a product's reviews (every page of one sort order
 //! from one list) and its review metadata.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -9,7 +10,7 @@ use super::json::{
     push_bool, push_date, push_int, push_int_str, push_opt_str, push_str, push_uint,
 };
 use super::{group_by, push_id_url_photos, Compaction, Frame, ItemList, ItemListBuilder};
-use crate::pg::read::{CharacteristicRow, MetaCountRow, PhotoUrlRow, ReviewRow};
+use crate::pg::read::{CharacteristicRow, MetaCountRow, PhotoUrlRow, ReviewKeyRow, ReviewRow};
 
 /// The items of `GET /reviews`, in the order given.
 pub fn render_review_list(reviews: &[ReviewRow], photos: &[PhotoUrlRow]) -> ItemList {
@@ -44,13 +45,13 @@ pub fn render_review_list(reviews: &[ReviewRow], photos: &[PhotoUrlRow]) -> Item
 }
 
 /// The `newest` order of reviews given in `helpful` order, as indexes into them: by date, then
-/// id, both descending (`dates_us[i]` is review `i`'s date in microseconds).
-/// Always a permutation of every review (one without a date sorts last).
-fn newest_order(reviews: &[ReviewRow], dates_us: &[i64]) -> Vec<u32> {
-    let mut order: Vec<u32> = (0..reviews.len() as u32).collect();
+/// id, both descending (`ids[i]` and `dates_us[i]` are review `i`'s id and its date in
+/// microseconds). Always a permutation of every review (one without a date sorts last).
+fn newest_order(ids: &[i64], dates_us: &[i64]) -> Vec<u32> {
+    let mut order: Vec<u32> = (0..ids.len() as u32).collect();
     order.sort_by_key(|&i| {
         let date = dates_us.get(i as usize).copied().unwrap_or(i64::MIN);
-        std::cmp::Reverse((date, reviews[i as usize].id))
+        std::cmp::Reverse((date, ids[i as usize]))
     });
     order
 }
@@ -67,13 +68,124 @@ pub fn render_review_orders(
     photos: &[PhotoUrlRow],
     compaction: Compaction,
 ) -> (Arc<ItemList>, Arc<ItemList>) {
-    let mut helpful = render_review_list(reviews, photos);
+    let ids: Vec<i64> = reviews.iter().map(|r| r.id).collect();
+    let helpful = render_review_list(reviews, photos);
+    both_orders(product_id, helpful, &ids, dates_us, compaction)
+}
+
+/// Both orders of a product's reviews after helpful votes, and nothing else, changed them:
+/// the items of `held`, the `helpful` list rendered before the votes, with each one's
+/// helpfulness rewritten, in the order of `keys` (every visible review's id, helpfulness and
+/// date in `helpful` order, as the database has them now). The same bytes as
+/// [`render_review_orders`] from the rows, without reading any review's text again. None where
+/// something else changed as far as `keys` tell — a review added, hidden or shown, a date
+/// changed — or `held` is not a `helpful` list this module rendered: only a fresh read renders
+/// that. (A change to a review's text is not in `keys`; the change feed brings it, and its
+/// refresh reads afresh.)
+pub fn revoted_review_orders(
+    product_id: i64,
+    held: &ItemList,
+    keys: &[ReviewKeyRow],
+    compaction: Compaction,
+) -> Option<(Arc<ItemList>, Arc<ItemList>)> {
+    if held.len() != keys.len() {
+        return None;
+    }
+    let buffer = held.own_items()?;
+    let mut by_id: HashMap<i64, HeldReview<'_>> = HashMap::with_capacity(keys.len());
+    for p in 0..held.len() {
+        let review = HeldReview::parse(held.own_item(&buffer, p)?)?;
+        if by_id.insert(review.id, review).is_some() {
+            return None;
+        }
+    }
+    let mut list = ItemListBuilder::default();
+    let mut date = Vec::with_capacity(32);
+    for key in keys {
+        let review = by_id.remove(&key.id)?;
+        date.clear();
+        push_date(&mut date, key.date.millis());
+        if review.date != date.as_slice() {
+            return None;
+        }
+        let out = list.next_item();
+        out.extend_from_slice(review.up_to_helpfulness);
+        push_int(out, key.helpfulness);
+        out.extend_from_slice(review.from_photos);
+        list.end_item();
+    }
+    let ids: Vec<i64> = keys.iter().map(|k| k.id).collect();
+    let dates_us: Vec<i64> = keys.iter().map(|k| k.date.micros()).collect();
+    Some(both_orders(
+        product_id,
+        list.finish(),
+        &ids,
+        &dates_us,
+        compaction,
+    ))
+}
+
+/// A review item of a list [`render_review_list`] rendered, cut where a vote changes it.
+struct HeldReview<'a> {
+    id: i64,
+    /// The item up to and including `"helpfulness":`.
+    up_to_helpfulness: &'a [u8],
+    /// The item from the comma before `"photos":` to its end.
+    from_photos: &'a [u8],
+    /// The date, as shown (quoted).
+    date: &'a [u8],
+}
+
+impl<'a> HeldReview<'a> {
+    /// None unless `item` has the shape [`render_review_list`] gives it. A key is found by
+    /// its quotes: inside a JSON string every quote is escaped, so `,"date":` can only be the
+    /// key itself.
+    fn parse(item: &'a [u8]) -> Option<HeldReview<'a>> {
+        const ID: &[u8] = b"{\"review_id\":";
+        const DATE: &[u8] = b",\"date\":";
+        const NAME: &[u8] = b",\"reviewer_name\":";
+        const HELPFULNESS: &[u8] = b",\"helpfulness\":";
+        const PHOTOS: &[u8] = b",\"photos\":";
+        let rest = item.strip_prefix(ID)?;
+        let id_len = rest.iter().position(|&b| b == b',')?;
+        let id = std::str::from_utf8(rest.get(..id_len)?)
+            .ok()?
+            .parse()
+            .ok()?;
+        let date_at = find(item, DATE)? + DATE.len();
+        let date_len = find(item.get(date_at..)?, NAME)?;
+        let helpfulness_at = date_at + find(item.get(date_at..)?, HELPFULNESS)? + HELPFULNESS.len();
+        let photos_at = helpfulness_at + find(item.get(helpfulness_at..)?, PHOTOS)?;
+        Some(HeldReview {
+            id,
+            up_to_helpfulness: item.get(..helpfulness_at)?,
+            from_photos: item.get(photos_at..)?,
+            date: item.get(date_at..date_at + date_len)?,
+        })
+    }
+}
+
+/// Where `needle` first occurs in `haystack`.
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The two orders of a product's reviews from `helpful`, its list in `helpful` order (`ids`
+/// and `dates_us` its reviews' ids and dates, in that order): compacted first as far as
+/// `compaction` packs lists, then the `newest` list an index into the same buffer.
+fn both_orders(
+    product_id: i64,
+    mut helpful: ItemList,
+    ids: &[i64],
+    dates_us: &[i64],
+    compaction: Compaction,
+) -> (Arc<ItemList>, Arc<ItemList>) {
     if compaction.packs_lists() {
         helpful = helpful.compacted(compaction.lead_frame(Some(Frame::Reviews(product_id))));
     }
     let helpful = Arc::new(helpful);
     // `newest_order` is always a permutation, which `reordered` takes.
-    let newest = match helpful.reordered(newest_order(reviews, dates_us)) {
+    let newest = match helpful.reordered(newest_order(ids, dates_us)) {
         Some(newest) => Arc::new(newest),
         None => Arc::clone(&helpful),
     };
@@ -150,4 +262,141 @@ pub fn render_meta(
     }
     out.extend_from_slice(b"}}");
     super::frozen(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pg::read::Timestamp;
+
+    /// A product's reviews, in `helpful` order, as the database would give them: ties of
+    /// helpfulness and of the shown millisecond (ordered by microsecond, then id), photos on
+    /// some, and text that holds what a careless reading of an item would take for its keys.
+    fn reviews(n: i64, seed: u64) -> (Vec<ReviewRow>, Vec<i64>, Vec<PhotoUrlRow>) {
+        let mut state = seed;
+        let mut next = move |m: u64| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 33) % m
+        };
+        let tricky = r#","date":"1970-01-01T00:00:00.000Z","helpfulness":7,"photos":[]}"#;
+        let mut rows: Vec<(ReviewRow, i64)> = (1..=n)
+            .map(|id| {
+                let date_us = 1_600_000_000_000_000 + next(4) as i64 * 1000 + next(3) as i64;
+                let row = ReviewRow {
+                    id: id * 7,
+                    rating: 1 + next(5) as i16,
+                    summary: format!("summary {id}{tricky}"),
+                    recommend: next(2) == 0,
+                    response: (next(3) == 0).then(|| format!("thanks\n\"{id}\"")),
+                    body: format!("body ,\"helpfulness\": {id} é"),
+                    date_ms: date_us.div_euclid(1000),
+                    reviewer_name: format!("name{tricky}"),
+                    helpfulness: next(3) as i32,
+                };
+                (row, date_us)
+            })
+            .collect();
+        sort(&mut rows);
+        let photos = rows
+            .iter()
+            .filter(|(r, _)| r.id % 3 == 0)
+            .map(|(r, _)| PhotoUrlRow {
+                owner_id: r.id,
+                id: r.id,
+                url: format!("https://p/{}", r.id),
+            })
+            .collect::<Vec<_>>();
+        let (rows, dates): (Vec<_>, Vec<_>) = rows.into_iter().unzip();
+        // Photos come ordered by review id, as the database reads them.
+        let mut photos = photos;
+        photos.sort_by_key(|p| (p.owner_id, p.id));
+        (rows, dates, photos)
+    }
+
+    /// `helpful` order: helpfulness, date, then id, all descending.
+    fn sort(rows: &mut [(ReviewRow, i64)]) {
+        rows.sort_by_key(|(r, date_us)| std::cmp::Reverse((r.helpfulness, *date_us, r.id)));
+    }
+
+    fn keys(rows: &[ReviewRow], dates_us: &[i64]) -> Vec<ReviewKeyRow> {
+        rows.iter()
+            .zip(dates_us)
+            .map(|(r, &d)| ReviewKeyRow {
+                id: r.id,
+                helpfulness: r.helpfulness,
+                date: Timestamp::from_micros(d),
+            })
+            .collect()
+    }
+
+    /// Every page of both orders, as `GET /reviews` sends them, and the lead page.
+    fn pages(both: &(Arc<ItemList>, Arc<ItemList>)) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        for list in [&both.0, &both.1] {
+            for count in [1, 2, 5, 1000] {
+                for page in 1..=list.len() as u64 / count + 1 {
+                    out.push(Frame::Reviews(9).page(list, page, count).to_vec());
+                }
+            }
+            out.push(
+                list.lead_page(1, 5)
+                    .map(|g| g.gz.to_vec())
+                    .unwrap_or_default(),
+            );
+        }
+        out
+    }
+
+    #[test]
+    fn a_list_revoted_from_its_items_is_the_list_rendered_afresh() {
+        for compaction in [Compaction::None, Compaction::All, Compaction::Dense] {
+            for seed in 0..40 {
+                let (mut rows, mut dates, photos) = reviews(1 + seed as i64 % 23, seed);
+                let held = render_review_orders(9, &rows, &dates, &photos, compaction);
+                // Votes: some reviews gain helpfulness, and the order is the database's again.
+                let mut state = seed;
+                let mut voted: Vec<(ReviewRow, i64)> =
+                    rows.drain(..).zip(dates.drain(..)).collect();
+                for (r, _) in voted.iter_mut() {
+                    state = state.wrapping_mul(31).wrapping_add(17) % 101;
+                    if state % 3 == 0 {
+                        r.helpfulness += 1 + (state % 4) as i32;
+                    }
+                }
+                sort(&mut voted);
+                let (rows, dates): (Vec<_>, Vec<_>) = voted.into_iter().unzip();
+                let fresh = render_review_orders(9, &rows, &dates, &photos, compaction);
+                let revoted = revoted_review_orders(9, &held.0, &keys(&rows, &dates), compaction)
+                    .expect("only votes changed");
+                assert_eq!(pages(&revoted), pages(&fresh), "{compaction:?} seed {seed}");
+                assert_eq!(revoted.0.codec(), fresh.0.codec());
+                assert_eq!(revoted.0.has_lead_page(), fresh.0.has_lead_page());
+                assert!(revoted.1.shares_buffer_with(&revoted.0));
+            }
+        }
+    }
+
+    #[test]
+    fn anything_but_votes_in_the_keys_asks_for_a_fresh_read() {
+        let (rows, dates, photos) = reviews(12, 5);
+        let held = render_review_orders(9, &rows, &dates, &photos, Compaction::All);
+        let keys = keys(&rows, &dates);
+        assert!(revoted_review_orders(9, &held.0, &keys, Compaction::All).is_some());
+        // A review added, a review hidden, a review replaced by another, a date moved by a
+        // millisecond (by a microsecond, the shown date is the same: the order takes it).
+        let mut added = keys.clone();
+        added.push(ReviewKeyRow { id: 1, ..keys[0] });
+        let hidden = keys[1..].to_vec();
+        let mut replaced = keys.clone();
+        replaced[3].id = 2;
+        let mut moved = keys.clone();
+        moved[4].date = Timestamp::from_micros(moved[4].date.micros() + 1000);
+        for changed in [added, hidden, replaced, moved] {
+            assert!(revoted_review_orders(9, &held.0, &changed, Compaction::All).is_none());
+        }
+        // The `newest` list reads another's buffer: it is not a list to revote from.
+        assert!(revoted_review_orders(9, &held.1, &keys, Compaction::All).is_none());
+    }
 }
