@@ -7,7 +7,7 @@
 #   DATABASE_URL=... benches/write-cost.sh http://127.0.0.1:3000 [SECONDS]
 #
 # Ids are those of the last tenth of the catalog, as in benches/compare.sh's workload c, unless
-# FIRST and COUNT say otherwise (FIRST=1 COUNT=100000: products of a few reviews each).
+# FIRST and COUNT say otherwise (FIRST=1 COUNT=100000: the first tenth).
 set -euo pipefail
 url=${1:?usage: write-cost.sh URL [SECONDS]}
 seconds=${2:-10}

@@ -158,7 +158,7 @@ pub async fn fill_review_orders(
 /// (its `helpful` list) was rendered: the reviews' sort keys read, and the held items reused
 /// with their new helpfulness ([`revoted_review_orders`]). Ok(None) where the keys show
 /// something besides votes changed: only [`fill_review_orders`] renders that.
-pub async fn refill_review_orders(
+pub async fn revote_review_orders(
     pool: &Pool,
     product_id: i64,
     held: &ItemList,

@@ -64,7 +64,8 @@ impl ResponseCache {
         // replica is read until a later query has told it (`Fence::blind`).
         let _ = db.fence_now().await;
         let mut keys: Vec<Key> = Vec::new();
-        // Keys a change other than a vote made stale.
+        // A key's refresh reuses its held items only if every change to it was a vote
+        // (`Pending::only_votes`): these are the keys another kind of change made stale.
         let mut not_only_votes: Vec<Key> = Vec::new();
         for change in changes {
             for key in self.stale_after(change) {

@@ -49,8 +49,8 @@ pub struct CacheStats {
     pub refreshed: u64,
     /// Refreshes under way.
     pub refreshes_pending: u64,
-    /// Refreshes of a product's review lists after helpful votes alone that reused the items
-    /// held, reading only what the lists sort by.
+    /// Renders of a product's review lists after helpful votes alone that reused the items
+    /// held, reading only what the lists sort by (one a later change superseded included).
     pub revoted: u64,
     /// Changes the feed brought back from this instance's own writes, already refreshed.
     pub own_changes_skipped: u64,

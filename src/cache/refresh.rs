@@ -18,7 +18,7 @@ use std::sync::atomic::Ordering;
 
 use tokio::sync::mpsc;
 
-use super::fill::{fill_review_orders, refill_review_orders};
+use super::fill::{fill_review_orders, revote_review_orders};
 use super::{fill, Key, ResponseCache};
 use crate::domain::ReviewOrder;
 use crate::pg::database::{Database, ReadFrom};
@@ -105,7 +105,10 @@ impl ResponseCache {
             if superseded.is_empty() {
                 return;
             }
-            let renumbered = self.number(&superseded, false);
+            // Still under way, so each key's flag already says whether every change since
+            // the body held was a vote; this number adds no change of its own. (Should that
+            // refresh finish first, the body it swaps in was read after this write.)
+            let renumbered = self.number(&superseded, true);
             superseded = self
                 .render_and_finish(renumbered, db, ReadFrom::Primary)
                 .await;
@@ -167,17 +170,19 @@ impl ResponseCache {
                     } else {
                         Compaction::None
                     };
-                    let held = match self.only_votes_since_held(keys) {
-                        true => self.store.peek(&Key::Reviews {
-                            product_id: *product_id,
-                            order: ReviewOrder::Helpful,
-                        }),
-                        false => None,
-                    };
+                    let held = self
+                        .only_votes_since_held(keys)
+                        .then(|| {
+                            self.store.peek(&Key::Reviews {
+                                product_id: *product_id,
+                                order: ReviewOrder::Helpful,
+                            })
+                        })
+                        .flatten();
                     let revoted = match held {
                         Some(Rendered::List(held)) => {
                             db.read_from(from, |pool| {
-                                refill_review_orders(pool, *product_id, &held, compaction)
+                                revote_review_orders(pool, *product_id, &held, compaction)
                             })
                             .await
                         }

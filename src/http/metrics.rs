@@ -217,7 +217,7 @@ impl Metrics {
             (
                 "atelier_cache_revoted_total",
                 "counter",
-                "Refreshes of a product's review lists after helpful votes alone that reused the items held, reading only what the lists sort by.",
+                "Renders of a product's review lists after helpful votes alone that reused the items held, reading only what the lists sort by (including renders a later change superseded).",
                 c.revoted,
             ),
             (

@@ -217,7 +217,8 @@ pub struct Timestamp(i64);
 
 impl Timestamp {
     /// The date `micros` microseconds after the Unix epoch.
-    pub fn from_micros(micros: i64) -> Timestamp {
+    #[cfg(test)]
+    pub(crate) fn from_micros(micros: i64) -> Timestamp {
         Timestamp(micros)
     }
 
