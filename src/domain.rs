@@ -36,6 +36,10 @@ pub enum Change {
     ReviewVotes(i64),
     /// A product's questions (or the answers nested in them).
     Questions(i64),
+    /// The answers of one of a product's questions (or their photos), which the product's
+    /// questions list nests: logged as the product's `questions` with the detail
+    /// `answers:<question id>` (migration 11). The list's other items are not read again.
+    QuestionAnswers { product: i64, question: i64 },
     /// A question's answers.
     Answers(i64),
     /// A caller's cart.
@@ -47,18 +51,14 @@ pub enum Change {
 impl Change {
     /// Whether refreshing this change's entries refreshes every entry of `other`'s: a change
     /// of a product's reviews includes a vote on them (a report of a review already reported
-    /// changes nothing but is logged as a vote, migration 10).
+    /// changes nothing but is logged as a vote, migration 10), and a change of its questions
+    /// one of a question's answers.
     pub fn includes(&self, other: &Change) -> bool {
         match (self, other) {
             (Change::Reviews(id), Change::ReviewVotes(voted)) => id == voted,
+            (Change::Questions(id), Change::QuestionAnswers { product, .. }) => id == product,
             _ => self == other,
         }
-    }
-
-    /// Whether this change is helpful votes and nothing else, which a refresh can apply to
-    /// the lists held without reading every review again.
-    pub fn is_votes_only(&self) -> bool {
-        matches!(self, Change::ReviewVotes(_))
     }
 }
 
@@ -67,11 +67,18 @@ mod tests {
     use super::Change;
 
     #[test]
-    fn a_change_of_reviews_includes_a_vote_on_them_and_not_the_other_way() {
+    fn a_change_includes_the_narrower_changes_of_the_same_entries_and_not_the_other_way() {
         assert!(Change::Reviews(3).includes(&Change::ReviewVotes(3)));
         assert!(Change::Reviews(3).includes(&Change::Reviews(3)));
         assert!(!Change::Reviews(3).includes(&Change::ReviewVotes(4)));
         assert!(!Change::ReviewVotes(3).includes(&Change::Reviews(3)));
         assert!(!Change::Questions(3).includes(&Change::Answers(3)));
+        let answers = Change::QuestionAnswers {
+            product: 3,
+            question: 9,
+        };
+        assert!(Change::Questions(3).includes(&answers));
+        assert!(!Change::Questions(4).includes(&answers));
+        assert!(!answers.includes(&Change::Questions(3)));
     }
 }

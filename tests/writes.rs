@@ -820,3 +820,196 @@ async fn a_vote_re_renders_the_review_lists_from_their_items_as_a_fresh_read_wou
         before = after;
     }
 }
+
+#[tokio::test]
+async fn an_answer_re_renders_its_question_in_the_products_list_as_a_fresh_read_would() {
+    let (db, server) = server_with_data(&common::sample_dir()).await;
+    let a = server.addr;
+    eventually(a, "/readyz", |b| b == "ready").await;
+    let cache = &server.app.cache;
+    let client = db.client().await;
+    let pool = atelier::pg::pool::Pool::new(db.config.clone(), 2, Duration::from_secs(5));
+    let settled = || async {
+        common::settled(&server).await;
+        cache.stats()
+    };
+    // Product 1's questions list, and each question's answers, held and as served, are what
+    // a fresh read renders.
+    let fresh_all = || async {
+        let key = Key::Questions(1);
+        let fresh = match atelier::cache::fill(&key, &pool).await.unwrap() {
+            Rendered::List(list) => list,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(cache.peek(&key), Some(Rendered::List(fresh.clone())));
+        let page = Frame::Questions(1).page(&fresh, 1, 100);
+        let served = get(a, "/qa/questions?product_id=1&count=100").await;
+        assert_eq!(served.body.as_bytes(), &page[..]);
+        let questions: Vec<i64> = client
+            .query("SELECT id FROM questions WHERE product_id = 1", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        for q in questions {
+            let key = Key::Answers(q);
+            let fresh = atelier::cache::fill(&key, &pool).await.unwrap();
+            if let Some(held) = cache.peek(&key) {
+                assert_eq!(held, fresh, "answers of {q}");
+            }
+        }
+        served.body
+    };
+    // Twenty more questions of product 1, helpfulness and shown dates tied, with text that
+    // holds what a careless reading of an item would take for its keys.
+    client
+        .batch_execute(
+            r#"INSERT INTO questions (product_id, body, date, asker_name, asker_email, helpfulness)
+               SELECT 1, 'q ' || n || '","question_helpfulness":7,"reported":false,"answers":{',
+                      timestamptz '2021-01-01' + (n % 4) * interval '1 millisecond'
+                                               + (n % 3) * interval '1 microsecond',
+                      'asker ,"question_date":"x"', 'e@example.com', n % 3
+                 FROM generate_series(1, 20) n;"#,
+        )
+        .await
+        .unwrap();
+    let mut before = settled().await;
+    fresh_all().await;
+    let visible: Vec<i64> = client
+        .query(
+            "SELECT id FROM questions WHERE product_id = 1 AND NOT reported ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let reanswered = |before: &atelier::cache::CacheStats, what: &str| {
+        let after = cache.stats();
+        assert!(
+            after.reanswered > before.reanswered,
+            "{what}: not reanswered"
+        );
+        after
+    };
+
+    // Answers through the API, with photos; a vote on one and a report of another.
+    for (n, q) in visible.iter().step_by(5).enumerate() {
+        let answer = format!(
+            r#"{{"body":"answer {n} ,\"id\":1","name":"n","email":"n@example.com","photos":["https://example.com/{n}.jpg"]}}"#
+        );
+        let path = format!("/qa/questions/{q}/answers");
+        assert_eq!(post_json(a, &path, &answer).await.status, 201);
+        settled().await;
+        before = reanswered(&before, "an answer");
+        fresh_all().await;
+    }
+    let answer: i64 = client
+        .query_one(
+            "SELECT max(a.id) FROM answers a JOIN questions q ON q.id = a.question_id WHERE q.product_id = 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    for mark in ["helpful", "report"] {
+        assert_eq!(
+            put(a, &format!("/qa/answers/{answer}/{mark}")).await.status,
+            204
+        );
+        settled().await;
+        before = reanswered(&before, mark);
+        fresh_all().await;
+    }
+
+    // Made in SQL, brought by the feed: an answer, a photo of one, an answer moved to another
+    // question, an answer to a reported question (which the list does not show).
+    for sql in [
+        format!(
+            "INSERT INTO answers (question_id, body, answerer_name, answerer_email)
+             VALUES ({}, 'by sql', 'n', 'e@example.com')",
+            visible[1]
+        ),
+        format!(
+            "INSERT INTO answers_photos (answer_id, url)
+             SELECT max(id), 'https://example.com/sql.jpg' FROM answers WHERE question_id = {}",
+            visible[1]
+        ),
+        format!(
+            "UPDATE answers SET question_id = {} WHERE id = (SELECT max(id) FROM answers WHERE question_id = {})",
+            visible[2], visible[1]
+        ),
+        "INSERT INTO answers (question_id, body, answerer_name, answerer_email)
+         SELECT id, 'to a reported question', 'n', 'e@example.com' FROM questions
+          WHERE product_id = 1 AND reported LIMIT 1"
+            .to_owned(),
+    ] {
+        client.batch_execute(&sql).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while cache.stats().reanswered == before.reanswered {
+            assert!(Instant::now() < deadline, "never reanswered: {sql}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        before = settled().await;
+        fresh_all().await;
+    }
+
+    // A question added where no trigger logs it, then an answer: the keys show the question
+    // the list lacks, and the refresh reads every question again.
+    client
+        .batch_execute(
+            "ALTER TABLE questions DISABLE TRIGGER log_change;
+             INSERT INTO questions (product_id, body, asker_name, asker_email)
+             VALUES (1, 'unlogged?', 'n', 'e@example.com');
+             ALTER TABLE questions ENABLE TRIGGER log_change;",
+        )
+        .await
+        .unwrap();
+    let refreshed_after = |sql: String, before: atelier::cache::CacheStats| {
+        let client = &client;
+        async move {
+            client.batch_execute(&sql).await.unwrap();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            // The questions list (the new question's answers are not held).
+            while cache.stats().refreshed == before.refreshed {
+                assert!(Instant::now() < deadline, "the feed never refreshed: {sql}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            settled().await
+        }
+    };
+    let answer_sql = format!(
+        "INSERT INTO answers (question_id, body, answerer_name, answerer_email)
+         VALUES ({}, 'after the unlogged question', 'n', 'e@example.com');",
+        visible[3]
+    );
+    let after = refreshed_after(answer_sql.clone(), before).await;
+    assert_eq!(
+        after.reanswered, before.reanswered,
+        "keys that show another change"
+    );
+    assert!(fresh_all().await.contains("unlogged?"));
+
+    // A question's text edited in the transaction of an answer, before it and after it: the
+    // changes are not only answers, and the list is read again.
+    let mut before = after;
+    for (n, edit_first) in [true, false].into_iter().enumerate() {
+        let edit = format!(
+            "UPDATE questions SET body = 'edited {n}' WHERE id = {};",
+            visible[4]
+        );
+        let sql = match edit_first {
+            true => format!("BEGIN; {edit} {answer_sql} COMMIT;"),
+            false => format!("BEGIN; {answer_sql} {edit} COMMIT;"),
+        };
+        let after = refreshed_after(sql, before).await;
+        assert_eq!(
+            after.reanswered, before.reanswered,
+            "edit first: {edit_first}"
+        );
+        assert!(fresh_all().await.contains(&format!("\"edited {n}\"")));
+        before = after;
+    }
+}

@@ -14,7 +14,7 @@ use crate::render::cart::render_cart;
 use crate::render::products::{
     push_product_items, render_product, render_product_list, render_related, render_styles,
 };
-use crate::render::qa::{render_answer_list, render_question_list};
+use crate::render::qa::{reanswered_question_list, render_answer_list, render_question_list};
 use crate::render::reviews::{
     render_meta, render_review_list, render_review_orders, revoted_review_orders,
 };
@@ -169,6 +169,25 @@ pub async fn revote_review_orders(
         .await?;
     Ok(revoted_review_orders(product_id, held, &keys, compaction)
         .map(|(helpful, newest)| (Rendered::List(helpful), Rendered::List(newest))))
+}
+
+/// A product's questions list after the answers of `answered` questions alone changed since
+/// `held` was rendered: what orders the list, and those questions' answers, read, and the held
+/// items reused but for theirs ([`reanswered_question_list`]). Ok(None) where what was read
+/// shows that more changed: only [`fill`] renders that.
+pub async fn reanswer_questions(
+    pool: &Pool,
+    product_id: i64,
+    held: &ItemList,
+    answered: &[i64],
+) -> Result<Option<Rendered>, DbError> {
+    let (keys, answers, photos) = pool
+        .run(|c| async move { read::question_keys_and_answers(&c, product_id, answered).await })
+        .await?;
+    Ok(
+        reanswered_question_list(held, &keys, answered, &answers, &photos)
+            .map(|list| Rendered::List(Arc::new(list))),
+    )
 }
 
 async fn fill_meta(pool: &Pool, product_id: i64) -> Result<Rendered, DbError> {

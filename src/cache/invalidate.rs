@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::refresh::Reuse;
 use super::{Key, ResponseCache};
 use crate::domain::Change;
 use crate::domain::ReviewOrder;
@@ -28,6 +29,7 @@ pub fn stale_keys(change: &Change) -> Vec<Key> {
         }
         Change::ReviewVotes(id) => review_lists(*id),
         Change::Questions(id) => vec![Key::Questions(*id)],
+        Change::QuestionAnswers { product, .. } => vec![Key::Questions(*product)],
         Change::Answers(id) => vec![Key::Answers(*id)],
         Change::Cart(session) => vec![Key::Cart(Arc::from(session.as_str()))],
         Change::All => Vec::new(),
@@ -48,7 +50,7 @@ impl ResponseCache {
     /// unreachable (a new generation). Without a refresher running, stale entries are dropped.
     pub fn apply_change(&self, change: &Change) {
         let keys = self.stale_after(change);
-        self.stale(keys, change.is_votes_only());
+        self.stale(keys, &Reuse::after(change));
     }
 
     /// [`apply_change`](Self::apply_change) for a write this instance made (`changes`, by
@@ -63,27 +65,30 @@ impl ResponseCache {
         // Should the primary not tell its position (it went away just after the commit), no
         // replica is read until a later query has told it (`Fence::blind`).
         let _ = db.fence_now().await;
-        let mut keys: Vec<Key> = Vec::new();
-        // A key's refresh reuses its held items only if every change to it was a vote
-        // (`Pending::only_votes`): these are the keys another kind of change made stale.
-        let mut not_only_votes: Vec<Key> = Vec::new();
+        // Each key with what every change of the write that touches it leaves reusable.
+        let mut keys: Vec<(Key, Reuse)> = Vec::new();
         for change in changes {
+            let reuse = Reuse::after(change);
             for key in self.stale_after(change) {
-                if !change.is_votes_only() && !not_only_votes.contains(&key) {
-                    not_only_votes.push(key.clone());
-                }
-                if !keys.contains(&key) {
-                    keys.push(key);
+                match keys.iter_mut().find(|(k, _)| *k == key) {
+                    Some((_, both)) => *both = both.and(&reuse),
+                    None => keys.push((key, reuse.clone())),
                 }
             }
         }
-        let groups: Vec<_> = super::refresh::with_siblings(keys)
-            .iter()
-            .map(|group| {
-                let only_votes = group.iter().all(|key| !not_only_votes.contains(key));
-                self.number(group, only_votes)
-            })
-            .collect();
+        let groups: Vec<_> =
+            super::refresh::with_siblings(keys.iter().map(|(key, _)| key.clone()).collect())
+                .iter()
+                .map(|group| {
+                    let reuse = group
+                        .iter()
+                        .filter_map(|key| keys.iter().find(|(k, _)| k == key))
+                        .map(|(_, reuse)| reuse.clone())
+                        .reduce(|a, b| a.and(&b))
+                        .unwrap_or(Reuse::Nothing);
+                    self.number(group, Some(&reuse))
+                })
+                .collect();
         // Remembered only once every key is numbered (its refresh under way): a snapshot
         // taken after the feed skips these changes leaves the keys out until they are in.
         if let Some(xid) = xid {

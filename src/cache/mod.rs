@@ -52,6 +52,10 @@ pub struct CacheStats {
     /// Renders of a product's review lists after helpful votes alone that reused the items
     /// held, reading only what the lists sort by (one a later change superseded included).
     pub revoted: u64,
+    /// Renders of a product's questions list after answers alone that reused the items held,
+    /// reading only those questions' answers and what the list is ordered by (one a later
+    /// change superseded included).
+    pub reanswered: u64,
     /// Changes the feed brought back from this instance's own writes, already refreshed.
     pub own_changes_skipped: u64,
     /// Entries the anti-entropy sweep re-rendered.
@@ -89,6 +93,7 @@ pub struct ResponseCache {
     refresh_numbers: AtomicU64,
     refreshed: AtomicU64,
     revoted: AtomicU64,
+    reanswered: AtomicU64,
     refresh_done: tokio::sync::Notify,
     /// What was invalidated since a warm-up began (see [`warm`]); None when none runs.
     warming: std::sync::Mutex<Option<Invalidated>>,
@@ -137,6 +142,7 @@ impl ResponseCache {
             refresh_numbers: AtomicU64::new(0),
             refreshed: AtomicU64::new(0),
             revoted: AtomicU64::new(0),
+            reanswered: AtomicU64::new(0),
             refresh_done: tokio::sync::Notify::new(),
             warming: std::sync::Mutex::new(None),
             warming_on: std::sync::atomic::AtomicBool::new(false),
@@ -326,6 +332,7 @@ impl ResponseCache {
             refreshed: self.refreshed.load(Ordering::Relaxed),
             own_changes_skipped: self.own_changes_skipped.load(Ordering::Relaxed),
             revoted: self.revoted.load(Ordering::Relaxed),
+            reanswered: self.reanswered.load(Ordering::Relaxed),
             refreshes_pending: self.refreshes_pending() as u64,
             swept: self.swept.load(Ordering::Relaxed),
             drift: self.drift.load(Ordering::Relaxed),

@@ -1,7 +1,8 @@
 //! Refresh, don't drop: an entry a change makes stale is re-rendered and swapped in, so a
 //! write never turns a hot read into a miss; readers get the previous body until the new one
 //! is in. After helpful votes alone, a product's review lists are re-rendered from the items
-//! held and what the lists sort by, not from every review read again.
+//! held and what the lists sort by, not from every review read again; after answers alone, a
+//! product's questions list from the items held and those questions' answers.
 //!
 //! Changes from the feed are refreshed in the background by [`run`]; the instance that takes
 //! a write refreshes what it changed before answering ([`ResponseCache::apply_own_write`]), so
@@ -14,28 +15,77 @@
 //! in flight); a refresh that fails, or is abandoned half-way, drops its entry, so the next
 //! read fills it; emptying the cache abandons every refresh under way.
 
+use std::collections::hash_map::Entry;
 use std::sync::atomic::Ordering;
 
 use tokio::sync::mpsc;
 
-use super::fill::{fill_review_orders, revote_review_orders};
+use super::fill::{fill_review_orders, reanswer_questions, revote_review_orders};
 use super::{fill, Key, ResponseCache};
-use crate::domain::ReviewOrder;
+use crate::domain::{Change, ReviewOrder};
 use crate::pg::database::{Database, ReadFrom};
 use crate::render::Compaction;
 use crate::render::Rendered;
 
 /// A key with a refresh under way.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Pending {
     /// The number of the latest change to the key.
     latest: u64,
     /// Whether the key waits in the background queue.
     queued: bool,
-    /// Whether every change since the body held was a helpful vote: then a product's review
-    /// lists are re-rendered from their held items and the reviews' sort keys, not read again
-    /// whole (`render::reviews::revoted_review_orders`).
-    only_votes: bool,
+    /// What every change since the body held leaves the refresh free to reuse of that body.
+    reuse: Reuse,
+}
+
+/// What the changes to a key since the body held leave its refresh free to reuse of that body,
+/// instead of reading every row behind it again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Reuse {
+    /// Nothing: the body is rendered afresh.
+    Nothing,
+    /// All but the reviews' helpfulness: a product's two review lists after helpful votes
+    /// alone, re-rendered from their items and the reviews' sort keys
+    /// (`render::reviews::revoted_review_orders`).
+    AllButVotes,
+    /// All but the nested answers of these questions: a product's questions list after
+    /// answers alone changed, those questions' items re-rendered from their answers
+    /// (`render::qa::reanswered_question_list`).
+    AllButAnswersOf(Vec<i64>),
+}
+
+/// Past this many questions whose answers changed, a questions list is read again whole.
+const MAX_REANSWERED: usize = 16;
+
+impl Reuse {
+    /// What `change` leaves reusable of the bodies it makes stale.
+    pub(crate) fn after(change: &Change) -> Reuse {
+        match change {
+            Change::ReviewVotes(_) => Reuse::AllButVotes,
+            Change::QuestionAnswers { question, .. } => Reuse::AllButAnswersOf(vec![*question]),
+            _ => Reuse::Nothing,
+        }
+    }
+
+    /// What is left reusable after the changes of `self` and those of `other`.
+    pub(crate) fn and(&self, other: &Reuse) -> Reuse {
+        match (self, other) {
+            (Reuse::AllButVotes, Reuse::AllButVotes) => Reuse::AllButVotes,
+            (Reuse::AllButAnswersOf(a), Reuse::AllButAnswersOf(b)) => {
+                let mut questions = a.clone();
+                for q in b {
+                    if !questions.contains(q) {
+                        questions.push(*q);
+                    }
+                }
+                match questions.len() <= MAX_REANSWERED {
+                    true => Reuse::AllButAnswersOf(questions),
+                    false => Reuse::Nothing,
+                }
+            }
+            _ => Reuse::Nothing,
+        }
+    }
 }
 
 impl ResponseCache {
@@ -52,13 +102,14 @@ impl ResponseCache {
     /// Marks `keys` stale: refreshes each in the background if the cache holds it (or a
     /// refresh of it is under way), drops it otherwise. Every key is numbered before any is
     /// queued, so the refresher finds a product's two review orders both waiting and renders
-    /// them from one read. `only_votes`: the change was a helpful vote, and nothing else.
-    pub(crate) fn stale(&self, keys: Vec<Key>, only_votes: bool) {
+    /// them from one read. `reuse`: what the change leaves reusable of their bodies.
+    pub(crate) fn stale(&self, keys: Vec<Key>, reuse: &Reuse) {
         let queue = self.refresh_tx.lock().ok().and_then(|q| q.clone());
         let numbered: Vec<(Key, u64)> = keys
             .into_iter()
             .filter_map(|key| {
-                let (number, newly_queued) = self.take_number(&key, queue.is_some(), only_votes)?;
+                let (number, newly_queued) =
+                    self.take_number(&key, queue.is_some(), Some(reuse))?;
                 // Already waiting: its refresh will render for this change too. Without a
                 // refresher nothing waits: the entry is dropped below.
                 (newly_queued || queue.is_none()).then_some((key, number))
@@ -78,10 +129,12 @@ impl ResponseCache {
 
     /// Numbers the changes to `keys` the cache holds (their refreshes are under way from
     /// here), dropping those it does not: the first half of the refresh after an own write
-    /// ([`ResponseCache::apply_own_write`]). `only_votes` as for [`Self::stale`].
-    pub(crate) fn number(&self, keys: &[Key], only_votes: bool) -> Vec<(Key, u64)> {
+    /// ([`ResponseCache::apply_own_write`]). `reuse` as for [`Self::stale`]; None: the number
+    /// is for no change of its own (a key whose refresh is under way keeps what it allows, a
+    /// key numbered anew allows nothing).
+    pub(crate) fn number(&self, keys: &[Key], reuse: Option<&Reuse>) -> Vec<(Key, u64)> {
         keys.iter()
-            .filter_map(|key| Some((key.clone(), self.take_number(key, false, only_votes)?.0)))
+            .filter_map(|key| Some((key.clone(), self.take_number(key, false, reuse)?.0)))
             .collect()
     }
 
@@ -105,10 +158,9 @@ impl ResponseCache {
             if superseded.is_empty() {
                 return;
             }
-            // Still under way, so each key's flag already says whether every change since
-            // the body held was a vote; this number adds no change of its own. (Should that
-            // refresh finish first, the body it swaps in was read after this write.)
-            let renumbered = self.number(&superseded, true);
+            // Still under way, so each key already holds what every change since the body held
+            // leaves reusable; this number adds no change of its own.
+            let renumbered = self.number(&superseded, None);
             superseded = self
                 .render_and_finish(renumbered, db, ReadFrom::Primary)
                 .await;
@@ -151,9 +203,9 @@ impl ResponseCache {
 
     /// Fresh renders of `keys`, in order; None where a render failed. A product's two review
     /// orders come from one read, sharing one buffer (compacted first if the catalog holds
-    /// them, so that they share it there); where only votes changed them since the bodies
-    /// held, that read is of the reviews' sort keys alone, and the held items are reused
-    /// (`render::reviews::revoted_review_orders`), unless the keys show something else changed.
+    /// them, so that they share it there). Where the changes since the bodies held leave part
+    /// of them reusable ([`Reuse`]), only the rest is read, unless what is read shows that
+    /// more changed.
     async fn render_together(
         &self,
         keys: &[Key],
@@ -163,65 +215,97 @@ impl ResponseCache {
         if let [first, second] = keys {
             if let (Key::Reviews { product_id, order }, Some(other)) = (first, sibling(first)) {
                 if *second == other {
-                    // Compacted before the newest order is made from it, so that the two share
-                    // the compact buffer; only where the catalog has both's slots.
-                    let compaction = if self.store.has_slot(first) && self.store.has_slot(second) {
-                        self.compaction
-                    } else {
-                        Compaction::None
-                    };
-                    let held = self
-                        .only_votes_since_held(keys)
-                        .then(|| {
-                            self.store.peek(&Key::Reviews {
-                                product_id: *product_id,
-                                order: ReviewOrder::Helpful,
-                            })
-                        })
-                        .flatten();
-                    let revoted = match held {
-                        Some(Rendered::List(held)) => {
-                            db.read_from(from, |pool| {
-                                revote_review_orders(pool, *product_id, &held, compaction)
-                            })
-                            .await
-                        }
-                        _ => Ok(None),
-                    };
-                    let read = match revoted {
-                        Ok(Some(both)) => {
-                            self.revoted.fetch_add(1, Ordering::Relaxed);
-                            Ok(both)
-                        }
-                        Err(e) => Err(e),
-                        Ok(None) => {
-                            db.read_from(from, |pool| {
-                                fill_review_orders(pool, *product_id, compaction)
-                            })
-                            .await
-                        }
-                    };
-                    return match read {
-                        Ok((helpful, newest)) if *order == ReviewOrder::Helpful => {
+                    return match self
+                        .refresh_review_orders(keys, *product_id, db, from)
+                        .await
+                    {
+                        Some((helpful, newest)) if *order == ReviewOrder::Helpful => {
                             vec![Some(helpful), Some(newest)]
                         }
-                        Ok((helpful, newest)) => vec![Some(newest), Some(helpful)],
-                        Err(_) => vec![None, None],
+                        Some((helpful, newest)) => vec![Some(newest), Some(helpful)],
+                        None => vec![None, None],
                     };
                 }
             }
         }
-        let renders = keys
-            .iter()
-            .map(|key| async { db.read_from(from, |pool| fill(key, pool)).await.ok() });
+        let renders = keys.iter().map(|key| self.render_one(key, db, from));
         futures_util::future::join_all(renders).await
+    }
+
+    /// Both of `product_id`'s review lists (`keys`), the `helpful` one first: revoted from the
+    /// held items where only votes changed them, else read whole.
+    async fn refresh_review_orders(
+        &self,
+        keys: &[Key],
+        product_id: i64,
+        db: &Database,
+        from: ReadFrom,
+    ) -> Option<(Rendered, Rendered)> {
+        // Compacted before the newest order is made from it, so that the two share the
+        // compact buffer; only where the catalog has both's slots.
+        let compaction = match keys.iter().all(|key| self.store.has_slot(key)) {
+            true => self.compaction,
+            false => Compaction::None,
+        };
+        let only_votes = keys
+            .iter()
+            .all(|key| self.reuse_since_held(key) == Reuse::AllButVotes);
+        let helpful = Key::Reviews {
+            product_id,
+            order: ReviewOrder::Helpful,
+        };
+        if let (true, Some(Rendered::List(held))) = (only_votes, self.store.peek(&helpful)) {
+            let revoted = db
+                .read_from(from, |pool| {
+                    revote_review_orders(pool, product_id, &held, compaction)
+                })
+                .await;
+            match revoted {
+                Ok(Some(both)) => {
+                    self.revoted.fetch_add(1, Ordering::Relaxed);
+                    return Some(both);
+                }
+                Ok(None) => {} // more than votes changed
+                Err(_) => return None,
+            }
+        }
+        db.read_from(from, |pool| {
+            fill_review_orders(pool, product_id, compaction)
+        })
+        .await
+        .ok()
+    }
+
+    /// `key` rendered afresh; a product's questions list re-answered from its held items where
+    /// only some questions' answers changed.
+    async fn render_one(&self, key: &Key, db: &Database, from: ReadFrom) -> Option<Rendered> {
+        if let (Key::Questions(product_id), Reuse::AllButAnswersOf(answered)) =
+            (key, self.reuse_since_held(key))
+        {
+            if let Some(Rendered::List(held)) = self.store.peek(key) {
+                let reanswered = db
+                    .read_from(from, |pool| {
+                        reanswer_questions(pool, *product_id, &held, &answered)
+                    })
+                    .await;
+                match reanswered {
+                    Ok(Some(list)) => {
+                        self.reanswered.fetch_add(1, Ordering::Relaxed);
+                        return Some(list);
+                    }
+                    Ok(None) => {} // more than those answers changed
+                    Err(_) => return None,
+                }
+            }
+        }
+        db.read_from(from, |pool| fill(key, pool)).await.ok()
     }
 
     /// Gives `key`'s latest change a number if the cache holds the key or a refresh of it is
     /// under way, and with `enqueue` marks it queued (returning whether it was not already);
     /// otherwise drops it (cancelling a fill in flight) and returns None. Either way, a
     /// warm-up running now will not insert the key.
-    fn take_number(&self, key: &Key, enqueue: bool, only_votes: bool) -> Option<(u64, bool)> {
+    fn take_number(&self, key: &Key, enqueue: bool, reuse: Option<&Reuse>) -> Option<(u64, bool)> {
         self.while_warming(|warming| {
             if let Some(w) = warming {
                 w.keys.insert(key.clone());
@@ -232,25 +316,34 @@ impl ResponseCache {
                 return None;
             }
             let number = self.refresh_numbers.fetch_add(1, Ordering::Relaxed) + 1;
-            let entry = pending.entry(key.clone()).or_insert(Pending {
-                latest: number,
-                queued: false,
-                only_votes: true,
-            });
+            let entry = match pending.entry(key.clone()) {
+                Entry::Occupied(held) => {
+                    let entry = held.into_mut();
+                    if let Some(reuse) = reuse {
+                        entry.reuse = entry.reuse.and(reuse);
+                    }
+                    entry
+                }
+                Entry::Vacant(new) => new.insert(Pending {
+                    latest: number,
+                    queued: false,
+                    reuse: reuse.cloned().unwrap_or(Reuse::Nothing),
+                }),
+            };
             entry.latest = number;
-            entry.only_votes &= only_votes;
             let newly_queued = enqueue && !entry.queued;
             entry.queued |= enqueue;
             Some((number, newly_queued))
         })
     }
 
-    /// Whether every change to each of `keys` since the body held was a helpful vote.
-    fn only_votes_since_held(&self, keys: &[Key]) -> bool {
-        self.refreshing.lock().is_ok_and(|pending| {
-            keys.iter()
-                .all(|key| pending.get(key).is_some_and(|p| p.only_votes))
-        })
+    /// What every change to `key` since the body held leaves reusable of it.
+    fn reuse_since_held(&self, key: &Key) -> Reuse {
+        self.refreshing
+            .lock()
+            .ok()
+            .and_then(|pending| pending.get(key).map(|p| p.reuse.clone()))
+            .unwrap_or(Reuse::Nothing)
     }
 
     /// Takes `key` off the queue for rendering: the number of the change to render for; None
@@ -409,4 +502,35 @@ pub async fn run(
         }
     }
     while running.next().await.is_some() {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Reuse, MAX_REANSWERED};
+    use crate::domain::Change;
+
+    #[test]
+    fn what_is_reusable_after_changes_is_what_each_of_them_leaves() {
+        let votes = Reuse::after(&Change::ReviewVotes(1));
+        let answers = |question| {
+            Reuse::after(&Change::QuestionAnswers {
+                product: 1,
+                question,
+            })
+        };
+        assert_eq!(votes, Reuse::AllButVotes);
+        assert_eq!(Reuse::after(&Change::Reviews(1)), Reuse::Nothing);
+        assert_eq!(Reuse::after(&Change::Questions(1)), Reuse::Nothing);
+        assert_eq!(votes.and(&votes), Reuse::AllButVotes);
+        assert_eq!(votes.and(&Reuse::Nothing), Reuse::Nothing);
+        assert_eq!(Reuse::Nothing.and(&votes), Reuse::Nothing);
+        assert_eq!(votes.and(&answers(3)), Reuse::Nothing);
+        assert_eq!(
+            answers(3).and(&answers(4)).and(&answers(3)),
+            Reuse::AllButAnswersOf(vec![3, 4])
+        );
+        assert_eq!(answers(3).and(&Reuse::Nothing), Reuse::Nothing);
+        let many = (0..=MAX_REANSWERED as i64).fold(answers(0), |r, q| r.and(&answers(q)));
+        assert_eq!(many, Reuse::Nothing, "past the limit, a whole read");
+    }
 }

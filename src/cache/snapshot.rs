@@ -1035,7 +1035,10 @@ mod tests {
         let dir = temporary_dir("snapshot-write");
         let cache = catalog();
         let _queue = cache.refresh_queue();
-        cache.stale(vec![Key::Product(2)], false);
+        cache.stale(
+            vec![Key::Product(2)],
+            &crate::cache::refresh::Reuse::Nothing,
+        );
         let written = write_file(&cache, &dir, &header(), 0, || true).expect("written");
         assert_eq!((written.bodies, written.left_out), (1, 1));
         let first = std::fs::read(dir.join(FILE_NAME)).expect("the snapshot");

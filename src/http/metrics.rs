@@ -221,6 +221,12 @@ impl Metrics {
                 c.revoted,
             ),
             (
+                "atelier_cache_reanswered_total",
+                "counter",
+                "Renders of a product's questions list after answers alone that reused the items held, reading only those questions' answers and what the list is ordered by (including renders a later change superseded).",
+                c.reanswered,
+            ),
+            (
                 "atelier_cache_own_changes_skipped_total",
                 "counter",
                 "Changes the feed brought back from this instance's own writes, which it had refreshed already.",

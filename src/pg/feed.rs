@@ -54,7 +54,8 @@ use crate::task::{supervised, AbortOnDrop};
 
 /// The change a log row describes; `None` for a kind this build does not know (a newer
 /// writer), which the feed must treat as "anything may have changed". A detail this build
-/// does not know leaves the kind's change as it is (migration 10 added `votes` so).
+/// does not know leaves the kind's change as it is (migration 10 added `votes` so, and
+/// migration 11 `answers:<question id>`).
 fn change_from_row(
     kind: &str,
     id: Option<i64>,
@@ -68,7 +69,13 @@ fn change_from_row(
         ("related", Some(id), _) => Change::Related(id),
         ("reviews", Some(id), _) if detail == Some("votes") => Change::ReviewVotes(id),
         ("reviews", Some(id), _) => Change::Reviews(id),
-        ("questions", Some(id), _) => Change::Questions(id),
+        ("questions", Some(product), _) => match detail
+            .and_then(|d| d.strip_prefix("answers:"))
+            .and_then(|q| q.parse().ok())
+        {
+            Some(question) => Change::QuestionAnswers { product, question },
+            None => Change::Questions(product),
+        },
         ("answers", Some(id), _) => Change::Answers(id),
         ("cart", _, Some(session)) => Change::Cart(session),
         ("all", _, _) => Change::All,
@@ -808,5 +815,39 @@ mod liveness_tests {
         assert!(!status.alive_at(31_000, within), "30 s without a beat");
         status.begin_read();
         assert!(status.is_alive(within), "a read is a beat");
+    }
+}
+
+#[cfg(test)]
+mod row_tests {
+    use super::change_from_row;
+    use crate::domain::Change;
+
+    #[test]
+    fn a_detail_narrows_its_kinds_change_and_one_not_understood_leaves_it_whole() {
+        let row = |kind, detail| change_from_row(kind, Some(7), None, detail);
+        assert_eq!(row("reviews", Some("votes")), Some(Change::ReviewVotes(7)));
+        assert_eq!(row("reviews", None), Some(Change::Reviews(7)));
+        assert_eq!(
+            row("questions", Some("answers:42")),
+            Some(Change::QuestionAnswers {
+                product: 7,
+                question: 42
+            })
+        );
+        for detail in [
+            None,
+            Some("answers:"),
+            Some("answers:x"),
+            Some("votes"),
+            Some("later"),
+        ] {
+            assert_eq!(
+                row("questions", detail),
+                Some(Change::Questions(7)),
+                "{detail:?}"
+            );
+        }
+        assert_eq!(row("reviews", Some("answers:42")), Some(Change::Reviews(7)));
     }
 }

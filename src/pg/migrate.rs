@@ -66,6 +66,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "review_votes_logged",
         sql: include_str!("../../sql/0010_review_votes_logged.sql"),
     },
+    Migration {
+        version: 11,
+        name: "question_answers_logged",
+        sql: include_str!("../../sql/0011_question_answers_logged.sql"),
+    },
 ];
 
 /// The newest migration this build carries.

@@ -112,6 +112,15 @@ statements! {
                                 JOIN answers_photos p ON p.answer_id = a.id
                                WHERE q.product_id = $1 AND NOT q.reported
                                ORDER BY p.answer_id, p.id";
+    // A product's questions list after answers alone changed: what orders and heads its
+    // items (all in the index), and the answers of the questions whose answers changed.
+    question_keys = "SELECT id, helpfulness, date FROM questions WHERE product_id = $1 AND NOT reported
+          ORDER BY helpfulness DESC, date DESC, id DESC";
+    answers_of_questions = "SELECT question_id, id, body, date, answerer_name, helpfulness
+           FROM answers WHERE question_id = ANY($1) AND NOT reported ORDER BY question_id, id";
+    answer_photos_of_questions = "SELECT p.answer_id, p.id, p.url
+                       FROM answers a JOIN answers_photos p ON p.answer_id = a.id
+                      WHERE a.question_id = ANY($1) AND NOT a.reported ORDER BY p.answer_id, p.id";
     question_exists = "SELECT EXISTS (SELECT 1 FROM questions WHERE id = $1)";
     answers = "SELECT question_id, id, body, date, answerer_name, helpfulness
            FROM answers WHERE question_id = $1 AND NOT reported
@@ -271,6 +280,15 @@ pub struct ReviewRow {
 /// Where a review sorts in a product's lists ([`review_keys`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReviewKeyRow {
+    pub id: i64,
+    pub helpfulness: i32,
+    pub date: Timestamp,
+}
+
+/// Where a question sorts in a product's questions list, and what its item shows of it
+/// besides text ([`question_keys_and_answers`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuestionKeyRow {
     pub id: i64,
     pub helpfulness: i32,
     pub date: Timestamp,
@@ -598,6 +616,40 @@ pub async fn questions(
 }
 
 /// A question's visible answers in order with their photos; None for an unknown question.
+/// What a product's questions list is ordered and headed by: every visible question's id,
+/// helpfulness and date, in the list's order; and every visible answer of the questions
+/// `answered`, with their photos.
+pub async fn question_keys_and_answers(
+    conn: &Conn,
+    product_id: i64,
+    answered: &[i64],
+) -> Result<(Vec<QuestionKeyRow>, Vec<AnswerRow>, Vec<PhotoUrlRow>), Error> {
+    let s = &conn.statements;
+    let c = &conn.client;
+    let product: [&(dyn ToSql + Sync); 1] = [&product_id];
+    let questions: [&(dyn ToSql + Sync); 1] = [&answered];
+    let (keys, answers, photos) = tokio::try_join!(
+        c.query(&s.question_keys, &product),
+        c.query(&s.answers_of_questions, &questions),
+        c.query(&s.answer_photos_of_questions, &questions),
+    )?;
+    let keys = keys
+        .iter()
+        .map(|r| {
+            Ok(QuestionKeyRow {
+                id: r.get(0),
+                helpfulness: r.get(1),
+                date: r.try_get(2)?,
+            })
+        })
+        .collect::<Result<_, Error>>()?;
+    Ok((
+        keys,
+        answers.iter().map(answer_row).collect::<Result<_, _>>()?,
+        photo_urls(photos),
+    ))
+}
+
 pub async fn answers(
     conn: &Conn,
     question_id: i64,

@@ -215,7 +215,13 @@ pub async fn add_answer(
     Ok(Written::by(
         &row,
         1,
-        vec![Change::Answers(question_id), Change::Questions(product_id)],
+        vec![
+            Change::Answers(question_id),
+            Change::QuestionAnswers {
+                product: product_id,
+                question: question_id,
+            },
+        ],
     ))
 }
 
@@ -232,7 +238,13 @@ pub async fn mark_answer(
     Ok(Written::by(
         &row,
         2,
-        vec![Change::Answers(row.get(0)), Change::Questions(row.get(1))],
+        vec![
+            Change::Answers(row.get(0)),
+            Change::QuestionAnswers {
+                product: row.get(1),
+                question: row.get(0),
+            },
+        ],
     ))
 }
 

@@ -1,9 +1,11 @@
 //! Bodies of the questions & answers widget: a product's questions, each with every visible
 //! answer nested, and one question's answers.
 
+use std::collections::HashMap;
+
 use super::json::{push_bool, push_date, push_int, push_int_str, push_str};
-use super::{group_by, push_id_url_photos, ItemList, ItemListBuilder};
-use crate::pg::read::{AnswerRow, PhotoUrlRow, QuestionRow};
+use super::{find, group_by, push_id_url_photos, ItemList, ItemListBuilder};
+use crate::pg::read::{AnswerRow, PhotoUrlRow, QuestionKeyRow, QuestionRow};
 
 /// An answer's id value and the fields both answer shapes share, up to its photos. The two
 /// shapes differ only in the id's key (`id` nested, `answer_id` in the list) and photos.
@@ -43,32 +45,138 @@ pub fn render_question_list(
         push_int(out, q.helpfulness);
         out.extend_from_slice(b",\"reported\":");
         push_bool(out, false);
-        out.extend_from_slice(b",\"answers\":{");
-        // By answer id, ascending: the contract fixes no order for this object, and the
-        // hosted API, a Node server, sent what `JSON.stringify` writes for integer keys, which
-        // is also the order every JavaScript client iterates them in.
-        let mut nested: Vec<&AnswerRow> = by_question.get(&q.id).cloned().unwrap_or_default();
-        nested.sort_unstable_by_key(|a| a.id);
-        for (i, a) in nested.into_iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            push_int_str(out, a.id);
-            out.extend_from_slice(b":{\"id\":");
-            push_answer_fields(out, a);
-            out.extend_from_slice(b",\"photos\":[");
-            for (j, p) in photos.get(&a.id).into_iter().flatten().enumerate() {
-                if j > 0 {
-                    out.push(b',');
-                }
-                push_str(out, &p.url);
-            }
-            out.extend_from_slice(b"]}");
-        }
-        out.extend_from_slice(b"}}");
+        out.extend_from_slice(ANSWERS_KEY);
+        push_nested_answers(out, by_question.get(&q.id), &photos);
         list.end_item();
     }
     list.finish()
+}
+
+/// The key of a question item's nested answers, which end the item.
+const ANSWERS_KEY: &[u8] = b",\"answers\":{";
+
+/// A question item's nested answers (`answers`, all the question's visible ones, with their
+/// photos among `photos`) and the item's end.
+fn push_nested_answers(
+    out: &mut Vec<u8>,
+    answers: Option<&Vec<&AnswerRow>>,
+    photos: &HashMap<i64, Vec<&PhotoUrlRow>>,
+) {
+    // By answer id, ascending: the contract fixes no order for this object, and the hosted
+    // API, a Node server, sent what `JSON.stringify` writes for integer keys, which is also
+    // the order every JavaScript client iterates them in.
+    let mut nested: Vec<&AnswerRow> = answers.cloned().unwrap_or_default();
+    nested.sort_unstable_by_key(|a| a.id);
+    for (i, a) in nested.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        push_int_str(out, a.id);
+        out.extend_from_slice(b":{\"id\":");
+        push_answer_fields(out, a);
+        out.extend_from_slice(b",\"photos\":[");
+        for (j, p) in photos.get(&a.id).into_iter().flatten().enumerate() {
+            if j > 0 {
+                out.push(b',');
+            }
+            push_str(out, &p.url);
+        }
+        out.extend_from_slice(b"]}");
+    }
+    out.extend_from_slice(b"}}");
+}
+
+/// A product's questions list after the answers of `answered` questions alone changed since
+/// `held` was rendered: `keys` are every visible question's id, helpfulness and date in the
+/// list's order as the database has them now, `answers` and `photos` every visible answer of
+/// the `answered` questions and their photos. Each item is the held one, but for the answered
+/// questions', whose nested answers are rendered afresh: the same bytes as
+/// [`render_question_list`] from every row, without reading the other questions' answers.
+/// None where the keys show anything else changed — a question added, hidden, reordered, or
+/// with another helpfulness or shown date — or `held` is not a list this module rendered.
+pub fn reanswered_question_list(
+    held: &ItemList,
+    keys: &[QuestionKeyRow],
+    answered: &[i64],
+    answers: &[AnswerRow],
+    photos: &[PhotoUrlRow],
+) -> Option<ItemList> {
+    if held.len() != keys.len() {
+        return None;
+    }
+    let buffer = held.own_items()?;
+    let photos = group_by(photos, |p| p.owner_id);
+    let by_question = group_by(answers, |a| a.question_id);
+    let mut list = ItemListBuilder::default();
+    let mut expected = Vec::with_capacity(64);
+    for (p, key) in keys.iter().enumerate() {
+        let item = held.own_item(&buffer, p)?;
+        let question = HeldQuestion::parse(item)?;
+        expected.clear();
+        push_date(&mut expected, key.date.millis());
+        expected.extend_from_slice(ASKER_KEY);
+        if question.id != key.id
+            || !question.date.starts_with(&expected)
+            || question.helpfulness != key.helpfulness
+        {
+            return None;
+        }
+        let out = list.next_item();
+        if answered.contains(&key.id) {
+            out.extend_from_slice(question.up_to_answers);
+            push_nested_answers(out, by_question.get(&key.id), &photos);
+        } else {
+            out.extend_from_slice(item);
+        }
+        list.end_item();
+    }
+    Some(list.finish())
+}
+
+const ASKER_KEY: &[u8] = b",\"asker_name\":";
+
+/// A question item of a list [`render_question_list`] rendered, cut where its keys are.
+struct HeldQuestion<'a> {
+    id: i64,
+    /// From the date's value on (the date is checked as its prefix).
+    date: &'a [u8],
+    helpfulness: i32,
+    /// The item up to and including the opening brace of its nested answers.
+    up_to_answers: &'a [u8],
+}
+
+impl<'a> HeldQuestion<'a> {
+    /// None unless `item` has the shape [`render_question_list`] gives it. A key is found by
+    /// its quotes, which inside a JSON string are always escaped; the question's own keys
+    /// come before its nested answers.
+    fn parse(item: &'a [u8]) -> Option<HeldQuestion<'a>> {
+        const ID: &[u8] = b"{\"question_id\":";
+        const DATE: &[u8] = b",\"question_date\":";
+        const HELPFULNESS: &[u8] = b",\"question_helpfulness\":";
+        const REPORTED: &[u8] = b",\"reported\":";
+        let rest = item.strip_prefix(ID)?;
+        let id_len = rest.iter().position(|&b| b == b',')?;
+        let id = std::str::from_utf8(rest.get(..id_len)?)
+            .ok()?
+            .parse()
+            .ok()?;
+        let date_at = find(item, DATE)? + DATE.len();
+        let helpfulness_at = date_at + find(item.get(date_at..)?, HELPFULNESS)? + HELPFULNESS.len();
+        let helpfulness_len = find(item.get(helpfulness_at..)?, REPORTED)?;
+        let helpfulness =
+            std::str::from_utf8(item.get(helpfulness_at..helpfulness_at + helpfulness_len)?)
+                .ok()?
+                .parse()
+                .ok()?;
+        let answers_at =
+            helpfulness_at + find(item.get(helpfulness_at..)?, ANSWERS_KEY)? + ANSWERS_KEY.len();
+        Some(HeldQuestion {
+            id,
+            date: item.get(date_at..helpfulness_at)?,
+            helpfulness,
+            up_to_answers: item.get(..answers_at)?,
+        })
+    }
 }
 
 /// What precedes the items of a page of `GET /qa/questions` (no page or count keys in this
@@ -109,4 +217,163 @@ pub(super) fn answers_head(question_id: i64, page: u64, count: u64) -> Vec<u8> {
     push_int(&mut head, count);
     head.extend_from_slice(b",\"results\":[");
     head
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pg::read::Timestamp;
+
+    const TRICKY: &str = r#"","question_date":"1970-01-01T00:00:00.000Z","question_helpfulness":7,"reported":false,"answers":{"#;
+
+    /// A product's questions in list order, with answers and photos; `date_us` per question.
+    fn questions(n: i64) -> (Vec<QuestionRow>, Vec<i64>, Vec<AnswerRow>, Vec<PhotoUrlRow>) {
+        let mut rows: Vec<(QuestionRow, i64)> = (1..=n)
+            .map(|id| {
+                let date_us = 1_600_000_000_000_000 + (id % 3) * 1000 + id % 2;
+                let q = QuestionRow {
+                    id: id * 5,
+                    body: format!("q{id}{TRICKY}"),
+                    date_ms: date_us.div_euclid(1000),
+                    asker_name: format!("asker{TRICKY}"),
+                    helpfulness: (id % 4) as i32,
+                };
+                (q, date_us)
+            })
+            .collect();
+        rows.sort_by_key(|(q, d)| std::cmp::Reverse((q.helpfulness, *d, q.id)));
+        let answers: Vec<AnswerRow> = rows
+            .iter()
+            .flat_map(|(q, _)| (0..q.id % 4).map(move |k| answer(q.id, q.id * 10 + k)))
+            .collect();
+        let photos = answers
+            .iter()
+            .filter(|a| a.id % 2 == 0)
+            .map(|a| PhotoUrlRow {
+                owner_id: a.id,
+                id: a.id,
+                url: format!("https://p/{}", a.id),
+            })
+            .collect();
+        let (rows, dates) = rows.into_iter().unzip();
+        (rows, dates, answers, photos)
+    }
+
+    fn answer(question_id: i64, id: i64) -> AnswerRow {
+        AnswerRow {
+            question_id,
+            id,
+            body: format!("a{id},\"date\":\"x\""),
+            date_ms: 1_600_000_000_000 + id,
+            answerer_name: "n".into(),
+            helpfulness: (id % 3) as i32,
+        }
+    }
+
+    fn keys(rows: &[QuestionRow], dates_us: &[i64]) -> Vec<QuestionKeyRow> {
+        rows.iter()
+            .zip(dates_us)
+            .map(|(q, &d)| QuestionKeyRow {
+                id: q.id,
+                helpfulness: q.helpfulness,
+                date: Timestamp::from_micros(d),
+            })
+            .collect()
+    }
+
+    fn body(list: &ItemList) -> Vec<u8> {
+        super::super::Frame::Questions(3)
+            .page(list, 1, 1000)
+            .to_vec()
+    }
+
+    #[test]
+    fn a_list_reanswered_from_its_items_is_the_list_rendered_afresh() {
+        let (rows, dates, answers, photos) = questions(17);
+        let held = render_question_list(&rows, &answers, &photos);
+        let answered = [rows[2].id, rows[9].id, rows[16].id];
+        // An answer added to one, one hidden from another, photos of a third's changed.
+        let mut now = answers.clone();
+        now.push(answer(answered[0], 999));
+        now.retain(|a| a.question_id != answered[1] || a.id % 4 != 1);
+        let mut now_photos: Vec<PhotoUrlRow> = photos
+            .iter()
+            .filter(|p| now.iter().any(|a| a.id == p.owner_id))
+            .cloned()
+            .collect();
+        now_photos.retain(|p| {
+            now.iter()
+                .any(|a| a.id == p.owner_id && a.question_id != answered[2])
+        });
+        now_photos.push(PhotoUrlRow {
+            owner_id: 999,
+            id: 5,
+            url: "https://p/new".into(),
+        });
+        now_photos.sort_by_key(|p| (p.owner_id, p.id));
+        let fresh = render_question_list(&rows, &now, &now_photos);
+        // What the database gives a reanswer: only the answered questions' answers and photos.
+        let theirs: Vec<AnswerRow> = now
+            .iter()
+            .filter(|a| answered.contains(&a.question_id))
+            .cloned()
+            .collect();
+        let their_photos: Vec<PhotoUrlRow> = now_photos
+            .iter()
+            .filter(|p| theirs.iter().any(|a| a.id == p.owner_id))
+            .cloned()
+            .collect();
+        let reanswered = reanswered_question_list(
+            &held,
+            &keys(&rows, &dates),
+            &answered,
+            &theirs,
+            &their_photos,
+        )
+        .expect("only answers changed");
+        assert_eq!(body(&reanswered), body(&fresh));
+        assert_ne!(body(&held), body(&fresh));
+        // Packed, the held list gives the same.
+        let packed = held.compacted(Some(super::super::Frame::Questions(3)));
+        let reanswered = reanswered_question_list(
+            &packed,
+            &keys(&rows, &dates),
+            &answered,
+            &theirs,
+            &their_photos,
+        )
+        .expect("only answers changed");
+        assert_eq!(body(&reanswered), body(&fresh));
+        // A question the list does not show (hidden) among the answered is left out.
+        let hidden = [answered[0], 424_242];
+        assert!(reanswered_question_list(
+            &held,
+            &keys(&rows, &dates),
+            &hidden,
+            &theirs,
+            &their_photos
+        )
+        .is_some());
+    }
+
+    #[test]
+    fn anything_but_answers_in_the_keys_asks_for_a_fresh_read() {
+        let (rows, dates, answers, photos) = questions(9);
+        let held = render_question_list(&rows, &answers, &photos);
+        let keys = keys(&rows, &dates);
+        let none: [i64; 0] = [];
+        assert!(reanswered_question_list(&held, &keys, &none, &[], &[]).is_some());
+        let mut added = keys.clone();
+        added.push(QuestionKeyRow { id: 1, ..keys[0] });
+        let hidden = keys[1..].to_vec();
+        let mut swapped = keys.clone();
+        swapped.swap(2, 3);
+        let mut voted = keys.clone();
+        voted[4].helpfulness += 1;
+        let mut moved = keys.clone();
+        moved[5].date = Timestamp::from_micros(moved[5].date.micros() + 1000);
+        for changed in [added, hidden, swapped, voted, moved] {
+            assert!(reanswered_question_list(&held, &changed, &none, &[], &[]).is_none());
+        }
+    }
 }

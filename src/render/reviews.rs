@@ -9,7 +9,7 @@ use bytes::Bytes;
 use super::json::{
     push_bool, push_date, push_int, push_int_str, push_opt_str, push_str, push_uint,
 };
-use super::{group_by, push_id_url_photos, Compaction, Frame, ItemList, ItemListBuilder};
+use super::{find, group_by, push_id_url_photos, Compaction, Frame, ItemList, ItemListBuilder};
 use crate::pg::read::{CharacteristicRow, MetaCountRow, PhotoUrlRow, ReviewKeyRow, ReviewRow};
 
 /// The items of `GET /reviews`, in the order given.
@@ -163,11 +163,6 @@ impl<'a> HeldReview<'a> {
             date: item.get(date_at..date_at + date_len)?,
         })
     }
-}
-
-/// Where `needle` first occurs in `haystack`.
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 /// The two orders of a product's reviews from `helpful`, its list in `helpful` order (`ids`
