@@ -34,7 +34,7 @@ pub enum Change {
     /// read again (on a product with thousands of reviews, the meta's read is the costlier
     /// half of the refresh); nor are the reviews themselves, only what the lists sort by.
     ReviewVotes(i64),
-    /// A product's questions (or the answers nested in them).
+    /// A product's questions (any change of them but one of a question's answers alone).
     Questions(i64),
     /// The answers of one of a product's questions (or their photos), which the product's
     /// questions list nests: logged as the product's `questions` with the detail

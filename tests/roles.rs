@@ -204,6 +204,12 @@ async fn an_instance_serves_as_the_serving_role_which_can_do_nothing_else() {
         "CREATE TEMP TABLE w (id bigint, product_id bigint, reported boolean);
          CREATE TRIGGER forged AFTER UPDATE ON w FOR EACH ROW
              EXECUTE FUNCTION atelier_changed_review_visibility()",
+        "CREATE TEMP TABLE x (id bigint, question_id bigint);
+         CREATE TRIGGER forged AFTER INSERT ON x FOR EACH ROW
+             EXECUTE FUNCTION atelier_changed_answer()",
+        "CREATE TEMP TABLE y (id bigint, answer_id bigint);
+         CREATE TRIGGER forged AFTER INSERT ON y FOR EACH ROW
+             EXECUTE FUNCTION atelier_changed_by_answer()",
     ] {
         let e = serving
             .batch_execute(forbidden)
@@ -216,4 +222,37 @@ async fn an_instance_serves_as_the_serving_role_which_can_do_nothing_else() {
         );
     }
     assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test]
+async fn every_trigger_function_runs_as_the_owner_on_a_fixed_path_and_no_one_else_may_call_it() {
+    let db = common::loaded_database(&sample_dir()).await;
+    let owner = db.client().await;
+    // A migration that replaces a function (CREATE OR REPLACE) resets what migration 5 set.
+    let loose: Vec<String> = owner
+        .query(
+            "SELECT p.proname::text FROM pg_proc p
+               JOIN pg_namespace n ON n.oid = p.pronamespace
+              WHERE n.nspname = 'public' AND p.prorettype = 'trigger'::regtype
+                AND (NOT p.prosecdef
+                     OR NOT coalesce('search_path=pg_catalog, public, pg_temp' = ANY (p.proconfig), false)
+                     OR has_function_privilege('public', p.oid, 'EXECUTE'))",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(loose.is_empty(), "{loose:?}");
+    let checked: i64 = owner
+        .query_one(
+            "SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+              WHERE n.nspname = 'public' AND p.prorettype = 'trigger'::regtype",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(checked >= 10, "{checked} trigger functions");
 }

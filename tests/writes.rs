@@ -833,34 +833,41 @@ async fn an_answer_re_renders_its_question_in_the_products_list_as_a_fresh_read_
         common::settled(&server).await;
         cache.stats()
     };
-    // Product 1's questions list, and each question's answers, held and as served, are what
+    // A product's questions list, and each question's answers, held and as served, are what
     // a fresh read renders.
-    let fresh_all = || async {
-        let key = Key::Questions(1);
-        let fresh = match atelier::cache::fill(&key, &pool).await.unwrap() {
-            Rendered::List(list) => list,
-            other => panic!("{other:?}"),
-        };
-        assert_eq!(cache.peek(&key), Some(Rendered::List(fresh.clone())));
-        let page = Frame::Questions(1).page(&fresh, 1, 100);
-        let served = get(a, "/qa/questions?product_id=1&count=100").await;
-        assert_eq!(served.body.as_bytes(), &page[..]);
-        let questions: Vec<i64> = client
-            .query("SELECT id FROM questions WHERE product_id = 1", &[])
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        for q in questions {
-            let key = Key::Answers(q);
-            let fresh = atelier::cache::fill(&key, &pool).await.unwrap();
-            if let Some(held) = cache.peek(&key) {
-                assert_eq!(held, fresh, "answers of {q}");
+    let fresh = |product: i64| {
+        let (client, pool) = (&client, &pool);
+        async move {
+            let key = Key::Questions(product);
+            let fresh = match atelier::cache::fill(&key, pool).await.unwrap() {
+                Rendered::List(list) => list,
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(cache.peek(&key), Some(Rendered::List(fresh.clone())));
+            let page = Frame::Questions(product).page(&fresh, 1, 100);
+            let served = get(a, &format!("/qa/questions?product_id={product}&count=100")).await;
+            assert_eq!(served.body.as_bytes(), &page[..]);
+            let questions: Vec<i64> = client
+                .query(
+                    "SELECT id FROM questions WHERE product_id = $1",
+                    &[&product],
+                )
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            for q in questions {
+                let key = Key::Answers(q);
+                let fresh = atelier::cache::fill(&key, pool).await.unwrap();
+                if let Some(held) = cache.peek(&key) {
+                    assert_eq!(held, fresh, "answers of {q}");
+                }
             }
+            served.body
         }
-        served.body
     };
+    let fresh_all = || fresh(1);
     // Twenty more questions of product 1, helpfulness and shown dates tied, with text that
     // holds what a careless reading of an item would take for its keys.
     client
@@ -945,6 +952,12 @@ async fn an_answer_re_renders_its_question_in_the_products_list_as_a_fresh_read_
          SELECT id, 'to a reported question', 'n', 'e@example.com' FROM questions
           WHERE product_id = 1 AND reported LIMIT 1"
             .to_owned(),
+        // To another product's question: both products' lists change.
+        format!(
+            "UPDATE answers SET question_id = (SELECT min(id) FROM questions WHERE product_id = 2)
+              WHERE id = (SELECT max(id) FROM answers WHERE question_id = {})",
+            visible[2]
+        ),
     ] {
         client.batch_execute(&sql).await.unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -954,6 +967,7 @@ async fn an_answer_re_renders_its_question_in_the_products_list_as_a_fresh_read_
         }
         before = settled().await;
         fresh_all().await;
+        fresh(2).await;
     }
 
     // A question added where no trigger logs it, then an answer: the keys show the question

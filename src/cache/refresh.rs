@@ -78,9 +78,10 @@ impl Reuse {
                         questions.push(*q);
                     }
                 }
-                match questions.len() <= MAX_REANSWERED {
-                    true => Reuse::AllButAnswersOf(questions),
-                    false => Reuse::Nothing,
+                if questions.len() <= MAX_REANSWERED {
+                    Reuse::AllButAnswersOf(questions)
+                } else {
+                    Reuse::Nothing
                 }
             }
             _ => Reuse::Nothing,
@@ -243,9 +244,10 @@ impl ResponseCache {
     ) -> Option<(Rendered, Rendered)> {
         // Compacted before the newest order is made from it, so that the two share the
         // compact buffer; only where the catalog has both's slots.
-        let compaction = match keys.iter().all(|key| self.store.has_slot(key)) {
-            true => self.compaction,
-            false => Compaction::None,
+        let compaction = if keys.iter().all(|key| self.store.has_slot(key)) {
+            self.compaction
+        } else {
+            Compaction::None
         };
         let only_votes = keys
             .iter()

@@ -277,18 +277,10 @@ pub struct ReviewRow {
     pub helpfulness: i32,
 }
 
-/// Where a review sorts in a product's lists ([`review_keys`]).
+/// Where a review or a question sorts in its product's lists, which is also all its item
+/// shows of it besides text ([`review_keys`], [`question_keys_and_answers`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ReviewKeyRow {
-    pub id: i64,
-    pub helpfulness: i32,
-    pub date: Timestamp,
-}
-
-/// Where a question sorts in a product's questions list, and what its item shows of it
-/// besides text ([`question_keys_and_answers`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct QuestionKeyRow {
+pub struct SortKeyRow {
     pub id: i64,
     pub helpfulness: i32,
     pub date: Timestamp,
@@ -511,7 +503,7 @@ pub async fn reviews_with_dates(
 
 /// What a product's two review orders sort by: every visible review's id, helpfulness and
 /// date, in `helpful` order.
-pub async fn review_keys(conn: &Conn, product_id: i64) -> Result<Vec<ReviewKeyRow>, Error> {
+pub async fn review_keys(conn: &Conn, product_id: i64) -> Result<Vec<SortKeyRow>, Error> {
     let args: [&(dyn ToSql + Sync); 1] = [&product_id];
     let rows = conn
         .client
@@ -519,7 +511,7 @@ pub async fn review_keys(conn: &Conn, product_id: i64) -> Result<Vec<ReviewKeyRo
         .await?;
     rows.iter()
         .map(|r| {
-            Ok(ReviewKeyRow {
+            Ok(SortKeyRow {
                 id: r.get(0),
                 helpfulness: r.get(1),
                 date: r.try_get(2)?,
@@ -615,7 +607,6 @@ pub async fn questions(
     ))
 }
 
-/// A question's visible answers in order with their photos; None for an unknown question.
 /// What a product's questions list is ordered and headed by: every visible question's id,
 /// helpfulness and date, in the list's order; and every visible answer of the questions
 /// `answered`, with their photos.
@@ -623,7 +614,7 @@ pub async fn question_keys_and_answers(
     conn: &Conn,
     product_id: i64,
     answered: &[i64],
-) -> Result<(Vec<QuestionKeyRow>, Vec<AnswerRow>, Vec<PhotoUrlRow>), Error> {
+) -> Result<(Vec<SortKeyRow>, Vec<AnswerRow>, Vec<PhotoUrlRow>), Error> {
     let s = &conn.statements;
     let c = &conn.client;
     let product: [&(dyn ToSql + Sync); 1] = [&product_id];
@@ -636,7 +627,7 @@ pub async fn question_keys_and_answers(
     let keys = keys
         .iter()
         .map(|r| {
-            Ok(QuestionKeyRow {
+            Ok(SortKeyRow {
                 id: r.get(0),
                 helpfulness: r.get(1),
                 date: r.try_get(2)?,
@@ -650,6 +641,7 @@ pub async fn question_keys_and_answers(
     ))
 }
 
+/// A question's visible answers in order with their photos; None for an unknown question.
 pub async fn answers(
     conn: &Conn,
     question_id: i64,

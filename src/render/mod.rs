@@ -751,14 +751,14 @@ pub fn page_offset(page: u64, count: u64) -> u128 {
     u128::from(page.saturating_sub(1)) * u128::from(count)
 }
 
-/// Groups rows by a parent id (a photo's review or answer, an answer's question), keeping
-/// their order within each group.
 /// Where `needle` first occurs in `haystack`: for cutting an item this module rendered at one
 /// of its keys, found by its quotes (inside a JSON string every quote is escaped).
 pub(crate) fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
+/// Groups rows by a parent id (a photo's review or answer, an answer's question), keeping
+/// their order within each group.
 pub(crate) fn group_by<T>(rows: &[T], parent: impl Fn(&T) -> i64) -> HashMap<i64, Vec<&T>> {
     let mut groups: HashMap<i64, Vec<&T>> = HashMap::new();
     for row in rows {

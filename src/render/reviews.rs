@@ -10,7 +10,7 @@ use super::json::{
     push_bool, push_date, push_int, push_int_str, push_opt_str, push_str, push_uint,
 };
 use super::{find, group_by, push_id_url_photos, Compaction, Frame, ItemList, ItemListBuilder};
-use crate::pg::read::{CharacteristicRow, MetaCountRow, PhotoUrlRow, ReviewKeyRow, ReviewRow};
+use crate::pg::read::{CharacteristicRow, MetaCountRow, PhotoUrlRow, ReviewRow, SortKeyRow};
 
 /// The items of `GET /reviews`, in the order given.
 pub fn render_review_list(reviews: &[ReviewRow], photos: &[PhotoUrlRow]) -> ItemList {
@@ -85,7 +85,7 @@ pub fn render_review_orders(
 pub fn revoted_review_orders(
     product_id: i64,
     held: &ItemList,
-    keys: &[ReviewKeyRow],
+    keys: &[SortKeyRow],
     compaction: Compaction,
 ) -> Option<(Arc<ItemList>, Arc<ItemList>)> {
     if held.len() != keys.len() {
@@ -315,10 +315,10 @@ mod tests {
         rows.sort_by_key(|(r, date_us)| std::cmp::Reverse((r.helpfulness, *date_us, r.id)));
     }
 
-    fn keys(rows: &[ReviewRow], dates_us: &[i64]) -> Vec<ReviewKeyRow> {
+    fn keys(rows: &[ReviewRow], dates_us: &[i64]) -> Vec<SortKeyRow> {
         rows.iter()
             .zip(dates_us)
-            .map(|(r, &d)| ReviewKeyRow {
+            .map(|(r, &d)| SortKeyRow {
                 id: r.id,
                 helpfulness: r.helpfulness,
                 date: Timestamp::from_micros(d),
@@ -381,7 +381,7 @@ mod tests {
         // A review added, a review hidden, a review replaced by another, a date moved by a
         // millisecond (by a microsecond, the shown date is the same: the order takes it).
         let mut added = keys.clone();
-        added.push(ReviewKeyRow { id: 1, ..keys[0] });
+        added.push(SortKeyRow { id: 1, ..keys[0] });
         let hidden = keys[1..].to_vec();
         let mut replaced = keys.clone();
         replaced[3].id = 2;
