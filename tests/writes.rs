@@ -692,7 +692,7 @@ async fn a_vote_re_renders_the_review_lists_from_their_items_as_a_fresh_read_wou
             }
         }
     };
-    // Thirty more reviews of product 2: helpfulness and shown dates tied (the order then goes
+    // Ninety more reviews of product 2 (packed in runs): helpfulness and shown dates tied (the order then goes
     // by the microsecond, then the id), photos on some, and text that holds what a careless
     // reading of an item would take for its keys.
     client
@@ -705,7 +705,7 @@ async fn a_vote_re_renders_the_review_lists_from_their_items_as_a_fresh_read_wou
                       'summary ' || n || ',"date":"1970-01-01T00:00:00.000Z","helpfulness":7,"photos":[]}',
                       'body "' || n || E'"\n', n % 2 = 0, 'name ,"helpfulness":' || n,
                       'e@example.com', n % 3
-                 FROM generate_series(1, 30) n;
+                 FROM generate_series(1, 90) n;
                INSERT INTO reviews_photos (review_id, url)
                SELECT id, 'https://example.com/' || id FROM reviews
                 WHERE product_id = 2 AND id % 3 = 0;"#,
@@ -868,7 +868,7 @@ async fn an_answer_re_renders_its_question_in_the_products_list_as_a_fresh_read_
         }
     };
     let fresh_all = || fresh(1);
-    // Twenty more questions of product 1, helpfulness and shown dates tied, with text that
+    // Ninety more questions of product 1 (packed in runs), helpfulness and shown dates tied, with text that
     // holds what a careless reading of an item would take for its keys.
     client
         .batch_execute(
@@ -877,7 +877,7 @@ async fn an_answer_re_renders_its_question_in_the_products_list_as_a_fresh_read_
                       timestamptz '2021-01-01' + (n % 4) * interval '1 millisecond'
                                                + (n % 3) * interval '1 microsecond',
                       'asker ,"question_date":"x"', 'e@example.com', n % 3
-                 FROM generate_series(1, 20) n;"#,
+                 FROM generate_series(1, 90) n;"#,
         )
         .await
         .unwrap();

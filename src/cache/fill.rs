@@ -139,18 +139,21 @@ async fn fill_reviews(
 
 /// Renders both orders of a product's reviews from one read, the `newest` list an index into
 /// the `helpful` list's buffer; compacted first as far as `compaction` packs lists, for the
-/// precomputed catalog (see [`Rendered::compacted`]), so that the orders share it there too.
+/// precomputed catalog (see [`Rendered::compacted`]), so that the orders share it there too,
+/// reusing the runs `previous` (the `helpful` list these replace) packed of the same items.
 /// Returns the `helpful` list, then the `newest`.
 pub async fn fill_review_orders(
     pool: &Pool,
     product_id: i64,
     compaction: Compaction,
+    previous: Option<&ItemList>,
 ) -> Result<(Rendered, Rendered), DbError> {
     let (reviews, dates_us, photos) = pool
         .run(|c| async move { read::reviews_with_dates(&c, product_id).await })
         .await?;
-    let (helpful, newest) =
-        render_review_orders(product_id, &reviews, &dates_us, &photos, compaction);
+    let (helpful, newest) = render_review_orders(
+        product_id, &reviews, &dates_us, &photos, compaction, previous,
+    );
     Ok((Rendered::List(helpful), Rendered::List(newest)))
 }
 

@@ -301,7 +301,9 @@ impl ResponseCache {
 
     /// `key`'s `body` compacted for the catalog, as far as this cache's [`Compaction`] goes.
     pub(crate) fn compact(&self, key: &Key, body: Rendered) -> Rendered {
-        body.compacted_as(self.compaction, key.frame())
+        // A list's runs that the body it replaces holds the same are taken as they are.
+        let previous = self.store.peek(key);
+        body.compacted_over(self.compaction, key.frame(), previous.as_ref())
     }
 
     /// Drops everything.

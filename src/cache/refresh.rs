@@ -256,10 +256,15 @@ impl ResponseCache {
             product_id,
             order: ReviewOrder::Helpful,
         };
-        if let (true, Some(Rendered::List(held))) = (only_votes, self.store.peek(&helpful)) {
+        // The list these replace: revoted from, and its packed runs of the same items reused.
+        let held = match self.store.peek(&helpful) {
+            Some(Rendered::List(held)) => Some(held),
+            _ => None,
+        };
+        if let (true, Some(held)) = (only_votes, &held) {
             let revoted = db
                 .read_from(from, |pool| {
-                    revote_review_orders(pool, product_id, &held, compaction)
+                    revote_review_orders(pool, product_id, held, compaction)
                 })
                 .await;
             match revoted {
@@ -272,7 +277,7 @@ impl ResponseCache {
             }
         }
         db.read_from(from, |pool| {
-            fill_review_orders(pool, product_id, compaction)
+            fill_review_orders(pool, product_id, compaction, held.as_deref())
         })
         .await
         .ok()

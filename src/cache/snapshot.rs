@@ -44,7 +44,7 @@ use crate::render::{Compaction, ItemList, Rendered};
 /// The file's name in the snapshot directory.
 pub const FILE_NAME: &str = "catalog.snapshot";
 const MAGIC: &[u8; 16] = b"atelier catalog\n";
-const FORMAT: u32 = 3;
+const FORMAT: u32 = 4;
 
 const HEADER: u8 = b'H';
 const RECORDS: u8 = b'R';

@@ -416,8 +416,14 @@ fn product_bodies(rows: &ProductRows, compaction: Compaction, out: &mut Vec<(Key
     // here (as far as the policy goes) so that both orders share the buffer.
     let helpful: Vec<_> = rows.reviews.iter().map(|r| r.row.clone()).collect();
     let dates_us: Vec<_> = rows.reviews.iter().map(|r| r.date_us).collect();
-    let (helpful, newest) =
-        render_review_orders(id, &helpful, &dates_us, &rows.review_photos, compaction);
+    let (helpful, newest) = render_review_orders(
+        id,
+        &helpful,
+        &dates_us,
+        &rows.review_photos,
+        compaction,
+        None,
+    );
     out.push((
         Key::Reviews {
             product_id: id,

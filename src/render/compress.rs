@@ -236,6 +236,16 @@ pub fn pack(items: &[u8]) -> Option<(Codec, Box<[u8]>)> {
     }
 }
 
+/// `items` packed as `codec` (as [`pack`] packs them, for the runs of a list [`pack`] chose
+/// `codec` for); None if that does not save an eighth, or for [`Codec::Plain`].
+pub fn pack_as(codec: Codec, items: &[u8]) -> Option<Box<[u8]>> {
+    match codec {
+        Codec::Plain => None,
+        Codec::Deflate => deflate(items),
+        Codec::Dictionary => pack_against(DictionaryKind::Lists, items),
+    }
+}
+
 /// The `len` bytes that `raw` holds packed as `codec`; None if it does not.
 pub fn unpack(codec: Codec, raw: &[u8], len: usize) -> Option<Vec<u8>> {
     match codec {

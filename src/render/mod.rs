@@ -152,6 +152,17 @@ impl Rendered {
 
     /// [`Rendered::compacted`], as far as `compaction` goes.
     pub fn compacted_as(self, compaction: Compaction, frame: Option<Frame>) -> Rendered {
+        self.compacted_over(compaction, frame, None)
+    }
+
+    /// [`Rendered::compacted_as`], reusing what `previous` (the body this one replaces) keeps
+    /// packed of a list's unchanged runs ([`ItemList::compacted_over`]).
+    pub fn compacted_over(
+        self,
+        compaction: Compaction,
+        frame: Option<Frame>,
+        previous: Option<&Rendered>,
+    ) -> Rendered {
         match (compaction, &self) {
             (Compaction::None, _) | (Compaction::Bodies, Rendered::List(_)) => return self,
             _ => {}
@@ -174,7 +185,11 @@ impl Rendered {
             // A list that does not shrink stays the very list it was: another order may read
             // its buffer through it.
             Rendered::List(list) if !list.is_compacted() => {
-                match list.compacted(compaction.lead_frame(frame)) {
+                let previous = match previous {
+                    Some(Rendered::List(previous)) => Some(&**previous),
+                    _ => None,
+                };
+                match list.compacted_over(compaction.lead_frame(frame), previous) {
                     compact if compact.is_compacted() => Rendered::List(Arc::new(compact)),
                     _ => Rendered::List(list),
                 }
@@ -281,6 +296,12 @@ enum More {
 /// The contract's default `count`, which the storefront's product page asks for: the lead
 /// page of a product's reviews and questions is page 1 of this many.
 pub const LEAD_COUNT: u64 = 5;
+
+/// How many items one run of a packed list holds. The items after a list's lead page are
+/// packed in runs of this many, each on its own (most lists fit in one): a page unpacks only
+/// the runs its items are in, and a refresh re-packs only the runs whose items changed
+/// ([`ItemList::compacted_over`]).
+pub const RUN_ITEMS: usize = 32;
 
 /// The first page of a list in the buffer's order, kept as the finished gzip body of that
 /// page's response: the product page's request for it is answered without inflating,
@@ -473,20 +494,27 @@ impl ItemList {
     /// eighth. A reordered list keeps no lead page: a copy of its buffer is packed under it, if that
     /// saves an eighth (otherwise it stays as it is, reading the buffer it shares).
     pub fn compacted(&self, frame: Option<Frame>) -> ItemList {
+        self.compacted_over(frame, None)
+    }
+
+    /// [`Self::compacted`], reusing the packed runs of `previous` (the list this one replaces)
+    /// whose items are the same: a refresh after one item changed re-packs one run or a few,
+    /// not the whole list.
+    pub fn compacted_over(&self, frame: Option<Frame>, previous: Option<&ItemList>) -> ItemList {
         if self.is_compacted() {
             return self.clone();
         }
         if let Some(More::Reordered { base, order }) = self.more.as_deref() {
-            let base = base.compacted(None);
+            let base = base.compacted_over(None, previous);
             if !base.is_compacted() {
                 return self.clone();
             }
             return ItemList::over(Arc::new(base), order.clone());
         }
-        if let Some(led) = frame.and_then(|frame| self.with_lead(frame)) {
+        if let Some(led) = frame.and_then(|frame| self.with_lead(frame, previous)) {
             return led;
         }
-        match compress::pack(self.stored_items()) {
+        match self.pack_rest(0, self.stored_items(), previous) {
             Some((codec, packed)) => ItemList {
                 len: self.len,
                 codec,
@@ -497,9 +525,145 @@ impl ItemList {
         }
     }
 
+    /// `rest`, this plain list's items from position `lead_len` on, packed in runs of
+    /// [`RUN_ITEMS`] (one run without its table, several after a table of their ends), each
+    /// run `previous` holds with the same items taken as it is; None if a run does not pack
+    /// (then the list stays plain).
+    fn pack_rest(
+        &self,
+        lead_len: usize,
+        rest: &[u8],
+        previous: Option<&ItemList>,
+    ) -> Option<(Codec, Box<[u8]>)> {
+        let runs = self.len().saturating_sub(lead_len).div_ceil(RUN_ITEMS);
+        let rest_start = self.start(lead_len);
+        let plain = |r: usize| {
+            let (first, last) = run_bounds(self.len(), lead_len, r)?;
+            rest.get(self.start(first) - rest_start..self.end(last) - rest_start)
+        };
+        let (codec, first) = compress::pack(plain(0)?)?;
+        if runs <= 1 {
+            return Some((codec, first));
+        }
+        // Runs `previous` keeps the same way, in the same places, with the same items.
+        let reusable = previous
+            .map(ItemList::base)
+            .filter(|p| p.codec == codec && p.lead_len() == lead_len);
+        let mut packed = vec![first];
+        for r in 1..runs {
+            let (first, last) = run_bounds(self.len(), lead_len, r)?;
+            let same = reusable
+                .filter(|p| run_bounds(p.len(), lead_len, r) == Some((first, last)))
+                .and_then(|p| {
+                    let span = |l: &ItemList| l.end(last) - l.start(first);
+                    let lengths_match = (first..=last)
+                        .all(|q| self.end(q) - self.start(q) == p.end(q) - p.start(q));
+                    (lengths_match && span(p) == span(self))
+                        .then(|| p.run_plain(r))
+                        .flatten()
+                        .filter(|held| plain(r) == Some(held.as_slice()))
+                        .and_then(|_| p.run_packed(r))
+                        .map(Box::from)
+                });
+            packed.push(match same {
+                Some(kept) => {
+                    #[cfg(test)]
+                    tests::REUSED_RUNS.with(|n| n.set(n.get() + 1));
+                    kept
+                }
+                None => compress::pack_as(codec, plain(r)?)?,
+            });
+        }
+        let size: usize = packed.iter().map(|p| p.len()).sum();
+        let mut out = Vec::with_capacity(runs * 4 + size);
+        let mut end = 0u32;
+        for run in &packed {
+            end = end.checked_add(u32::try_from(run.len()).ok()?)?;
+            out.extend_from_slice(&end.to_le_bytes());
+        }
+        for run in &packed {
+            out.extend_from_slice(run);
+        }
+        Some((codec, out.into_boxed_slice()))
+    }
+
+    /// How many items the lead page of the buffer this list reads holds (0 without one).
+    fn lead_len(&self) -> usize {
+        self.lead().map_or(0, |lead| lead.len as usize)
+    }
+
+    /// How many runs the items after the lead page are packed in: 0 for a list kept plain.
+    fn runs(&self) -> usize {
+        match self.codec() {
+            Codec::Plain => 0,
+            _ => self
+                .len()
+                .saturating_sub(self.lead_len())
+                .div_ceil(RUN_ITEMS),
+        }
+    }
+
+    /// Run `r` as kept.
+    fn run_packed(&self, r: usize) -> Option<&[u8]> {
+        let stored = self.stored_items();
+        let runs = self.runs();
+        if runs <= 1 {
+            return (r == 0 && runs == 1).then_some(stored);
+        }
+        let end_of = |k: usize| {
+            let at = k * 4;
+            let bytes = stored.get(at..at + 4)?;
+            Some(u32::from_le_bytes(bytes.try_into().ok()?) as usize)
+        };
+        let start = if r == 0 { 0 } else { end_of(r - 1)? };
+        stored.get(runs * 4..)?.get(start..end_of(r)?)
+    }
+
+    /// The plain bytes of run `r`: its items, comma-separated.
+    fn run_plain(&self, r: usize) -> Option<Vec<u8>> {
+        let (first, last) = run_bounds(self.len(), self.lead_len(), r)?;
+        let len = self.end(last).checked_sub(self.start(first))?;
+        compress::unpack(self.codec(), self.run_packed(r)?, len)
+    }
+
+    /// Whether the runs of a packed list are where its table says and no larger unpacked
+    /// than deflate expands: what a list read back from a snapshot must show before a page
+    /// sizes a buffer from its item ends.
+    pub(crate) fn runs_fit(&self) -> bool {
+        let runs = self.runs();
+        if runs <= 1 {
+            return true;
+        }
+        let stored = self.stored_items();
+        let Some(data) = stored.len().checked_sub(runs * 4) else {
+            return false;
+        };
+        let mut start = 0;
+        for r in 0..runs {
+            let Some(end) = stored
+                .get(r * 4..r * 4 + 4)
+                .and_then(|b| b.try_into().ok())
+                .map(|b| u32::from_le_bytes(b) as usize)
+            else {
+                return false;
+            };
+            let plain = run_bounds(self.len(), self.lead_len(), r)
+                .map(|(first, last)| self.end(last).saturating_sub(self.start(first)));
+            let fits = end > start
+                && plain.is_some_and(|plain| {
+                    plain <= (end - start).saturating_mul(compress::MAX_DEFLATE_RATIO)
+                });
+            if !fits {
+                return false;
+            }
+            start = end;
+        }
+        start == data
+    }
+
     /// The list with its lead page split off (see [`Lead`]); None where `frame` keeps none,
     /// the list is empty, reordered or already compacted, or the page would not shrink.
-    fn with_lead(&self, frame: Frame) -> Option<ItemList> {
+    fn with_lead(&self, frame: Frame, previous: Option<&ItemList>) -> Option<ItemList> {
         let count = frame.lead_count()?;
         let len = usize::try_from(count).ok()?.min(self.len());
         if len == 0 || self.more.is_some() || self.codec != Codec::Plain {
@@ -515,7 +679,7 @@ impl ItemList {
         let gz = compress::gzip(&body)?;
         // The rest begins after the comma that follows the lead's last item.
         let rest = items.get(split + 1..).unwrap_or_default();
-        let (data, codec) = match compress::pack(rest) {
+        let (data, codec) = match self.pack_rest(len, rest, previous) {
             Some((codec, packed)) => (self.with_items(&packed), codec),
             None => (self.with_items(rest), Codec::Plain),
         };
@@ -584,8 +748,14 @@ impl ItemList {
             }
             match self.codec() {
                 Codec::Plain => out.extend_from_slice(self.stored_items()),
-                codec => {
-                    out.extend_from_slice(&compress::unpack(codec, self.stored_items(), rest_len)?)
+                _ => {
+                    let base = self.base();
+                    for r in 0..base.runs() {
+                        if r > 0 {
+                            out.push(b',');
+                        }
+                        out.extend_from_slice(&base.run_plain(r)?);
+                    }
                 }
             }
         }
@@ -663,6 +833,25 @@ impl ItemList {
         if span.is_empty() {
             return;
         }
+        if self.is_compacted() {
+            // Only the parts the page shows are unpacked; a part that does not unpack (which
+            // one packed here cannot) gives an empty page, not a broken one.
+            let mut parts = Parts::of(self.base());
+            let at = out.len();
+            for (n, i) in span.enumerate() {
+                if n > 0 {
+                    out.push(b',');
+                }
+                match self.position(i).and_then(|p| parts.item(p)) {
+                    Some(item) => out.extend_from_slice(item),
+                    None => {
+                        out.truncate(at);
+                        return;
+                    }
+                }
+            }
+            return;
+        }
         let buffer = self.buffer();
         // `get`, not indexing: a buffer that failed to inflate (which one packed here cannot)
         // gives an empty page, not a panic.
@@ -705,6 +894,66 @@ impl ItemList {
                 item.unwrap_or_default().to_vec()
             })
             .collect()
+    }
+}
+
+/// The first and last positions of run `r` of a list of `len` items whose lead page holds
+/// `lead_len`; None past the last run.
+fn run_bounds(len: usize, lead_len: usize, r: usize) -> Option<(usize, usize)> {
+    let first = lead_len.checked_add(r.checked_mul(RUN_ITEMS)?)?;
+    (first < len).then(|| (first, (first + RUN_ITEMS).min(len) - 1))
+}
+
+/// The items of a compacted list (a base, never reordered), each part it is kept in (the lead
+/// page, a run) unpacked once, when an item in it is first asked for.
+struct Parts<'a> {
+    list: &'a ItemList,
+    lead: Option<Option<Vec<u8>>>,
+    runs: HashMap<usize, Option<Vec<u8>>>,
+}
+
+impl<'a> Parts<'a> {
+    fn of(list: &'a ItemList) -> Parts<'a> {
+        Parts {
+            list,
+            lead: None,
+            runs: HashMap::new(),
+        }
+    }
+
+    /// Item `p` of the buffer's own order.
+    fn item(&mut self, p: usize) -> Option<&[u8]> {
+        let list = self.list;
+        let (start, end) = (list.start(p), list.end(p));
+        let lead_len = list.lead_len();
+        if p < lead_len {
+            let lead = list.lead()?;
+            let plain = self
+                .lead
+                .get_or_insert_with(|| compress::gunzip(&lead.body.gz))
+                .as_deref()?;
+            let at = lead.items_start as usize;
+            return plain.get(at + start..at + end);
+        }
+        let (run, first) = match list.codec() {
+            // The rest plainly, after the lead page.
+            Codec::Plain => {
+                return list
+                    .stored_items()
+                    .get(start - list.start(lead_len)..end - list.start(lead_len))
+            }
+            _ => {
+                let r = (p - lead_len) / RUN_ITEMS;
+                (r, lead_len + r * RUN_ITEMS)
+            }
+        };
+        let plain = self
+            .runs
+            .entry(run)
+            .or_insert_with(|| list.run_plain(run))
+            .as_deref()?;
+        let offset = list.start(first);
+        plain.get(start - offset..end - offset)
     }
 }
 
@@ -801,6 +1050,11 @@ pub fn frozen(body: Vec<u8>) -> Bytes {
 
 #[cfg(test)]
 mod tests {
+    thread_local! {
+        /// Runs [`ItemList::compacted_over`] took from the list it replaces, on this thread.
+        pub(super) static REUSED_RUNS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
     use super::*;
 
     #[test]
@@ -1022,5 +1276,87 @@ mod tests {
             .has_lead_page());
         let long = reviews(40);
         assert!(long.compacted(Some(Frame::Reviews(1))).weight() < long.weight() / 2);
+    }
+
+    /// `n` items of varied lengths, `changed` ones (by position) with other text.
+    fn varied(n: usize, changed: &[usize]) -> ItemList {
+        let items: Vec<String> = (0..n)
+            .map(|i| {
+                let words = "words again ".repeat(1 + i % 7);
+                let mark = if changed.contains(&i) {
+                    "changed"
+                } else {
+                    "same"
+                };
+                format!("{{\"id\":{i},\"body\":\"{words}{mark}\"}}")
+            })
+            .collect();
+        list_of(&items.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn a_long_list_is_packed_in_runs_and_every_page_is_still_cut_right() {
+        for n in [RUN_ITEMS, RUN_ITEMS + 1, 3 * RUN_ITEMS + 7, 200] {
+            let plain = Arc::new(varied(n, &[]));
+            for frame in [None, Some(Frame::Reviews(4))] {
+                let packed = Arc::new(plain.compacted(frame));
+                assert!(packed.is_compacted() && packed.runs_fit());
+                let rest = n - packed.lead_len();
+                assert_eq!(packed.runs(), rest.div_ceil(RUN_ITEMS), "{n} items");
+                assert_eq!(*packed, *plain);
+                let order: Vec<u32> = (0..n as u32).map(|i| (i * 7) % n as u32).collect();
+                let reordered = (order.iter().collect::<std::collections::HashSet<_>>().len() == n)
+                    .then(|| {
+                        (
+                            packed.reordered(order.clone()).unwrap(),
+                            plain.reordered(order).unwrap(),
+                        )
+                    });
+                for (page, count) in [(1, 5), (2, 5), (1, 1), (7, 3), (1, 1000), (2, 31), (4, 33)] {
+                    let frame = Frame::Reviews(4);
+                    assert_eq!(
+                        frame.page(&packed, page, count),
+                        frame.page(&plain, page, count),
+                        "{n} items, page {page} of {count}"
+                    );
+                    if let Some((packed, plain)) = &reordered {
+                        assert_eq!(
+                            frame.page(packed, page, count),
+                            frame.page(plain, page, count)
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_refresh_re_packs_only_the_runs_whose_items_changed() {
+        let n = 5 * RUN_ITEMS;
+        let frame = Some(Frame::Reviews(4));
+        let before = varied(n, &[]).compacted(frame);
+        let runs = before.runs();
+        assert_eq!(runs, (n - LEAD_COUNT as usize).div_ceil(RUN_ITEMS));
+        // One item of the third run changed: the other runs but the first (packed afresh,
+        // for its codec) are taken from the list it replaces, and it reads the same.
+        let changed = LEAD_COUNT as usize + 2 * RUN_ITEMS + 3;
+        let after = varied(n, &[changed]);
+        REUSED_RUNS.with(|r| r.set(0));
+        let packed = after.compacted_over(frame, Some(&before));
+        assert_eq!(REUSED_RUNS.with(|r| r.get()), runs - 2);
+        assert_eq!(packed, after);
+        assert_ne!(packed, before);
+        // An item added at the end: every run before the last is the same.
+        let longer = varied(n + 1, &[]);
+        REUSED_RUNS.with(|r| r.set(0));
+        let packed = longer.compacted_over(frame, Some(&before));
+        assert_eq!(REUSED_RUNS.with(|r| r.get()), runs - 2);
+        assert_eq!(packed, longer);
+        // Nothing of another list is taken: an item of each run changed.
+        let all: Vec<usize> = (0..n).step_by(RUN_ITEMS / 2).collect();
+        let other = varied(n, &all);
+        REUSED_RUNS.with(|r| r.set(0));
+        assert_eq!(other.compacted_over(frame, Some(&before)), other);
+        assert_eq!(REUSED_RUNS.with(|r| r.get()), 0);
     }
 }

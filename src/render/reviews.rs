@@ -60,17 +60,19 @@ fn newest_order(ids: &[i64], dates_us: &[i64]) -> Vec<u32> {
 /// `dates_us`, their dates in microseconds) rendered once, and the `newest` list an index into
 /// the same buffer. The buffer is compacted first as far as `compaction` packs lists, for
 /// `product_id`'s pages ([`ItemList::compacted`]), so that the two orders share the compact
-/// buffer. Returns the `helpful` list, then the `newest`.
+/// buffer, reusing the runs `previous` (the `helpful` list these replace) packed of the same
+/// items. Returns the `helpful` list, then the `newest`.
 pub fn render_review_orders(
     product_id: i64,
     reviews: &[ReviewRow],
     dates_us: &[i64],
     photos: &[PhotoUrlRow],
     compaction: Compaction,
+    previous: Option<&ItemList>,
 ) -> (Arc<ItemList>, Arc<ItemList>) {
     let ids: Vec<i64> = reviews.iter().map(|r| r.id).collect();
     let helpful = render_review_list(reviews, photos);
-    both_orders(product_id, helpful, &ids, dates_us, compaction)
+    both_orders(product_id, helpful, &ids, dates_us, compaction, previous)
 }
 
 /// Both orders of a product's reviews after helpful votes, and nothing else, changed them:
@@ -122,6 +124,7 @@ pub fn revoted_review_orders(
         &ids,
         &dates_us,
         compaction,
+        Some(held),
     ))
 }
 
@@ -167,16 +170,19 @@ impl<'a> HeldReview<'a> {
 
 /// The two orders of a product's reviews from `helpful`, its list in `helpful` order (`ids`
 /// and `dates_us` its reviews' ids and dates, in that order): compacted first as far as
-/// `compaction` packs lists, then the `newest` list an index into the same buffer.
+/// `compaction` packs lists (over `previous`'s runs), then the `newest` list an index into the
+/// same buffer.
 fn both_orders(
     product_id: i64,
     mut helpful: ItemList,
     ids: &[i64],
     dates_us: &[i64],
     compaction: Compaction,
+    previous: Option<&ItemList>,
 ) -> (Arc<ItemList>, Arc<ItemList>) {
     if compaction.packs_lists() {
-        helpful = helpful.compacted(compaction.lead_frame(Some(Frame::Reviews(product_id))));
+        let frame = compaction.lead_frame(Some(Frame::Reviews(product_id)));
+        helpful = helpful.compacted_over(frame, previous);
     }
     let helpful = Arc::new(helpful);
     // `newest_order` is always a permutation, which `reordered` takes.
@@ -349,7 +355,7 @@ mod tests {
         for compaction in [Compaction::None, Compaction::All, Compaction::Dense] {
             for seed in 0..40 {
                 let (mut rows, mut dates, photos) = reviews(1 + seed as i64 % 23, seed);
-                let held = render_review_orders(9, &rows, &dates, &photos, compaction);
+                let held = render_review_orders(9, &rows, &dates, &photos, compaction, None);
                 // Votes: some reviews gain helpfulness, and the order is the database's again.
                 let mut state = seed;
                 let mut voted: Vec<(ReviewRow, i64)> =
@@ -362,7 +368,7 @@ mod tests {
                 }
                 sort(&mut voted);
                 let (rows, dates): (Vec<_>, Vec<_>) = voted.into_iter().unzip();
-                let fresh = render_review_orders(9, &rows, &dates, &photos, compaction);
+                let fresh = render_review_orders(9, &rows, &dates, &photos, compaction, None);
                 let revoted = revoted_review_orders(9, &held.0, &keys(&rows, &dates), compaction)
                     .expect("only votes changed");
                 assert_eq!(pages(&revoted), pages(&fresh), "{compaction:?} seed {seed}");
@@ -375,7 +381,7 @@ mod tests {
     #[test]
     fn anything_but_votes_in_the_keys_asks_for_a_fresh_read() {
         let (rows, dates, photos) = reviews(12, 5);
-        let held = render_review_orders(9, &rows, &dates, &photos, Compaction::All);
+        let held = render_review_orders(9, &rows, &dates, &photos, Compaction::All, None);
         let keys = keys(&rows, &dates);
         assert!(revoted_review_orders(9, &held.0, &keys, Compaction::All).is_some());
         // A review added, a review hidden, a review replaced by another, a date moved by a
