@@ -186,7 +186,7 @@ impl Rendered {
             // its buffer through it.
             Rendered::List(list) if !list.is_compacted() => {
                 let previous = match previous {
-                    Some(Rendered::List(previous)) => Some(&**previous),
+                    Some(Rendered::List(previous)) => Some(Replaced::packed(previous)),
                     _ => None,
                 };
                 match list.compacted_over(compaction.lead_frame(frame), previous) {
@@ -500,7 +500,7 @@ impl ItemList {
     /// [`Self::compacted`], reusing the packed runs of `previous` (the list this one replaces)
     /// whose items are the same: a refresh after one item changed re-packs one run or a few,
     /// not the whole list.
-    pub fn compacted_over(&self, frame: Option<Frame>, previous: Option<&ItemList>) -> ItemList {
+    pub fn compacted_over(&self, frame: Option<Frame>, previous: Option<Replaced>) -> ItemList {
         if self.is_compacted() {
             return self.clone();
         }
@@ -533,7 +533,7 @@ impl ItemList {
         &self,
         lead_len: usize,
         rest: &[u8],
-        previous: Option<&ItemList>,
+        previous: Option<Replaced>,
     ) -> Option<(Codec, Box<[u8]>)> {
         let runs = self.len().saturating_sub(lead_len).div_ceil(RUN_ITEMS);
         let rest_start = self.start(lead_len);
@@ -546,23 +546,21 @@ impl ItemList {
             return Some((codec, first));
         }
         // Runs `previous` keeps the same way, in the same places, with the same items.
-        let reusable = previous
-            .map(ItemList::base)
-            .filter(|p| p.codec == codec && p.lead_len() == lead_len);
+        let reusable = previous.filter(|p| p.list.codec == codec && p.list.lead_len() == lead_len);
         let mut packed = vec![first];
         for r in 1..runs {
             let (first, last) = run_bounds(self.len(), lead_len, r)?;
             let same = reusable
-                .filter(|p| run_bounds(p.len(), lead_len, r) == Some((first, last)))
+                .filter(|p| run_bounds(p.list.len(), lead_len, r) == Some((first, last)))
                 .and_then(|p| {
-                    let span = |l: &ItemList| l.end(last) - l.start(first);
+                    let l = p.list;
                     let lengths_match = (first..=last)
-                        .all(|q| self.end(q) - self.start(q) == p.end(q) - p.start(q));
-                    (lengths_match && span(p) == span(self))
-                        .then(|| p.run_plain(r))
+                        .all(|q| self.end(q) - self.start(q) == l.end(q) - l.start(q));
+                    lengths_match
+                        .then(|| p.run_plain(r, first, last))
                         .flatten()
-                        .filter(|held| plain(r) == Some(held.as_slice()))
-                        .and_then(|_| p.run_packed(r))
+                        .filter(|held| plain(r) == Some(held.as_ref()))
+                        .and_then(|_| l.run_packed(r))
                         .map(Box::from)
                 });
             packed.push(match same {
@@ -663,7 +661,7 @@ impl ItemList {
 
     /// The list with its lead page split off (see [`Lead`]); None where `frame` keeps none,
     /// the list is empty, reordered or already compacted, or the page would not shrink.
-    fn with_lead(&self, frame: Frame, previous: Option<&ItemList>) -> Option<ItemList> {
+    fn with_lead(&self, frame: Frame, previous: Option<Replaced>) -> Option<ItemList> {
         let count = frame.lead_count()?;
         let len = usize::try_from(count).ok()?.min(self.len());
         if len == 0 || self.more.is_some() || self.codec != Codec::Plain {
@@ -897,6 +895,45 @@ impl ItemList {
     }
 }
 
+/// The list a new one replaces, whose packed runs of the same items the new one takes as they
+/// are ([`ItemList::compacted_over`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Replaced<'a> {
+    /// The buffer the replaced list reads.
+    list: &'a ItemList,
+    /// That buffer's plain bytes, where the caller has them unpacked already.
+    plain: Option<&'a [u8]>,
+}
+
+impl<'a> Replaced<'a> {
+    /// `list`, whose runs are unpacked to be compared.
+    pub fn packed(list: &'a ItemList) -> Replaced<'a> {
+        Replaced {
+            list: list.base(),
+            plain: None,
+        }
+    }
+
+    /// `list`, with its own plain buffer ([`ItemList::own_items`]) at hand.
+    pub fn unpacked(list: &'a ItemList, plain: &'a [u8]) -> Replaced<'a> {
+        Replaced {
+            list: list.base(),
+            plain: Some(plain),
+        }
+    }
+
+    /// The plain bytes of run `r`, items `first` to `last`.
+    fn run_plain(&self, r: usize, first: usize, last: usize) -> Option<std::borrow::Cow<'a, [u8]>> {
+        let l = self.list;
+        match self.plain {
+            Some(plain) => plain
+                .get(l.start(first)..l.end(last))
+                .map(std::borrow::Cow::Borrowed),
+            None => l.run_plain(r).map(std::borrow::Cow::Owned),
+        }
+    }
+}
+
 /// The first and last positions of run `r` of a list of `len` items whose lead page holds
 /// `lead_len`; None past the last run.
 fn run_bounds(len: usize, lead_len: usize, r: usize) -> Option<(usize, usize)> {
@@ -1003,7 +1040,7 @@ pub fn page_offset(page: u64, count: u64) -> u128 {
 /// Where `needle` first occurs in `haystack`: for cutting an item this module rendered at one
 /// of its keys, found by its quotes (inside a JSON string every quote is escaped).
 pub(crate) fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
+    memchr::memmem::find(haystack, needle)
 }
 
 /// Groups rows by a parent id (a photo's review or answer, an answer's question), keeping
@@ -1342,21 +1379,30 @@ mod tests {
         let changed = LEAD_COUNT as usize + 2 * RUN_ITEMS + 3;
         let after = varied(n, &[changed]);
         REUSED_RUNS.with(|r| r.set(0));
-        let packed = after.compacted_over(frame, Some(&before));
+        let packed = after.compacted_over(frame, Some(Replaced::packed(&before)));
         assert_eq!(REUSED_RUNS.with(|r| r.get()), runs - 2);
         assert_eq!(packed, after);
         assert_ne!(packed, before);
+        // The same with the replaced list's plain buffer at hand, as a revote has it.
+        let plain = before.own_items().unwrap();
+        REUSED_RUNS.with(|r| r.set(0));
+        let packed = after.compacted_over(frame, Some(Replaced::unpacked(&before, &plain)));
+        assert_eq!(REUSED_RUNS.with(|r| r.get()), runs - 2);
+        assert_eq!(packed, after);
         // An item added at the end: every run before the last is the same.
         let longer = varied(n + 1, &[]);
         REUSED_RUNS.with(|r| r.set(0));
-        let packed = longer.compacted_over(frame, Some(&before));
+        let packed = longer.compacted_over(frame, Some(Replaced::packed(&before)));
         assert_eq!(REUSED_RUNS.with(|r| r.get()), runs - 2);
         assert_eq!(packed, longer);
         // Nothing of another list is taken: an item of each run changed.
         let all: Vec<usize> = (0..n).step_by(RUN_ITEMS / 2).collect();
         let other = varied(n, &all);
         REUSED_RUNS.with(|r| r.set(0));
-        assert_eq!(other.compacted_over(frame, Some(&before)), other);
+        assert_eq!(
+            other.compacted_over(frame, Some(Replaced::packed(&before))),
+            other
+        );
         assert_eq!(REUSED_RUNS.with(|r| r.get()), 0);
     }
 }

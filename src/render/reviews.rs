@@ -9,7 +9,9 @@ use bytes::Bytes;
 use super::json::{
     push_bool, push_date, push_int, push_int_str, push_opt_str, push_str, push_uint,
 };
-use super::{find, group_by, push_id_url_photos, Compaction, Frame, ItemList, ItemListBuilder};
+use super::{
+    find, group_by, push_id_url_photos, Compaction, Frame, ItemList, ItemListBuilder, Replaced,
+};
 use crate::pg::read::{CharacteristicRow, MetaCountRow, PhotoUrlRow, ReviewRow, SortKeyRow};
 
 /// The items of `GET /reviews`, in the order given.
@@ -72,6 +74,7 @@ pub fn render_review_orders(
 ) -> (Arc<ItemList>, Arc<ItemList>) {
     let ids: Vec<i64> = reviews.iter().map(|r| r.id).collect();
     let helpful = render_review_list(reviews, photos);
+    let previous = previous.map(Replaced::packed);
     both_orders(product_id, helpful, &ids, dates_us, compaction, previous)
 }
 
@@ -124,7 +127,7 @@ pub fn revoted_review_orders(
         &ids,
         &dates_us,
         compaction,
-        Some(held),
+        Some(Replaced::unpacked(held, &buffer)),
     ))
 }
 
@@ -178,7 +181,7 @@ fn both_orders(
     ids: &[i64],
     dates_us: &[i64],
     compaction: Compaction,
-    previous: Option<&ItemList>,
+    previous: Option<Replaced>,
 ) -> (Arc<ItemList>, Arc<ItemList>) {
     if compaction.packs_lists() {
         let frame = compaction.lead_frame(Some(Frame::Reviews(product_id)));
