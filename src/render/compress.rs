@@ -63,11 +63,32 @@ fn compressed(
     plain: &[u8],
     compress: impl FnOnce(&mut Compressor, &mut Vec<u8>) -> Option<usize>,
 ) -> Option<Box<[u8]>> {
+    compressed_as(plain, Saving::Eighth, compress)
+}
+
+/// Whether a compression is kept only where it saves an eighth.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Saving {
+    Eighth,
+    /// Kept whatever it saves: one run of a list, whose runs together must save an eighth.
+    Any,
+}
+
+fn compressed_as(
+    plain: &[u8],
+    saving: Saving,
+    compress: impl FnOnce(&mut Compressor, &mut Vec<u8>) -> Option<usize>,
+) -> Option<Box<[u8]>> {
     COMPRESSOR.with(|c| {
         let (compressor, scratch) = &mut *c.borrow_mut();
         let n = compress(compressor, scratch)?;
-        worth_it(n, plain.len()).then(|| Box::from(&scratch[..n]))
+        (saving == Saving::Any || worth_it(n, plain.len())).then(|| Box::from(&scratch[..n]))
     })
+}
+
+/// Whether `packed` bytes of `plain` ones are worth keeping packed: they save an eighth.
+pub fn saves_enough(packed: usize, plain: usize) -> bool {
+    worth_it(packed, plain)
 }
 
 /// The bytes of a gzip member made by [`gzip`]; None if it is not one.
@@ -237,12 +258,14 @@ pub fn pack(items: &[u8]) -> Option<(Codec, Box<[u8]>)> {
 }
 
 /// `items` packed as `codec` (as [`pack`] packs them, for the runs of a list [`pack`] chose
-/// `codec` for); None if that does not save an eighth, or for [`Codec::Plain`].
+/// `codec` for), whatever that saves: the runs of a list together must save an eighth
+/// ([`saves_enough`]). None for [`Codec::Plain`], or past [`MAX_DEFLATE_RATIO`] against a
+/// dictionary.
 pub fn pack_as(codec: Codec, items: &[u8]) -> Option<Box<[u8]>> {
     match codec {
         Codec::Plain => None,
-        Codec::Deflate => deflate(items),
-        Codec::Dictionary => pack_against(DictionaryKind::Lists, items),
+        Codec::Deflate => deflate_as(items, Saving::Any),
+        Codec::Dictionary => pack_against_as(DictionaryKind::Lists, items, Saving::Any),
     }
 }
 
@@ -260,8 +283,12 @@ pub fn unpack(codec: Codec, raw: &[u8], len: usize) -> Option<Vec<u8>> {
 /// an eighth, or `plain` is more than [`MAX_DEFLATE_RATIO`] times what it packs to (a
 /// snapshot's reader refuses any further expansion, as for deflate).
 pub fn pack_against(kind: DictionaryKind, plain: &[u8]) -> Option<Box<[u8]>> {
+    pack_against_as(kind, plain, Saving::Eighth)
+}
+
+fn pack_against_as(kind: DictionaryKind, plain: &[u8], saving: Saving) -> Option<Box<[u8]>> {
     let dictionary = DICTIONARIES[kind.index()].get()?;
-    let packed = compressed(plain, |_, out| {
+    let packed = compressed_as(plain, saving, |_, out| {
         PACKERS.with(|packers| {
             let mut packers = packers.borrow_mut();
             let packer = &mut packers[kind.index()];
@@ -314,7 +341,11 @@ fn packer_for(dictionary: &'static Dictionary) -> Option<zstd::bulk::Compressor<
 
 /// `plain` as raw deflate, if that saves at least an eighth (no spare capacity either).
 pub fn deflate(plain: &[u8]) -> Option<Box<[u8]>> {
-    compressed(plain, |c, out| {
+    deflate_as(plain, Saving::Eighth)
+}
+
+fn deflate_as(plain: &[u8], saving: Saving) -> Option<Box<[u8]>> {
+    compressed_as(plain, saving, |c, out| {
         let bound = c.deflate_compress_bound(plain.len());
         out.resize(bound, 0);
         c.deflate_compress(plain, out).ok()

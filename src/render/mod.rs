@@ -39,7 +39,7 @@ pub enum Rendered {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Compaction {
     /// Whole bodies gzip-compressed (sent as they are to clients that take gzip), list buffers
-    /// packed (unpacked for each page; [`compress::pack`]).
+    /// packed in runs (a page unpacks the runs it shows; [`compress::pack`]).
     #[default]
     All,
     /// Whole bodies only: list pages are copied from plain buffers.
@@ -259,9 +259,10 @@ pub fn digest(body: &[u8]) -> u64 {
 ///
 /// Lists of the same items in another order read the buffer of the list they were made from
 /// ([`ItemList::reordered`]): a product's reviews are held once, with an index per sort order.
-/// In the precomputed catalog the buffer is kept packed ([`ItemList::compacted`]) and
-/// unpacked to copy a page; the first items may be held instead as the finished gzip body of
-/// the page a product page asks for ([`ItemList::lead_page`]), sent as it is.
+/// In the precomputed catalog the buffer is kept packed in runs of [`RUN_ITEMS`] items
+/// ([`ItemList::compacted`]), and a page unpacks the runs it shows; the first items may be
+/// held instead as the finished gzip body of the page a product page asks for
+/// ([`ItemList::lead_page`]), sent as it is.
 ///
 /// The catalog holds millions of these (6.5 million at full scale, most of them a question's
 /// few answers), so a list is one small box and one allocation: what few lists have beyond
@@ -274,7 +275,9 @@ pub struct ItemList {
     codec: Codec,
     /// The end offset of each item in the whole list's plain buffer, lead page included (the
     /// comma after it, if any, not included), as `len` little-endian `u32`s; then the items
-    /// (after the lead page's, if there is one) as `codec` keeps them.
+    /// (after the lead page's, if there is one) as `codec` keeps them: plainly, or packed in
+    /// runs of [`RUN_ITEMS`], several runs after a table of their ends (`u32`s, in the packed
+    /// bytes after the table), one run alone.
     /// Empty in a reordered list, which reads its base's.
     data: Box<[u8]>,
     /// What few lists have besides their items.
@@ -490,8 +493,8 @@ impl ItemList {
     }
 
     /// The same list in less memory: with a lead page if `frame` keeps one and its body
-    /// shrinks by an eighth, the rest of the buffer packed ([`compress::pack`]) if that saves an
-    /// eighth. A reordered list keeps no lead page: a copy of its buffer is packed under it, if that
+    /// shrinks by an eighth, the rest of the buffer packed in runs ([`compress::pack`]) if that
+    /// saves an eighth (the first run alone, and all of them together). A reordered list keeps no lead page: a copy of its buffer is packed under it, if that
     /// saves an eighth (otherwise it stays as it is, reading the buffer it shares).
     pub fn compacted(&self, frame: Option<Frame>) -> ItemList {
         self.compacted_over(frame, None)
@@ -573,6 +576,9 @@ impl ItemList {
             });
         }
         let size: usize = packed.iter().map(|p| p.len()).sum();
+        if !compress::saves_enough(runs * 4 + size, rest.len()) {
+            return None;
+        }
         let mut out = Vec::with_capacity(runs * 4 + size);
         let mut end = 0u32;
         for run in &packed {
@@ -914,11 +920,13 @@ impl<'a> Replaced<'a> {
         }
     }
 
-    /// `list`, with its own plain buffer ([`ItemList::own_items`]) at hand.
+    /// `list`, with its own plain buffer ([`ItemList::own_items`]) at hand (a buffer of
+    /// another length is not taken for it).
     pub fn unpacked(list: &'a ItemList, plain: &'a [u8]) -> Replaced<'a> {
+        let list = list.base();
         Replaced {
-            list: list.base(),
-            plain: Some(plain),
+            list,
+            plain: (plain.len() == list.total()).then_some(plain),
         }
     }
 
@@ -1369,6 +1377,9 @@ mod tests {
 
     #[test]
     fn a_refresh_re_packs_only_the_runs_whose_items_changed() {
+        // Another test may install the list dictionary at any time: installed first, every
+        // list here packs against it.
+        compress::test_dictionary(DictionaryKind::Lists);
         let n = 5 * RUN_ITEMS;
         let frame = Some(Frame::Reviews(4));
         let before = varied(n, &[]).compacted(frame);
@@ -1404,5 +1415,13 @@ mod tests {
             other
         );
         assert_eq!(REUSED_RUNS.with(|r| r.get()), 0);
+        // Nor of the same items with no lead page: its runs start elsewhere.
+        let unled = varied(n, &[]).compacted(None);
+        let plain = unled.own_items().unwrap();
+        for previous in [Replaced::packed(&unled), Replaced::unpacked(&unled, &plain)] {
+            REUSED_RUNS.with(|r| r.set(0));
+            assert_eq!(after.compacted_over(frame, Some(previous)), after);
+            assert_eq!(REUSED_RUNS.with(|r| r.get()), 0);
+        }
     }
 }

@@ -444,7 +444,7 @@ mod tests {
         // The table of the runs' ends follows the flags and the buffer's length. The last end
         // past or short of the runs, a run empty: refused (a boundary moved within the runs
         // is found only by unpacking, which then gives an empty page, as for any damage).
-        let table = 1 + 4;
+        let table = 1 + 1 + 4; // the body's kind, the flags, the buffer's length
         let entry = |bad: &mut Vec<u8>, k: usize, f: &dyn Fn(u32) -> u32| {
             let at = table + 4 * k;
             let end = u32::from_le_bytes(bad[at..at + 4].try_into().unwrap());
