@@ -650,16 +650,10 @@ async fn a_vote_re_renders_the_review_lists_from_their_items_as_a_fresh_read_wou
     let a = server.addr;
     eventually(a, "/readyz", |b| b == "ready").await;
     let cache = &server.app.cache;
-    let feed = server.app.feed_status().expect("feed started");
     let client = db.client().await;
     let pool = atelier::pg::pool::Pool::new(db.config.clone(), 2, Duration::from_secs(5));
     let settled = || async {
-        assert!(feed.wait_for_fresh_read(Duration::from_secs(10)).await);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while cache.refreshes_pending() > 0 {
-            assert!(Instant::now() < deadline, "refreshes never finished");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        common::settled(&server).await;
         cache.stats()
     };
     // Both of product 2's lists, held and as served, are what a fresh read renders.
@@ -714,16 +708,11 @@ async fn a_vote_re_renders_the_review_lists_from_their_items_as_a_fresh_read_wou
         .unwrap();
     let mut before = settled().await;
     fresh_both().await;
-    let ids: Vec<i64> = client
-        .query(
+    let ids = db
+        .ids(
             "SELECT id FROM reviews WHERE product_id = 2 AND NOT reported ORDER BY helpfulness, id",
-            &[],
         )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+        .await;
 
     // Votes through the API, the least helpful first, so that the order changes: each one
     // refreshed from the lists' own items and the sort keys.
@@ -836,7 +825,7 @@ async fn an_answer_re_renders_its_question_in_the_products_list_as_a_fresh_read_
     // A product's questions list, and each question's answers, held and as served, are what
     // a fresh read renders.
     let fresh = |product: i64| {
-        let (client, pool) = (&client, &pool);
+        let (db, pool) = (&db, &pool);
         async move {
             let key = Key::Questions(product);
             let fresh = match atelier::cache::fill(&key, pool).await.unwrap() {
@@ -847,16 +836,11 @@ async fn an_answer_re_renders_its_question_in_the_products_list_as_a_fresh_read_
             let page = Frame::Questions(product).page(&fresh, 1, 100);
             let served = get(a, &format!("/qa/questions?product_id={product}&count=100")).await;
             assert_eq!(served.body.as_bytes(), &page[..]);
-            let questions: Vec<i64> = client
-                .query(
-                    "SELECT id FROM questions WHERE product_id = $1",
-                    &[&product],
-                )
-                .await
-                .unwrap()
-                .iter()
-                .map(|r| r.get(0))
-                .collect();
+            let questions = db
+                .ids(&format!(
+                    "SELECT id FROM questions WHERE product_id = {product}"
+                ))
+                .await;
             for q in questions {
                 let key = Key::Answers(q);
                 let fresh = atelier::cache::fill(&key, pool).await.unwrap();
@@ -883,16 +867,9 @@ async fn an_answer_re_renders_its_question_in_the_products_list_as_a_fresh_read_
         .unwrap();
     let mut before = settled().await;
     fresh_all().await;
-    let visible: Vec<i64> = client
-        .query(
-            "SELECT id FROM questions WHERE product_id = 1 AND NOT reported ORDER BY id",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let visible = db
+        .ids("SELECT id FROM questions WHERE product_id = 1 AND NOT reported ORDER BY id")
+        .await;
     let reanswered = |before: &atelier::cache::CacheStats, what: &str| {
         let after = cache.stats();
         assert!(
