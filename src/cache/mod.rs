@@ -301,8 +301,12 @@ impl ResponseCache {
 
     /// `key`'s `body` compacted for the catalog, as far as this cache's [`Compaction`] goes.
     pub(crate) fn compact(&self, key: &Key, body: Rendered) -> Rendered {
-        // A list's runs that the body it replaces holds the same are taken as they are.
-        let previous = self.store.peek(key);
+        // A list still to pack takes as they are the runs the body it replaces holds of the
+        // same items; nothing else has a use for that body.
+        let previous = match &body {
+            Rendered::List(list) if !list.is_compacted() => self.store.peek(key),
+            _ => None,
+        };
         body.compacted_over(self.compaction, key.frame(), previous.as_ref())
     }
 

@@ -16,7 +16,7 @@
 //! read fills it; emptying the cache abandons every refresh under way.
 
 use std::collections::hash_map::Entry;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::mpsc;
 
@@ -24,6 +24,7 @@ use super::fill::{fill_review_orders, reanswer_questions, revote_review_orders};
 use super::{fill, Key, ResponseCache};
 use crate::domain::{Change, ReviewOrder};
 use crate::pg::database::{Database, ReadFrom};
+use crate::pg::DbError;
 use crate::render::Compaction;
 use crate::render::Rendered;
 
@@ -261,51 +262,36 @@ impl ResponseCache {
             Some(Rendered::List(held)) => Some(held),
             _ => None,
         };
-        if let (true, Some(held)) = (only_votes, &held) {
-            let revoted = db
-                .read_from(from, |pool| {
-                    revote_review_orders(pool, product_id, held, compaction)
-                })
-                .await;
-            match revoted {
-                Ok(Some(both)) => {
-                    self.revoted.fetch_add(1, Ordering::Relaxed);
-                    return Some(both);
-                }
-                Ok(None) => {} // more than votes changed
-                Err(_) => return None,
-            }
-        }
-        db.read_from(from, |pool| {
+        let revote = held.as_ref().filter(|_| only_votes).map(|held| {
+            db.read_from(from, |pool| {
+                revote_review_orders(pool, product_id, held, compaction)
+            })
+        });
+        let whole = db.read_from(from, |pool| {
             fill_review_orders(pool, product_id, compaction, held.as_deref())
-        })
-        .await
-        .ok()
+        });
+        reusing(&self.revoted, revote, whole).await
     }
 
     /// `key` rendered afresh; a product's questions list re-answered from its held items where
     /// only some questions' answers changed.
     async fn render_one(&self, key: &Key, db: &Database, from: ReadFrom) -> Option<Rendered> {
-        if let (Key::Questions(product_id), Reuse::AllButAnswersOf(answered)) =
-            (key, self.reuse_since_held(key))
-        {
-            if let Some(Rendered::List(held)) = self.store.peek(key) {
-                let reanswered = db
-                    .read_from(from, |pool| {
-                        reanswer_questions(pool, *product_id, &held, &answered)
-                    })
-                    .await;
-                match reanswered {
-                    Ok(Some(list)) => {
-                        self.reanswered.fetch_add(1, Ordering::Relaxed);
-                        return Some(list);
-                    }
-                    Ok(None) => {} // more than those answers changed
-                    Err(_) => return None,
+        let held = match (key, self.reuse_since_held(key)) {
+            (Key::Questions(product_id), Reuse::AllButAnswersOf(answered)) => {
+                match self.store.peek(key) {
+                    Some(Rendered::List(held)) => Some((*product_id, held, answered)),
+                    _ => None,
                 }
             }
-        }
-        db.read_from(from, |pool| fill(key, pool)).await.ok()
+            _ => None,
+        };
+        let reanswer = held.as_ref().map(|(product_id, held, answered)| {
+            db.read_from(from, |pool| {
+                reanswer_questions(pool, *product_id, held, answered)
+            })
+        });
+        let whole = db.read_from(from, |pool| fill(key, pool));
+        reusing(&self.reanswered, reanswer, whole).await
     }
 
     /// Gives `key`'s latest change a number if the cache holds the key or a refresh of it is
@@ -420,6 +406,27 @@ impl ResponseCache {
     pub fn refreshes_pending(&self) -> usize {
         self.refreshing.lock().map(|n| n.len()).unwrap_or(0)
     }
+}
+
+/// What `partial` renders from a held body (counted in `reused`) where it can; where what it
+/// read shows that more changed, or there is no `partial`, what `whole` reads. None where a
+/// read fails. (Futures do nothing until awaited: `whole` is read only when needed.)
+async fn reusing<T>(
+    reused: &AtomicU64,
+    partial: Option<impl std::future::Future<Output = Result<Option<T>, DbError>>>,
+    whole: impl std::future::Future<Output = Result<T, DbError>>,
+) -> Option<T> {
+    if let Some(partial) = partial {
+        match partial.await {
+            Ok(Some(body)) => {
+                reused.fetch_add(1, Ordering::Relaxed);
+                return Some(body);
+            }
+            Ok(None) => {} // more changed than the held body can take
+            Err(_) => return None,
+        }
+    }
+    whole.await.ok()
 }
 
 /// Drops the entry of a refresh abandoned half-way (its future dropped, or a panic), so the

@@ -1045,10 +1045,27 @@ pub fn page_offset(page: u64, count: u64) -> u128 {
     u128::from(page.saturating_sub(1)) * u128::from(count)
 }
 
-/// Where `needle` first occurs in `haystack`: for cutting an item this module rendered at one
-/// of its keys, found by its quotes (inside a JSON string every quote is escaped).
-pub(crate) fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    memchr::memmem::find(haystack, needle)
+/// Where the first `key` at or after `from` begins in `item`, an item this module rendered: a
+/// key is found by its quotes, and inside a JSON string every quote is escaped, so only the
+/// key itself matches.
+pub(crate) fn key_at(item: &[u8], from: usize, key: &[u8]) -> Option<usize> {
+    Some(from + memchr::memmem::find(item.get(from..)?, key)?)
+}
+
+/// Where the value of the first `key` at or after `from` begins in `item` ([`key_at`]).
+pub(crate) fn value_at(item: &[u8], from: usize, key: &[u8]) -> Option<usize> {
+    Some(key_at(item, from, key)? + key.len())
+}
+
+/// The integer `digits` spell.
+pub(crate) fn int_of<T: std::str::FromStr>(digits: &[u8]) -> Option<T> {
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+/// The id an item begins with: the integer after `prefix` (`{"review_id":`), up to its comma.
+pub(crate) fn leading_id(item: &[u8], prefix: &[u8]) -> Option<i64> {
+    let rest = item.strip_prefix(prefix)?;
+    int_of(rest.get(..rest.iter().position(|&b| b == b',')?)?)
 }
 
 /// Groups rows by a parent id (a photo's review or answer, an answer's question), keeping

@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 
 use super::json::{push_bool, push_date, push_int, push_int_str, push_str};
-use super::{find, group_by, push_id_url_photos, ItemList, ItemListBuilder};
+use super::{
+    group_by, int_of, key_at, leading_id, push_id_url_photos, value_at, ItemList, ItemListBuilder,
+};
 use crate::pg::read::{AnswerRow, PhotoUrlRow, QuestionRow, SortKeyRow};
 
 /// An answer's id value and the fields both answer shapes share, up to its photos. The two
@@ -154,27 +156,14 @@ impl<'a> HeldQuestion<'a> {
         const DATE: &[u8] = b",\"question_date\":";
         const HELPFULNESS: &[u8] = b",\"question_helpfulness\":";
         const REPORTED: &[u8] = b",\"reported\":";
-        let rest = item.strip_prefix(ID)?;
-        let id_len = rest.iter().position(|&b| b == b',')?;
-        let id = std::str::from_utf8(rest.get(..id_len)?)
-            .ok()?
-            .parse()
-            .ok()?;
-        let date_at = find(item, DATE)? + DATE.len();
-        let helpfulness_at = date_at + find(item.get(date_at..)?, HELPFULNESS)? + HELPFULNESS.len();
-        let helpfulness_len = find(item.get(helpfulness_at..)?, REPORTED)?;
-        let helpfulness =
-            std::str::from_utf8(item.get(helpfulness_at..helpfulness_at + helpfulness_len)?)
-                .ok()?
-                .parse()
-                .ok()?;
-        let answers_at =
-            helpfulness_at + find(item.get(helpfulness_at..)?, ANSWERS_KEY)? + ANSWERS_KEY.len();
+        let date_at = value_at(item, 0, DATE)?;
+        let helpfulness_at = value_at(item, date_at, HELPFULNESS)?;
+        let helpfulness_end = key_at(item, helpfulness_at, REPORTED)?;
         Some(HeldQuestion {
-            id,
+            id: leading_id(item, ID)?,
             date: item.get(date_at..helpfulness_at)?,
-            helpfulness,
-            up_to_answers: item.get(..answers_at)?,
+            helpfulness: int_of(item.get(helpfulness_at..helpfulness_end)?)?,
+            up_to_answers: item.get(..value_at(item, helpfulness_end, ANSWERS_KEY)?)?,
         })
     }
 }

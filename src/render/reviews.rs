@@ -10,7 +10,8 @@ use super::json::{
     push_bool, push_date, push_int, push_int_str, push_opt_str, push_str, push_uint,
 };
 use super::{
-    find, group_by, push_id_url_photos, Compaction, Frame, ItemList, ItemListBuilder, Replaced,
+    group_by, key_at, leading_id, push_id_url_photos, value_at, Compaction, Frame, ItemList,
+    ItemListBuilder, Replaced,
 };
 use crate::pg::read::{CharacteristicRow, MetaCountRow, PhotoUrlRow, ReviewRow, SortKeyRow};
 
@@ -152,21 +153,13 @@ impl<'a> HeldReview<'a> {
         const NAME: &[u8] = b",\"reviewer_name\":";
         const HELPFULNESS: &[u8] = b",\"helpfulness\":";
         const PHOTOS: &[u8] = b",\"photos\":";
-        let rest = item.strip_prefix(ID)?;
-        let id_len = rest.iter().position(|&b| b == b',')?;
-        let id = std::str::from_utf8(rest.get(..id_len)?)
-            .ok()?
-            .parse()
-            .ok()?;
-        let date_at = find(item, DATE)? + DATE.len();
-        let date_len = find(item.get(date_at..)?, NAME)?;
-        let helpfulness_at = date_at + find(item.get(date_at..)?, HELPFULNESS)? + HELPFULNESS.len();
-        let photos_at = helpfulness_at + find(item.get(helpfulness_at..)?, PHOTOS)?;
+        let date_at = value_at(item, 0, DATE)?;
+        let helpfulness_at = value_at(item, date_at, HELPFULNESS)?;
         Some(HeldReview {
-            id,
+            id: leading_id(item, ID)?,
             up_to_helpfulness: item.get(..helpfulness_at)?,
-            from_photos: item.get(photos_at..)?,
-            date: item.get(date_at..date_at + date_len)?,
+            from_photos: item.get(key_at(item, helpfulness_at, PHOTOS)?..)?,
+            date: item.get(date_at..key_at(item, date_at, NAME)?)?,
         })
     }
 }
