@@ -19,18 +19,18 @@ use atelier::render::{self, Rendered};
 fn product() -> ProductRow {
     ProductRow {
         id: 42,
-        name: "Camo Onesie".into(),
-        slogan: "Blend in to your crowd".into(),
-        description: "The So Fatigues will wake you up and fit you in. This high energy camo will have you blending in to even the wildest surroundings.".into(),
-        category: "Jackets".into(),
-        default_price: "140.00".into(),
+        name: Some("Camo Onesie".into()),
+        slogan: Some("Blend in to your crowd".into()),
+        description: Some("The So Fatigues will wake you up and fit you in. This high energy camo will have you blending in to even the wildest surroundings.".into()),
+        category: Some("Jackets".into()),
+        default_price: Some("140.00".into()),
     }
 }
 
 fn features() -> Vec<FeatureRow> {
     (0..3)
         .map(|i| FeatureRow {
-            feature: format!("Feature {i}"),
+            feature: Some(format!("Feature {i}")),
             value: (i != 1).then(|| "Canvas".into()),
         })
         .collect()
@@ -41,8 +41,8 @@ fn styles() -> (Vec<StyleRow>, Vec<PhotoRow>, Vec<SkuRow>) {
     let styles = (1..=4)
         .map(|id| StyleRow {
             id,
-            name: "Forest Green & Black".into(),
-            original_price: "140.00".into(),
+            name: Some("Forest Green & Black".into()),
+            original_price: Some("140.00".into()),
             sale_price: (id % 2 == 0).then(|| "100.00".into()),
             default: id == 1,
         })
@@ -61,7 +61,7 @@ fn styles() -> (Vec<StyleRow>, Vec<PhotoRow>, Vec<SkuRow>) {
             (0..6).map(move |i| SkuRow {
                 style_id: s,
                 id: s * 10 + i,
-                size: "XL".into(),
+                size: Some("XL".into()),
                 quantity: 8,
             })
         })
@@ -74,14 +74,15 @@ fn reviews(n: i64) -> (Vec<ReviewRow>, Vec<PhotoUrlRow>) {
         .map(|id| ReviewRow {
             id,
             rating: (id % 5 + 1) as i16,
-            summary: "I am liking these glasses".into(),
+            summary: Some("I am liking these glasses".into()),
             recommend: id % 3 != 0,
             response: (id % 4 == 0).then(|| "Glad you're enjoying the product!".into()),
-            body:
+            body: Some(
                 "They are very dark.  But that's good because I'm in very sunny spots, \"really\"."
                     .into(),
+            ),
             date_ms: 1_609_325_851_021 - id * 1000,
-            reviewer_name: "bigbrotherbenjamin".into(),
+            reviewer_name: Some("bigbrotherbenjamin".into()),
             helpfulness: (100 - id) as i32,
         })
         .collect();
@@ -89,7 +90,7 @@ fn reviews(n: i64) -> (Vec<ReviewRow>, Vec<PhotoUrlRow>) {
         .map(|id| PhotoUrlRow {
             owner_id: id * 2,
             id,
-            url: "https://images.unsplash.com/photo-review?w=975&q=80".into(),
+            url: Some("https://images.unsplash.com/photo-review?w=975&q=80".into()),
         })
         .collect();
     (reviews, photos)
@@ -99,9 +100,9 @@ fn questions(n: i64) -> (Vec<QuestionRow>, Vec<AnswerRow>, Vec<PhotoUrlRow>) {
     let questions = (1..=n)
         .map(|id| QuestionRow {
             id,
-            body: "Does this product run big or small?".into(),
+            body: Some("Does this product run big or small?".into()),
             date_ms: 1_608_535_907_083,
-            asker_name: "jbilas".into(),
+            asker_name: Some("jbilas".into()),
             helpfulness: 8,
         })
         .collect();
@@ -109,9 +110,9 @@ fn questions(n: i64) -> (Vec<QuestionRow>, Vec<AnswerRow>, Vec<PhotoUrlRow>) {
         .map(|id| AnswerRow {
             question_id: (id + 1) / 2,
             id,
-            body: "Something pretty soft but I can't be sure".into(),
+            body: Some("Something pretty soft but I can't be sure".into()),
             date_ms: 1_599_990_560_555,
-            answerer_name: "sillyguy".into(),
+            answerer_name: Some("sillyguy".into()),
             helpfulness: 5,
         })
         .collect();
@@ -119,7 +120,7 @@ fn questions(n: i64) -> (Vec<QuestionRow>, Vec<AnswerRow>, Vec<PhotoUrlRow>) {
         .map(|id| PhotoUrlRow {
             owner_id: id,
             id,
-            url: "https://images.unsplash.com/photo-answer?w=1650".into(),
+            url: Some("https://images.unsplash.com/photo-answer?w=1650".into()),
         })
         .collect();
     (questions, answers, photos)
@@ -160,7 +161,7 @@ fn render_bodies(c: &mut Criterion) {
         .enumerate()
         .map(|(i, n)| CharacteristicRow {
             id: i as i64,
-            name: (*n).into(),
+            name: Some((*n).into()),
             mean: Some("3.5000000000000000".into()),
         })
         .collect();

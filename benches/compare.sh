@@ -12,6 +12,10 @@
 #      without it).
 # SETUPS="ceiling nginx precomputed precomputed-dense on-demand no-cache" (the default) picks
 # the servers.
+# ROUNDS=N (with the ceiling and precomputed among SETUPS) then measures a, b and d N more
+# times, the ceiling and atelier precomputed in turn each round, both servers up, and prints a
+# second table of each round's shares and their median: the host's drift over the minutes
+# between the ceiling's first figures and atelier's lands on both sides of a pair.
 # Requests ask for gzip as browsers do (ACCEPT_ENCODING, default "gzip, deflate, br"; set it
 # empty for plain bodies). LOCK_MEMORY=1 runs atelier with --lock-memory (root, or an
 # unlimited memlock limit).
@@ -69,6 +73,10 @@ wait_ready() {
 tail_regex="9[0-9]{$((${#max_id} - 2))}"
 
 rows=()
+rounds=()
+# What the last run_wrk measured (requests/s) and run_fixed's p99, in milliseconds.
+last_rps=
+last_p99_ms=
 run_wrk() { # name workload url script first count [endpoint]
     local out
     out=$(ONLY=${7:-0} FIRST=$5 COUNT=$6 wrk -t2 -c64 -d"${seconds}s" --latency -s "benches/$4" "$3")
@@ -81,6 +89,7 @@ run_wrk() { # name workload url script first count [endpoint]
         return
     fi
     rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+    last_rps=$rps
     p50=$(awk '$1=="50%" {print $2}' <<<"$out")
     p99=$(awk '$1=="99%" {print $2}' <<<"$out")
     rows+=("$1|$2|$rps|$p50|$p99")
@@ -90,6 +99,7 @@ run_wrk() { # name workload url script first count [endpoint]
 run_fixed() { # name url
     if ! command -v oha >/dev/null; then
         rows+=("$1|d (10k/s fixed)|skipped: no oha||")
+        last_p99_ms=
         return
     fi
     local out
@@ -102,6 +112,7 @@ run_fixed() { # name url
     if awk '/Status code distribution/ {on = 1; next} /Error distribution/ {on = 0}
             on && /\[/ && !/\[200\]/ {bad = 1} END {exit !bad}' <<<"$out"; then
         rows+=("$1|d (10k/s fixed)|FAILED: not all 200|$(grep -A4 'Status code' <<<"$out" | tr '\n' ' ')|")
+        last_p99_ms=
         return
     fi
     local p50 p90 p99 p999 rps
@@ -110,6 +121,7 @@ run_fixed() { # name url
     p90=$(awk '/90.00%/ {print $3" "$4}' <<<"$out")
     p99=$(awk '/99.00%/ {print $3" "$4}' <<<"$out")
     p999=$(awk '/99.90%/ {print $3" "$4}' <<<"$out")
+    last_p99_ms=$(awk '/99.00%/ {v = $3; if ($4 == "sec") v *= 1000; if ($4 == "us") v /= 1000; print v}' <<<"$out")
     rows+=("$1|d (10k/s fixed)|$rps|$p50|$p99 (p90 $p90, p99.9 $p999)")
 }
 
@@ -128,6 +140,34 @@ measure_static() { # name url
         run_wrk "$1" "$workload" "$2" wrk-mix.lua "$first" "$count"
     done
     run_fixed "$1" "$2"
+}
+
+# ROUNDS more measures of a, b and d, the ceiling's and atelier's in turn: a row of shares a
+# round (a failed read leaves its share empty).
+measure_rounds() { # ceiling_url atelier_url
+    local r w first count c_rps c_p99
+    local kept=("${rows[@]}")
+    for r in $(seq 1 "${ROUNDS:-0}"); do
+        local row="$r"
+        for w in "a|$tail_first|$tail_count" "b|1|$max_id"; do
+            IFS='|' read -r workload first count <<<"$w"
+            last_rps=
+            run_wrk "ceiling, round $r" "$workload" "$1" wrk-mix.lua "$first" "$count"
+            c_rps=$last_rps
+            last_rps=
+            run_wrk "atelier precomputed, round $r" "$workload" "$2" wrk-mix.lua "$first" "$count"
+            row+="|$c_rps|$last_rps|$(awk -v c="$c_rps" -v x="$last_rps" 'BEGIN {if (c > 0 && x > 0) printf "%.0f%%", 100 * x / c}')"
+        done
+        last_p99_ms=
+        run_fixed "ceiling, round $r" "$1"
+        c_p99=$last_p99_ms
+        last_p99_ms=
+        run_fixed "atelier precomputed, round $r" "$2"
+        row+="|$c_p99|$last_p99_ms|$(awk -v c="$c_p99" -v x="$last_p99_ms" 'BEGIN {if (c > 0 && x > 0) printf "%.2fx", x / c}')"
+        rounds+=("$row")
+    done
+    # The rounds' figures are their own table's, not the setups'.
+    rows=("${kept[@]}")
 }
 
 body_size=1400
@@ -191,6 +231,9 @@ for setup in "precomputed|all|$cache_mb|all" "precomputed dense|all|$cache_mb|de
     if [ "$precompute" = all ]; then
         measure_endpoints "atelier $label" http://127.0.0.1:4503
     fi
+    if [ "$label" = precomputed ] && wanted ceiling; then
+        measure_rounds http://127.0.0.1:4501 http://127.0.0.1:4503
+    fi
     run_wrk "atelier $label" "c (5% writes)" http://127.0.0.1:4503 wrk-writes.lua "$tail_first" "$tail_count"
     kill "$pid"
     wait "$pid" 2>/dev/null || true
@@ -204,3 +247,16 @@ for r in "${rows[@]}"; do
     IFS='|' read -r a b c d e <<<"$r"
     printf '| %-26s | %-16s | %12s | %10s | %10s |\n' "$a" "$b" "$c" "$d" "$e"
 done
+if [ ${#rounds[@]} -gt 0 ]; then
+    echo
+    echo "Alternated rounds, ceiling then atelier precomputed each time (d: p99 in ms):"
+    printf '| %5s | %9s | %9s | %5s | %9s | %9s | %5s | %7s | %7s | %6s |\n' round "a ceil" "a atel" share "b ceil" "b atel" share "d ceil" "d atel" ratio
+    for r in "${rounds[@]}"; do
+        IFS='|' read -r n ac aa as bc ba bs dc da dr <<<"$r"
+        printf '| %5s | %9s | %9s | %5s | %9s | %9s | %5s | %7s | %7s | %6s |\n' "$n" "$ac" "$aa" "$as" "$bc" "$ba" "$bs" "$dc" "$da" "$dr"
+    done
+    median() { grep . | sort -n | awk '{v[NR] = $1} END {if (NR) print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2)}'; }
+    echo "median share: a $(printf '%s\n' "${rounds[@]}" | cut -d'|' -f4 | tr -d '%' | median)%," \
+        "b $(printf '%s\n' "${rounds[@]}" | cut -d'|' -f7 | tr -d '%' | median)%," \
+        "d p99 $(printf '%s\n' "${rounds[@]}" | cut -d'|' -f10 | tr -d 'x' | median)x the ceiling's"
+fi

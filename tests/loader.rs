@@ -434,3 +434,153 @@ async fn a_date_outside_years_1_to_9999_skips_its_row_not_the_load() {
         ["0001-01-01 00:00:00.000", "9999-12-31 23:59:59.999"]
     );
 }
+
+/// The format's `null` is a missing value in every column, also where the data set always
+/// gives one: such a row loads with the field NULL instead of being skipped (its review still
+/// counts in the meta), every body shows the field as JSON null, the warm-up renders it as a
+/// fill does, and a vote's refresh, which cuts held items at their keys, cuts around it.
+#[tokio::test]
+async fn a_null_in_any_column_loads_as_null_and_is_shown_as_null() {
+    let dir = TempDir::new("loader-nulls");
+    common::copy_dir(&common::sample_dir(), dir.path());
+    let append = |file: &str, rows: &str| {
+        let path = dir.path().join(file);
+        // Bytes, not text: a file of the sample is not all UTF-8 (a quirk of its own).
+        let mut text = std::fs::read(&path).unwrap();
+        if !text.ends_with(b"\n") {
+            text.push(b'\n');
+        }
+        text.extend_from_slice(rows.as_bytes());
+        std::fs::write(&path, text).unwrap();
+    };
+    append("product.csv", "901,null,null,null,\"null\",null\n");
+    append("features.csv", "9001,901,null,null\n");
+    append("styles.csv", "9001,901,null,null,null,1\n");
+    append("photos.csv", "9001,9001,null,null\n");
+    append("skus.csv", "9001,9001,null,3\n");
+    append("related.csv", "9001,901,1\n");
+    append(
+        "reviews.csv",
+        "9001,901,4,1600000000000,null,null,true,false,null,null,null,2\n\
+         9002,901,5,1600000000001,\"Fine\",\"Fine.\",false,false,\"b\",\"b@x.co\",null,1\n",
+    );
+    append("reviews_photos.csv", "9001,9001,null\n");
+    append("characteristics.csv", "9001,901,null\n");
+    append("characteristic_reviews.csv", "9001,9001,9001,3\n");
+    append(
+        "questions.csv",
+        "9001,901,null,1600000000000,null,null,0,1\n",
+    );
+    append(
+        "answers.csv",
+        "9001,9001,null,1600000000000,null,null,0,1\n",
+    );
+    append("answers_photos.csv", "9001,9001,null\n");
+    let db = common::loaded_database(dir.path()).await;
+    let client = db.client().await;
+    for table in Table::ALL {
+        let id: i64 = if table == Table::Products { 901 } else { 9001 };
+        let sql = format!("SELECT count(*) FROM {} WHERE id = $1", table.sql_name());
+        let n: i64 = client.query_one(&sql, &[&id]).await.unwrap().get(0);
+        assert_eq!(n, 1, "{table:?}: the row with nulls was loaded");
+    }
+
+    let settings = atelier::config::ServeSettings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        pool_size: 2,
+        sweep_period: None,
+        ..Default::default()
+    };
+    let server = atelier::http::start(settings, db.config.clone())
+        .await
+        .expect("start server");
+    let a = server.addr;
+    common::ready(a).await;
+    const DATE: &str = "2020-09-13T12:26:40.000Z";
+    let review = |helpfulness: u32| {
+        format!(
+            r#"{{"review_id":9001,"rating":4,"summary":null,"recommend":true,"response":null,"body":null,"date":"{DATE}","reviewer_name":null,"helpfulness":{helpfulness},"photos":[{{"id":9001,"url":null}}]}}"#
+        )
+    };
+    let other = r#"{"review_id":9002,"rating":5,"summary":"Fine","recommend":false,"response":null,"body":"Fine.","date":"2020-09-13T12:26:40.001Z","reviewer_name":"b","helpfulness":1,"photos":[]}"#;
+    let product = r#"{"id":901,"name":null,"slogan":null,"description":null,"category":null,"default_price":null"#;
+    let expected = [
+        (
+            "/products/901".to_string(),
+            format!(r#"{product},"features":[{{"feature":null,"value":null}}]}}"#),
+        ),
+        (
+            "/products/901/styles".into(),
+            r#"{"product_id":"901","results":[{"style_id":9001,"name":null,"original_price":null,"sale_price":null,"default?":true,"photos":[{"thumbnail_url":null,"url":null}],"skus":{"9001":{"quantity":3,"size":null}}}]}"#.into(),
+        ),
+        (
+            "/reviews?product_id=901".into(),
+            format!(r#"{{"product":"901","page":0,"count":5,"results":[{},{other}]}}"#, review(2)),
+        ),
+        (
+            "/reviews?product_id=901&sort=newest".into(),
+            format!(r#"{{"product":"901","page":0,"count":5,"results":[{other},{}]}}"#, review(2)),
+        ),
+        (
+            "/reviews/meta?product_id=901".into(),
+            r#"{"product_id":"901","ratings":{"4":"1","5":"1"},"recommended":{"false":"1","true":"1"},"characteristics":{"null":{"id":9001,"value":"3.0000000000000000"}}}"#.into(),
+        ),
+        (
+            "/qa/questions?product_id=901".into(),
+            format!(r#"{{"product_id":"901","results":[{{"question_id":9001,"question_body":null,"question_date":"{DATE}","asker_name":null,"question_helpfulness":1,"reported":false,"answers":{{"9001":{{"id":9001,"body":null,"date":"{DATE}","answerer_name":null,"helpfulness":1,"photos":[null]}}}}}}]}}"#),
+        ),
+        (
+            "/qa/questions/9001/answers".into(),
+            format!(r#"{{"question":"9001","page":1,"count":5,"results":[{{"answer_id":9001,"body":null,"date":"{DATE}","answerer_name":null,"helpfulness":1,"photos":[{{"id":9001,"url":null}}]}}]}}"#),
+        ),
+    ];
+    for (path, body) in &expected {
+        let reply = common::get(a, path).await;
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (200, body.as_str()),
+            "{path}"
+        );
+    }
+    let list = common::get(a, "/products?page=1&count=1000").await;
+    assert!(list.body.contains(&format!("{product}}}")), "{}", list.body);
+    let pool =
+        atelier::pg::pool::Pool::new(db.config.clone(), 2, std::time::Duration::from_secs(5));
+    assert!(!common::every_entry_is_fresh(&server, &pool)
+        .await
+        .is_empty());
+
+    // Votes re-render from the items held, cut at their keys around the nulls.
+    let before = server.app.cache.stats();
+    for _ in 0..2 {
+        assert_eq!(common::put(a, "/reviews/9001/helpful").await.status, 204);
+    }
+    assert_eq!(common::put(a, "/qa/answers/9001/helpful").await.status, 204);
+    common::settled(&server).await;
+    let reply = common::get(a, "/reviews?product_id=901&sort=helpful").await;
+    assert_eq!(
+        reply.body,
+        format!(
+            r#"{{"product":"901","page":0,"count":5,"results":[{},{other}]}}"#,
+            review(4)
+        )
+    );
+    let reply = common::get(a, "/qa/questions?product_id=901").await;
+    assert!(
+        reply
+            .body
+            .contains(r#""answerer_name":null,"helpfulness":2,"photos":[null]"#),
+        "{}",
+        reply.body
+    );
+    let after = server.app.cache.stats();
+    assert!(
+        after.revoted > before.revoted,
+        "the votes revoted the held items"
+    );
+    assert!(
+        after.reanswered > before.reanswered,
+        "the answer's vote reanswered the held item"
+    );
+    common::every_entry_is_fresh(&server, &pool).await;
+}

@@ -40,11 +40,13 @@ pub enum Column {
     Ref(Table),
     /// An integer in `min..=max`.
     Int { min: i64, max: i64 },
-    /// Text that must be present.
+    /// Text the data set always gives (the generator never writes `null` there; the loader
+    /// still reads a `null` as SQL NULL, as in every column).
     Text,
     /// Text or the `null` token.
     OptText,
-    /// A price in dollars (`140`, `35.5`).
+    /// A price in dollars (`140`, `35.5`), which the data set always gives (a `null` loads as
+    /// SQL NULL all the same).
     Money,
     /// A sale price: `null`, or `0` which means the same, or a price.
     OptMoney,

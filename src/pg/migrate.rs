@@ -71,6 +71,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "question_answers_logged",
         sql: include_str!("../../sql/0011_question_answers_logged.sql"),
     },
+    Migration {
+        version: 12,
+        name: "null_text_is_shown_null",
+        sql: include_str!("../../sql/0012_null_text_is_shown_null.sql"),
+    },
 ];
 
 /// The newest migration this build carries.

@@ -174,24 +174,24 @@ statements! {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProductRow {
     pub id: i64,
-    pub name: String,
-    pub slogan: String,
-    pub description: String,
-    pub category: String,
-    pub default_price: String,
+    pub name: Option<String>,
+    pub slogan: Option<String>,
+    pub description: Option<String>,
+    pub category: Option<String>,
+    pub default_price: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FeatureRow {
-    pub feature: String,
+    pub feature: Option<String>,
     pub value: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StyleRow {
     pub id: i64,
-    pub name: String,
-    pub original_price: String,
+    pub name: Option<String>,
+    pub original_price: Option<String>,
     pub sale_price: Option<String>,
     pub default: bool,
 }
@@ -207,7 +207,7 @@ pub struct PhotoRow {
 pub struct SkuRow {
     pub style_id: i64,
     pub id: i64,
-    pub size: String,
+    pub size: Option<String>,
     pub quantity: i32,
 }
 
@@ -268,12 +268,12 @@ impl<'a> FromSql<'a> for Timestamp {
 pub struct ReviewRow {
     pub id: i64,
     pub rating: i16,
-    pub summary: String,
+    pub summary: Option<String>,
     pub recommend: bool,
     pub response: Option<String>,
-    pub body: String,
+    pub body: Option<String>,
     pub date_ms: i64,
-    pub reviewer_name: String,
+    pub reviewer_name: Option<String>,
     pub helpfulness: i32,
 }
 
@@ -291,7 +291,7 @@ pub struct SortKeyRow {
 pub struct PhotoUrlRow {
     pub owner_id: i64,
     pub id: i64,
-    pub url: String,
+    pub url: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -304,7 +304,8 @@ pub struct MetaCountRow {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CharacteristicRow {
     pub id: i64,
-    pub name: String,
+    /// None for a characteristic loaded without a name: shown under the name "null".
+    pub name: Option<String>,
     /// `avg()` of the visible reviews' values as PostgreSQL renders it; None when none.
     pub mean: Option<String>,
 }
@@ -312,9 +313,9 @@ pub struct CharacteristicRow {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QuestionRow {
     pub id: i64,
-    pub body: String,
+    pub body: Option<String>,
     pub date_ms: i64,
-    pub asker_name: String,
+    pub asker_name: Option<String>,
     pub helpfulness: i32,
 }
 
@@ -322,9 +323,9 @@ pub struct QuestionRow {
 pub struct AnswerRow {
     pub question_id: i64,
     pub id: i64,
-    pub body: String,
+    pub body: Option<String>,
     pub date_ms: i64,
-    pub answerer_name: String,
+    pub answerer_name: Option<String>,
     pub helpfulness: i32,
 }
 

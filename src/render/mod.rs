@@ -1088,7 +1088,7 @@ pub(crate) fn push_id_url_photos(out: &mut Vec<u8>, photos: Option<&Vec<&PhotoUr
         out.extend_from_slice(b"{\"id\":");
         json::push_int(out, p.id);
         out.extend_from_slice(b",\"url\":");
-        json::push_str(out, &p.url);
+        json::push_opt_str(out, p.url.as_deref());
         out.push(b'}');
     }
     out.push(b']');

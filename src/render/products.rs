@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 
-use super::json::{push_bool, push_int, push_int_str, push_opt_str, push_str};
+use super::json::{push_bool, push_int, push_int_str, push_opt_str};
 use crate::pg::read::{FeatureRow, PhotoRow, ProductRow, SkuRow, StyleRow};
 
 /// `"id":1,"name":"…",…,"default_price":"140.00"` — the fields the list and the detail share.
@@ -11,15 +11,15 @@ fn push_product_fields(out: &mut Vec<u8>, p: &ProductRow) {
     out.extend_from_slice(b"\"id\":");
     push_int(out, p.id);
     out.extend_from_slice(b",\"name\":");
-    push_str(out, &p.name);
+    push_opt_str(out, p.name.as_deref());
     out.extend_from_slice(b",\"slogan\":");
-    push_str(out, &p.slogan);
+    push_opt_str(out, p.slogan.as_deref());
     out.extend_from_slice(b",\"description\":");
-    push_str(out, &p.description);
+    push_opt_str(out, p.description.as_deref());
     out.extend_from_slice(b",\"category\":");
-    push_str(out, &p.category);
+    push_opt_str(out, p.category.as_deref());
     out.extend_from_slice(b",\"default_price\":");
-    push_str(out, &p.default_price);
+    push_opt_str(out, p.default_price.as_deref());
 }
 
 /// `GET /products`: a bare array.
@@ -55,7 +55,7 @@ pub fn render_product(p: &ProductRow, features: &[FeatureRow]) -> Bytes {
             out.push(b',');
         }
         out.extend_from_slice(b"{\"feature\":");
-        push_str(&mut out, &f.feature);
+        push_opt_str(&mut out, f.feature.as_deref());
         out.extend_from_slice(b",\"value\":");
         push_opt_str(&mut out, f.value.as_deref());
         out.push(b'}');
@@ -84,9 +84,9 @@ pub fn render_styles(
         out.extend_from_slice(b"{\"style_id\":");
         push_int(&mut out, s.id);
         out.extend_from_slice(b",\"name\":");
-        push_str(&mut out, &s.name);
+        push_opt_str(&mut out, s.name.as_deref());
         out.extend_from_slice(b",\"original_price\":");
-        push_str(&mut out, &s.original_price);
+        push_opt_str(&mut out, s.original_price.as_deref());
         out.extend_from_slice(b",\"sale_price\":");
         push_opt_str(&mut out, s.sale_price.as_deref());
         out.extend_from_slice(b",\"default?\":");
@@ -126,7 +126,7 @@ pub fn render_styles(
             out.extend_from_slice(b":{\"quantity\":");
             push_int(&mut out, k.quantity);
             out.extend_from_slice(b",\"size\":");
-            push_str(&mut out, &k.size);
+            push_opt_str(&mut out, k.size.as_deref());
             out.push(b'}');
             sku += 1;
         }

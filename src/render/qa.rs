@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use super::json::{push_bool, push_date, push_int, push_int_str, push_str};
+use super::json::{push_bool, push_date, push_int, push_int_str, push_opt_str};
 use super::{
     group_by, int_of, key_at, leading_id, push_id_url_photos, value_at, ItemList, ItemListBuilder,
 };
@@ -14,11 +14,11 @@ use crate::pg::read::{AnswerRow, PhotoUrlRow, QuestionRow, SortKeyRow};
 fn push_answer_fields(out: &mut Vec<u8>, a: &AnswerRow) {
     push_int(out, a.id);
     out.extend_from_slice(b",\"body\":");
-    push_str(out, &a.body);
+    push_opt_str(out, a.body.as_deref());
     out.extend_from_slice(b",\"date\":");
     push_date(out, a.date_ms);
     out.extend_from_slice(b",\"answerer_name\":");
-    push_str(out, &a.answerer_name);
+    push_opt_str(out, a.answerer_name.as_deref());
     out.extend_from_slice(b",\"helpfulness\":");
     push_int(out, a.helpfulness);
 }
@@ -38,11 +38,11 @@ pub fn render_question_list(
         out.extend_from_slice(b"{\"question_id\":");
         push_int(out, q.id);
         out.extend_from_slice(b",\"question_body\":");
-        push_str(out, &q.body);
+        push_opt_str(out, q.body.as_deref());
         out.extend_from_slice(b",\"question_date\":");
         push_date(out, q.date_ms);
         out.extend_from_slice(b",\"asker_name\":");
-        push_str(out, &q.asker_name);
+        push_opt_str(out, q.asker_name.as_deref());
         out.extend_from_slice(b",\"question_helpfulness\":");
         push_int(out, q.helpfulness);
         out.extend_from_slice(b",\"reported\":");
@@ -81,7 +81,7 @@ fn push_nested_answers(
             if j > 0 {
                 out.push(b',');
             }
-            push_str(out, &p.url);
+            push_opt_str(out, p.url.as_deref());
         }
         out.extend_from_slice(b"]}");
     }
@@ -222,9 +222,10 @@ mod tests {
                 let date_us = 1_600_000_000_000_000 + (id % 3) * 1000 + id % 2;
                 let q = QuestionRow {
                     id: id * 5,
-                    body: format!("q{id}{TRICKY}"),
+                    body: Some(format!("q{id}{TRICKY}")),
                     date_ms: date_us.div_euclid(1000),
-                    asker_name: format!("asker{TRICKY}"),
+                    // A field loaded as NULL is shown as null, and cut around like any other.
+                    asker_name: (id % 5 != 0).then(|| format!("asker{TRICKY}")),
                     helpfulness: (id % 4) as i32,
                 };
                 (q, date_us)
@@ -241,7 +242,7 @@ mod tests {
             .map(|a| PhotoUrlRow {
                 owner_id: a.id,
                 id: a.id,
-                url: format!("https://p/{}", a.id),
+                url: (a.id % 3 != 0).then(|| format!("https://p/{}", a.id)),
             })
             .collect();
         let (rows, dates) = rows.into_iter().unzip();
@@ -252,9 +253,9 @@ mod tests {
         AnswerRow {
             question_id,
             id,
-            body: format!("a{id},\"date\":\"x\""),
+            body: Some(format!("a{id},\"date\":\"x\"")),
             date_ms: 1_600_000_000_000 + id,
-            answerer_name: "n".into(),
+            answerer_name: (id % 4 != 0).then(|| "n".into()),
             helpfulness: (id % 3) as i32,
         }
     }
@@ -297,7 +298,7 @@ mod tests {
         now_photos.push(PhotoUrlRow {
             owner_id: 999,
             id: 5,
-            url: "https://p/new".into(),
+            url: Some("https://p/new".into()),
         });
         now_photos.sort_by_key(|p| (p.owner_id, p.id));
         let fresh = render_question_list(&rows, &now, &now_photos);

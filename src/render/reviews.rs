@@ -26,17 +26,17 @@ pub fn render_review_list(reviews: &[ReviewRow], photos: &[PhotoUrlRow]) -> Item
         out.extend_from_slice(b",\"rating\":");
         push_int(out, r.rating);
         out.extend_from_slice(b",\"summary\":");
-        push_str(out, &r.summary);
+        push_opt_str(out, r.summary.as_deref());
         out.extend_from_slice(b",\"recommend\":");
         push_bool(out, r.recommend);
         out.extend_from_slice(b",\"response\":");
         push_opt_str(out, r.response.as_deref());
         out.extend_from_slice(b",\"body\":");
-        push_str(out, &r.body);
+        push_opt_str(out, r.body.as_deref());
         out.extend_from_slice(b",\"date\":");
         push_date(out, r.date_ms);
         out.extend_from_slice(b",\"reviewer_name\":");
-        push_str(out, &r.reviewer_name);
+        push_opt_str(out, r.reviewer_name.as_deref());
         out.extend_from_slice(b",\"helpfulness\":");
         push_int(out, r.helpfulness);
         out.extend_from_slice(b",\"photos\":");
@@ -242,15 +242,18 @@ pub fn render_meta(
     out.extend_from_slice(b"},\"characteristics\":{");
     let mut seen: Vec<&str> = Vec::with_capacity(characteristics.len());
     for c in characteristics {
+        // A characteristic loaded without a name is shown under "null", as a JavaScript
+        // object's key would have it.
+        let name = c.name.as_deref().unwrap_or("null");
         // A JSON object cannot hold a name twice; the first characteristic of a name wins.
-        if seen.contains(&c.name.as_str()) {
+        if seen.contains(&name) {
             continue;
         }
         if !seen.is_empty() {
             out.push(b',');
         }
-        seen.push(&c.name);
-        push_str(&mut out, &c.name);
+        seen.push(name);
+        push_str(&mut out, name);
         out.extend_from_slice(b":{\"id\":");
         push_int(&mut out, c.id);
         out.extend_from_slice(b",\"value\":");
@@ -284,12 +287,13 @@ mod tests {
                 let row = ReviewRow {
                     id: id * 7,
                     rating: 1 + next(5) as i16,
-                    summary: format!("summary {id}{tricky}"),
+                    // A field loaded as NULL is shown as null, and cut around like any other.
+                    summary: (id % 5 != 0).then(|| format!("summary {id}{tricky}")),
                     recommend: next(2) == 0,
                     response: (next(3) == 0).then(|| format!("thanks\n\"{id}\"")),
-                    body: format!("body ,\"helpfulness\": {id} é"),
+                    body: (id % 6 != 0).then(|| format!("body ,\"helpfulness\": {id} é")),
                     date_ms: date_us.div_euclid(1000),
-                    reviewer_name: format!("name{tricky}"),
+                    reviewer_name: (id % 7 != 0).then(|| format!("name{tricky}")),
                     helpfulness: next(3) as i32,
                 };
                 (row, date_us)
@@ -302,7 +306,7 @@ mod tests {
             .map(|(r, _)| PhotoUrlRow {
                 owner_id: r.id,
                 id: r.id,
-                url: format!("https://p/{}", r.id),
+                url: (r.id % 2 == 0).then(|| format!("https://p/{}", r.id)),
             })
             .collect::<Vec<_>>();
         let (rows, dates): (Vec<_>, Vec<_>) = rows.into_iter().unzip();

@@ -219,9 +219,13 @@ impl<'a> Converter<'a> {
                         .ok_or_else(|| bad(&format!("not an integer in {min}..={max}")))?;
                     push_int(out, v);
                 }
-                Column::Text if null => return Err(bad("missing")),
-                Column::OptText if null || (raw == b"null") => out.extend_from_slice(b"\\N"),
+                // `null` is a missing value in any column (the format's rule), quoted or not:
+                // the API never shows the string "null".
+                Column::Text | Column::OptText if null || raw == b"null" => {
+                    out.extend_from_slice(b"\\N")
+                }
                 Column::Text | Column::OptText => push_text(out, raw, name, repair),
+                Column::Money if null || raw == b"null" => out.extend_from_slice(b"\\N"),
                 Column::Money => {
                     if !is_money(raw) {
                         return Err(bad("not a price"));
@@ -436,8 +440,42 @@ mod tests {
         assert_eq!(row, "1\t1\tA\t35.5\t140\tf\n");
         let (o, _) = convert(Table::Styles, &parents, r#"1,1,"A",-3,140,0"#);
         assert!(matches!(o, Outcome::Skipped(_)));
-        let (o, _) = convert(Table::Features, &parents, r#"1,1,null,"x""#);
-        assert!(matches!(o, Outcome::Skipped(_)));
+        let (o, _) = convert(Table::Styles, &parents, r#"1,1,"A",null,nothing,0"#);
+        assert!(matches!(o, Outcome::Skipped(_)), "not a price");
+    }
+
+    /// The format's `null` is a missing value in every column, the ones the data set always
+    /// fills included: the row loads with that field NULL instead of being skipped.
+    #[test]
+    fn null_is_a_missing_value_in_any_column() {
+        let parents = with_products(&[1]);
+        let (o, row) = convert(Table::Features, &parents, r#"1,1,null,"x""#);
+        assert_eq!((o, row.as_str()), (Outcome::Loaded, "1\t1\t\\N\tx\n"));
+        let (o, row) = convert(
+            Table::Products,
+            &parents,
+            r#"2,null,"null",null,"Pants",null"#,
+        );
+        assert_eq!(
+            (o, row.as_str()),
+            (Outcome::Loaded, "2\t\\N\t\\N\t\\N\tPants\t\\N\n")
+        );
+        let (o, row) = convert(Table::Styles, &parents, r#"1,1,null,null,null,1"#);
+        assert_eq!(
+            (o, row.as_str()),
+            (Outcome::Loaded, "1\t1\t\\N\t\\N\t\\N\tt\n")
+        );
+        let reviews = with_products(&[2]);
+        let (o, row) = convert(
+            Table::Reviews,
+            &reviews,
+            "4,2,3,1608430525823,null,null,false,false,null,null,null,8",
+        );
+        assert_eq!(o, Outcome::Loaded);
+        assert_eq!(
+            row,
+            "4\t2\t3\t2020-12-20T02:15:25.823Z\t\\N\t\\N\tf\tf\t\\N\t\\N\t\\N\t8\n"
+        );
     }
 
     #[test]
