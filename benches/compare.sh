@@ -121,7 +121,8 @@ run_fixed() { # name url
     p90=$(awk '/90.00%/ {print $3" "$4}' <<<"$out")
     p99=$(awk '/99.00%/ {print $3" "$4}' <<<"$out")
     p999=$(awk '/99.90%/ {print $3" "$4}' <<<"$out")
-    last_p99_ms=$(awk '/99.00%/ {v = $3; if ($4 == "sec") v *= 1000; if ($4 == "us") v /= 1000; print v}' <<<"$out")
+    # oha prints "99.00% in 0.0012 secs" (or ms, µs): the p99 in milliseconds.
+    last_p99_ms=$(awk '/99.00%/ {v = $3; if ($4 ~ /^sec/) v *= 1000; else if ($4 ~ /^(us|µs)/) v /= 1000; print v}' <<<"$out" | head -1)
     rows+=("$1|d (10k/s fixed)|$rps|$p50|$p99 (p90 $p90, p99.9 $p999)")
 }
 
@@ -142,28 +143,40 @@ measure_static() { # name url
     run_fixed "$1" "$2"
 }
 
-# ROUNDS more measures of a, b and d, the ceiling's and atelier's in turn: a row of shares a
-# round (a failed read leaves its share empty).
+# ROUNDS more measures of a, b and d, the ceiling's and atelier's in turn (the ceiling first in
+# odd rounds, atelier first in even ones, so that a drift within a pair falls on each side
+# alike): a row of shares a round (a failed read leaves its share empty).
 measure_rounds() { # ceiling_url atelier_url
-    local r w first count c_rps c_p99
+    local r w first count c_rps a_rps c_p99 a_p99 side
     local kept=("${rows[@]}")
     for r in $(seq 1 "${ROUNDS:-0}"); do
-        local row="$r"
+        local row="$r" order="ceiling atelier"
+        [ $((r % 2)) = 1 ] || order="atelier ceiling"
         for w in "a|$tail_first|$tail_count" "b|1|$max_id"; do
             IFS='|' read -r workload first count <<<"$w"
-            last_rps=
-            run_wrk "ceiling, round $r" "$workload" "$1" wrk-mix.lua "$first" "$count"
-            c_rps=$last_rps
-            last_rps=
-            run_wrk "atelier precomputed, round $r" "$workload" "$2" wrk-mix.lua "$first" "$count"
-            row+="|$c_rps|$last_rps|$(awk -v c="$c_rps" -v x="$last_rps" 'BEGIN {if (c > 0 && x > 0) printf "%.0f%%", 100 * x / c}')"
+            for side in $order; do
+                last_rps=
+                if [ "$side" = ceiling ]; then
+                    run_wrk "ceiling, round $r" "$workload" "$1" wrk-mix.lua "$first" "$count"
+                    c_rps=$last_rps
+                else
+                    run_wrk "atelier precomputed, round $r" "$workload" "$2" wrk-mix.lua "$first" "$count"
+                    a_rps=$last_rps
+                fi
+            done
+            row+="|$c_rps|$a_rps|$(awk -v c="$c_rps" -v x="$a_rps" 'BEGIN {if (c > 0 && x > 0) printf "%.0f%%", 100 * x / c}')"
         done
-        last_p99_ms=
-        run_fixed "ceiling, round $r" "$1"
-        c_p99=$last_p99_ms
-        last_p99_ms=
-        run_fixed "atelier precomputed, round $r" "$2"
-        row+="|$c_p99|$last_p99_ms|$(awk -v c="$c_p99" -v x="$last_p99_ms" 'BEGIN {if (c > 0 && x > 0) printf "%.2fx", x / c}')"
+        for side in $order; do
+            last_p99_ms=
+            if [ "$side" = ceiling ]; then
+                run_fixed "ceiling, round $r" "$1"
+                c_p99=$last_p99_ms
+            else
+                run_fixed "atelier precomputed, round $r" "$2"
+                a_p99=$last_p99_ms
+            fi
+        done
+        row+="|$c_p99|$a_p99|$(awk -v c="$c_p99" -v x="$a_p99" 'BEGIN {if (c > 0 && x > 0) printf "%.2fx", x / c}')"
         rounds+=("$row")
     done
     # The rounds' figures are their own table's, not the setups'.
@@ -249,7 +262,7 @@ for r in "${rows[@]}"; do
 done
 if [ ${#rounds[@]} -gt 0 ]; then
     echo
-    echo "Alternated rounds, ceiling then atelier precomputed each time (d: p99 in ms):"
+    echo "Alternated rounds, ceiling and atelier precomputed in turn (d: p99 in ms):"
     printf '| %5s | %9s | %9s | %5s | %9s | %9s | %5s | %7s | %7s | %6s |\n' round "a ceil" "a atel" share "b ceil" "b atel" share "d ceil" "d atel" ratio
     for r in "${rounds[@]}"; do
         IFS='|' read -r n ac aa as bc ba bs dc da dr <<<"$r"

@@ -6,15 +6,30 @@
 -- writes still always give them a value.
 --
 -- Dropping NOT NULL only changes the catalog (no table is read or rewritten), but holds each
--- table's ACCESS EXCLUSIVE lock until the migration commits. The tables are locked at once, in
--- the order the API's writes take them (a write's statement locks its own tables, then the
--- parents its foreign keys check: answers before questions, reviews before products), so
--- that no write holds a table this migration still waits for; and the migration gives up
--- after 10 s rather than hold the API's reads queued behind it (a warm-up's scan holds its
--- tables for minutes): run `atelier migrate` again.
-SET LOCAL lock_timeout = '10s';
-LOCK TABLE answers, answers_photos, questions, reviews, characteristics, reviews_photos,
-    features, skus, styles, products IN ACCESS EXCLUSIVE MODE;
+-- table's ACCESS EXCLUSIVE lock until the migration commits. No one order of the ten tables
+-- suits everyone (the API's writes lock a child before its parent, its reads' joins a parent
+-- before its child), so the migration never waits while it holds one: it asks for all of them
+-- at once without waiting (NOWAIT), lets go of those it got if one is busy (the failed
+-- subtransaction releases them), and asks again 20 ms later. It cannot deadlock, and no read
+-- queues behind it; it gives up after 60 s (a warm-up's scan holds these tables for
+-- minutes): run `atelier migrate` again later.
+DO $$
+DECLARE
+    deadline timestamptz := clock_timestamp() + interval '60 seconds';
+BEGIN
+    LOOP
+        BEGIN
+            LOCK TABLE answers, answers_photos, questions, reviews, characteristics,
+                reviews_photos, features, skus, styles, products IN ACCESS EXCLUSIVE MODE NOWAIT;
+            EXIT;
+        EXCEPTION WHEN lock_not_available THEN
+            IF clock_timestamp() > deadline THEN
+                RAISE EXCEPTION 'migration 12 could not lock the catalog''s tables within 60 s: they were never all free at once (a warm-up scans them for minutes); run atelier migrate again when they are quieter';
+            END IF;
+            PERFORM pg_sleep(0.02);
+        END;
+    END LOOP;
+END $$;
 ALTER TABLE answers ALTER COLUMN body DROP NOT NULL,
     ALTER COLUMN answerer_name DROP NOT NULL;
 ALTER TABLE answers_photos ALTER COLUMN url DROP NOT NULL;

@@ -2,7 +2,7 @@
 
 mod common;
 
-use atelier::pg::migrate::{migrate, MIGRATIONS};
+use atelier::pg::migrate::{migrate, migrate_to, MIGRATIONS};
 use tokio_postgres::Client;
 
 /// Everything about the schema that a migration could change, as sorted text.
@@ -123,4 +123,64 @@ async fn the_database_refuses_a_date_no_body_can_show() {
             "{table} {date}: {refused}"
         );
     }
+}
+
+/// Migration 12 locks ten tables (dropping NOT NULLs) and never waits while it holds one: a
+/// read that holds a parent and then wants its child (styles, then skus) cannot deadlock with
+/// it, no read of another table queues behind it, and it goes ahead once all ten are free.
+#[tokio::test]
+async fn migration_12_never_holds_a_table_while_it_waits_for_another() {
+    let db = common::empty_database().await;
+    let mut client = db.client().await;
+    assert_eq!(migrate_to(&mut client, 11).await.expect("to 11"), 11);
+    let mut reader = db.client().await;
+    let holding = reader.transaction().await.unwrap();
+    holding
+        .batch_execute("LOCK TABLE styles IN ACCESS SHARE MODE")
+        .await
+        .unwrap();
+    let migrating = tokio::spawn(async move { migrate_to(&mut client, 12).await });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!migrating.is_finished(), "it waits for styles");
+    let other = db.client().await;
+    other
+        .batch_execute("SET lock_timeout = '2s'")
+        .await
+        .unwrap();
+    for table in [
+        "answers",
+        "answers_photos",
+        "questions",
+        "reviews",
+        "characteristics",
+        "reviews_photos",
+        "features",
+        "skus",
+        "products",
+    ] {
+        for _ in 0..5 {
+            other
+                .query(&format!("SELECT count(*) FROM {table}"), &[])
+                .await
+                .unwrap_or_else(|e| panic!("{table} is held while the migration waits: {e}"));
+        }
+    }
+    assert!(!migrating.is_finished(), "it still waits for styles");
+    holding.rollback().await.unwrap();
+    let applied = tokio::time::timeout(std::time::Duration::from_secs(10), migrating)
+        .await
+        .expect("applied once styles is free")
+        .unwrap()
+        .expect("migration 12");
+    assert_eq!(applied, 1);
+    let nullable: String = other
+        .query_one(
+            "SELECT is_nullable FROM information_schema.columns
+              WHERE table_name = 'reviews' AND column_name = 'summary'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(nullable, "YES");
 }
