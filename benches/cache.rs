@@ -178,6 +178,60 @@ fn render_bodies(c: &mut Criterion) {
     g.finish();
 }
 
+/// A helpful vote's refresh of a product with 4,000 reviews, lists packed in runs against a
+/// dictionary as the catalog keeps them: the two orders rebuilt from the held list's items
+/// (`revoted_review_orders`), against rendering them from rows (a whole read's refresh, the
+/// read itself not counted).
+fn revote(c: &mut Criterion) {
+    use atelier::render::compress::{self, DictionaryKind};
+    use atelier::render::Compaction;
+    let (mut rows, photos) = reviews(4_000);
+    rows.sort_by_key(|r| std::cmp::Reverse((r.helpfulness, r.date_ms, r.id)));
+    let dates_us: Vec<i64> = rows.iter().map(|r| r.date_ms * 1000).collect();
+    if compress::dictionary(DictionaryKind::Lists).is_none() {
+        let held = render::reviews::render_review_list(&rows, &photos);
+        let items = held.own_items().expect("a plain list");
+        let samples: Vec<&[u8]> = items.chunks(2_000).collect();
+        let dictionary = compress::train_dictionary(&samples, 64 * 1024).expect("a dictionary");
+        compress::install_dictionary(DictionaryKind::Lists, &dictionary).expect("installed");
+    }
+    let (held, _) =
+        render::reviews::render_review_orders(42, &rows, &dates_us, &photos, Compaction::All, None);
+    // Votes move the review in the middle up by one place.
+    let mut keys: Vec<SortKeyRow> = rows
+        .iter()
+        .zip(&dates_us)
+        .map(|(r, &d)| SortKeyRow {
+            id: r.id,
+            helpfulness: r.helpfulness,
+            date: atelier::pg::read::Timestamp::from_micros(d),
+        })
+        .collect();
+    keys[2_000].helpfulness += 2;
+    keys.sort_by_key(|k| std::cmp::Reverse((k.helpfulness, k.date.micros(), k.id)));
+    let mut g = c.benchmark_group("a vote's refresh, 4,000 reviews");
+    g.sample_size(20);
+    g.bench_function("revoted from the held items", |b| {
+        b.iter(|| {
+            render::reviews::revoted_review_orders(42, &held, black_box(&keys), Compaction::All)
+                .expect("only a vote changed")
+        })
+    });
+    g.bench_function("rendered from rows", |b| {
+        b.iter(|| {
+            render::reviews::render_review_orders(
+                42,
+                black_box(&rows),
+                &dates_us,
+                &photos,
+                Compaction::All,
+                Some(&held),
+            )
+        })
+    });
+    g.finish();
+}
+
 fn cache_hit(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -251,5 +305,5 @@ fn cache_hit(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, render_bodies, cache_hit);
+criterion_group!(benches, render_bodies, cache_hit, revote);
 criterion_main!(benches);

@@ -5,7 +5,8 @@ use std::collections::HashMap;
 
 use super::json::{push_bool, push_date, push_int, push_int_str, push_opt_str};
 use super::{
-    group_by, int_of, key_at, leading_id, push_id_url_photos, value_at, ItemList, ItemListBuilder,
+    group_by, int_of, item_key, key_at, leading_id, push_id_url_photos, value_at, ItemKey,
+    ItemList, ItemListBuilder,
 };
 use crate::pg::read::{AnswerRow, PhotoUrlRow, QuestionRow, SortKeyRow};
 
@@ -153,17 +154,18 @@ impl<'a> HeldQuestion<'a> {
     /// come before its nested answers.
     fn parse(item: &'a [u8]) -> Option<HeldQuestion<'a>> {
         const ID: &[u8] = b"{\"question_id\":";
-        const DATE: &[u8] = b",\"question_date\":";
-        const HELPFULNESS: &[u8] = b",\"question_helpfulness\":";
-        const REPORTED: &[u8] = b",\"reported\":";
-        let date_at = value_at(item, 0, DATE)?;
-        let helpfulness_at = value_at(item, date_at, HELPFULNESS)?;
-        let helpfulness_end = key_at(item, helpfulness_at, REPORTED)?;
+        static DATE: ItemKey = item_key!(b",\"question_date\":");
+        static HELPFULNESS: ItemKey = item_key!(b",\"question_helpfulness\":");
+        static REPORTED: ItemKey = item_key!(b",\"reported\":");
+        static ANSWERS: ItemKey = item_key!(ANSWERS_KEY);
+        let date_at = value_at(item, 0, &DATE)?;
+        let helpfulness_at = value_at(item, date_at, &HELPFULNESS)?;
+        let helpfulness_end = key_at(item, helpfulness_at, &REPORTED)?;
         Some(HeldQuestion {
             id: leading_id(item, ID)?,
             date: item.get(date_at..helpfulness_at)?,
             helpfulness: int_of(item.get(helpfulness_at..helpfulness_end)?)?,
-            up_to_answers: item.get(..value_at(item, helpfulness_end, ANSWERS_KEY)?)?,
+            up_to_answers: item.get(..value_at(item, helpfulness_end, &ANSWERS)?)?,
         })
     }
 }

@@ -10,8 +10,8 @@ use super::json::{
     push_bool, push_date, push_int, push_int_str, push_opt_str, push_str, push_uint,
 };
 use super::{
-    group_by, key_at, leading_id, push_id_url_photos, value_at, Compaction, Frame, ItemList,
-    ItemListBuilder, Replaced,
+    group_by, item_key, key_at, leading_id, push_id_url_photos, value_at, Compaction, Frame,
+    ItemKey, ItemList, ItemListBuilder, Replaced,
 };
 use crate::pg::read::{CharacteristicRow, MetaCountRow, PhotoUrlRow, ReviewRow, SortKeyRow};
 
@@ -149,17 +149,17 @@ impl<'a> HeldReview<'a> {
     /// key itself.
     fn parse(item: &'a [u8]) -> Option<HeldReview<'a>> {
         const ID: &[u8] = b"{\"review_id\":";
-        const DATE: &[u8] = b",\"date\":";
-        const NAME: &[u8] = b",\"reviewer_name\":";
-        const HELPFULNESS: &[u8] = b",\"helpfulness\":";
-        const PHOTOS: &[u8] = b",\"photos\":";
-        let date_at = value_at(item, 0, DATE)?;
-        let helpfulness_at = value_at(item, date_at, HELPFULNESS)?;
+        static DATE: ItemKey = item_key!(b",\"date\":");
+        static NAME: ItemKey = item_key!(b",\"reviewer_name\":");
+        static HELPFULNESS: ItemKey = item_key!(b",\"helpfulness\":");
+        static PHOTOS: ItemKey = item_key!(b",\"photos\":");
+        let date_at = value_at(item, 0, &DATE)?;
+        let helpfulness_at = value_at(item, date_at, &HELPFULNESS)?;
         Some(HeldReview {
             id: leading_id(item, ID)?,
             up_to_helpfulness: item.get(..helpfulness_at)?,
-            from_photos: item.get(key_at(item, helpfulness_at, PHOTOS)?..)?,
-            date: item.get(date_at..key_at(item, date_at, NAME)?)?,
+            from_photos: item.get(key_at(item, helpfulness_at, &PHOTOS)?..)?,
+            date: item.get(date_at..key_at(item, date_at, &NAME)?)?,
         })
     }
 }
