@@ -19,7 +19,7 @@
 # Requests ask for gzip as browsers do (ACCEPT_ENCODING, default "gzip, deflate, br"; set it
 # empty for plain bodies). LOCK_MEMORY=1 runs atelier with --lock-memory (root, or an
 # unlimited memlock limit).
-# Prints one table. Needs wrk and nginx (apt-get install wrk nginx-light) and DATABASE_URL
+# Prints one table (and, with ROUNDS, the rounds' table). Needs wrk and nginx (apt-get install wrk nginx-light) and DATABASE_URL
 # naming a loaded database (which workload c writes to).
 #
 #   DATABASE_URL=... benches/compare.sh [SECONDS] [CACHE_MB]

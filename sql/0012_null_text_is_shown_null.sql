@@ -11,8 +11,9 @@
 -- before its child), so the migration never waits while it holds one: it asks for all of them
 -- at once without waiting (NOWAIT), lets go of those it got if one is busy (the failed
 -- subtransaction releases them), and asks again 20 ms later. It cannot deadlock, and no read
--- queues behind it; it gives up after 60 s (a warm-up's scan holds these tables for
--- minutes): run `atelier migrate` again later.
+-- queues behind it; it needs all ten free at one moment, and gives up after 60 s (a warm-up's
+-- scan holds these tables for minutes, and reads and writes that never pause starve it too):
+-- run `atelier migrate` again later.
 DO $$
 DECLARE
     deadline timestamptz := clock_timestamp() + interval '60 seconds';

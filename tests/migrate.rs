@@ -125,62 +125,92 @@ async fn the_database_refuses_a_date_no_body_can_show() {
     }
 }
 
-/// Migration 12 locks ten tables (dropping NOT NULLs) and never waits while it holds one: a
-/// read that holds a parent and then wants its child (styles, then skus) cannot deadlock with
-/// it, no read of another table queues behind it, and it goes ahead once all ten are free.
+/// The tables migration 12 locks.
+const MIGRATION_12_TABLES: [&str; 10] = [
+    "answers",
+    "answers_photos",
+    "questions",
+    "reviews",
+    "characteristics",
+    "reviews_photos",
+    "features",
+    "skus",
+    "styles",
+    "products",
+];
+
+/// Migration 12 locks ten tables (dropping NOT NULLs) and never waits while it holds one, so
+/// a read that holds a parent and then wants its child (styles, then skus) cannot deadlock with
+/// it, and no read of another table queues behind it. Two readers hold `answers` and `styles`,
+/// and one lets go first: a plain waiting `LOCK` in any one order of the ten would then hold
+/// the freed table (and those after it) while it waits for the other, in one of the two runs.
 #[tokio::test]
 async fn migration_12_never_holds_a_table_while_it_waits_for_another() {
-    let db = common::empty_database().await;
-    let mut client = db.client().await;
-    assert_eq!(migrate_to(&mut client, 11).await.expect("to 11"), 11);
-    let mut reader = db.client().await;
-    let holding = reader.transaction().await.unwrap();
-    holding
-        .batch_execute("LOCK TABLE styles IN ACCESS SHARE MODE")
-        .await
-        .unwrap();
-    let migrating = tokio::spawn(async move { migrate_to(&mut client, 12).await });
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    assert!(!migrating.is_finished(), "it waits for styles");
-    let other = db.client().await;
-    other
-        .batch_execute("SET lock_timeout = '2s'")
-        .await
-        .unwrap();
-    for table in [
-        "answers",
-        "answers_photos",
-        "questions",
-        "reviews",
-        "characteristics",
-        "reviews_photos",
-        "features",
-        "skus",
-        "products",
-    ] {
+    for (first, second) in [("answers", "styles"), ("styles", "answers")] {
+        let db = common::empty_database().await;
+        let mut client = db.client().await;
+        assert_eq!(migrate_to(&mut client, 11).await.expect("to 11"), 11);
+        let mut first_reader = db.client().await;
+        let mut second_reader = db.client().await;
+        let holding_first = first_reader.transaction().await.unwrap();
+        let holding_second = second_reader.transaction().await.unwrap();
+        for (tx, table) in [(&holding_first, first), (&holding_second, second)] {
+            tx.batch_execute(&format!("LOCK TABLE {table} IN ACCESS SHARE MODE"))
+                .await
+                .unwrap();
+        }
+        let migrating = tokio::spawn(async move { migrate_to(&mut client, 12).await });
+        let other = db.client().await;
+        other
+            .batch_execute("SET lock_timeout = '2s'")
+            .await
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        readable(&other, &["answers", "styles"]).await;
+        // The reader of `styles` goes on to its child, as a join of the two would.
+        let styles_reader = if first == "styles" {
+            &holding_first
+        } else {
+            &holding_second
+        };
+        styles_reader
+            .batch_execute("SET LOCAL lock_timeout = '2s'; SELECT count(*) FROM skus")
+            .await
+            .expect("skus is not held while the migration waits for styles");
+        holding_first.rollback().await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(!migrating.is_finished(), "it waits for {second}");
+        let still_held = [second];
+        readable(&other, &still_held).await;
+        holding_second.rollback().await.unwrap();
+        let applied = tokio::time::timeout(std::time::Duration::from_secs(10), migrating)
+            .await
+            .expect("applied once every table is free")
+            .unwrap()
+            .expect("migration 12");
+        assert_eq!(applied, 1);
+        let nullable: String = other
+            .query_one(
+                "SELECT is_nullable FROM information_schema.columns
+                  WHERE table_name = 'reviews' AND column_name = 'summary'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(nullable, "YES");
+    }
+}
+
+/// Reads every table of migration 12's but `held`, five times each: none may wait (the
+/// client's lock_timeout fails a read that does).
+async fn readable(client: &Client, held: &[&str]) {
+    for table in MIGRATION_12_TABLES.iter().filter(|t| !held.contains(t)) {
         for _ in 0..5 {
-            other
+            client
                 .query(&format!("SELECT count(*) FROM {table}"), &[])
                 .await
                 .unwrap_or_else(|e| panic!("{table} is held while the migration waits: {e}"));
         }
     }
-    assert!(!migrating.is_finished(), "it still waits for styles");
-    holding.rollback().await.unwrap();
-    let applied = tokio::time::timeout(std::time::Duration::from_secs(10), migrating)
-        .await
-        .expect("applied once styles is free")
-        .unwrap()
-        .expect("migration 12");
-    assert_eq!(applied, 1);
-    let nullable: String = other
-        .query_one(
-            "SELECT is_nullable FROM information_schema.columns
-              WHERE table_name = 'reviews' AND column_name = 'summary'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(nullable, "YES");
 }

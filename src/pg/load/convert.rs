@@ -465,6 +465,12 @@ mod tests {
             (o, row.as_str()),
             (Outcome::Loaded, "1\t1\t\\N\t\\N\t\\N\tt\n")
         );
+        let (o, row) = convert(Table::Styles, &parents, r#"1,1,"null",null,"null",1"#);
+        assert_eq!(
+            (o, row.as_str()),
+            (Outcome::Loaded, "1\t1\t\\N\t\\N\t\\N\tt\n"),
+            "a quoted null too"
+        );
         let reviews = with_products(&[2]);
         let (o, row) = convert(
             Table::Reviews,
