@@ -220,7 +220,7 @@ impl<'a> Converter<'a> {
                     push_int(out, v);
                 }
                 // `null` is a missing value in any column (the format's rule), quoted or not:
-                // the API never shows the string "null".
+                // no loaded value shows as the string "null".
                 Column::Text | Column::OptText if null || raw == b"null" => {
                     out.extend_from_slice(b"\\N")
                 }
