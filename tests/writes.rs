@@ -644,6 +644,17 @@ async fn a_helpful_vote_retried_with_the_same_request_id_counts_once() {
     assert_eq!(helpfulness("reviews", 2).await, before + 1);
 }
 
+/// The list behind `key`, rendered fresh from the database.
+async fn fresh_list(
+    key: &Key,
+    pool: &atelier::pg::pool::Pool,
+) -> std::sync::Arc<atelier::render::ItemList> {
+    match atelier::cache::fill(key, pool).await.unwrap() {
+        Rendered::List(list) => list,
+        other => panic!("{key:?} is a list: {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn a_vote_re_renders_the_review_lists_from_their_items_as_a_fresh_read_would() {
     let (db, server) = server_with_data(&common::sample_dir()).await;
@@ -666,10 +677,7 @@ async fn a_vote_re_renders_the_review_lists_from_their_items_as_a_fresh_read_wou
                 product_id: 2,
                 order,
             };
-            let fresh = match atelier::cache::fill(&key, &pool).await.unwrap() {
-                Rendered::List(list) => list,
-                other => panic!("{other:?}"),
-            };
+            let fresh = fresh_list(&key, &pool).await;
             assert_eq!(
                 cache.peek(&key),
                 Some(Rendered::List(fresh.clone())),
@@ -828,10 +836,7 @@ async fn an_answer_re_renders_its_question_in_the_products_list_as_a_fresh_read_
         let (db, pool) = (&db, &pool);
         async move {
             let key = Key::Questions(product);
-            let fresh = match atelier::cache::fill(&key, pool).await.unwrap() {
-                Rendered::List(list) => list,
-                other => panic!("{other:?}"),
-            };
+            let fresh = fresh_list(&key, pool).await;
             assert_eq!(cache.peek(&key), Some(Rendered::List(fresh.clone())));
             let page = Frame::Questions(product).page(&fresh, 1, 100);
             let served = get(a, &format!("/qa/questions?product_id={product}&count=100")).await;

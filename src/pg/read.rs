@@ -510,15 +510,16 @@ pub async fn review_keys(conn: &Conn, product_id: i64) -> Result<Vec<SortKeyRow>
         .client
         .query(&conn.statements.review_keys, &args)
         .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(SortKeyRow {
-                id: r.get(0),
-                helpfulness: r.get(1),
-                date: r.try_get(2)?,
-            })
-        })
-        .collect()
+    rows.iter().map(sort_key_row).collect()
+}
+
+/// A row of `id, helpfulness, date`.
+fn sort_key_row(r: &tokio_postgres::Row) -> Result<SortKeyRow, Error> {
+    Ok(SortKeyRow {
+        id: r.get(0),
+        helpfulness: r.get(1),
+        date: r.try_get(2)?,
+    })
 }
 
 fn review_row(r: &tokio_postgres::Row) -> Result<ReviewRow, Error> {
@@ -625,16 +626,7 @@ pub async fn question_keys_and_answers(
         c.query(&s.answers_of_questions, &questions),
         c.query(&s.answer_photos_of_questions, &questions),
     )?;
-    let keys = keys
-        .iter()
-        .map(|r| {
-            Ok(SortKeyRow {
-                id: r.get(0),
-                helpfulness: r.get(1),
-                date: r.try_get(2)?,
-            })
-        })
-        .collect::<Result<_, Error>>()?;
+    let keys = keys.iter().map(sort_key_row).collect::<Result<_, _>>()?;
     Ok((
         keys,
         answers.iter().map(answer_row).collect::<Result<_, _>>()?,

@@ -315,38 +315,20 @@ mod tests {
             .filter(|p| theirs.iter().any(|a| a.id == p.owner_id))
             .cloned()
             .collect();
-        let reanswered = reanswered_question_list(
-            &held,
-            &keys(&rows, &dates),
-            &answered,
-            &theirs,
-            &their_photos,
-        )
-        .expect("only answers changed");
-        assert_eq!(body(&reanswered), body(&fresh));
+        let sort_keys = keys(&rows, &dates);
+        let reanswer = |list: &ItemList, answered: &[i64]| {
+            let list = reanswered_question_list(list, &sort_keys, answered, &theirs, &their_photos)
+                .expect("only answers changed");
+            body(&list)
+        };
+        assert_eq!(reanswer(&held, &answered), body(&fresh));
         assert_ne!(body(&held), body(&fresh));
         // Packed, the held list gives the same.
         let packed = held.compacted(Some(super::super::Frame::Questions(3)));
-        let reanswered = reanswered_question_list(
-            &packed,
-            &keys(&rows, &dates),
-            &answered,
-            &theirs,
-            &their_photos,
-        )
-        .expect("only answers changed");
-        assert_eq!(body(&reanswered), body(&fresh));
+        assert_eq!(reanswer(&packed, &answered), body(&fresh));
         // A question the list does not show (hidden) among the answered is left out.
         let with_hidden = [answered[0], answered[1], answered[2], 424_242];
-        let reanswered = reanswered_question_list(
-            &held,
-            &keys(&rows, &dates),
-            &with_hidden,
-            &theirs,
-            &their_photos,
-        )
-        .expect("only answers changed");
-        assert_eq!(body(&reanswered), body(&fresh));
+        assert_eq!(reanswer(&held, &with_hidden), body(&fresh));
     }
 
     #[test]
