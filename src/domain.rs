@@ -32,8 +32,11 @@ pub enum Change {
     /// Helpful votes on a product's reviews (an update of a review that changed nothing but
     /// its helpfulness; migration 10): its review lists change, its meta does not, and is not
     /// read again (on a product with thousands of reviews, the meta's read is the costlier
-    /// half of the refresh); nor are the reviews themselves, only what the lists sort by.
-    ReviewVotes(i64),
+    /// half of the refresh); nor are the reviews themselves. Logged with the detail
+    /// `votes:<review id>` since migration 13, which names the `review` voted on: only its sort
+    /// key is read again. A row logged as plain `votes` (before it) names none, and every
+    /// review's sort key is read.
+    ReviewVotes { product: i64, review: Option<i64> },
     /// A product's questions (any change of them but one of a question's answers alone).
     Questions(i64),
     /// The answers of one of a product's questions (or their photos), which the product's
@@ -51,11 +54,18 @@ pub enum Change {
 impl Change {
     /// Whether refreshing this change's entries refreshes every entry of `other`'s: a change
     /// of a product's reviews includes a vote on them (a report of a review already reported
-    /// changes nothing but is logged as a vote, migration 10), and a change of its questions
-    /// one of a question's answers.
+    /// changes nothing but is logged as a vote, migration 10), votes on reviews not named any
+    /// vote on the product's, and a change of its questions one of a question's answers.
     pub fn includes(&self, other: &Change) -> bool {
         match (self, other) {
-            (Change::Reviews(id), Change::ReviewVotes(voted)) => id == voted,
+            (Change::Reviews(id), Change::ReviewVotes { product, .. }) => id == product,
+            (
+                Change::ReviewVotes {
+                    product: a,
+                    review: None,
+                },
+                Change::ReviewVotes { product: b, .. },
+            ) => a == b,
             (Change::Questions(id), Change::QuestionAnswers { product, .. }) => id == product,
             _ => self == other,
         }
@@ -68,10 +78,17 @@ mod tests {
 
     #[test]
     fn a_change_includes_the_narrower_changes_of_the_same_entries_and_not_the_other_way() {
-        assert!(Change::Reviews(3).includes(&Change::ReviewVotes(3)));
+        let votes = |product, review| Change::ReviewVotes { product, review };
+        assert!(Change::Reviews(3).includes(&votes(3, Some(8))));
+        assert!(Change::Reviews(3).includes(&votes(3, None)));
         assert!(Change::Reviews(3).includes(&Change::Reviews(3)));
-        assert!(!Change::Reviews(3).includes(&Change::ReviewVotes(4)));
-        assert!(!Change::ReviewVotes(3).includes(&Change::Reviews(3)));
+        assert!(!Change::Reviews(3).includes(&votes(4, None)));
+        assert!(!votes(3, None).includes(&Change::Reviews(3)));
+        assert!(votes(3, None).includes(&votes(3, Some(8))));
+        assert!(votes(3, Some(8)).includes(&votes(3, Some(8))));
+        assert!(!votes(3, Some(8)).includes(&votes(3, Some(9))));
+        assert!(!votes(3, Some(8)).includes(&votes(3, None)));
+        assert!(!votes(3, None).includes(&votes(4, Some(8))));
         assert!(!Change::Questions(3).includes(&Change::Answers(3)));
         let answers = Change::QuestionAnswers {
             product: 3,

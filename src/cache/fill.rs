@@ -17,6 +17,7 @@ use crate::render::products::{
 use crate::render::qa::{reanswered_question_list, render_answer_list, render_question_list};
 use crate::render::reviews::{
     render_meta, render_review_list, render_review_orders, revoted_review_orders,
+    revoted_review_orders_of,
 };
 use crate::render::{Compaction, ItemList, Rendered};
 
@@ -157,21 +158,46 @@ pub async fn fill_review_orders(
     Ok((Rendered::List(helpful), Rendered::List(newest)))
 }
 
+/// Which reviews helpful votes changed since a product's review lists were rendered.
+#[derive(Debug, Clone, Copy)]
+pub enum Voted<'a> {
+    /// Some, not named (a log row written before migration 13, or too many to name).
+    Unnamed,
+    /// These reviews; `newest` is the held `newest` list, whose order of the held items by
+    /// date the revote takes instead of reading every review's date.
+    On {
+        reviews: &'a [i64],
+        newest: &'a ItemList,
+    },
+}
+
 /// Both orders of a product's reviews after helpful votes alone changed them since `held`
-/// (its `helpful` list) was rendered: the reviews' sort keys read, and the held items reused
-/// with their new helpfulness ([`revoted_review_orders`]). Ok(None) where the keys show
-/// something besides votes changed: only [`fill_review_orders`] renders that.
+/// (its `helpful` list) was rendered: the sort keys of the reviews `voted` read (of every
+/// review, where they are not named), and the held items reused with their new helpfulness
+/// ([`revoted_review_orders_of`], [`revoted_review_orders`]). Ok(None) where what was read
+/// shows that something besides votes changed: only [`fill_review_orders`] renders that.
 pub async fn revote_review_orders(
     pool: &Pool,
     product_id: i64,
     held: &ItemList,
+    voted: Voted<'_>,
     compaction: Compaction,
 ) -> Result<Option<(Rendered, Rendered)>, DbError> {
-    let keys = pool
-        .run(|c| async move { read::review_keys(&c, product_id).await })
-        .await?;
-    Ok(revoted_review_orders(product_id, held, &keys, compaction)
-        .map(|(helpful, newest)| (Rendered::List(helpful), Rendered::List(newest))))
+    let lists = match voted {
+        Voted::Unnamed => {
+            let keys = pool
+                .run(|c| async move { read::review_keys(&c, product_id).await })
+                .await?;
+            revoted_review_orders(product_id, held, &keys, compaction)
+        }
+        Voted::On { reviews, newest } => {
+            let keys = pool
+                .run(|c| async move { read::review_keys_of(&c, product_id, reviews).await })
+                .await?;
+            revoted_review_orders_of(product_id, held, newest, reviews, &keys, compaction)
+        }
+    };
+    Ok(lists.map(|(helpful, newest)| (Rendered::List(helpful), Rendered::List(newest))))
 }
 
 /// A product's questions list after the answers of `answered` questions alone changed since

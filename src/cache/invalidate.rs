@@ -27,7 +27,7 @@ pub fn stale_keys(change: &Change) -> Vec<Key> {
             keys.push(Key::ReviewsMeta(*id));
             keys
         }
-        Change::ReviewVotes(id) => review_lists(*id),
+        Change::ReviewVotes { product, .. } => review_lists(*product),
         Change::Questions(id) => vec![Key::Questions(*id)],
         Change::QuestionAnswers { product, .. } => vec![Key::Questions(*product)],
         Change::Answers(id) => vec![Key::Answers(*id)],

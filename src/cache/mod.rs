@@ -52,6 +52,9 @@ pub struct CacheStats {
     /// Renders of a product's review lists after helpful votes alone that reused the items
     /// held, reading only what the lists sort by (one a later change superseded included).
     pub revoted: u64,
+    /// Those of `revoted` that read the sort keys of the reviews voted on alone, not every
+    /// review's.
+    pub revoted_by_review: u64,
     /// Renders of a product's questions list after answers alone that reused the items held,
     /// reading only those questions' answers and what the list is ordered by (one a later
     /// change superseded included).
@@ -93,6 +96,7 @@ pub struct ResponseCache {
     refresh_numbers: AtomicU64,
     refreshed: AtomicU64,
     revoted: AtomicU64,
+    revoted_by_review: AtomicU64,
     reanswered: AtomicU64,
     refresh_done: tokio::sync::Notify,
     /// What was invalidated since a warm-up began (see [`warm`]); None when none runs.
@@ -142,6 +146,7 @@ impl ResponseCache {
             refresh_numbers: AtomicU64::new(0),
             refreshed: AtomicU64::new(0),
             revoted: AtomicU64::new(0),
+            revoted_by_review: AtomicU64::new(0),
             reanswered: AtomicU64::new(0),
             refresh_done: tokio::sync::Notify::new(),
             warming: std::sync::Mutex::new(None),
@@ -338,6 +343,7 @@ impl ResponseCache {
             refreshed: self.refreshed.load(Ordering::Relaxed),
             own_changes_skipped: self.own_changes_skipped.load(Ordering::Relaxed),
             revoted: self.revoted.load(Ordering::Relaxed),
+            revoted_by_review: self.revoted_by_review.load(Ordering::Relaxed),
             reanswered: self.reanswered.load(Ordering::Relaxed),
             refreshes_pending: self.refreshes_pending() as u64,
             swept: self.swept.load(Ordering::Relaxed),

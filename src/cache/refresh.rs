@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::mpsc;
 
-use super::fill::{fill_review_orders, reanswer_questions, revote_review_orders};
+use super::fill::{fill_review_orders, reanswer_questions, revote_review_orders, Voted};
 use super::{fill, Key, ResponseCache};
 use crate::domain::{Change, ReviewOrder};
 use crate::pg::database::{Database, ReadFrom};
@@ -49,6 +49,10 @@ pub(crate) enum Reuse {
     /// alone, re-rendered from their items and the reviews' sort keys
     /// (`render::reviews::revoted_review_orders`).
     AllButVotes,
+    /// All but the helpfulness of these reviews: a product's two review lists after helpful
+    /// votes on them alone, re-rendered from their items and the sort keys of these reviews
+    /// alone (`render::reviews::revoted_review_orders_of`).
+    AllButVotesOn(Vec<i64>),
     /// All but the nested answers of these questions: a product's questions list after
     /// answers alone changed, those questions' items re-rendered from their answers
     /// (`render::qa::reanswered_question_list`).
@@ -58,11 +62,18 @@ pub(crate) enum Reuse {
 /// Past this many questions whose answers changed, a questions list is read again whole.
 const MAX_REANSWERED: usize = 16;
 
+/// Past this many reviews voted on, every review's sort key is read, not theirs alone.
+const MAX_REVOTED: usize = 64;
+
 impl Reuse {
     /// What `change` leaves reusable of the bodies it makes stale.
     pub(crate) fn after(change: &Change) -> Reuse {
         match change {
-            Change::ReviewVotes(_) => Reuse::AllButVotes,
+            Change::ReviewVotes {
+                review: Some(review),
+                ..
+            } => Reuse::AllButVotesOn(vec![*review]),
+            Change::ReviewVotes { review: None, .. } => Reuse::AllButVotes,
             Change::QuestionAnswers { question, .. } => Reuse::AllButAnswersOf(vec![*question]),
             _ => Reuse::Nothing,
         }
@@ -71,23 +82,40 @@ impl Reuse {
     /// What is left reusable after the changes of `self` and those of `other`.
     pub(crate) fn and(&self, other: &Reuse) -> Reuse {
         match (self, other) {
-            (Reuse::AllButVotes, Reuse::AllButVotes) => Reuse::AllButVotes,
+            (Reuse::AllButVotesOn(a), Reuse::AllButVotesOn(b)) => match union(a, b, MAX_REVOTED) {
+                Some(reviews) => Reuse::AllButVotesOn(reviews),
+                None => Reuse::AllButVotes,
+            },
+            (
+                Reuse::AllButVotes | Reuse::AllButVotesOn(_),
+                Reuse::AllButVotes | Reuse::AllButVotesOn(_),
+            ) => Reuse::AllButVotes,
             (Reuse::AllButAnswersOf(a), Reuse::AllButAnswersOf(b)) => {
-                let mut questions = a.clone();
-                for q in b {
-                    if !questions.contains(q) {
-                        questions.push(*q);
-                    }
-                }
-                if questions.len() <= MAX_REANSWERED {
-                    Reuse::AllButAnswersOf(questions)
-                } else {
-                    Reuse::Nothing
+                match union(a, b, MAX_REANSWERED) {
+                    Some(questions) => Reuse::AllButAnswersOf(questions),
+                    None => Reuse::Nothing,
                 }
             }
             _ => Reuse::Nothing,
         }
     }
+
+    /// Whether the changes leave a product's review lists free to be revoted (from every
+    /// review's sort key, or from those of the reviews voted on).
+    fn only_votes(&self) -> bool {
+        matches!(self, Reuse::AllButVotes | Reuse::AllButVotesOn(_))
+    }
+}
+
+/// The ids of `a` and those of `b` not in `a`; None past `max` of them.
+fn union(a: &[i64], b: &[i64], max: usize) -> Option<Vec<i64>> {
+    let mut all = a.to_vec();
+    for id in b {
+        if !all.contains(id) {
+            all.push(*id);
+        }
+    }
+    (all.len() <= max).then_some(all)
 }
 
 impl ResponseCache {
@@ -250,23 +278,36 @@ impl ResponseCache {
         } else {
             Compaction::None
         };
-        let only_votes = keys
+        let reuse = keys
             .iter()
-            .all(|key| self.reuse_since_held(key) == Reuse::AllButVotes);
-        let helpful = Key::Reviews {
-            product_id,
-            order: ReviewOrder::Helpful,
-        };
-        // The list these replace: revoted from, and its packed runs of the same items reused.
-        let held = match self.store.peek(&helpful) {
+            .map(|key| self.reuse_since_held(key))
+            .reduce(|a, b| a.and(&b))
+            .unwrap_or(Reuse::Nothing);
+        let held_list = |order| match self.store.peek(&Key::Reviews { product_id, order }) {
             Some(Rendered::List(held)) => Some(held),
             _ => None,
         };
-        let revote = held.as_ref().filter(|_| only_votes).map(|held| {
-            db.read_from(from, |pool| {
-                revote_review_orders(pool, product_id, held, compaction)
-            })
-        });
+        // The lists these replace: revoted from, and their packed runs of the same items reused.
+        let held = held_list(ReviewOrder::Helpful);
+        let newest = held_list(ReviewOrder::Newest);
+        let voted = match (&reuse, &newest) {
+            (Reuse::AllButVotesOn(reviews), Some(newest)) => Voted::On { reviews, newest },
+            _ => Voted::Unnamed,
+        };
+        let revote = held
+            .as_ref()
+            .filter(|_| reuse.only_votes())
+            .map(|held| async move {
+                let revoted = db
+                    .read_from(from, |pool| {
+                        revote_review_orders(pool, product_id, held, voted, compaction)
+                    })
+                    .await;
+                if matches!((voted, &revoted), (Voted::On { .. }, Ok(Some(_)))) {
+                    self.revoted_by_review.fetch_add(1, Ordering::Relaxed);
+                }
+                revoted
+            });
         let whole = db.read_from(from, |pool| {
             fill_review_orders(pool, product_id, compaction, held.as_deref())
         });
@@ -520,12 +561,21 @@ pub async fn run(
 
 #[cfg(test)]
 mod tests {
-    use super::{Reuse, MAX_REANSWERED};
+    use super::{Reuse, MAX_REANSWERED, MAX_REVOTED};
     use crate::domain::Change;
 
     #[test]
     fn what_is_reusable_after_changes_is_what_each_of_them_leaves() {
-        let votes = Reuse::after(&Change::ReviewVotes(1));
+        let votes = Reuse::after(&Change::ReviewVotes {
+            product: 1,
+            review: None,
+        });
+        let votes_on = |review| {
+            Reuse::after(&Change::ReviewVotes {
+                product: 1,
+                review: Some(review),
+            })
+        };
         let answers = |question| {
             Reuse::after(&Change::QuestionAnswers {
                 product: 1,
@@ -533,12 +583,27 @@ mod tests {
             })
         };
         assert_eq!(votes, Reuse::AllButVotes);
+        assert_eq!(votes_on(5), Reuse::AllButVotesOn(vec![5]));
         assert_eq!(Reuse::after(&Change::Reviews(1)), Reuse::Nothing);
         assert_eq!(Reuse::after(&Change::Questions(1)), Reuse::Nothing);
         assert_eq!(votes.and(&votes), Reuse::AllButVotes);
         assert_eq!(votes.and(&Reuse::Nothing), Reuse::Nothing);
         assert_eq!(Reuse::Nothing.and(&votes), Reuse::Nothing);
         assert_eq!(votes.and(&answers(3)), Reuse::Nothing);
+        assert_eq!(
+            votes_on(5).and(&votes_on(6)).and(&votes_on(5)),
+            Reuse::AllButVotesOn(vec![5, 6])
+        );
+        assert_eq!(votes_on(5).and(&votes), Reuse::AllButVotes);
+        assert_eq!(votes.and(&votes_on(5)), Reuse::AllButVotes);
+        assert_eq!(votes_on(5).and(&Reuse::Nothing), Reuse::Nothing);
+        assert_eq!(votes_on(5).and(&answers(5)), Reuse::Nothing);
+        let many = (0..=MAX_REVOTED as i64).fold(votes_on(0), |r, id| r.and(&votes_on(id)));
+        assert_eq!(
+            many,
+            Reuse::AllButVotes,
+            "past the limit, every review's key"
+        );
         assert_eq!(
             answers(3).and(&answers(4)).and(&answers(3)),
             Reuse::AllButAnswersOf(vec![3, 4])

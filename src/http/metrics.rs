@@ -221,6 +221,12 @@ impl Metrics {
                 c.revoted,
             ),
             (
+                "atelier_cache_revoted_by_review_total",
+                "counter",
+                "Of those revotes, the ones that read the sort keys of the reviews voted on alone, not every review's.",
+                c.revoted_by_review,
+            ),
+            (
                 "atelier_cache_reanswered_total",
                 "counter",
                 "Renders of a product's questions list after answers alone that reused the items held, reading only those questions' answers and what the list is ordered by (including renders a later change superseded).",

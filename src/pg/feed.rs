@@ -54,8 +54,8 @@ use crate::task::{supervised, AbortOnDrop};
 
 /// The change a log row describes; `None` for a kind this build does not know (a newer
 /// writer), which the feed must treat as "anything may have changed". A detail this build
-/// does not know leaves the kind's change as it is (migration 10 added `votes` so, and
-/// migration 11 `answers:<question id>`).
+/// does not know leaves the kind's change as it is (migration 10 added `votes` so, migration
+/// 11 `answers:<question id>`, and migration 13 `votes:<review id>`).
 fn change_from_row(
     kind: &str,
     id: Option<i64>,
@@ -67,8 +67,22 @@ fn change_from_row(
         ("features", Some(id), _) => Change::Features(id),
         ("styles", Some(id), _) => Change::Styles(id),
         ("related", Some(id), _) => Change::Related(id),
-        ("reviews", Some(id), _) if detail == Some("votes") => Change::ReviewVotes(id),
-        ("reviews", Some(id), _) => Change::Reviews(id),
+        ("reviews", Some(product), _) => match detail {
+            Some("votes") => Change::ReviewVotes {
+                product,
+                review: None,
+            },
+            _ => match detail
+                .and_then(|d| d.strip_prefix("votes:"))
+                .and_then(|r| r.parse().ok())
+            {
+                Some(review) => Change::ReviewVotes {
+                    product,
+                    review: Some(review),
+                },
+                None => Change::Reviews(product),
+            },
+        },
         ("questions", Some(product), _) => match detail
             .and_then(|d| d.strip_prefix("answers:"))
             .and_then(|q| q.parse().ok())
@@ -826,8 +840,16 @@ mod row_tests {
     #[test]
     fn a_detail_narrows_its_kinds_change_and_one_not_understood_leaves_it_whole() {
         let row = |kind, detail| change_from_row(kind, Some(7), None, detail);
-        assert_eq!(row("reviews", Some("votes")), Some(Change::ReviewVotes(7)));
-        assert_eq!(row("reviews", None), Some(Change::Reviews(7)));
+        let votes = |review| Some(Change::ReviewVotes { product: 7, review });
+        assert_eq!(row("reviews", Some("votes")), votes(None));
+        assert_eq!(row("reviews", Some("votes:31")), votes(Some(31)));
+        for detail in [None, Some("votes:"), Some("votes:x"), Some("later")] {
+            assert_eq!(
+                row("reviews", detail),
+                Some(Change::Reviews(7)),
+                "{detail:?}"
+            );
+        }
         assert_eq!(
             row("questions", Some("answers:42")),
             Some(Change::QuestionAnswers {

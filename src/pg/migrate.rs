@@ -76,6 +76,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "null_text_is_shown_null",
         sql: include_str!("../../sql/0012_null_text_is_shown_null.sql"),
     },
+    Migration {
+        version: 13,
+        name: "review_votes_name_the_review",
+        sql: include_str!("../../sql/0013_review_votes_name_the_review.sql"),
+    },
 ];
 
 /// The newest migration this build carries.

@@ -85,6 +85,9 @@ statements! {
     // product's thousands of reviews are read without their text (a vote's refresh).
     review_keys = "SELECT id, helpfulness, date FROM reviews WHERE product_id = $1 AND NOT reported
           ORDER BY helpfulness DESC, date DESC, id DESC";
+    // After votes on some reviews alone: their sort keys, of those still visible.
+    review_keys_of = "SELECT id, helpfulness, date FROM reviews
+                       WHERE id = ANY($1) AND product_id = $2 AND NOT reported";
     review_photos = "SELECT p.review_id, p.id, p.url
                        FROM reviews r JOIN reviews_photos p ON p.review_id = r.id
                       WHERE r.product_id = $1 AND NOT r.reported ORDER BY p.review_id, p.id";
@@ -509,6 +512,21 @@ pub async fn review_keys(conn: &Conn, product_id: i64) -> Result<Vec<SortKeyRow>
     let rows = conn
         .client
         .query(&conn.statements.review_keys, &args)
+        .await?;
+    rows.iter().map(sort_key_row).collect()
+}
+
+/// The sort keys of those of `reviews` that are still `product_id`'s visible reviews, in no
+/// order.
+pub async fn review_keys_of(
+    conn: &Conn,
+    product_id: i64,
+    reviews: &[i64],
+) -> Result<Vec<SortKeyRow>, Error> {
+    let args: [&(dyn ToSql + Sync); 2] = [&reviews, &product_id];
+    let rows = conn
+        .client
+        .query(&conn.statements.review_keys_of, &args)
         .await?;
     rows.iter().map(sort_key_row).collect()
 }

@@ -135,7 +135,10 @@ pub async fn mark_review(
     .await?;
     let product_id = row.get(0);
     let change = match mark {
-        Mark::Helpful => Change::ReviewVotes(product_id),
+        Mark::Helpful => Change::ReviewVotes {
+            product: product_id,
+            review: Some(id),
+        },
         // A reported review leaves the meta's counts and means.
         Mark::Report => Change::Reviews(product_id),
     };

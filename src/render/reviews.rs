@@ -76,7 +76,8 @@ pub fn render_review_orders(
     let ids: Vec<i64> = reviews.iter().map(|r| r.id).collect();
     let helpful = render_review_list(reviews, photos);
     let previous = previous.map(Replaced::packed);
-    both_orders(product_id, helpful, &ids, dates_us, compaction, previous)
+    let newest = newest_order(&ids, dates_us);
+    both_orders(product_id, helpful, newest, compaction, previous)
 }
 
 /// Both orders of a product's reviews after helpful votes, and nothing else, changed them:
@@ -125,8 +126,101 @@ pub fn revoted_review_orders(
     Some(both_orders(
         product_id,
         list.finish(),
-        &ids,
-        &dates_us,
+        newest_order(&ids, &dates_us),
+        compaction,
+        Some(Replaced::unpacked(held, &buffer)),
+    ))
+}
+
+/// Both orders of a product's reviews after helpful votes on the reviews `voted`, and
+/// nothing else, changed them: the items of `held` (the `helpful` list rendered before the
+/// votes) in the order the database gives them now, the voted ones' helpfulness rewritten
+/// from `keys` (the sort keys of those of `voted` still visible, in any order). The other
+/// reviews' sort keys are not read: their helpfulness is their items', and the order of their
+/// dates (the `helpful` order's tie-break: date, then id) is `newest`'s, the `newest` list
+/// over `held`'s buffer. The same bytes as [`render_review_orders`] from the rows, provided
+/// the change feed brought every change since `held` (as it does): unlike
+/// [`revoted_review_orders`], what is read cannot show a review added or hidden without a
+/// log. None where the lists cannot be vouched for: `newest` is not an order of `held`'s
+/// buffer, an item is not one this module rendered, a voted review held is not visible now
+/// (or the other way round) or shows another date.
+pub fn revoted_review_orders_of(
+    product_id: i64,
+    held: &ItemList,
+    newest: &ItemList,
+    voted: &[i64],
+    keys: &[SortKeyRow],
+    compaction: Compaction,
+) -> Option<(Arc<ItemList>, Arc<ItemList>)> {
+    let n = held.len();
+    let by_date = newest
+        .order()
+        .filter(|order| order.len() == n && newest.shares_buffer_with(held))?;
+    let buffer = held.own_items()?;
+    let items = (0..n)
+        .map(|p| HeldReview::parse(held.own_item(&buffer, p)?))
+        .collect::<Option<Vec<_>>>()?;
+    let mut helpfulness = items
+        .iter()
+        .map(|review| super::int_of::<i32>(review.helpfulness))
+        .collect::<Option<Vec<_>>>()?;
+    let mut rewritten = vec![false; n];
+    let mut date = Vec::with_capacity(32);
+    for id in voted {
+        let held_at = items.iter().position(|review| review.id == *id);
+        match (held_at, keys.iter().find(|key| key.id == *id)) {
+            // Hidden before the votes and after them (a vote on a reported review).
+            (None, None) => {}
+            (Some(p), Some(key)) => {
+                date.clear();
+                push_date(&mut date, key.date.millis());
+                if items[p].date != date.as_slice() {
+                    return None;
+                }
+                helpfulness[p] = key.helpfulness;
+                rewritten[p] = true;
+            }
+            _ => return None,
+        }
+    }
+    if keys.iter().any(|key| !voted.contains(&key.id)) {
+        return None;
+    }
+    // Each item's place in the `newest` order: by date, then id, both descending.
+    let mut date_rank = vec![u32::MAX; n];
+    for (rank, &p) in by_date.iter().enumerate() {
+        let slot = date_rank.get_mut(p as usize)?;
+        if *slot != u32::MAX {
+            return None;
+        }
+        *slot = rank as u32;
+    }
+    let mut helpful: Vec<u32> = (0..n as u32).collect();
+    helpful.sort_unstable_by_key(|&p| {
+        let p = p as usize;
+        (std::cmp::Reverse(helpfulness[p]), date_rank[p])
+    });
+    let mut list = ItemListBuilder::default();
+    let mut moved_to = vec![0u32; n];
+    for (at, &p) in helpful.iter().enumerate() {
+        let p = p as usize;
+        moved_to[p] = at as u32;
+        let review = &items[p];
+        let out = list.next_item();
+        if rewritten[p] {
+            out.extend_from_slice(review.up_to_helpfulness);
+            push_int(out, helpfulness[p]);
+            out.extend_from_slice(review.from_photos);
+        } else {
+            out.extend_from_slice(review.item);
+        }
+        list.end_item();
+    }
+    let newest = by_date.iter().map(|&p| moved_to[p as usize]).collect();
+    Some(both_orders(
+        product_id,
+        list.finish(),
+        newest,
         compaction,
         Some(Replaced::unpacked(held, &buffer)),
     ))
@@ -135,10 +229,14 @@ pub fn revoted_review_orders(
 /// A review item of a list [`render_review_list`] rendered, cut where a vote changes it.
 struct HeldReview<'a> {
     id: i64,
+    /// The whole item.
+    item: &'a [u8],
     /// The item up to and including `"helpfulness":`.
     up_to_helpfulness: &'a [u8],
     /// The item from the comma before `"photos":` to its end.
     from_photos: &'a [u8],
+    /// The helpfulness, as shown.
+    helpfulness: &'a [u8],
     /// The date, as shown (quoted).
     date: &'a [u8],
 }
@@ -155,24 +253,26 @@ impl<'a> HeldReview<'a> {
         static PHOTOS: ItemKey = item_key!(b",\"photos\":");
         let date_at = value_at(item, 0, &DATE)?;
         let helpfulness_at = value_at(item, date_at, &HELPFULNESS)?;
+        let photos_at = key_at(item, helpfulness_at, &PHOTOS)?;
         Some(HeldReview {
             id: leading_id(item, ID)?,
+            item,
             up_to_helpfulness: item.get(..helpfulness_at)?,
-            from_photos: item.get(key_at(item, helpfulness_at, &PHOTOS)?..)?,
+            from_photos: item.get(photos_at..)?,
+            helpfulness: item.get(helpfulness_at..photos_at)?,
             date: item.get(date_at..key_at(item, date_at, &NAME)?)?,
         })
     }
 }
 
-/// The two orders of a product's reviews from `helpful`, its list in `helpful` order (`ids`
-/// and `dates_us` its reviews' ids and dates, in that order): compacted first as far as
-/// `compaction` packs lists (over `previous`'s runs), then the `newest` list an index into the
-/// same buffer.
+/// The two orders of a product's reviews from `helpful`, its list in `helpful` order, and
+/// `newest`, the `newest` order as positions in it ([`newest_order`]): compacted first as far
+/// as `compaction` packs lists (over `previous`'s runs), then the `newest` list an index into
+/// the same buffer.
 fn both_orders(
     product_id: i64,
     mut helpful: ItemList,
-    ids: &[i64],
-    dates_us: &[i64],
+    newest: Vec<u32>,
     compaction: Compaction,
     previous: Option<Replaced>,
 ) -> (Arc<ItemList>, Arc<ItemList>) {
@@ -181,8 +281,8 @@ fn both_orders(
         helpful = helpful.compacted_over(frame, previous);
     }
     let helpful = Arc::new(helpful);
-    // `newest_order` is always a permutation, which `reordered` takes.
-    let newest = match helpful.reordered(newest_order(ids, dates_us)) {
+    // `newest` is always a permutation, which `reordered` takes.
+    let newest = match helpful.reordered(newest) {
         Some(newest) => Arc::new(newest),
         None => Arc::clone(&helpful),
     };
@@ -375,6 +475,85 @@ mod tests {
                 assert_eq!(revoted.0.has_lead_page(), fresh.0.has_lead_page());
                 assert!(revoted.1.shares_buffer_with(&revoted.0));
             }
+        }
+    }
+
+    #[test]
+    fn a_list_revoted_from_the_keys_of_the_reviews_voted_on_is_the_list_rendered_afresh() {
+        for compaction in [Compaction::None, Compaction::All, Compaction::Dense] {
+            for seed in 0..40u64 {
+                // Long lists too, packed in several runs.
+                let n = if seed % 4 == 3 {
+                    70 + seed as i64 * 3
+                } else {
+                    1 + seed as i64 % 23
+                };
+                let (rows, dates, photos) = reviews(n, seed);
+                let held = render_review_orders(9, &rows, &dates, &photos, compaction, None);
+                // Votes on a few reviews (one of them twice), and on one that is not shown.
+                let mut state = seed;
+                let mut voted: Vec<(ReviewRow, i64)> = rows.into_iter().zip(dates).collect();
+                let mut on = vec![3];
+                for _ in 0..1 + seed % 4 {
+                    state = state
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    let (r, _) = &mut voted[(state >> 33) as usize % n as usize];
+                    r.helpfulness += 1 + (state % 3) as i32;
+                    if !on.contains(&r.id) {
+                        on.push(r.id);
+                    }
+                }
+                sort(&mut voted);
+                let (rows, dates): (Vec<_>, Vec<_>) = voted.into_iter().unzip();
+                let fresh = render_review_orders(9, &rows, &dates, &photos, compaction, None);
+                let mut keys: Vec<SortKeyRow> = keys(&rows, &dates)
+                    .into_iter()
+                    .filter(|k| on.contains(&k.id))
+                    .collect();
+                keys.reverse();
+                let revoted = revoted_review_orders_of(9, &held.0, &held.1, &on, &keys, compaction)
+                    .expect("only votes changed");
+                assert_eq!(pages(&revoted), pages(&fresh), "{compaction:?} seed {seed}");
+                assert_eq!(revoted.0.has_lead_page(), fresh.0.has_lead_page());
+                assert!(revoted.1.shares_buffer_with(&revoted.0));
+            }
+        }
+    }
+
+    #[test]
+    fn a_vote_on_a_review_that_shows_another_change_asks_for_a_fresh_read() {
+        let (rows, dates, photos) = reviews(40, 7);
+        let held = render_review_orders(9, &rows, &dates, &photos, Compaction::All, None);
+        let keys = keys(&rows, &dates);
+        let revote = |voted: &[i64], keys: &[SortKeyRow]| {
+            revoted_review_orders_of(9, &held.0, &held.1, voted, keys, Compaction::All)
+        };
+        let (a, b) = (keys[3], keys[20]);
+        assert!(revote(&[a.id, b.id], &[b, a]).is_some());
+        assert!(
+            revote(&[1], &[]).is_some(),
+            "a review not shown before nor after"
+        );
+        // A voted review hidden, or shown anew; its date moved by a millisecond; a key of a
+        // review not voted on.
+        let mut moved = a;
+        moved.date = Timestamp::from_micros(a.date.micros() + 1000);
+        let shown = SortKeyRow { id: 1, ..a };
+        for (voted, keys) in [
+            (vec![a.id], vec![]),
+            (vec![1], vec![shown]),
+            (vec![a.id], vec![moved]),
+            (vec![a.id], vec![a, b]),
+        ] {
+            assert!(revote(&voted, &keys).is_none(), "{voted:?} {keys:?}");
+        }
+        // The `newest` list of another render, or the `helpful` list in its place.
+        let other = render_review_orders(9, &rows, &dates, &photos, Compaction::All, None);
+        for newest in [&other.1, &held.0] {
+            let revoted =
+                revoted_review_orders_of(9, &held.0, newest, &[a.id], &[a], Compaction::All);
+            assert!(revoted.is_none());
         }
     }
 
