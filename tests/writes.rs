@@ -829,6 +829,64 @@ async fn a_vote_re_renders_the_review_lists_from_their_items_as_a_fresh_read_wou
 }
 
 #[tokio::test]
+async fn a_vote_on_lists_filled_apart_reads_every_key_then_the_voted_ones_alone() {
+    // On demand, a miss fills each order of a product's reviews on its own: two lists, not
+    // one buffer with an order by date over it, so the held lists do not tell the dates'
+    // order and a vote's refresh reads every review's key. That refresh renders both orders
+    // from one buffer, and the next vote reads the voted review's key alone.
+    let settings = atelier::config::ServeSettings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        pool_size: 2,
+        precompute: atelier::config::Precompute::None,
+        ..Default::default()
+    };
+    let (db, server) = common::server_with_settings(&common::sample_dir(), settings).await;
+    let a = server.addr;
+    eventually(a, "/readyz", |b| b == "ready").await;
+    let cache = &server.app.cache;
+    let pool = atelier::pg::pool::Pool::new(db.config.clone(), 2, Duration::from_secs(5));
+    let key = |order| Key::Reviews {
+        product_id: 1,
+        order,
+    };
+    for sort in ["helpful", "newest"] {
+        assert_eq!(
+            get(a, &format!("/reviews?product_id=1&sort={sort}"))
+                .await
+                .status,
+            200
+        );
+    }
+    let review = db
+        .ids("SELECT max(id) FROM reviews WHERE product_id = 1 AND NOT reported")
+        .await[0];
+    for by_review in [false, true] {
+        common::settled(&server).await;
+        let before = cache.stats();
+        assert_eq!(
+            put(a, &format!("/reviews/{review}/helpful")).await.status,
+            204
+        );
+        common::settled(&server).await;
+        let after = cache.stats();
+        assert_eq!(after.revoted, before.revoted + 1, "by review: {by_review}");
+        assert_eq!(
+            after.revoted_by_review,
+            before.revoted_by_review + u64::from(by_review),
+            "by review: {by_review}"
+        );
+        for order in [ReviewOrder::Helpful, ReviewOrder::Newest] {
+            let fresh = fresh_list(&key(order), &pool).await;
+            assert_eq!(
+                cache.peek(&key(order)),
+                Some(Rendered::List(fresh)),
+                "{order:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
 async fn an_answer_re_renders_its_question_in_the_products_list_as_a_fresh_read_would() {
     let (db, server) = server_with_data(&common::sample_dir()).await;
     let a = server.addr;

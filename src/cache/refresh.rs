@@ -290,8 +290,15 @@ impl ResponseCache {
         // The lists these replace: revoted from, and their packed runs of the same items reused.
         let held = held_list(ReviewOrder::Helpful);
         let newest = held_list(ReviewOrder::Newest);
-        let voted = match (&reuse, &newest) {
-            (Reuse::AllButVotesOn(reviews), Some(newest)) => Voted::On { reviews, newest },
+        // The voted reviews' keys alone where the two lists are one buffer and its order by
+        // date, as a warm-up or a refresh renders them; every key where they are two lists
+        // filled apart (on demand), whose dates the keys tell.
+        let voted = match (&reuse, &held, &newest) {
+            (Reuse::AllButVotesOn(reviews), Some(held), Some(newest))
+                if newest.is_reordered_over(held) =>
+            {
+                Voted::On { reviews, newest }
+            }
             _ => Voted::Unnamed,
         };
         let revote = held

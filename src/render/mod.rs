@@ -481,6 +481,12 @@ impl ItemList {
         std::ptr::eq(self.base(), other.base())
     }
 
+    /// Whether this list is the items of `base` in another order, reading `base`'s very
+    /// buffer ([`Self::reordered`]).
+    pub fn is_reordered_over(&self, base: &ItemList) -> bool {
+        self.order().is_some() && self.shares_buffer_with(base)
+    }
+
     /// Bytes held (for the cache's weight), besides the list's own box. A reordered list
     /// counts only its index: the buffer is counted once, by the list it was made from.
     pub fn weight(&self) -> usize {

@@ -155,7 +155,7 @@ pub fn revoted_review_orders_of(
     let n = held.len();
     let by_date = newest
         .order()
-        .filter(|order| order.len() == n && newest.shares_buffer_with(held))?;
+        .filter(|order| order.len() == n && newest.is_reordered_over(held))?;
     let buffer = held.own_items()?;
     let items = (0..n)
         .map(|p| HeldReview::parse(held.own_item(&buffer, p)?))
