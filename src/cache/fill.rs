@@ -158,39 +158,42 @@ pub async fn fill_review_orders(
     Ok((Rendered::List(helpful), Rendered::List(newest)))
 }
 
-/// Which reviews helpful votes changed since a product's review lists were rendered.
+/// What a revote of a product's review lists reads besides the held items.
 #[derive(Debug, Clone, Copy)]
-pub enum Voted<'a> {
-    /// Some, not named (a log row written before migration 13, or too many to name).
-    Unnamed,
-    /// These reviews; `newest` is the held `newest` list, whose order of the held items by
-    /// date the revote takes instead of reading every review's date.
-    On {
+pub enum RevoteFrom<'a> {
+    /// Every visible review's sort key: the votes are not named (a log row written before
+    /// migration 13, or more than 64 reviews), or the held lists were filled apart and do
+    /// not tell their reviews' order by date.
+    EveryKey,
+    /// The sort keys of the `reviews` voted on alone; `newest` is the held `newest` list, an
+    /// order over the held `helpful` list's buffer, whose order by date the revote takes
+    /// instead of reading every review's date.
+    KeysOf {
         reviews: &'a [i64],
         newest: &'a ItemList,
     },
 }
 
 /// Both orders of a product's reviews after helpful votes alone changed them since `held`
-/// (its `helpful` list) was rendered: the sort keys of the reviews `voted` read (of every
-/// review, where they are not named), and the held items reused with their new helpfulness
-/// ([`revoted_review_orders_of`], [`revoted_review_orders`]). Ok(None) where what was read
+/// (its `helpful` list) was rendered: the sort keys that `from` names read, and the held
+/// items reused with their new helpfulness ([`revoted_review_orders_of`],
+/// [`revoted_review_orders`]). Ok(None) where what was read
 /// shows that something besides votes changed: only [`fill_review_orders`] renders that.
 pub async fn revote_review_orders(
     pool: &Pool,
     product_id: i64,
     held: &ItemList,
-    voted: Voted<'_>,
+    from: RevoteFrom<'_>,
     compaction: Compaction,
 ) -> Result<Option<(Rendered, Rendered)>, DbError> {
-    let lists = match voted {
-        Voted::Unnamed => {
+    let lists = match from {
+        RevoteFrom::EveryKey => {
             let keys = pool
                 .run(|c| async move { read::review_keys(&c, product_id).await })
                 .await?;
             revoted_review_orders(product_id, held, &keys, compaction)
         }
-        Voted::On { reviews, newest } => {
+        RevoteFrom::KeysOf { reviews, newest } => {
             let keys = pool
                 .run(|c| async move { read::review_keys_of(&c, product_id, reviews).await })
                 .await?;

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::mpsc;
 
-use super::fill::{fill_review_orders, reanswer_questions, revote_review_orders, Voted};
+use super::fill::{fill_review_orders, reanswer_questions, revote_review_orders, RevoteFrom};
 use super::{fill, Key, ResponseCache};
 use crate::domain::{Change, ReviewOrder};
 use crate::pg::database::{Database, ReadFrom};
@@ -293,13 +293,13 @@ impl ResponseCache {
         // The voted reviews' keys alone where the two lists are one buffer and its order by
         // date, as a warm-up or a refresh renders them; every key where they are two lists
         // filled apart (on demand), whose dates the keys tell.
-        let voted = match (&reuse, &held, &newest) {
+        let revote_from = match (&reuse, &held, &newest) {
             (Reuse::AllButVotesOn(reviews), Some(held), Some(newest))
                 if newest.is_reordered_over(held) =>
             {
-                Voted::On { reviews, newest }
+                RevoteFrom::KeysOf { reviews, newest }
             }
-            _ => Voted::Unnamed,
+            _ => RevoteFrom::EveryKey,
         };
         let revote = held
             .as_ref()
@@ -307,10 +307,13 @@ impl ResponseCache {
             .map(|held| async move {
                 let revoted = db
                     .read_from(from, |pool| {
-                        revote_review_orders(pool, product_id, held, voted, compaction)
+                        revote_review_orders(pool, product_id, held, revote_from, compaction)
                     })
                     .await;
-                if matches!((voted, &revoted), (Voted::On { .. }, Ok(Some(_)))) {
+                if matches!(
+                    (revote_from, &revoted),
+                    (RevoteFrom::KeysOf { .. }, Ok(Some(_)))
+                ) {
                     self.revoted_by_review.fetch_add(1, Ordering::Relaxed);
                 }
                 revoted
