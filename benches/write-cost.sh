@@ -15,10 +15,12 @@ seconds=${2:-10}
 cd "$(dirname "$0")/.."
 
 ticks() { # CPU clock ticks used so far by the processes named $1
+    # Each one's own time and that of its children that have exited: a backend that exits
+    # during the run leaves its time in the postmaster's (utime, stime, cutime, cstime).
     local total=0 pid
     for pid in $(pgrep -x "$1" || true); do
         read -r -a stat <"/proc/$pid/stat" 2>/dev/null || continue
-        total=$((total + stat[13] + stat[14]))
+        total=$((total + stat[13] + stat[14] + stat[15] + stat[16]))
     done
     echo "$total"
 }
