@@ -597,6 +597,117 @@ impl ItemList {
         Some((codec, out.into_boxed_slice()))
     }
 
+    /// This list (a base packed in runs) with its items from position `at` on replaced by
+    /// `items`, as many as they are: the lead page made again if they reach into it (for
+    /// `frame`), the runs they reach into packed again, every other run taken as it is, so
+    /// that a change of a few neighbouring items of a long list unpacks and packs a run or
+    /// two, not the whole list. `parts` reads this list's items ([`Self::parts`]). None where
+    /// the list is not a base packed in runs, the items run past its end, or a part does not
+    /// unpack or pack (then the caller renders the list whole).
+    pub(crate) fn with_span_replaced(
+        &self,
+        at: usize,
+        items: &[Vec<u8>],
+        frame: Frame,
+        parts: &mut Parts<'_>,
+    ) -> Option<ItemList> {
+        let (n, codec, lead_len) = (self.len(), self.codec, self.lead_len());
+        let span = at..at.checked_add(items.len())?;
+        if self.order().is_some() || codec == Codec::Plain || span.end > n || span.is_empty() {
+            return None;
+        }
+        let new_item = |parts: &mut Parts<'_>, p: usize, out: &mut Vec<u8>| -> Option<()> {
+            match span.contains(&p) {
+                true => out.extend_from_slice(items.get(p - at)?),
+                false => out.extend_from_slice(parts.item(p)?),
+            }
+            Some(())
+        };
+        let mut ends = Vec::with_capacity(n);
+        let mut end = 0usize;
+        for p in 0..n {
+            let len = match span.contains(&p) {
+                true => items.get(p - at)?.len(),
+                false => self.end(p) - self.start(p),
+            };
+            let start = if p == 0 { 0 } else { end + 1 };
+            end = start + len;
+            ends.push(u32::try_from(end).ok()?);
+        }
+        let lead = match self.lead() {
+            Some(lead) if span.start < lead_len => {
+                let count = frame.lead_count()?;
+                let head = frame.head(1, count);
+                let mut body = head.clone();
+                for p in 0..lead_len {
+                    if p > 0 {
+                        body.push(b',');
+                    }
+                    new_item(parts, p, &mut body)?;
+                }
+                body.extend_from_slice(b"]}");
+                Some(Lead {
+                    body: Gzipped {
+                        gz: Bytes::from(compress::gzip(&body)?),
+                        digest: digest(&body),
+                    },
+                    items_start: u32::try_from(head.len()).ok()?,
+                    ..lead.clone()
+                })
+            }
+            other => other.cloned(),
+        };
+        let runs = self.runs();
+        let mut packed: Vec<std::borrow::Cow<'_, [u8]>> = Vec::with_capacity(runs);
+        let mut plain = Vec::new();
+        for r in 0..runs {
+            let (first, last) = run_bounds(n, lead_len, r)?;
+            if last < span.start || first >= span.end {
+                #[cfg(test)]
+                tests::REUSED_RUNS.with(|n| n.set(n.get() + 1));
+                packed.push(std::borrow::Cow::Borrowed(self.run_packed(r)?));
+                continue;
+            }
+            plain.clear();
+            for p in first..=last {
+                if p > first {
+                    plain.push(b',');
+                }
+                new_item(parts, p, &mut plain)?;
+            }
+            packed.push(std::borrow::Cow::Owned(
+                compress::pack_as(codec, &plain)?.into_vec(),
+            ));
+        }
+        let size: usize = packed.iter().map(|run| run.len()).sum();
+        let mut data = Vec::with_capacity(n * 4 + runs * 4 + size);
+        for end in &ends {
+            data.extend_from_slice(&end.to_le_bytes());
+        }
+        if runs > 1 {
+            let mut end = 0u32;
+            for run in &packed {
+                end = end.checked_add(u32::try_from(run.len()).ok()?)?;
+                data.extend_from_slice(&end.to_le_bytes());
+            }
+        }
+        for run in &packed {
+            data.extend_from_slice(run);
+        }
+        Some(ItemList {
+            len: self.len,
+            codec,
+            data: data.into_boxed_slice(),
+            more: lead.map(|lead| Box::new(More::Lead(lead))),
+        })
+    }
+
+    /// Reads the items of the buffer this list reads, one part (the lead page, a run) unpacked
+    /// when an item in it is first asked for.
+    pub(crate) fn parts(&self) -> Parts<'_> {
+        Parts::of(self.base())
+    }
+
     /// How many items the lead page of the buffer this list reads holds (0 without one).
     fn lead_len(&self) -> usize {
         self.lead().map_or(0, |lead| lead.len as usize)
@@ -957,7 +1068,7 @@ fn run_bounds(len: usize, lead_len: usize, r: usize) -> Option<(usize, usize)> {
 
 /// The items of a compacted list (a base, never reordered), each part it is kept in (the lead
 /// page, a run) unpacked once, when an item in it is first asked for.
-struct Parts<'a> {
+pub(crate) struct Parts<'a> {
     list: &'a ItemList,
     lead: Option<Option<Vec<u8>>>,
     runs: HashMap<usize, Option<Vec<u8>>>,
@@ -973,7 +1084,7 @@ impl<'a> Parts<'a> {
     }
 
     /// Item `p` of the buffer's own order.
-    fn item(&mut self, p: usize) -> Option<&[u8]> {
+    pub(crate) fn item(&mut self, p: usize) -> Option<&[u8]> {
         let list = self.list;
         let (start, end) = (list.start(p), list.end(p));
         let lead_len = list.lead_len();

@@ -10,8 +10,8 @@ use super::json::{
     push_bool, push_date, push_int, push_int_str, push_opt_str, push_str, push_uint,
 };
 use super::{
-    group_by, item_key, key_at, leading_id, push_id_url_photos, value_at, Compaction, Frame,
-    ItemKey, ItemList, ItemListBuilder, Replaced,
+    group_by, int_of, item_key, key_at, leading_id, push_id_url_photos, value_at, Compaction,
+    Frame, ItemKey, ItemList, ItemListBuilder, Parts, Replaced,
 };
 use crate::pg::read::{CharacteristicRow, MetaCountRow, PhotoUrlRow, ReviewRow, SortKeyRow};
 
@@ -156,13 +156,22 @@ pub fn revoted_review_orders_of(
     let by_date = newest
         .order()
         .filter(|order| order.len() == n && newest.is_reordered_over(held))?;
+    // One vote on a list packed in several runs: only the runs the review moves through are
+    // unpacked and packed again.
+    if let ([id], [key]) = (voted, keys) {
+        if key.id == *id && compaction.packs_lists() && held.runs() > 1 {
+            if let Some(lists) = revoted_in_place(product_id, held, by_date, key) {
+                return Some(lists);
+            }
+        }
+    }
     let buffer = held.own_items()?;
     let items = (0..n)
         .map(|p| HeldReview::parse(held.own_item(&buffer, p)?))
         .collect::<Option<Vec<_>>>()?;
     let mut helpfulness = items
         .iter()
-        .map(|review| super::int_of::<i32>(review.helpfulness))
+        .map(|review| int_of::<i32>(review.helpfulness))
         .collect::<Option<Vec<_>>>()?;
     let mut rewritten = vec![false; n];
     let mut date = Vec::with_capacity(32);
@@ -224,6 +233,115 @@ pub fn revoted_review_orders_of(
         compaction,
         Some(Replaced::unpacked(held, &buffer)),
     ))
+}
+
+/// [`revoted_review_orders_of`] for one vote (`key`, the review's sort key now) on `held`, a
+/// list packed in runs, without unpacking all of it: the review is found by its shown date in
+/// `by_date` (the held `newest` order, positions in `held`: by date, then id, both descending,
+/// so shown dates never rise along it), moved past its neighbours as far as its new
+/// helpfulness takes it (ties going by `by_date`, as in the `helpful` order), and only the
+/// runs it moves through — and the lead page, if it reaches it — are unpacked and packed
+/// again ([`ItemList::with_span_replaced`]). None where the review is not where its shown
+/// date says, or a part does not unpack or pack.
+fn revoted_in_place(
+    product_id: i64,
+    held: &ItemList,
+    by_date: &[u32],
+    key: &SortKeyRow,
+) -> Option<(Arc<ItemList>, Arc<ItemList>)> {
+    let n = held.len();
+    let mut parts = held.parts();
+    // The shown date (quoted, as it is compared), id and helpfulness of the item at `p`.
+    let keys_at = |parts: &mut Parts<'_>, p: usize| -> Option<(Vec<u8>, i64, i32)> {
+        let review = HeldReview::parse(parts.item(p)?)?;
+        Some((review.date.to_vec(), review.id, int_of(review.helpfulness)?))
+    };
+    let mut shown = Vec::with_capacity(32);
+    push_date(&mut shown, key.date.millis());
+    // The first place in `by_date` whose shown date is not after the review's, then the
+    // review among those shown with its date.
+    let (mut low, mut high) = (0, n);
+    while low < high {
+        let mid = low + (high - low) / 2;
+        let (date, ..) = keys_at(&mut parts, *by_date.get(mid)? as usize)?;
+        if date > shown {
+            low = mid + 1;
+        } else {
+            high = mid;
+        }
+    }
+    let (rank, was) = (low..n).find_map(|at| {
+        let p = *by_date.get(at)? as usize;
+        match keys_at(&mut parts, p) {
+            Some((date, id, helpfulness)) if date == shown => {
+                (id == key.id).then_some(Some((at, helpfulness)))
+            }
+            _ => Some(None),
+        }
+    })??;
+    let from = *by_date.get(rank)? as usize;
+    let mut date_rank = vec![u32::MAX; n];
+    for (rank, &p) in by_date.iter().enumerate() {
+        let slot = date_rank.get_mut(p as usize)?;
+        if *slot != u32::MAX {
+            return None;
+        }
+        *slot = rank as u32;
+    }
+    let now = key.helpfulness;
+    let ahead = |a: (i32, u32), b: (i32, u32)| a.0 > b.0 || (a.0 == b.0 && a.1 < b.1);
+    let review = (now, rank as u32);
+    let mut to = from;
+    if now >= was {
+        while to > 0 {
+            let (_, _, helpfulness) = keys_at(&mut parts, to - 1)?;
+            if !ahead(review, (helpfulness, date_rank[to - 1])) {
+                break;
+            }
+            to -= 1;
+        }
+    } else {
+        while to + 1 < n {
+            let (_, _, helpfulness) = keys_at(&mut parts, to + 1)?;
+            if !ahead((helpfulness, date_rank[to + 1]), review) {
+                break;
+            }
+            to += 1;
+        }
+    }
+    let revoted = {
+        let cut = HeldReview::parse(parts.item(from)?)?;
+        let mut item = Vec::with_capacity(cut.item.len() + 4);
+        item.extend_from_slice(cut.up_to_helpfulness);
+        push_int(&mut item, now);
+        item.extend_from_slice(cut.from_photos);
+        item
+    };
+    // The items from the first place that changes to the last, in their new order.
+    let mut span = Vec::with_capacity(from.abs_diff(to) + 1);
+    if to <= from {
+        span.push(revoted);
+        for p in to..from {
+            span.push(parts.item(p)?.to_vec());
+        }
+    } else {
+        for p in from + 1..=to {
+            span.push(parts.item(p)?.to_vec());
+        }
+        span.push(revoted);
+    }
+    let moved = |p: usize| match p {
+        _ if p == from => to,
+        _ if to <= from && (to..from).contains(&p) => p + 1,
+        _ if to > from && (from + 1..=to).contains(&p) => p - 1,
+        _ => p,
+    };
+    let frame = Frame::Reviews(product_id);
+    let helpful = held.with_span_replaced(from.min(to), &span, frame, &mut parts)?;
+    let helpful = Arc::new(helpful);
+    let newest = by_date.iter().map(|&p| moved(p as usize) as u32).collect();
+    let newest = Arc::new(helpful.reordered(newest)?);
+    Some((helpful, newest))
 }
 
 /// A review item of a list [`render_review_list`] rendered, cut where a vote changes it.
@@ -518,6 +636,67 @@ mod tests {
                 assert_eq!(revoted.0.has_lead_page(), fresh.0.has_lead_page());
                 assert!(revoted.1.shares_buffer_with(&revoted.0));
             }
+        }
+    }
+
+    #[test]
+    fn one_vote_on_a_long_list_moves_its_review_in_place_as_a_fresh_read_would_order_it() {
+        for compaction in [Compaction::All, Compaction::Dense] {
+            for seed in 0..60u64 {
+                let n = 40 + (seed as i64 * 7) % 150;
+                let (rows, dates, photos) = reviews(n, seed);
+                let held = render_review_orders(9, &rows, &dates, &photos, compaction, None);
+                assert!(held.0.runs() > 1);
+                // One review's helpfulness up or down, by nothing, a little, or far enough to
+                // reach the lead page (or leave it).
+                let mut voted: Vec<(ReviewRow, i64)> = rows.into_iter().zip(dates).collect();
+                let at = (seed as usize * 13) % voted.len();
+                let change = [0, 1, -1, 2, -2, 9, -9][seed as usize % 7];
+                voted[at].0.helpfulness = (voted[at].0.helpfulness + change).max(0);
+                let id = voted[at].0.id;
+                sort(&mut voted);
+                let (rows, dates): (Vec<_>, Vec<_>) = voted.into_iter().unzip();
+                let fresh = render_review_orders(9, &rows, &dates, &photos, compaction, None);
+                let key = keys(&rows, &dates)
+                    .into_iter()
+                    .find(|k| k.id == id)
+                    .unwrap();
+                let by_date = held.1.order().unwrap();
+                let reused = || crate::render::tests::REUSED_RUNS.with(|r| r.get());
+                let before = reused();
+                let revoted = revoted_in_place(9, &held.0, by_date, &key)
+                    .unwrap_or_else(|| panic!("{compaction:?} seed {seed}: not in place"));
+                assert_eq!(pages(&revoted), pages(&fresh), "{compaction:?} seed {seed}");
+                // A review that stays where it was is packed again in its own run alone.
+                if change == 0 {
+                    let reused = reused() - before;
+                    assert!(
+                        reused + 1 >= held.0.runs(),
+                        "{compaction:?} seed {seed}: {reused}"
+                    );
+                }
+                assert!(revoted.1.shares_buffer_with(&revoted.0));
+                assert_eq!(revoted.0.runs(), fresh.0.runs());
+                // The same through the public entry, which takes this path for one vote.
+                let public =
+                    revoted_review_orders_of(9, &held.0, &held.1, &[id], &[key], compaction)
+                        .unwrap();
+                assert_eq!(pages(&public), pages(&fresh), "{compaction:?} seed {seed}");
+            }
+        }
+        // A date that the review does not show, or a review not held: not in place.
+        let (rows, dates, photos) = reviews(90, 3);
+        let held = render_review_orders(9, &rows, &dates, &photos, Compaction::All, None);
+        let by_date = held.1.order().unwrap();
+        let key = keys(&rows, &dates)[40];
+        let mut moved = key;
+        moved.date = Timestamp::from_micros(key.date.micros() + 1000);
+        let missing = SortKeyRow { id: 1, ..key };
+        for key in [moved, missing] {
+            assert!(
+                revoted_in_place(9, &held.0, by_date, &key).is_none(),
+                "{key:?}"
+            );
         }
     }
 
