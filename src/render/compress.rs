@@ -257,6 +257,15 @@ pub fn pack(items: &[u8]) -> Option<(Codec, Box<[u8]>)> {
     }
 }
 
+/// The codec [`pack`] packs a list's items with now: against the list dictionary once the
+/// process has one.
+pub fn list_codec() -> Codec {
+    match dictionary(DictionaryKind::Lists) {
+        Some(_) => Codec::Dictionary,
+        None => Codec::Deflate,
+    }
+}
+
 /// `items` packed as `codec` (as [`pack`] packs them, for the runs of a list [`pack`] chose
 /// `codec` for), whatever that saves: the runs of a list together must save an eighth
 /// ([`saves_enough`]). None for [`Codec::Plain`], or past [`MAX_DEFLATE_RATIO`] against a

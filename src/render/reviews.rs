@@ -10,8 +10,8 @@ use super::json::{
     push_bool, push_date, push_int, push_int_str, push_opt_str, push_str, push_uint,
 };
 use super::{
-    group_by, int_of, item_key, key_at, leading_id, push_id_url_photos, value_at, Compaction,
-    Frame, ItemKey, ItemList, ItemListBuilder, Parts, Replaced,
+    compress, group_by, int_of, item_key, key_at, leading_id, push_id_url_photos, value_at,
+    Compaction, Frame, ItemKey, ItemList, ItemListBuilder, Parts, Replaced,
 };
 use crate::pg::read::{CharacteristicRow, MetaCountRow, PhotoUrlRow, ReviewRow, SortKeyRow};
 
@@ -156,10 +156,16 @@ pub fn revoted_review_orders_of(
     let by_date = newest
         .order()
         .filter(|order| order.len() == n && newest.is_reordered_over(held))?;
-    // One vote on a list packed in several runs: only the runs the review moves through are
-    // unpacked and packed again.
+    // One vote on a list packed in several runs: only the runs a binary search probes and
+    // those the review moves through are unpacked, and only the latter packed again. Where a
+    // fresh render would keep the list otherwise (another codec now that a dictionary is
+    // trained, a lead page or none), the general revote below packs it as a fresh render.
     if let ([id], [key]) = (voted, keys) {
-        if key.id == *id && compaction.packs_lists() && held.runs() > 1 {
+        let lead = compaction.lead_frame(Some(Frame::Reviews(product_id)));
+        let kept_as_fresh = compaction.packs_lists()
+            && held.codec() == compress::list_codec()
+            && held.has_lead_page() == lead.is_some();
+        if key.id == *id && kept_as_fresh && held.runs() > 1 {
             if let Some(lists) = revoted_in_place(product_id, held, by_date, key) {
                 return Some(lists);
             }
@@ -238,11 +244,13 @@ pub fn revoted_review_orders_of(
 /// [`revoted_review_orders_of`] for one vote (`key`, the review's sort key now) on `held`, a
 /// list packed in runs, without unpacking all of it: the review is found by its shown date in
 /// `by_date` (the held `newest` order, positions in `held`: by date, then id, both descending,
-/// so shown dates never rise along it), moved past its neighbours as far as its new
-/// helpfulness takes it (ties going by `by_date`, as in the `helpful` order), and only the
-/// runs it moves through — and the lead page, if it reaches it — are unpacked and packed
-/// again ([`ItemList::with_span_replaced`]). None where the review is not where its shown
-/// date says, or a part does not unpack or pack.
+/// so shown dates never rise along it: the search unpacks the runs it probes, about the
+/// log of their number), moved past its neighbours as far as its new helpfulness takes it
+/// (ties going by `by_date`, as in the `helpful` order), and only the runs it moves through —
+/// and the lead page, if it reaches it — are packed again, every other run taken as it is
+/// ([`ItemList::with_span_replaced`]). None where the review is not where its shown date
+/// says, or a part does not unpack or pack. Unlike the general revote, it does not unpack
+/// the parts it does not read, so it cannot see damage in them (a list made here has none).
 fn revoted_in_place(
     product_id: i64,
     held: &ItemList,
