@@ -34,8 +34,9 @@ pub enum Change {
     /// read again (on a product with thousands of reviews, the meta's read is the costlier
     /// half of the refresh); nor are the reviews themselves. Logged with the detail
     /// `votes:<review id>` since migration 13, which names the `review` voted on: only its sort
-    /// key is read again. A row logged as plain `votes` (before it) names none, and every
-    /// review's sort key is read.
+    /// key is read again, where the two lists held are one buffer (and at most 64 reviews were
+    /// voted on). A row logged as plain `votes` (before it) names none, and every review's sort
+    /// key is read.
     ReviewVotes { product: i64, review: Option<i64> },
     /// A product's questions (any change of them but one of a question's answers alone).
     Questions(i64),

@@ -754,7 +754,13 @@ async fn a_vote_re_renders_the_review_lists_from_their_items_as_a_fresh_read_wou
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    before = settled().await;
+    let after = settled().await;
+    assert_eq!(
+        after.revoted - before.revoted,
+        after.revoted_by_review - before.revoted_by_review,
+        "a revote read every key"
+    );
+    before = after;
     fresh_both().await;
 
     // A review added and a vote cast where no trigger logs them, and the vote logged as

@@ -257,8 +257,8 @@ pub fn pack(items: &[u8]) -> Option<(Codec, Box<[u8]>)> {
     }
 }
 
-/// The codec [`pack`] packs a list's items with now: against the list dictionary once the
-/// process has one.
+/// The codec [`pack`] tries first for a list's items now: the list dictionary once the
+/// process has one (it falls back to deflate for items the dictionary does not shrink).
 pub fn list_codec() -> Codec {
     match dictionary(DictionaryKind::Lists) {
         Some(_) => Codec::Dictionary,

@@ -157,9 +157,10 @@ pub fn revoted_review_orders_of(
         .order()
         .filter(|order| order.len() == n && newest.is_reordered_over(held))?;
     // One vote on a list packed in several runs: only the runs a binary search probes and
-    // those the review moves through are unpacked, and only the latter packed again. Where a
-    // fresh render would keep the list otherwise (another codec now that a dictionary is
-    // trained, a lead page or none), the general revote below packs it as a fresh render.
+    // those the review moves through are unpacked, and only the latter packed again. Where
+    // the held list has another codec than a fresh render tries first (one packed before the
+    // dictionary was trained), or a lead page where the compaction keeps none or the other
+    // way round, the general revote below packs it as a fresh render would.
     if let ([id], [key]) = (voted, keys) {
         let lead = compaction.lead_frame(Some(Frame::Reviews(product_id)));
         let kept_as_fresh = compaction.packs_lists()
@@ -244,8 +245,8 @@ pub fn revoted_review_orders_of(
 /// [`revoted_review_orders_of`] for one vote (`key`, the review's sort key now) on `held`, a
 /// list packed in runs, without unpacking all of it: the review is found by its shown date in
 /// `by_date` (the held `newest` order, positions in `held`: by date, then id, both descending,
-/// so shown dates never rise along it: the search unpacks the runs it probes, about the
-/// log of their number), moved past its neighbours as far as its new helpfulness takes it
+/// so shown dates never rise along it: the search unpacks the runs it probes, up to about
+/// log₂ of the item count), moved past its neighbours as far as its new helpfulness takes it
 /// (ties going by `by_date`, as in the `helpful` order), and only the runs it moves through —
 /// and the lead page, if it reaches it — are packed again, every other run taken as it is
 /// ([`ItemList::with_span_replaced`]). None where the review is not where its shown date
