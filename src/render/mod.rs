@@ -586,14 +586,7 @@ impl ItemList {
             return None;
         }
         let mut out = Vec::with_capacity(runs * 4 + size);
-        let mut end = 0u32;
-        for run in &packed {
-            end = end.checked_add(u32::try_from(run.len()).ok()?)?;
-            out.extend_from_slice(&end.to_le_bytes());
-        }
-        for run in &packed {
-            out.extend_from_slice(run);
-        }
+        push_runs(&mut out, &packed)?;
         Some((codec, out.into_boxed_slice()))
     }
 
@@ -684,16 +677,7 @@ impl ItemList {
         for end in &ends {
             data.extend_from_slice(&end.to_le_bytes());
         }
-        if runs > 1 {
-            let mut end = 0u32;
-            for run in &packed {
-                end = end.checked_add(u32::try_from(run.len()).ok()?)?;
-                data.extend_from_slice(&end.to_le_bytes());
-            }
-        }
-        for run in &packed {
-            data.extend_from_slice(run);
-        }
+        push_runs(&mut data, &packed)?;
         Some(ItemList {
             len: self.len,
             codec,
@@ -1057,6 +1041,22 @@ impl<'a> Replaced<'a> {
             None => l.run_plain(r).map(std::borrow::Cow::Owned),
         }
     }
+}
+
+/// Appends packed `runs` as a list keeps them: one run as it is, several after a table of
+/// their ends. None past 4 GiB.
+fn push_runs(out: &mut Vec<u8>, runs: &[impl AsRef<[u8]>]) -> Option<()> {
+    if runs.len() > 1 {
+        let mut end = 0u32;
+        for run in runs {
+            end = end.checked_add(u32::try_from(run.as_ref().len()).ok()?)?;
+            out.extend_from_slice(&end.to_le_bytes());
+        }
+    }
+    for run in runs {
+        out.extend_from_slice(run.as_ref());
+    }
+    Some(())
 }
 
 /// The first and last positions of run `r` of a list of `len` items whose lead page holds
