@@ -629,22 +629,17 @@ impl ItemList {
         }
         let lead = match self.lead() {
             Some(lead) if span.start < lead_len => {
-                let count = frame.lead_count()?;
-                let head = frame.head(1, count);
-                let mut body = head.clone();
+                let mut items = Vec::new();
                 for p in 0..lead_len {
                     if p > 0 {
-                        body.push(b',');
+                        items.push(b',');
                     }
-                    new_item(parts, p, &mut body)?;
+                    new_item(parts, p, &mut items)?;
                 }
-                body.extend_from_slice(b"]}");
+                let (body, items_start) = lead_body(frame, frame.lead_count()?, &items)?;
                 Some(Lead {
-                    body: Gzipped {
-                        gz: Bytes::from(compress::gzip(&body)?),
-                        digest: digest(&body),
-                    },
-                    items_start: u32::try_from(head.len()).ok()?,
+                    body,
+                    items_start,
                     ..lead.clone()
                 })
             }
@@ -776,12 +771,7 @@ impl ItemList {
         }
         let items = self.stored_items();
         let split = self.end(len - 1);
-        let head = frame.head(1, count);
-        let mut body = Vec::with_capacity(head.len() + split + 2);
-        body.extend_from_slice(&head);
-        body.extend_from_slice(items.get(..split)?);
-        body.extend_from_slice(b"]}");
-        let gz = compress::gzip(&body)?;
+        let (body, items_start) = lead_body(frame, count, items.get(..split)?)?;
         // The rest begins after the comma that follows the lead's last item.
         let rest = items.get(split + 1..).unwrap_or_default();
         let (data, codec) = match self.pack_rest(len, rest, previous) {
@@ -793,11 +783,8 @@ impl ItemList {
             codec,
             data,
             more: Some(Box::new(More::Lead(Lead {
-                body: Gzipped {
-                    gz: Bytes::from(gz),
-                    digest: digest(&body),
-                },
-                items_start: u32::try_from(head.len()).ok()?,
+                body,
+                items_start,
                 len: u32::try_from(len).ok()?,
                 count: match frame.echoes_count() {
                     true => Some(NonZeroU32::new(u32::try_from(count).ok()?)?),
@@ -1041,6 +1028,21 @@ impl<'a> Replaced<'a> {
             None => l.run_plain(r).map(std::borrow::Cow::Owned),
         }
     }
+}
+
+/// The gzip body of page 1 of `count` items in `frame` holding `items` (comma-separated): a
+/// list's lead page ([`Lead`]), and where the items begin in its plain bytes.
+fn lead_body(frame: Frame, count: u64, items: &[u8]) -> Option<(Gzipped, u32)> {
+    let head = frame.head(1, count);
+    let mut body = Vec::with_capacity(head.len() + items.len() + 2);
+    body.extend_from_slice(&head);
+    body.extend_from_slice(items);
+    body.extend_from_slice(b"]}");
+    let gz = Gzipped {
+        gz: Bytes::from(compress::gzip(&body)?),
+        digest: digest(&body),
+    };
+    Some((gz, u32::try_from(head.len()).ok()?))
 }
 
 /// Appends packed `runs` as a list keeps them: one run as it is, several after a table of

@@ -115,10 +115,7 @@ pub fn revoted_review_orders(
         if review.date != date.as_slice() {
             return None;
         }
-        let out = list.next_item();
-        out.extend_from_slice(review.up_to_helpfulness);
-        push_int(out, key.helpfulness);
-        out.extend_from_slice(review.from_photos);
+        review.push_with_helpfulness(list.next_item(), key.helpfulness);
         list.end_item();
     }
     let ids: Vec<i64> = keys.iter().map(|k| k.id).collect();
@@ -202,15 +199,7 @@ pub fn revoted_review_orders_of(
     if keys.iter().any(|key| !voted.contains(&key.id)) {
         return None;
     }
-    // Each item's place in the `newest` order: by date, then id, both descending.
-    let mut date_rank = vec![u32::MAX; n];
-    for (rank, &p) in by_date.iter().enumerate() {
-        let slot = date_rank.get_mut(p as usize)?;
-        if *slot != u32::MAX {
-            return None;
-        }
-        *slot = rank as u32;
-    }
+    let date_rank = date_ranks(by_date, n)?;
     let mut helpful: Vec<u32> = (0..n as u32).collect();
     helpful.sort_unstable_by_key(|&p| {
         let p = p as usize;
@@ -224,9 +213,7 @@ pub fn revoted_review_orders_of(
         let review = &items[p];
         let out = list.next_item();
         if rewritten[p] {
-            out.extend_from_slice(review.up_to_helpfulness);
-            push_int(out, helpfulness[p]);
-            out.extend_from_slice(review.from_photos);
+            review.push_with_helpfulness(out, helpfulness[p]);
         } else {
             out.extend_from_slice(review.item);
         }
@@ -289,14 +276,7 @@ fn revoted_in_place(
         }
     })??;
     let from = *by_date.get(rank)? as usize;
-    let mut date_rank = vec![u32::MAX; n];
-    for (rank, &p) in by_date.iter().enumerate() {
-        let slot = date_rank.get_mut(p as usize)?;
-        if *slot != u32::MAX {
-            return None;
-        }
-        *slot = rank as u32;
-    }
+    let date_rank = date_ranks(by_date, n)?;
     let now = key.helpfulness;
     let ahead = |a: (i32, u32), b: (i32, u32)| a.0 > b.0 || (a.0 == b.0 && a.1 < b.1);
     let review = (now, rank as u32);
@@ -321,9 +301,7 @@ fn revoted_in_place(
     let revoted = {
         let cut = HeldReview::parse(parts.item(from)?)?;
         let mut item = Vec::with_capacity(cut.item.len() + 4);
-        item.extend_from_slice(cut.up_to_helpfulness);
-        push_int(&mut item, now);
-        item.extend_from_slice(cut.from_photos);
+        cut.push_with_helpfulness(&mut item, now);
         item
     };
     // The items from the first place that changes to the last, in their new order.
@@ -351,6 +329,21 @@ fn revoted_in_place(
     let newest = by_date.iter().map(|&p| moved(p as usize) as u32).collect();
     let newest = Arc::new(helpful.reordered(newest)?);
     Some((helpful, newest))
+}
+
+/// Each item's place in `by_date`, the `newest` order as positions in a list of `n` items
+/// (by date, then id, both descending: the `helpful` order's tie-break); None if `by_date` is
+/// not a permutation of them.
+fn date_ranks(by_date: &[u32], n: usize) -> Option<Vec<u32>> {
+    let mut ranks = vec![u32::MAX; n];
+    for (rank, &p) in by_date.iter().enumerate() {
+        let slot = ranks.get_mut(p as usize)?;
+        if *slot != u32::MAX {
+            return None;
+        }
+        *slot = rank as u32;
+    }
+    Some(ranks)
 }
 
 /// A review item of a list [`render_review_list`] rendered, cut where a vote changes it.
@@ -389,6 +382,13 @@ impl<'a> HeldReview<'a> {
             helpfulness: item.get(helpfulness_at..photos_at)?,
             date: item.get(date_at..key_at(item, date_at, &NAME)?)?,
         })
+    }
+
+    /// Appends the item with `helpfulness` in place of its own.
+    fn push_with_helpfulness(&self, out: &mut Vec<u8>, helpfulness: i32) {
+        out.extend_from_slice(self.up_to_helpfulness);
+        push_int(out, helpfulness);
+        out.extend_from_slice(self.from_photos);
     }
 }
 
