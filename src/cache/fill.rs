@@ -8,13 +8,15 @@ use super::Key;
 use crate::domain::ReviewOrder;
 use crate::pg::database::Database;
 use crate::pg::pool::Pool;
-use crate::pg::read;
+use crate::pg::read::{self, QuestionKeys};
 use crate::pg::DbError;
 use crate::render::cart::render_cart;
 use crate::render::products::{
     push_product_items, render_product, render_product_list, render_related, render_styles,
 };
-use crate::render::qa::{reanswered_question_list, render_answer_list, render_question_list};
+use crate::render::qa::{
+    reanswered_in_place, reanswered_question_list, render_answer_list, render_question_list,
+};
 use crate::render::reviews::{
     render_meta, render_review_list, render_review_orders, revoted_review_orders,
     revoted_review_orders_of,
@@ -204,22 +206,37 @@ pub async fn revote_review_orders(
 }
 
 /// A product's questions list after the answers of `answered` questions alone changed since
-/// `held` was rendered: what orders the list, and those questions' answers, read, and the held
-/// items reused but for theirs ([`reanswered_question_list`]). Ok(None) where what was read
-/// shows that more changed: only [`fill`] renders that.
+/// `held` was rendered: those questions' answers read, and the held items reused but for
+/// theirs. `whose` keys are read: every question's, which order the whole list and must
+/// match the held items ([`reanswered_question_list`]), or, for one question in a list kept
+/// in runs, that question's alone, which place its item for it to be replaced where it is
+/// ([`reanswered_in_place`]; the held list as it is where the question is not one it shows).
+/// Ok(None) where what was read shows that more changed, or the question is not where its key
+/// says: only [`fill`] renders that.
 pub async fn reanswer_questions(
     pool: &Pool,
     product_id: i64,
     held: &ItemList,
+    whose: QuestionKeys,
     answered: &[i64],
 ) -> Result<Option<Rendered>, DbError> {
-    let (keys, answers, photos) = pool
-        .run(|c| async move { read::question_keys_and_answers(&c, product_id, answered).await })
+    let (keys, answers, photos) =
+        pool.run(|c| async move {
+            read::question_keys_and_answers(&c, product_id, whose, answered).await
+        })
         .await?;
-    Ok(
-        reanswered_question_list(held, &keys, answered, &answers, &photos)
-            .map(|list| Rendered::List(Arc::new(list))),
-    )
+    let list = match (whose, keys.as_slice()) {
+        (QuestionKeys::Every, _) => {
+            reanswered_question_list(held, &keys, answered, &answers, &photos)
+        }
+        (QuestionKeys::Of(question), [key]) if key.id == question => {
+            reanswered_in_place(product_id, held, key, &answers, &photos)
+        }
+        // Not a question the list shows (reported): its answers change nothing in it.
+        (QuestionKeys::Of(_), []) => Some(held.clone()),
+        (QuestionKeys::Of(_), _) => None,
+    };
+    Ok(list.map(|list| Rendered::List(Arc::new(list))))
 }
 
 async fn fill_meta(pool: &Pool, product_id: i64) -> Result<Rendered, DbError> {

@@ -59,6 +59,9 @@ pub struct CacheStats {
     /// reading only those questions' answers and what the list is ordered by (one a later
     /// change superseded included).
     pub reanswered: u64,
+    /// Those of `reanswered` that replaced one question's item where it is, reading that
+    /// question's sort key alone, not every question's.
+    pub reanswered_in_place: u64,
     /// Changes the feed brought back from this instance's own writes, already refreshed.
     pub own_changes_skipped: u64,
     /// Entries the anti-entropy sweep re-rendered.
@@ -98,6 +101,7 @@ pub struct ResponseCache {
     revoted: AtomicU64,
     revoted_by_review: AtomicU64,
     reanswered: AtomicU64,
+    reanswered_in_place: AtomicU64,
     refresh_done: tokio::sync::Notify,
     /// What was invalidated since a warm-up began (see [`warm`]); None when none runs.
     warming: std::sync::Mutex<Option<Invalidated>>,
@@ -148,6 +152,7 @@ impl ResponseCache {
             revoted: AtomicU64::new(0),
             revoted_by_review: AtomicU64::new(0),
             reanswered: AtomicU64::new(0),
+            reanswered_in_place: AtomicU64::new(0),
             refresh_done: tokio::sync::Notify::new(),
             warming: std::sync::Mutex::new(None),
             warming_on: std::sync::atomic::AtomicBool::new(false),
@@ -345,6 +350,7 @@ impl ResponseCache {
             revoted: self.revoted.load(Ordering::Relaxed),
             revoted_by_review: self.revoted_by_review.load(Ordering::Relaxed),
             reanswered: self.reanswered.load(Ordering::Relaxed),
+            reanswered_in_place: self.reanswered_in_place.load(Ordering::Relaxed),
             refreshes_pending: self.refreshes_pending() as u64,
             swept: self.swept.load(Ordering::Relaxed),
             drift: self.drift.load(Ordering::Relaxed),

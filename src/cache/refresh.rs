@@ -24,9 +24,9 @@ use super::fill::{fill_review_orders, reanswer_questions, revote_review_orders, 
 use super::{fill, Key, ResponseCache};
 use crate::domain::{Change, ReviewOrder};
 use crate::pg::database::{Database, ReadFrom};
+use crate::pg::read::QuestionKeys;
 use crate::pg::DbError;
-use crate::render::Compaction;
-use crate::render::Rendered;
+use crate::render::{Compaction, Frame, Rendered};
 
 /// A key with a refresh under way.
 #[derive(Debug, Clone)]
@@ -336,11 +336,29 @@ impl ResponseCache {
             }
             _ => None,
         };
-        let reanswer = held.as_ref().map(|(product_id, held, answered)| {
-            db.read_from(from, |pool| {
-                reanswer_questions(pool, *product_id, held, answered)
-            })
-        });
+        let reanswer = held
+            .as_ref()
+            .map(|(product_id, held, answered)| async move {
+                // One question's key alone where its item can be replaced where it is, in a list
+                // the catalog keeps in runs; every question's otherwise.
+                let in_runs = self.store.has_slot(key)
+                    && self
+                        .compaction
+                        .keeps_in_runs(held, Frame::Questions(*product_id));
+                let whose = match answered.as_slice() {
+                    [question] if in_runs => QuestionKeys::Of(*question),
+                    _ => QuestionKeys::Every,
+                };
+                let reanswered = db
+                    .read_from(from, |pool| {
+                        reanswer_questions(pool, *product_id, held, whose, answered)
+                    })
+                    .await;
+                if matches!((whose, &reanswered), (QuestionKeys::Of(_), Ok(Some(_)))) {
+                    self.reanswered_in_place.fetch_add(1, Ordering::Relaxed);
+                }
+                reanswered
+            });
         let whole = db.read_from(from, |pool| fill(key, pool));
         reusing(&self.reanswered, reanswer, whole).await
     }

@@ -233,6 +233,12 @@ impl Metrics {
                 c.reanswered,
             ),
             (
+                "atelier_cache_reanswered_in_place_total",
+                "counter",
+                "Of those reanswers, the ones that replaced one question's item where it is, reading that question's sort key alone, not every question's.",
+                c.reanswered_in_place,
+            ),
+            (
                 "atelier_cache_own_changes_skipped_total",
                 "counter",
                 "Changes the feed brought back from this instance's own writes, which it had refreshed already.",

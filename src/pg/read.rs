@@ -119,6 +119,10 @@ statements! {
     // items (all in the index), and the answers of the questions whose answers changed.
     question_keys = "SELECT id, helpfulness, date FROM questions WHERE product_id = $1 AND NOT reported
           ORDER BY helpfulness DESC, date DESC, id DESC";
+    // After one question's answers alone changed, where the list is replaced in place: that
+    // question's key alone, if it is still the product's and visible.
+    question_key_of = "SELECT id, helpfulness, date FROM questions
+                        WHERE id = $1 AND product_id = $2 AND NOT reported";
     answers_of_questions = "SELECT question_id, id, body, date, answerer_name, helpfulness
            FROM answers WHERE question_id = ANY($1) AND NOT reported ORDER BY question_id, id";
     answer_photos_of_questions = "SELECT p.answer_id, p.id, p.url
@@ -627,20 +631,33 @@ pub async fn questions(
     ))
 }
 
-/// What a product's questions list is ordered and headed by: every visible question's id,
-/// helpfulness and date, in the list's order; and every visible answer of the questions
-/// `answered`, with their photos.
+/// Whose sort keys a reanswer reads ([`question_keys_and_answers`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuestionKeys {
+    /// Every visible question's of the product, in the list's order.
+    Every,
+    /// This question's alone, if it is still the product's and visible.
+    Of(i64),
+}
+
+/// What a product's questions list is ordered and headed by, the questions' id, helpfulness
+/// and date (every visible question's, or one's: `whose`); and every visible answer of the
+/// questions `answered`, with their photos.
 pub async fn question_keys_and_answers(
     conn: &Conn,
     product_id: i64,
+    whose: QuestionKeys,
     answered: &[i64],
 ) -> Result<(Vec<SortKeyRow>, Vec<AnswerRow>, Vec<PhotoUrlRow>), Error> {
     let s = &conn.statements;
     let c = &conn.client;
-    let product: [&(dyn ToSql + Sync); 1] = [&product_id];
+    let (statement, args): (_, Vec<&(dyn ToSql + Sync)>) = match &whose {
+        QuestionKeys::Every => (&s.question_keys, vec![&product_id]),
+        QuestionKeys::Of(question) => (&s.question_key_of, vec![question, &product_id]),
+    };
     let questions: [&(dyn ToSql + Sync); 1] = [&answered];
     let (keys, answers, photos) = tokio::try_join!(
-        c.query(&s.question_keys, &product),
+        c.query(statement, &args),
         c.query(&s.answers_of_questions, &questions),
         c.query(&s.answer_photos_of_questions, &questions),
     )?;

@@ -68,6 +68,20 @@ impl Compaction {
             _ => None,
         }
     }
+
+    /// Whether `list`, a list in `frame`, is kept as this compaction keeps a fresh render of
+    /// it — packed with the codec tried first ([`compress::list_codec`]), with a lead page
+    /// exactly where the compaction keeps one — and in several runs: then a refresh that
+    /// changes a few items may pack again only the runs they are in
+    /// ([`ItemList::with_span_replaced`]). A list packed before the dictionary was trained,
+    /// or with a lead page kept under other settings, is rendered whole instead, as a fresh
+    /// render would pack it.
+    pub fn keeps_in_runs(self, list: &ItemList, frame: Frame) -> bool {
+        self.packs_lists()
+            && list.codec() == compress::list_codec()
+            && list.has_lead_page() == self.lead_frame(Some(frame)).is_some()
+            && list.runs() > 1
+    }
 }
 
 /// A whole body as a gzip member, with the digest of its plain bytes (for its entity tags).

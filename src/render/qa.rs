@@ -5,8 +5,8 @@ use std::collections::HashMap;
 
 use super::json::{push_bool, push_date, push_int, push_int_str, push_opt_str};
 use super::{
-    group_by, int_of, item_key, key_at, leading_id, push_id_url_photos, value_at, ItemKey,
-    ItemList, ItemListBuilder,
+    group_by, int_of, item_key, key_at, leading_id, push_id_url_photos, value_at, Frame, ItemKey,
+    ItemList, ItemListBuilder, Parts,
 };
 use crate::pg::read::{AnswerRow, PhotoUrlRow, QuestionRow, SortKeyRow};
 
@@ -136,6 +136,66 @@ pub fn reanswered_question_list(
     Some(list.finish())
 }
 
+/// A product's questions list after the answers of one question alone changed, where `held`
+/// is kept in runs ([`super::Compaction::keeps_in_runs`]): the question is found where `key`,
+/// its sort key as the database has it now, places it in the held order (a binary search on
+/// helpfulness and shown date, then the questions shown with both scanned for its id), its
+/// nested answers are rendered afresh from `answers` and `photos` (every visible answer of it,
+/// and their photos), and only the run it is in, or the lead page, is packed again
+/// ([`ItemList::with_span_replaced`]). An answer does not move its question, so every other
+/// item stays where it is, packed as it was. None where the question is not where its key
+/// says, or a part does not unpack or pack: then the list is read whole. Unlike
+/// [`reanswered_question_list`], it reads no other question's key, so it cannot see a change
+/// to another question that came without a log row.
+pub fn reanswered_in_place(
+    product_id: i64,
+    held: &ItemList,
+    key: &SortKeyRow,
+    answers: &[AnswerRow],
+    photos: &[PhotoUrlRow],
+) -> Option<ItemList> {
+    let n = held.len();
+    let mut parts = held.parts();
+    let mut shown = Vec::with_capacity(32);
+    push_date(&mut shown, key.date.millis());
+    // The helpfulness and the shown date (quoted, as it is compared) of the item at `p`.
+    // Shown dates have one width, so their bytes compare as the dates do.
+    let keys_at = |parts: &mut Parts<'_>, p: usize| -> Option<(i32, Vec<u8>, i64)> {
+        let question = HeldQuestion::parse(parts.item(p)?)?;
+        let date = question.date.get(..shown.len())?.to_vec();
+        Some((question.helpfulness, date, question.id))
+    };
+    let sought = (key.helpfulness, shown.as_slice());
+    // The first place whose question does not come before the sought one by helpfulness and
+    // shown date (both descending), then the question among those showing both.
+    let (mut low, mut high) = (0, n);
+    while low < high {
+        let mid = low + (high - low) / 2;
+        let (helpfulness, date, _) = keys_at(&mut parts, mid)?;
+        if (helpfulness, date.as_slice()) > sought {
+            low = mid + 1;
+        } else {
+            high = mid;
+        }
+    }
+    let at = (low..n).find_map(|p| match keys_at(&mut parts, p) {
+        Some((helpfulness, date, id)) if (helpfulness, date.as_slice()) == sought => {
+            (id == key.id).then_some(Some(p))
+        }
+        _ => Some(None),
+    })??;
+    let photos = group_by(photos, |p| p.owner_id);
+    let theirs: Vec<&AnswerRow> = answers.iter().filter(|a| a.question_id == key.id).collect();
+    let item = {
+        let question = HeldQuestion::parse(parts.item(at)?)?;
+        let mut item = Vec::with_capacity(question.up_to_answers.len() + 256);
+        item.extend_from_slice(question.up_to_answers);
+        push_nested_answers(&mut item, Some(&theirs), &photos);
+        item
+    };
+    held.with_span_replaced(at, &[item], Frame::Questions(product_id), &mut parts)
+}
+
 const ASKER_KEY: &[u8] = b",\"asker_name\":";
 
 /// A question item of a list [`render_question_list`] rendered, cut where its keys are.
@@ -212,6 +272,9 @@ pub(super) fn answers_head(question_id: i64, page: u64, count: u64) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use super::super::{Compaction, Rendered};
     use super::*;
     use crate::pg::read::Timestamp;
 
@@ -329,6 +392,128 @@ mod tests {
         // A question the list does not show (hidden) among the answered is left out.
         let with_hidden = [answered[0], answered[1], answered[2], 424_242];
         assert_eq!(reanswer(&held, &with_hidden), body(&fresh));
+    }
+
+    /// `list` as the catalog keeps a fresh render of it under `compaction`.
+    fn kept(list: ItemList, compaction: Compaction) -> ItemList {
+        let frame = Some(Frame::Questions(3));
+        match Rendered::List(Arc::new(list)).compacted_as(compaction, frame) {
+            Rendered::List(list) => (*list).clone(),
+            other => panic!("not a list: {other:?}"),
+        }
+    }
+
+    /// Every page of `list` in several counts, and its lead page's gzip bytes.
+    fn pages(list: &ItemList) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        for count in [1, 2, 5, 1000] {
+            for page in 1..=list.len() as u64 / count + 1 {
+                out.push(Frame::Questions(3).page(list, page, count).to_vec());
+            }
+        }
+        let lead = list.lead_page(1, 5).map(|g| g.gz.to_vec());
+        out.push(lead.unwrap_or_default());
+        out
+    }
+
+    #[test]
+    fn one_questions_answers_are_replaced_in_place_in_a_long_list_as_a_fresh_read_renders_them() {
+        let reused = || crate::render::tests::REUSED_RUNS.with(|r| r.get());
+        for compaction in [Compaction::All, Compaction::Dense] {
+            for seed in 0..40u64 {
+                let n = 40 + (seed as i64 * 7) % 120;
+                let (rows, dates, answers, photos) = questions(n);
+                let held = kept(render_question_list(&rows, &answers, &photos), compaction);
+                assert!(compaction.keeps_in_runs(&held, Frame::Questions(3)));
+                // One question's answers: one added (with a photo), one hidden, all hidden,
+                // or a photo of one changed; in the lead page or past it.
+                let at = match seed % 3 {
+                    0 => (seed as usize) % 5,
+                    _ => (seed as usize * 13) % rows.len(),
+                };
+                let question = rows[at].id;
+                let mut now = answers.clone();
+                let mut now_photos = photos.clone();
+                let new_answer = 1_000_000 + seed as i64;
+                match seed % 4 {
+                    0 => {
+                        now.push(answer(question, new_answer));
+                        now_photos.push(PhotoUrlRow {
+                            owner_id: new_answer,
+                            id: 1,
+                            url: Some("https://p/new".into()),
+                        });
+                    }
+                    1 => {
+                        let first = now.iter().position(|a| a.question_id == question);
+                        if let Some(first) = first {
+                            now.remove(first);
+                        }
+                    }
+                    2 => now.retain(|a| a.question_id != question),
+                    _ => {
+                        for p in now_photos.iter_mut() {
+                            if now
+                                .iter()
+                                .any(|a| a.id == p.owner_id && a.question_id == question)
+                            {
+                                p.url = Some("https://p/changed".into());
+                            }
+                        }
+                    }
+                }
+                now_photos.retain(|p| now.iter().any(|a| a.id == p.owner_id));
+                now_photos.sort_by_key(|p| (p.owner_id, p.id));
+                let fresh = kept(render_question_list(&rows, &now, &now_photos), compaction);
+                // What the database gives: that question's answers and their photos.
+                let theirs: Vec<AnswerRow> = now
+                    .iter()
+                    .filter(|a| a.question_id == question)
+                    .cloned()
+                    .collect();
+                let their_photos: Vec<PhotoUrlRow> = now_photos
+                    .iter()
+                    .filter(|p| theirs.iter().any(|a| a.id == p.owner_id))
+                    .cloned()
+                    .collect();
+                let key = keys(&rows, &dates)[at];
+                let before = reused();
+                let replaced = reanswered_in_place(3, &held, &key, &theirs, &their_photos)
+                    .unwrap_or_else(|| panic!("{compaction:?} seed {seed}: not in place"));
+                assert_eq!(
+                    pages(&replaced),
+                    pages(&fresh),
+                    "{compaction:?} seed {seed}"
+                );
+                assert_eq!(replaced.runs(), fresh.runs());
+                // Only the run the question is in is packed again (none, in the lead page).
+                let lead = usize::from(held.has_lead_page()) * 5;
+                let repacked = held.runs() - (reused() - before);
+                assert_eq!(
+                    repacked,
+                    usize::from(at >= lead),
+                    "{compaction:?} seed {seed}"
+                );
+            }
+        }
+        // A key that does not place a question the list holds where it is: not in place.
+        let (rows, dates, answers, photos) = questions(90);
+        let held = kept(
+            render_question_list(&rows, &answers, &photos),
+            Compaction::All,
+        );
+        let key = keys(&rows, &dates)[40];
+        let mut moved = key;
+        moved.date = Timestamp::from_micros(key.date.micros() + 1000);
+        let voted = SortKeyRow {
+            helpfulness: key.helpfulness + 1,
+            ..key
+        };
+        let missing = SortKeyRow { id: 1, ..key };
+        for key in [moved, voted, missing] {
+            let replaced = reanswered_in_place(3, &held, &key, &answers, &photos);
+            assert!(replaced.is_none(), "{key:?}");
+        }
     }
 
     #[test]

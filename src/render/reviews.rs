@@ -10,8 +10,8 @@ use super::json::{
     push_bool, push_date, push_int, push_int_str, push_opt_str, push_str, push_uint,
 };
 use super::{
-    compress, group_by, int_of, item_key, key_at, leading_id, push_id_url_photos, value_at,
-    Compaction, Frame, ItemKey, ItemList, ItemListBuilder, Parts, Replaced,
+    group_by, int_of, item_key, key_at, leading_id, push_id_url_photos, value_at, Compaction,
+    Frame, ItemKey, ItemList, ItemListBuilder, Parts, Replaced,
 };
 use crate::pg::read::{CharacteristicRow, MetaCountRow, PhotoUrlRow, ReviewRow, SortKeyRow};
 
@@ -154,16 +154,10 @@ pub fn revoted_review_orders_of(
         .order()
         .filter(|order| order.len() == n && newest.is_reordered_over(held))?;
     // One vote on a list packed in several runs: only the runs a binary search probes and
-    // those the review moves through are unpacked, and only the latter packed again. Where
-    // the held list has another codec than a fresh render tries first (one packed before the
-    // dictionary was trained), or a lead page where the compaction keeps none or the other
-    // way round, the general revote below packs it as a fresh render would.
+    // those the review moves through are unpacked, and only the latter packed again. A list
+    // not kept as a fresh render would keep it goes through the general revote below.
     if let ([id], [key]) = (voted, keys) {
-        let lead = compaction.lead_frame(Some(Frame::Reviews(product_id)));
-        let kept_as_fresh = compaction.packs_lists()
-            && held.codec() == compress::list_codec()
-            && held.has_lead_page() == lead.is_some();
-        if key.id == *id && kept_as_fresh && held.runs() > 1 {
+        if key.id == *id && compaction.keeps_in_runs(held, Frame::Reviews(product_id)) {
             if let Some(lists) = revoted_in_place(product_id, held, by_date, key) {
                 return Some(lists);
             }
