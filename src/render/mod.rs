@@ -73,7 +73,7 @@ impl Compaction {
     /// it — packed with the codec tried first ([`compress::list_codec`]), with a lead page
     /// exactly where the compaction keeps one — and in several runs: then a refresh that
     /// changes a few items may pack again only the runs they are in
-    /// ([`ItemList::with_span_replaced`]). A list packed before the dictionary was trained,
+    /// (`ItemList::with_span_replaced`). A list packed before the dictionary was trained,
     /// or with a lead page kept under other settings, is rendered whole instead, as a fresh
     /// render would pack it.
     pub fn keeps_in_runs(self, list: &ItemList, frame: Frame) -> bool {

@@ -142,7 +142,7 @@ pub fn reanswered_question_list(
 /// helpfulness and shown date, then the questions shown with both scanned for its id), its
 /// nested answers are rendered afresh from `answers` and `photos` (every visible answer of it,
 /// and their photos), and only the run it is in, or the lead page, is packed again
-/// ([`ItemList::with_span_replaced`]). An answer does not move its question, so every other
+/// (`ItemList::with_span_replaced`). An answer does not move its question, so every other
 /// item stays where it is, packed as it was. None where the question is not where its key
 /// says, or a part does not unpack or pack: then the list is read whole. Unlike
 /// [`reanswered_question_list`], it reads no other question's key, so it cannot see a change
