@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use atelier::cache::Key;
 use atelier::domain::ReviewOrder;
+use atelier::render::compress::Codec;
 use atelier::render::{Frame, Rendered};
 use common::{eventually, get, post_json, put, send, server_with_data};
 use serde_json::Value;
@@ -1052,9 +1053,22 @@ async fn an_answer_re_renders_its_question_in_the_products_list_as_a_fresh_read_
         fresh(2).await;
     }
 
-    // A question added where no trigger logs it, then an answer to another question of the
-    // same short list (one run, not kept in runs): the refresh reads every question's key,
-    // which shows the question the list lacks, and reads the list again whole.
+    // A question added where no trigger logs it, then an answer to another question of a
+    // short list (a lead page and one packed run: not kept in runs): the refresh reads every
+    // question's key, which shows the question the list lacks, and reads the list again whole.
+    client
+        .batch_execute(
+            "INSERT INTO questions (product_id, body, asker_name, asker_email)
+             SELECT 2, 'more ' || n || ', in the same words as the others', 'n', 'e@example.com'
+               FROM generate_series(1, 12) n",
+        )
+        .await
+        .unwrap();
+    let before = settled().await;
+    match cache.peek(&Key::Questions(2)) {
+        Some(Rendered::List(held)) => assert_ne!(held.codec(), Codec::Plain),
+        other => panic!("product 2's questions not held as a list: {other:?}"),
+    }
     let unlogged = |product: i64, body: &str| {
         format!(
             "ALTER TABLE questions DISABLE TRIGGER log_change;
@@ -1091,7 +1105,8 @@ async fn an_answer_re_renders_its_question_in_the_products_list_as_a_fresh_read_
         .await;
     let after = refreshed_after(answer_to(in_2[0]), before).await;
     assert_eq!(
-        after.reanswered, before.reanswered,
+        (after.reanswered, after.reanswered_in_place),
+        (before.reanswered, before.reanswered_in_place),
         "keys that show another change"
     );
     assert!(fresh(2).await.contains("unlogged in 2?"));

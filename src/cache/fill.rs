@@ -216,7 +216,7 @@ pub async fn revote_review_orders(
 pub async fn reanswer_questions(
     pool: &Pool,
     product_id: i64,
-    held: &ItemList,
+    held: &Arc<ItemList>,
     whose: QuestionKeys,
     answered: &[i64],
 ) -> Result<Option<Rendered>, DbError> {
@@ -227,16 +227,16 @@ pub async fn reanswer_questions(
         .await?;
     let list = match (whose, keys.as_slice()) {
         (QuestionKeys::Every, _) => {
-            reanswered_question_list(held, &keys, answered, &answers, &photos)
+            reanswered_question_list(held, &keys, answered, &answers, &photos).map(Arc::new)
         }
         (QuestionKeys::Of(question), [key]) if key.id == question => {
-            reanswered_in_place(product_id, held, key, &answers, &photos)
+            reanswered_in_place(product_id, held, key, &answers, &photos).map(Arc::new)
         }
         // Not a question the list shows (reported): its answers change nothing in it.
-        (QuestionKeys::Of(_), []) => Some(held.clone()),
+        (QuestionKeys::Of(_), []) => Some(Arc::clone(held)),
         (QuestionKeys::Of(_), _) => None,
     };
-    Ok(list.map(|list| Rendered::List(Arc::new(list))))
+    Ok(list.map(Rendered::List))
 }
 
 async fn fill_meta(pool: &Pool, product_id: i64) -> Result<Rendered, DbError> {

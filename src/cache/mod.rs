@@ -59,8 +59,9 @@ pub struct CacheStats {
     /// reading only those questions' answers and what the list is ordered by (one a later
     /// change superseded included).
     pub reanswered: u64,
-    /// Those of `reanswered` that replaced one question's item where it is, reading that
-    /// question's sort key alone, not every question's.
+    /// Those of `reanswered` that read one question's sort key alone, not every question's,
+    /// and replaced its item where it is (or left the list as it is, where it does not show
+    /// the question).
     pub reanswered_in_place: u64,
     /// Changes the feed brought back from this instance's own writes, already refreshed.
     pub own_changes_skipped: u64,

@@ -235,7 +235,7 @@ impl Metrics {
             (
                 "atelier_cache_reanswered_in_place_total",
                 "counter",
-                "Of those reanswers, the ones that replaced one question's item where it is, reading that question's sort key alone, not every question's.",
+                "Of those reanswers, the ones that read one question's sort key alone, not every question's, and replaced its item where it is (or left the list as it is, where it does not show the question).",
                 c.reanswered_in_place,
             ),
             (

@@ -69,13 +69,14 @@ impl Compaction {
         }
     }
 
-    /// Whether `list`, a list in `frame`, is kept as this compaction keeps a fresh render of
-    /// it — packed with the codec tried first ([`compress::list_codec`]), with a lead page
-    /// exactly where the compaction keeps one — and in several runs: then a refresh that
-    /// changes a few items may pack again only the runs they are in
-    /// (`ItemList::with_span_replaced`). A list packed before the dictionary was trained,
-    /// or with a lead page kept under other settings, is rendered whole instead, as a fresh
-    /// render would pack it.
+    /// Whether `list`, a list in `frame`, is packed in several runs with the codec a fresh
+    /// render tries first ([`compress::list_codec`]) and has a lead page exactly where this
+    /// compaction keeps one: then a refresh that changes a few items may pack again only the
+    /// runs they are in (`ItemList::with_span_replaced`), and serves the pages a fresh render
+    /// would. A list packed before the dictionary was trained, or with a lead page kept under
+    /// other settings, is rendered whole instead. What this does not weigh: a fresh render
+    /// keeps a list plain, or deflated, where packing it against the dictionary would not
+    /// save an eighth; a list changed in place stays packed as it was.
     pub fn keeps_in_runs(self, list: &ItemList, frame: Frame) -> bool {
         self.packs_lists()
             && list.codec() == compress::list_codec()
@@ -1503,6 +1504,65 @@ mod tests {
             })
             .collect();
         list_of(&items.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    /// `plain` packed in runs of deflate with no lead page: as a list packed before the
+    /// dictionary was trained is kept.
+    fn deflated_in_runs(plain: &ItemList) -> ItemList {
+        let items = plain.stored_items();
+        let runs: Vec<Vec<u8>> = (0..)
+            .map_while(|r| run_bounds(plain.len(), 0, r))
+            .map(|(first, last)| {
+                let run = &items[plain.start(first)..plain.end(last)];
+                compress::pack_as(Codec::Deflate, run).unwrap().into_vec()
+            })
+            .collect();
+        let mut data = plain.ends_bytes().to_vec();
+        push_runs(&mut data, &runs).unwrap();
+        let list = ItemList {
+            len: plain.len,
+            codec: Codec::Deflate,
+            data: data.into_boxed_slice(),
+            more: None,
+        };
+        assert_eq!(list, *plain);
+        list
+    }
+
+    #[test]
+    fn only_a_list_packed_in_runs_as_a_fresh_render_packs_it_is_changed_in_place() {
+        compress::test_dictionary(DictionaryKind::Lists);
+        let frame = Frame::Questions(3);
+        let plain = varied(4 * RUN_ITEMS, &[]);
+        let kept =
+            |compaction: Compaction, list: &ItemList| match Rendered::List(Arc::new(list.clone()))
+                .compacted_as(compaction, Some(frame))
+            {
+                Rendered::List(list) => (*list).clone(),
+                other => panic!("not a list: {other:?}"),
+            };
+        let (all, dense) = (
+            kept(Compaction::All, &plain),
+            kept(Compaction::Dense, &plain),
+        );
+        assert!(Compaction::All.keeps_in_runs(&all, frame));
+        assert!(Compaction::Dense.keeps_in_runs(&dense, frame));
+        // A lead page where the compaction keeps none, or none where it keeps one.
+        assert!(!Compaction::Dense.keeps_in_runs(&all, frame));
+        assert!(!Compaction::All.keeps_in_runs(&dense, frame));
+        // Lists the compaction does not pack, or a list kept plain.
+        for compaction in [Compaction::Bodies, Compaction::None] {
+            assert!(!compaction.keeps_in_runs(&all, frame));
+        }
+        assert!(!Compaction::All.keeps_in_runs(&plain, frame));
+        // Packed in one run.
+        let short = kept(Compaction::Dense, &varied(RUN_ITEMS, &[]));
+        assert_eq!((short.codec(), short.runs()), (Codec::Dictionary, 1));
+        assert!(!Compaction::Dense.keeps_in_runs(&short, frame));
+        // Deflated in runs, as before the dictionary was trained.
+        let deflated = deflated_in_runs(&plain);
+        assert!(deflated.runs() > 1);
+        assert!(!Compaction::Dense.keeps_in_runs(&deflated, frame));
     }
 
     #[test]
