@@ -335,6 +335,26 @@ mod tests {
             .collect()
     }
 
+    /// What the database gives a reanswer: the `answered` questions' answers among `answers`,
+    /// and their photos among `photos`.
+    fn answers_of(
+        answered: &[i64],
+        answers: &[AnswerRow],
+        photos: &[PhotoUrlRow],
+    ) -> (Vec<AnswerRow>, Vec<PhotoUrlRow>) {
+        let theirs: Vec<AnswerRow> = answers
+            .iter()
+            .filter(|a| answered.contains(&a.question_id))
+            .cloned()
+            .collect();
+        let their_photos = photos
+            .iter()
+            .filter(|p| theirs.iter().any(|a| a.id == p.owner_id))
+            .cloned()
+            .collect();
+        (theirs, their_photos)
+    }
+
     fn body(list: &ItemList) -> Vec<u8> {
         super::super::Frame::Questions(3)
             .page(list, 1, 1000)
@@ -366,17 +386,7 @@ mod tests {
         });
         now_photos.sort_by_key(|p| (p.owner_id, p.id));
         let fresh = render_question_list(&rows, &now, &now_photos);
-        // What the database gives a reanswer: only the answered questions' answers and photos.
-        let theirs: Vec<AnswerRow> = now
-            .iter()
-            .filter(|a| answered.contains(&a.question_id))
-            .cloned()
-            .collect();
-        let their_photos: Vec<PhotoUrlRow> = now_photos
-            .iter()
-            .filter(|p| theirs.iter().any(|a| a.id == p.owner_id))
-            .cloned()
-            .collect();
+        let (theirs, their_photos) = answers_of(&answered, &now, &now_photos);
         let sort_keys = keys(&rows, &dates);
         let reanswer = |list: &ItemList, answered: &[i64]| {
             let list = reanswered_question_list(list, &sort_keys, answered, &theirs, &their_photos)
@@ -467,17 +477,7 @@ mod tests {
                 now_photos.retain(|p| now.iter().any(|a| a.id == p.owner_id));
                 now_photos.sort_by_key(|p| (p.owner_id, p.id));
                 let fresh = kept(render_question_list(&rows, &now, &now_photos), compaction);
-                // What the database gives: that question's answers and their photos.
-                let theirs: Vec<AnswerRow> = now
-                    .iter()
-                    .filter(|a| a.question_id == question)
-                    .cloned()
-                    .collect();
-                let their_photos: Vec<PhotoUrlRow> = now_photos
-                    .iter()
-                    .filter(|p| theirs.iter().any(|a| a.id == p.owner_id))
-                    .cloned()
-                    .collect();
+                let (theirs, their_photos) = answers_of(&[question], &now, &now_photos);
                 let key = keys(&rows, &dates)[at];
                 let before = reused();
                 let replaced = reanswered_in_place(3, &held, &key, &theirs, &their_photos)
