@@ -85,9 +85,12 @@ statements! {
     // product's thousands of reviews are read without their text (a vote's refresh).
     review_keys = "SELECT id, helpfulness, date FROM reviews WHERE product_id = $1 AND NOT reported
           ORDER BY helpfulness DESC, date DESC, id DESC";
-    // After votes on some reviews alone: their sort keys, of those still visible.
+    // After votes on some reviews alone: their sort keys, of those still visible. By primary
+    // key: `product_id + 0` keeps the planner off the product's index, which a prepared
+    // statement's generic plan otherwise scans whole, filtering by id (0.19 ms against
+    // 0.007 ms for a product with 4,400 reviews; README, What a write costs).
     review_keys_of = "SELECT id, helpfulness, date FROM reviews
-                       WHERE id = ANY($1) AND product_id = $2 AND NOT reported";
+                       WHERE id = ANY($1) AND product_id + 0 = $2 AND NOT reported";
     review_photos = "SELECT p.review_id, p.id, p.url
                        FROM reviews r JOIN reviews_photos p ON p.review_id = r.id
                       WHERE r.product_id = $1 AND NOT r.reported ORDER BY p.review_id, p.id";
@@ -120,9 +123,10 @@ statements! {
     question_keys = "SELECT id, helpfulness, date FROM questions WHERE product_id = $1 AND NOT reported
           ORDER BY helpfulness DESC, date DESC, id DESC";
     // After one question's answers alone changed, where the list is replaced in place: that
-    // question's key alone, if it is still the product's and visible.
+    // question's key alone, if it is still the product's and visible; by primary key, as
+    // `review_keys_of`.
     question_key_of = "SELECT id, helpfulness, date FROM questions
-                        WHERE id = $1 AND product_id = $2 AND NOT reported";
+                        WHERE id = $1 AND product_id + 0 = $2 AND NOT reported";
     answers_of_questions = "SELECT question_id, id, body, date, answerer_name, helpfulness
            FROM answers WHERE question_id = ANY($1) AND NOT reported ORDER BY question_id, id";
     answer_photos_of_questions = "SELECT p.answer_id, p.id, p.url
