@@ -4,9 +4,9 @@
 One is the server under test (precomputed, after writes); the other renders every body from
 the database (`atelier serve --precompute none --cache-mb 0`), so that any difference is a
 body the first one holds stale or wrong. For each product picked it asks the product, its
-styles, related, reviews meta, reviews in each sort with random pages and counts up to
-10,000, its questions at the default count, at random pages and counts and whole, and (with
-an ids file) three of its questions' answers. Exits 1 if any status or body differs.
+styles, related, reviews meta, its reviews in each sort (`relevant` page 1 of 5, `newest` a
+random page of 5, 20 or 100, `helpful` whole), its questions at the default count, at a
+random page and count and whole, and (with an ids file) three of its questions' answers. Exits 1 if any status or body differs.
 
     benches/byte-check.py http://127.0.0.1:3000 http://127.0.0.1:3001 SEED PRODUCTS [IDS_FILE]
 
