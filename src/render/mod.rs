@@ -1076,6 +1076,31 @@ fn push_runs(out: &mut Vec<u8>, runs: &[impl AsRef<[u8]>]) -> Option<()> {
     Some(())
 }
 
+/// The place of item `id` in an order of `n` items that descends by a key the items show: a
+/// binary search for the first place whose key is not above the sought one, then a look
+/// through the items that show the sought key (which the order ranks by what they do not
+/// show) for `id`. `against(at)` is the sought key against that of the item at place `at`
+/// (`Less`: the item's is greater, so it comes before), with the item's id; None where an
+/// item cannot be read, or `id` is not where its key says.
+pub(crate) fn place_by_key(
+    n: usize,
+    id: i64,
+    mut against: impl FnMut(usize) -> Option<(std::cmp::Ordering, i64)>,
+) -> Option<usize> {
+    let (mut low, mut high) = (0, n);
+    while low < high {
+        let mid = low + (high - low) / 2;
+        match against(mid)?.0 {
+            std::cmp::Ordering::Less => low = mid + 1,
+            _ => high = mid,
+        }
+    }
+    (low..n).find_map(|at| match against(at) {
+        Some((std::cmp::Ordering::Equal, item)) => (item == id).then_some(Some(at)),
+        _ => Some(None),
+    })?
+}
+
 /// The first and last positions of run `r` of a list of `len` items whose lead page holds
 /// `lead_len`; None past the last run.
 fn run_bounds(len: usize, lead_len: usize, r: usize) -> Option<(usize, usize)> {

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 
 use super::json::{push_bool, push_date, push_int, push_int_str, push_opt_str};
 use super::{
-    group_by, int_of, item_key, key_at, leading_id, push_id_url_photos, value_at, Frame, ItemKey,
-    ItemList, ItemListBuilder, Parts,
+    group_by, int_of, item_key, key_at, leading_id, place_by_key, push_id_url_photos, value_at,
+    Frame, ItemKey, ItemList, ItemListBuilder,
 };
 use crate::pg::read::{AnswerRow, PhotoUrlRow, QuestionRow, SortKeyRow};
 
@@ -158,30 +158,15 @@ pub fn reanswered_in_place(
     let mut parts = held.parts();
     let mut shown = Vec::with_capacity(32);
     push_date(&mut shown, key.date.millis());
+    // By helpfulness and shown date (quoted, as it is compared: shown dates have one width,
+    // so their bytes compare as the dates do); the look through the questions that show both
+    // is long only where many were asked in one transaction and never voted on.
     let sought = (key.helpfulness, shown.as_slice());
-    // The sought question's helpfulness and shown date against the item's at `p` (`Less`:
-    // the item's are greater, so it comes before), and the item's id. Shown dates (quoted,
-    // as they are compared) have one width, so their bytes compare as the dates do.
-    let place_at = |parts: &mut Parts<'_>, p: usize| -> Option<(std::cmp::Ordering, i64)> {
+    let at = place_by_key(n, key.id, |p| {
         let question = HeldQuestion::parse(parts.item(p)?)?;
         let date = question.date.get(..sought.1.len())?;
         Some((sought.cmp(&(question.helpfulness, date)), question.id))
-    };
-    // The first place whose question does not come before the sought one, then the question
-    // among those showing its helpfulness and date: a scan, where many were asked in one
-    // transaction (one date to the microsecond) and never voted on.
-    let (mut low, mut high) = (0, n);
-    while low < high {
-        let mid = low + (high - low) / 2;
-        match place_at(&mut parts, mid)?.0 {
-            std::cmp::Ordering::Less => low = mid + 1,
-            _ => high = mid,
-        }
-    }
-    let at = (low..n).find_map(|p| match place_at(&mut parts, p) {
-        Some((std::cmp::Ordering::Equal, id)) => (id == key.id).then_some(Some(p)),
-        _ => Some(None),
-    })??;
+    })?;
     let photos = group_by(photos, |p| p.owner_id);
     let theirs: Vec<&AnswerRow> = answers.iter().filter(|a| a.question_id == key.id).collect();
     let item = {

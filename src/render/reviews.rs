@@ -10,8 +10,8 @@ use super::json::{
     push_bool, push_date, push_int, push_int_str, push_opt_str, push_str, push_uint,
 };
 use super::{
-    group_by, int_of, item_key, key_at, leading_id, push_id_url_photos, value_at, Compaction,
-    Frame, ItemKey, ItemList, ItemListBuilder, Parts, Replaced,
+    group_by, int_of, item_key, key_at, leading_id, place_by_key, push_id_url_photos, value_at,
+    Compaction, Frame, ItemKey, ItemList, ItemListBuilder, Parts, Replaced,
 };
 use crate::pg::read::{CharacteristicRow, MetaCountRow, PhotoUrlRow, ReviewRow, SortKeyRow};
 
@@ -241,35 +241,20 @@ fn revoted_in_place(
 ) -> Option<(Arc<ItemList>, Arc<ItemList>)> {
     let n = held.len();
     let mut parts = held.parts();
-    // The shown date (quoted, as it is compared), id and helpfulness of the item at `p`.
-    let keys_at = |parts: &mut Parts<'_>, p: usize| -> Option<(Vec<u8>, i64, i32)> {
-        let review = HeldReview::parse(parts.item(p)?)?;
-        Some((review.date.to_vec(), review.id, int_of(review.helpfulness)?))
+    // The helpfulness of the item at `p`.
+    let helpfulness_at = |parts: &mut Parts<'_>, p: usize| -> Option<i32> {
+        int_of(HeldReview::parse(parts.item(p)?)?.helpfulness)
     };
+    // The review's place in `by_date`, by its shown date (quoted, as it is compared: shown
+    // dates have one width, so their bytes compare as the dates do).
     let mut shown = Vec::with_capacity(32);
     push_date(&mut shown, key.date.millis());
-    // The first place in `by_date` whose shown date is not after the review's, then the
-    // review among those shown with its date.
-    let (mut low, mut high) = (0, n);
-    while low < high {
-        let mid = low + (high - low) / 2;
-        let (date, ..) = keys_at(&mut parts, *by_date.get(mid)? as usize)?;
-        if date > shown {
-            low = mid + 1;
-        } else {
-            high = mid;
-        }
-    }
-    let (rank, was) = (low..n).find_map(|at| {
-        let p = *by_date.get(at)? as usize;
-        match keys_at(&mut parts, p) {
-            Some((date, id, helpfulness)) if date == shown => {
-                (id == key.id).then_some(Some((at, helpfulness)))
-            }
-            _ => Some(None),
-        }
-    })??;
+    let rank = place_by_key(n, key.id, |at| {
+        let review = HeldReview::parse(parts.item(*by_date.get(at)? as usize)?)?;
+        Some((shown.as_slice().cmp(review.date), review.id))
+    })?;
     let from = *by_date.get(rank)? as usize;
+    let was = helpfulness_at(&mut parts, from)?;
     let date_rank = date_ranks(by_date, n)?;
     let now = key.helpfulness;
     let ahead = |a: (i32, u32), b: (i32, u32)| a.0 > b.0 || (a.0 == b.0 && a.1 < b.1);
@@ -277,7 +262,7 @@ fn revoted_in_place(
     let mut to = from;
     if now >= was {
         while to > 0 {
-            let (_, _, helpfulness) = keys_at(&mut parts, to - 1)?;
+            let helpfulness = helpfulness_at(&mut parts, to - 1)?;
             if !ahead(review, (helpfulness, date_rank[to - 1])) {
                 break;
             }
@@ -285,7 +270,7 @@ fn revoted_in_place(
         }
     } else {
         while to + 1 < n {
-            let (_, _, helpfulness) = keys_at(&mut parts, to + 1)?;
+            let helpfulness = helpfulness_at(&mut parts, to + 1)?;
             if !ahead((helpfulness, date_rank[to + 1]), review) {
                 break;
             }
@@ -571,6 +556,18 @@ mod tests {
         out
     }
 
+    /// Revoted lists serve the pages of the `fresh` ones, keep a lead page where they do, and
+    /// are still one buffer in two orders.
+    fn assert_revoted_as_fresh(
+        revoted: &(Arc<ItemList>, Arc<ItemList>),
+        fresh: &(Arc<ItemList>, Arc<ItemList>),
+        what: &str,
+    ) {
+        assert_eq!(pages(revoted), pages(fresh), "{what}");
+        assert_eq!(revoted.0.has_lead_page(), fresh.0.has_lead_page());
+        assert!(revoted.1.shares_buffer_with(&revoted.0));
+    }
+
     #[test]
     fn a_list_revoted_from_its_items_is_the_list_rendered_afresh() {
         for compaction in [Compaction::None, Compaction::All, Compaction::Dense] {
@@ -592,9 +589,7 @@ mod tests {
                 let fresh = render_review_orders(9, &rows, &dates, &photos, compaction, None);
                 let revoted = revoted_review_orders(9, &held.0, &keys(&rows, &dates), compaction)
                     .expect("only votes changed");
-                assert_eq!(pages(&revoted), pages(&fresh), "{compaction:?} seed {seed}");
-                assert_eq!(revoted.0.has_lead_page(), fresh.0.has_lead_page());
-                assert!(revoted.1.shares_buffer_with(&revoted.0));
+                assert_revoted_as_fresh(&revoted, &fresh, &format!("{compaction:?} seed {seed}"));
             }
         }
     }
@@ -635,9 +630,7 @@ mod tests {
                 keys.reverse();
                 let revoted = revoted_review_orders_of(9, &held.0, &held.1, &on, &keys, compaction)
                     .expect("only votes changed");
-                assert_eq!(pages(&revoted), pages(&fresh), "{compaction:?} seed {seed}");
-                assert_eq!(revoted.0.has_lead_page(), fresh.0.has_lead_page());
-                assert!(revoted.1.shares_buffer_with(&revoted.0));
+                assert_revoted_as_fresh(&revoted, &fresh, &format!("{compaction:?} seed {seed}"));
             }
         }
     }
