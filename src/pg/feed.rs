@@ -67,26 +67,18 @@ fn change_from_row(
         ("features", Some(id), _) => Change::Features(id),
         ("styles", Some(id), _) => Change::Styles(id),
         ("related", Some(id), _) => Change::Related(id),
-        ("reviews", Some(product), _) => match detail {
-            Some("votes") => Change::ReviewVotes {
+        ("reviews", Some(product), _) => match (detail, named(detail, "votes:")) {
+            (Some("votes"), _) => Change::ReviewVotes {
                 product,
                 review: None,
             },
-            _ => match detail
-                .and_then(|d| d.strip_prefix("votes:"))
-                .and_then(|r| r.parse().ok())
-            {
-                Some(review) => Change::ReviewVotes {
-                    product,
-                    review: Some(review),
-                },
-                None => Change::Reviews(product),
+            (_, Some(review)) => Change::ReviewVotes {
+                product,
+                review: Some(review),
             },
+            _ => Change::Reviews(product),
         },
-        ("questions", Some(product), _) => match detail
-            .and_then(|d| d.strip_prefix("answers:"))
-            .and_then(|q| q.parse().ok())
-        {
+        ("questions", Some(product), _) => match named(detail, "answers:") {
             Some(question) => Change::QuestionAnswers { product, question },
             None => Change::Questions(product),
         },
@@ -95,6 +87,11 @@ fn change_from_row(
         ("all", _, _) => Change::All,
         _ => return None,
     })
+}
+
+/// The id a detail such as `votes:31` names after `prefix`; None for another detail, or none.
+fn named(detail: Option<&str>, prefix: &str) -> Option<i64> {
+    detail?.strip_prefix(prefix)?.parse().ok()
 }
 
 /// Where the feed delivers changes.
