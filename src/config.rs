@@ -55,6 +55,9 @@ pub struct ServeSettings {
     pub slow_request: Duration,
     /// One request in this many gets an access log line (0: none).
     pub access_log_sample: u64,
+    /// Whether connections start in the fast lane (`--engine fast`, [`crate::http::fast`]),
+    /// or go to hyper from their first request (`--engine hyper`).
+    pub fast_lane: bool,
     /// How long a draining instance keeps serving (with `/readyz` at 503) before it stops
     /// accepting: longer than the balancer's health-check interval.
     pub drain_delay: Duration,
@@ -160,6 +163,7 @@ impl Default for ServeSettings {
             limits: Limits::default(),
             slow_request: Duration::from_secs(1),
             access_log_sample: 0,
+            fast_lane: true,
             drain_delay: Duration::from_secs(15),
             drain_timeout: Duration::from_secs(10),
             snapshot: None,

@@ -156,9 +156,10 @@ struct HttpArgs {
     /// Largest request body accepted, in bytes (413 past it).
     #[arg(long, env = "ATELIER_BODY_LIMIT", default_value_t = 64 * 1024)]
     body_limit: usize,
-    /// HTTP front end: `hyper` (the default), or `may` (may_minihttp; needs a build with
-    /// `--features may-server`; see the README for how they measured).
-    #[arg(long, env = "ATELIER_ENGINE", default_value = "hyper", value_parser = ["hyper", "may"])]
+    /// HTTP front end: `fast` (the default: the catalog's hits answered on the socket, every
+    /// other request by hyper), `hyper` (every request by hyper), or `may` (may_minihttp;
+    /// needs a build with `--features may-server`). The README says how they measured.
+    #[arg(long, env = "ATELIER_ENGINE", default_value = "fast", value_parser = ["fast", "hyper", "may"])]
     engine: String,
     /// Seconds the change feed may be down before /readyz answers 503.
     #[arg(long, env = "ATELIER_FEED_STALENESS_S", default_value_t = 5)]
@@ -363,6 +364,7 @@ impl HttpArgs {
                     ..Default::default()
                 }),
             access_log_sample: self.access_log_sample,
+            fast_lane: self.engine == "fast",
             limits: atelier::config::Limits {
                 max_connections: self.max_connections,
                 header_timeout: ms(self.header_timeout_ms),

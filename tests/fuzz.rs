@@ -1,5 +1,6 @@
 //! Fuzzing of everything that reads what a client sends before the database sees it: the route
-//! and query parser, the five body validators, the `Accept-Encoding` reader. Inputs are random bytes and mutations (flips, insertions, deletions, splices, and
+//! and query parser, the five body validators, the `Accept-Encoding` reader, the fast lane's
+//! head reader. Inputs are random bytes and mutations (flips, insertions, deletions, splices, and
 //! tokens known to trouble parsers) of valid requests; none may panic, integer overflow
 //! included (the test profile checks it), and a validator that accepts a body must give the
 //! values the contract allows.
@@ -15,8 +16,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Instant;
 
 use atelier::dataset::rng::Rng;
-use atelier::http::{body, respond, route};
-use hyper::header::HeaderValue;
+use atelier::http::{body, fast, respond, route};
 use hyper::Method;
 
 const PATHS: &[&str] = &[
@@ -58,6 +58,13 @@ const BODIES: &[&str] = &[
     r#"{"sku_id":1}"#,
     r#"{"skuId":"3"}"#,
     r#"{"element":"img","widget":"Overview","time":"2020-01-01"}"#,
+];
+
+const HEADS: &[&str] = &[
+    "GET /products/1 HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\n\r\n",
+    "GET /reviews?product_id=2&count=5 HTTP/1.1\r\nConnection: close\r\nX-Request-Id: a\r\n\r\n",
+    "GET /qa/questions/3/answers HTTP/1.1\r\nAuthorization: t\r\n\r\nGET / HTTP/1.1\r\n\r\n",
+    "POST /cart HTTP/1.1\r\nContent-Length: 12\r\n\r\n{\"sku_id\":1}",
 ];
 
 /// Bits that have broken parsers before.
@@ -190,9 +197,9 @@ fn parsers_and_validators_survive_arbitrary_input() {
         Method::OPTIONS,
     ];
     let started = Instant::now();
-    let mut accepted = [0u64; 3];
+    let mut accepted = [0u64; 4];
     for n in 0..inputs {
-        match n % 3 {
+        match n % 4 {
             0 => {
                 let path = text(&mutated(&mut rng, PATHS));
                 let query = (rng.below(3) > 0).then(|| text(&mutated(&mut rng, QUERIES)));
@@ -217,6 +224,15 @@ fn parsers_and_validators_survive_arbitrary_input() {
                     accepted[1] += results.iter().filter(|&&ok| ok).count() as u64;
                 });
             }
+            2 => {
+                let bytes = mutated(&mut rng, HEADS);
+                survives("the fast lane's head reader", &bytes, seed, || {
+                    if let fast::Read::Head(head, len) = fast::read_head(&bytes) {
+                        assert!(len <= bytes.len() && head.target.starts_with('/'));
+                        accepted[3] += 1;
+                    }
+                });
+            }
             _ => {
                 let bytes = mutated(
                     &mut rng,
@@ -228,10 +244,9 @@ fn parsers_and_validators_survive_arbitrary_input() {
                     ],
                 );
                 survives("a header reader", &bytes, seed, || {
-                    if let Ok(value) = HeaderValue::from_bytes(&bytes) {
-                        if respond::accepts_gzip(std::iter::once(&value)) {
-                            accepted[2] += 1;
-                        }
+                    // Raw bytes, as the fast lane reads them off the socket.
+                    if respond::accepts_gzip(std::iter::once(&bytes[..])) {
+                        accepted[2] += 1;
                     }
                 });
             }
@@ -239,11 +254,12 @@ fn parsers_and_validators_survive_arbitrary_input() {
     }
     let _ = std::panic::take_hook();
     eprintln!(
-        "fuzz: {inputs} inputs (seed {seed}) in {:.1} s, no panic; accepted: {} routes, {} bodies, {} gzip headers",
+        "fuzz: {inputs} inputs (seed {seed}) in {:.1} s, no panic; accepted: {} routes, {} bodies, {} gzip headers, {} lane heads",
         started.elapsed().as_secs_f64(),
         accepted[0],
         accepted[1],
-        accepted[2]
+        accepted[2],
+        accepted[3]
     );
     // Mutations of valid inputs are often still valid: the fuzzer reaches past the first check.
     assert!(accepted.iter().all(|&a| a > inputs / 300), "{accepted:?}");

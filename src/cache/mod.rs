@@ -257,6 +257,18 @@ impl ResponseCache {
         self.products_generation.fetch_add(1, Ordering::AcqRel);
     }
 
+    /// The entry for `key` if the cache holds it now, counted as a hit; `None` (counting
+    /// nothing) when it does not, or while a restored catalog may still be behind the feed: the
+    /// caller then asks [`Self::get`], which counts the miss.
+    pub fn hit(&self, key: &Key) -> Option<Rendered> {
+        if self.restoring.load(Ordering::Acquire) {
+            return None;
+        }
+        let entry = self.store.held(key)?;
+        self.lookups.add(HITS, 1);
+        Some(entry)
+    }
+
     /// The entry for `key`, filling it from the database on a miss.
     ///
     /// A request waiting for another's fill of the same key waits at most as long as a read may

@@ -341,6 +341,11 @@ impl Store {
         self.on_demand.get_value_or_guard_async(key).await
     }
 
+    /// The body for `key` if it is held now: no fill, no wait (a fill in flight is a miss).
+    pub(crate) fn held(&self, key: &Key) -> Option<Rendered> {
+        self.catalog_body(key).or_else(|| self.on_demand.get(key))
+    }
+
     pub(crate) fn peek(&self, key: &Key) -> Option<Rendered> {
         self.catalog_body(key).or_else(|| self.on_demand.peek(key))
     }

@@ -24,7 +24,10 @@ const BUCKETS: [f64; 14] = [
 const REQUESTS: usize = 0;
 const LATENCY: usize = REQUESTS + ROUTE_LABELS.len() * (STATUSES.len() + 1);
 const LATENCY_SUM_US: usize = LATENCY + BUCKETS.len() + 1;
-const COUNTS: usize = LATENCY_SUM_US + 1;
+/// Requests the fast lane answered, and connections it handed to hyper ([`super::fast`]).
+const FAST_LANE_ANSWERED: usize = LATENCY_SUM_US + 1;
+const FAST_LANE_HANDOFFS: usize = FAST_LANE_ANSWERED + 1;
+const COUNTS: usize = FAST_LANE_HANDOFFS + 1;
 
 pub struct Metrics {
     counts: Counters,
@@ -84,6 +87,24 @@ impl Metrics {
         std::sync::Arc::clone(&self.products_runs)
     }
 
+    /// A request the fast lane answered (also counted by [`Self::record`]).
+    pub fn fast_lane_answered(&self) {
+        self.counts.add(FAST_LANE_ANSWERED, 1);
+    }
+
+    /// A connection the fast lane handed to hyper.
+    pub fn fast_lane_handed_off(&self) {
+        self.counts.add(FAST_LANE_HANDOFFS, 1);
+    }
+
+    /// Requests the fast lane answered, and connections it handed to hyper, so far.
+    pub fn fast_lane_counts(&self) -> (u64, u64) {
+        (
+            self.counts.sum(FAST_LANE_ANSWERED),
+            self.counts.sum(FAST_LANE_HANDOFFS),
+        )
+    }
+
     pub fn render(&self, gauges: &Gauges) -> String {
         let mut out = String::with_capacity(4096);
         out.push_str("# HELP atelier_requests_total Requests answered, by route and status.\n");
@@ -121,6 +142,20 @@ impl Metrics {
         let sum = self.counts.sum(LATENCY_SUM_US) as f64 / 1e6;
         let _ = writeln!(out, "atelier_request_duration_seconds_sum {sum}");
         let _ = writeln!(out, "atelier_request_duration_seconds_count {cumulative}");
+        write_metric(
+            &mut out,
+            "atelier_fast_lane_requests_total",
+            "counter",
+            "Requests answered by the fast lane (whole GETs of bodies held), of all requests.",
+            self.counts.sum(FAST_LANE_ANSWERED),
+        );
+        write_metric(
+            &mut out,
+            "atelier_fast_lane_handoffs_total",
+            "counter",
+            "Connections the fast lane handed to hyper, at the first request it does not answer.",
+            self.counts.sum(FAST_LANE_HANDOFFS),
+        );
         out.push_str(
             "# HELP atelier_products_runs_total Runs of products read for GET /products pages \
              larger than --max-page-rows.\n",

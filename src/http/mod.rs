@@ -3,10 +3,12 @@
 
 pub mod body;
 pub mod conn;
+pub mod fast;
 pub mod lifecycle;
 #[cfg(feature = "may-server")]
 pub mod may_server;
 pub mod metrics;
+pub mod reply;
 pub mod respond;
 pub mod route;
 
@@ -30,7 +32,8 @@ use tokio::sync::{mpsc, watch};
 use self::body::BodyError;
 use self::conn::{Admission, Connections, WriteDeadline};
 use self::metrics::{Gauges, Metrics};
-use self::respond::{Body, Coding};
+use self::reply::Reply;
+use self::respond::Body;
 use self::route::{Route, ROUTE_LABELS};
 use crate::cache::fill::ProductRuns;
 use crate::cache::snapshot::{self, SnapshotError, SnapshotStatus, Written};
@@ -43,7 +46,7 @@ use crate::pg::feed::{self, ChangeSink, FeedPosition, FeedStart, FeedStatus};
 use crate::pg::pool::Pool;
 use crate::pg::write::{self, WriteError};
 use crate::pg::DbError;
-use crate::render::{self, Frame, Rendered};
+use crate::render::{self, Rendered};
 use crate::stripes::Counters;
 use crate::task::{self, supervised};
 
@@ -234,56 +237,61 @@ impl App {
             header::ACCESS_CONTROL_ALLOW_ORIGIN,
             self.cors_origin.clone(),
         );
-        if self.draining.load(Ordering::Acquire) {
+        if self.is_draining() {
             headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         let status = response.status().as_u16();
         let elapsed = started.elapsed();
         self.metrics.record(label, status, elapsed);
-        self.log(&id, method, uri, status, elapsed, cause.as_deref());
+        let line = RequestLine {
+            id: id.to_str().unwrap_or("-"),
+            method: method.as_str(),
+            target: uri,
+            is_readyz: status == 503
+                && matches!(
+                    route::parse(method, uri.path(), uri.query()),
+                    Ok(Route::Readyz)
+                ),
+        };
+        self.log(&line, status, elapsed, cause.as_deref());
         response.headers_mut().insert(X_REQUEST_ID, id);
         response
     }
 
-    /// The request's own `X-Request-Id` if it is one (1 to 128 visible ASCII characters), or
-    /// a new one: this instance's random tag and a number no other request of this instance
-    /// gets ([`Counters::next_unique`]), 24 hex digits.
+    /// The request's own `X-Request-Id` if it is one ([`is_request_id`]), or a new one
+    /// ([`Self::new_request_id`]).
     fn request_id(&self, headers: &hyper::HeaderMap) -> HeaderValue {
         if let Some(given) = supplied_request_id(headers) {
             return given.clone();
         }
+        HeaderValue::from_bytes(&self.new_request_id()).unwrap_or(HeaderValue::from_static("-"))
+    }
+
+    /// A new request id: this instance's random tag and a number no other request of this
+    /// instance gets ([`Counters::next_unique`]), 24 hex digits.
+    pub(crate) fn new_request_id(&self) -> [u8; 24] {
         let n = self.requests_seen.next_unique(0);
         let mut id = [0u8; 24];
         let digits = (u128::from(self.instance_tag) << 64) | u128::from(n);
         for (i, digit) in id.iter_mut().enumerate() {
             *digit = b"0123456789abcdef"[((digits >> (92 - 4 * i)) & 0xf) as usize];
         }
-        HeaderValue::from_bytes(&id).unwrap_or(HeaderValue::from_static("-"))
+        id
     }
 
     /// The request's log line, if it gets one: every 5xx, with its cause; a request slower
     /// than `--slow-request-ms`; one in `--access-log-sample` of the rest.
-    fn log(
-        &self,
-        id: &HeaderValue,
-        method: &Method,
-        uri: &hyper::Uri,
-        status: u16,
-        elapsed: Duration,
-        cause: Option<&str>,
-    ) {
-        let request_id = id.to_str().unwrap_or("-");
+    fn log(&self, line: &RequestLine<'_>, status: u16, elapsed: Duration, cause: Option<&str>) {
+        let RequestLine {
+            id: request_id,
+            method,
+            target: uri,
+            is_readyz,
+        } = *line;
         let ms = elapsed.as_secs_f64() * 1e3;
         // `/readyz` answers 503 by design while the instance is not ready: a balancer asks it
         // every few seconds, and the log says why elsewhere (warm-up, feed).
-        let not_ready = || {
-            status == 503
-                && matches!(
-                    route::parse(method, uri.path(), uri.query()),
-                    Ok(Route::Readyz)
-                )
-        };
-        if status >= 500 && !not_ready() {
+        if status >= 500 && !(status == 503 && is_readyz) {
             let cause = cause.unwrap_or("not recorded");
             tracing::error!(request_id, %method, %uri, status, ms, cause, "request failed");
         } else if elapsed >= self.settings.slow_request {
@@ -352,7 +360,12 @@ impl App {
                 cause,
             };
         }
-        let gzip = respond::accepts_gzip(req.headers.get_all(header::ACCEPT_ENCODING).iter());
+        let gzip = respond::accepts_gzip(
+            req.headers
+                .get_all(header::ACCEPT_ENCODING)
+                .iter()
+                .map(HeaderValue::as_bytes),
+        );
         match self.read(&route, token.unwrap_or(""), gzip).await {
             Ok(response) => Outcome::of(label, response),
             Err(e) => Outcome {
@@ -365,6 +378,61 @@ impl App {
                 cause: Some(logging::cause_chain(&e)),
             },
         }
+    }
+
+    /// Answers `head` into `out` if the fast lane may ([`fast`]): a catalog route, a caller
+    /// the instance authorizes, an entry the cache holds now. Counted and logged as
+    /// [`Self::handle`] does. Returns whether the connection stays open after it, or `None`
+    /// (nothing written, nothing counted) when the request is hyper's.
+    pub(crate) fn answer_in_lane(&self, head: &fast::Head<'_>, out: &mut Vec<u8>) -> Option<bool> {
+        let started = Instant::now();
+        let (path, query) = head.path_and_query();
+        let route = route::parse(&Method::GET, path, query).ok()?;
+        let (key, shown) = reply::catalog_read(&route)?;
+        if let Some(allowed) = &self.settings.auth_tokens {
+            let token = head.authorization.and_then(respond::visible_str);
+            if !token.is_some_and(|t| allowed.0.contains(t)) {
+                return None;
+            }
+        }
+        let reply = Reply::of(self.cache.hit(&key)?, &key, shown, head.gzip);
+        let made;
+        let id = match head.request_id.filter(|given| is_request_id(given)) {
+            Some(given) => given,
+            None => {
+                made = self.new_request_id();
+                &made[..]
+            }
+        };
+        let status = match reply {
+            Reply::Json { .. } => 200,
+            Reply::NotFound => 404,
+            Reply::Unreadable => 500,
+        };
+        let draining = self.is_draining();
+        let framing = fast::Framing {
+            cors_origin: self.cors_origin.as_bytes(),
+            request_id: id,
+            draining,
+            closing: !head.keep_alive,
+        };
+        fast::write_response(out, &reply, &framing);
+        let elapsed = started.elapsed();
+        self.metrics.record(route.label_index(), status, elapsed);
+        self.metrics.fast_lane_answered();
+        let line = RequestLine {
+            id: std::str::from_utf8(id).unwrap_or("-"),
+            method: "GET",
+            target: &head.target,
+            is_readyz: false,
+        };
+        self.log(&line, status, elapsed, None);
+        Some(head.keep_alive && !draining)
+    }
+
+    /// Whether the instance is draining ([`Running::drain`]).
+    fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
     }
 
     /// Validates and makes a write, then re-renders what it made stale in this instance's
@@ -467,31 +535,11 @@ impl App {
         gzip: bool,
     ) -> Result<Response<Body>, DbError> {
         let db = &self.db;
-        let whole = |entry: Rendered| match entry {
-            Rendered::Json(body) => respond::json(body),
-            // Sent as it is kept to a client that takes gzip, inflated for one that does not.
-            Rendered::Gzip(g) if gzip => respond::json_with(g.gz, g.digest, Coding::Gzip),
-            Rendered::Gzip(g) => match g.plain() {
-                Some(plain) => respond::json_with(plain, g.digest, Coding::Identity),
-                None => respond::internal_error(),
-            },
-            // Unpacked for every client: no client has the dictionary.
-            Rendered::Packed(p) => match p.plain() {
-                Some(plain) => respond::json_with(plain, p.digest, Coding::Identity),
-                None => respond::internal_error(),
-            },
-            _ => respond::not_found(),
-        };
-        // A page of a list: the lead page as it is kept, or cut from the list. Only a question
-        // that does not exist has no list: a product's lists are empty, never absent.
-        let page_of = |entry: Rendered, frame: Frame, page: u64, count: u64| match entry {
-            Rendered::List(list) => match list.lead_page(page, count) {
-                Some(lead) => whole(Rendered::Gzip(lead.clone())),
-                None => respond::json(frame.page(&list, page, count)),
-            },
-            _ if matches!(frame, Frame::Answers(_)) => respond::not_found(),
-            _ => respond::internal_error(),
-        };
+        if let Some((key, shown)) = reply::catalog_read(route) {
+            let entry = self.cache.get(&key, db).await?;
+            return Ok(Reply::of(entry, &key, shown, gzip).into_response());
+        }
+        let whole = |entry: Rendered| Reply::whole(entry, gzip).into_response();
         Ok(match *route {
             Route::ProductsList { page, count } => {
                 let empty = || respond::json(Bytes::from_static(b"[]"));
@@ -514,38 +562,6 @@ impl App {
                     ),
                     Err(_) => empty(),
                 }
-            }
-            Route::Product(id) => whole(self.cache.get(&Key::Product(id), db).await?),
-            Route::Styles(id) => whole(self.cache.get(&Key::Styles(id), db).await?),
-            Route::Related(id) => whole(self.cache.get(&Key::Related(id), db).await?),
-            Route::Reviews {
-                product_id,
-                page,
-                count,
-                order,
-            } => {
-                let key = Key::Reviews { product_id, order };
-                let list = self.cache.get(&key, db).await?;
-                page_of(list, Frame::Reviews(product_id), page, count)
-            }
-            Route::ReviewsMeta { product_id } => {
-                whole(self.cache.get(&Key::ReviewsMeta(product_id), db).await?)
-            }
-            Route::Questions {
-                product_id,
-                page,
-                count,
-            } => {
-                let list = self.cache.get(&Key::Questions(product_id), db).await?;
-                page_of(list, Frame::Questions(product_id), page, count)
-            }
-            Route::Answers {
-                question_id,
-                page,
-                count,
-            } => {
-                let list = self.cache.get(&Key::Answers(question_id), db).await?;
-                page_of(list, Frame::Answers(question_id), page, count)
             }
             Route::Cart => {
                 let cart = Key::Cart(Arc::from(self.settings.cart_keys.key(token)));
@@ -692,12 +708,26 @@ impl App {
     }
 }
 
-/// The request's own `X-Request-Id`, if it is one: 1 to 128 visible ASCII characters.
+/// The request's own `X-Request-Id`, if it is one ([`is_request_id`]).
 fn supplied_request_id(headers: &hyper::HeaderMap) -> Option<&HeaderValue> {
-    headers.get(X_REQUEST_ID).filter(|given| {
-        let bytes = given.as_bytes();
-        (1..=128).contains(&bytes.len()) && bytes.iter().all(|b| (0x21..=0x7e).contains(b))
-    })
+    headers
+        .get(X_REQUEST_ID)
+        .filter(|given| is_request_id(given.as_bytes()))
+}
+
+/// Whether a client's `X-Request-Id` is one to echo: 1 to 128 visible ASCII characters.
+fn is_request_id(given: &[u8]) -> bool {
+    (1..=128).contains(&given.len()) && given.iter().all(|b| (0x21..=0x7e).contains(b))
+}
+
+/// What a log line names of a request.
+#[derive(Clone, Copy)]
+struct RequestLine<'a> {
+    id: &'a str,
+    method: &'a str,
+    target: &'a dyn std::fmt::Display,
+    /// Whether it asked `/readyz` (whose 503 is an answer, not a failure).
+    is_readyz: bool,
 }
 
 /// A tag that tells this instance's request ids from other instances': from the clock and the
@@ -792,6 +822,17 @@ pub async fn serve(
                             }
                         }
                     });
+                    let stream = if app.settings.fast_lane {
+                        match fast::serve(&app, &conn, stream, &mut stop).await {
+                            fast::Ended::HandOff(rewound) => rewound,
+                            fast::Ended::Closed => {
+                                app.connections.closed(&conn);
+                                return;
+                            }
+                        }
+                    } else {
+                        fast::Rewind::new(Vec::new(), stream)
+                    };
                     let io = WriteDeadline::new(TokioIo::new(stream), limits.write_timeout);
                     let served = http1::Builder::new()
                         .timer(hyper_util::rt::TokioTimer::new())

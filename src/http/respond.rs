@@ -136,26 +136,47 @@ pub fn json_with(body: Bytes, digest: u64, coding: Coding) -> Response<Body> {
 /// instance the balancer picks. The gzip-coded body is another representation and gets
 /// another tag (RFC 9110, 8.8.3).
 pub fn entity_tag(digest: u64, coding: Coding) -> HeaderValue {
-    let mut tag = *b"\"0123456789abcdef-gzip\"";
-    for (i, digit) in tag[1..17].iter_mut().enumerate() {
-        *digit = b"0123456789abcdef"[((digest >> (60 - 4 * i)) & 0xf) as usize];
+    HeaderValue::from_bytes(EntityTag::new(digest, coding).as_bytes())
+        .unwrap_or(HeaderValue::from_static("\"0\""))
+}
+
+/// The bytes of an [`entity_tag`], on the stack: `"`, 16 hex digits, an optional `-gzip`, `"`.
+#[derive(Debug, Clone, Copy)]
+pub struct EntityTag {
+    bytes: [u8; 23],
+    len: usize,
+}
+
+impl EntityTag {
+    pub fn new(digest: u64, coding: Coding) -> EntityTag {
+        let mut bytes = *b"\"0123456789abcdef-gzip\"";
+        for (i, digit) in bytes[1..17].iter_mut().enumerate() {
+            *digit = b"0123456789abcdef"[((digest >> (60 - 4 * i)) & 0xf) as usize];
+        }
+        let len = if coding == Coding::Gzip {
+            bytes.len()
+        } else {
+            bytes[17] = b'"';
+            18
+        };
+        EntityTag { bytes, len }
     }
-    let tag: &[u8] = if coding == Coding::Gzip {
-        &tag
-    } else {
-        tag[17] = b'"';
-        &tag[..18]
-    };
-    HeaderValue::from_bytes(tag).unwrap_or(HeaderValue::from_static("\"0\""))
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
 }
 
 /// Whether a request's `Accept-Encoding` values accept gzip: `gzip` (or `x-gzip`), or `*`
-/// when gzip is not named, with a non-zero `q` (RFC 9110, 12.5.3).
-pub fn accepts_gzip<'a>(values: impl Iterator<Item = &'a HeaderValue>) -> bool {
+/// when gzip is not named, with a non-zero `q` (RFC 9110, 12.5.3). A value that is not
+/// visible ASCII is skipped.
+pub fn accepts_gzip<'a>(values: impl Iterator<Item = &'a [u8]>) -> bool {
     let mut named = None;
     let mut any = None;
     for value in values {
-        let Ok(value) = value.to_str() else { continue };
+        let Some(value) = visible_str(value) else {
+            continue;
+        };
         for item in value.split(',') {
             let mut parts = item.split(';');
             let coding = parts.next().unwrap_or("").trim();
@@ -172,6 +193,15 @@ pub fn accepts_gzip<'a>(values: impl Iterator<Item = &'a HeaderValue>) -> bool {
         }
     }
     named.or(any).unwrap_or(false)
+}
+
+/// A header value as text, if it is visible ASCII (tabs allowed), as
+/// [`HeaderValue::to_str`] reads one.
+pub fn visible_str(value: &[u8]) -> Option<&str> {
+    let visible = value
+        .iter()
+        .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b));
+    visible.then(|| std::str::from_utf8(value).ok()).flatten()
 }
 
 /// A 304 in place of `response` when it is a 200 whose entity tag `if_none_match` lists
@@ -294,11 +324,7 @@ mod tests {
 
     #[test]
     fn accept_encoding_is_read_as_rfc_9110_says() {
-        let accepts = |values: &[&'static str]| {
-            let values: Vec<HeaderValue> =
-                values.iter().map(|v| HeaderValue::from_static(v)).collect();
-            accepts_gzip(values.iter())
-        };
+        let accepts = |values: &[&'static str]| accepts_gzip(values.iter().map(|v| v.as_bytes()));
         assert!(accepts(&["gzip"]));
         assert!(accepts(&["gzip, deflate, br"]));
         assert!(accepts(&["br;q=1.0, GZIP;q=0.5"]));
@@ -313,5 +339,10 @@ mod tests {
         assert!(!accepts(&["*, gzip;q=0"]), "named beats the wildcard");
         assert!(!accepts(&["*;q=0"]));
         assert!(!accepts(&["gzipper"]));
+        assert!(accepts_gzip([&b"\xffgzip"[..], b"gzip"].into_iter()));
+        assert!(
+            !accepts_gzip([&b"gzip\x7f"[..]].into_iter()),
+            "not visible ASCII"
+        );
     }
 }

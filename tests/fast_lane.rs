@@ -1,0 +1,291 @@
+//! The fast lane (`--engine fast`, the default) answers the catalog's hits on the socket and
+//! hands every other request to hyper. Whatever a client sends, it must get the very bytes an
+//! instance serving every request through hyper (`--engine hyper`) sends: status line, headers
+//! in order, body, connection kept or closed; over pipelined requests, heads split across
+//! packets, a hand-off in the middle of a connection, a draining instance and an instance that
+//! asks for a token. Only the `Date` header's value may differ.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use atelier::config::ServeSettings;
+use atelier::http::Running;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Two instances over one database loaded from a generated set: one with the lane, one
+/// without. Both warmed.
+async fn lane_and_hyper(settings: ServeSettings) -> (common::TestDb, Running, Running) {
+    let data = common::generated("fast-lane", 0.0005, 17);
+    let lane_settings = ServeSettings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        pool_size: 2,
+        fast_lane: true,
+        ..settings.clone()
+    };
+    let (db, lane) = common::server_with_settings(data.path(), lane_settings).await;
+    let hyper_settings = ServeSettings {
+        fast_lane: false,
+        ..lane.app.settings.clone()
+    };
+    let hyper = atelier::http::start(hyper_settings, db.config.clone())
+        .await
+        .expect("start the hyper-only server");
+    common::ready(lane.addr).await;
+    common::ready(hyper.addr).await;
+    (db, lane, hyper)
+}
+
+/// Everything the server sends on one connection for `requests` (sent in `parts`, with a
+/// pause between), until it closes the connection; `Date` values blanked.
+async fn exchange(addr: SocketAddr, parts: &[&[u8]]) -> Vec<u8> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+        stream.write_all(part).await.expect("send");
+    }
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw))
+        .await
+        .expect("the server closes the connection within 10 s")
+        .expect("read");
+    blank_dates(&mut raw);
+    raw
+}
+
+fn blank_dates(raw: &mut [u8]) {
+    let marker = b"\r\ndate: ";
+    let mut at = 0;
+    while let Some(found) = raw[at..].windows(marker.len()).position(|w| w == marker) {
+        let start = at + found + marker.len();
+        let end = (start + 29).min(raw.len());
+        raw[start..end].fill(b'#');
+        at = end;
+    }
+}
+
+/// What one instance's /metrics says of `name` (0 when absent).
+async fn metric(addr: SocketAddr, name: &str) -> u64 {
+    let metrics = common::get(addr, "/metrics").await.body;
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A GET of `target`, with `extra` header lines.
+fn get(target: &str, extra: &str) -> Vec<u8> {
+    format!("GET {target} HTTP/1.1\r\nHost: test\r\nAuthorization: t\r\n{extra}\r\n").into_bytes()
+}
+
+/// Every catalog route over a few products (one of them with the most reviews and one absent),
+/// pages past the lead page included, each with and without gzip.
+async fn catalog_targets(db: &common::TestDb) -> Vec<String> {
+    let mut products = db
+        .ids("SELECT product_id FROM reviews GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 2")
+        .await;
+    products.push(99_999_999);
+    let questions = db
+        .ids("SELECT question_id FROM answers GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1")
+        .await;
+    let mut targets = Vec::new();
+    for p in products {
+        targets.extend([
+            format!("/products/{p}"),
+            format!("/products/{p}/styles"),
+            format!("/products/{p}/related"),
+            format!("/reviews/meta?product_id={p}"),
+            format!("/reviews?product_id={p}&count=5&sort=relevant"),
+            format!("/reviews?product_id={p}&page=2&count=3&sort=newest"),
+            format!("/reviews/?product_id={p}&sort=helpful"),
+            format!("/qa/questions?product_id={p}&count=5"),
+            format!("/qa/questions?product_id={p}&page=3&count=1"),
+        ]);
+    }
+    for q in questions.into_iter().chain([99_999_999]) {
+        targets.push(format!("/qa/questions/{q}/answers?count=2"));
+        targets.push(format!("/qa/questions/{q}/answers?page=2&count=1"));
+    }
+    targets
+}
+
+#[tokio::test]
+async fn the_lane_answers_every_catalog_read_as_hyper_does_byte_for_byte() {
+    let (db, lane, hyper) = lane_and_hyper(ServeSettings::default()).await;
+    let targets = catalog_targets(&db).await;
+    // Twice over: an absent product's or question's first request fills the on-demand cache
+    // through hyper, and the second is a hit the lane answers.
+    for round in 0..2 {
+        for target in &targets {
+            for extra in [
+                "Accept-Encoding: gzip, deflate\r\nX-Request-Id: fixed-1\r\nConnection: close\r\n",
+                "X-Request-Id: fixed-2\r\nconnection: keep-alive, CLOSE\r\n",
+            ] {
+                let request = get(target, extra);
+                let from_lane = exchange(lane.addr, &[&request]).await;
+                let from_hyper = exchange(hyper.addr, &[&request]).await;
+                assert_eq!(
+                    String::from_utf8_lossy(&from_lane),
+                    String::from_utf8_lossy(&from_hyper),
+                    "round {round}, {target} with {extra:?}"
+                );
+                assert!(from_lane.starts_with(b"HTTP/1.1 "), "{target}: an answer");
+            }
+        }
+    }
+    let answered = metric(lane.addr, "atelier_fast_lane_requests_total").await;
+    assert!(
+        answered as usize >= targets.len() * 2,
+        "the lane answered the hits ({answered} of {} requests)",
+        targets.len() * 4
+    );
+    assert_eq!(
+        metric(hyper.addr, "atelier_fast_lane_requests_total").await,
+        0,
+        "--engine hyper has no lane"
+    );
+    // The metrics count each request once, whichever path answered it.
+    let product_200 = "atelier_requests_total{route=\"product\",status=\"200\"}";
+    assert_eq!(
+        metric(lane.addr, product_200).await,
+        metric(hyper.addr, product_200).await
+    );
+}
+
+#[tokio::test]
+async fn pipelined_requests_split_heads_and_a_hand_off_mid_connection_read_as_under_hyper() {
+    let (db, lane, hyper) = lane_and_hyper(ServeSettings::default()).await;
+    let product = db.ids("SELECT min(id)::bigint FROM products").await[0];
+    let etag = common::get(lane.addr, &format!("/products/{product}"))
+        .await
+        .header("etag")
+        .expect("an entity tag")
+        .to_owned();
+    let id = |n: u32| format!("X-Request-Id: r{n}\r\n");
+    let reviews = format!("/reviews?product_id={product}&count=50");
+    // Three hits pipelined in one packet; one head split over three packets; then a 304 and
+    // a write with a body (hyper's), and reads after them on the same connection, the last
+    // of which closes it.
+    let mut pipelined = get(&format!("/products/{product}"), &id(1));
+    pipelined.extend(get(&format!("/products/{product}/styles"), &id(2)));
+    pipelined.extend(get(
+        &reviews,
+        &format!("{}Accept-Encoding: gzip\r\n", id(3)),
+    ));
+    let split = get(&format!("/reviews/meta?product_id={product}"), &id(4));
+    let conditional = get(
+        &format!("/products/{product}"),
+        &format!("{}If-None-Match: {etag}\r\n", id(5)),
+    );
+    let body = r#"{"element":"button","widget":"overview","time":"12:00"}"#;
+    let write = format!(
+        "POST /interactions HTTP/1.1\r\nHost: test\r\nAuthorization: t\r\n{}\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        id(6),
+        body.len()
+    );
+    let mut after = get(&reviews, &id(7));
+    after.extend(get(
+        &format!("/products/{product}/related"),
+        &format!("{}Connection: close\r\n", id(8)),
+    ));
+    let parts: Vec<&[u8]> = vec![
+        &pipelined,
+        &split[..7],
+        &split[7..30],
+        &split[30..],
+        &conditional,
+        write.as_bytes(),
+        &after,
+    ];
+    let (answered_before, handoffs_before) = lane.app.metrics.fast_lane_counts();
+    let from_lane = exchange(lane.addr, &parts).await;
+    let from_hyper = exchange(hyper.addr, &parts).await;
+    let text = String::from_utf8_lossy(&from_lane);
+    assert_eq!(text, String::from_utf8_lossy(&from_hyper));
+    assert_eq!(text.matches("HTTP/1.1 200 OK").count(), 6, "{text}");
+    assert_eq!(text.matches("HTTP/1.1 304 Not Modified").count(), 1);
+    assert_eq!(text.matches("HTTP/1.1 201 Created").count(), 1);
+    assert_eq!(
+        lane.app.metrics.fast_lane_counts(),
+        (answered_before + 4, handoffs_before + 1),
+        "the four requests before the 304 answered in the lane, then one hand-off"
+    );
+}
+
+#[tokio::test]
+async fn a_draining_instance_closes_lane_connections_after_each_answer() {
+    let (db, lane, hyper) = lane_and_hyper(ServeSettings::default()).await;
+    let product = db.ids("SELECT min(id)::bigint FROM products").await[0];
+    let mut two = get(&format!("/products/{product}"), "X-Request-Id: d1\r\n");
+    two.extend(get(
+        &format!("/products/{product}/styles"),
+        "X-Request-Id: d2\r\n",
+    ));
+    lane.app.start_draining();
+    hyper.app.start_draining();
+    // One answer, `Connection: close`, and the connection closed: the second request is
+    // never answered.
+    let from_lane = exchange(lane.addr, &[&two]).await;
+    let from_hyper = exchange(hyper.addr, &[&two]).await;
+    let text = String::from_utf8_lossy(&from_lane);
+    assert_eq!(text.matches("HTTP/1.1 ").count(), 1, "{text}");
+    assert!(text.contains("\r\nconnection: close\r\n"), "{text}");
+    assert_eq!(text, String::from_utf8_lossy(&from_hyper));
+    assert_eq!(
+        metric(lane.addr, "atelier_fast_lane_requests_total").await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn an_instance_that_asks_for_a_token_answers_in_the_lane_only_those_that_carry_one() {
+    let settings = ServeSettings {
+        auth_tokens: Some(atelier::config::Secret(
+            ["t".to_owned()].into_iter().collect(),
+        )),
+        ..Default::default()
+    };
+    let (db, lane, hyper) = lane_and_hyper(settings).await;
+    let product = db.ids("SELECT min(id)::bigint FROM products").await[0];
+    let target = format!("/products/{product}");
+    for request in [
+        format!("GET {target} HTTP/1.1\r\nX-Request-Id: a1\r\nConnection: close\r\n\r\n"),
+        format!("GET {target} HTTP/1.1\r\nAuthorization: u\r\nX-Request-Id: a2\r\nConnection: close\r\n\r\n"),
+        format!("GET {target} HTTP/1.1\r\nAuthorization: t\r\nX-Request-Id: a3\r\nConnection: close\r\n\r\n"),
+    ] {
+        let from_lane = exchange(lane.addr, &[request.as_bytes()]).await;
+        let from_hyper = exchange(hyper.addr, &[request.as_bytes()]).await;
+        assert_eq!(
+            String::from_utf8_lossy(&from_lane),
+            String::from_utf8_lossy(&from_hyper),
+            "{request}"
+        );
+    }
+    assert_eq!(
+        lane.app.metrics.fast_lane_counts().0,
+        1,
+        "only the request with the token"
+    );
+}
+
+#[tokio::test]
+async fn a_connection_that_sends_no_whole_head_in_time_is_closed_in_the_lane() {
+    let mut settings = ServeSettings::default();
+    settings.limits.header_timeout = Duration::from_millis(300);
+    let (_db, lane, _hyper) = lane_and_hyper(settings).await;
+    for sent in [&b""[..], b"GET /products/1 HTTP/1.1\r\nHost:"] {
+        let mut stream = tokio::net::TcpStream::connect(lane.addr)
+            .await
+            .expect("connect");
+        stream.write_all(sent).await.expect("send");
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest))
+            .await
+            .expect("closed well within 5 s");
+        assert!(closed.is_ok() && rest.is_empty(), "{sent:?}: {rest:?}");
+    }
+}
