@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The load benchmark, side by side in one run: the constant-body ceiling (examples/
 # constant_body.rs), nginx serving a static body of the same size, and atelier precomputed
-# (`--compress all`, the default, and `--compress dense`), on demand and without a cache, each
+# (`--compress all`, the default, and `--compress dense`; and the default again with
+# `--engine hyper`, hyper alone without the fast lane), on demand and without a cache, each
 # under the same workloads:
 #   a. the product-page mix over random ids in the last 10% of the catalog (and, for the
 #      ceiling and atelier precomputed, each of its six GET endpoints alone);
@@ -10,8 +11,8 @@
 #   d. a fixed 10,000 requests/s for 30 s with latency correction, over random products of
 #      the last tenth (product, styles and meta; needs `oha`: `cargo install oha`; skipped
 #      without it).
-# SETUPS="ceiling nginx precomputed precomputed-dense on-demand no-cache" (the default) picks
-# the servers.
+# SETUPS="ceiling nginx precomputed precomputed-hyper precomputed-dense on-demand no-cache"
+# (the default) picks the servers.
 # ROUNDS=N (with the ceiling and precomputed among SETUPS) then measures a, b and d N more
 # times, the ceiling and atelier precomputed in turn each round, both servers up, and prints a
 # second table of each round's shares and their median: the host's drift over the minutes
@@ -31,7 +32,7 @@ seconds=${1:-15}
 cache_mb=${2:-512}
 export ACCEPT_ENCODING=${ACCEPT_ENCODING-gzip, deflate, br}
 # SETUPS picks the servers to run (all by default).
-SETUPS=${SETUPS:-ceiling nginx precomputed precomputed-dense on-demand no-cache}
+SETUPS=${SETUPS:-ceiling nginx precomputed precomputed-hyper precomputed-dense on-demand no-cache}
 lock_memory=
 [ "${LOCK_MEMORY:-0}" = 0 ] || lock_memory=--lock-memory
 [ -n "$ACCEPT_ENCODING" ] || unset ACCEPT_ENCODING
@@ -221,13 +222,15 @@ measure_static "nginx (static body)" http://127.0.0.1:4502
 kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
 fi
 
-for setup in "precomputed|all|$cache_mb|all" "precomputed dense|all|$cache_mb|dense" \
-    "on demand|none|$cache_mb|all" "no cache|none|0|all"; do
-    IFS='|' read -r label precompute mb compress <<<"$setup"
+for setup in "precomputed|all|$cache_mb|all|fast" "precomputed hyper|all|$cache_mb|all|hyper" \
+    "precomputed dense|all|$cache_mb|dense|fast" \
+    "on demand|none|$cache_mb|all|fast" "no cache|none|0|all|fast"; do
+    IFS='|' read -r label precompute mb compress engine <<<"$setup"
     wanted "${label// /-}" || continue
     echo "== atelier, $label" >&2
     "$bin" serve --listen 127.0.0.1:4503 --precompute "$precompute" --cache-mb "$mb" \
-        --compress "$compress" --sweep-period-s 0 $lock_memory 2>"$work/atelier.log" &
+        --compress "$compress" --engine "$engine" --sweep-period-s 0 $lock_memory \
+        2>"$work/atelier.log" &
     pid=$!
     pids+=("$pid")
     started=$(date +%s)

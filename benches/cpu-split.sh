@@ -11,7 +11,7 @@
 # PID is the server's process; FIRST, COUNT, ONLY and ACCEPT_ENCODING go to the wrk script.
 set -euo pipefail
 url=${1:?usage: benches/cpu-split.sh URL PID [SECONDS]}
-pid=${2:?the server's process id}
+pid=${2:?the process id of the server}
 seconds=${3:-8}
 cd "$(dirname "$0")/.."
 command -v wrk >/dev/null || { echo "needs wrk (apt-get install wrk)" >&2; exit 1; }

@@ -623,7 +623,7 @@ async fn serve(http: &HttpArgs, database: tokio_postgres::Config, demo: bool) ->
         anyhow::ensure!(
             std::env::var_os("NOTIFY_SOCKET").is_none(),
             "--engine may does not speak systemd's notification protocol: run it without \
-             Type=notify, or use --engine hyper"
+             Type=notify, or use --engine fast (the default) or hyper"
         );
         return serve_may(settings, database).await;
     }
@@ -760,7 +760,7 @@ async fn serve_may(settings: ServeSettings, database: tokio_postgres::Config) ->
 
 #[cfg(not(feature = "may-server"))]
 async fn serve_may(_: ServeSettings, _: tokio_postgres::Config) -> Result<()> {
-    anyhow::bail!("this build has no may_minihttp front end: rebuild with `cargo build --release --features may-server`, or use --engine hyper")
+    anyhow::bail!("this build has no may_minihttp front end: rebuild with `cargo build --release --features may-server`, or use --engine fast (the default) or hyper")
 }
 
 /// Resolves on SIGINT or SIGTERM. SIGTERM is caught from the moment this is called, not from

@@ -38,8 +38,16 @@ async fn lane_and_hyper(settings: ServeSettings) -> (common::TestDb, Running, Ru
 }
 
 /// Everything the server sends on one connection for `requests` (sent in `parts`, with a
-/// pause between), until it closes the connection; `Date` values blanked.
+/// pause between), until it closes the connection; `Date` and `X-Request-Id` values blanked.
 async fn exchange(addr: SocketAddr, parts: &[&[u8]]) -> Vec<u8> {
+    let mut raw = exchange_raw(addr, parts).await;
+    blank(&mut raw, b"\r\ndate: ");
+    blank(&mut raw, b"\r\nx-request-id: ");
+    raw
+}
+
+/// [`exchange`], nothing blanked.
+async fn exchange_raw(addr: SocketAddr, parts: &[&[u8]]) -> Vec<u8> {
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
     for (i, part) in parts.iter().enumerate() {
         if i > 0 {
@@ -52,16 +60,19 @@ async fn exchange(addr: SocketAddr, parts: &[&[u8]]) -> Vec<u8> {
         .await
         .expect("the server closes the connection within 10 s")
         .expect("read");
-    blank_dates(&mut raw);
     raw
 }
 
-fn blank_dates(raw: &mut [u8]) {
-    let marker = b"\r\ndate: ";
+/// Blanks the value of every header line that starts with `marker` (its name, lowercase as
+/// sent): the date, and request ids the server made, which differ between two instances.
+fn blank(raw: &mut [u8], marker: &[u8]) {
     let mut at = 0;
     while let Some(found) = raw[at..].windows(marker.len()).position(|w| w == marker) {
         let start = at + found + marker.len();
-        let end = (start + 29).min(raw.len());
+        let end = raw[start..]
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .map_or(raw.len(), |n| start + n);
         raw[start..end].fill(b'#');
         at = end;
     }
@@ -123,8 +134,15 @@ async fn the_lane_answers_every_catalog_read_as_hyper_does_byte_for_byte() {
             for extra in [
                 "Accept-Encoding: gzip, deflate\r\nX-Request-Id: fixed-1\r\nConnection: close\r\n",
                 "X-Request-Id: fixed-2\r\nconnection: keep-alive, CLOSE\r\n",
+                // Kept alive, with an id the server makes (and one it must not take), then
+                // a request that closes the connection.
+                "Accept-Encoding: gzip\r\n",
+                "X-Request-Id: \r\n",
             ] {
-                let request = get(target, extra);
+                let mut request = get(target, extra);
+                if !extra.to_ascii_lowercase().contains("close") {
+                    request.extend(get(target, "Connection: close\r\n"));
+                }
                 let from_lane = exchange(lane.addr, &[&request]).await;
                 let from_hyper = exchange(hyper.addr, &[&request]).await;
                 assert_eq!(
@@ -140,7 +158,7 @@ async fn the_lane_answers_every_catalog_read_as_hyper_does_byte_for_byte() {
     assert!(
         answered as usize >= targets.len() * 2,
         "the lane answered the hits ({answered} of {} requests)",
-        targets.len() * 4
+        targets.len() * 12
     );
     assert_eq!(
         metric(hyper.addr, "atelier_fast_lane_requests_total").await,
@@ -277,6 +295,7 @@ async fn a_connection_that_sends_no_whole_head_in_time_is_closed_in_the_lane() {
     let mut settings = ServeSettings::default();
     settings.limits.header_timeout = Duration::from_millis(300);
     let (_db, lane, _hyper) = lane_and_hyper(settings).await;
+    let before = lane.app.metrics.fast_lane_counts();
     for sent in [&b""[..], b"GET /products/1 HTTP/1.1\r\nHost:"] {
         let mut stream = tokio::net::TcpStream::connect(lane.addr)
             .await
@@ -288,4 +307,130 @@ async fn a_connection_that_sends_no_whole_head_in_time_is_closed_in_the_lane() {
             .expect("closed well within 5 s");
         assert!(closed.is_ok() && rest.is_empty(), "{sent:?}: {rest:?}");
     }
+    assert_eq!(
+        lane.app.metrics.fast_lane_counts(),
+        before,
+        "closed by the lane, not handed to hyper"
+    );
+}
+
+#[tokio::test]
+async fn a_hand_off_replays_every_byte_the_lane_read_before_it() {
+    let (db, lane, hyper) = lane_and_hyper(ServeSettings::default()).await;
+    let product = db.ids("SELECT min(id)::bigint FROM products").await[0];
+    // One packet: a hit, a write with its body, and two more reads, the last closing.
+    let body = r#"{"element":"a","widget":"qa","time":"09:30"}"#;
+    let mut packet = get(&format!("/products/{product}"), "X-Request-Id: p1\r\n");
+    packet.extend(
+        format!(
+            "POST /interactions HTTP/1.1\r\nHost: test\r\nAuthorization: t\r\n\
+             X-Request-Id: p2\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes(),
+    );
+    packet.extend(get(
+        &format!("/products/{product}/styles"),
+        "X-Request-Id: p3\r\n",
+    ));
+    packet.extend(get(
+        &format!("/reviews/meta?product_id={product}"),
+        "X-Request-Id: p4\r\nConnection: close\r\n",
+    ));
+    let (answered_before, handoffs_before) = lane.app.metrics.fast_lane_counts();
+    let from_lane = exchange(lane.addr, &[&packet]).await;
+    let from_hyper = exchange(hyper.addr, &[&packet]).await;
+    let text = String::from_utf8_lossy(&from_lane);
+    assert_eq!(text, String::from_utf8_lossy(&from_hyper));
+    assert_eq!(text.matches("HTTP/1.1 200 OK").count(), 3, "{text}");
+    assert_eq!(text.matches("HTTP/1.1 201 Created").count(), 1, "{text}");
+    assert_eq!(
+        lane.app.metrics.fast_lane_counts(),
+        (answered_before + 1, handoffs_before + 1),
+        "the first read answered in the lane, the rest by hyper from the rewound bytes"
+    );
+}
+
+#[tokio::test]
+async fn many_pipelined_requests_for_long_pages_are_answered_in_order() {
+    let (db, lane, hyper) = lane_and_hyper(ServeSettings::default()).await;
+    let product = db
+        .ids("SELECT product_id FROM reviews GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1")
+        .await[0];
+    // Far more than the lane gathers before it writes (64 KiB): it writes in turns, and every
+    // answer comes, in order.
+    let mut packet = Vec::new();
+    for n in 0..120 {
+        packet.extend(get(
+            &format!("/reviews?product_id={product}&count=1000&page=1"),
+            &format!("X-Request-Id: m{n}\r\n"),
+        ));
+    }
+    packet.extend(get(
+        &format!("/products/{product}"),
+        "Connection: close\r\n",
+    ));
+    let raw = exchange_raw(lane.addr, &[&packet]).await;
+    let from_hyper = exchange(hyper.addr, &[&packet]).await;
+    let mut from_lane = raw.clone();
+    blank(&mut from_lane, b"\r\ndate: ");
+    blank(&mut from_lane, b"\r\nx-request-id: ");
+    assert!(
+        from_lane.len() > 4 * 64 * 1024,
+        "long answers: {}",
+        from_lane.len()
+    );
+    assert!(from_lane == from_hyper, "the same bytes as hyper's");
+    let text = String::from_utf8_lossy(&raw);
+    let ids: Vec<&str> = text
+        .split("\r\nx-request-id: ")
+        .skip(1)
+        .map(|rest| rest.split("\r\n").next().unwrap_or(""))
+        .collect();
+    assert_eq!(ids.len(), 121);
+    assert!(ids[..120]
+        .iter()
+        .enumerate()
+        .all(|(n, id)| *id == format!("m{n}")));
+}
+
+#[tokio::test]
+async fn requests_the_lane_leaves_to_hyper_are_answered_as_hyper_does() {
+    let mut settings = ServeSettings::default();
+    settings.limits.max_headers = 16;
+    let (db, lane, hyper) = lane_and_hyper(settings).await;
+    let product = db.ids("SELECT min(id)::bigint FROM products").await[0];
+    let target = format!("/products/{product}");
+    // Warm the hit first, so that each hand-off below is the request's doing, not a miss's.
+    exchange(lane.addr, &[&get(&target, "Connection: close\r\n")]).await;
+    let crowded: String = (0..20).map(|i| format!("X-Extra-{i}: v\r\n")).collect();
+    let requests = [
+        format!("HEAD {target} HTTP/1.1\r\nX-Request-Id: h1\r\nConnection: close\r\n\r\n"),
+        format!("GET {target} HTTP/1.0\r\nX-Request-Id: h2\r\n\r\n"),
+        format!("GET http://test{target} HTTP/1.1\r\nX-Request-Id: h3\r\nConnection: close\r\n\r\n"),
+        format!("GET {target} HTTP/1.1\r\nExpect: 100-continue\r\nX-Request-Id: h4\r\nConnection: close\r\n\r\n"),
+        format!("GET {target}?x=%7Bbraces%7D#frag HTTP/1.1\r\nX-Request-Id: h5\r\nConnection: close\r\n\r\n"),
+        format!("GET {target} HTTP/1.1\r\n{crowded}X-Request-Id: h6\r\nConnection: close\r\n\r\n"),
+    ];
+    let (answered_before, handoffs_before) = lane.app.metrics.fast_lane_counts();
+    for request in &requests {
+        let from_lane = exchange(lane.addr, &[request.as_bytes()]).await;
+        let from_hyper = exchange(hyper.addr, &[request.as_bytes()]).await;
+        assert_eq!(
+            String::from_utf8_lossy(&from_lane),
+            String::from_utf8_lossy(&from_hyper),
+            "{request}"
+        );
+    }
+    let crowded_answer = exchange(hyper.addr, &[requests[5].as_bytes()]).await;
+    assert!(
+        crowded_answer.starts_with(b"HTTP/1.1 431"),
+        "--max-headers 16: {}",
+        String::from_utf8_lossy(&crowded_answer)
+    );
+    assert_eq!(
+        lane.app.metrics.fast_lane_counts(),
+        (answered_before, handoffs_before + requests.len() as u64),
+        "each handed to hyper"
+    );
 }

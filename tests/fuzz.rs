@@ -227,7 +227,13 @@ fn parsers_and_validators_survive_arbitrary_input() {
             2 => {
                 let bytes = mutated(&mut rng, HEADS);
                 survives("the fast lane's head reader", &bytes, seed, || {
-                    if let fast::Read::Head(head, len) = fast::read_head(&bytes) {
+                    if let fast::Read::Head(head, len) = fast::read_head(
+                        &bytes,
+                        fast::HeadLimits {
+                            max_headers: 64,
+                            max_bytes: 16 * 1024,
+                        },
+                    ) {
                         assert!(len <= bytes.len() && head.target.starts_with('/'));
                         accepted[3] += 1;
                     }

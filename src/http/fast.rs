@@ -36,6 +36,22 @@ use crate::task;
 /// The most header fields the lane reads; a request with more goes to hyper.
 const MAX_HEADERS: usize = 64;
 
+/// The longest request target hyper takes (`MAX_URI_LEN`): a longer one is hyper's 414.
+const MAX_TARGET: usize = u16::MAX as usize - 1;
+
+/// Bytes of answers the lane gathers before it writes them. Pipelined answers go out together
+/// up to here, so that a client pipelining hundreds of requests for long pages cannot make one
+/// connection hold all their answers at once (hyper answers them one at a time).
+const MOST_GATHERED: usize = 64 * 1024;
+
+/// The limits a head must keep to be the lane's (`--max-headers`, `--max-header-bytes`):
+/// past either, it is hyper's to refuse, as it always was.
+#[derive(Debug, Clone, Copy)]
+pub struct HeadLimits {
+    pub max_headers: usize,
+    pub max_bytes: usize,
+}
+
 /// A request head the lane may answer, borrowed from the connection's buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Head<'b> {
@@ -74,7 +90,7 @@ pub enum Read<'b> {
 }
 
 /// Reads the request head at the start of `buf`.
-pub fn read_head(buf: &[u8]) -> Read<'_> {
+pub fn read_head(buf: &[u8], limits: HeadLimits) -> Read<'_> {
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut fields);
     let len = match request.parse(buf) {
@@ -82,10 +98,17 @@ pub fn read_head(buf: &[u8]) -> Read<'_> {
         Ok(httparse::Status::Partial) => return Read::Partial,
         Err(_) => return Read::NotForLane,
     };
-    if request.method != Some("GET") || request.version != Some(1) {
+    if request.method != Some("GET")
+        || request.version != Some(1)
+        || len > limits.max_bytes
+        || request.headers.len() > limits.max_headers
+    {
         return Read::NotForLane;
     }
-    let Some(target) = request.path.filter(|t| is_plain_target(t.as_bytes())) else {
+    let Some(target) = request
+        .path
+        .filter(|t| t.len() <= MAX_TARGET && is_plain_target(t.as_bytes()))
+    else {
         return Read::NotForLane;
     };
     let mut head = Head {
@@ -107,7 +130,15 @@ pub fn read_head(buf: &[u8]) -> Read<'_> {
         {
             return Read::NotForLane;
         } else if is("connection") {
-            // As hyper reads it: any `close` token ends the connection after the answer.
+            // As hyper reads it: any `close` token ends the connection after the answer; a
+            // value that is not visible ASCII hyper ignores whole, so it is hyper's.
+            if !field
+                .value
+                .iter()
+                .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
+            {
+                return Read::NotForLane;
+            }
             if has_token(field.value, "close") {
                 head.keep_alive = false;
             }
@@ -161,6 +192,15 @@ fn is_plain_target(target: &[u8]) -> bool {
                         | b'?'
                 )
         })
+}
+
+/// Whether the bytes from `from` on (and the three before, which a head's end may straddle)
+/// could end a head: hyper's quick check before it parses a head again.
+fn may_end_head(buf: &[u8], from: usize) -> bool {
+    let tail = &buf[from.saturating_sub(3).min(buf.len())..];
+    tail.iter().enumerate().any(|(i, &b)| {
+        b == b'\n' && (tail[i + 1..].starts_with(b"\n") || tail[i + 1..].starts_with(b"\r\n"))
+    })
 }
 
 /// Whether a comma-separated header value lists `token` (any case).
@@ -276,26 +316,45 @@ pub async fn serve(
     stop: &mut watch::Receiver<bool>,
 ) -> Ended {
     let limits = &app.settings.limits;
+    let head_limits = HeadLimits {
+        max_headers: limits.max_headers,
+        max_bytes: limits.max_header_bytes,
+    };
     let most_bytes = limits.max_header_bytes.max(8192);
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     let mut out: Vec<u8> = Vec::with_capacity(4096);
+    // How much of `buf` was there when it last held only part of a head: until a read brings
+    // bytes that may end it, the head is not parsed again (a head sent a byte at a time would
+    // otherwise be parsed once a byte).
+    let mut partial: Option<usize> = None;
     let mut deadline = Instant::now() + limits.header_timeout;
     let idle = tokio::time::sleep_until(deadline.into());
     tokio::pin!(idle);
     loop {
-        // Every whole head the buffer holds, answered into `out`.
+        // The whole heads the buffer holds, answered into `out` until it holds MOST_GATHERED.
         let mut used = 0;
         let mut closing = false;
         let mut hand_off = false;
-        let busy = (!buf.is_empty()).then(|| app.connections.busy(conn));
+        let mut gathered = false;
+        // Marked busy only while it answers: a connection still sending a head keeps the idle
+        // time of its last answer, as under hyper, for the cap to close it first.
+        let mut busy = None;
         while used < buf.len() {
-            match read_head(&buf[used..]) {
-                Read::Partial => break,
+            if partial.is_some_and(|seen| !may_end_head(&buf, seen)) {
+                break;
+            }
+            match read_head(&buf[used..], head_limits) {
+                Read::Partial => {
+                    partial = Some(buf.len());
+                    break;
+                }
                 Read::NotForLane => {
                     hand_off = true;
                     break;
                 }
                 Read::Head(head, len) => {
+                    partial = None;
+                    busy.get_or_insert_with(|| app.connections.busy(conn));
                     let mark = out.len();
                     let answered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                         app.answer_in_lane(&head, &mut out)
@@ -308,6 +367,10 @@ pub async fn serve(
                             used += len;
                             if !keep_open {
                                 closing = true;
+                                break;
+                            }
+                            if out.len() >= MOST_GATHERED {
+                                gathered = true;
                                 break;
                             }
                         }
@@ -327,6 +390,10 @@ pub async fn serve(
                 return Ended::Closed;
             }
             out.clear();
+            // One long answer does not keep its buffer for the rest of the connection.
+            if out.capacity() > 2 * MOST_GATHERED {
+                out = Vec::with_capacity(4096);
+            }
             deadline = Instant::now() + limits.header_timeout;
         }
         drop(busy);
@@ -341,10 +408,27 @@ pub async fn serve(
             return Ended::Closed;
         }
         buf.drain(..used);
+        if let Some(seen) = &mut partial {
+            *seen -= used;
+        }
+        if gathered {
+            // More whole heads may be waiting in `buf`: answer them before reading again,
+            // unless the server stops or the connection is evicted meanwhile.
+            tokio::select! {
+                biased;
+                _ = stop.changed() => return Ended::Closed,
+                _ = conn.evict.notified() => return Ended::Closed,
+                () = tokio::task::yield_now() => continue,
+            }
+        }
         buf.reserve(4096.min(most_bytes + 1 - buf.len()));
         loop {
             tokio::select! {
+                // Stop and eviction first: a client that keeps sending must not keep a
+                // connection the server is closing.
                 biased;
+                _ = stop.changed() => return Ended::Closed,
+                _ = conn.evict.notified() => return Ended::Closed,
                 read = stream.read_buf(&mut buf) => match read {
                     Ok(0) | Err(_) => return Ended::Closed,
                     Ok(_) => break,
@@ -356,8 +440,6 @@ pub async fn serve(
                     }
                     idle.as_mut().reset(deadline.into());
                 }
-                _ = stop.changed() => return Ended::Closed,
-                _ = conn.evict.notified() => return Ended::Closed,
             }
         }
     }
@@ -438,8 +520,13 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
 mod tests {
     use super::*;
 
+    const DEFAULT_LIMITS: HeadLimits = HeadLimits {
+        max_headers: MAX_HEADERS,
+        max_bytes: 16 * 1024,
+    };
+
     fn head_of(request: &str) -> Read<'_> {
-        read_head(request.as_bytes())
+        read_head(request.as_bytes(), DEFAULT_LIMITS)
     }
 
     #[test]
@@ -495,6 +582,56 @@ mod tests {
         let many: String = (0..=MAX_HEADERS).map(|i| format!("h{i}: v\r\n")).collect();
         let crowded = format!("GET /products/1 HTTP/1.1\r\n{many}\r\n");
         assert_eq!(head_of(&crowded), Read::NotForLane);
+        assert_eq!(
+            head_of("GET /products/1 HTTP/1.1\r\nConnection: close, \u{e9}\r\n\r\n"),
+            Read::NotForLane,
+            "a Connection value hyper does not read"
+        );
+    }
+
+    #[test]
+    fn a_head_past_the_configured_limits_is_hyper_s() {
+        let head = "GET /products/1 HTTP/1.1\r\nHost: x\r\nAccept: */*\r\n\r\n";
+        let fits = |max_headers, max_bytes| {
+            matches!(
+                read_head(
+                    head.as_bytes(),
+                    HeadLimits {
+                        max_headers,
+                        max_bytes
+                    }
+                ),
+                Read::Head(..)
+            )
+        };
+        assert!(fits(2, head.len()));
+        assert!(!fits(1, head.len()), "--max-headers");
+        assert!(!fits(2, head.len() - 1), "--max-header-bytes");
+        let long = format!(
+            "GET /products/1?{} HTTP/1.1\r\n\r\n",
+            "a".repeat(MAX_TARGET)
+        );
+        let roomy = HeadLimits {
+            max_headers: MAX_HEADERS,
+            max_bytes: 1 << 20,
+        };
+        assert_eq!(
+            read_head(long.as_bytes(), roomy),
+            Read::NotForLane,
+            "hyper's 414"
+        );
+    }
+
+    #[test]
+    fn a_head_is_parsed_again_only_when_new_bytes_may_end_it() {
+        let head = b"GET /products/1 HTTP/1.1\r\nHost: x\r\n\r\n";
+        // Every split of a whole head: the bytes after the split may end it.
+        for split in 0..head.len() {
+            assert!(may_end_head(head, split), "split at {split}");
+        }
+        assert!(!may_end_head(b"GET / HTTP/1.1\r\nHost: x\r\nAcc", 20));
+        assert!(may_end_head(b"GET / HTTP/1.1\n\n", 15), "bare line feeds");
+        assert!(!may_end_head(b"GET / HTTP/1.1\r\n", 99), "past the end");
     }
 
     #[tokio::test]
