@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -52,12 +52,19 @@ pub struct ConnState {
     idle_since_ms: AtomicU64,
     /// Notified when the connection is to close to make room.
     pub evict: Notify,
+    /// Set before `evict` is notified: for a loop that reads without waiting on `evict`.
+    evicted: AtomicBool,
 }
 
 impl ConnState {
     /// Whether a request is being handled on the connection now.
     pub fn is_busy(&self) -> bool {
         self.busy.load(Ordering::Acquire) > 0
+    }
+
+    /// Whether the connection was closed to make room (its `evict` notified).
+    pub fn is_evicted(&self) -> bool {
+        self.evicted.load(Ordering::Acquire)
     }
 }
 
@@ -108,6 +115,7 @@ impl Connections {
                 .map(|c| c.id);
             match idlest.and_then(|id| registry.by_id.remove(&id)) {
                 Some(evicted) => {
+                    evicted.evicted.store(true, Ordering::Release);
                     evicted.evict.notify_one();
                     self.evicted.fetch_add(1, Ordering::Relaxed);
                 }
@@ -124,6 +132,7 @@ impl Connections {
             busy: AtomicU32::new(0),
             idle_since_ms: AtomicU64::new(self.now_ms()),
             evict: Notify::new(),
+            evicted: AtomicBool::new(false),
         });
         registry.by_id.insert(id, Arc::clone(&state));
         Admission::Admitted(state)
@@ -305,6 +314,7 @@ mod tests {
         assert_eq!(connections.evicted.load(Ordering::Relaxed), 1);
         assert!(futures_util::FutureExt::now_or_never(first.evict.notified()).is_some());
         assert!(futures_util::FutureExt::now_or_never(second.evict.notified()).is_none());
+        assert!(first.is_evicted() && !second.is_evicted());
         // Both open ones busy: a new connection is refused, and nothing is closed.
         let _a = connections.busy(&second);
         let _b = connections.busy(&third);

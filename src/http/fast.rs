@@ -411,24 +411,20 @@ pub async fn serve(
         if let Some(seen) = &mut partial {
             *seen -= used;
         }
+        // A client that always has more to send never lets the select below wait on the stop
+        // or the eviction: both are looked at here too, at the cost of two atomic loads.
+        if conn.is_evicted() || stop.has_changed().unwrap_or(true) {
+            return Ended::Closed;
+        }
         if gathered {
-            // More whole heads may be waiting in `buf`: answer them before reading again,
-            // unless the server stops or the connection is evicted meanwhile.
-            tokio::select! {
-                biased;
-                _ = stop.changed() => return Ended::Closed,
-                _ = conn.evict.notified() => return Ended::Closed,
-                () = tokio::task::yield_now() => continue,
-            }
+            // More whole heads may be waiting in `buf`: answer them before reading again.
+            tokio::task::yield_now().await;
+            continue;
         }
         buf.reserve(4096.min(most_bytes + 1 - buf.len()));
         loop {
             tokio::select! {
-                // Stop and eviction first: a client that keeps sending must not keep a
-                // connection the server is closing.
                 biased;
-                _ = stop.changed() => return Ended::Closed,
-                _ = conn.evict.notified() => return Ended::Closed,
                 read = stream.read_buf(&mut buf) => match read {
                     Ok(0) | Err(_) => return Ended::Closed,
                     Ok(_) => break,
@@ -440,6 +436,8 @@ pub async fn serve(
                     }
                     idle.as_mut().reset(deadline.into());
                 }
+                _ = stop.changed() => return Ended::Closed,
+                _ = conn.evict.notified() => return Ended::Closed,
             }
         }
     }
