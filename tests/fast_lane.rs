@@ -46,6 +46,19 @@ async fn exchange(addr: SocketAddr, parts: &[&[u8]]) -> Vec<u8> {
     raw
 }
 
+/// Sends `parts` on one connection to each instance, requires the same bytes from both, and
+/// gives the lane's answer and the requests its lane answered and the connections it handed
+/// to hyper meanwhile.
+async fn same_from_both(lane: &Running, hyper: &Running, parts: &[&[u8]]) -> (String, u64, u64) {
+    let (answered_before, handoffs_before) = lane.app.metrics.fast_lane_counts();
+    let from_lane = exchange(lane.addr, parts).await;
+    let from_hyper = exchange(hyper.addr, parts).await;
+    let text = String::from_utf8_lossy(&from_lane).into_owned();
+    assert_eq!(text, String::from_utf8_lossy(&from_hyper));
+    let (answered, handoffs) = lane.app.metrics.fast_lane_counts();
+    (text, answered - answered_before, handoffs - handoffs_before)
+}
+
 /// [`exchange`], nothing blanked.
 async fn exchange_raw(addr: SocketAddr, parts: &[&[u8]]) -> Vec<u8> {
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
@@ -219,17 +232,13 @@ async fn pipelined_requests_split_heads_and_a_hand_off_mid_connection_read_as_un
         write.as_bytes(),
         &after,
     ];
-    let (answered_before, handoffs_before) = lane.app.metrics.fast_lane_counts();
-    let from_lane = exchange(lane.addr, &parts).await;
-    let from_hyper = exchange(hyper.addr, &parts).await;
-    let text = String::from_utf8_lossy(&from_lane);
-    assert_eq!(text, String::from_utf8_lossy(&from_hyper));
+    let (text, answered, handoffs) = same_from_both(&lane, &hyper, &parts).await;
     assert_eq!(text.matches("HTTP/1.1 200 OK").count(), 6, "{text}");
     assert_eq!(text.matches("HTTP/1.1 304 Not Modified").count(), 1);
     assert_eq!(text.matches("HTTP/1.1 201 Created").count(), 1);
     assert_eq!(
-        lane.app.metrics.fast_lane_counts(),
-        (answered_before + 4, handoffs_before + 1),
+        (answered, handoffs),
+        (4, 1),
         "the four requests before the 304 answered in the lane, then one hand-off"
     );
 }
@@ -275,13 +284,7 @@ async fn an_instance_that_asks_for_a_token_answers_in_the_lane_only_those_that_c
         format!("GET {target} HTTP/1.1\r\nAuthorization: u\r\nX-Request-Id: a2\r\nConnection: close\r\n\r\n"),
         format!("GET {target} HTTP/1.1\r\nAuthorization: t\r\nX-Request-Id: a3\r\nConnection: close\r\n\r\n"),
     ] {
-        let from_lane = exchange(lane.addr, &[request.as_bytes()]).await;
-        let from_hyper = exchange(hyper.addr, &[request.as_bytes()]).await;
-        assert_eq!(
-            String::from_utf8_lossy(&from_lane),
-            String::from_utf8_lossy(&from_hyper),
-            "{request}"
-        );
+        same_from_both(&lane, &hyper, &[request.as_bytes()]).await;
     }
     assert_eq!(
         lane.app.metrics.fast_lane_counts().0,
@@ -337,16 +340,12 @@ async fn a_hand_off_replays_every_byte_the_lane_read_before_it() {
         &format!("/reviews/meta?product_id={product}"),
         "X-Request-Id: p4\r\nConnection: close\r\n",
     ));
-    let (answered_before, handoffs_before) = lane.app.metrics.fast_lane_counts();
-    let from_lane = exchange(lane.addr, &[&packet]).await;
-    let from_hyper = exchange(hyper.addr, &[&packet]).await;
-    let text = String::from_utf8_lossy(&from_lane);
-    assert_eq!(text, String::from_utf8_lossy(&from_hyper));
+    let (text, answered, handoffs) = same_from_both(&lane, &hyper, &[&packet]).await;
     assert_eq!(text.matches("HTTP/1.1 200 OK").count(), 3, "{text}");
     assert_eq!(text.matches("HTTP/1.1 201 Created").count(), 1, "{text}");
     assert_eq!(
-        lane.app.metrics.fast_lane_counts(),
-        (answered_before + 1, handoffs_before + 1),
+        (answered, handoffs),
+        (1, 1),
         "the first read answered in the lane, the rest by hyper from the rewound bytes"
     );
 }
@@ -414,13 +413,7 @@ async fn requests_the_lane_leaves_to_hyper_are_answered_as_hyper_does() {
     ];
     let (answered_before, handoffs_before) = lane.app.metrics.fast_lane_counts();
     for request in &requests {
-        let from_lane = exchange(lane.addr, &[request.as_bytes()]).await;
-        let from_hyper = exchange(hyper.addr, &[request.as_bytes()]).await;
-        assert_eq!(
-            String::from_utf8_lossy(&from_lane),
-            String::from_utf8_lossy(&from_hyper),
-            "{request}"
-        );
+        same_from_both(&lane, &hyper, &[request.as_bytes()]).await;
     }
     let crowded_answer = exchange(hyper.addr, &[requests[5].as_bytes()]).await;
     assert!(

@@ -51,23 +51,22 @@ impl Reply {
                 digest: g.digest,
                 coding: Coding::Gzip,
             },
-            Rendered::Gzip(g) => match g.plain() {
-                Some(body) => Reply::Json {
-                    body,
-                    digest: g.digest,
-                    coding: Coding::Identity,
-                },
-                None => Reply::Unreadable,
-            },
-            Rendered::Packed(p) => match p.plain() {
-                Some(body) => Reply::Json {
-                    body,
-                    digest: p.digest,
-                    coding: Coding::Identity,
-                },
-                None => Reply::Unreadable,
-            },
+            Rendered::Gzip(g) => Reply::unpacked(g.plain(), g.digest),
+            Rendered::Packed(p) => Reply::unpacked(p.plain(), p.digest),
             Rendered::List(_) | Rendered::NotFound => Reply::NotFound,
+        }
+    }
+
+    /// A kept body unpacked for the client (sent plain), or `Unreadable` when it would not
+    /// unpack.
+    fn unpacked(body: Option<Bytes>, digest: u64) -> Reply {
+        match body {
+            Some(body) => Reply::Json {
+                body,
+                digest,
+                coding: Coding::Identity,
+            },
+            None => Reply::Unreadable,
         }
     }
 
