@@ -132,14 +132,10 @@ pub fn read_head(buf: &[u8], limits: HeadLimits) -> Read<'_> {
         } else if is("connection") {
             // As hyper reads it: any `close` token ends the connection after the answer; a
             // value that is not visible ASCII hyper ignores whole, so it is hyper's.
-            if !field
-                .value
-                .iter()
-                .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
-            {
+            let Some(value) = respond::visible_str(field.value) else {
                 return Read::NotForLane;
-            }
-            if has_token(field.value, "close") {
+            };
+            if has_token(value, "close") {
                 head.keep_alive = false;
             }
         } else if is("accept-encoding") {
@@ -204,10 +200,10 @@ fn may_end_head(buf: &[u8], from: usize) -> bool {
 }
 
 /// Whether a comma-separated header value lists `token` (any case).
-fn has_token(value: &[u8], token: &str) -> bool {
+fn has_token(value: &str, token: &str) -> bool {
     value
-        .split(|&b| b == b',')
-        .any(|item| item.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+        .split(',')
+        .any(|item| item.trim().eq_ignore_ascii_case(token))
 }
 
 /// The parts of a response the lane writes besides its reply.
@@ -225,8 +221,8 @@ pub struct Framing<'a> {
 /// same order: the handler's headers, then the `connection: close` hyper adds when the
 /// request asked for it, then `content-length` and `date`.
 pub fn write_response(out: &mut Vec<u8>, reply: &Reply, framing: &Framing<'_>) {
-    let text = |status_line: &[u8], body: &'static str| (status_line.to_vec(), body.as_bytes());
-    let (status_line, body): (Vec<u8>, &[u8]) = match reply {
+    const TEXT: &[u8] = b"content-type: text/plain; charset=utf-8\r\n";
+    let body: &[u8] = match reply {
         Reply::Json {
             body,
             digest,
@@ -238,18 +234,19 @@ pub fn write_response(out: &mut Vec<u8>, reply: &Reply, framing: &Framing<'_>) {
             if *coding == Coding::Gzip {
                 out.extend_from_slice(b"content-encoding: gzip\r\n");
             }
-            (Vec::new(), body)
+            body
         }
-        Reply::NotFound => text(b"HTTP/1.1 404 Not Found\r\n", "Not Found"),
-        Reply::Unreadable => text(
-            b"HTTP/1.1 500 Internal Server Error\r\n",
-            respond::INTERNAL_ERROR,
-        ),
+        Reply::NotFound => {
+            out.extend_from_slice(b"HTTP/1.1 404 Not Found\r\n");
+            out.extend_from_slice(TEXT);
+            respond::NOT_FOUND.as_bytes()
+        }
+        Reply::Unreadable => {
+            out.extend_from_slice(b"HTTP/1.1 500 Internal Server Error\r\n");
+            out.extend_from_slice(TEXT);
+            respond::INTERNAL_ERROR.as_bytes()
+        }
     };
-    if !status_line.is_empty() {
-        out.extend_from_slice(&status_line);
-        out.extend_from_slice(b"content-type: text/plain; charset=utf-8\r\n");
-    }
     out.extend_from_slice(b"access-control-allow-origin: ");
     out.extend_from_slice(framing.cors_origin);
     if framing.draining {

@@ -404,11 +404,7 @@ impl App {
                 &made[..]
             }
         };
-        let status = match reply {
-            Reply::Json { .. } => 200,
-            Reply::NotFound => 404,
-            Reply::Unreadable => 500,
-        };
+        let status = reply.status();
         let draining = self.is_draining();
         let framing = fast::Framing {
             cors_origin: self.cors_origin.as_bytes(),

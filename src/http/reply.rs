@@ -91,6 +91,15 @@ impl Reply {
         }
     }
 
+    /// The status it is answered with.
+    pub fn status(&self) -> u16 {
+        match self {
+            Reply::Json { .. } => 200,
+            Reply::NotFound => 404,
+            Reply::Unreadable => 500,
+        }
+    }
+
     /// The response the handler sends.
     pub fn into_response(self) -> Response<Body> {
         match self {

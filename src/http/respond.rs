@@ -95,6 +95,9 @@ pub fn streamed_json(runs: mpsc::Receiver<Result<Bytes, DbError>>) -> Response<B
 }
 
 /// The 500 text of the hosted API.
+/// The body of a 404.
+pub const NOT_FOUND: &str = "Not Found";
+
 pub const INTERNAL_ERROR: &str =
     "An error occurred. If this error persists, contact your instruction team.";
 
@@ -240,7 +243,7 @@ pub fn text(status: StatusCode, message: &'static str) -> Response<Body> {
 }
 
 pub fn not_found() -> Response<Body> {
-    text(StatusCode::NOT_FOUND, "Not Found")
+    text(StatusCode::NOT_FOUND, NOT_FOUND)
 }
 
 pub fn unavailable() -> Response<Body> {
