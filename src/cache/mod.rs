@@ -26,7 +26,7 @@ use store::Store;
 
 use crate::pg::database::Database;
 use crate::pg::DbError;
-use crate::render::{Compaction, Rendered};
+use crate::render::{Compaction, Rendered, RenderedRef};
 use crate::stripes::Counters;
 
 /// [`ResponseCache`]'s lookups counters.
@@ -257,16 +257,18 @@ impl ResponseCache {
         self.products_generation.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// The entry for `key` if the cache holds it now, counted as a hit; `None` (counting
-    /// nothing) when it does not, or while a restored catalog may still be behind the feed: the
-    /// caller then asks [`Self::get`], which counts the miss.
-    pub fn hit(&self, key: &Key) -> Option<Rendered> {
+    /// What `f` makes of the entry for `key`, borrowed where it lies, if the cache holds it
+    /// now, counted as a hit; `None` (counting nothing, `f` not called) when it does not, or
+    /// while a restored catalog may still be behind the feed: the caller then asks
+    /// [`Self::get`], which counts the miss. For a reader that copies the entry's bytes out
+    /// ([`crate::http`]'s fast lane): nothing is cloned.
+    pub fn hit_with<R>(&self, key: &Key, f: impl FnOnce(RenderedRef<'_>) -> R) -> Option<R> {
         if self.restoring.load(Ordering::Acquire) {
             return None;
         }
-        let entry = self.store.held(key)?;
+        let made = self.store.with_held(key, f)?;
         self.lookups.add(HITS, 1);
-        Some(entry)
+        Some(made)
     }
 
     /// The entry for `key`, filling it from the database on a miss.

@@ -220,7 +220,7 @@ pub struct Framing<'a> {
 /// Appends `reply` as hyper sends the handler's response for it, header for header in the
 /// same order: the handler's headers, then the `connection: close` hyper adds when the
 /// request asked for it, then `content-length` and `date`.
-pub fn write_response(out: &mut Vec<u8>, reply: &Reply, framing: &Framing<'_>) {
+pub fn write_response(out: &mut Vec<u8>, reply: &Reply<'_>, framing: &Framing<'_>) {
     const TEXT: &[u8] = b"content-type: text/plain; charset=utf-8\r\n";
     let body: &[u8] = match reply {
         Reply::Json {
@@ -234,7 +234,7 @@ pub fn write_response(out: &mut Vec<u8>, reply: &Reply, framing: &Framing<'_>) {
             if *coding == Coding::Gzip {
                 out.extend_from_slice(b"content-encoding: gzip\r\n");
             }
-            body
+            body.as_bytes()
         }
         Reply::NotFound => {
             out.extend_from_slice(b"HTTP/1.1 404 Not Found\r\n");
@@ -299,6 +299,76 @@ pub enum Ended {
     HandOff(Rewind<TcpStream>),
 }
 
+/// What [`gather`] did with the bytes a connection has sent.
+#[derive(Debug, PartialEq, Eq)]
+struct Gathered {
+    /// Bytes of the buffer whose requests were answered.
+    used: usize,
+    /// The last answer closes the connection.
+    closing: bool,
+    /// The head after the answered ones is hyper's.
+    hand_off: bool,
+    /// `out` reached [`MOST_GATHERED`] with heads possibly still waiting.
+    full: bool,
+}
+
+/// Answers the whole heads at the front of `buf`, in order, into `out` with `answer` (which
+/// returns whether the connection stays open, or `None` for a request that is hyper's),
+/// until one is hyper's, one closes the connection, `out` holds [`MOST_GATHERED`], or only
+/// part of a head is left (`partial` then says how much of `buf` was there, and the head is
+/// not parsed again until bytes come that may end it). An answer that panics (a bug) leaves
+/// `out` as it was and its request to hyper, whose handler turns the panic into a 500 with a
+/// log line.
+fn gather(
+    buf: &[u8],
+    partial: &mut Option<usize>,
+    limits: HeadLimits,
+    out: &mut Vec<u8>,
+    mut answer: impl FnMut(&Head<'_>, &mut Vec<u8>) -> Option<bool>,
+) -> Gathered {
+    let mut gathered = Gathered {
+        used: 0,
+        closing: false,
+        hand_off: false,
+        full: false,
+    };
+    while gathered.used < buf.len() {
+        if partial.is_some_and(|seen| !may_end_head(buf, seen)) {
+            break;
+        }
+        let (head, len) = match read_head(&buf[gathered.used..], limits) {
+            Read::Head(head, len) => (head, len),
+            Read::Partial => {
+                *partial = Some(buf.len());
+                break;
+            }
+            Read::NotForLane => {
+                gathered.hand_off = true;
+                break;
+            }
+        };
+        *partial = None;
+        let mark = out.len();
+        let answered =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| answer(&head, &mut *out)));
+        let Ok(Some(keep_open)) = answered else {
+            out.truncate(mark);
+            gathered.hand_off = true;
+            break;
+        };
+        gathered.used += len;
+        if !keep_open {
+            gathered.closing = true;
+            break;
+        }
+        if out.len() >= MOST_GATHERED {
+            gathered.full = true;
+            break;
+        }
+    }
+    gathered
+}
+
 /// Serves `stream` in the lane until it closes or reaches a request the lane does not answer.
 ///
 /// The same limits apply as under hyper: a head must be whole within `--header-timeout-ms` of
@@ -328,59 +398,18 @@ pub async fn serve(
     let idle = tokio::time::sleep_until(deadline.into());
     tokio::pin!(idle);
     loop {
-        // The whole heads the buffer holds, answered into `out` until it holds MOST_GATHERED.
-        let mut used = 0;
-        let mut closing = false;
-        let mut hand_off = false;
-        let mut gathered = false;
         // Marked busy only while it answers: a connection still sending a head keeps the idle
         // time of its last answer, as under hyper, for the cap to close it first.
         let mut busy = None;
-        while used < buf.len() {
-            if partial.is_some_and(|seen| !may_end_head(&buf, seen)) {
-                break;
-            }
-            match read_head(&buf[used..], head_limits) {
-                Read::Partial => {
-                    partial = Some(buf.len());
-                    break;
-                }
-                Read::NotForLane => {
-                    hand_off = true;
-                    break;
-                }
-                Read::Head(head, len) => {
-                    partial = None;
-                    busy.get_or_insert_with(|| app.connections.busy(conn));
-                    let mark = out.len();
-                    let answered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        app.answer_in_lane(&head, &mut out)
-                    }));
-                    if answered.is_err() {
-                        out.truncate(mark);
-                    }
-                    match answered {
-                        Ok(Some(keep_open)) => {
-                            used += len;
-                            if !keep_open {
-                                closing = true;
-                                break;
-                            }
-                            if out.len() >= MOST_GATHERED {
-                                gathered = true;
-                                break;
-                            }
-                        }
-                        // A panic (a bug) leaves `out` as it was: hyper answers the request
-                        // again, and its handler turns the panic into a 500 with a log line.
-                        Ok(None) | Err(_) => {
-                            hand_off = true;
-                            break;
-                        }
-                    }
-                }
-            }
-        }
+        let Gathered {
+            used,
+            closing,
+            hand_off,
+            full,
+        } = gather(&buf, &mut partial, head_limits, &mut out, |head, out| {
+            busy.get_or_insert_with(|| app.connections.busy(conn));
+            app.answer_in_lane(head, out)
+        });
         if !out.is_empty() {
             let written = task::within(limits.write_timeout, stream.write_all(&out)).await;
             if !matches!(written, Ok(Ok(()))) {
@@ -413,7 +442,7 @@ pub async fn serve(
         if conn.is_evicted() || stop.has_changed().unwrap_or(true) {
             return Ended::Closed;
         }
-        if gathered {
+        if full {
             // More whole heads may be waiting in `buf`: answer them before reading again.
             tokio::task::yield_now().await;
             continue;
@@ -627,6 +656,97 @@ mod tests {
         assert!(!may_end_head(b"GET / HTTP/1.1\r\nHost: x\r\nAcc", 20));
         assert!(may_end_head(b"GET / HTTP/1.1\n\n", 15), "bare line feeds");
         assert!(!may_end_head(b"GET / HTTP/1.1\r\n", 99), "past the end");
+    }
+
+    /// `n` pipelined GETs of `/products/1`, the last one's head whole or cut short.
+    fn pipelined(n: usize) -> (Vec<u8>, usize) {
+        let one = b"GET /products/1 HTTP/1.1\r\nHost: x\r\n\r\n";
+        (one.repeat(n), one.len())
+    }
+
+    #[test]
+    fn answers_are_gathered_up_to_the_cap_and_no_further() {
+        let (buf, one) = pipelined(100);
+        let mut out = Vec::new();
+        let mut partial = None;
+        let mut answered = 0;
+        let gathered = gather(&buf, &mut partial, DEFAULT_LIMITS, &mut out, |_, out| {
+            answered += 1;
+            out.extend_from_slice(&[b'x'; 10_000]);
+            Some(true)
+        });
+        // 7 answers make 70,000 bytes, the first past 64 KiB.
+        assert_eq!(answered, 7);
+        assert_eq!(
+            gathered,
+            Gathered {
+                used: 7 * one,
+                closing: false,
+                hand_off: false,
+                full: true
+            }
+        );
+        assert_eq!(out.len(), 70_000);
+
+        // Small answers: every head is answered in one pass.
+        out.clear();
+        let gathered = gather(&buf, &mut partial, DEFAULT_LIMITS, &mut out, |_, out| {
+            out.extend_from_slice(b"ok");
+            Some(true)
+        });
+        assert_eq!((gathered.used, gathered.full), (buf.len(), false));
+    }
+
+    #[test]
+    fn gathering_stops_at_a_close_a_hand_off_a_panic_and_a_partial_head() {
+        let (mut buf, one) = pipelined(3);
+        let answer_two = |closing_at: usize| {
+            let mut n = 0;
+            move |_: &Head<'_>, out: &mut Vec<u8>| {
+                n += 1;
+                out.extend_from_slice(b"answer");
+                Some(n != closing_at)
+            }
+        };
+        let mut out = Vec::new();
+        let closed = gather(&buf, &mut None, DEFAULT_LIMITS, &mut out, answer_two(2));
+        assert_eq!((closed.used, closed.closing), (2 * one, true));
+
+        // A panic on the second answer: the first stays, the second's bytes go, and the
+        // request is hyper's.
+        out.clear();
+        let mut n = 0;
+        let panicked = gather(&buf, &mut None, DEFAULT_LIMITS, &mut out, |_, out| {
+            n += 1;
+            out.extend_from_slice(b"answer");
+            assert!(n < 2, "a bug in the second answer");
+            Some(true)
+        });
+        assert_eq!((panicked.used, panicked.hand_off), (one, true));
+        assert_eq!(out, b"answer");
+
+        // A request the lane does not read after the first.
+        out.clear();
+        let mut mixed = buf[..one].to_vec();
+        mixed.extend_from_slice(b"POST /cart HTTP/1.1\r\n\r\n");
+        let handed = gather(&mixed, &mut None, DEFAULT_LIMITS, &mut out, answer_two(0));
+        assert_eq!((handed.used, handed.hand_off), (one, true));
+
+        // Part of a head after two whole ones: noted, and not parsed again until bytes come
+        // that may end it.
+        out.clear();
+        buf.truncate(2 * one + 10);
+        let mut partial = None;
+        let cut = gather(&buf, &mut partial, DEFAULT_LIMITS, &mut out, answer_two(0));
+        assert_eq!(cut.used, 2 * one);
+        assert_eq!(partial, Some(buf.len()));
+        let rest = &buf[2 * one..];
+        let mut seen = partial.map(|p| p - 2 * one);
+        let waiting = gather(rest, &mut seen, DEFAULT_LIMITS, &mut out, |_, _| {
+            panic!("a partial head is not answered")
+        });
+        assert_eq!(waiting.used, 0);
+        assert_eq!(seen, Some(rest.len()), "still waiting for the rest");
     }
 
     #[tokio::test]

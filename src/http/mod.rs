@@ -46,7 +46,7 @@ use crate::pg::feed::{self, ChangeSink, FeedPosition, FeedStart, FeedStatus};
 use crate::pg::pool::Pool;
 use crate::pg::write::{self, WriteError};
 use crate::pg::DbError;
-use crate::render::{self, Rendered};
+use crate::render::{self, Rendered, RenderedRef};
 use crate::stripes::Counters;
 use crate::task::{self, supervised};
 
@@ -395,27 +395,23 @@ impl App {
                 return None;
             }
         }
-        let reply = Reply::of(self.cache.hit(&key)?, &key, shown, head.gzip);
-        let made;
-        let id = match head.request_id.filter(|given| is_request_id(given)) {
-            Some(given) => given,
-            None => {
-                made = self.new_request_id();
-                &made[..]
-            }
-        };
-        let status = reply.status();
+        let given = head.request_id.filter(|given| is_request_id(given));
         let draining = self.is_draining();
-        let framing = fast::Framing {
-            cors_origin: self.cors_origin.as_bytes(),
-            request_id: id,
-            draining,
-            closing: !head.keep_alive,
-        };
-        fast::write_response(out, &reply, &framing);
+        // Written while the entry is borrowed: its bytes are copied out, never cloned.
+        let (status, made) = self.cache.hit_with(&key, |entry| {
+            let made = given.is_none().then(|| self.new_request_id());
+            let reply = Reply::of(entry, &key, shown, head.gzip);
+            let framing = fast::Framing {
+                cors_origin: self.cors_origin.as_bytes(),
+                request_id: given.or(made.as_ref().map(|m| &m[..])).unwrap_or_default(),
+                draining,
+                closing: !head.keep_alive,
+            };
+            fast::write_response(out, &reply, &framing);
+            (reply.status(), made)
+        })?;
+        let id = given.or(made.as_ref().map(|m| &m[..])).unwrap_or_default();
         let elapsed = started.elapsed();
-        self.metrics.record(route.label_index(), status, elapsed);
-        self.metrics.fast_lane_answered();
         let line = RequestLine {
             id: std::str::from_utf8(id).unwrap_or("-"),
             method: "GET",
@@ -423,6 +419,9 @@ impl App {
             is_readyz: false,
         };
         self.log(&line, status, elapsed, None);
+        // Counted last: a panic before here hands the request to hyper, which counts it.
+        self.metrics.record(route.label_index(), status, elapsed);
+        self.metrics.fast_lane_answered();
         Some(head.keep_alive && !draining)
     }
 
@@ -533,9 +532,9 @@ impl App {
         let db = &self.db;
         if let Some((key, shown)) = reply::catalog_read(route) {
             let entry = self.cache.get(&key, db).await?;
-            return Ok(Reply::of(entry, &key, shown, gzip).into_response());
+            return Ok(Reply::of(RenderedRef::from(&entry), &key, shown, gzip).into_response());
         }
-        let whole = |entry: Rendered| Reply::whole(entry, gzip).into_response();
+        let whole = |entry: Rendered| Reply::whole(&entry, gzip).into_response();
         Ok(match *route {
             Route::ProductsList { page, count } => {
                 let empty = || respond::json(Bytes::from_static(b"[]"));

@@ -11,15 +11,15 @@ use hyper::Response;
 use super::respond::{self, Body, Coding};
 use super::route::Route;
 use crate::cache::Key;
-use crate::render::{self, Rendered};
+use crate::render::{self, Gzipped, Rendered, RenderedRef};
 
-/// A catalog read's answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reply {
+/// A catalog read's answer, borrowing from the entry it was made of (`'a`).
+#[derive(Debug, Clone)]
+pub enum Reply<'a> {
     /// A 200 JSON body as it is sent (`coding`), with the digest of its plain bytes, which
     /// its entity tag is made from.
     Json {
-        body: Bytes,
+        body: Payload<'a>,
         digest: u64,
         coding: Coding,
     },
@@ -29,13 +29,38 @@ pub enum Reply {
     Unreadable,
 }
 
-impl Reply {
+/// A 200 reply's bytes: those an entry keeps, borrowed for as long as the reader holds the
+/// entry (the fast lane copies them into its write, so a hit takes no count on them), or
+/// bytes made for the request.
+#[derive(Debug, Clone)]
+pub enum Payload<'a> {
+    Kept(&'a Bytes),
+    Made(Bytes),
+}
+
+impl Payload<'_> {
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            Payload::Kept(body) => body,
+            Payload::Made(body) => body,
+        }
+    }
+
+    /// The bytes, owned: a kept body's shared with its entry, not copied.
+    pub fn into_bytes(self) -> Bytes {
+        match self {
+            Payload::Kept(body) => body.clone(),
+            Payload::Made(body) => body,
+        }
+    }
+}
+
+impl<'a> Reply<'a> {
     /// A plain JSON body made for this request.
-    pub fn fresh(body: Bytes) -> Reply {
-        let digest = render::digest(&body);
+    pub fn fresh(body: Bytes) -> Reply<'a> {
         Reply::Json {
-            body,
-            digest,
+            digest: render::digest(&body),
+            body: Payload::Made(body),
             coding: Coding::Identity,
         }
     }
@@ -43,26 +68,38 @@ impl Reply {
     /// The whole body `entry` holds: sent as it is kept to a client that takes gzip (`gzip`),
     /// inflated for one that does not; unpacked for every client when packed against a
     /// dictionary (no client has it).
-    pub fn whole(entry: Rendered, gzip: bool) -> Reply {
+    pub fn whole(entry: &'a Rendered, gzip: bool) -> Reply<'a> {
         match entry {
-            Rendered::Json(body) => Reply::fresh(body),
-            Rendered::Gzip(g) if gzip => Reply::Json {
-                body: g.gz,
-                digest: g.digest,
-                coding: Coding::Gzip,
+            Rendered::Json(body) => Reply::Json {
+                body: Payload::Kept(body),
+                digest: render::digest(body),
+                coding: Coding::Identity,
             },
-            Rendered::Gzip(g) => Reply::unpacked(g.plain(), g.digest),
+            Rendered::Gzip(g) => Reply::gzipped(g, gzip),
             Rendered::Packed(p) => Reply::unpacked(p.plain(), p.digest),
             Rendered::List(_) | Rendered::NotFound => Reply::NotFound,
         }
     }
 
+    /// A body kept gzip-compressed: as it is to a client that takes gzip, inflated for one
+    /// that does not.
+    fn gzipped(kept: &'a Gzipped, gzip: bool) -> Reply<'a> {
+        if gzip {
+            return Reply::Json {
+                body: Payload::Kept(&kept.gz),
+                digest: kept.digest,
+                coding: Coding::Gzip,
+            };
+        }
+        Reply::unpacked(kept.plain(), kept.digest)
+    }
+
     /// A kept body unpacked for the client (sent plain), or `Unreadable` when it would not
     /// unpack.
-    fn unpacked(body: Option<Bytes>, digest: u64) -> Reply {
+    fn unpacked(body: Option<Bytes>, digest: u64) -> Reply<'a> {
         match body {
             Some(body) => Reply::Json {
-                body,
+                body: Payload::Made(body),
                 digest,
                 coding: Coding::Identity,
             },
@@ -71,23 +108,26 @@ impl Reply {
     }
 
     /// What `entry` shows for a request of `shown` (see [`catalog_read`]).
-    pub fn of(entry: Rendered, key: &Key, shown: Shown, gzip: bool) -> Reply {
+    pub fn of(entry: RenderedRef<'a>, key: &Key, shown: Shown, gzip: bool) -> Reply<'a> {
         let Shown::Page { page, count } = shown else {
-            return Reply::whole(entry, gzip);
+            return match entry {
+                RenderedRef::Body(body) => Reply::whole(body, gzip),
+                RenderedRef::List(_) => Reply::NotFound,
+            };
         };
         let Some(frame) = key.frame() else {
             return Reply::Unreadable;
         };
         match entry {
             // The lead page as it is kept, or the page cut from the list.
-            Rendered::List(list) => match list.lead_page(page, count) {
-                Some(lead) => Reply::whole(Rendered::Gzip(lead.clone()), gzip),
-                None => Reply::fresh(frame.page(&list, page, count)),
+            RenderedRef::List(list) => match list.lead_page(page, count) {
+                Some(lead) => Reply::gzipped(lead, gzip),
+                None => Reply::fresh(frame.page(list, page, count)),
             },
             // Only a question that does not exist has no list: a product's lists are empty,
             // never absent.
-            _ if matches!(frame, render::Frame::Answers(_)) => Reply::NotFound,
-            _ => Reply::Unreadable,
+            RenderedRef::Body(_) if matches!(frame, render::Frame::Answers(_)) => Reply::NotFound,
+            RenderedRef::Body(_) => Reply::Unreadable,
         }
     }
 
@@ -107,7 +147,7 @@ impl Reply {
                 body,
                 digest,
                 coding,
-            } => respond::json_with(body, digest, coding),
+            } => respond::json_with(body.into_bytes(), digest, coding),
             Reply::NotFound => respond::not_found(),
             Reply::Unreadable => respond::internal_error(),
         }

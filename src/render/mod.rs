@@ -34,6 +34,23 @@ pub enum Rendered {
     NotFound,
 }
 
+/// A cache entry borrowed where it lies, for a reader that only copies bytes out of it: a
+/// whole body, or a list as its own slot holds it (with no `Rendered` around it to point at).
+#[derive(Debug, Clone, Copy)]
+pub enum RenderedRef<'a> {
+    Body(&'a Rendered),
+    List(&'a ItemList),
+}
+
+impl<'a> From<&'a Rendered> for RenderedRef<'a> {
+    fn from(entry: &'a Rendered) -> RenderedRef<'a> {
+        match entry {
+            Rendered::List(list) => RenderedRef::List(list),
+            body => RenderedRef::Body(body),
+        }
+    }
+}
+
 /// How far the precomputed catalog compacts what it keeps: memory against the time a request
 /// spends unpacking.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
