@@ -427,3 +427,47 @@ async fn requests_the_lane_leaves_to_hyper_are_answered_as_hyper_does() {
         "each handed to hyper"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_stops_sending_does_not_hold_up_a_stop() {
+    let settings = ServeSettings {
+        drain_timeout: Duration::from_secs(120),
+        ..Default::default()
+    };
+    let (db, lane, _hyper) = lane_and_hyper(settings).await;
+    let product = db.ids("SELECT min(id)::bigint FROM products").await[0];
+    let mut batch = Vec::new();
+    for _ in 0..1_000 {
+        batch.extend(get(&format!("/products/{product}"), ""));
+    }
+    let stream = tokio::net::TcpStream::connect(lane.addr)
+        .await
+        .expect("connect");
+    let (mut from_server, mut to_server) = stream.into_split();
+    // Always more to send: the lane finds bytes waiting on nearly every read, and must still
+    // see the stop (between batches, or when tokio's budget makes a read wait).
+    let sender = tokio::spawn(async move { while to_server.write_all(&batch).await.is_ok() {} });
+    let reader = tokio::spawn(async move {
+        let mut buf = vec![0; 64 * 1024];
+        let mut total = 0;
+        while let Ok(n @ 1..) = from_server.read(&mut buf).await {
+            total += n;
+        }
+        total
+    });
+    while metric(lane.addr, "atelier_fast_lane_requests_total").await < 1_000 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The connection finishes what it gathered and closes; the stop does not wait out the
+    // 120 s drain timeout (after which it would cut the connection itself).
+    tokio::time::timeout(Duration::from_secs(60), lane.stop())
+        .await
+        .expect("the stop ends before the drain timeout")
+        .expect("stop");
+    let read = tokio::time::timeout(Duration::from_secs(10), reader)
+        .await
+        .expect("the connection is closed")
+        .expect("reader");
+    assert!(read > 0);
+    sender.abort();
+}
