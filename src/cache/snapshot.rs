@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::store::{key_of, REVIEWS_HELPFUL, REVIEWS_NEWEST, SLOT_KINDS};
+use super::store::{key_of, Held, REVIEWS_HELPFUL, REVIEWS_NEWEST, SLOT_KINDS};
 use super::warm::{WarmStop, WarmupStatus};
 use super::{CatalogSize, Key, ResponseCache};
 use crate::pg::feed::{FeedPosition, FeedStatus};
@@ -335,7 +335,7 @@ fn write_records(
         // just before. One that does not share it (a refresh swapped one order between the
         // two reads) is left out: the next read fills it.
         let previous = if kind == REVIEWS_NEWEST {
-            match (&body, helpful.as_deref()) {
+            match (&*body, helpful.as_deref()) {
                 (Rendered::List(list), Some(base)) if list.shares_buffer_with(base) => Some(base),
                 (Rendered::List(_), _) => {
                     written.left_out += 1;
@@ -349,8 +349,8 @@ fn write_records(
         frames.frame.push(kind as u8);
         frames.frame.extend_from_slice(&(id as u64).to_le_bytes());
         stored::encode(&body, previous, &mut frames.frame);
-        *helpful = match (kind, body) {
-            (REVIEWS_HELPFUL, Rendered::List(list)) => Some(list),
+        *helpful = match (kind, &*body) {
+            (REVIEWS_HELPFUL, Rendered::List(list)) => Some(Arc::clone(list)),
             _ => None,
         };
         written.bodies += 1;
@@ -671,12 +671,12 @@ impl ResponseCache {
     /// share) the on-demand cache: None if a refresh of it is under way (the body may predate
     /// a change the snapshot's position covers). Read under the lock a refresh swaps its body
     /// in under.
-    fn body_for_snapshot(&self, key: &Key) -> Option<Rendered> {
+    fn body_for_snapshot(&self, key: &Key) -> Option<Held> {
         let refreshing = self.refreshing.lock().ok()?;
         if refreshing.contains_key(key) {
             return None;
         }
-        let body = self.store.peek(key);
+        let body = self.store.peek_held(key);
         drop(refreshing);
         body
     }

@@ -3,8 +3,8 @@
 //!
 //! The catalog is a fixed array of `arc-swap` slots per kind of body, sized by the largest
 //! product and question ids when a warm-up opens it: a whole body's slot holds its
-//! [`Rendered`], a list's slot the [`ItemList`] itself. A hit there is two atomic loads and a
-//! reference count; a refresh swaps a slot's body for a new one, so a reader gets the old body
+//! [`Rendered`], a list's slot the [`ItemList`] itself. A hit there is two atomic loads (and a
+//! reference count for a reader that keeps the body); a refresh swaps a slot's body for a new one, so a reader gets the old body
 //! or the new one and never waits. `benches/hit_path.rs` measured the slot against
 //! quick_cache's hit (72 ns against 152 ns a lookup; README). Catalog entries are never
 //! evicted: the warm-up fills the catalog in priority order up to nine tenths of the budget,
@@ -176,6 +176,25 @@ impl Catalog {
 /// it judged.
 static EMPTY_LIST: std::sync::LazyLock<Arc<ItemList>> =
     std::sync::LazyLock::new(|| Arc::new(ItemList::default()));
+
+/// An entry read out by [`Store::peek_held`]: a catalog body shared with its slot (a count on
+/// the box that holds it, none on its bytes), or a list or an on-demand entry, cloned.
+#[derive(Debug)]
+pub(crate) enum Held {
+    Shared(Arc<Rendered>),
+    Copied(Rendered),
+}
+
+impl std::ops::Deref for Held {
+    type Target = Rendered;
+
+    fn deref(&self) -> &Rendered {
+        match self {
+            Held::Shared(body) => body,
+            Held::Copied(body) => body,
+        }
+    }
+}
 
 /// One slot of the catalog, of either sort.
 #[derive(Clone, Copy)]
@@ -372,6 +391,20 @@ impl Store {
 
     pub(crate) fn peek(&self, key: &Key) -> Option<Rendered> {
         self.catalog_body(key).or_else(|| self.on_demand.peek(key))
+    }
+
+    /// The body for `key` for a reader that keeps it a while (the sweep, the snapshot) and
+    /// must not take a count on its bytes: a catalog body's first clone would allocate one,
+    /// and such a reader reads every body in turn.
+    pub(crate) fn peek_held(&self, key: &Key) -> Option<Held> {
+        let catalog = self.catalog.load();
+        let held = match catalog.as_ref().and_then(|c| c.slot(key)) {
+            Some(Slot::Body(slot)) => slot.load_full().map(Held::Shared),
+            Some(Slot::List(slot)) => slot.load_full().map(|l| Held::Copied(Rendered::List(l))),
+            None => None,
+        };
+        // An empty slot's key may be held on demand (past the catalog's share, a 404).
+        held.or_else(|| self.on_demand.peek(key).map(Held::Copied))
     }
 
     /// Whether the catalog has a slot for `key`: a body put in for it goes there, compacted,
@@ -655,6 +688,26 @@ mod tests {
         store.remove(&Key::Product(3));
         assert_eq!(store.peek(&Key::Product(3)), None);
         assert_eq!((store.catalog_entries(), store.catalog_bytes()), (0, 0));
+    }
+
+    #[test]
+    fn a_held_peek_shares_a_catalog_body_and_finds_what_an_empty_slot_left_on_demand() {
+        let store = catalog_store();
+        assert!(store
+            .insert_precomputed(Key::Product(3), body("warm"))
+            .stored());
+        let seen = store.peek(&Key::Product(3)).expect("held");
+        match store.peek_held(&Key::Product(3)) {
+            Some(Held::Shared(held)) => assert!(held.is_same_value(&seen)),
+            other => panic!("{other:?}"),
+        }
+        // A question that is gone: its 404 is kept on demand, its slot empty.
+        store.insert(Key::Answers(2), Rendered::NotFound);
+        assert!(matches!(
+            store.peek_held(&Key::Answers(2)).as_deref(),
+            Some(Rendered::NotFound)
+        ));
+        assert!(store.peek_held(&Key::Answers(4)).is_none());
     }
 
     #[test]

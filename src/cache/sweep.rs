@@ -23,10 +23,10 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use super::store::Held;
 use super::{fill, Key, ResponseCache};
 use crate::pg::feed::FeedStatus;
 use crate::pg::pool::Pool;
-use crate::render::Rendered;
 
 /// How long the sweep waits for the feed to vouch for changed entries.
 const FEED_WAIT: Duration = Duration::from_secs(10);
@@ -97,18 +97,18 @@ pub async fn round(
 }
 
 /// Re-renders one entry; returns the cached value if the fresh render differs from it.
-async fn rerender(cache: &ResponseCache, pool: &Pool, key: &Key) -> Option<Rendered> {
+async fn rerender(cache: &ResponseCache, pool: &Pool, key: &Key) -> Option<Held> {
     if !cache.is_current(key) {
         return None; // a products page of an old generation: unreachable already
     }
-    let cached = cache.store.peek(key)?;
+    let cached = cache.store.peek_held(key)?;
     let fresh = fill(key, pool).await.ok()?; // the database is away: next round
     cache.swept.fetch_add(1, Ordering::Relaxed);
-    (fresh != cached).then_some(cached)
+    (fresh != *cached).then_some(cached)
 }
 
 /// Decides, after the feed has caught up with the renders, which differing entries drifted.
-async fn judge(cache: &ResponseCache, feed: &FeedStatus, differing: &mut Vec<(&Key, Rendered)>) {
+async fn judge(cache: &ResponseCache, feed: &FeedStatus, differing: &mut Vec<(&Key, Held)>) {
     if differing.is_empty() {
         return;
     }
