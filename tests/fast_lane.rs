@@ -434,7 +434,14 @@ async fn a_client_that_never_stops_sending_does_not_hold_up_a_stop() {
         drain_timeout: Duration::from_secs(120),
         ..Default::default()
     };
-    let (db, lane, _hyper) = lane_and_hyper(settings).await;
+    let data = common::generated("fast-lane", 0.0005, 17);
+    let settings = ServeSettings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        fast_lane: true,
+        ..settings
+    };
+    let (db, lane) = common::server_with_settings(data.path(), settings).await;
+    common::ready(lane.addr).await;
     let product = db.ids("SELECT min(id)::bigint FROM products").await[0];
     let mut batch = Vec::new();
     for _ in 0..1_000 {
@@ -455,9 +462,13 @@ async fn a_client_that_never_stops_sending_does_not_hold_up_a_stop() {
         }
         total
     });
-    while metric(lane.addr, "atelier_fast_lane_requests_total").await < 1_000 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while metric(lane.addr, "atelier_fast_lane_requests_total").await < 1_000 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the lane answers the client");
     // The connection finishes what it gathered and closes; the stop does not wait out the
     // 120 s drain timeout (after which it would cut the connection itself).
     tokio::time::timeout(Duration::from_secs(60), lane.stop())

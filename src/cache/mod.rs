@@ -260,8 +260,8 @@ impl ResponseCache {
     /// What `f` makes of the entry for `key`, borrowed where it lies, if the cache holds it
     /// now, counted as a hit; `None` (counting nothing, `f` not called) when it does not, or
     /// while a restored catalog may still be behind the feed: the caller then asks
-    /// [`Self::get`], which counts the miss. For a reader that copies the entry's bytes out
-    /// ([`crate::http`]'s fast lane): nothing is cloned.
+    /// [`Self::get`], which counts the miss. For a reader that copies the entry's bytes out:
+    /// a catalog entry is not cloned.
     pub fn hit_with<R>(&self, key: &Key, f: impl FnOnce(RenderedRef<'_>) -> R) -> Option<R> {
         if self.restoring.load(Ordering::Acquire) {
             return None;

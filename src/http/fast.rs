@@ -317,8 +317,7 @@ struct Gathered {
 /// until one is hyper's, one closes the connection, `out` holds [`MOST_GATHERED`], or only
 /// part of a head is left (`partial` then says how much of `buf` was there, and the head is
 /// not parsed again until bytes come that may end it). An answer that panics (a bug) leaves
-/// `out` as it was and its request to hyper, whose handler turns the panic into a 500 with a
-/// log line.
+/// `out` as it was and its request to hyper, which answers it afresh; the panic is logged.
 fn gather(
     buf: &[u8],
     partial: &mut Option<usize>,
@@ -351,6 +350,9 @@ fn gather(
         let mark = out.len();
         let answered =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| answer(&head, &mut *out)));
+        if answered.is_err() {
+            tracing::error!(target = %head.target, "the fast lane's answer panicked; hyper answers the request");
+        }
         let Ok(Some(keep_open)) = answered else {
             out.truncate(mark);
             gathered.hand_off = true;
@@ -658,7 +660,7 @@ mod tests {
         assert!(!may_end_head(b"GET / HTTP/1.1\r\n", 99), "past the end");
     }
 
-    /// `n` pipelined GETs of `/products/1`, the last one's head whole or cut short.
+    /// `n` pipelined GETs of `/products/1`, and the length of one.
     fn pipelined(n: usize) -> (Vec<u8>, usize) {
         let one = b"GET /products/1 HTTP/1.1\r\nHost: x\r\n\r\n";
         (one.repeat(n), one.len())
@@ -700,7 +702,8 @@ mod tests {
     #[test]
     fn gathering_stops_at_a_close_a_hand_off_a_panic_and_a_partial_head() {
         let (mut buf, one) = pipelined(3);
-        let answer_two = |closing_at: usize| {
+        // Answers that close the connection at the `closing_at`th request (0: never).
+        let answering_until = |closing_at: usize| {
             let mut n = 0;
             move |_: &Head<'_>, out: &mut Vec<u8>| {
                 n += 1;
@@ -709,7 +712,13 @@ mod tests {
             }
         };
         let mut out = Vec::new();
-        let closed = gather(&buf, &mut None, DEFAULT_LIMITS, &mut out, answer_two(2));
+        let closed = gather(
+            &buf,
+            &mut None,
+            DEFAULT_LIMITS,
+            &mut out,
+            answering_until(2),
+        );
         assert_eq!((closed.used, closed.closing), (2 * one, true));
 
         // A panic on the second answer: the first stays, the second's bytes go, and the
@@ -729,7 +738,13 @@ mod tests {
         out.clear();
         let mut mixed = buf[..one].to_vec();
         mixed.extend_from_slice(b"POST /cart HTTP/1.1\r\n\r\n");
-        let handed = gather(&mixed, &mut None, DEFAULT_LIMITS, &mut out, answer_two(0));
+        let handed = gather(
+            &mixed,
+            &mut None,
+            DEFAULT_LIMITS,
+            &mut out,
+            answering_until(0),
+        );
         assert_eq!((handed.used, handed.hand_off), (one, true));
 
         // Part of a head after two whole ones: noted, and not parsed again until bytes come
@@ -737,16 +752,34 @@ mod tests {
         out.clear();
         buf.truncate(2 * one + 10);
         let mut partial = None;
-        let cut = gather(&buf, &mut partial, DEFAULT_LIMITS, &mut out, answer_two(0));
+        let cut = gather(
+            &buf,
+            &mut partial,
+            DEFAULT_LIMITS,
+            &mut out,
+            answering_until(0),
+        );
         assert_eq!(cut.used, 2 * one);
         assert_eq!(partial, Some(buf.len()));
-        let rest = &buf[2 * one..];
-        let mut seen = partial.map(|p| p - 2 * one);
-        let waiting = gather(rest, &mut seen, DEFAULT_LIMITS, &mut out, |_, _| {
-            panic!("a partial head is not answered")
+        // Told that no byte that may end a head came since it last looked (`seen` at the end,
+        // past a whole head and the start of another), gather does not parse, even a head
+        // that is whole; told that such bytes came, it does.
+        let (mut held, one) = pipelined(1);
+        held.extend_from_slice(b"GET /pro");
+        let mut answers = 0;
+        let mut seen = Some(held.len());
+        let waiting = gather(&held, &mut seen, DEFAULT_LIMITS, &mut out, |_, _| {
+            answers += 1;
+            Some(true)
         });
-        assert_eq!(waiting.used, 0);
-        assert_eq!(seen, Some(rest.len()), "still waiting for the rest");
+        assert_eq!((waiting.used, waiting.hand_off, answers), (0, false, 0));
+        assert_eq!(seen, Some(held.len()), "still waiting");
+        let mut seen = Some(10);
+        let read = gather(&held, &mut seen, DEFAULT_LIMITS, &mut out, |_, _| {
+            answers += 1;
+            Some(true)
+        });
+        assert_eq!((read.used, answers, seen), (one, 1, Some(held.len())));
     }
 
     #[tokio::test]

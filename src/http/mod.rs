@@ -395,22 +395,30 @@ impl App {
                 return None;
             }
         }
-        let given = head.request_id.filter(|given| is_request_id(given));
+        // Made before the lookup, so a miss (handed to hyper, which makes its own) skips a
+        // number: ids stay unique, not consecutive.
+        let made;
+        let id = match head.request_id.filter(|given| is_request_id(given)) {
+            Some(given) => given,
+            None => {
+                made = self.new_request_id();
+                &made[..]
+            }
+        };
         let draining = self.is_draining();
-        // Written while the entry is borrowed: its bytes are copied out, never cloned.
-        let (status, made) = self.cache.hit_with(&key, |entry| {
-            let made = given.is_none().then(|| self.new_request_id());
+        // Written while the entry is borrowed: a whole body kept as it is sent is copied out,
+        // not cloned.
+        let status = self.cache.hit_with(&key, |entry| {
             let reply = Reply::of(entry, &key, shown, head.gzip);
             let framing = fast::Framing {
                 cors_origin: self.cors_origin.as_bytes(),
-                request_id: given.or(made.as_ref().map(|m| &m[..])).unwrap_or_default(),
+                request_id: id,
                 draining,
                 closing: !head.keep_alive,
             };
             fast::write_response(out, &reply, &framing);
-            (reply.status(), made)
+            reply.status()
         })?;
-        let id = given.or(made.as_ref().map(|m| &m[..])).unwrap_or_default();
         let elapsed = started.elapsed();
         let line = RequestLine {
             id: std::str::from_utf8(id).unwrap_or("-"),
@@ -419,7 +427,8 @@ impl App {
             is_readyz: false,
         };
         self.log(&line, status, elapsed, None);
-        // Counted last: a panic before here hands the request to hyper, which counts it.
+        // Counted after the response is written: a panic while it is written hands the request
+        // to hyper, which counts it (the cache's hit is counted only once the write is done).
         self.metrics.record(route.label_index(), status, elapsed);
         self.metrics.fast_lane_answered();
         Some(head.keep_alive && !draining)

@@ -34,8 +34,9 @@ pub enum Rendered {
     NotFound,
 }
 
-/// A cache entry borrowed where it lies, for a reader that only copies bytes out of it: a
-/// whole body, or a list as its own slot holds it (with no `Rendered` around it to point at).
+/// A cache entry borrowed where it lies: a whole body, or a list as its own slot holds it
+/// (with no `Rendered` around it to point at). A reader that copies the bytes out takes no
+/// count on them.
 #[derive(Debug, Clone, Copy)]
 pub enum RenderedRef<'a> {
     Body(&'a Rendered),
