@@ -430,15 +430,12 @@ async fn requests_the_lane_leaves_to_hyper_are_answered_as_hyper_does() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_stops_sending_does_not_hold_up_a_stop() {
-    let settings = ServeSettings {
-        drain_timeout: Duration::from_secs(120),
-        ..Default::default()
-    };
     let data = common::generated("fast-lane", 0.0005, 17);
     let settings = ServeSettings {
         listen: "127.0.0.1:0".parse().unwrap(),
         fast_lane: true,
-        ..settings
+        drain_timeout: Duration::from_secs(120),
+        ..Default::default()
     };
     let (db, lane) = common::server_with_settings(data.path(), settings).await;
     common::ready(lane.addr).await;

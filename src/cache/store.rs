@@ -182,7 +182,7 @@ static EMPTY_LIST: std::sync::LazyLock<Arc<ItemList>> =
 #[derive(Debug)]
 pub(crate) enum Held {
     Shared(Arc<Rendered>),
-    Copied(Rendered),
+    Cloned(Rendered),
 }
 
 impl std::ops::Deref for Held {
@@ -191,7 +191,7 @@ impl std::ops::Deref for Held {
     fn deref(&self) -> &Rendered {
         match self {
             Held::Shared(body) => body,
-            Held::Copied(body) => body,
+            Held::Cloned(body) => body,
         }
     }
 }
@@ -393,18 +393,18 @@ impl Store {
         self.catalog_body(key).or_else(|| self.on_demand.peek(key))
     }
 
-    /// The body for `key` for a reader that keeps it a while (the sweep, the snapshot) and
-    /// must not take a count on its bytes: a catalog body's first clone would allocate one,
-    /// and such a reader reads every body in turn.
+    /// The body for `key` for a reader that keeps it a while (the sweep, the snapshot): a
+    /// catalog body without a count on its bytes, whose first clone would allocate one (such
+    /// a reader reads every body in turn); an on-demand entry cloned.
     pub(crate) fn peek_held(&self, key: &Key) -> Option<Held> {
         let catalog = self.catalog.load();
         let held = match catalog.as_ref().and_then(|c| c.slot(key)) {
             Some(Slot::Body(slot)) => slot.load_full().map(Held::Shared),
-            Some(Slot::List(slot)) => slot.load_full().map(|l| Held::Copied(Rendered::List(l))),
+            Some(Slot::List(slot)) => slot.load_full().map(|l| Held::Cloned(Rendered::List(l))),
             None => None,
         };
         // An empty slot's key may be held on demand (past the catalog's share, a 404).
-        held.or_else(|| self.on_demand.peek(key).map(Held::Copied))
+        held.or_else(|| self.on_demand.peek(key).map(Held::Cloned))
     }
 
     /// Whether the catalog has a slot for `key`: a body put in for it goes there, compacted,
@@ -415,7 +415,7 @@ impl Store {
     }
 
     pub(crate) fn contains_key(&self, key: &Key) -> bool {
-        self.peek(key).is_some()
+        self.peek_held(key).is_some()
     }
 
     /// Puts `body` in for `key`: in the catalog if it has the key's slot and its share of the
@@ -697,8 +697,14 @@ mod tests {
             .insert_precomputed(Key::Product(3), body("warm"))
             .stored());
         let seen = store.peek(&Key::Product(3)).expect("held");
-        match store.peek_held(&Key::Product(3)) {
-            Some(Held::Shared(held)) => assert!(held.is_same_value(&seen)),
+        match (
+            store.peek_held(&Key::Product(3)),
+            store.peek_held(&Key::Product(3)),
+        ) {
+            // The slot's own box both times, not a copy of it.
+            (Some(Held::Shared(one)), Some(Held::Shared(two))) => {
+                assert!(Arc::ptr_eq(&one, &two) && one.is_same_value(&seen));
+            }
             other => panic!("{other:?}"),
         }
         // A question that is gone: its 404 is kept on demand, its slot empty.
