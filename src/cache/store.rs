@@ -196,6 +196,20 @@ impl std::ops::Deref for Held {
     }
 }
 
+/// Frees `catalog` once no one else holds it: readers that loaded it before it was swapped
+/// out let go within a response's time.
+fn free_when_unheld(mut catalog: Arc<Catalog>) {
+    let mut pause = std::time::Duration::from_micros(100);
+    loop {
+        match Arc::try_unwrap(catalog) {
+            Ok(unheld) => return drop(unheld),
+            Err(held) => catalog = held,
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(std::time::Duration::from_millis(100));
+    }
+}
+
 /// One slot of the catalog, of either sort.
 #[derive(Clone, Copy)]
 enum Slot<'a> {
@@ -554,12 +568,14 @@ impl Store {
     }
 
     /// Drops the catalog; the on-demand cache gets the whole budget back. Freeing millions of
-    /// bodies takes a while: a thread of its own does it, not the caller's.
+    /// bodies takes a while: a thread of its own does it, not the caller's, and not a reader's
+    /// (a lane hit holds the catalog while it writes its response; were its count the last,
+    /// a request's worker would free the catalog).
     fn drop_catalog(&self) {
         if let Some(old) = self.catalog.swap(None) {
             let _ = std::thread::Builder::new()
                 .name("atelier-drop-catalog".into())
-                .spawn(move || drop(old));
+                .spawn(move || free_when_unheld(old));
         }
         self.catalog_entries.store(0, Ordering::Relaxed);
         self.catalog_bytes.store(0, Ordering::Relaxed);
@@ -714,6 +730,42 @@ mod tests {
             Some(Rendered::NotFound)
         ));
         assert!(store.peek_held(&Key::Answers(4)).is_none());
+    }
+
+    #[test]
+    fn a_catalog_a_reader_holds_when_it_is_dropped_is_freed_on_the_drop_thread() {
+        /// Bytes that say, when freed, which thread freed them.
+        struct Tattletale(Arc<std::sync::Mutex<Option<String>>>);
+        impl AsRef<[u8]> for Tattletale {
+            fn as_ref(&self) -> &[u8] {
+                b"body"
+            }
+        }
+        impl Drop for Tattletale {
+            fn drop(&mut self) {
+                let thread = std::thread::current().name().map(str::to_owned);
+                *self.0.lock().unwrap() = thread;
+            }
+        }
+        let store = catalog_store();
+        let freed_by = Arc::new(std::sync::Mutex::new(None));
+        let body = Bytes::from_owner(Tattletale(Arc::clone(&freed_by)));
+        assert!(store
+            .insert_precomputed(Key::Product(3), Rendered::Json(body))
+            .stored());
+        store.with_held(&Key::Product(3), |_| {
+            store.clear();
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            assert!(freed_by.lock().unwrap().is_none(), "not freed while held");
+        });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while freed_by.lock().unwrap().is_none() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(
+            freed_by.lock().unwrap().as_deref(),
+            Some("atelier-drop-catalog")
+        );
     }
 
     #[test]
