@@ -1,8 +1,9 @@
 //! The response cache: finished bodies keyed by resource, with a byte budget.
 //!
 //! A hit is a lookup (a catalog slot, or a hash lookup on demand) and the body where it lies,
-//! copied out or cloned by reference count: no database work and no serialization. A miss is filled once however many requests wait for it (quick_cache's
-//! placeholder guards make concurrent misses on one key share one database trip); an entry
+//! copied out or cloned by reference count: no database work and no serialization. A miss is
+//! filled once however many requests wait for it (quick_cache's placeholder guards make
+//! concurrent misses on one key share one database trip); an entry
 //! invalidated while its fill is in flight is not inserted, so a fill can never resurrect data
 //! older than the invalidation. Eviction is quick_cache's S3-FIFO-like policy, which keeps the
 //! hot set when a scan of cold keys passes through.

@@ -5,8 +5,9 @@
 //! product and question ids when a warm-up opens it: a whole body's slot holds its
 //! [`Rendered`], a list's slot the [`ItemList`] itself. A hit there is two atomic loads (and a
 //! reference count for a reader that keeps the body); a refresh swaps a slot's body for a new
-//! one, so a reader gets the old body or the new one and never waits. `benches/hit_path.rs` measured the slot against
-//! quick_cache's hit (72 ns against 152 ns a lookup; README). Catalog entries are never
+//! one, so a reader gets the old body or the new one and never waits. `benches/hit_path.rs`
+//! measured the slot against quick_cache's hit (72 ns against 152 ns a lookup; README).
+//! Catalog entries are never
 //! evicted: the warm-up fills the catalog in priority order up to nine tenths of the budget,
 //! and the on-demand cache, with the remaining tenth (or what the catalog leaves once the
 //! warm-up is done), holds what did not fit, products created since, products pages and carts.
@@ -226,6 +227,14 @@ impl Slot<'_> {
         }
     }
 
+    /// The body held, if any, with no count taken on its bytes ([`Store::peek_held`]).
+    fn held(self) -> Option<Held> {
+        match self {
+            Slot::Body(slot) => slot.load_full().map(Held::Shared),
+            Slot::List(slot) => slot.load_full().map(|l| Held::Cloned(Rendered::List(l))),
+        }
+    }
+
     /// Whether the slot can hold `body`: a list's slot holds lists only (the 404 of a
     /// question that does not exist is kept on demand).
     fn fits(self, body: &Rendered) -> bool {
@@ -412,11 +421,7 @@ impl Store {
     /// a reader reads every body in turn); an on-demand entry cloned.
     pub(crate) fn peek_held(&self, key: &Key) -> Option<Held> {
         let catalog = self.catalog.load();
-        let held = match catalog.as_ref().and_then(|c| c.slot(key)) {
-            Some(Slot::Body(slot)) => slot.load_full().map(Held::Shared),
-            Some(Slot::List(slot)) => slot.load_full().map(|l| Held::Cloned(Rendered::List(l))),
-            None => None,
-        };
+        let held = catalog.as_ref().and_then(|c| c.slot(key)?.held());
         // An empty slot's key may be held on demand (past the catalog's share, a 404).
         held.or_else(|| self.on_demand.peek(key).map(Held::Cloned))
     }

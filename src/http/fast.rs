@@ -351,7 +351,8 @@ fn gather(
         let answered =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| answer(&head, &mut *out)));
         if answered.is_err() {
-            tracing::error!(target = %head.target, "the fast lane's answer panicked; hyper answers the request");
+            let target = &head.target;
+            tracing::error!(%target, "the fast lane's answer panicked; hyper answers it");
         }
         let Ok(Some(keep_open)) = answered else {
             out.truncate(mark);
