@@ -2,8 +2,17 @@
 
 /// Millions of small bodies are allocated and freed while the catalog warms up: mimalloc
 /// takes a quarter off a full-scale warm-up against glibc's malloc (README, Warm-up).
+#[cfg(not(feature = "alloc-census"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// The same allocator, with live allocations counted by size and logged (README, Warm-up).
+#[cfg(feature = "alloc-census")]
+#[global_allocator]
+static ALLOCATOR: alloc_census::Counted = alloc_census::Counted;
+
+#[cfg(feature = "alloc-census")]
+mod alloc_census;
 
 use std::path::PathBuf;
 
@@ -425,6 +434,8 @@ fn main() -> Result<()> {
         _ => LogFormat::Auto,
     };
     atelier::logging::init(format, &cli.log)?;
+    #[cfg(feature = "alloc-census")]
+    alloc_census::log_periodically();
     // A panic (a bug) is logged like any other failure, as one line in the log's format.
     std::panic::set_hook(Box::new(|panic| {
         let location = panic.location().map(|l| l.to_string()).unwrap_or_default();

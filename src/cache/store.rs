@@ -264,23 +264,23 @@ impl Slot<'_> {
 
     /// Empties the slot if `f` says so of its body; returns the emptied body's weight.
     fn take_if(self, f: impl Fn(&Rendered) -> bool) -> Option<u64> {
-        /// Empties `slot` if `weigh_if` gives its value a weight, and it is still that value.
-        fn take<T>(
-            slot: &ArcSwapOption<T>,
-            weigh_if: impl Fn(&Arc<T>) -> Option<u64>,
-        ) -> Option<u64> {
-            let current = slot.load_full();
-            let weight = weigh_if(current.as_ref()?)?;
-            let previous = slot.compare_and_swap(&current, None);
-            let same = matches!((&*previous, &current), (Some(a), Some(b)) if Arc::ptr_eq(a, b));
-            same.then_some(weight)
-        }
         match self {
             Slot::Body(slot) => take(slot, |body| f(body).then(|| catalog_weight(body))),
             Slot::List(slot) => take(slot, |list| {
                 let body = Rendered::List(Arc::clone(list));
                 f(&body).then(|| catalog_weight(&body))
             }),
+        }
+    }
+
+    /// Empties the slot if it still holds the very box `body` ([`Store::peek_held`]); returns
+    /// the emptied body's weight.
+    fn take_if_box(self, body: &Arc<Rendered>) -> Option<u64> {
+        match self {
+            Slot::Body(slot) => take(slot, |now| {
+                Arc::ptr_eq(now, body).then(|| catalog_weight(now))
+            }),
+            Slot::List(_) => None,
         }
     }
 
@@ -293,6 +293,16 @@ impl Slot<'_> {
                 .map_or(0, |list| catalog_weight(&Rendered::List(list))),
         }
     }
+}
+
+/// Empties `slot` if `weigh_if` gives its value a weight, and it is still that value; returns
+/// that weight.
+fn take<T>(slot: &ArcSwapOption<T>, weigh_if: impl Fn(&Arc<T>) -> Option<u64>) -> Option<u64> {
+    let current = slot.load_full();
+    let weight = weigh_if(current.as_ref()?)?;
+    let previous = slot.compare_and_swap(&current, None);
+    let same = matches!((&*previous, &current), (Some(a), Some(b)) if Arc::ptr_eq(a, b));
+    same.then_some(weight)
 }
 
 /// The most slots an array gets per row of its table: ids far sparser than that are served
@@ -541,6 +551,24 @@ impl Store {
             }
         }
         self.on_demand.remove_if(key, |now| f(now)).is_some()
+    }
+
+    /// Removes `key`'s entry if it is still the very value `held` ([`Store::peek_held`]);
+    /// returns whether it did. A catalog body is told by its box, so that a 404 replaced by
+    /// another 404 is not taken for the one read; an entry cloned is told as
+    /// [`Rendered::is_same_value`] tells it.
+    pub(crate) fn remove_if_still(&self, key: &Key, held: &Held) -> bool {
+        let Held::Shared(body) = held else {
+            return self.remove_if(key, |now| now.is_same_value(held));
+        };
+        let catalog = self.catalog.load();
+        let taken = catalog
+            .as_ref()
+            .and_then(|c| c.slot(key)?.take_if_box(body));
+        if taken.is_some() {
+            self.account(taken, 0, 0);
+        }
+        taken.is_some()
     }
 
     /// Opens an empty catalog for tables of `size` (dropping any catalog held), and hands
@@ -960,6 +988,24 @@ mod tests {
         let now = store.peek(&Key::Product(2)).expect("held");
         assert!(store.remove_if(&Key::Product(2), |b| b.is_same_value(&now)));
         assert_eq!(store.peek(&Key::Product(2)), None);
+        assert_eq!(store.catalog_entries(), 0);
+    }
+
+    #[test]
+    fn a_catalog_404_replaced_by_another_404_is_not_the_one_read() {
+        let store = catalog_store();
+        let key = Key::Product(2);
+        assert!(store
+            .insert_precomputed(key.clone(), Rendered::NotFound)
+            .stored());
+        let seen = store.peek_held(&key).expect("held");
+        // A refresh puts in a 404 of its own: equal, but not the value the sweep judged.
+        store.insert(key.clone(), Rendered::NotFound);
+        assert!(!store.remove_if_still(&key, &seen));
+        assert_eq!(store.catalog_entries(), 1);
+        let now = store.peek_held(&key).expect("held");
+        assert!(store.remove_if_still(&key, &now));
+        assert_eq!(store.peek(&key), None);
         assert_eq!(store.catalog_entries(), 0);
     }
 

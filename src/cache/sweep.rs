@@ -119,7 +119,7 @@ async fn judge(cache: &ResponseCache, feed: &FeedStatus, differing: &mut Vec<(&K
             // refresh is about to swap the new body in.
             continue;
         }
-        let dropped = cache.store.remove_if(key, |now| now.is_same_value(&cached));
+        let dropped = cache.store.remove_if_still(key, &cached);
         if dropped && vouched {
             cache.drift.fetch_add(1, Ordering::Relaxed);
             let shown = match key {

@@ -540,6 +540,13 @@ impl App {
     ) -> Result<Response<Body>, DbError> {
         let db = &self.db;
         if let Some((key, shown)) = reply::catalog_read(route) {
+            // A hit is read where it lies, as the fast lane reads it: a clone of a catalog body
+            // would copy its bytes.
+            let answer =
+                |entry: RenderedRef<'_>| Reply::of(entry, &key, shown, gzip).into_response();
+            if let Some(response) = self.cache.hit_with(&key, answer) {
+                return Ok(response);
+            }
             let entry = self.cache.get(&key, db).await?;
             return Ok(Reply::of(RenderedRef::from(&entry), &key, shown, gzip).into_response());
         }

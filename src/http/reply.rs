@@ -30,11 +30,11 @@ pub enum Reply<'a> {
 }
 
 /// A 200 reply's bytes: those an entry keeps, borrowed for as long as the reader holds the
-/// entry (the fast lane copies them into its write, so a hit takes no count on them), or
-/// bytes made for the request.
+/// entry (both paths copy them out: the fast lane into its write, hyper into a body of its
+/// own), or bytes made for the request.
 #[derive(Debug, Clone)]
 pub enum Payload<'a> {
-    Kept(&'a Bytes),
+    Kept(&'a [u8]),
     Made(Bytes),
 }
 
@@ -46,10 +46,11 @@ impl Payload<'_> {
         }
     }
 
-    /// The bytes, owned: a kept body's shared with its entry, not copied.
+    /// The bytes, owned: a kept body's copied (the catalog keeps a body in a box, not in
+    /// bytes that could be shared: a quarter of a whole body's own box).
     pub fn into_bytes(self) -> Bytes {
         match self {
-            Payload::Kept(body) => body.clone(),
+            Payload::Kept(body) => Bytes::copy_from_slice(body),
             Payload::Made(body) => body,
         }
     }

@@ -482,7 +482,7 @@ mod tests {
                     usize::from(at >= lead),
                     "{compaction:?} seed {seed}"
                 );
-                let lead_bytes = |list: &ItemList| list.lead_page(1, 5).map(|g| g.gz.as_ptr());
+                let lead_bytes = |list: &ItemList| list.lead_page(1, 5).map(|g| g.gz.to_vec());
                 assert_eq!(
                     lead_bytes(&replaced) == lead_bytes(&held),
                     at >= lead,

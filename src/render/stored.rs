@@ -121,14 +121,14 @@ pub fn decode(input: &mut &[u8], previous: Option<&Arc<ItemList>>) -> Result<Ren
         JSON => Rendered::Json(take_bytes(input)?),
         GZIP => {
             let digest = take_u64(input)?;
-            let gz = take_bytes(input)?;
+            let gz = take_boxed(input)?;
             gzip_size(&gz)?;
             Rendered::Gzip(Gzipped { digest, gz })
         }
         PACKED => {
             let digest = take_u64(input)?;
             let len = take_u32(input)?;
-            let packed = take_bytes(input)?;
+            let packed = take_boxed(input)?;
             // As for a list: no further than deflate expands, which packing enforces.
             if len == 0 || len as usize > packed.len().saturating_mul(compress::MAX_DEFLATE_RATIO) {
                 return Err(Damaged("a packed body's size"));
@@ -180,7 +180,7 @@ fn decode_list(input: &mut &[u8]) -> Result<ItemList, Damaged> {
     }
     let lead = if flags & LED != 0 {
         let digest = take_u64(input)?;
-        let gz = take_bytes(input)?;
+        let gz = take_boxed(input)?;
         let items_start = take_u32(input)?;
         let len = take_u32(input)?;
         let count = match take_u8(input)? {
@@ -292,6 +292,11 @@ pub fn take_u64(input: &mut &[u8]) -> Result<u64, Damaged> {
 fn take_bytes(input: &mut &[u8]) -> Result<Bytes, Damaged> {
     let len = take_u32(input)? as usize;
     Ok(Bytes::copy_from_slice(take(input, len)?))
+}
+
+fn take_boxed(input: &mut &[u8]) -> Result<Box<[u8]>, Damaged> {
+    let len = take_u32(input)? as usize;
+    Ok(Box::from(take(input, len)?))
 }
 
 fn take_u32s(input: &mut &[u8]) -> Result<Vec<u32>, Damaged> {
