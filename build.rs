@@ -7,11 +7,13 @@
 use std::path::{Path, PathBuf};
 
 /// Paths under `src/` whose code cannot change a cached body: the HTTP edge (it sends bodies,
-/// and frames list pages with `render`'s code), the command line, logging, systemd
-/// notifications, configuration, the supervisor, progress lines, and the data set and loader.
+/// and frames list pages with `render`'s code), the command line and its allocation census,
+/// logging, systemd notifications, configuration, the supervisor, progress lines, and the data
+/// set and loader.
 const NOT_RENDERING: &[&str] = &[
     "src/http",
     "src/main.rs",
+    "src/alloc_census.rs",
     "src/logging.rs",
     "src/notify.rs",
     "src/config.rs",
