@@ -30,11 +30,14 @@ pub enum Reply<'a> {
 }
 
 /// A 200 reply's bytes: those an entry keeps, borrowed for as long as the reader holds the
-/// entry (both paths copy them out: the fast lane into its write, hyper into a body of its
-/// own), or bytes made for the request.
+/// entry (the fast lane copies them into its write, so a hit takes no count on them), or
+/// bytes made for the request.
 #[derive(Debug, Clone)]
 pub enum Payload<'a> {
+    /// A body kept compressed: its bytes are a box, not shared.
     Kept(&'a [u8]),
+    /// A plain body, whose bytes can be shared.
+    Shared(&'a Bytes),
     Made(Bytes),
 }
 
@@ -42,15 +45,17 @@ impl Payload<'_> {
     pub fn as_bytes(&self) -> &[u8] {
         match self {
             Payload::Kept(body) => body,
+            Payload::Shared(body) => body,
             Payload::Made(body) => body,
         }
     }
 
-    /// The bytes, owned: a kept body's copied (the catalog keeps a body in a box, not in
-    /// bytes that could be shared: a quarter of a whole body's own box).
+    /// The bytes, owned: a kept body's copied (the catalog keeps it in a box rather than in
+    /// `Bytes`, which puts a whole body's own box a size class lower), a plain one's shared.
     pub fn into_bytes(self) -> Bytes {
         match self {
             Payload::Kept(body) => Bytes::copy_from_slice(body),
+            Payload::Shared(body) => body.clone(),
             Payload::Made(body) => body,
         }
     }
@@ -72,7 +77,7 @@ impl<'a> Reply<'a> {
     pub fn whole(entry: &'a Rendered, gzip: bool) -> Reply<'a> {
         match entry {
             Rendered::Json(body) => Reply::Json {
-                body: Payload::Kept(body),
+                body: Payload::Shared(body),
                 digest: render::digest(body),
                 coding: Coding::Identity,
             },

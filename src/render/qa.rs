@@ -416,6 +416,7 @@ mod tests {
         // list here packs against it, as `keeps_in_runs` then asks.
         compress::test_dictionary(DictionaryKind::Lists);
         let reused = || crate::render::tests::REUSED_RUNS.with(|r| r.get());
+        let reused_leads = || crate::render::tests::REUSED_LEADS.with(|r| r.get());
         for compaction in [Compaction::All, Compaction::Dense] {
             for seed in 0..40u64 {
                 let n = 40 + (seed as i64 * 7) % 120;
@@ -465,6 +466,7 @@ mod tests {
                 let (theirs, their_photos) = answers_of(&[question], &now, &now_photos);
                 let key = keys(&rows, &dates)[at];
                 let before = reused();
+                let leads_before = reused_leads();
                 let replaced = reanswered_in_place(3, &held, &key, &theirs, &their_photos)
                     .unwrap_or_else(|| panic!("{compaction:?} seed {seed}: not in place"));
                 assert_eq!(
@@ -486,6 +488,12 @@ mod tests {
                 assert_eq!(
                     lead_bytes(&replaced) == lead_bytes(&held),
                     at >= lead,
+                    "{compaction:?} seed {seed}"
+                );
+                // A lead page the change does not reach is taken as it is, not made again.
+                assert_eq!(
+                    reused_leads() - leads_before,
+                    usize::from(held.has_lead_page() && at >= lead),
                     "{compaction:?} seed {seed}"
                 );
             }
