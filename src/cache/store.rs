@@ -395,8 +395,8 @@ impl Store {
 
     /// Calls `f` with the body for `key` if it is held now (no fill, no wait: a fill in flight
     /// is a miss), borrowed where it lies. A catalog body is not cloned out of its slot: a
-    /// clone takes a count on its bytes, and the first clone of bytes made from a buffer
-    /// allocates that count, which over a catalog read uniformly is most reads.
+    /// clone of a body kept compressed copies its bytes (a box), and one of a plain body takes
+    /// a count on its bytes, whose first clone allocates that count.
     pub(crate) fn with_held<R>(
         &self,
         key: &Key,
@@ -427,8 +427,8 @@ impl Store {
     }
 
     /// The body for `key` for a reader that keeps it a while (the sweep, the snapshot): a
-    /// catalog body without a count on its bytes, whose first clone would allocate one (such
-    /// a reader reads every body in turn); an on-demand entry cloned.
+    /// catalog body as the box its slot holds, not cloned (a clone would copy a kept body's
+    /// bytes, and such a reader reads every body in turn); an on-demand entry cloned.
     pub(crate) fn peek_held(&self, key: &Key) -> Option<Held> {
         let catalog = self.catalog.load();
         let held = catalog.as_ref().and_then(|c| c.slot(key)?.held());

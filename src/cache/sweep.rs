@@ -88,11 +88,11 @@ pub async fn round(
         if let Some(cached) = rerender(cache, pool, key).await {
             differing.push((key, cached));
             if differing.len() == JUDGED_TOGETHER {
-                judge(cache, feed, &mut differing).await;
+                judge(cache, feed, &mut differing, FEED_WAIT).await;
             }
         }
     }
-    judge(cache, feed, &mut differing).await;
+    judge(cache, feed, &mut differing, FEED_WAIT).await;
     keys.len()
 }
 
@@ -107,12 +107,18 @@ async fn rerender(cache: &ResponseCache, pool: &Pool, key: &Key) -> Option<Held>
     (fresh != *cached).then_some(cached)
 }
 
-/// Decides, after the feed has caught up with the renders, which differing entries drifted.
-async fn judge(cache: &ResponseCache, feed: &FeedStatus, differing: &mut Vec<(&Key, Held)>) {
+/// Decides, after the feed has caught up with the renders (waiting at most `feed_wait`), which
+/// differing entries drifted.
+async fn judge(
+    cache: &ResponseCache,
+    feed: &FeedStatus,
+    differing: &mut Vec<(&Key, Held)>,
+    feed_wait: Duration,
+) {
     if differing.is_empty() {
         return;
     }
-    let vouched = feed.wait_for_fresh_read(FEED_WAIT).await;
+    let vouched = feed.wait_for_fresh_read(feed_wait).await;
     for (key, cached) in differing.drain(..) {
         if !cache.is_current(key) || cache.is_being_refreshed(key) {
             // A product changed meanwhile (its pages are unreachable already), or a change's
@@ -137,6 +143,37 @@ async fn judge(cache: &ResponseCache, feed: &FeedStatus, differing: &mut Vec<(&K
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cache::CatalogSize;
+    use crate::render::Rendered;
+
+    #[tokio::test]
+    async fn a_catalog_404_refreshed_into_another_404_is_not_judged_as_the_one_rendered() {
+        let cache = ResponseCache::new(1 << 20);
+        cache.open_catalog(CatalogSize {
+            products: 10,
+            max_product_id: 10,
+            ..Default::default()
+        });
+        let key = Key::Product(2);
+        assert!(cache.precompute(key.clone(), Rendered::NotFound));
+        let judged = cache.store.peek_held(&key).expect("held");
+        // A refresh swaps in a 404 of its own before the sweep judges the one it read.
+        cache.insert(key.clone(), Rendered::NotFound);
+        let feed = FeedStatus::new();
+        // No wait for the feed: an entry still the one judged is dropped, uncounted.
+        judge(&cache, &feed, &mut vec![(&key, judged)], Duration::ZERO).await;
+        assert!(
+            cache.store.peek_held(&key).is_some(),
+            "the refreshed 404 stays"
+        );
+        let judged = cache.store.peek_held(&key).expect("held");
+        judge(&cache, &feed, &mut vec![(&key, judged)], Duration::ZERO).await;
+        assert!(
+            cache.store.peek_held(&key).is_none(),
+            "the very one judged is dropped"
+        );
+        assert_eq!(cache.stats().drift, 0, "the feed did not vouch");
+    }
 
     #[test]
     fn a_round_is_spread_over_its_period_but_never_faster_than_the_cap() {

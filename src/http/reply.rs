@@ -201,3 +201,38 @@ pub fn catalog_read(route: &Route) -> Option<(Key, Shown)> {
         _ => return None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owned(reply: Reply<'_>) -> Bytes {
+        match reply {
+            Reply::Json { body, .. } => body.into_bytes(),
+            other => panic!("not a body: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_plain_body_is_shared_and_a_kept_one_copied_out_of_its_box() {
+        let plain = Bytes::from(br#"{"name":"a style","photos":[]}"#.repeat(30));
+        let sent = owned(Reply::whole(&Rendered::Json(plain.clone()), true));
+        assert_eq!(
+            sent.as_ptr(),
+            plain.as_ptr(),
+            "a plain body's bytes are shared"
+        );
+
+        let kept = Rendered::Json(plain).compacted(None);
+        let Rendered::Gzip(g) = &kept else {
+            panic!("not kept gzip: {kept:?}")
+        };
+        let sent = owned(Reply::whole(&kept, true));
+        assert_eq!(sent, g.gz[..], "sent as it is kept");
+        assert_ne!(
+            sent.as_ptr(),
+            g.gz.as_ptr(),
+            "copied: the box is the entry's"
+        );
+    }
+}

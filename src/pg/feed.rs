@@ -190,7 +190,7 @@ pub struct FeedStatus {
 }
 
 impl FeedStatus {
-    fn new() -> FeedStatus {
+    pub(crate) fn new() -> FeedStatus {
         FeedStatus {
             connected: AtomicBool::new(false),
             established: AtomicBool::new(false),
