@@ -548,7 +548,7 @@ impl App {
                 return Ok(response);
             }
             let entry = self.cache.get(&key, db).await?;
-            return Ok(Reply::of(RenderedRef::from(&entry), &key, shown, gzip).into_response());
+            return Ok(answer(RenderedRef::from(&entry)));
         }
         let whole = |entry: Rendered| Reply::whole(&entry, gzip).into_response();
         Ok(match *route {
