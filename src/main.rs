@@ -672,9 +672,13 @@ async fn serve(http: &HttpArgs, database: tokio_postgres::Config, demo: bool) ->
         ] {
             eprintln!("  curl '{base}{path}'");
         }
-        eprintln!("Ctrl-C stops the server and deletes the private database.");
+        eprintln!(
+            "Ctrl-C stops the server (after a drain; Ctrl-C again skips it) and deletes the private database."
+        );
     }
     stop.await;
+    // Listened for before /readyz says draining, so that no second signal goes unheard.
+    let hurry = shutdown_signal();
     // Draining first, so that no READY=1 can follow the STOPPING=1.
     lifecycle.iter().for_each(tokio::task::JoinHandle::abort);
     running.app.start_draining();
@@ -687,9 +691,10 @@ async fn serve(http: &HttpArgs, database: tokio_postgres::Config, demo: bool) ->
     let delay = http.settings()?.drain_delay;
     tracing::info!(
         delay_ms = delay.as_millis() as u64,
-        "draining: /readyz answers 503 while requests are still served, then accepting stops"
+        "draining: /readyz answers 503 while requests are still served, then accepting stops \
+         (a second SIGINT or SIGTERM stops accepting at once)"
     );
-    running.drain(delay).await?;
+    running.drain_unless(delay, hurry).await?;
     match saving.await {
         Ok(Ok(Some(written))) => tracing::info!(
             bodies = written.bodies,
@@ -774,21 +779,33 @@ async fn serve_may(_: ServeSettings, _: tokio_postgres::Config) -> Result<()> {
     anyhow::bail!("this build has no may_minihttp front end: rebuild with `cargo build --release --features may-server`, or use --engine fast (the default) or hyper")
 }
 
-/// Resolves on SIGINT or SIGTERM. SIGTERM is caught from the moment this is called, not from
-/// its first poll: one sent while the server starts must stop it gracefully, not kill it.
+/// Resolves on SIGINT or SIGTERM. Both are caught from the moment this is called, not from
+/// its first poll: one sent while the server starts must stop it gracefully, not kill it, and
+/// one sent the instant a drain begins must cut that drain short.
 fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    async move {
-        let ctrl_c = tokio::signal::ctrl_c();
-        #[cfg(unix)]
-        if let Some(mut term) = term {
-            tokio::select! {
-                _ = ctrl_c => {}
-                _ = term.recv() => {}
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let interrupt = signal(SignalKind::interrupt()).ok();
+        let terminate = signal(SignalKind::terminate()).ok();
+        async move {
+            /// The next delivery of `signal`; never, if it could not be listened for.
+            async fn next(signal: Option<tokio::signal::unix::Signal>) {
+                match signal {
+                    Some(mut signal) => {
+                        signal.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
             }
-            return;
+            tokio::select! {
+                () = next(interrupt) => {}
+                () = next(terminate) => {}
+            }
         }
-        let _ = ctrl_c.await;
+    }
+    #[cfg(not(unix))]
+    async {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }

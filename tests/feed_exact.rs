@@ -609,6 +609,44 @@ async fn a_question_created_after_its_answers_were_asked_for_is_served() {
     .await;
 }
 
+/// The instance that takes a new question answers for its answers at once, not only once its
+/// feed brings the question back: here the feed hears nothing after the 404 is held.
+#[tokio::test]
+async fn a_question_posted_after_its_answers_were_asked_for_is_served_by_its_writer_at_once() {
+    let (db, proxy, server) = server_with_proxied_feed(quick(), false).await;
+    let a = server.addr;
+    let next: i64 = db
+        .client()
+        .await
+        .query_one(
+            "SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END
+             FROM questions_id_seq",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let path = format!("/qa/questions/{next}/answers");
+    assert_eq!(get(a, &path).await.status, 404, "cached as unknown");
+    proxy.black_hole();
+    let posted = common::post_json(
+        a,
+        "/qa/questions",
+        r#"{"product_id":1,"body":"Does it fold?","name":"asker","email":"asker@example.com"}"#,
+    )
+    .await;
+    assert_eq!(posted.status, 201);
+    let answers = get(a, &path).await;
+    assert_eq!(
+        (answers.status, answers.body.as_str()),
+        (
+            200,
+            format!(r#"{{"question":"{next}","page":1,"count":5,"results":[]}}"#).as_str()
+        ),
+        "the writer's next read of the new question's answers"
+    );
+}
+
 #[tokio::test]
 async fn a_write_never_turns_a_hot_read_into_a_miss() {
     let mut settings = quick();

@@ -2,8 +2,9 @@
 //! says `READY=1` once `/readyz` answers 200, and not while it does not (`STATUS=` lines say
 //! why); it pings the watchdog; and on SIGTERM it says `STOPPING=1`, answers `/readyz` with 503 `draining` at
 //! once while it still serves requests (each with `Connection: close`) for the drain delay,
-//! then stops accepting and exits cleanly. A hung change feed stops the watchdog's pings, and a
-//! request still open when the drain timeout is up is cut off.
+//! then stops accepting and exits cleanly; a second signal cuts the delay short. A hung change
+//! feed stops the watchdog's pings, and a request still open when the drain timeout is up is
+//! cut off.
 
 mod common;
 
@@ -110,6 +111,46 @@ async fn serve_tells_systemd_when_it_is_ready_alive_and_stopping_and_drains() {
         "not before the delay"
     );
     assert!(child.wait().unwrap().success());
+}
+
+/// A second signal while the instance drains skips the rest of the delay: with a delay of an
+/// hour, the instance still exits.
+#[tokio::test]
+async fn a_second_signal_while_draining_stops_without_waiting_out_the_delay() {
+    let db = common::loaded_database(&sample_dir()).await;
+    let mut child = KillOnDrop(
+        std::process::Command::new(env!("CARGO_BIN_EXE_atelier"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+            .args(["--drain-delay-ms", "3600000", "--sweep-period-s", "0"])
+            .env("DATABASE_URL", common::connection_string(&db.config))
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run atelier serve"),
+    );
+    let (addr, _lines) = common::served_address(&mut child);
+    common::ready(addr).await;
+    // SAFETY: kill only sends a signal to the child this test started.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get(addr, "/readyz").await.body != "draining" {
+        assert!(Instant::now() < deadline, "never drained");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(get(addr, "/products/1").await.status, 200, "still serving");
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "{status}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running 30 s after the second signal, in an hour's drain delay"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]

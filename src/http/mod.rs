@@ -904,8 +904,22 @@ impl Running {
     /// requests are served as before for `delay` (longer than the balancer's health-check
     /// interval); then it stops as [`Running::stop`] does.
     pub async fn drain(self, delay: Duration) -> std::io::Result<()> {
+        self.drain_unless(delay, std::future::pending()).await
+    }
+
+    /// [`Running::drain`], with the delay cut short once `hurry` resolves: the binary passes a
+    /// second SIGINT or SIGTERM, so that an operator (or a demo's user) who does not want to
+    /// wait for the balancer need not. Open requests still get the drain timeout.
+    pub async fn drain_unless(
+        self,
+        delay: Duration,
+        hurry: impl std::future::Future<Output = ()>,
+    ) -> std::io::Result<()> {
         self.app.start_draining();
-        tokio::time::sleep(delay).await;
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = hurry => {}
+        }
         self.stop().await
     }
 

@@ -159,7 +159,7 @@ statements! {
     review_helpful = counted_once!("reviews", "product_id");
     review_report = "UPDATE reviews SET reported = true WHERE id = $1 RETURNING product_id, pg_current_xact_id()::text::int8";
     add_question = "INSERT INTO questions (product_id, body, asker_name, asker_email) VALUES ($1, $2, $3, $4)
-                    RETURNING pg_current_xact_id()::text::int8";
+                    RETURNING id, pg_current_xact_id()::text::int8";
     question_helpful = counted_once!("questions", "product_id");
     question_report = "UPDATE questions SET reported = true WHERE id = $1 RETURNING product_id, pg_current_xact_id()::text::int8";
     add_answer = "WITH answer AS (

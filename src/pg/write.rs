@@ -182,7 +182,11 @@ pub async fn add_question(pool: &Pool, q: &NewQuestion) -> Result<Written, Write
         })
         .await
         .map_err(on_missing(WriteError::Invalid))?;
-    Ok(Written::by(&row, 0, vec![Change::Questions(q.product_id)]))
+    // The new question's answers exist from now on: a 404 held for its id (asked for before
+    // the question was made) is stale, and the writer's next read must not get it.
+    let mut changes = vec![Change::Questions(q.product_id)];
+    changes.extend(row.try_get::<_, i64>(0).ok().map(Change::Answers));
+    Ok(Written::by(&row, 1, changes))
 }
 
 pub async fn mark_question(
