@@ -118,7 +118,8 @@ struct LoadArgs {
     /// Connections used to build indexes and constraints after the copy.
     #[arg(long, default_value_t = 2)]
     jobs: usize,
-    /// How many repaired, skipped or dropped lines to list per file.
+    /// How many dropped lines (well-formed rows whose parent is missing) to list per file.
+    /// Every repaired or skipped line is listed.
     #[arg(long, default_value_t = 20)]
     show_lines: usize,
     #[command(flatten)]

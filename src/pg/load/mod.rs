@@ -100,13 +100,48 @@ pub struct FileReport {
     pub repaired: u64,
     pub skipped: u64,
     pub dropped: u64,
-    /// The first [`MAX_NOTES`] repaired, skipped or dropped lines.
+    /// The repaired and skipped lines (the first [`MAX_FIXES_NOTED`]) and the first
+    /// [`MAX_DROPS_NOTED`] dropped ones, in line order.
     pub notes: Vec<LineNote>,
     pub elapsed: Duration,
 }
 
-/// At most this many lines are remembered per file; the counts are always complete.
-pub const MAX_NOTES: usize = 10_000;
+/// Repaired and skipped lines are remembered up to this many per file: the format asks for
+/// every one to be reported, and the data set has a few hundred at most; a file past this many
+/// is broken, not quirky, and the rest of them are counted only.
+pub const MAX_FIXES_NOTED: usize = 1_000_000;
+
+/// Dropped lines (well-formed rows whose parent is missing, which the format asks only to
+/// count) are remembered up to this many per file. The counts are always complete.
+pub const MAX_DROPS_NOTED: usize = 10_000;
+
+impl FileReport {
+    /// Counts line `line`'s outcome, and remembers it if it is one to report.
+    fn count(&mut self, line: u64, outcome: Outcome) {
+        let noted = match &outcome {
+            Outcome::Loaded => {
+                self.loaded += 1;
+                return;
+            }
+            Outcome::Repaired(_) => {
+                self.loaded += 1;
+                self.repaired += 1;
+                self.repaired + self.skipped <= MAX_FIXES_NOTED as u64
+            }
+            Outcome::Skipped(_) => {
+                self.skipped += 1;
+                self.repaired + self.skipped <= MAX_FIXES_NOTED as u64
+            }
+            Outcome::Dropped(_) => {
+                self.dropped += 1;
+                self.dropped <= MAX_DROPS_NOTED as u64
+            }
+        };
+        if noted {
+            self.notes.push(LineNote { line, outcome });
+        }
+    }
+}
 
 /// What a load did.
 #[derive(Debug, Clone, Default)]
@@ -124,9 +159,9 @@ impl LoadReport {
         self.files.iter().find(|f| f.file == name)
     }
 
-    /// A table of counts per file, then the lines that were repaired, skipped or dropped
-    /// (up to `max_lines` per file).
-    pub fn render(&self, max_lines: usize) -> String {
+    /// A table of counts per file, then every line that was repaired or skipped and the first
+    /// `max_dropped` dropped ones of each file.
+    pub fn render(&self, max_dropped: usize) -> String {
         use std::fmt::Write as _;
         let mut out = format!(
             "{:<28} {:>12} {:>12} {:>9} {:>9} {:>9} {:>10}\n",
@@ -171,18 +206,33 @@ impl LoadReport {
             self.database_bytes / (1 << 20)
         );
         for f in &self.files {
-            for note in f.notes.iter().take(max_lines) {
+            let (mut fixes_listed, mut drops_listed) = (0u64, 0u64);
+            for note in &f.notes {
                 let (what, why) = match &note.outcome {
                     Outcome::Repaired(w) => ("repaired", w),
                     Outcome::Skipped(w) => ("skipped", w),
+                    Outcome::Dropped(_) if drops_listed >= max_dropped as u64 => continue,
                     Outcome::Dropped(w) => ("dropped", w),
                     Outcome::Loaded => continue,
                 };
+                match note.outcome {
+                    Outcome::Dropped(_) => drops_listed += 1,
+                    _ => fixes_listed += 1,
+                }
                 let _ = writeln!(out, "{}:{}: {what}: {why}", f.file, note.line);
             }
-            let noted = f.repaired + f.skipped + f.dropped;
-            if noted > max_lines as u64 {
-                let _ = writeln!(out, "{}: ... and {} more", f.file, noted - max_lines as u64);
+            let fixes_unlisted = (f.repaired + f.skipped).saturating_sub(fixes_listed);
+            if fixes_unlisted > 0 {
+                let _ = writeln!(
+                    out,
+                    "{}: ... and {fixes_unlisted} more repaired or skipped: past {MAX_FIXES_NOTED} \
+                     in one file, the file is broken rather than quirky",
+                    f.file
+                );
+            }
+            let drops_unlisted = f.dropped.saturating_sub(drops_listed);
+            if drops_unlisted > 0 {
+                let _ = writeln!(out, "{}: ... and {drops_unlisted} more dropped", f.file);
             }
         }
         out
@@ -579,22 +629,7 @@ fn read_file(
             break; // a blank last line is the end of the file, not a row
         }
         report.lines += 1;
-        let outcome = converter.convert(&line, &mut out);
-        match &outcome {
-            Outcome::Loaded => report.loaded += 1,
-            Outcome::Repaired(_) => {
-                report.loaded += 1;
-                report.repaired += 1;
-            }
-            Outcome::Skipped(_) => report.skipped += 1,
-            Outcome::Dropped(_) => report.dropped += 1,
-        }
-        if outcome != Outcome::Loaded && report.notes.len() < MAX_NOTES {
-            report.notes.push(LineNote {
-                line: line_number,
-                outcome,
-            });
-        }
+        report.count(line_number, converter.convert(&line, &mut out));
         if out.len() >= CHUNK {
             let chunk = Bytes::from(std::mem::replace(
                 &mut out,
@@ -639,4 +674,62 @@ pub async fn finish_interrupted_load(config: &Config, quiet: bool) -> Result<(),
         &mut Progress::new("finish earlier load", quiet),
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{FileReport, LoadReport, Outcome, MAX_DROPS_NOTED};
+
+    fn file_with(repaired: u64, skipped: u64, dropped: u64) -> FileReport {
+        let mut f = FileReport {
+            file: "photos.csv",
+            ..Default::default()
+        };
+        let mut line = 0;
+        for (n, outcome) in [
+            (repaired, Outcome::Repaired("a closing quote added".into())),
+            (skipped, Outcome::Skipped("too few fields".into())),
+            (dropped, Outcome::Dropped("no such style".into())),
+        ] {
+            for _ in 0..n {
+                line += 1;
+                f.count(line, outcome.clone());
+            }
+        }
+        f.count(line + 1, Outcome::Loaded);
+        f
+    }
+
+    #[test]
+    fn every_repaired_and_skipped_line_is_kept_past_the_dropped_lines_limit() {
+        let over = MAX_DROPS_NOTED as u64 + 5;
+        let f = file_with(over, 3, over);
+        assert_eq!(
+            (f.loaded, f.repaired, f.skipped, f.dropped),
+            (over + 1, over, 3, over)
+        );
+        let kept = |what: fn(&Outcome) -> bool| f.notes.iter().filter(|n| what(&n.outcome)).count();
+        assert_eq!(kept(|o| matches!(o, Outcome::Repaired(_))), over as usize);
+        assert_eq!(kept(|o| matches!(o, Outcome::Skipped(_))), 3);
+        assert_eq!(kept(|o| matches!(o, Outcome::Dropped(_))), MAX_DROPS_NOTED);
+    }
+
+    #[test]
+    fn the_report_lists_every_repaired_and_skipped_line_and_the_first_dropped_ones() {
+        let report = LoadReport {
+            files: vec![file_with(30, 2, 25)],
+            ..Default::default()
+        };
+        let shown = report.render(20);
+        let listed = |what: &str| shown.matches(&format!(": {what}: ")).count();
+        assert_eq!(listed("repaired"), 30, "{shown}");
+        assert_eq!(listed("skipped"), 2, "{shown}");
+        assert_eq!(listed("dropped"), 20, "{shown}");
+        assert!(shown.contains("photos.csv:1: repaired: a closing quote added"));
+        assert!(
+            shown.contains("photos.csv: ... and 5 more dropped"),
+            "{shown}"
+        );
+        assert!(!shown.contains("more repaired or skipped"), "{shown}");
+    }
 }
