@@ -161,11 +161,12 @@ pub fn review(bytes: &[u8]) -> Result<NewReview, BodyError> {
     })
 }
 
-/// `POST /qa/questions`; `query_product_id` is the query string's, used when the body has none.
+/// `POST /qa/questions`; `query_product_id` is the query string's, used when the body has none
+/// (a `null` is none: a form that sends every field, empty ones as `null`, still posts).
 pub fn question(bytes: &[u8], query_product_id: Option<i64>) -> Result<NewQuestion, BodyError> {
     let o = object(bytes)?;
     let product_id = match (o.get("product_id"), query_product_id) {
-        (None, Some(id)) => id,
+        (None | Some(Value::Null), Some(id)) => id,
         (v, _) => id(v)?,
     };
     Ok(NewQuestion {
@@ -297,6 +298,11 @@ mod tests {
         let q = question(br#"{"body":"Why?","name":"a","email":"a@b.co"}"#, Some(7)).unwrap();
         assert_eq!(q.product_id, 7);
         assert!(question(br#"{"body":"Why?","name":"a","email":"a@b.co"}"#, None).is_err());
+        let null_in_body = br#"{"product_id":null,"body":"Why?","name":"a","email":"a@b.co"}"#;
+        assert_eq!(question(null_in_body, Some(7)).unwrap().product_id, 7);
+        assert!(question(null_in_body, None).is_err());
+        let both = br#"{"product_id":8,"body":"Why?","name":"a","email":"a@b.co"}"#;
+        assert_eq!(question(both, Some(7)).unwrap().product_id, 8);
         assert!(interaction(br#"{"element":"img","time":"now"}"#).is_err());
         assert_eq!(
             interaction(br#"{"element":"img","widget":"Overview"}"#)
