@@ -583,16 +583,20 @@ async fn the_feed_does_not_refresh_again_what_a_write_of_this_instance_refreshed
     );
 }
 
-/// `PUT path` with an `X-Request-Id`, as nginx sends every attempt of one request.
-async fn put_with_id(a: std::net::SocketAddr, path: &str, id: &str) -> common::Reply {
-    let raw = format!(
-        "PUT {path} HTTP/1.1\r\nHost: t\r\nX-Request-Id: {id}\r\nConnection: close\r\n\r\n"
-    );
+/// `PUT path` with `header: value`; with `Idempotency-Key`, as nginx sends every attempt of one
+/// request (with its `X-Request-Id`).
+async fn put_with(a: std::net::SocketAddr, path: &str, header: &str, value: &str) -> common::Reply {
+    let raw =
+        format!("PUT {path} HTTP/1.1\r\nHost: t\r\n{header}: {value}\r\nConnection: close\r\n\r\n");
     common::send_raw(a, raw.as_bytes()).await
 }
 
+async fn put_with_id(a: std::net::SocketAddr, path: &str, id: &str) -> common::Reply {
+    put_with(a, path, "Idempotency-Key", id).await
+}
+
 #[tokio::test]
-async fn a_helpful_vote_retried_with_the_same_request_id_counts_once() {
+async fn a_helpful_vote_retried_with_the_same_idempotency_key_counts_once() {
     let (db, server) = server_with_data(&common::sample_dir()).await;
     let a = server.addr;
     let client = db.client().await;
@@ -636,6 +640,13 @@ async fn a_helpful_vote_retried_with_the_same_request_id_counts_once() {
         assert_eq!(put(a, path).await.status, 204);
         assert_eq!(put(a, path).await.status, 204);
         assert_eq!(helpfulness(table, 1).await, before + 4, "{table}");
+        // A client's own X-Request-Id is a trace, not a retry key: the same one twice is two
+        // votes.
+        for _ in 0..2 {
+            let traced = put_with(a, path, "X-Request-Id", &format!("{table}-trace")).await;
+            assert_eq!(traced.status, 204);
+        }
+        assert_eq!(helpfulness(table, 1).await, before + 6, "{table}");
     }
     // An id already spent on one row still counts on another: a client that sends the same id
     // with every request loses no vote (it only cannot vote twice for one row with it).

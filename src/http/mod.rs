@@ -56,6 +56,11 @@ pub const OPENAPI_YAML: &str = include_str!("../../openapi.yaml");
 
 /// The header that carries a request's id, from the client or the balancer, or ours.
 const X_REQUEST_ID: &str = "x-request-id";
+/// A write's retry key (the IETF draft's `Idempotency-Key`): a helpful vote whose key was
+/// counted for the same row already counts no more. nginx sends its `$request_id` in it, the
+/// same on every attempt of a request (deploy/nginx.conf). Not `X-Request-Id`: a client that
+/// traces its requests under one fixed id must still have every vote counted.
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 /// What answering a request came to, before the headers every response gets.
 struct Outcome {
@@ -336,8 +341,11 @@ impl App {
         }
         if route.is_write() {
             let token = token.unwrap_or("").to_owned();
-            // A balancer's retry of this request carries the same id: a vote counts once.
-            let request_id = supplied_request_id(&req.headers)
+            // A balancer's retry of this request carries the same key: a vote counts once.
+            let retry_key = req
+                .headers
+                .get(IDEMPOTENCY_KEY)
+                .filter(|given| is_request_id(given.as_bytes()))
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
             let length = req
@@ -349,7 +357,7 @@ impl App {
             let bytes = tokio::time::timeout(self.settings.limits.body_timeout, reading)
                 .await
                 .unwrap_or(Err(BodyError::TooSlow));
-            let written = self.write(&route, &token, request_id.as_deref(), bytes);
+            let written = self.write(&route, &token, retry_key.as_deref(), bytes);
             let (response, cause) = match written.await {
                 Ok(response) => (response, None),
                 Err((response, e)) => (response, Some(logging::cause_chain(&e))),
@@ -446,7 +454,7 @@ impl App {
         &self,
         route: &Route,
         token: &str,
-        request_id: Option<&str>,
+        retry_key: Option<&str>,
         bytes: Result<Bytes, BodyError>,
     ) -> Result<Response<Body>, (Response<Body>, DbError)> {
         let invalid: &'static str = match route {
@@ -505,11 +513,11 @@ impl App {
                 Ok(interaction) => write::add_interaction(pool, &interaction).await,
                 Err(_) => Err(WriteError::Invalid),
             },
-            Route::MarkReview { id, mark } => write::mark_review(pool, id, mark, request_id).await,
+            Route::MarkReview { id, mark } => write::mark_review(pool, id, mark, retry_key).await,
             Route::MarkQuestion { id, mark } => {
-                write::mark_question(pool, id, mark, request_id).await
+                write::mark_question(pool, id, mark, retry_key).await
             }
-            Route::MarkAnswer { id, mark } => write::mark_answer(pool, id, mark, request_id).await,
+            Route::MarkAnswer { id, mark } => write::mark_answer(pool, id, mark, retry_key).await,
             _ => return Ok(respond::not_found()),
         };
         match result {
@@ -726,7 +734,8 @@ fn supplied_request_id(headers: &hyper::HeaderMap) -> Option<&HeaderValue> {
         .filter(|given| is_request_id(given.as_bytes()))
 }
 
-/// Whether a client's `X-Request-Id` is one to echo: 1 to 128 visible ASCII characters.
+/// Whether a client's `X-Request-Id` is one to echo (or its `Idempotency-Key` one to keep): 1
+/// to 128 visible ASCII characters.
 fn is_request_id(given: &[u8]) -> bool {
     (1..=128).contains(&given.len()) && given.iter().all(|b| (0x21..=0x7e).contains(b))
 }

@@ -127,9 +127,9 @@ pub async fn mark_review(
     pool: &Pool,
     id: i64,
     mark: Mark,
-    request_id: Option<&str>,
+    retry_key: Option<&str>,
 ) -> Result<Written, WriteError> {
-    let row = mark_row(pool, ("review", id), mark, request_id, |s| {
+    let row = mark_row(pool, ("review", id), mark, retry_key, |s| {
         (&s.review_helpful, &s.review_report)
     })
     .await?;
@@ -146,23 +146,23 @@ pub async fn mark_review(
 }
 
 /// Runs the helpful or the report statement that `pick` names for one row of `what`; NotFound
-/// when no row has that id. A helpful vote is counted once per `request_id` (the request's
-/// `X-Request-Id`, the same on a balancer's retry) and row: a client that sends one id with
-/// every request loses no vote. Returns the statement's RETURNING row.
+/// when no row has that id. A helpful vote is counted once per `retry_key` (the request's
+/// `Idempotency-Key`, the same on a balancer's retry) and row: a client that sends one key
+/// with every request loses no vote on another row. Returns the statement's RETURNING row.
 async fn mark_row(
     pool: &Pool,
     (what, id): (&str, i64),
     mark: Mark,
-    request_id: Option<&str>,
+    retry_key: Option<&str>,
     pick: fn(&Statements) -> (&Statement, &Statement),
 ) -> Result<tokio_postgres::Row, WriteError> {
-    let request_id = request_id.map(|r| format!("{what} {id} {r}"));
-    let request_id = request_id.as_deref();
+    let retry_key = retry_key.map(|r| format!("{what} {id} {r}"));
+    let retry_key = retry_key.as_deref();
     let row = pool
         .run(|c| async move {
             let (helpful, report) = pick(&c.statements);
             match mark {
-                Mark::Helpful => c.client.query_opt(helpful, &[&id, &request_id]).await,
+                Mark::Helpful => c.client.query_opt(helpful, &[&id, &retry_key]).await,
                 Mark::Report => c.client.query_opt(report, &[&id]).await,
             }
         })
@@ -193,9 +193,9 @@ pub async fn mark_question(
     pool: &Pool,
     id: i64,
     mark: Mark,
-    request_id: Option<&str>,
+    retry_key: Option<&str>,
 ) -> Result<Written, WriteError> {
-    let row = mark_row(pool, ("question", id), mark, request_id, |s| {
+    let row = mark_row(pool, ("question", id), mark, retry_key, |s| {
         (&s.question_helpful, &s.question_report)
     })
     .await?;
@@ -236,9 +236,9 @@ pub async fn mark_answer(
     pool: &Pool,
     id: i64,
     mark: Mark,
-    request_id: Option<&str>,
+    retry_key: Option<&str>,
 ) -> Result<Written, WriteError> {
-    let row = mark_row(pool, ("answer", id), mark, request_id, |s| {
+    let row = mark_row(pool, ("answer", id), mark, retry_key, |s| {
         (&s.answer_helpful, &s.answer_report)
     })
     .await?;
