@@ -35,9 +35,9 @@ macro_rules! statements {
 }
 
 /// A helpful vote on a row of `$table` (`$1` its id), counted once per retry key (`$2`, the
-/// request's `Idempotency-Key` with the row's name, or NULL): a retry of a vote already counted finds its key in
-/// `applied_requests` (migration 6) and changes nothing, yet still returns the row. Returns
-/// `$returning`, then the transaction's id.
+/// request's `Idempotency-Key` with the row's name, or NULL): a retry of a vote already
+/// counted finds its key in `applied_requests` (migration 6) and changes nothing, yet still
+/// returns the row. Returns `$returning`, then the transaction's id.
 macro_rules! counted_once {
     ($table:literal, $returning:literal) => {
         concat!(
