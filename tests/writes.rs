@@ -648,6 +648,23 @@ async fn a_helpful_vote_retried_with_the_same_idempotency_key_counts_once() {
         }
         assert_eq!(helpfulness(table, 1).await, before + 6, "{table}");
     }
+    // A vote for an unknown id is a 404 and records no key.
+    let keys = || async {
+        client
+            .query_one("SELECT count(*) FROM applied_requests", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    let recorded = keys().await;
+    for path in [
+        "/reviews/999999/helpful",
+        "/qa/questions/999999/helpful",
+        "/qa/answers/999999/helpful",
+    ] {
+        assert_eq!(put_with_id(a, path, "unknown-row").await.status, 404);
+    }
+    assert_eq!(keys().await, recorded, "a 404 wrote a key");
     // An id already spent on one row still counts on another: a client that sends the same id
     // with every request loses no vote (it only cannot vote twice for one row with it).
     let before = helpfulness("reviews", 2).await;

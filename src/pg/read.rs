@@ -37,12 +37,15 @@ macro_rules! statements {
 /// A helpful vote on a row of `$table` (`$1` its id), counted once per retry key (`$2`, the
 /// request's `Idempotency-Key` with the row's name, or NULL): a retry of a vote already
 /// counted finds its key in `applied_requests` (migration 6) and changes nothing, yet still
-/// returns the row. Returns `$returning`, then the transaction's id.
+/// returns the row. A key is recorded only for a row that exists: a vote for an unknown id
+/// (a 404) writes nothing. Returns `$returning`, then the transaction's id.
 macro_rules! counted_once {
     ($table:literal, $returning:literal) => {
         concat!(
             "WITH counted AS (INSERT INTO applied_requests (id)
-                              SELECT $2::text WHERE $2::text IS NOT NULL
+                              SELECT $2::text FROM ",
+            $table,
+            " WHERE id = $1 AND $2::text IS NOT NULL
                               ON CONFLICT (id) DO NOTHING RETURNING 1)
              UPDATE ",
             $table,
