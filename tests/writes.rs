@@ -1184,3 +1184,62 @@ async fn an_answer_re_renders_its_question_in_the_products_list_as_a_fresh_read_
         before = after;
     }
 }
+
+/// A write whose own refresh is slow (every reply of the database late) is still answered
+/// 201, within the request's time, not 503 after it committed (a client would retry it into a
+/// second review); what the refresh had not swapped in is dropped, so the writer's next read
+/// has the write.
+#[tokio::test]
+async fn a_committed_write_is_answered_in_time_however_slow_its_own_refresh() {
+    let db = common::loaded_database(&common::sample_dir()).await;
+    let proxy = common::proxy::Proxy::start(&db.config).await;
+    let settings = atelier::config::ServeSettings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        pool_size: 2,
+        db_timeout: Duration::from_secs(10),
+        feed_database: Some(db.config.clone()),
+        limits: atelier::config::Limits {
+            request_timeout: Duration::from_secs(2),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let server = atelier::http::start(settings, proxy.config(&db.config))
+        .await
+        .unwrap();
+    let a = server.addr;
+    common::ready(a).await;
+    let newest = "/reviews?product_id=1&sort=newest";
+    assert!(!get(a, newest).await.body.contains("Slow but stored"));
+    get(a, "/reviews/meta?product_id=1").await;
+
+    // Every reply late: the write's own statement takes one, its refresh several.
+    proxy.delay_replies(Duration::from_millis(900));
+    let posted = post_json(
+        a,
+        "/reviews",
+        r#"{"product_id":1,"rating":4,"summary":"Slow but stored","body":"Written while the database lagged.","recommend":true,"name":"n","email":"n@example.com","characteristics":{}}"#,
+    )
+    .await;
+    assert_eq!(
+        (posted.status, posted.body.as_str()),
+        (201, "Created"),
+        "a committed write"
+    );
+    proxy.delay_replies(Duration::ZERO);
+    let stored: i64 = db
+        .client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM reviews WHERE summary = 'Slow but stored'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, 1);
+    assert!(
+        get(a, newest).await.body.contains("Slow but stored"),
+        "the writer's next read has its write"
+    );
+}

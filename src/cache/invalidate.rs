@@ -61,7 +61,17 @@ impl ResponseCache {
     /// the writer's wait or else the primary. The primary's position taken first fences what
     /// this instance reads from replicas from now on (a key the cache does not hold, filled on
     /// its next read, must not come from a replica that lacks the write).
-    pub async fn apply_own_write(&self, changes: &[Change], xid: Option<i64>, db: &Database) {
+    ///
+    /// The renders get at most `most`: one cut short drops what it had not swapped in (its
+    /// guard does, [`super::refresh`]), so the writer's next read fills that afresh, after the
+    /// write, and the write is answered in time whatever the database's pace.
+    pub async fn apply_own_write(
+        &self,
+        changes: &[Change],
+        xid: Option<i64>,
+        db: &Database,
+        most: Duration,
+    ) {
         // Should the primary not tell its position (it went away just after the commit), no
         // replica is read until a later query has told it (`Fence::blind`).
         let _ = db.fence_now().await;
@@ -97,7 +107,16 @@ impl ResponseCache {
         let refreshes = groups
             .into_iter()
             .map(|numbered| async move { self.refresh_numbered(numbered, db).await });
-        futures_util::future::join_all(refreshes).await;
+        // Polled once before the time is up, so every refresh holds its guard by then.
+        if tokio::time::timeout(most, futures_util::future::join_all(refreshes))
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                ms = most.as_millis() as u64,
+                "a write's own refresh ran out of time: what it had not swapped in is dropped, to be filled afresh"
+            );
+        }
     }
 
     /// What every change does before its keys are refreshed: `all` empties the cache (no key

@@ -522,8 +522,12 @@ impl App {
         };
         match result {
             Ok(written) => {
+                // The write is committed: its answer must not become the request timeout's
+                // 503, which a client would retry into a second review. So the refresh gets a
+                // quarter of the request's time.
+                let most = self.settings.limits.request_timeout / 4;
                 self.cache
-                    .apply_own_write(&written.changes, written.xid, &self.db)
+                    .apply_own_write(&written.changes, written.xid, &self.db, most)
                     .await;
                 Ok(if posted {
                     respond::text(StatusCode::CREATED, "Created")
