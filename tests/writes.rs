@@ -1243,3 +1243,57 @@ async fn a_committed_write_is_answered_in_time_however_slow_its_own_refresh() {
         "the writer's next read has its write"
     );
 }
+
+/// A write's own refresh cut short while the feed took its key over (another writer's change
+/// of the same list, whose refresh waits its turn in the background): the body from before the
+/// write must not stay in place meanwhile, or the writer's next read misses its own write.
+#[tokio::test]
+async fn a_write_cut_short_while_another_change_took_its_key_over_still_reads_its_own_write() {
+    let db = common::loaded_database(&common::sample_dir()).await;
+    let proxy = common::proxy::Proxy::start(&db.config).await;
+    let settings = atelier::config::ServeSettings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        pool_size: 2,
+        db_timeout: Duration::from_secs(10),
+        feed_database: Some(db.config.clone()),
+        limits: atelier::config::Limits {
+            request_timeout: Duration::from_secs(2),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let server = atelier::http::start(settings, proxy.config(&db.config))
+        .await
+        .unwrap();
+    let a = server.addr;
+    common::ready(a).await;
+    let newest = "/reviews?product_id=1&sort=newest";
+    assert!(!get(a, newest).await.body.contains("Overtaken"));
+
+    // The pool's replies late: the write takes about 0.9 s, its refresh is cut at 0.5 s more.
+    proxy.delay_replies(Duration::from_millis(900));
+    let posting = tokio::spawn(async move {
+        post_json(
+            a,
+            "/reviews",
+            r#"{"product_id":1,"rating":4,"summary":"Overtaken","body":"Written while another change came.","recommend":true,"name":"n","email":"n@example.com","characteristics":{}}"#,
+        )
+        .await
+    });
+    // While the write's refresh runs: a vote on another review of the product, in SQL, which
+    // the feed (not slowed) brings at once, taking the product's review lists over.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    db.client()
+        .await
+        .batch_execute("UPDATE reviews SET helpfulness = helpfulness + 1 WHERE id = 2")
+        .await
+        .unwrap();
+    let posted = posting.await.unwrap();
+    assert_eq!(posted.status, 201);
+    proxy.delay_replies(Duration::ZERO);
+    let body = get(a, newest).await.body;
+    assert!(
+        body.contains("Overtaken"),
+        "the writer's next read has its write: {body}"
+    );
+}

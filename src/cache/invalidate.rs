@@ -62,9 +62,9 @@ impl ResponseCache {
     /// this instance reads from replicas from now on (a key the cache does not hold, filled on
     /// its next read, must not come from a replica that lacks the write).
     ///
-    /// The renders get at most `most`: one cut short drops what it had not swapped in (its
-    /// guard does, [`super::refresh`]), so the writer's next read fills that afresh, after the
-    /// write, and the write is answered in time whatever the database's pace.
+    /// The renders get at most `most`: past it every entry of the write is dropped, so the
+    /// writer's next read fills it afresh, after the write, and the write is answered in time
+    /// whatever the database's pace.
     pub async fn apply_own_write(
         &self,
         changes: &[Change],
@@ -104,17 +104,26 @@ impl ResponseCache {
         if let Some(xid) = xid {
             self.own_writes.remember(xid, changes);
         }
+        let numbered: Vec<Key> = groups.iter().flatten().map(|(k, _)| k.clone()).collect();
         let refreshes = groups
             .into_iter()
             .map(|numbered| async move { self.refresh_numbered(numbered, db).await });
-        // Polled once before the time is up, so every refresh holds its guard by then.
         if tokio::time::timeout(most, futures_util::future::join_all(refreshes))
             .await
             .is_err()
         {
+            // A refresh cut short drops its entry only while its number is the key's latest
+            // (its guard's `finish`); a change that took the key over meanwhile (the feed's,
+            // queued in the background) would leave the body from before this write in place
+            // until its own refresh is in. Dropped here whatever came since: the writer's next
+            // read is a miss, filled after the write, and the later refresh still swaps in.
+            for key in &numbered {
+                self.store.remove(key);
+            }
             tracing::warn!(
                 ms = most.as_millis() as u64,
-                "a write's own refresh ran out of time: what it had not swapped in is dropped, to be filled afresh"
+                keys = numbered.len(),
+                "a write's own refresh ran out of time: its entries are dropped, to be filled afresh"
             );
         }
     }
