@@ -116,7 +116,8 @@ struct LoadArgs {
     #[arg(long)]
     replace: bool,
     /// Connections used to build indexes and constraints after the copy.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=32))]
     jobs: usize,
     /// How many dropped lines (well-formed rows whose parent is missing) to list per file.
     /// Every repaired or skipped line is listed.
@@ -138,14 +139,16 @@ struct HttpArgs {
     #[arg(long, env = "ATELIER_LOCK_MEMORY")]
     lock_memory: bool,
     /// Connections in the database pool for cache fills and writes.
-    #[arg(long, env = "ATELIER_POOL_SIZE", default_value_t = 8)]
+    #[arg(long, env = "ATELIER_POOL_SIZE", default_value_t = 8,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1000))]
     pool_size: usize,
     /// Time limit for connecting to the database and for each query, in milliseconds;
     /// past it a request answers 503.
     #[arg(long, env = "ATELIER_DB_TIMEOUT_MS", default_value_t = 1000, value_parser = time_limit_ms())]
     db_timeout_ms: u64,
     /// The response cache's budget in MiB (bodies and keys).
-    #[arg(long, env = "ATELIER_CACHE_MB", default_value_t = 512)]
+    #[arg(long, env = "ATELIER_CACHE_MB", default_value_t = 512,
+          value_parser = clap::value_parser!(u64).range(0..=16 << 20))]
     cache_mb: u64,
     /// Access-Control-Allow-Origin sent with every response.
     #[arg(long, env = "ATELIER_CORS_ORIGIN", default_value = "*")]
@@ -164,7 +167,8 @@ struct HttpArgs {
     #[arg(long, env = "ATELIER_CART_SECRET", hide_env_values = true)]
     cart_secret: Option<String>,
     /// Largest request body accepted, in bytes (413 past it).
-    #[arg(long, env = "ATELIER_BODY_LIMIT", default_value_t = 64 * 1024)]
+    #[arg(long, env = "ATELIER_BODY_LIMIT", default_value_t = 64 * 1024,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1024..=64 << 20))]
     body_limit: usize,
     /// HTTP front end: `fast` (the default: the catalog's hits answered on the socket, every
     /// other request by hyper), `hyper` (every request by hyper), or `may` (may_minihttp;
@@ -207,11 +211,13 @@ struct HttpArgs {
     replica_write_wait_ms: u64,
     /// Seconds within which the anti-entropy sweep re-renders every cached entry and counts
     /// those that drifted (0: off).
-    #[arg(long, env = "ATELIER_SWEEP_PERIOD_S", default_value_t = 900)]
+    #[arg(long, env = "ATELIER_SWEEP_PERIOD_S", default_value_t = 900,
+          value_parser = clap::value_parser!(u64).range(0..=31_536_000))]
     sweep_period_s: u64,
     /// The most entries the sweep re-renders a second, whatever the period asks (each costs
     /// the database about 140 µs of CPU); past it a round takes longer than the period.
-    #[arg(long, env = "ATELIER_SWEEP_MAX_RATE", default_value_t = 200)]
+    #[arg(long, env = "ATELIER_SWEEP_MAX_RATE", default_value_t = 200,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     sweep_max_rate: u32,
     /// What to render into the cache before reporting ready: `all` (the whole catalog, as far
     /// as --cache-mb holds it) or `none` (every body on its first request).
@@ -238,7 +244,8 @@ struct HttpArgs {
     dictionary_sample_kb: usize,
     /// Most connections open at once; at the cap a new one closes the connection idle longest
     /// (503 when every one is busy).
-    #[arg(long, env = "ATELIER_MAX_CONNECTIONS", default_value_t = 10_000)]
+    #[arg(long, env = "ATELIER_MAX_CONNECTIONS", default_value_t = 10_000,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000_000))]
     max_connections: usize,
     /// Milliseconds a client may take to send a request's headers, and may stay idle between
     /// requests on one connection.
@@ -259,7 +266,8 @@ struct HttpArgs {
           value_parser = clap::value_parser!(u64).range(8192..))]
     max_header_bytes: u64,
     /// Most header fields in one request (431 past it).
-    #[arg(long, env = "ATELIER_MAX_HEADERS", default_value_t = 64)]
+    #[arg(long, env = "ATELIER_MAX_HEADERS", default_value_t = 64,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(8..=1000))]
     max_headers: usize,
     /// Requests at least this slow, in milliseconds, get a log line.
     #[arg(long, env = "ATELIER_SLOW_REQUEST_MS", default_value_t = 1000)]
@@ -407,9 +415,14 @@ struct DemoArgs {
     /// Load this data set directory instead of generating one.
     #[arg(long)]
     data: Option<PathBuf>,
-    /// Stop after loading instead of serving.
+    /// Stop after loading instead of serving (needs DATABASE_URL: a private cluster goes when
+    /// the demo ends).
     #[arg(long)]
     no_serve: bool,
+    /// Delete the data DATABASE_URL's database holds and load the demo's instead (without it,
+    /// a database that holds data is refused).
+    #[arg(long)]
+    replace: bool,
     #[command(flatten)]
     http: HttpArgs,
     #[command(flatten)]
@@ -516,18 +529,40 @@ async fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
+impl DatabaseArgs {
+    /// The connection string given, if any: an empty `DATABASE_URL` (as `DATABASE_URL=` in a
+    /// shell leaves it) is none, not a connection to whatever libpq's defaults name.
+    fn url(&self) -> Option<&str> {
+        self.database_url
+            .as_deref()
+            .filter(|url| !url.trim().is_empty())
+    }
+}
+
 /// The database named by `--database-url`/`DATABASE_URL`, which these commands require.
 fn database_config(db: &DatabaseArgs) -> Result<tokio_postgres::Config> {
-    let url = db.database_url.as_deref().context(
+    let url = db.url().context(
         "no database given: set DATABASE_URL (or pass --database-url), e.g. DATABASE_URL=postgres://user@localhost/atelier; `atelier demo` starts a private PostgreSQL instead",
     )?;
-    Ok(pg::parse_url(url)?)
+    parse_database_url(url)
+}
+
+/// `url`, given as `DATABASE_URL` or `--database-url`, as a connection configuration.
+fn parse_database_url(url: &str) -> Result<tokio_postgres::Config> {
+    pg::parse_url(url).map_err(|e| anyhow::anyhow!("DATABASE_URL (or --database-url): {e}"))
 }
 
 async fn demo(args: DemoArgs) -> Result<()> {
+    // Refused before the cluster, the data and the load, so that a refusal costs nothing.
+    args.http.settings()?;
+    anyhow::ensure!(
+        !args.no_serve || args.db.url().is_some(),
+        "--no-serve needs DATABASE_URL: without it the demo's private PostgreSQL, and the data \
+         loaded into it, are deleted when the demo ends"
+    );
     let mut cluster = None;
-    let config = match &args.db.database_url {
-        Some(url) => pg::parse_url(url)?,
+    let config = match args.db.url() {
+        Some(url) => parse_database_url(url)?,
         None => {
             eprintln!("DATABASE_URL is not set: starting a private PostgreSQL cluster");
             let started = PrivateCluster::start(&ClusterOptions::default())?;
@@ -551,12 +586,34 @@ async fn demo(args: DemoArgs) -> Result<()> {
             let dir = std::env::temp_dir()
                 .join(format!("atelier-demo-data-{}-{}", args.scale, args.seed));
             if Manifest::read(&dir).is_err() {
+                // Generated beside it and renamed into place whole: a demo started meanwhile
+                // (or one interrupted half-way) never finds a partial set under the name.
+                let fresh = std::env::temp_dir().join(format!(
+                    "atelier-demo-data-{}-{}.{}.partial",
+                    args.scale,
+                    args.seed,
+                    std::process::id()
+                ));
                 generate(&GenerateOptions {
                     scale: args.scale,
                     seed: args.seed,
-                    out: dir.clone(),
+                    out: fresh.clone(),
                     quiet: args.db.quiet,
                 })?;
+                if std::fs::rename(&fresh, &dir).is_err() {
+                    // Another demo put its set there first (the same seed and scale give the
+                    // same files), or a broken one is in the way.
+                    if Manifest::read(&dir).is_err() {
+                        std::fs::remove_dir_all(&dir).with_context(|| {
+                            format!("removing the incomplete data set in {}", dir.display())
+                        })?;
+                        std::fs::rename(&fresh, &dir).with_context(|| {
+                            format!("moving the generated data set to {}", dir.display())
+                        })?;
+                    } else {
+                        let _ = std::fs::remove_dir_all(&fresh);
+                    }
+                }
             } else {
                 eprintln!("using the data set generated earlier in {}", dir.display());
             }
@@ -567,7 +624,7 @@ async fn demo(args: DemoArgs) -> Result<()> {
         &config,
         &LoadOptions {
             dir,
-            replace: cluster.is_none(),
+            replace: args.replace,
             jobs: 2,
             quiet: args.db.quiet,
         },
@@ -627,8 +684,20 @@ async fn serve(http: &HttpArgs, database: tokio_postgres::Config, demo: bool) ->
     let settings = http.settings()?;
     refuse_an_unmigrated_database(&database, settings.db_timeout).await?;
     let listen = settings.listen;
-    let cannot_listen = || {
-        format!("cannot listen on {listen}: is another server using that port? (--listen picks another)")
+    let cannot_listen = |e: std::io::Error| {
+        let hint = match e.kind() {
+            std::io::ErrorKind::AddrInUse => {
+                "another server uses that port: --listen picks another"
+            }
+            std::io::ErrorKind::PermissionDenied => {
+                "a port below 1024 needs root or CAP_NET_BIND_SERVICE: --listen picks another"
+            }
+            std::io::ErrorKind::AddrNotAvailable => {
+                "that address is none of this host's: --listen 0.0.0.0:PORT listens on every one"
+            }
+            _ => "--listen picks another address",
+        };
+        anyhow::anyhow!("cannot listen on {listen}: {e} ({hint})")
     };
     if http.engine == "may" {
         // It would never say READY=1, and systemd would restart it in a loop.
@@ -643,7 +712,7 @@ async fn serve(http: &HttpArgs, database: tokio_postgres::Config, demo: bool) ->
     let stop = shutdown_signal();
     let running = atelier::http::start(settings, database)
         .await
-        .with_context(cannot_listen)?;
+        .map_err(cannot_listen)?;
     let base = format!("http://{}", running.addr);
     tracing::info!(address = %running.addr, settings = %described, "serving");
     let notifier = std::sync::Arc::new(atelier::notify::Notifier::from_env());

@@ -266,3 +266,136 @@ async fn lock_memory_locks_the_servers_pages_and_only_when_asked() {
         );
     }
 }
+
+#[test]
+fn settings_that_would_break_the_server_are_refused_with_the_flag_named() {
+    for (flag, value) in [
+        ("--pool-size", "0"),
+        ("--pool-size", "18446744073709551615"),
+        ("--cache-mb", "17592186044416"),
+        ("--max-headers", "0"),
+        ("--body-limit", "0"),
+        ("--max-connections", "0"),
+        ("--sweep-max-rate", "0"),
+        ("--sweep-period-s", "18446744073709551615"),
+    ] {
+        let (ok, err) = atelier(&["serve", flag, value]);
+        assert!(!ok, "{flag} {value}");
+        assert!(
+            err.contains(flag) && err.contains("is not in"),
+            "{flag} {value}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    let (ok, err) = atelier(&["load", "/tmp", "--jobs", "1000"]);
+    assert!(!ok && err.contains("--jobs"), "{err}");
+}
+
+#[test]
+fn an_empty_database_url_is_no_database_url() {
+    let out = Command::new(env!("CARGO_BIN_EXE_atelier"))
+        .args(["serve"])
+        .env("DATABASE_URL", "")
+        .output()
+        .expect("run atelier");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("no database given: set DATABASE_URL"), "{err}");
+}
+
+#[test]
+fn demo_refuses_what_it_cannot_do_before_starting_a_database() {
+    // Without DATABASE_URL the data would go with the demo's private cluster.
+    let (ok, err) = atelier(&["demo", "--no-serve"]);
+    assert!(!ok);
+    assert!(err.contains("--no-serve needs DATABASE_URL"), "{err}");
+    assert!(!err.contains("starting a private PostgreSQL"), "{err}");
+    // A serving setting that cannot work is refused before the cluster, data and load.
+    let (ok, err) = atelier(&["demo", "--feed-database-url", "not a url"]);
+    assert!(!ok);
+    assert!(
+        err.contains("--feed-database-url: not a valid PostgreSQL connection string"),
+        "{err}"
+    );
+    assert!(!err.contains("starting a private PostgreSQL"), "{err}");
+}
+
+#[tokio::test]
+async fn demo_refuses_a_database_that_holds_data_unless_told_to_replace_it() {
+    let db = common::loaded_database(&common::sample_dir()).await;
+    let url = common::connection_string(&db.config);
+    // On a thread of its own: this test's runtime must go on serving its connections (the
+    // load's, whose session lock it lets go of when it closes) while the demo runs.
+    let demo = |replace: bool| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_atelier"));
+        command
+            .args(["demo", "--no-serve", "--data"])
+            .arg(common::sample_dir())
+            .env("DATABASE_URL", &url);
+        if replace {
+            command.arg("--replace");
+        }
+        tokio::task::spawn_blocking(move || command.output().expect("run atelier demo"))
+    };
+    let refused = demo(false).await.unwrap();
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        err.contains("already holds data") && err.contains("--replace"),
+        "{err}"
+    );
+    let client = db.client().await;
+    let reviews = common::count(&client, "reviews").await;
+    assert!(reviews > 0, "the data is still there");
+    let replaced = demo(true).await.unwrap();
+    assert!(
+        replaced.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replaced.stderr)
+    );
+    assert_eq!(common::count(&client, "reviews").await, reviews);
+}
+
+/// Ctrl-C in a terminal signals the whole foreground process group: while the demo still loads
+/// (before it handles signals) it dies at once, and its private PostgreSQL must go with it.
+#[test]
+fn a_demo_interrupted_while_it_loads_takes_its_private_database_with_it() {
+    use std::io::BufRead;
+    use std::os::unix::process::CommandExt;
+    let mut child = common::KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_atelier"))
+            .args(["demo", "--data"])
+            .arg(common::sample_dir())
+            .env_remove("DATABASE_URL")
+            .process_group(0)
+            .stderr(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("run atelier demo"),
+    );
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut cluster_dir = None;
+    for line in stderr.lines().map_while(Result::ok) {
+        if let Some(url) = line.strip_prefix("private cluster ready: DATABASE_URL='") {
+            let host = url
+                .split_whitespace()
+                .find_map(|kv| kv.strip_prefix("host="));
+            cluster_dir = host.map(std::path::PathBuf::from);
+            break;
+        }
+    }
+    let cluster_dir = cluster_dir.expect("the demo names its private cluster");
+    assert!(cluster_dir.exists());
+    // SAFETY: a signal to the process group this test started (its pid is the group's id).
+    assert_eq!(unsafe { libc::kill(-(child.id() as i32), libc::SIGINT) }, 0);
+    let _ = child.wait();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while cluster_dir.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} outlived the interrupted demo",
+            cluster_dir.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

@@ -16,7 +16,7 @@ use tokio_postgres::Config;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
-    #[error("PostgreSQL server binaries not found (looked for initdb via pg_config, ATELIER_PG_BIN and /usr/lib/postgresql/*/bin): install them, e.g. `apt-get install postgresql` on Debian/Ubuntu, or set DATABASE_URL to use a running server")]
+    #[error("PostgreSQL server binaries not found (looked for initdb and pg_ctl in ATELIER_PG_BIN if set, else through pg_config, on PATH, in /usr/lib/postgresql/*/bin and /usr/pgsql-*/bin): install them, e.g. `apt-get install postgresql` on Debian/Ubuntu; if they are installed elsewhere, set ATELIER_PG_BIN to their directory; or set DATABASE_URL to use a running server")]
     BinariesNotFound,
     #[error("running as root, but there is no `postgres` OS user to run PostgreSQL as: create one (`useradd postgres`) or set DATABASE_URL")]
     NoPostgresUser,
@@ -254,14 +254,19 @@ impl PrivateCluster {
 
     fn command(&self, program: &str) -> Command {
         let path = self.bin.join(program);
-        match &self.run_as {
+        let mut command = match &self.run_as {
             Some(user) => {
                 let mut c = Command::new("runuser");
                 c.arg("-u").arg(user).arg("--").arg(path);
                 c
             }
             None => Command::new(path),
-        }
+        };
+        // In the cluster's own directory: PostgreSQL's programs resolve their own path from
+        // the working directory, and fail ("could not change directory") where the user they
+        // run as may not enter it (a checkout under /root, run as root).
+        command.current_dir(&self.root);
+        command
     }
 
     /// Starts `sh` watching this process: once it is gone, the cluster is stopped and removed.
@@ -278,9 +283,15 @@ impl PrivateCluster {
             data = self.data_dir().display(),
             root = self.root.display(),
         );
+        // A process group of its own: the Ctrl-C that interrupts this process (while a demo
+        // still generates or loads, before any handler is set) must not take the watchdog
+        // with it, or the cluster would outlive both.
+        use std::os::unix::process::CommandExt;
         Command::new("sh")
             .arg("-c")
             .arg(script)
+            .current_dir(&self.root)
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -376,18 +387,32 @@ fn find_bin_dir() -> Option<PathBuf> {
             return Some(dir);
         }
     }
-    let mut candidates: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|entry| {
-            let version = entry.file_name().to_string_lossy().parse::<u32>().ok()?;
-            let bin = entry.path().join("bin");
-            has_initdb(&bin).then_some((version, bin))
-        })
-        .collect();
-    candidates.sort();
-    candidates.pop().map(|(_, bin)| bin)
+    // On PATH (Fedora's /usr/bin, a source build's prefix).
+    if let Some(dir) = std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .find(|dir| has_initdb(dir))
+    {
+        return Some(dir);
+    }
+    // The newest of Debian's versioned directories, then of PGDG's RPM ones.
+    let newest = |parent: &str, version_of: fn(&str) -> Option<&str>| {
+        let mut candidates: Vec<(u32, PathBuf)> = std::fs::read_dir(parent)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|entry| {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let version = version_of(&name)?.parse::<u32>().ok()?;
+                let bin = entry.path().join("bin");
+                has_initdb(&bin).then_some((version, bin))
+            })
+            .collect();
+        candidates.sort();
+        candidates.pop().map(|(_, bin)| bin)
+    };
+    newest("/usr/lib/postgresql", |n| Some(n))
+        .or_else(|| newest("/usr", |n| n.strip_prefix("pgsql-")))
 }
 
 fn is_root() -> bool {

@@ -97,7 +97,7 @@ pub enum MigrateError {
     Db(#[from] DbError),
     #[error("migration {version} ({name}) was applied with different SQL than this build carries: the sql/ file changed after it was applied; add a new migration instead of editing an old one")]
     Changed { version: i32, name: String },
-    #[error("the database has migration {version}, which this build does not know: it was migrated by a newer atelier")]
+    #[error("the database has migration {version}, which this build does not know: it was migrated by a newer atelier; run that build (or a later one) against it")]
     Unknown { version: i32 },
 }
 

@@ -19,9 +19,9 @@ use tokio_postgres::{Client, Config, NoTls};
 /// Why the database could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
-    #[error("DATABASE_URL is not a valid PostgreSQL connection string: {0}")]
+    #[error("not a valid PostgreSQL connection string (give a URL such as postgres://user@host:5432/atelier, or key=value pairs such as `host=/run/postgresql dbname=atelier`): {0}")]
     BadUrl(#[source] tokio_postgres::Error),
-    #[error("cannot connect to PostgreSQL at {target}: {source} (is the server running, and does DATABASE_URL name it?)")]
+    #[error("cannot connect to PostgreSQL at {target}: {source} ({})", connect_hint(.source))]
     Connect {
         target: String,
         #[source]
@@ -98,6 +98,27 @@ fn described(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{} ({})", db.message(), db.code().code()),
         None => e.to_string(),
+    }
+}
+
+/// What to check after a failed connection: the server refused it (its answer names the
+/// cause), or nothing answered at all.
+fn connect_hint(error: &tokio_postgres::Error) -> &'static str {
+    use tokio_postgres::error::SqlState;
+    let Some(db) = error.as_db_error() else {
+        return "is the server running, and does DATABASE_URL name it?";
+    };
+    match *db.code() {
+        SqlState::INVALID_PASSWORD | SqlState::INVALID_AUTHORIZATION_SPECIFICATION => {
+            "the server refused the user or password: check those DATABASE_URL gives, and pg_hba.conf"
+        }
+        SqlState::INVALID_CATALOG_NAME => {
+            "the server has no such database: create it (createdb), or name another in DATABASE_URL"
+        }
+        SqlState::TOO_MANY_CONNECTIONS => {
+            "the server is at max_connections: lower --pool-size (or --jobs), or raise its limit"
+        }
+        _ => "the server refused the connection: its message says why",
     }
 }
 
