@@ -262,8 +262,8 @@ impl PrivateCluster {
             }
             None => Command::new(path),
         };
-        // In the cluster's own directory: PostgreSQL's programs resolve their own path from
-        // the working directory, and fail ("could not change directory") where the user they
+        // In the cluster's own directory: PostgreSQL's programs go back to the directory they
+        // were started in, and complain ("could not change directory") where the user they
         // run as may not enter it (a checkout under /root, run as root).
         command.current_dir(&self.root);
         command
