@@ -296,7 +296,11 @@ struct HttpArgs {
 
 impl HttpArgs {
     fn settings(&self) -> anyhow::Result<ServeSettings> {
-        let feed_database = match &self.feed_database_url {
+        let feed_database = match self
+            .feed_database_url
+            .as_deref()
+            .filter(|u| !u.trim().is_empty())
+        {
             Some(url) => Some(
                 atelier::pg::parse_url(url)
                     .map_err(|e| anyhow::anyhow!("--feed-database-url: {e}"))?,
@@ -588,18 +592,23 @@ async fn demo(args: DemoArgs) -> Result<()> {
             if Manifest::read(&dir).is_err() {
                 // Generated beside it and renamed into place whole: a demo started meanwhile
                 // (or one interrupted half-way) never finds a partial set under the name.
+                remove_abandoned_partials(&dir);
                 let fresh = std::env::temp_dir().join(format!(
                     "atelier-demo-data-{}-{}.{}.partial",
                     args.scale,
                     args.seed,
                     std::process::id()
                 ));
-                generate(&GenerateOptions {
+                let generated = generate(&GenerateOptions {
                     scale: args.scale,
                     seed: args.seed,
                     out: fresh.clone(),
                     quiet: args.db.quiet,
-                })?;
+                });
+                if let Err(e) = generated {
+                    let _ = std::fs::remove_dir_all(&fresh);
+                    return Err(e.into());
+                }
                 if std::fs::rename(&fresh, &dir).is_err() {
                     // Another demo put its set there first (the same seed and scale give the
                     // same files), or a broken one is in the way.
@@ -639,6 +648,25 @@ async fn demo(args: DemoArgs) -> Result<()> {
         cluster.stop();
     }
     Ok(())
+}
+
+/// Removes the partial data sets that demos generating `dir` left when they were interrupted
+/// (`DIR.PID.partial`, whose process is gone).
+fn remove_abandoned_partials(dir: &std::path::Path) {
+    let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
+        return;
+    };
+    let prefix = format!("{}.", name.to_string_lossy());
+    for entry in std::fs::read_dir(parent).into_iter().flatten().flatten() {
+        let entry_name = entry.file_name().to_string_lossy().into_owned();
+        let pid = entry_name
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.strip_suffix(".partial"))
+            .and_then(|pid| pid.parse::<u32>().ok());
+        if pid.is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists()) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// Refuses to serve a database that lacks a migration this build carries (its statements may

@@ -591,8 +591,8 @@ async fn put_with(a: std::net::SocketAddr, path: &str, header: &str, value: &str
     common::send_raw(a, raw.as_bytes()).await
 }
 
-async fn put_with_id(a: std::net::SocketAddr, path: &str, id: &str) -> common::Reply {
-    put_with(a, path, "Idempotency-Key", id).await
+async fn put_with_key(a: std::net::SocketAddr, path: &str, key: &str) -> common::Reply {
+    put_with(a, path, "Idempotency-Key", key).await
 }
 
 #[tokio::test]
@@ -623,7 +623,7 @@ async fn a_helpful_vote_retried_with_the_same_idempotency_key_counts_once() {
         // each time.
         for _ in 0..3 {
             assert_eq!(
-                put_with_id(a, path, &format!("{table}-vote-1"))
+                put_with_key(a, path, &format!("{table}-vote-1"))
                     .await
                     .status,
                 204
@@ -632,7 +632,7 @@ async fn a_helpful_vote_retried_with_the_same_idempotency_key_counts_once() {
         assert_eq!(helpfulness(table, 1).await, before + 1, "{table}");
         // Another request, another vote; and requests without an id count each time.
         assert_eq!(
-            put_with_id(a, path, &format!("{table}-vote-2"))
+            put_with_key(a, path, &format!("{table}-vote-2"))
                 .await
                 .status,
             204
@@ -662,13 +662,13 @@ async fn a_helpful_vote_retried_with_the_same_idempotency_key_counts_once() {
         "/qa/questions/999999/helpful",
         "/qa/answers/999999/helpful",
     ] {
-        assert_eq!(put_with_id(a, path, "unknown-row").await.status, 404);
+        assert_eq!(put_with_key(a, path, "unknown-row").await.status, 404);
     }
     assert_eq!(keys().await, recorded, "a 404 wrote a key");
     // An id already spent on one row still counts on another: a client that sends the same id
     // with every request loses no vote (it only cannot vote twice for one row with it).
     let before = helpfulness("reviews", 2).await;
-    let other_row = put_with_id(a, "/reviews/2/helpful", "reviews-vote-1").await;
+    let other_row = put_with_key(a, "/reviews/2/helpful", "reviews-vote-1").await;
     assert_eq!(other_row.status, 204);
     assert_eq!(helpfulness("reviews", 2).await, before + 1);
 }
@@ -1189,8 +1189,11 @@ async fn an_answer_re_renders_its_question_in_the_products_list_as_a_fresh_read_
 /// 201, within the request's time, not 503 after it committed (a client would retry it into a
 /// second review); what the refresh had not swapped in is dropped, so the writer's next read
 /// has the write.
-#[tokio::test]
-async fn a_committed_write_is_answered_in_time_however_slow_its_own_refresh() {
+/// A server over the sample whose pool reaches the database through a proxy (which can slow
+/// every reply) and whose feed does not, with `request_timeout`.
+async fn server_with_a_slowable_pool(
+    request_timeout: Duration,
+) -> (common::TestDb, common::proxy::Proxy, atelier::http::Running) {
     let db = common::loaded_database(&common::sample_dir()).await;
     let proxy = common::proxy::Proxy::start(&db.config).await;
     let settings = atelier::config::ServeSettings {
@@ -1199,7 +1202,7 @@ async fn a_committed_write_is_answered_in_time_however_slow_its_own_refresh() {
         db_timeout: Duration::from_secs(10),
         feed_database: Some(db.config.clone()),
         limits: atelier::config::Limits {
-            request_timeout: Duration::from_secs(2),
+            request_timeout,
             ..Default::default()
         },
         ..Default::default()
@@ -1207,8 +1210,14 @@ async fn a_committed_write_is_answered_in_time_however_slow_its_own_refresh() {
     let server = atelier::http::start(settings, proxy.config(&db.config))
         .await
         .unwrap();
+    common::ready(server.addr).await;
+    (db, proxy, server)
+}
+
+#[tokio::test]
+async fn a_committed_write_is_answered_in_time_however_slow_its_own_refresh() {
+    let (db, proxy, server) = server_with_a_slowable_pool(Duration::from_secs(2)).await;
     let a = server.addr;
-    common::ready(a).await;
     let newest = "/reviews?product_id=1&sort=newest";
     assert!(!get(a, newest).await.body.contains("Slow but stored"));
     get(a, "/reviews/meta?product_id=1").await;
@@ -1249,51 +1258,56 @@ async fn a_committed_write_is_answered_in_time_however_slow_its_own_refresh() {
 /// write must not stay in place meanwhile, or the writer's next read misses its own write.
 #[tokio::test]
 async fn a_write_cut_short_while_another_change_took_its_key_over_still_reads_its_own_write() {
-    let db = common::loaded_database(&common::sample_dir()).await;
-    let proxy = common::proxy::Proxy::start(&db.config).await;
-    let settings = atelier::config::ServeSettings {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        pool_size: 2,
-        db_timeout: Duration::from_secs(10),
-        feed_database: Some(db.config.clone()),
-        limits: atelier::config::Limits {
-            request_timeout: Duration::from_secs(2),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let server = atelier::http::start(settings, proxy.config(&db.config))
-        .await
-        .unwrap();
+    // The write's refresh is cut a second after it starts (a quarter of the request's time),
+    // while its first read is still on its way (every reply 1.5 s late).
+    let (db, proxy, server) = server_with_a_slowable_pool(Duration::from_secs(4)).await;
     let a = server.addr;
-    common::ready(a).await;
     let newest = "/reviews?product_id=1&sort=newest";
-    assert!(!get(a, newest).await.body.contains("Overtaken"));
-
-    // The pool's replies late: the write takes about 0.9 s, its refresh is cut at 0.5 s more.
-    proxy.delay_replies(Duration::from_millis(900));
-    let posting = tokio::spawn(async move {
-        post_json(
-            a,
-            "/reviews",
-            r#"{"product_id":1,"rating":4,"summary":"Overtaken","body":"Written while another change came.","recommend":true,"name":"n","email":"n@example.com","characteristics":{}}"#,
-        )
-        .await
-    });
-    // While the write's refresh runs: a vote on another review of the product, in SQL, which
-    // the feed (not slowed) brings at once, taking the product's review lists over.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    db.client()
-        .await
-        .batch_execute("UPDATE reviews SET helpfulness = helpfulness + 1 WHERE id = 2")
-        .await
-        .unwrap();
-    let posted = posting.await.unwrap();
-    assert_eq!(posted.status, 201);
-    proxy.delay_replies(Duration::ZERO);
-    let body = get(a, newest).await.body;
-    assert!(
-        body.contains("Overtaken"),
-        "the writer's next read has its write: {body}"
-    );
+    let key = Key::Reviews {
+        product_id: 1,
+        order: ReviewOrder::Newest,
+    };
+    let cache = &server.app.cache;
+    let client = db.client().await;
+    // The vote must come after the write's refresh began and before it is cut, which only the
+    // clock arranges: an attempt where it came too early (the key then is no longer being
+    // refreshed once the write is answered) is made again.
+    for attempt in 0..3 {
+        let summary = format!("Overtaken {attempt}");
+        assert!(!get(a, newest).await.body.contains(&summary));
+        // The pool's replies late: the write's commit is heard about 1.5 s after it, and its
+        // refresh would take seconds more.
+        proxy.delay_replies(Duration::from_millis(1500));
+        let body = format!(
+            r#"{{"product_id":1,"rating":4,"summary":"{summary}","body":"Written while another change came.","recommend":true,"name":"n","email":"n@example.com","characteristics":{{}}}}"#
+        );
+        let posting = tokio::spawn(async move { post_json(a, "/reviews", &body).await });
+        // While the write's refresh runs (from about 1.5 s to its cut at about 2.5 s): a vote
+        // on another review of the product, in SQL, which the feed (not slowed) brings at
+        // once, taking the product's review lists over.
+        tokio::time::sleep(Duration::from_millis(2000)).await;
+        client
+            .batch_execute("UPDATE reviews SET helpfulness = helpfulness + 1 WHERE id = 2")
+            .await
+            .unwrap();
+        let posted = posting.await.unwrap();
+        assert_eq!(posted.status, 201);
+        let taken_over = cache.is_being_refreshed(&key);
+        proxy.delay_replies(Duration::ZERO);
+        let served = get(a, newest).await.body;
+        assert!(
+            served.contains(&summary),
+            "the writer's next read has its write: {served}"
+        );
+        if taken_over {
+            return;
+        }
+        println!("attempt {attempt}: the vote came before the write's refresh began; again");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while cache.is_being_refreshed(&key) {
+            assert!(Instant::now() < deadline, "refreshes never settled");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    panic!("in three attempts the vote never took the key over during the write's refresh");
 }

@@ -62,9 +62,10 @@ impl ResponseCache {
     /// this instance reads from replicas from now on (a key the cache does not hold, filled on
     /// its next read, must not come from a replica that lacks the write).
     ///
-    /// The renders get at most `most`: past it every entry of the write is dropped, so the
+    /// The renders get at most `most`: past it what they had not swapped in is dropped, so the
     /// writer's next read fills it afresh, after the write, and the write is answered in time
-    /// whatever the database's pace.
+    /// whatever the database's pace (the fence's query, with replicas, comes before and is not
+    /// cut: it has the database's own time limit).
     pub async fn apply_own_write(
         &self,
         changes: &[Change],
@@ -115,15 +116,21 @@ impl ResponseCache {
             // A refresh cut short drops its entry only while its number is the key's latest
             // (its guard's `finish`); a change that took the key over meanwhile (the feed's,
             // queued in the background) would leave the body from before this write in place
-            // until its own refresh is in. Dropped here whatever came since: the writer's next
-            // read is a miss, filled after the write, and the later refresh still swaps in.
-            for key in &numbered {
+            // until its own refresh is in. Such a key is still being refreshed: dropped here,
+            // the writer's next read is a miss, filled after the write, and the later refresh
+            // still swaps in. A key already swapped in stays a hit.
+            let taken_over: Vec<&Key> = numbered
+                .iter()
+                .filter(|key| self.is_being_refreshed(key))
+                .collect();
+            for key in &taken_over {
                 self.store.remove(key);
             }
             tracing::warn!(
                 ms = most.as_millis() as u64,
                 keys = numbered.len(),
-                "a write's own refresh ran out of time: its entries are dropped, to be filled afresh"
+                taken_over = taken_over.len(),
+                "a write's own refresh ran out of time: what it had not swapped in is dropped, to be filled afresh"
             );
         }
     }

@@ -61,6 +61,9 @@ const X_REQUEST_ID: &str = "x-request-id";
 /// same on every attempt of a request (deploy/nginx.conf). Not `X-Request-Id`: a client that
 /// traces its requests under one fixed id must still have every vote counted.
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
+/// What a committed write keeps of its request's time to answer in, its own refresh cut short
+/// if need be ([`App::write`]).
+const ANSWER_MARGIN: Duration = Duration::from_millis(50);
 
 /// What answering a request came to, before the headers every response gets.
 struct Outcome {
@@ -208,7 +211,8 @@ impl App {
         };
         // A panic (a bug: nothing a client sends should cause one) is a 500 with a log line,
         // not a connection dropped without a word.
-        let answering = std::panic::AssertUnwindSafe(self.respond(&head, body)).catch_unwind();
+        let answering =
+            std::panic::AssertUnwindSafe(self.respond(&head, body, started + limit)).catch_unwind();
         let Outcome {
             label,
             mut response,
@@ -311,7 +315,12 @@ impl App {
         }
     }
 
-    async fn respond<B>(&self, req: &hyper::http::request::Parts, body: B) -> Outcome
+    async fn respond<B>(
+        &self,
+        req: &hyper::http::request::Parts,
+        body: B,
+        deadline: Instant,
+    ) -> Outcome
     where
         B: hyper::body::Body,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -342,10 +351,7 @@ impl App {
         if route.is_write() {
             let token = token.unwrap_or("").to_owned();
             // A balancer's retry of this request carries the same key: a vote counts once.
-            let retry_key = req
-                .headers
-                .get(IDEMPOTENCY_KEY)
-                .filter(|given| is_request_id(given.as_bytes()))
+            let retry_key = id_header(&req.headers, IDEMPOTENCY_KEY)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
             let length = req
@@ -357,7 +363,7 @@ impl App {
             let bytes = tokio::time::timeout(self.settings.limits.body_timeout, reading)
                 .await
                 .unwrap_or(Err(BodyError::TooSlow));
-            let written = self.write(&route, &token, retry_key.as_deref(), bytes);
+            let written = self.write(&route, &token, retry_key.as_deref(), bytes, deadline);
             let (response, cause) = match written.await {
                 Ok(response) => (response, None),
                 Err((response, e)) => (response, Some(logging::cause_chain(&e))),
@@ -456,6 +462,7 @@ impl App {
         token: &str,
         retry_key: Option<&str>,
         bytes: Result<Bytes, BodyError>,
+        deadline: Instant,
     ) -> Result<Response<Body>, (Response<Body>, DbError)> {
         let invalid: &'static str = match route {
             Route::PostReview => "Error: Review body contains invalid entries",
@@ -523,9 +530,13 @@ impl App {
         match result {
             Ok(written) => {
                 // The write is committed: its answer must not become the request timeout's
-                // 503, which a client would retry into a second review. So the refresh gets a
-                // quarter of the request's time.
-                let most = self.settings.limits.request_timeout / 4;
+                // 503, which a client would retry into a second review. So the refresh gets
+                // what is left of the request's time, less a margin to answer in, and at most
+                // a quarter of it.
+                let left = deadline.saturating_duration_since(Instant::now());
+                let most = left
+                    .saturating_sub(ANSWER_MARGIN)
+                    .min(self.settings.limits.request_timeout / 4);
                 self.cache
                     .apply_own_write(&written.changes, written.xid, &self.db, most)
                     .await;
@@ -733,8 +744,13 @@ impl App {
 
 /// The request's own `X-Request-Id`, if it is one ([`is_request_id`]).
 fn supplied_request_id(headers: &hyper::HeaderMap) -> Option<&HeaderValue> {
+    id_header(headers, X_REQUEST_ID)
+}
+
+/// Header `name`'s value, if it is an id as [`is_request_id`] takes one.
+fn id_header<'a>(headers: &'a hyper::HeaderMap, name: &str) -> Option<&'a HeaderValue> {
     headers
-        .get(X_REQUEST_ID)
+        .get(name)
         .filter(|given| is_request_id(given.as_bytes()))
 }
 

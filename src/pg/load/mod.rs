@@ -107,9 +107,10 @@ pub struct FileReport {
 }
 
 /// Repaired and skipped lines are remembered up to this many per file: the format asks for
-/// every one to be reported, and the data set has a few hundred at most; a file past this many
-/// is broken, not quirky, and the rest of them are counted only.
-pub const MAX_FIXES_NOTED: usize = 1_000_000;
+/// every one to be reported, and the data set has a few hundred; a file past this many is
+/// broken, not quirky, and the rest of them are counted only (listing them would bury the
+/// report).
+pub const MAX_FIXES_NOTED: usize = 100_000;
 
 /// Dropped lines (well-formed rows whose parent is missing, which the format asks only to
 /// count) are remembered up to this many per file. The counts are always complete.
@@ -118,7 +119,7 @@ pub const MAX_DROPS_NOTED: usize = 10_000;
 impl FileReport {
     /// Counts line `line`'s outcome, and remembers it if it is one to report.
     fn count(&mut self, line: u64, outcome: Outcome) {
-        let noted = match &outcome {
+        match &outcome {
             Outcome::Loaded => {
                 self.loaded += 1;
                 return;
@@ -126,16 +127,13 @@ impl FileReport {
             Outcome::Repaired(_) => {
                 self.loaded += 1;
                 self.repaired += 1;
-                self.repaired + self.skipped <= MAX_FIXES_NOTED as u64
             }
-            Outcome::Skipped(_) => {
-                self.skipped += 1;
-                self.repaired + self.skipped <= MAX_FIXES_NOTED as u64
-            }
-            Outcome::Dropped(_) => {
-                self.dropped += 1;
-                self.dropped <= MAX_DROPS_NOTED as u64
-            }
+            Outcome::Skipped(_) => self.skipped += 1,
+            Outcome::Dropped(_) => self.dropped += 1,
+        }
+        let noted = match &outcome {
+            Outcome::Dropped(_) => self.dropped <= MAX_DROPS_NOTED as u64,
+            _ => self.repaired + self.skipped <= MAX_FIXES_NOTED as u64,
         };
         if noted {
             self.notes.push(LineNote { line, outcome });
