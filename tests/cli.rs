@@ -399,3 +399,48 @@ fn a_demo_interrupted_while_it_loads_takes_its_private_database_with_it() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
+
+#[tokio::test]
+async fn a_refused_connection_says_what_the_server_refused() {
+    let db = common::migrated_database().await;
+    let mut config = db.config.clone();
+    config.dbname("no_such_database");
+    let url = common::connection_string(&config);
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_atelier"))
+            .args(["migrate", "--database-url", &url])
+            .output()
+            .expect("run atelier migrate")
+    })
+    .await
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("the server has no such database: create it"),
+        "{err}"
+    );
+    assert!(!err.contains("is the server running"), "{err}");
+}
+
+#[test]
+fn a_port_in_use_is_named_as_such() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listen = busy.local_addr().unwrap().to_string();
+    // A database nothing answers for: the server starts anyway, and the port is what fails.
+    let (ok, err) = atelier(&[
+        "serve",
+        "--listen",
+        &listen,
+        "--database-url",
+        "host=/nonexistent user=x",
+        "--db-timeout-ms",
+        "200",
+    ]);
+    assert!(!ok);
+    assert!(
+        err.contains(&format!("cannot listen on {listen}"))
+            && err.contains("another server uses that port"),
+        "{err}"
+    );
+}
