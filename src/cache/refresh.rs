@@ -1,9 +1,10 @@
 //! Refresh, don't drop: an entry a change makes stale is re-rendered and swapped in, so a
 //! write never turns a hot read into a miss (unless the database slows a writer's own refresh
 //! past its request's time: [`ResponseCache::apply_own_write`]); readers get the previous body
-//! until the new one is in. After helpful votes alone, a product's review lists are re-rendered from the items
-//! held and what the lists sort by, not from every review read again; after answers alone, a
-//! product's questions list from the items held and those questions' answers.
+//! until the new one is in. After helpful votes alone, a product's review lists are
+//! re-rendered from the items held and what the lists sort by, not from every review read
+//! again; after answers alone, a product's questions list from the items held and those
+//! questions' answers.
 //!
 //! Changes from the feed are refreshed in the background by [`run`]; the instance that takes
 //! a write refreshes what it changed before answering ([`ResponseCache::apply_own_write`]), so
