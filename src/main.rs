@@ -296,11 +296,7 @@ struct HttpArgs {
 
 impl HttpArgs {
     fn settings(&self) -> anyhow::Result<ServeSettings> {
-        let feed_database = match self
-            .feed_database_url
-            .as_deref()
-            .filter(|u| !u.trim().is_empty())
-        {
+        let feed_database = match given(self.feed_database_url.as_deref()) {
             Some(url) => Some(
                 atelier::pg::parse_url(url)
                     .map_err(|e| anyhow::anyhow!("--feed-database-url: {e}"))?,
@@ -507,7 +503,8 @@ async fn run(cli: Cli) -> Result<()> {
                 lock_memory()?;
             }
             let config = database_config(&args.db)?;
-            serve(&args.http, config, false).await?;
+            let settings = args.http.settings()?;
+            serve(&args.http, settings, config, false).await?;
         }
         Command::Demo(args) => {
             // Before the demo's cluster, data and load, so that a refusal costs nothing.
@@ -537,10 +534,13 @@ impl DatabaseArgs {
     /// The connection string given, if any: an empty `DATABASE_URL` (as `DATABASE_URL=` in a
     /// shell leaves it) is none, not a connection to whatever libpq's defaults name.
     fn url(&self) -> Option<&str> {
-        self.database_url
-            .as_deref()
-            .filter(|url| !url.trim().is_empty())
+        given(self.database_url.as_deref())
     }
+}
+
+/// A connection string as given, if it is one: an empty value (`VAR=` in a shell) is none.
+fn given(url: Option<&str>) -> Option<&str> {
+    url.filter(|url| !url.trim().is_empty())
 }
 
 /// The database named by `--database-url`/`DATABASE_URL`, which these commands require.
@@ -558,7 +558,7 @@ fn parse_database_url(url: &str) -> Result<tokio_postgres::Config> {
 
 async fn demo(args: DemoArgs) -> Result<()> {
     // Refused before the cluster, the data and the load, so that a refusal costs nothing.
-    args.http.settings()?;
+    let settings = args.http.settings()?;
     anyhow::ensure!(
         !args.no_serve || args.db.url().is_some(),
         "--no-serve needs DATABASE_URL: without it the demo's private PostgreSQL, and the data \
@@ -642,7 +642,7 @@ async fn demo(args: DemoArgs) -> Result<()> {
     print!("{}", report.render(5));
     eprintln!("demo data loaded into {}", pg::describe(&config));
     if !args.no_serve {
-        serve(&args.http, config, true).await?;
+        serve(&args.http, settings, config, true).await?;
     }
     if let Some(mut cluster) = cluster {
         cluster.stop();
@@ -707,9 +707,14 @@ async fn refuse_an_unmigrated_database(
     Ok(())
 }
 
-/// Serves until Ctrl-C or SIGTERM, then drains connections and returns.
-async fn serve(http: &HttpArgs, database: tokio_postgres::Config, demo: bool) -> Result<()> {
-    let settings = http.settings()?;
+/// Serves until Ctrl-C or SIGTERM, then drains connections and returns. `settings` are
+/// `http`'s, made by the caller (which refuses bad ones before anything else).
+async fn serve(
+    http: &HttpArgs,
+    settings: ServeSettings,
+    database: tokio_postgres::Config,
+    demo: bool,
+) -> Result<()> {
     refuse_an_unmigrated_database(&database, settings.db_timeout).await?;
     let listen = settings.listen;
     let cannot_listen = |e: std::io::Error| {
@@ -737,6 +742,7 @@ async fn serve(http: &HttpArgs, database: tokio_postgres::Config, demo: bool) ->
         return serve_may(settings, database).await;
     }
     let described = format!("{settings:?}");
+    let delay = settings.drain_delay;
     let stop = shutdown_signal();
     let running = atelier::http::start(settings, database)
         .await
@@ -786,7 +792,6 @@ async fn serve(http: &HttpArgs, database: tokio_postgres::Config, demo: bool) ->
         let app = std::sync::Arc::clone(&running.app);
         tokio::spawn(async move { app.save_snapshot().await })
     };
-    let delay = http.settings()?.drain_delay;
     tracing::info!(
         delay_ms = delay.as_millis() as u64,
         "draining: /readyz answers 503 while requests are still served, then accepting stops \
