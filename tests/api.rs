@@ -557,6 +557,36 @@ async fn garbage_never_takes_the_server_down() {
 }
 
 #[tokio::test]
+async fn a_body_in_a_transfer_coding_besides_chunked_is_refused_with_501_and_writes_nothing() {
+    let (db, server) = server_with_data(&common::sample_dir()).await;
+    let a = server.addr;
+    let client = db.client().await;
+    let answers = common::count(&client, "answers").await;
+    let json = r#"{"body":"Fits well","name":"tester","email":"t@example.com","photos":[]}"#;
+    let post = |coding: &str| {
+        format!(
+            "POST /qa/questions/1/answers HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\
+             Transfer-Encoding: {coding}\r\nConnection: close\r\n\r\n{:x}\r\n{json}\r\n0\r\n\r\n",
+            json.len()
+        )
+    };
+    // The chunks carry plain JSON, which a server that ignored the gzip named first would
+    // store.
+    for coding in ["gzip, chunked", "identity,chunked", "x-custom , Chunked"] {
+        let refused = common::send_raw(a, post(coding).as_bytes()).await;
+        assert_eq!(
+            (refused.status, refused.body.as_str()),
+            (501, "Not Implemented"),
+            "{coding}"
+        );
+    }
+    assert_eq!(common::count(&client, "answers").await, answers);
+    let chunked = common::send_raw(a, post("Chunked").as_bytes()).await;
+    assert_eq!((chunked.status, chunked.body.as_str()), (201, "Created"));
+    assert_eq!(common::count(&client, "answers").await, answers + 1);
+}
+
+#[tokio::test]
 async fn concurrent_misses_on_one_key_make_one_database_trip() {
     let settings = atelier::config::ServeSettings {
         listen: "127.0.0.1:0".parse().unwrap(),

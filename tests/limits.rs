@@ -344,6 +344,16 @@ async fn huge_products_pages_are_served_whole_in_runs_and_past_the_last_product_
         rows(&get(a, "/products?page=1&count=100000").await.body) as i64,
         total
     );
+    // HTTP/1.0 has no chunked coding: a page in runs ends when the connection closes, and the
+    // head says so to a client that asked to keep it open.
+    let old_client = send_raw(
+        a,
+        b"GET /products?count=100000 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+    )
+    .await;
+    assert_eq!(old_client.status, 200);
+    assert_eq!(old_client.header("connection"), Some("close"));
+    assert_eq!(rows(&old_client.body) as i64, total);
 
     let last = format!("/products?page={total}&count=1");
     assert_eq!(rows(&get(a, &last).await.body), 1);

@@ -241,12 +241,24 @@ impl App {
                 response = not_modified;
             }
         }
-        let headers = response.headers_mut();
-        headers.insert(
+        response.headers_mut().insert(
             header::ACCESS_CONTROL_ALLOW_ORIGIN,
             self.cors_origin.clone(),
         );
-        if self.is_draining() {
+        // HTTP/1.0 has no chunked coding: hyper ends a body of unknown length (a products page
+        // in runs) by closing the connection, yet tells a client that asked to keep it open
+        // that it stays open, unless the response is itself HTTP/1.0 (hyper adds its
+        // `keep-alive` to a 1.1 response's `Connection` for a 1.0 client that wants one).
+        let ends_by_closing = head.version == hyper::Version::HTTP_10
+            && head.method != Method::HEAD
+            && hyper::body::Body::size_hint(response.body())
+                .exact()
+                .is_none();
+        if ends_by_closing {
+            *response.version_mut() = hyper::Version::HTTP_10;
+        }
+        let headers = response.headers_mut();
+        if self.is_draining() || ends_by_closing {
             headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         let status = response.status().as_u16();
@@ -349,6 +361,12 @@ impl App {
             }
         }
         if route.is_write() {
+            if has_unknown_transfer_coding(&req.headers) {
+                // hyper takes the chunked framing off and hands over what the other coding
+                // left: JSON no parser would read. RFC 9112 (6.1) names the answer.
+                let refused = respond::text(StatusCode::NOT_IMPLEMENTED, "Not Implemented");
+                return Outcome::of(label, refused);
+            }
             let token = token.unwrap_or("").to_owned();
             // A balancer's retry of this request carries the same key: a vote counts once.
             let retry_key = id_header(&req.headers, IDEMPOTENCY_KEY)
@@ -752,6 +770,17 @@ fn id_header<'a>(headers: &'a hyper::HeaderMap, name: &str) -> Option<&'a Header
     headers
         .get(name)
         .filter(|given| is_request_id(given.as_bytes()))
+}
+
+/// Whether `Transfer-Encoding` names a coding besides `chunked` (`gzip, chunked`): one this
+/// server does not undo. hyper refuses a request whose last coding is not `chunked` itself.
+fn has_unknown_transfer_coding(headers: &hyper::HeaderMap) -> bool {
+    headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .any(|coding| !coding.is_empty() && !coding.eq_ignore_ascii_case(b"chunked"))
 }
 
 /// Whether a client's `X-Request-Id` is one to echo (or its `Idempotency-Key` one to keep): 1

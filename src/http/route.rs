@@ -310,8 +310,11 @@ pub fn parse_id(s: &str) -> Option<i64> {
     s.parse::<i64>().ok().filter(|&v| v > 0)
 }
 
+/// An `ID` in a path segment, percent-decoded first: `/products/%31` is `/products/1` (RFC 3986
+/// makes an escaped digit the digit, and the hosted API decoded its path parameters). The
+/// route's literal segments are matched as sent, as the hosted API matched them.
 fn path_id(s: &str) -> Result<i64, RouteError> {
-    parse_id(s).ok_or(RouteError::NotFound)
+    parse_id(&percent_decode(s)).ok_or(RouteError::NotFound)
 }
 
 /// A raw query string; values are percent-decoded on access, the first occurrence wins.
@@ -403,6 +406,22 @@ mod tests {
             Err(RouteError::NotFound)
         );
         assert_eq!(get("//products", None), Err(RouteError::NotFound));
+        assert_eq!(get("/products/%31", None), Ok(Route::Product(1)));
+        assert_eq!(
+            parse(&Method::PUT, "/qa/answers/1%32/helpful", None),
+            Ok(Route::MarkAnswer {
+                id: 12,
+                mark: Mark::Helpful
+            })
+        );
+        for bad in ["%30", "%2B1", "+1", "%31%", "1%2F", "%"] {
+            assert_eq!(
+                get(&format!("/products/{bad}"), None),
+                Err(RouteError::NotFound),
+                "{bad}"
+            );
+        }
+        assert_eq!(get("/%70roducts/1", None), Err(RouteError::NotFound));
         // The longest routes have four segments; one more is no route, whatever it says.
         assert_eq!(
             get("/qa/questions/1/answers", None),
