@@ -581,6 +581,15 @@ async fn a_body_in_a_transfer_coding_besides_chunked_is_refused_with_501_and_wri
         );
     }
     assert_eq!(common::count(&client, "answers").await, answers);
+    // A PUT reads (and ignores) its body, so it is held to the same rule.
+    let helpful = "SELECT helpfulness FROM answers WHERE id = 1";
+    let votes: i32 = client.query_one(helpful, &[]).await.unwrap().get(0);
+    let vote = "PUT /qa/answers/1/helpful HTTP/1.1\r\nHost: t\r\n\
+                Transfer-Encoding: gzip, chunked\r\nConnection: close\r\n\r\n0\r\n\r\n";
+    let refused = common::send_raw(a, vote.as_bytes()).await;
+    assert_eq!(refused.status, 501);
+    let after: i32 = client.query_one(helpful, &[]).await.unwrap().get(0);
+    assert_eq!(after, votes);
     let chunked = common::send_raw(a, post("Chunked").as_bytes()).await;
     assert_eq!((chunked.status, chunked.body.as_str()), (201, "Created"));
     assert_eq!(common::count(&client, "answers").await, answers + 1);

@@ -169,6 +169,17 @@ async fn the_lane_answers_every_catalog_read_as_hyper_does_byte_for_byte() {
             }
         }
     }
+    // An escaped id is the id (without the decoding both front ends answered it 404 alike),
+    // and a hit the lane answers.
+    let lane_before = metric(lane.addr, "atelier_fast_lane_requests_total").await;
+    let escaped = common::get(lane.addr, "/products/%31/styles").await;
+    let plain = common::get(lane.addr, "/products/1/styles").await;
+    assert_eq!(escaped.status, 200);
+    assert_eq!(escaped.body, plain.body);
+    assert_eq!(
+        metric(lane.addr, "atelier_fast_lane_requests_total").await,
+        lane_before + 2
+    );
     let answered = metric(lane.addr, "atelier_fast_lane_requests_total").await;
     assert!(
         answered as usize >= targets.len() * 2,
@@ -268,6 +279,14 @@ async fn a_draining_instance_closes_lane_connections_after_each_answer() {
         metric(lane.addr, "atelier_fast_lane_requests_total").await,
         1
     );
+    // An HTTP/1.0 client that asked to keep its connection is told `close`, and nothing else.
+    let old_client = common::send_raw(
+        lane.addr,
+        format!("GET /products/{product} HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").as_bytes(),
+    )
+    .await;
+    assert_eq!(old_client.status, 200);
+    assert_eq!(old_client.header("connection"), Some("close"));
 }
 
 #[tokio::test]

@@ -246,19 +246,19 @@ impl App {
             self.cors_origin.clone(),
         );
         // HTTP/1.0 has no chunked coding: hyper ends a body of unknown length (a products page
-        // in runs) by closing the connection, yet tells a client that asked to keep it open
-        // that it stays open, unless the response is itself HTTP/1.0 (hyper adds its
-        // `keep-alive` to a 1.1 response's `Connection` for a 1.0 client that wants one).
+        // in runs) by closing the connection.
         let ends_by_closing = head.version == hyper::Version::HTTP_10
             && head.method != Method::HEAD
             && hyper::body::Body::size_hint(response.body())
                 .exact()
                 .is_none();
-        if ends_by_closing {
-            *response.version_mut() = hyper::Version::HTTP_10;
-        }
-        let headers = response.headers_mut();
         if self.is_draining() || ends_by_closing {
+            // To a 1.0 client that asked to keep the connection, hyper adds its `keep-alive`
+            // to a 1.1 response's `Connection` (`close, keep-alive`), but not to a 1.0 one's.
+            if head.version == hyper::Version::HTTP_10 {
+                *response.version_mut() = hyper::Version::HTTP_10;
+            }
+            let headers = response.headers_mut();
             headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         let status = response.status().as_u16();
@@ -361,11 +361,16 @@ impl App {
             }
         }
         if route.is_write() {
-            if has_unknown_transfer_coding(&req.headers) {
+            if has_coding_besides_chunked(&req.headers) {
                 // hyper takes the chunked framing off and hands over what the other coding
                 // left: JSON no parser would read. RFC 9112 (6.1) names the answer.
-                let refused = respond::text(StatusCode::NOT_IMPLEMENTED, "Not Implemented");
-                return Outcome::of(label, refused);
+                return Outcome {
+                    label,
+                    response: respond::text(StatusCode::NOT_IMPLEMENTED, "Not Implemented"),
+                    cause: Some(
+                        "the body's Transfer-Encoding names a coding besides chunked".into(),
+                    ),
+                };
             }
             let token = token.unwrap_or("").to_owned();
             // A balancer's retry of this request carries the same key: a vote counts once.
@@ -774,7 +779,7 @@ fn id_header<'a>(headers: &'a hyper::HeaderMap, name: &str) -> Option<&'a Header
 
 /// Whether `Transfer-Encoding` names a coding besides `chunked` (`gzip, chunked`): one this
 /// server does not undo. hyper refuses a request whose last coding is not `chunked` itself.
-fn has_unknown_transfer_coding(headers: &hyper::HeaderMap) -> bool {
+fn has_coding_besides_chunked(headers: &hyper::HeaderMap) -> bool {
     headers
         .get_all(header::TRANSFER_ENCODING)
         .iter()

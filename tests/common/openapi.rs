@@ -68,6 +68,29 @@ fn validator(schema: &Value) -> Arc<jsonschema::Validator> {
     compiled
 }
 
+/// `segment` with each `%XX` escape replaced by its byte (lossily, for a check of digits).
+fn percent_decoded(segment: &str) -> String {
+    let mut bytes = Vec::new();
+    let mut rest = segment.as_bytes();
+    while let Some((&b, after)) = rest.split_first() {
+        let escaped = (b == b'%')
+            .then(|| after.get(..2))
+            .flatten()
+            .and_then(|hex| u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok());
+        match escaped {
+            Some(decoded) => {
+                bytes.push(decoded);
+                rest = &after[2..];
+            }
+            None => {
+                bytes.push(b);
+                rest = after;
+            }
+        }
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
 /// The path item whose template matches `path`, with the template, preferring literal
 /// segments over parameters (`/reviews/meta` over `/reviews/{review_id}`).
 fn path_item(path: &str) -> Option<(&'static str, &'static Value)> {
@@ -85,11 +108,13 @@ fn path_item(path: &str) -> Option<(&'static str, &'static Value)> {
             let mut literal = 0;
             for (part, segment) in parts.iter().zip(&segments) {
                 if let Some(name) = part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
-                    // An id parameter matches only an `ID`; anything else in its place is an
-                    // unknown path (404), not a known path with a bad value.
+                    // An id parameter matches only an `ID` (percent-decoded, as OpenAPI reads
+                    // a path parameter); anything else in its place is an unknown path (404),
+                    // not a known path with a bad value.
                     let is_id = || {
-                        segment.bytes().all(|b| b.is_ascii_digit())
-                            && segment.parse::<i64>().is_ok_and(|v| v > 0)
+                        let value = percent_decoded(segment);
+                        value.bytes().all(|b| b.is_ascii_digit())
+                            && value.parse::<i64>().is_ok_and(|v| v > 0)
                     };
                     if segment.is_empty() || (name.ends_with("_id") && !is_id()) {
                         return None;
