@@ -310,9 +310,9 @@ pub fn parse_id(s: &str) -> Option<i64> {
     s.parse::<i64>().ok().filter(|&v| v > 0)
 }
 
-/// An `ID` in a path segment, percent-decoded first: `/products/%31` is `/products/1` (RFC 3986
-/// makes an escaped digit the digit, and the hosted API decoded its path parameters). The
-/// route's literal segments are matched as sent, as the hosted API matched them.
+/// An `ID` in a path segment, percent-decoded first: `/products/%31` is `/products/1`, since
+/// RFC 3986 makes an escaped digit the digit itself (and web frameworks decode a path
+/// parameter). The route's literal segments are matched as sent.
 fn path_id(s: &str) -> Result<i64, RouteError> {
     parse_id(&percent_decode(s)).ok_or(RouteError::NotFound)
 }
