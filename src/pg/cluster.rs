@@ -8,7 +8,7 @@
 //! durability. It is stopped and deleted when dropped — and, because test binaries never drop
 //! their statics, also by a small watchdog process that notices when its owner has exited.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -373,30 +373,41 @@ impl Drop for PrivateCluster {
 
 /// The directory holding `initdb`, `pg_ctl` and `postgres`.
 fn find_bin_dir() -> Option<PathBuf> {
+    bin_dir_from(
+        std::env::var_os("ATELIER_PG_BIN"),
+        std::env::var_os("PATH").as_deref(),
+        Path::new("/usr"),
+    )
+}
+
+/// [`find_bin_dir`] over what it reads of the system: `ATELIER_PG_BIN`, the `PATH` (which
+/// also finds `pg_config`), and the prefix under which Debian's `lib/postgresql/*/bin` and
+/// PGDG's `pgsql-*/bin` are looked for.
+fn bin_dir_from(pg_bin: Option<OsString>, path: Option<&OsStr>, usr: &Path) -> Option<PathBuf> {
     let has_initdb = |dir: &Path| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file();
-    if let Some(dir) = std::env::var_os("ATELIER_PG_BIN").map(PathBuf::from) {
+    if let Some(dir) = pg_bin.map(PathBuf::from) {
         return has_initdb(&dir).then_some(dir);
     }
-    if let Ok(out) = Command::new("pg_config")
-        .arg("--bindir")
-        .stderr(Stdio::null())
-        .output()
-    {
+    let mut pg_config = Command::new("pg_config");
+    if let Some(path) = path {
+        pg_config.env("PATH", path);
+    }
+    if let Ok(out) = pg_config.arg("--bindir").stderr(Stdio::null()).output() {
         let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
         if out.status.success() && has_initdb(&dir) {
             return Some(dir);
         }
     }
     // On PATH (Fedora's /usr/bin, a source build's prefix).
-    if let Some(dir) = std::env::var_os("PATH")
-        .iter()
+    if let Some(dir) = path
+        .into_iter()
         .flat_map(std::env::split_paths)
         .find(|dir| has_initdb(dir))
     {
         return Some(dir);
     }
     // The newest of Debian's versioned directories, then of PGDG's RPM ones.
-    let newest = |parent: &str, version_of: fn(&str) -> Option<&str>| {
+    let newest = |parent: &Path, version_of: fn(&str) -> Option<&str>| {
         let mut candidates: Vec<(u32, PathBuf)> = std::fs::read_dir(parent)
             .into_iter()
             .flatten()
@@ -411,8 +422,8 @@ fn find_bin_dir() -> Option<PathBuf> {
         candidates.sort();
         candidates.pop().map(|(_, bin)| bin)
     };
-    newest("/usr/lib/postgresql", |n| Some(n))
-        .or_else(|| newest("/usr", |n| n.strip_prefix("pgsql-")))
+    newest(&usr.join("lib/postgresql"), |n| Some(n))
+        .or_else(|| newest(usr, |n| n.strip_prefix("pgsql-")))
 }
 
 fn is_root() -> bool {
@@ -475,4 +486,56 @@ fn unique_dir() -> Result<PathBuf, ClusterError> {
         path: base,
         source: std::io::Error::other("could not create a unique directory"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A directory holding what [`bin_dir_from`] looks for, under `root`.
+    fn binaries(root: &Path, dir: &str) -> PathBuf {
+        let bin = root.join(dir);
+        std::fs::create_dir_all(&bin).unwrap();
+        for name in ["initdb", "pg_ctl"] {
+            std::fs::write(bin.join(name), "").unwrap();
+        }
+        bin
+    }
+
+    #[test]
+    fn the_binaries_are_found_by_setting_then_path_then_the_newest_packaged_version() {
+        let root = std::env::temp_dir().join(format!("atelier-bin-search-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let usr = root.join("usr");
+        let search = |pg_bin: Option<&Path>, path: &[&Path]| {
+            let path = std::env::join_paths(path).unwrap();
+            bin_dir_from(pg_bin.map(OsString::from), Some(&path), &usr)
+        };
+        let empty = root.join("empty");
+        std::fs::create_dir_all(&empty).unwrap();
+        assert_eq!(search(None, &[&empty]), None);
+
+        // PGDG's directories, when Debian has none.
+        binaries(&usr, "pgsql-9/bin");
+        let pgdg = binaries(&usr, "pgsql-14/bin");
+        assert_eq!(search(None, &[&empty]), Some(pgdg));
+        // Debian's before PGDG's, the newest by number (16 after 9), a directory without both
+        // binaries left out.
+        binaries(&usr, "lib/postgresql/9/bin");
+        let debian = binaries(&usr, "lib/postgresql/16/bin");
+        std::fs::create_dir_all(usr.join("lib/postgresql/17/bin")).unwrap();
+        assert_eq!(search(None, &[&empty]), Some(debian));
+        // On PATH before either, in PATH's order.
+        let first = binaries(&root, "opt/a/bin");
+        let second = binaries(&root, "opt/b/bin");
+        assert_eq!(
+            search(None, &[&empty, &first, &second]),
+            Some(first.clone())
+        );
+        // ATELIER_PG_BIN before everything, and alone: a setting that names a directory
+        // without the binaries finds none.
+        assert_eq!(search(Some(&second), &[&first]), Some(second));
+        assert_eq!(search(Some(&empty), &[&first]), None);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 }
