@@ -117,7 +117,7 @@ struct LoadArgs {
     replace: bool,
     /// Connections used to build indexes and constraints after the copy.
     #[arg(long, default_value_t = 2,
-          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=32))]
+          value_parser = usize_in(1..=32))]
     jobs: usize,
     /// How many dropped lines (well-formed rows whose parent is missing) to list per file.
     /// Every repaired or skipped line is listed.
@@ -140,7 +140,7 @@ struct HttpArgs {
     lock_memory: bool,
     /// Connections in the database pool for cache fills and writes.
     #[arg(long, env = "ATELIER_POOL_SIZE", default_value_t = 8,
-          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1000))]
+          value_parser = usize_in(1..=1000))]
     pool_size: usize,
     /// Time limit for connecting to the database and for each query, in milliseconds;
     /// past it a request answers 503.
@@ -168,7 +168,7 @@ struct HttpArgs {
     cart_secret: Option<String>,
     /// Largest request body accepted, in bytes (413 past it).
     #[arg(long, env = "ATELIER_BODY_LIMIT", default_value_t = 64 * 1024,
-          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1024..=64 << 20))]
+          value_parser = usize_in(1024..=64 << 20))]
     body_limit: usize,
     /// HTTP front end: `fast` (the default: the catalog's hits answered on the socket, every
     /// other request by hyper), `hyper` (every request by hyper), or `may` (may_minihttp;
@@ -245,7 +245,7 @@ struct HttpArgs {
     /// Most connections open at once; at the cap a new one closes the connection idle longest
     /// (503 when every one is busy).
     #[arg(long, env = "ATELIER_MAX_CONNECTIONS", default_value_t = 10_000,
-          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000_000))]
+          value_parser = usize_in(1..=10_000_000))]
     max_connections: usize,
     /// Milliseconds a client may take to send a request's headers, and may stay idle between
     /// requests on one connection.
@@ -267,7 +267,7 @@ struct HttpArgs {
     max_header_bytes: u64,
     /// Most header fields in one request (431 past it).
     #[arg(long, env = "ATELIER_MAX_HEADERS", default_value_t = 64,
-          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(8..=1000))]
+          value_parser = usize_in(8..=1000))]
     max_headers: usize,
     /// Requests at least this slow, in milliseconds, get a log line.
     #[arg(long, env = "ATELIER_SLOW_REQUEST_MS", default_value_t = 1000)]
@@ -296,21 +296,16 @@ struct HttpArgs {
 
 impl HttpArgs {
     fn settings(&self) -> anyhow::Result<ServeSettings> {
-        let feed_database = match given(self.feed_database_url.as_deref()) {
-            Some(url) => Some(
-                atelier::pg::parse_url(url)
-                    .map_err(|e| anyhow::anyhow!("--feed-database-url: {e}"))?,
-            ),
-            None => None,
-        };
+        let feed_database = given(self.feed_database_url.as_deref())
+            .map(|url| parse_url_as("--feed-database-url", url))
+            .transpose()?;
         let replicas = self
             .replica_urls
             .iter()
             .map(|url| url.trim())
             .filter(|url| !url.is_empty())
             .map(|url| {
-                let config = atelier::pg::parse_url(url)
-                    .map_err(|e| anyhow::anyhow!("--replica-url: {e}"))?;
+                let config = parse_url_as("--replica-url", url)?;
                 // The watcher must ask the very server the reads go to.
                 anyhow::ensure!(
                     config.get_hosts().len() <= 1,
@@ -427,6 +422,11 @@ struct DemoArgs {
     http: HttpArgs,
     #[command(flatten)]
     db: DatabaseArgs,
+}
+
+/// A count whose flag accepts only `range`.
+fn usize_in(range: std::ops::RangeInclusive<u64>) -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::new().range(range)
 }
 
 /// A time limit in milliseconds: at least 1, at most a day (a larger one would overflow the
@@ -553,7 +553,12 @@ fn database_config(db: &DatabaseArgs) -> Result<tokio_postgres::Config> {
 
 /// `url`, given as `DATABASE_URL` or `--database-url`, as a connection configuration.
 fn parse_database_url(url: &str) -> Result<tokio_postgres::Config> {
-    pg::parse_url(url).map_err(|e| anyhow::anyhow!("DATABASE_URL (or --database-url): {e}"))
+    parse_url_as("DATABASE_URL (or --database-url)", url)
+}
+
+/// `url` as a connection configuration; an error names `given_as`, where the URL came from.
+fn parse_url_as(given_as: &str, url: &str) -> Result<tokio_postgres::Config> {
+    pg::parse_url(url).map_err(|e| anyhow::anyhow!("{given_as}: {e}"))
 }
 
 async fn demo(args: DemoArgs) -> Result<()> {
@@ -593,12 +598,7 @@ async fn demo(args: DemoArgs) -> Result<()> {
                 // Generated beside it and renamed into place whole: a demo started meanwhile
                 // (or one interrupted half-way) never finds a partial set under the name.
                 remove_abandoned_partials(&dir);
-                let fresh = std::env::temp_dir().join(format!(
-                    "atelier-demo-data-{}-{}.{}.partial",
-                    args.scale,
-                    args.seed,
-                    std::process::id()
-                ));
+                let fresh = partial_dir(&dir, std::process::id());
                 let generated = generate(&GenerateOptions {
                     scale: args.scale,
                     seed: args.seed,
@@ -653,20 +653,28 @@ async fn demo(args: DemoArgs) -> Result<()> {
 /// Removes the partial data sets that demos generating `dir` left when they were interrupted
 /// (`DIR.PID.partial`, whose process is gone).
 fn remove_abandoned_partials(dir: &std::path::Path) {
-    let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
+    let Some(parent) = dir.parent() else {
         return;
     };
-    let prefix = format!("{}.", name.to_string_lossy());
     for entry in std::fs::read_dir(parent).into_iter().flatten().flatten() {
+        let path = entry.path();
         let entry_name = entry.file_name().to_string_lossy().into_owned();
         let pid = entry_name
-            .strip_prefix(&prefix)
-            .and_then(|rest| rest.strip_suffix(".partial"))
-            .and_then(|pid| pid.parse::<u32>().ok());
+            .strip_suffix(".partial")
+            .and_then(|rest| rest.rsplit_once('.'))
+            .and_then(|(_, pid)| pid.parse::<u32>().ok())
+            .filter(|&pid| path == partial_dir(dir, pid));
         if pid.is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists()) {
-            let _ = std::fs::remove_dir_all(entry.path());
+            let _ = std::fs::remove_dir_all(path);
         }
     }
+}
+
+/// Where process `pid` generates the data set bound for `dir`: `DIR.PID.partial`.
+fn partial_dir(dir: &std::path::Path, pid: u32) -> std::path::PathBuf {
+    let mut name = dir.as_os_str().to_owned();
+    name.push(format!(".{pid}.partial"));
+    std::path::PathBuf::from(name)
 }
 
 /// Refuses to serve a database that lacks a migration this build carries (its statements may
@@ -910,5 +918,29 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(not(unix))]
     async {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{partial_dir, remove_abandoned_partials};
+
+    #[test]
+    fn only_the_partial_sets_of_processes_gone_are_removed() {
+        let parent = std::env::temp_dir().join(format!("atelier-partials-{}", std::process::id()));
+        let dir = parent.join("set");
+        // No process has the largest id: its set was abandoned.
+        let abandoned = partial_dir(&dir, u32::MAX);
+        let in_progress = partial_dir(&dir, std::process::id());
+        let another_sets = partial_dir(&parent.join("other"), u32::MAX);
+        for partial in [&abandoned, &in_progress, &another_sets] {
+            std::fs::create_dir_all(partial).unwrap();
+        }
+        assert_eq!(abandoned, parent.join(format!("set.{}.partial", u32::MAX)));
+        remove_abandoned_partials(&dir);
+        assert!(!abandoned.exists());
+        assert!(in_progress.exists());
+        assert!(another_sets.exists());
+        std::fs::remove_dir_all(parent).unwrap();
     }
 }

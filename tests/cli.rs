@@ -5,12 +5,24 @@ mod common;
 
 use std::process::Command;
 
+/// Runs `atelier` with `args` and no `DATABASE_URL`: whether it succeeded, and its stderr.
 fn atelier(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_atelier"))
+    atelier_with_env(args, &[])
+}
+
+/// As [`atelier`], with `DATABASE_URL` and the other variables `env` sets.
+fn atelier_with_env(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_atelier"));
+    command
         .args(args)
         .env_remove("DATABASE_URL")
-        .output()
-        .expect("run atelier");
+        .envs(env.iter().copied());
+    run(&mut command)
+}
+
+/// Whether `command` succeeded, and its stderr.
+fn run(command: &mut Command) -> (bool, String) {
+    let out = command.output().expect("run atelier");
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -98,16 +110,14 @@ fn a_replica_url_naming_several_hosts_is_refused() {
         "{err}"
     );
     // In the environment, URLs are separated by `;`: the second one here is the refused one.
-    let out = Command::new(env!("CARGO_BIN_EXE_atelier"))
-        .args(["serve", "--database-url", "host=/nonexistent user=x"])
-        .env(
+    let (ok, err) = atelier_with_env(
+        &["serve", "--database-url", "host=/nonexistent user=x"],
+        &[(
             "ATELIER_REPLICA_URLS",
             "host=/nonexistent user=x dbname=atelier;host=standby-a,standby-b user=x",
-        )
-        .output()
-        .expect("run atelier");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+        )],
+    );
+    assert!(!ok);
     assert!(
         err.contains("--replica-url names several hosts (standby-a"),
         "{err}"
@@ -293,13 +303,8 @@ fn settings_that_would_break_the_server_are_refused_with_the_flag_named() {
 
 #[test]
 fn an_empty_database_url_is_no_database_url() {
-    let out = Command::new(env!("CARGO_BIN_EXE_atelier"))
-        .args(["serve"])
-        .env("DATABASE_URL", "")
-        .output()
-        .expect("run atelier");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let (ok, err) = atelier_with_env(&["serve"], &[("DATABASE_URL", "")]);
+    assert!(!ok);
     assert!(err.contains("no database given: set DATABASE_URL"), "{err}");
 }
 
@@ -335,11 +340,10 @@ async fn demo_refuses_a_database_that_holds_data_unless_told_to_replace_it() {
         if replace {
             command.arg("--replace");
         }
-        tokio::task::spawn_blocking(move || command.output().expect("run atelier demo"))
+        tokio::task::spawn_blocking(move || run(&mut command))
     };
-    let refused = demo(false).await.unwrap();
-    let err = String::from_utf8_lossy(&refused.stderr);
-    assert!(!refused.status.success());
+    let (ok, err) = demo(false).await.unwrap();
+    assert!(!ok);
     assert!(
         err.contains("already holds data") && err.contains("--replace"),
         "{err}"
@@ -347,12 +351,8 @@ async fn demo_refuses_a_database_that_holds_data_unless_told_to_replace_it() {
     let client = db.client().await;
     let reviews = common::count(&client, "reviews").await;
     assert!(reviews > 0, "the data is still there");
-    let replaced = demo(true).await.unwrap();
-    assert!(
-        replaced.status.success(),
-        "{}",
-        String::from_utf8_lossy(&replaced.stderr)
-    );
+    let (ok, err) = demo(true).await.unwrap();
+    assert!(ok, "{err}");
     assert_eq!(common::count(&client, "reviews").await, reviews);
 }
 
@@ -406,16 +406,11 @@ async fn a_refused_connection_says_what_the_server_refused() {
     let mut config = db.config.clone();
     config.dbname("no_such_database");
     let url = common::connection_string(&config);
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_atelier"))
-            .args(["migrate", "--database-url", &url])
-            .output()
-            .expect("run atelier migrate")
-    })
-    .await
-    .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let (ok, err) =
+        tokio::task::spawn_blocking(move || atelier(&["migrate", "--database-url", &url]))
+            .await
+            .unwrap();
+    assert!(!ok);
     assert!(
         err.contains("the server has no such database: create it"),
         "{err}"

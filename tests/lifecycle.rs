@@ -131,11 +131,8 @@ async fn a_second_signal_while_draining_stops_without_waiting_out_the_delay() {
     common::ready(addr).await;
     // SAFETY: kill only sends a signal to the child this test started.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while get(addr, "/readyz").await.body != "draining" {
-        assert!(Instant::now() < deadline, "never drained");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let readiness = common::eventually(addr, "/readyz", |body| body == "draining").await;
+    assert_eq!(readiness, "draining", "never drained");
     assert_eq!(get(addr, "/products/1").await.status, 200, "still serving");
     // SAFETY: as above.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);

@@ -202,14 +202,11 @@ async fn loads_the_sample_with_every_quirk_handled() {
     assert_eq!(duplicates, 2, "duplicate pairs are rows of their own");
 
     // Every index and constraint is back, the foreign keys validated.
-    let fks: i64 = client
-        .query_one(
-            "SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND convalidated",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let fks = count(
+        &client,
+        "pg_constraint WHERE contype = 'f' AND convalidated",
+    )
+    .await;
     assert_eq!(fks, 15);
     assert_eq!(count(&client, "loader_deferred_ddl").await, 0);
     assert_eq!(

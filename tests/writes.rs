@@ -649,13 +649,7 @@ async fn a_helpful_vote_retried_with_the_same_idempotency_key_counts_once() {
         assert_eq!(helpfulness(table, 1).await, before + 6, "{table}");
     }
     // A vote for an unknown id is a 404 and records no key.
-    let keys = || async {
-        client
-            .query_one("SELECT count(*) FROM applied_requests", &[])
-            .await
-            .unwrap()
-            .get::<_, i64>(0)
-    };
+    let keys = || common::count(&client, "applied_requests");
     let recorded = keys().await;
     for path in [
         "/reviews/999999/helpful",
@@ -1185,10 +1179,6 @@ async fn an_answer_re_renders_its_question_in_the_products_list_as_a_fresh_read_
     }
 }
 
-/// A write whose own refresh is slow (every reply of the database late) is still answered
-/// 201, within the request's time, not 503 after it committed (a client would retry it into a
-/// second review); what the refresh had not swapped in is dropped, so the writer's next read
-/// has the write.
 /// A server over the sample whose pool reaches the database through a proxy (which can slow
 /// every reply) and whose feed does not, with `request_timeout`.
 async fn server_with_a_slowable_pool(
@@ -1214,6 +1204,10 @@ async fn server_with_a_slowable_pool(
     (db, proxy, server)
 }
 
+/// A write whose own refresh is slow (every reply of the database late) is still answered
+/// 201, within the request's time, not 503 after it committed (a client would retry it into a
+/// second review); what the refresh had not swapped in is dropped, so the writer's next read
+/// has the write.
 #[tokio::test]
 async fn a_committed_write_is_answered_in_time_however_slow_its_own_refresh() {
     let (db, proxy, server) = server_with_a_slowable_pool(Duration::from_secs(2)).await;
@@ -1236,16 +1230,8 @@ async fn a_committed_write_is_answered_in_time_however_slow_its_own_refresh() {
         "a committed write"
     );
     proxy.delay_replies(Duration::ZERO);
-    let stored: i64 = db
-        .client()
-        .await
-        .query_one(
-            "SELECT count(*) FROM reviews WHERE summary = 'Slow but stored'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let client = db.client().await;
+    let stored = common::count(&client, "reviews WHERE summary = 'Slow but stored'").await;
     assert_eq!(stored, 1);
     assert!(
         get(a, newest).await.body.contains("Slow but stored"),

@@ -162,7 +162,7 @@ pub fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// Rows in `table`.
+/// Rows in `table`, which may carry a condition: `"reviews WHERE rating = 5"`.
 pub async fn count(client: &Client, table: &str) -> i64 {
     client
         .query_one(&format!("SELECT count(*) FROM {table}"), &[])
