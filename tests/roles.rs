@@ -72,6 +72,9 @@ async fn an_instance_serves_as_the_serving_role_which_can_do_nothing_else() {
     ] {
         let r = post_json(a, path, body).await;
         assert_eq!(r.status, 201, "POST {path}: {}", r.body);
+        // A retry key is claimed with the serving role's grants.
+        let r = common::post_json_with_key(a, path, body, &format!("{path} key")).await;
+        assert_eq!(r.status, 201, "POST {path} with a key: {}", r.body);
     }
     for path in [
         "/reviews/1/helpful",

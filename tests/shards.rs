@@ -215,3 +215,72 @@ async fn three_shards_behind_nginx_answer_as_one_instance_and_survive_losing_one
         assert_eq!(before, after, "the twin served from its catalog");
     }
 }
+
+/// nginx retries a POST on another instance after an error, a timeout or a 503, and the
+/// instance that answered 503 may have made the write (its database took the statement, and
+/// answered too late). Every attempt carries nginx's `$request_id` as its `Idempotency-Key`,
+/// so the retry finds the first attempt's claim and writes nothing: each review is stored once,
+/// and the client gets its 201.
+#[tokio::test]
+async fn a_post_nginx_retries_after_a_late_503_is_stored_once() {
+    let db = common::loaded_database(&common::sample_dir()).await;
+    // One instance whose database answers late (its statements still run at once).
+    let proxy = common::proxy::Proxy::start(&db.config).await;
+    let late = atelier::http::start(
+        ServeSettings {
+            db_timeout: std::time::Duration::from_millis(500),
+            feed_database: Some(db.config.clone()),
+            ..settings(None)
+        },
+        proxy.config(&db.config),
+    )
+    .await
+    .unwrap();
+    let prompt = atelier::http::start(settings(None), db.config.clone())
+        .await
+        .unwrap();
+    ready(late.addr).await;
+    ready(prompt.addr).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let instances = vec![late.addr.to_string(), prompt.addr.to_string()];
+    let _nginx = Nginx::start(&atelier::shard::nginx_config(
+        &[instances],
+        &format!("127.0.0.1:{port}"),
+    ));
+    let lb: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    ready(lb).await;
+
+    proxy.delay_replies(std::time::Duration::from_millis(1500));
+    // nginx takes turns between the two: about half of these reach the late one first.
+    for n in 0..4 {
+        let review = format!(
+            r#"{{"product_id":1,"rating":4,"summary":"Through nginx {n}","body":"Retried on the other instance.","recommend":true,"name":"n","email":"n@example.com","characteristics":{{}}}}"#
+        );
+        let posted = common::post_json(lb, "/reviews", &review).await;
+        assert_eq!(
+            (posted.status, posted.body.as_str()),
+            (201, "Created"),
+            "{n}"
+        );
+    }
+    proxy.delay_replies(std::time::Duration::ZERO);
+    let client = db.client().await;
+    for n in 0..4 {
+        let summary = format!("reviews WHERE summary = 'Through nginx {n}'");
+        assert_eq!(common::count(&client, &summary).await, 1, "{summary}");
+    }
+    // The late instance did answer 503 (so some POST was retried).
+    let metrics = get(late.addr, "/metrics").await.body;
+    let late_503s: u64 = metrics
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix(r#"atelier_requests_total{route="post_review",status="503"} "#)
+        })
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(late_503s >= 1, "{metrics}");
+}

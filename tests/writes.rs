@@ -667,6 +667,167 @@ async fn a_helpful_vote_retried_with_the_same_idempotency_key_counts_once() {
     assert_eq!(helpfulness("reviews", 2).await, before + 1);
 }
 
+#[tokio::test]
+async fn a_post_retried_with_the_same_idempotency_key_is_made_once() {
+    let (db, server) = server_with_data(&common::sample_dir()).await;
+    let a = server.addr;
+    let client = db.client().await;
+    let total = |sql: &'static str| {
+        let client = &client;
+        async move { client.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) }
+    };
+    let review = |summary: &str| {
+        format!(
+            r#"{{"product_id":1,"rating":4,"summary":"{summary}","body":"Kept once however often it is sent.","recommend":true,"name":"n","email":"n@example.com","photos":["https://example.com/r.jpg"],"characteristics":{{}}}}"#
+        )
+    };
+    let question = |body: &str| {
+        format!(r#"{{"body":"{body}","name":"asker","email":"a@example.com","product_id":1}}"#)
+    };
+    let answer = |body: &str| {
+        format!(
+            r#"{{"body":"{body}","name":"answerer","email":"b@example.com","photos":["https://example.com/a.jpg"]}}"#
+        )
+    };
+    let sku = |id: &str| format!(r#"{{"sku_id":{id}}}"#);
+    let interaction =
+        |element: &str| format!(r#"{{"element":"{element}","widget":"Overview","time":"t"}}"#);
+    // Each route, the body it is sent for a text, two texts, and what its write adds one to.
+    type Body = fn(&str) -> String;
+    let routes: [(&str, Body, [&str; 2], &str); 5] = [
+        (
+            "/reviews",
+            review,
+            ["Once", "Another"],
+            "SELECT count(*) FROM reviews",
+        ),
+        (
+            "/qa/questions",
+            question,
+            ["Once?", "Another?"],
+            "SELECT count(*) FROM questions",
+        ),
+        (
+            "/qa/questions/1/answers",
+            answer,
+            ["Once.", "Another."],
+            "SELECT count(*) FROM answers_photos",
+        ),
+        (
+            "/cart",
+            sku,
+            ["3", "1"],
+            "SELECT coalesce(sum(count), 0)::int8 FROM cart_items",
+        ),
+        (
+            "/interactions",
+            interaction,
+            ["img", "a"],
+            "SELECT count(*) FROM interactions",
+        ),
+    ];
+    for (path, body, [first, second], measure) in routes {
+        let before = total(measure).await;
+        let created = |r: common::Reply| assert_eq!((r.status, r.body), (201, "Created".into()));
+        // One request tried three times (a balancer's retries): made once, 201 each time.
+        for _ in 0..3 {
+            created(common::post_json_with_key(a, path, &body(first), &format!("{path}-1")).await);
+        }
+        assert_eq!(total(measure).await, before + 1, "{path}: retried");
+        // The same key with another request (a client reusing keys) is a request of its own.
+        created(common::post_json_with_key(a, path, &body(second), &format!("{path}-1")).await);
+        assert_eq!(total(measure).await, before + 2, "{path}: another body");
+        // Without a key, each request is made.
+        created(post_json(a, path, &body(first)).await);
+        created(post_json(a, path, &body(first)).await);
+        assert_eq!(total(measure).await, before + 4, "{path}: no key");
+        // Two attempts at once: the second waits for the first's claim, and makes nothing.
+        let (key, same) = (format!("{path}-2"), body(first));
+        let (one, two) = tokio::join!(
+            common::post_json_with_key(a, path, &same, &key),
+            common::post_json_with_key(a, path, &same, &key),
+        );
+        created(one);
+        created(two);
+        assert_eq!(total(measure).await, before + 5, "{path}: at once");
+    }
+    // The writer's next read has its write, and each retried review is there once.
+    let newest = get(a, "/reviews?product_id=1&sort=newest&count=100")
+        .await
+        .body;
+    assert_eq!(newest.matches(r#""summary":"Once""#).count(), 4, "{newest}");
+
+    // A request refused claims nothing: its key is still free for the request made right.
+    let keys = || common::count(&client, "applied_requests");
+    let recorded = keys().await;
+    let refused = [
+        (
+            "/reviews",
+            r#"{"product_id":1,"rating":4,"summary":"s","body":"b","recommend":true,"name":"n","email":"n@example.com","characteristics":{"999":3}}"#,
+            422,
+        ),
+        (
+            "/reviews",
+            r#"{"product_id":999999,"rating":4,"summary":"s","body":"b","recommend":true,"name":"n","email":"n@example.com","characteristics":{}}"#,
+            422,
+        ),
+        (
+            "/qa/questions",
+            r#"{"body":"b","name":"n","email":"n@example.com","product_id":999999}"#,
+            422,
+        ),
+        (
+            "/qa/questions/999999/answers",
+            r#"{"body":"b","name":"n","email":"n@example.com"}"#,
+            404,
+        ),
+        ("/cart", r#"{"sku_id":999999}"#, 422),
+        ("/interactions", r#"{"element":"img"}"#, 422),
+    ];
+    for (path, body, status) in refused {
+        let r = common::post_json_with_key(a, path, body, "refused").await;
+        assert_eq!(r.status, status, "{path}: {}", r.body);
+    }
+    assert_eq!(keys().await, recorded, "a refused POST claimed its key");
+}
+
+/// An instance that gets the retry of a POST another instance made refreshes what it changed
+/// before answering, as for a write of its own, even while its feed lags: the client's next
+/// read there has its write.
+#[tokio::test]
+async fn an_instance_answering_a_posts_retry_refreshes_what_the_first_attempt_changed() {
+    let (db, first) = server_with_data(&common::sample_dir()).await;
+    let feed_proxy = common::proxy::Proxy::start(&db.config).await;
+    let settings = atelier::config::ServeSettings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        pool_size: 2,
+        feed_database: Some(feed_proxy.config(&db.config)),
+        ..Default::default()
+    };
+    let retrying = atelier::http::start(settings, db.config.clone())
+        .await
+        .unwrap();
+    common::ready(first.addr).await;
+    common::ready(retrying.addr).await;
+    let newest = "/reviews?product_id=1&sort=newest";
+    let review = r#"{"product_id":1,"rating":4,"summary":"Sent twice","body":"The first attempt's answer was lost.","recommend":true,"name":"n","email":"n@example.com","characteristics":{}}"#;
+    assert!(!get(retrying.addr, newest).await.body.contains("Sent twice"));
+    // The second instance hears of no change meanwhile.
+    feed_proxy.delay_replies(Duration::from_secs(5));
+    let made = common::post_json_with_key(first.addr, "/reviews", review, "lost-answer").await;
+    assert_eq!(made.status, 201);
+    let retried =
+        common::post_json_with_key(retrying.addr, "/reviews", review, "lost-answer").await;
+    assert_eq!(retried.status, 201);
+    let read = get(retrying.addr, newest).await.body;
+    feed_proxy.delay_replies(Duration::ZERO);
+    assert_eq!(read.matches("Sent twice").count(), 1, "{read}");
+    assert_eq!(
+        common::count(&db.client().await, "reviews WHERE summary = 'Sent twice'").await,
+        1
+    );
+}
+
 /// The list behind `key`, rendered fresh from the database.
 async fn fresh_list(
     key: &Key,

@@ -65,6 +65,16 @@ const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// if need be ([`App::write`]).
 const ANSWER_MARGIN: Duration = Duration::from_millis(50);
 
+/// What a write takes of its request besides its route and body.
+struct WriteRequest<'a> {
+    /// The request's target (path and query) as sent: part of a POST's retry claim.
+    target: &'a str,
+    /// The caller's token (`Authorization`), which names its cart; empty without one.
+    token: &'a str,
+    /// The request's `Idempotency-Key`: a retry carries the same.
+    retry_key: Option<&'a str>,
+}
+
 /// What answering a request came to, before the headers every response gets.
 struct Outcome {
     /// The route's index in [`ROUTE_LABELS`], for the metrics.
@@ -373,7 +383,8 @@ impl App {
                 };
             }
             let token = token.unwrap_or("").to_owned();
-            // A balancer's retry of this request carries the same key: a vote counts once.
+            // A balancer's retry of this request carries the same key: a vote counts once,
+            // a POST is made once.
             let retry_key = id_header(&req.headers, IDEMPOTENCY_KEY)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
@@ -386,7 +397,15 @@ impl App {
             let bytes = tokio::time::timeout(self.settings.limits.body_timeout, reading)
                 .await
                 .unwrap_or(Err(BodyError::TooSlow));
-            let written = self.write(&route, &token, retry_key.as_deref(), bytes, deadline);
+            let request = WriteRequest {
+                target: req
+                    .uri
+                    .path_and_query()
+                    .map_or("", |target| target.as_str()),
+                token: &token,
+                retry_key: retry_key.as_deref(),
+            };
+            let written = self.write(&route, request, bytes, deadline);
             let (response, cause) = match written.await {
                 Ok(response) => (response, None),
                 Err((response, e)) => (response, Some(logging::cause_chain(&e))),
@@ -482,11 +501,15 @@ impl App {
     async fn write(
         &self,
         route: &Route,
-        token: &str,
-        retry_key: Option<&str>,
+        request: WriteRequest<'_>,
         bytes: Result<Bytes, BodyError>,
         deadline: Instant,
     ) -> Result<Response<Body>, (Response<Body>, DbError)> {
+        let WriteRequest {
+            target,
+            token,
+            retry_key,
+        } = request;
         let invalid: &'static str = match route {
             Route::PostReview => "Error: Review body contains invalid entries",
             Route::PostQuestion { .. } => "Error: Question body contains invalid entries",
@@ -519,28 +542,34 @@ impl App {
             Ok(bytes) => bytes,
         };
         let pool = &self.db.primary;
+        let cart = match route {
+            Route::PostCart => self.settings.cart_keys.key(token),
+            _ => String::new(),
+        };
+        // A retry of a POST (the same key with the same request) is made once.
+        let claim = retry_key
+            .filter(|_| posted)
+            .map(|key| write::post_claim(key, &[target.as_bytes(), cart.as_bytes(), &bytes]));
+        let claim = claim.as_deref();
         let result = match *route {
             Route::PostReview => match body::review(&bytes) {
-                Ok(review) => write::add_review(pool, &review).await,
+                Ok(review) => write::add_review(pool, &review, claim).await,
                 Err(_) => Err(WriteError::Invalid),
             },
             Route::PostQuestion { product_id } => match body::question(&bytes, product_id) {
-                Ok(question) => write::add_question(pool, &question).await,
+                Ok(question) => write::add_question(pool, &question, claim).await,
                 Err(_) => Err(WriteError::Invalid),
             },
             Route::PostAnswer { question_id } => match body::answer(&bytes) {
-                Ok(answer) => write::add_answer(pool, question_id, &answer).await,
+                Ok(answer) => write::add_answer(pool, question_id, &answer, claim).await,
                 Err(_) => Err(WriteError::Invalid),
             },
             Route::PostCart => match body::cart_sku(&bytes) {
-                Ok(sku) => {
-                    let cart = self.settings.cart_keys.key(token);
-                    write::add_to_cart(pool, &cart, sku).await
-                }
+                Ok(sku) => write::add_to_cart(pool, &cart, sku, claim).await,
                 Err(_) => Err(WriteError::Invalid),
             },
             Route::PostInteraction => match body::interaction(&bytes) {
-                Ok(interaction) => write::add_interaction(pool, &interaction).await,
+                Ok(interaction) => write::add_interaction(pool, &interaction, claim).await,
                 Err(_) => Err(WriteError::Invalid),
             },
             Route::MarkReview { id, mark } => write::mark_review(pool, id, mark, retry_key).await,

@@ -60,6 +60,37 @@ macro_rules! counted_once {
     };
 }
 
+/// The CTE (`claimed`) with which a POST claims its retry key (`$key`, see
+/// `pg::write::post_claim`, or NULL) in `applied_requests`, `$when` (the clause that ends in
+/// `WHERE` or `AND`) the request is valid. A key already claimed, by an earlier attempt of the
+/// same request, is not claimed again (a concurrent attempt waits for the first to commit or
+/// roll back), and [`unclaimed!`] then keeps the write from being made twice.
+macro_rules! claimed_once {
+    ($key:literal, $when:literal) => {
+        concat!(
+            " claimed AS (INSERT INTO applied_requests (id) SELECT ",
+            $key,
+            "::text ",
+            $when,
+            " ",
+            $key,
+            "::text IS NOT NULL ON CONFLICT (id) DO NOTHING RETURNING 1), "
+        )
+    };
+}
+
+/// The condition under which a POST with the retry key `$key` makes its write: it has no key,
+/// or its [`claimed_once!`] claimed the key now.
+macro_rules! unclaimed {
+    ($key:literal) => {
+        concat!(
+            "(",
+            $key,
+            "::text IS NULL OR EXISTS (SELECT 1 FROM claimed))"
+        )
+    };
+}
+
 statements! {
     products_page = "SELECT id, name, slogan, description, category, default_price::text
                        FROM products ORDER BY id LIMIT $1 OFFSET $2";
@@ -146,43 +177,69 @@ statements! {
 
     // Writes (see pg::write): one statement each, so each is atomic on its own. Each returns
     // its transaction's id, as the triggers log it in change_log.xid.
-    add_review = "WITH review AS (
-                      INSERT INTO reviews (product_id, rating, summary, body, recommend, reviewer_name, reviewer_email)
-                      SELECT $1, $2, $3, $4, $5, $6, $7
-                       WHERE (SELECT count(*) FROM characteristics
-                               WHERE product_id = $1 AND id = ANY ($9::int8[])) = cardinality($9::int8[])
-                      RETURNING id),
-                  photos AS (
-                      INSERT INTO reviews_photos (review_id, url)
-                      SELECT review.id, url FROM review, unnest($8::text[]) WITH ORDINALITY AS p(url, n) ORDER BY n),
-                  ratings AS (
-                      INSERT INTO characteristic_reviews (characteristic_id, review_id, value)
-                      SELECT c, review.id, v FROM review, unnest($9::int8[], $10::int2[]) AS r(c, v))
-                  SELECT id, pg_current_xact_id()::text::int8 FROM review";
+    add_review = concat!(
+        "WITH valid AS (
+              SELECT (SELECT count(*) FROM characteristics
+                       WHERE product_id = $1 AND id = ANY ($9::int8[])) = cardinality($9::int8[]) AS ok),",
+        claimed_once!("$11", "FROM valid WHERE ok AND"),
+        "review AS (
+              INSERT INTO reviews (product_id, rating, summary, body, recommend, reviewer_name, reviewer_email)
+              SELECT $1, $2, $3, $4, $5, $6, $7 FROM valid WHERE ok AND ", unclaimed!("$11"), "
+              RETURNING id),
+          photos AS (
+              INSERT INTO reviews_photos (review_id, url)
+              SELECT review.id, url FROM review, unnest($8::text[]) WITH ORDINALITY AS p(url, n) ORDER BY n),
+          ratings AS (
+              INSERT INTO characteristic_reviews (characteristic_id, review_id, value)
+              SELECT c, review.id, v FROM review, unnest($9::int8[], $10::int2[]) AS r(c, v))
+          SELECT (SELECT id FROM review), pg_current_xact_id()::text::int8 FROM valid WHERE ok"
+    );
     review_helpful = counted_once!("reviews", "product_id");
     review_report = "UPDATE reviews SET reported = true WHERE id = $1 RETURNING product_id, pg_current_xact_id()::text::int8";
-    add_question = "INSERT INTO questions (product_id, body, asker_name, asker_email) VALUES ($1, $2, $3, $4)
-                    RETURNING id, pg_current_xact_id()::text::int8";
+    add_question = concat!(
+        "WITH", claimed_once!("$5", "WHERE"),
+        "question AS (
+              INSERT INTO questions (product_id, body, asker_name, asker_email)
+              SELECT $1, $2, $3, $4 WHERE ", unclaimed!("$5"), "
+              RETURNING id)
+          SELECT (SELECT id FROM question), pg_current_xact_id()::text::int8"
+    );
     question_helpful = counted_once!("questions", "product_id");
     question_report = "UPDATE questions SET reported = true WHERE id = $1 RETURNING product_id, pg_current_xact_id()::text::int8";
-    add_answer = "WITH answer AS (
-                      INSERT INTO answers (question_id, body, answerer_name, answerer_email)
-                      VALUES ($1, $2, $3, $4) RETURNING id),
-                  photos AS (
-                      INSERT INTO answers_photos (answer_id, url)
-                      SELECT answer.id, url FROM answer, unnest($5::text[]) WITH ORDINALITY AS p(url, n) ORDER BY n)
-                  SELECT (SELECT product_id FROM questions WHERE id = $1), pg_current_xact_id()::text::int8 FROM answer";
+    add_answer = concat!(
+        "WITH", claimed_once!("$6", "WHERE"),
+        "answer AS (
+              INSERT INTO answers (question_id, body, answerer_name, answerer_email)
+              SELECT $1, $2, $3, $4 WHERE ", unclaimed!("$6"), " RETURNING id),
+          photos AS (
+              INSERT INTO answers_photos (answer_id, url)
+              SELECT answer.id, url FROM answer, unnest($5::text[]) WITH ORDINALITY AS p(url, n) ORDER BY n)
+          SELECT (SELECT id FROM answer), pg_current_xact_id()::text::int8, product_id
+            FROM questions WHERE id = $1"
+    );
     answer_helpful = counted_once!(
         "answers",
         "question_id, (SELECT product_id FROM questions q WHERE q.id = answers.question_id)"
     );
     answer_report = "UPDATE answers SET reported = true WHERE id = $1
                      RETURNING question_id, (SELECT product_id FROM questions q WHERE q.id = answers.question_id), pg_current_xact_id()::text::int8";
-    add_to_cart = "INSERT INTO cart_items (session, sku_id, count) VALUES ($1, $2, 1)
-                   ON CONFLICT (session, sku_id)
-                   DO UPDATE SET count = LEAST(cart_items.count, 2147483646) + 1, updated_at = now()
-                   RETURNING pg_current_xact_id()::text::int8";
-    add_interaction = "INSERT INTO interactions (element, widget, time) VALUES ($1, $2, $3)";
+    add_to_cart = concat!(
+        "WITH", claimed_once!("$3", "WHERE"),
+        "added AS (
+              INSERT INTO cart_items (session, sku_id, count)
+              SELECT $1, $2, 1 WHERE ", unclaimed!("$3"), "
+              ON CONFLICT (session, sku_id)
+              DO UPDATE SET count = LEAST(cart_items.count, 2147483646) + 1, updated_at = now()
+              RETURNING 1::int8)
+          SELECT (SELECT * FROM added), pg_current_xact_id()::text::int8"
+    );
+    add_interaction = concat!(
+        "WITH", claimed_once!("$4", "WHERE"),
+        "added AS (
+              INSERT INTO interactions (element, widget, time)
+              SELECT $1, $2, $3 WHERE ", unclaimed!("$4"), " RETURNING 1)
+          SELECT (SELECT 1 FROM added)"
+    );
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

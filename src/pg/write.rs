@@ -29,6 +29,43 @@ impl Written {
             xid: row.try_get(xid_column).ok(),
         }
     }
+
+    /// What a POST's statement returned: the new row's id (NULL where an earlier attempt of
+    /// the request claimed its retry key, and this one wrote nothing), then the transaction's
+    /// id. A retry still reports `changes`: what the first attempt changed, so that this
+    /// instance refreshes it before answering, and the writer's next read has the write. It
+    /// reports no transaction, since its own wrote nothing for the feed to bring back.
+    fn posted(row: &tokio_postgres::Row, changes: Vec<Change>) -> Written {
+        match row.try_get::<_, Option<i64>>(0) {
+            Ok(None) => Written { changes, xid: None },
+            _ => Written::by(row, 1, changes),
+        }
+    }
+}
+
+/// The id a POST claims in `applied_requests` for its `Idempotency-Key`: the key, after a
+/// digest of the request it came with (`request`: its target, the caller's cart where it
+/// names one, its body as sent). A balancer's or a client's retry, the same request again, is
+/// recognised and made once; another request under the same key (a client that reuses keys)
+/// is a request of its own, never lost.
+pub fn post_claim(key: &str, request: &[&[u8]]) -> String {
+    use sha2::Digest as _;
+    let mut digest = sha2::Sha256::new();
+    for part in request {
+        // Each part's length first, so that no two different splits of the bytes collide.
+        digest.update((part.len() as u64).to_le_bytes());
+        digest.update(part);
+    }
+    let digest = digest.finalize();
+    let mut claim = String::with_capacity(5 + 2 * digest.len() + 1 + key.len());
+    claim.push_str("post ");
+    for byte in digest {
+        claim.push(char::from(b"0123456789abcdef"[usize::from(byte >> 4)]));
+        claim.push(char::from(b"0123456789abcdef"[usize::from(byte & 0xf)]));
+    }
+    claim.push(' ');
+    claim.push_str(key);
+    claim
 }
 
 /// A review as the client sent it, validated.
@@ -94,7 +131,12 @@ fn on_missing(missing: WriteError) -> impl FnOnce(DbError) -> WriteError {
     }
 }
 
-pub async fn add_review(pool: &Pool, r: &NewReview) -> Result<Written, WriteError> {
+/// Stores a review with its photos and ratings, once per `claim` (see [`post_claim`]).
+pub async fn add_review(
+    pool: &Pool,
+    r: &NewReview,
+    claim: Option<&str>,
+) -> Result<Written, WriteError> {
     let (ids, values): (Vec<i64>, Vec<i16>) = r.characteristics.iter().copied().unzip();
     let row = pool
         .run(|c| async move {
@@ -112,6 +154,7 @@ pub async fn add_review(pool: &Pool, r: &NewReview) -> Result<Written, WriteErro
                         &r.photos,
                         &ids,
                         &values,
+                        &claim,
                     ],
                 )
                 .await
@@ -120,7 +163,7 @@ pub async fn add_review(pool: &Pool, r: &NewReview) -> Result<Written, WriteErro
         .map_err(on_missing(WriteError::Invalid))?;
     // No row: a characteristic id that is not the product's.
     let row = row.ok_or(WriteError::Invalid)?;
-    Ok(Written::by(&row, 1, vec![Change::Reviews(r.product_id)]))
+    Ok(Written::posted(&row, vec![Change::Reviews(r.product_id)]))
 }
 
 pub async fn mark_review(
@@ -170,13 +213,18 @@ async fn mark_row(
     row.ok_or(WriteError::NotFound)
 }
 
-pub async fn add_question(pool: &Pool, q: &NewQuestion) -> Result<Written, WriteError> {
+/// Stores a question, once per `claim` (see [`post_claim`]).
+pub async fn add_question(
+    pool: &Pool,
+    q: &NewQuestion,
+    claim: Option<&str>,
+) -> Result<Written, WriteError> {
     let row = pool
         .run(|c| async move {
             c.client
                 .query_one(
                     &c.statements.add_question,
-                    &[&q.product_id, &q.body, &q.name, &q.email],
+                    &[&q.product_id, &q.body, &q.name, &q.email, &claim],
                 )
                 .await
         })
@@ -186,7 +234,7 @@ pub async fn add_question(pool: &Pool, q: &NewQuestion) -> Result<Written, Write
     // the question was made) is stale, and the writer's next read must not get it.
     let mut changes = vec![Change::Questions(q.product_id)];
     changes.extend(row.try_get::<_, i64>(0).ok().map(Change::Answers));
-    Ok(Written::by(&row, 1, changes))
+    Ok(Written::posted(&row, changes))
 }
 
 pub async fn mark_question(
@@ -202,26 +250,29 @@ pub async fn mark_question(
     Ok(Written::by(&row, 1, vec![Change::Questions(row.get(0))]))
 }
 
+/// Stores an answer with its photos, once per `claim` (see [`post_claim`]).
 pub async fn add_answer(
     pool: &Pool,
     question_id: i64,
     a: &NewAnswer,
+    claim: Option<&str>,
 ) -> Result<Written, WriteError> {
     let row = pool
         .run(|c| async move {
             c.client
-                .query_one(
+                .query_opt(
                     &c.statements.add_answer,
-                    &[&question_id, &a.body, &a.name, &a.email, &a.photos],
+                    &[&question_id, &a.body, &a.name, &a.email, &a.photos, &claim],
                 )
                 .await
         })
         .await
         .map_err(on_missing(WriteError::NotFound))?;
-    let product_id: i64 = row.get(0);
-    Ok(Written::by(
+    // No row: the question is gone (an earlier attempt answered it, and it was deleted since).
+    let row = row.ok_or(WriteError::NotFound)?;
+    let product_id: i64 = row.try_get(2).map_err(DbError::from_query)?;
+    Ok(Written::posted(
         &row,
-        1,
         vec![
             Change::Answers(question_id),
             Change::QuestionAnswers {
@@ -306,29 +357,39 @@ pub async fn rekey_carts(
     Ok(moved)
 }
 
-/// Adds one of `sku_id` to the cart stored under `cart_key` (see `cart_key`: never a token).
-pub async fn add_to_cart(pool: &Pool, cart_key: &str, sku_id: i64) -> Result<Written, WriteError> {
+/// Adds one of `sku_id` to the cart stored under `cart_key` (see `cart_key`: never a token),
+/// once per `claim` (see [`post_claim`]).
+pub async fn add_to_cart(
+    pool: &Pool,
+    cart_key: &str,
+    sku_id: i64,
+    claim: Option<&str>,
+) -> Result<Written, WriteError> {
     let row = pool
         .run(|c| async move {
             c.client
-                .query_one(&c.statements.add_to_cart, &[&cart_key, &sku_id])
+                .query_one(&c.statements.add_to_cart, &[&cart_key, &sku_id, &claim])
                 .await
         })
         .await
         .map_err(on_missing(WriteError::Invalid))?;
-    Ok(Written::by(
+    Ok(Written::posted(
         &row,
-        0,
         vec![Change::Cart(cart_key.to_owned())],
     ))
 }
 
-pub async fn add_interaction(pool: &Pool, i: &NewInteraction) -> Result<Written, WriteError> {
+/// Logs an interaction, once per `claim` (see [`post_claim`]).
+pub async fn add_interaction(
+    pool: &Pool,
+    i: &NewInteraction,
+    claim: Option<&str>,
+) -> Result<Written, WriteError> {
     pool.run(|c| async move {
         c.client
             .execute(
                 &c.statements.add_interaction,
-                &[&i.element, &i.widget, &i.time],
+                &[&i.element, &i.widget, &i.time, &claim],
             )
             .await
     })

@@ -397,6 +397,20 @@ pub async fn post_json(addr: std::net::SocketAddr, path: &str, body: &str) -> Re
     send(addr, "POST", path, "application/json", body).await
 }
 
+/// As [`post_json`], with an `Idempotency-Key`: the same key with the same request is a retry.
+pub async fn post_json_with_key(
+    addr: std::net::SocketAddr,
+    path: &str,
+    body: &str,
+    key: &str,
+) -> Reply {
+    let raw = format!(
+        "POST {path} HTTP/1.1\r\nHost: test\r\nAuthorization: test-token\r\nIdempotency-Key: {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    send_raw(addr, raw.as_bytes()).await
+}
+
 pub async fn put(addr: std::net::SocketAddr, path: &str) -> Reply {
     request(addr, "PUT", path).await
 }
