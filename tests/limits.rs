@@ -518,6 +518,80 @@ async fn a_page_in_runs_stops_reading_when_its_client_goes_away_and_a_head_sends
     );
 }
 
+/// Waits until `server` has `n` connections open.
+async fn until_open(server: &atelier::http::Running, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.app.connections.open() != n {
+        assert!(Instant::now() < deadline, "never {n} open");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Whether the server has closed `stream` within 2 s (a read that ends it, or fails).
+async fn is_closed(stream: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn at_the_cap_a_connection_still_sending_an_answer_is_not_closed_to_make_room() {
+    let limits = Limits {
+        max_connections: 2,
+        ..Default::default()
+    };
+    let (_db, server) = server_with_settings(&sample_dir(), settings(limits)).await;
+    let a = server.addr;
+    let document = get(a, "/openapi.yaml").await.body;
+    // A client that asks for more than the sockets' buffers hold, and does not read yet:
+    // hyper is done with each request once it has its answer, while the answer waits.
+    const ASKED: usize = 100;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut slow = socket.connect(a).await.expect("connect");
+    let pipeline = b"GET /openapi.yaml HTTP/1.1\r\nHost: test\r\n\r\n".repeat(ASKED);
+    slow.write_all(&pipeline).await.expect("send");
+    until_open(&server, 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // One connection opened after it, with nothing asked: idle for less time.
+    let mut idle = TcpStream::connect(a).await.expect("connect");
+    until_open(&server, 2).await;
+    // At the cap, a new client is served, and the connection closed to make room is the idle
+    // one, not the one whose answer is on its way.
+    assert_eq!(get(a, "/products/1").await.status, 200);
+    assert!(is_closed(&mut idle).await, "the idle connection made room");
+    // Read until the server sends no more for a second (or closes the connection).
+    let mut answers = Vec::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let read = tokio::time::timeout(Duration::from_secs(1), slow.read(&mut buf)).await;
+        match read {
+            Ok(Ok(n)) if n > 0 => answers.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    let text = String::from_utf8_lossy(&answers);
+    assert_eq!(
+        text.matches(document.as_str()).count(),
+        ASKED,
+        "every answer whole ({} bytes read)",
+        answers.len()
+    );
+    // Its answers taken in, it is idle again, and the next to make room.
+    let _newer = TcpStream::connect(a).await.expect("connect");
+    until_open(&server, 2).await;
+    assert_eq!(get(a, "/products/1").await.status, 200);
+    assert!(
+        is_closed(&mut slow).await,
+        "idle again once its answers were sent"
+    );
+}
+
 #[tokio::test]
 async fn at_the_cap_with_every_connection_busy_a_new_one_gets_503_and_is_closed() {
     let limits = Limits {

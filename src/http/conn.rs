@@ -3,8 +3,9 @@
 //!
 //! At the cap a new connection closes the connection that has been idle longest (between
 //! requests, or still sending its first request's headers), so that idle connections, however
-//! many, cannot shut out clients with requests to make; when every open connection is busy,
-//! the new one is answered 503 and closed.
+//! many, cannot shut out clients with requests to make; when every open connection is busy
+//! (handling a request, or sending an answer its client has not taken in yet), the new one is
+//! answered 503 and closed.
 
 use std::collections::HashMap;
 use std::io;
@@ -168,10 +169,33 @@ impl Connections {
     /// Marks `conn` busy until the returned guard drops: when its request is answered, or,
     /// for a body sent in runs, when the last run is written ([`super::respond::Body`]).
     pub fn busy(&self, conn: &Arc<ConnState>) -> Busy {
-        conn.busy.fetch_add(1, Ordering::AcqRel);
-        Busy {
+        self.marker(conn).busy()
+    }
+
+    /// What marks `conn` busy on demand, for its IO ([`WriteDeadline::busy_while_stuck`]).
+    pub fn marker(&self, conn: &Arc<ConnState>) -> BusyMarker {
+        BusyMarker {
             started: self.started,
             conn: Arc::clone(conn),
+        }
+    }
+}
+
+/// Marks one connection busy ([`Connections::marker`]).
+#[derive(Debug)]
+pub struct BusyMarker {
+    /// The registry's clock ([`Connections::now_ms`]).
+    started: Instant,
+    conn: Arc<ConnState>,
+}
+
+impl BusyMarker {
+    /// The connection, busy until the returned guard drops.
+    pub fn busy(&self) -> Busy {
+        self.conn.busy.fetch_add(1, Ordering::AcqRel);
+        Busy {
+            started: self.started,
+            conn: Arc::clone(&self.conn),
         }
     }
 }
@@ -207,6 +231,9 @@ pub struct WriteDeadline<T> {
     limit: Duration,
     /// Running from the first write the socket could not take since the last complete flush.
     waiting: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Marks the connection busy while `waiting` runs (see [`Self::busy_while_stuck`]).
+    marker: Option<BusyMarker>,
+    stuck: Option<Busy>,
 }
 
 impl<T> WriteDeadline<T> {
@@ -215,7 +242,18 @@ impl<T> WriteDeadline<T> {
             inner,
             limit,
             waiting: None,
+            marker: None,
+            stuck: None,
         }
+    }
+
+    /// Keeps the connection busy while an answer waits for its client to take it in: hyper
+    /// counts a request done once its answer is handed over, not once it is sent, and the
+    /// connection cap must not close a connection mid-answer to make room (its client would
+    /// get a cut-off body).
+    pub fn busy_while_stuck(mut self, marker: BusyMarker) -> WriteDeadline<T> {
+        self.marker = Some(marker);
+        self
     }
 
     /// What the inner IO answered, unless the client has kept this write waiting too long.
@@ -226,6 +264,7 @@ impl<T> WriteDeadline<T> {
     ) -> Poll<io::Result<R>> {
         if answered.is_pending() && self.waiting.is_none() {
             self.waiting = Some(Box::pin(tokio::time::sleep(self.limit)));
+            self.stuck = self.marker.as_ref().map(BusyMarker::busy);
         }
         let expired = self
             .waiting
@@ -283,6 +322,7 @@ impl<T: hyper::rt::Write + Unpin> hyper::rt::Write for WriteDeadline<T> {
         if matches!(answered, Poll::Ready(Ok(()))) {
             // Everything written has gone out: the client is keeping up again.
             this.waiting = None;
+            this.stuck = None;
         }
         answered
     }

@@ -936,7 +936,8 @@ pub async fn serve(
                     } else {
                         fast::Rewind::new(Vec::new(), stream)
                     };
-                    let io = WriteDeadline::new(TokioIo::new(stream), limits.write_timeout);
+                    let io = WriteDeadline::new(TokioIo::new(stream), limits.write_timeout)
+                        .busy_while_stuck(app.connections.marker(&conn));
                     let served = http1::Builder::new()
                         .timer(hyper_util::rt::TokioTimer::new())
                         .header_read_timeout(limits.header_timeout)
