@@ -103,7 +103,8 @@ fn hmac_key(secret: &[u8], digest: &str) -> String {
     format!("hmac:{}", hex(&mac.finalize().into_bytes()))
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// `bytes` in lower-case hex.
+pub(crate) fn hex(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len() * 2);
     for b in bytes {
         out.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));

@@ -173,13 +173,19 @@ pub fn nginx_config(shards: &[Vec<String>], listen: &str) -> String {
     );
     let _ = writeln!(
         out,
+        "# As deploy/nginx.conf: a client's own retry key, or the request's id.\n\
+         map $http_idempotency_key $atelier_retry_key {{\n    \
+         \"\" $request_id;\n    default $http_idempotency_key;\n}}"
+    );
+    let _ = writeln!(
+        out,
         "server {{\n    listen {listen};\n    location / {{\n        \
          proxy_pass http://$atelier_upstream;\n        \
          proxy_http_version 1.1;\n        \
          proxy_set_header Connection \"\";\n        \
          proxy_set_header Host $host;\n        \
          proxy_set_header X-Request-Id $request_id;\n        \
-         proxy_set_header Idempotency-Key $request_id;\n        \
+         proxy_set_header Idempotency-Key $atelier_retry_key;\n        \
          # As deploy/nginx.conf: a retry never applies a write twice (README, Deployment).\n        \
          proxy_next_upstream error timeout http_503 non_idempotent;\n        \
          proxy_next_upstream_tries 3;\n        \

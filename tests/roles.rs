@@ -73,9 +73,16 @@ async fn an_instance_serves_as_the_serving_role_which_can_do_nothing_else() {
         let r = post_json(a, path, body).await;
         assert_eq!(r.status, 201, "POST {path}: {}", r.body);
         // A retry key is claimed with the serving role's grants.
-        let r = common::post_json_with_key(a, path, body, &format!("{path} key")).await;
+        let r =
+            common::post_json_with_key(a, path, body, &format!("key{}", path.replace('/', "-")))
+                .await;
         assert_eq!(r.status, 201, "POST {path} with a key: {}", r.body);
     }
+    assert_eq!(
+        common::count(&owner, "applied_requests WHERE id LIKE 'post % key-%'").await,
+        5,
+        "each keyed POST claimed its key"
+    );
     for path in [
         "/reviews/1/helpful",
         "/reviews/1/report",

@@ -220,9 +220,10 @@ async fn three_shards_behind_nginx_answer_as_one_instance_and_survive_losing_one
 /// instance that answered 503 may have made the write (its database took the statement, and
 /// answered too late). Every attempt carries nginx's `$request_id` as its `Idempotency-Key`,
 /// so the retry finds the first attempt's claim and writes nothing: each review is stored once,
-/// and the client gets its 201.
+/// and the client gets its 201. A client's own key passes through instead, so that the
+/// client's own retry is made once too.
 #[tokio::test]
-async fn a_post_nginx_retries_after_a_late_503_is_stored_once() {
+async fn a_post_retried_through_nginx_by_nginx_or_by_its_client_is_stored_once() {
     let db = common::loaded_database(&common::sample_dir()).await;
     // One instance whose database answers late (its statements still run at once).
     let proxy = common::proxy::Proxy::start(&db.config).await;
@@ -273,6 +274,21 @@ async fn a_post_nginx_retries_after_a_late_503_is_stored_once() {
         let summary = format!("reviews WHERE summary = 'Through nginx {n}'");
         assert_eq!(common::count(&client, &summary).await, 1, "{summary}");
     }
+    // A client retrying on its own (after nginx gave up, or its own timeout) sends its key
+    // again, and nginx passes it on rather than its own id, new for each request.
+    let review = r#"{"product_id":1,"rating":4,"summary":"Client's key","body":"Sent twice by the client.","recommend":true,"name":"n","email":"n@example.com","characteristics":{}}"#;
+    for attempt in 0..2 {
+        let posted = common::post_json_with_key(lb, "/reviews", review, "client-key-1").await;
+        assert_eq!(
+            (posted.status, posted.body.as_str()),
+            (201, "Created"),
+            "{attempt}"
+        );
+    }
+    assert_eq!(
+        common::count(&client, "reviews WHERE summary = 'Client''s key'").await,
+        1
+    );
     // The late instance did answer 503 (so some POST was retried).
     let metrics = get(late.addr, "/metrics").await.body;
     let late_503s: u64 = metrics

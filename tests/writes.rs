@@ -302,6 +302,7 @@ async fn invalid_writes_get_their_4xx_and_change_nothing() {
         "cart_items",
         "interactions",
         "change_log",
+        "applied_requests",
     ];
     let mut before = Vec::new();
     for t in tables {
@@ -383,6 +384,38 @@ async fn invalid_writes_get_their_4xx_and_change_nothing() {
     }
     assert_eq!(post_json(a, "/cart", r#"{"sku_id":-1}"#).await.status, 422);
     assert_eq!(post_json(a, "/cart", "[]").await.status, 422);
+
+    // A retry key this server would not keep is refused, not ignored, on a write that is
+    // otherwise valid: its sender counts on a retry being safe.
+    let long_key = "k".repeat(129);
+    for (method, path, body) in [
+        ("POST", "/reviews", review),
+        ("PUT", "/reviews/1/helpful", ""),
+    ] {
+        for keys in [
+            vec!["two words"],
+            vec![long_key.as_str()],
+            vec![""],
+            vec!["clé"],
+            vec!["one", "two"],
+        ] {
+            let mut raw =
+                format!("{method} {path} HTTP/1.1\r\nHost: test\r\nAuthorization: test-token\r\n");
+            for key in &keys {
+                raw.push_str(&format!("Idempotency-Key: {key}\r\n"));
+            }
+            raw.push_str(&format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            ));
+            let r = common::send_raw(a, raw.as_bytes()).await;
+            assert_eq!(
+                (r.status, r.body.as_str()),
+                (400, "Error: invalid Idempotency-Key provided"),
+                "{method} {path} {keys:?}"
+            );
+        }
+    }
 
     for (t, n) in tables.iter().zip(before) {
         assert_eq!(common::count(&client, t).await, n, "{t} changed");
@@ -757,7 +790,7 @@ async fn a_post_retried_with_the_same_idempotency_key_is_made_once() {
         .body;
     assert_eq!(newest.matches(r#""summary":"Once""#).count(), 4, "{newest}");
 
-    // A request refused claims nothing: its key is still free for the request made right.
+    // A request refused claims nothing.
     let keys = || common::count(&client, "applied_requests");
     let recorded = keys().await;
     let refused = [
@@ -789,6 +822,28 @@ async fn a_post_retried_with_the_same_idempotency_key_is_made_once() {
         assert_eq!(r.status, status, "{path}: {}", r.body);
     }
     assert_eq!(keys().await, recorded, "a refused POST claimed its key");
+    // Once the rows they named exist, the same requests under the same key are made: a claim
+    // taken by the refusal would have answered them 201 and written nothing.
+    client
+        .batch_execute(
+            "INSERT INTO skus (id, style_id, size, quantity) VALUES (999999, 1, 'XL', 5);
+             INSERT INTO questions (id, product_id, body, asker_name, asker_email)
+                 VALUES (999999, 1, 'Late?', 'q', 'q@example.com')",
+        )
+        .await
+        .unwrap();
+    for (path, body, _) in &refused[3..5] {
+        let r = common::post_json_with_key(a, path, body, "refused").await;
+        assert_eq!(r.status, 201, "{path}: {}", r.body);
+    }
+    assert_eq!(
+        common::count(&client, "answers WHERE question_id = 999999").await,
+        1
+    );
+    assert_eq!(
+        common::count(&client, "cart_items WHERE sku_id = 999999").await,
+        1
+    );
 }
 
 /// An instance that gets the retry of a POST another instance made refreshes what it changed

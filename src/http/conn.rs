@@ -47,7 +47,7 @@ struct Registry {
 #[derive(Debug)]
 pub struct ConnState {
     id: u64,
-    /// Requests being handled now.
+    /// Requests being handled now, and answers its client has not taken in yet.
     busy: AtomicU32,
     /// When it last finished a request (or opened), in ms since the server started.
     idle_since_ms: AtomicU64,
@@ -58,7 +58,8 @@ pub struct ConnState {
 }
 
 impl ConnState {
-    /// Whether a request is being handled on the connection now.
+    /// Whether a request is being handled on the connection now, or an answer is waiting
+    /// for its client to take it in.
     pub fn is_busy(&self) -> bool {
         self.busy.load(Ordering::Acquire) > 0
     }
@@ -233,6 +234,7 @@ pub struct WriteDeadline<T> {
     waiting: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Marks the connection busy while `waiting` runs (see [`Self::busy_while_stuck`]).
     marker: Option<BusyMarker>,
+    /// The busy mark held while `waiting` runs.
     stuck: Option<Busy>,
 }
 

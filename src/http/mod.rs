@@ -57,10 +57,14 @@ pub const OPENAPI_YAML: &str = include_str!("../../openapi.yaml");
 /// The header that carries a request's id, from the client or the balancer, or ours.
 const X_REQUEST_ID: &str = "x-request-id";
 /// A write's retry key (the IETF draft's `Idempotency-Key`): a helpful vote whose key was
-/// counted for the same row already counts no more. nginx sends its `$request_id` in it, the
-/// same on every attempt of a request (deploy/nginx.conf). Not `X-Request-Id`: a client that
-/// traces its requests under one fixed id must still have every vote counted.
+/// counted for the same row already counts no more, and a POST whose key came with the same
+/// request already is not made again. nginx passes on a client's key, or sends its
+/// `$request_id`, the same on every attempt of a request (deploy/nginx.conf). Not
+/// `X-Request-Id`: a client that traces its requests under one fixed id must still have every
+/// vote counted.
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
+/// The body of the 400 for an `Idempotency-Key` that is not one.
+const BAD_RETRY_KEY: &str = "Error: invalid Idempotency-Key provided";
 /// What a committed write keeps of its request's time to answer in, its own refresh cut short
 /// if need be ([`App::write`]).
 const ANSWER_MARGIN: Duration = Duration::from_millis(50);
@@ -383,11 +387,20 @@ impl App {
                 };
             }
             let token = token.unwrap_or("").to_owned();
-            // A balancer's retry of this request carries the same key: a vote counts once,
-            // a POST is made once.
-            let retry_key = id_header(&req.headers, IDEMPOTENCY_KEY)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
+            // A retry of this request carries the same key: a vote counts once, a POST is
+            // made once. A key this server would not keep is refused, not ignored: its sender
+            // counts on its retries being safe.
+            let Some(retry_key) = retry_key(&req.headers) else {
+                return Outcome {
+                    label,
+                    response: respond::text(StatusCode::BAD_REQUEST, BAD_RETRY_KEY),
+                    cause: Some(
+                        "the Idempotency-Key is not 1 to 128 visible ASCII characters, or is \
+                         sent more than once"
+                            .into(),
+                    ),
+                };
+            };
             let length = req
                 .headers
                 .get(header::CONTENT_LENGTH)
@@ -796,14 +809,22 @@ impl App {
 
 /// The request's own `X-Request-Id`, if it is one ([`is_request_id`]).
 fn supplied_request_id(headers: &hyper::HeaderMap) -> Option<&HeaderValue> {
-    id_header(headers, X_REQUEST_ID)
+    headers
+        .get(X_REQUEST_ID)
+        .filter(|given| is_request_id(given.as_bytes()))
 }
 
-/// Header `name`'s value, if it is an id as [`is_request_id`] takes one.
-fn id_header<'a>(headers: &'a hyper::HeaderMap, name: &str) -> Option<&'a HeaderValue> {
-    headers
-        .get(name)
-        .filter(|given| is_request_id(given.as_bytes()))
+/// The request's `Idempotency-Key`: `Some(None)` without one, `None` for one that is not a
+/// key ([`is_request_id`]) or is sent twice.
+fn retry_key(headers: &hyper::HeaderMap) -> Option<Option<String>> {
+    let mut keys = headers.get_all(IDEMPOTENCY_KEY).iter();
+    match (keys.next(), keys.next()) {
+        (None, _) => Some(None),
+        (Some(key), None) if is_request_id(key.as_bytes()) => {
+            key.to_str().ok().map(|key| Some(key.to_owned()))
+        }
+        _ => None,
+    }
 }
 
 /// Whether `Transfer-Encoding` names a coding besides `chunked` (`gzip, chunked`): one this

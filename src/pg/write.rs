@@ -33,8 +33,10 @@ impl Written {
     /// What a POST's statement returned: the new row's id (NULL where an earlier attempt of
     /// the request claimed its retry key, and this one wrote nothing), then the transaction's
     /// id. A retry still reports `changes`: what the first attempt changed, so that this
-    /// instance refreshes it before answering, and the writer's next read has the write. It
-    /// reports no transaction, since its own wrote nothing for the feed to bring back.
+    /// instance refreshes it before answering, and the writer's next read has the write (all
+    /// but a new question's answers, whose id a retry does not learn: the feed refreshes
+    /// them). It reports no transaction, since its own wrote nothing for the feed to bring
+    /// back.
     fn posted(row: &tokio_postgres::Row, changes: Vec<Change>) -> Written {
         match row.try_get::<_, Option<i64>>(0) {
             Ok(None) => Written { changes, xid: None },
@@ -56,16 +58,7 @@ pub fn post_claim(key: &str, request: &[&[u8]]) -> String {
         digest.update((part.len() as u64).to_le_bytes());
         digest.update(part);
     }
-    let digest = digest.finalize();
-    let mut claim = String::with_capacity(5 + 2 * digest.len() + 1 + key.len());
-    claim.push_str("post ");
-    for byte in digest {
-        claim.push(char::from(b"0123456789abcdef"[usize::from(byte >> 4)]));
-        claim.push(char::from(b"0123456789abcdef"[usize::from(byte & 0xf)]));
-    }
-    claim.push(' ');
-    claim.push_str(key);
-    claim
+    format!("post {} {key}", crate::cart_key::hex(&digest.finalize()))
 }
 
 /// A review as the client sent it, validated.
@@ -231,7 +224,8 @@ pub async fn add_question(
         .await
         .map_err(on_missing(WriteError::Invalid))?;
     // The new question's answers exist from now on: a 404 held for its id (asked for before
-    // the question was made) is stale, and the writer's next read must not get it.
+    // the question was made) is stale, and the writer's next read must not get it. A retry
+    // reads no id (NULL), and leaves that 404 to the feed.
     let mut changes = vec![Change::Questions(q.product_id)];
     changes.extend(row.try_get::<_, i64>(0).ok().map(Change::Answers));
     Ok(Written::posted(&row, changes))
