@@ -91,15 +91,6 @@ fn blank(raw: &mut [u8], marker: &[u8]) {
     }
 }
 
-/// What one instance's /metrics says of `name` (0 when absent).
-async fn metric(addr: SocketAddr, name: &str) -> u64 {
-    let metrics = common::get(addr, "/metrics").await.body;
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 /// A GET of `target`, with `extra` header lines.
 fn get(target: &str, extra: &str) -> Vec<u8> {
     format!("GET {target} HTTP/1.1\r\nHost: test\r\nAuthorization: t\r\n{extra}\r\n").into_bytes()
@@ -171,31 +162,31 @@ async fn the_lane_answers_every_catalog_read_as_hyper_does_byte_for_byte() {
     }
     // An escaped id is the id (without the decoding both front ends answered it 404 alike),
     // and a hit the lane answers.
-    let lane_before = metric(lane.addr, "atelier_fast_lane_requests_total").await;
+    let lane_before = common::metric(lane.addr, "atelier_fast_lane_requests_total").await;
     let escaped = common::get(lane.addr, "/products/%31/styles").await;
     let plain = common::get(lane.addr, "/products/1/styles").await;
     assert_eq!(escaped.status, 200);
     assert_eq!(escaped.body, plain.body);
     assert_eq!(
-        metric(lane.addr, "atelier_fast_lane_requests_total").await,
+        common::metric(lane.addr, "atelier_fast_lane_requests_total").await,
         lane_before + 2
     );
-    let answered = metric(lane.addr, "atelier_fast_lane_requests_total").await;
+    let answered = common::metric(lane.addr, "atelier_fast_lane_requests_total").await;
     assert!(
         answered as usize >= targets.len() * 2,
         "the lane answered the hits ({answered} of {} requests)",
         targets.len() * 12
     );
     assert_eq!(
-        metric(hyper.addr, "atelier_fast_lane_requests_total").await,
+        common::metric(hyper.addr, "atelier_fast_lane_requests_total").await,
         0,
         "--engine hyper has no lane"
     );
     // The metrics count each request once, whichever path answered it.
     let product_200 = "atelier_requests_total{route=\"product\",status=\"200\"}";
     assert_eq!(
-        metric(lane.addr, product_200).await,
-        metric(hyper.addr, product_200).await
+        common::metric(lane.addr, product_200).await,
+        common::metric(hyper.addr, product_200).await
     );
 }
 
@@ -276,7 +267,7 @@ async fn a_draining_instance_closes_lane_connections_after_each_answer() {
     assert!(text.contains("\r\nconnection: close\r\n"), "{text}");
     assert_eq!(text, String::from_utf8_lossy(&from_hyper));
     assert_eq!(
-        metric(lane.addr, "atelier_fast_lane_requests_total").await,
+        common::metric(lane.addr, "atelier_fast_lane_requests_total").await,
         1
     );
     // An HTTP/1.0 client that asked to keep its connection is told `close`, and nothing else.
@@ -481,7 +472,7 @@ async fn a_client_that_never_stops_sending_does_not_hold_up_a_stop() {
         total
     });
     tokio::time::timeout(Duration::from_secs(30), async {
-        while metric(lane.addr, "atelier_fast_lane_requests_total").await < 1_000 {
+        while common::metric(lane.addr, "atelier_fast_lane_requests_total").await < 1_000 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })

@@ -274,6 +274,16 @@ async fn a_post_retried_through_nginx_by_nginx_or_by_its_client_is_stored_once()
         let summary = format!("reviews WHERE summary = 'Through nginx {n}'");
         assert_eq!(common::count(&client, &summary).await, 1, "{summary}");
     }
+    // The late instance did answer 503, and a retry found the review its statement had made.
+    let late_503s = common::metric(
+        late.addr,
+        r#"atelier_requests_total{route="post_review",status="503"}"#,
+    )
+    .await;
+    assert!(late_503s >= 1, "the late instance answered no 503");
+    let repeated = common::metric(prompt.addr, "atelier_posts_repeated_total").await
+        + common::metric(late.addr, "atelier_posts_repeated_total").await;
+    assert!(repeated >= 1, "no retry found its request already made");
     // A client retrying on its own (after nginx gave up, or its own timeout) sends its key
     // again, and nginx passes it on rather than its own id, new for each request.
     let review = r#"{"product_id":1,"rating":4,"summary":"Client's key","body":"Sent twice by the client.","recommend":true,"name":"n","email":"n@example.com","characteristics":{}}"#;
@@ -289,14 +299,7 @@ async fn a_post_retried_through_nginx_by_nginx_or_by_its_client_is_stored_once()
         common::count(&client, "reviews WHERE summary = 'Client''s key'").await,
         1
     );
-    // The late instance did answer 503 (so some POST was retried).
-    let metrics = get(late.addr, "/metrics").await.body;
-    let late_503s: u64 = metrics
-        .lines()
-        .find_map(|line| {
-            line.strip_prefix(r#"atelier_requests_total{route="post_review",status="503"} "#)
-        })
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
-    assert!(late_503s >= 1, "{metrics}");
+    let now_repeated = common::metric(prompt.addr, "atelier_posts_repeated_total").await
+        + common::metric(late.addr, "atelier_posts_repeated_total").await;
+    assert_eq!(now_repeated, repeated + 1, "the client's second attempt");
 }

@@ -784,6 +784,8 @@ async fn a_post_retried_with_the_same_idempotency_key_is_made_once() {
         created(two);
         assert_eq!(total(measure).await, before + 5, "{path}: at once");
     }
+    // Two retries and one attempt at once on each route found their request made.
+    assert_eq!(common::metric(a, "atelier_posts_repeated_total").await, 15);
     // The writer's next read has its write, and each retried review is there once.
     let newest = get(a, "/reviews?product_id=1&sort=newest&count=100")
         .await

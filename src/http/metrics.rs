@@ -27,7 +27,9 @@ const LATENCY_SUM_US: usize = LATENCY + BUCKETS.len() + 1;
 /// Requests the fast lane answered, and connections it handed to hyper ([`super::fast`]).
 const FAST_LANE_ANSWERED: usize = LATENCY_SUM_US + 1;
 const FAST_LANE_HANDOFFS: usize = FAST_LANE_ANSWERED + 1;
-const COUNTS: usize = FAST_LANE_HANDOFFS + 1;
+/// POSTs answered from an earlier attempt's claim of their `Idempotency-Key`.
+const POSTS_REPEATED: usize = FAST_LANE_HANDOFFS + 1;
+const COUNTS: usize = POSTS_REPEATED + 1;
 
 pub struct Metrics {
     counts: Counters,
@@ -97,6 +99,12 @@ impl Metrics {
         self.counts.add(FAST_LANE_HANDOFFS, 1);
     }
 
+    /// A POST whose key an earlier attempt of the same request claimed: answered 201 and not
+    /// made again.
+    pub fn post_repeated(&self) {
+        self.counts.add(POSTS_REPEATED, 1);
+    }
+
     /// Requests the fast lane answered, and connections it handed to hyper, so far.
     pub fn fast_lane_counts(&self) -> (u64, u64) {
         (
@@ -155,6 +163,14 @@ impl Metrics {
             "counter",
             "Connections the fast lane handed to hyper, at the first request it does not answer.",
             self.counts.sum(FAST_LANE_HANDOFFS),
+        );
+        write_metric(
+            &mut out,
+            "atelier_posts_repeated_total",
+            "counter",
+            "POSTs whose Idempotency-Key an earlier attempt of the same request claimed: \
+             answered 201, nothing written.",
+            self.counts.sum(POSTS_REPEATED),
         );
         out.push_str(
             "# HELP atelier_products_runs_total Runs of products read for GET /products pages \

@@ -594,6 +594,9 @@ impl App {
         };
         match result {
             Ok(written) => {
+                if written.repeated {
+                    self.metrics.post_repeated();
+                }
                 // The write is committed: its answer must not become the request timeout's
                 // 503, which a client would retry into a second review. So the refresh gets
                 // what is left of the request's time, less a margin to answer in, and at most

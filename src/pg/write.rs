@@ -20,6 +20,8 @@ use super::DbError;
 pub struct Written {
     pub changes: Vec<Change>,
     pub xid: Option<i64>,
+    /// A POST that an earlier attempt of the same request made: nothing was written.
+    pub repeated: bool,
 }
 
 impl Written {
@@ -27,6 +29,7 @@ impl Written {
         Written {
             changes,
             xid: row.try_get(xid_column).ok(),
+            repeated: false,
         }
     }
 
@@ -39,7 +42,11 @@ impl Written {
     /// back.
     fn posted(row: &tokio_postgres::Row, changes: Vec<Change>) -> Written {
         match row.try_get::<_, Option<i64>>(0) {
-            Ok(None) => Written { changes, xid: None },
+            Ok(None) => Written {
+                changes,
+                xid: None,
+                repeated: true,
+            },
             _ => Written::by(row, 1, changes),
         }
     }
@@ -379,14 +386,20 @@ pub async fn add_interaction(
     i: &NewInteraction,
     claim: Option<&str>,
 ) -> Result<Written, WriteError> {
-    pool.run(|c| async move {
-        c.client
-            .execute(
-                &c.statements.add_interaction,
-                &[&i.element, &i.widget, &i.time, &claim],
-            )
-            .await
+    let row = pool
+        .run(|c| async move {
+            c.client
+                .query_one(
+                    &c.statements.add_interaction,
+                    &[&i.element, &i.widget, &i.time, &claim],
+                )
+                .await
+        })
+        .await?;
+    // One row: 1 where the interaction was stored, NULL where an earlier attempt stored it.
+    // Nothing a read shows changed, and the log has no interactions.
+    Ok(Written {
+        repeated: matches!(row.try_get::<_, Option<i32>>(0), Ok(None)),
+        ..Written::default()
     })
-    .await?;
-    Ok(Written::default())
 }

@@ -415,6 +415,15 @@ pub async fn put(addr: std::net::SocketAddr, path: &str) -> Reply {
     request(addr, "PUT", path).await
 }
 
+/// What an instance's /metrics says of `series` (a name, and labels if any): 0 when absent.
+pub async fn metric(addr: std::net::SocketAddr, series: &str) -> u64 {
+    let metrics = get(addr, "/metrics").await.body;
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// Polls `path` until its body satisfies `done`, for up to 10 s; returns the last body.
 pub async fn eventually(
     addr: std::net::SocketAddr,
