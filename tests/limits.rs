@@ -421,10 +421,7 @@ async fn huge_products_pages_are_served_whole_in_runs_and_past_the_last_product_
 
 /// The runs of products read so far for pages sent in runs, from `/metrics`.
 async fn runs_read(addr: SocketAddr) -> u64 {
-    let text = get(addr, "/metrics").await.body;
-    text.lines()
-        .find_map(|l| l.strip_prefix("atelier_products_runs_total ")?.parse().ok())
-        .unwrap_or_else(|| panic!("no atelier_products_runs_total in /metrics:\n{text}"))
+    common::metric(addr, "atelier_products_runs_total").await
 }
 
 /// Waits until the runs read stop moving (two samples 300 ms apart agree, within 10 s).

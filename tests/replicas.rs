@@ -39,14 +39,6 @@ fn settings(replica: &Config, max_lag: Duration) -> ServeSettings {
     }
 }
 
-/// The value of the metric line that begins with `series` (name and labels).
-async fn metric(addr: std::net::SocketAddr, series: &str) -> u64 {
-    let text = get(addr, "/metrics").await.body;
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {series} in /metrics:\n{text}"))
-}
-
 /// Polls `addr`'s metric `series` until it is `want`, for up to `limit` seconds.
 async fn until_metric(
     addr: std::net::SocketAddr,
@@ -56,7 +48,7 @@ async fn until_metric(
     never: &str,
 ) {
     let started = Instant::now();
-    while metric(addr, series).await != want {
+    while common::metric(addr, series).await != want {
         assert!(started.elapsed() < Duration::from_secs(limit), "{never}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -217,13 +209,16 @@ async fn a_lagging_replica_never_gives_an_older_body_and_a_stopped_one_is_not_an
     ready(a).await;
     ready(b).await;
     for addr in [a, b] {
-        assert_eq!(metric(addr, "atelier_replica_up{replica=\"0\"}").await, 1);
+        assert_eq!(
+            common::metric(addr, "atelier_replica_up{replica=\"0\"}").await,
+            1
+        );
     }
     // Any commit (another instance's start prunes the change log) keeps a standby that
     // applies commits late behind for seconds: only the waiting instance is sure to have
     // scanned it.
     assert_eq!(
-        metric(a, "atelier_replica_warmups_total{replica=\"0\"}").await,
+        common::metric(a, "atelier_replica_warmups_total{replica=\"0\"}").await,
         1,
         "the warm-up waited for the standby, then scanned it"
     );
@@ -248,8 +243,8 @@ async fn a_lagging_replica_never_gives_an_older_body_and_a_stopped_one_is_not_an
     caught_up(&client, &on_standby).await;
     let lagging = "atelier_replica_skipped_total{replica=\"0\",reason=\"lagging\"}";
     let (skipped, primary_reads) = (
-        metric(b, lagging).await,
-        metric(b, "atelier_replica_primary_reads_total").await,
+        common::metric(b, lagging).await,
+        common::metric(b, "atelier_replica_primary_reads_total").await,
     );
     assert_eq!(put(a, &vote).await.status, 204);
     assert_eq!(
@@ -259,16 +254,16 @@ async fn a_lagging_replica_never_gives_an_older_body_and_a_stopped_one_is_not_an
     );
     serves_the_new_body_from_now_on(b, &path, review, before + 1, &on_standby).await;
     assert!(
-        metric(b, lagging).await > skipped,
+        common::metric(b, lagging).await > skipped,
         "the standby lagged past the impatient instance's bound"
     );
-    assert!(metric(b, "atelier_replica_primary_reads_total").await > primary_reads);
+    assert!(common::metric(b, "atelier_replica_primary_reads_total").await > primary_reads);
 
     // A vote through the impatient one: the waiting one learns of it from its feed, waits for
     // the standby to apply it, and refreshes from there.
     caught_up(&client, &on_standby).await;
-    let replica_reads = metric(a, "atelier_replica_reads_total{replica=\"0\"}").await;
-    let primary_reads = metric(a, "atelier_replica_primary_reads_total").await;
+    let replica_reads = common::metric(a, "atelier_replica_reads_total{replica=\"0\"}").await;
+    let primary_reads = common::metric(a, "atelier_replica_primary_reads_total").await;
     assert_eq!(put(b, &vote).await.status, 204);
     assert_eq!(
         helpfulness_in(&get(b, &path).await.body, review),
@@ -277,11 +272,11 @@ async fn a_lagging_replica_never_gives_an_older_body_and_a_stopped_one_is_not_an
     );
     serves_the_new_body_from_now_on(a, &path, review, before + 2, &on_standby).await;
     assert!(
-        metric(a, "atelier_replica_reads_total{replica=\"0\"}").await > replica_reads,
+        common::metric(a, "atelier_replica_reads_total{replica=\"0\"}").await > replica_reads,
         "the refresh read the standby, once it had the vote"
     );
     assert_eq!(
-        metric(a, "atelier_replica_primary_reads_total").await,
+        common::metric(a, "atelier_replica_primary_reads_total").await,
         primary_reads,
         "nothing needed the primary"
     );
@@ -344,9 +339,9 @@ async fn a_lagging_replica_never_gives_an_older_body_and_a_stopped_one_is_not_an
     let reply = get(misled.addr, page).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(reply.body, get(a, page).await.body);
-    assert!(metric(misled.addr, "atelier_replica_failures_total{replica=\"0\"}").await > 0);
+    assert!(common::metric(misled.addr, "atelier_replica_failures_total{replica=\"0\"}").await > 0);
     assert_eq!(
-        metric(misled.addr, "atelier_replica_up{replica=\"0\"}").await,
+        common::metric(misled.addr, "atelier_replica_up{replica=\"0\"}").await,
         1
     );
     drop(misled);
@@ -374,40 +369,40 @@ async fn a_lagging_replica_never_gives_an_older_body_and_a_stopped_one_is_not_an
         helpfulness_in(&get(two.addr, &path).await.body, review),
         before + 2
     );
-    let late_reads = metric(two.addr, "atelier_replica_reads_total{replica=\"0\"}").await;
-    let prompt_reads = metric(two.addr, "atelier_replica_reads_total{replica=\"1\"}").await;
-    let primary_reads = metric(two.addr, "atelier_replica_primary_reads_total").await;
+    let late_reads = common::metric(two.addr, "atelier_replica_reads_total{replica=\"0\"}").await;
+    let prompt_reads = common::metric(two.addr, "atelier_replica_reads_total{replica=\"1\"}").await;
+    let primary_reads = common::metric(two.addr, "atelier_replica_primary_reads_total").await;
     // Three votes: reads take the replicas in turn, and a page filled between votes (a read
     // too) shifts the turn, so some refresh looks at the late one first.
     for votes in 3..6 {
         assert_eq!(put(b, &vote).await.status, 204);
         serves_the_new_body_from_now_on(two.addr, &path, review, before + votes, &on_current).await;
         // An on-demand fill (a page no warm-up rendered) reads the prompt replica.
-        let filled = metric(two.addr, "atelier_replica_reads_total{replica=\"1\"}").await;
+        let filled = common::metric(two.addr, "atelier_replica_reads_total{replica=\"1\"}").await;
         let page = get(two.addr, &format!("/products?page={}&count=7", 10 + votes)).await;
         assert_eq!(page.status, 200);
         assert!(
-            metric(two.addr, "atelier_replica_reads_total{replica=\"1\"}").await > filled,
+            common::metric(two.addr, "atelier_replica_reads_total{replica=\"1\"}").await > filled,
             "the fill read the prompt replica"
         );
     }
     assert!(
-        metric(two.addr, "atelier_replica_reads_total{replica=\"1\"}").await > prompt_reads,
+        common::metric(two.addr, "atelier_replica_reads_total{replica=\"1\"}").await > prompt_reads,
         "the refresh read the replica that had the vote"
     );
     assert_eq!(
-        metric(two.addr, "atelier_replica_reads_total{replica=\"0\"}").await,
+        common::metric(two.addr, "atelier_replica_reads_total{replica=\"0\"}").await,
         late_reads,
         "nothing waited for the late one"
     );
     assert_eq!(
-        metric(two.addr, "atelier_replica_primary_reads_total").await,
+        common::metric(two.addr, "atelier_replica_primary_reads_total").await,
         primary_reads,
         "nothing went to the primary"
     );
     // A vote through the instance with the prompt replica: its own refreshes read that
     // replica (which has the vote within the writer's wait), not the primary.
-    let prompt_reads = metric(two.addr, "atelier_replica_reads_total{replica=\"1\"}").await;
+    let prompt_reads = common::metric(two.addr, "atelier_replica_reads_total{replica=\"1\"}").await;
     assert_eq!(put(two.addr, &vote).await.status, 204);
     assert_eq!(
         helpfulness_in(&get(two.addr, &path).await.body, review),
@@ -415,11 +410,11 @@ async fn a_lagging_replica_never_gives_an_older_body_and_a_stopped_one_is_not_an
         "the writer's next read is the new body"
     );
     assert!(
-        metric(two.addr, "atelier_replica_reads_total{replica=\"1\"}").await > prompt_reads,
+        common::metric(two.addr, "atelier_replica_reads_total{replica=\"1\"}").await > prompt_reads,
         "the writer's refresh read the prompt replica"
     );
     assert_eq!(
-        metric(two.addr, "atelier_replica_primary_reads_total").await,
+        common::metric(two.addr, "atelier_replica_primary_reads_total").await,
         primary_reads,
         "nothing went to the primary"
     );
@@ -446,7 +441,7 @@ async fn a_lagging_replica_never_gives_an_older_body_and_a_stopped_one_is_not_an
     let body = get(late.addr, &format!("/products/{renamed}")).await.body;
     assert!(body.contains("Renamed before the start"), "{body}");
     assert_eq!(
-        metric(late.addr, "atelier_replica_warmups_total{replica=\"0\"}").await,
+        common::metric(late.addr, "atelier_replica_warmups_total{replica=\"0\"}").await,
         1,
         "it waited for the standby, then scanned it"
     );
@@ -468,11 +463,11 @@ async fn a_lagging_replica_never_gives_an_older_body_and_a_stopped_one_is_not_an
     // At once (well within the watcher's 1 s poll): the watcher's connection ended with the
     // server, and that alone counts the standby down.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let failures = metric(a, "atelier_replica_failures_total{replica=\"0\"}").await;
+    let failures = common::metric(a, "atelier_replica_failures_total{replica=\"0\"}").await;
     let reply = get(a, "/products?page=7&count=3").await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(
-        metric(a, "atelier_replica_failures_total{replica=\"0\"}").await,
+        common::metric(a, "atelier_replica_failures_total{replica=\"0\"}").await,
         failures,
         "a read tried the stopped standby"
     );
@@ -486,7 +481,7 @@ async fn a_lagging_replica_never_gives_an_older_body_and_a_stopped_one_is_not_an
         )
         .await;
     }
-    let failures = metric(a, "atelier_replica_failures_total{replica=\"0\"}").await;
+    let failures = common::metric(a, "atelier_replica_failures_total{replica=\"0\"}").await;
     // Pages no warm-up rendered are filled on demand.
     for addr in [a, b] {
         for page in 2..6 {
@@ -494,7 +489,7 @@ async fn a_lagging_replica_never_gives_an_older_body_and_a_stopped_one_is_not_an
             assert_eq!(reply.status, 200, "{}", reply.body);
         }
         assert!(
-            metric(
+            common::metric(
                 addr,
                 "atelier_replica_skipped_total{replica=\"0\",reason=\"down\"}"
             )
@@ -504,7 +499,7 @@ async fn a_lagging_replica_never_gives_an_older_body_and_a_stopped_one_is_not_an
         );
     }
     assert_eq!(
-        metric(a, "atelier_replica_failures_total{replica=\"0\"}").await,
+        common::metric(a, "atelier_replica_failures_total{replica=\"0\"}").await,
         failures,
         "a read tried the stopped standby"
     );
@@ -521,7 +516,7 @@ async fn a_lagging_replica_never_gives_an_older_body_and_a_stopped_one_is_not_an
     .expect("start");
     ready(after_stop.addr).await;
     assert_eq!(
-        metric(
+        common::metric(
             after_stop.addr,
             "atelier_replica_warmups_total{replica=\"0\"}"
         )
@@ -552,11 +547,11 @@ async fn a_lagging_replica_never_gives_an_older_body_and_a_stopped_one_is_not_an
     .await;
     let on_standby = atelier::pg::connect(&replica).await.expect("connect");
     caught_up(&client, &on_standby).await;
-    let replica_reads = metric(a, "atelier_replica_reads_total{replica=\"0\"}").await;
+    let replica_reads = common::metric(a, "atelier_replica_reads_total{replica=\"0\"}").await;
     assert_eq!(put(b, &vote).await.status, 204);
     serves_the_new_body_from_now_on(a, &path, review, before + 8, &on_standby).await;
     assert!(
-        metric(a, "atelier_replica_reads_total{replica=\"0\"}").await > replica_reads,
+        common::metric(a, "atelier_replica_reads_total{replica=\"0\"}").await > replica_reads,
         "the refresh read the standby again"
     );
     settled(&waiting).await;

@@ -56,9 +56,9 @@ pub const OPENAPI_YAML: &str = include_str!("../../openapi.yaml");
 
 /// The header that carries a request's id, from the client or the balancer, or ours.
 const X_REQUEST_ID: &str = "x-request-id";
-/// A write's retry key (the IETF draft's `Idempotency-Key`): a helpful vote whose key was
-/// counted for the same row already counts no more, and a POST whose key came with the same
-/// request already is not made again. nginx passes on a client's key, or sends its
+/// A write's retry key (the IETF draft's `Idempotency-Key`), the caller's: a helpful vote
+/// whose key the caller spent on the same row already counts no more, and a POST whose key
+/// came with the same request already is not made again. nginx passes on a client's key, or sends its
 /// `$request_id`, the same on every attempt of a request (deploy/nginx.conf). Not
 /// `X-Request-Id`: a client that traces its requests under one fixed id must still have every
 /// vote counted.
@@ -390,16 +390,9 @@ impl App {
             // A retry of this request carries the same key: a vote counts once, a POST is
             // made once. A key this server would not keep is refused, not ignored: its sender
             // counts on its retries being safe.
-            let Some(retry_key) = retry_key(&req.headers) else {
-                return Outcome {
-                    label,
-                    response: respond::text(StatusCode::BAD_REQUEST, BAD_RETRY_KEY),
-                    cause: Some(
-                        "the Idempotency-Key is not 1 to 128 visible ASCII characters, or is \
-                         sent more than once"
-                            .into(),
-                    ),
-                };
+            let Ok(retry_key) = retry_key(&req.headers) else {
+                let refused = respond::text(StatusCode::BAD_REQUEST, BAD_RETRY_KEY);
+                return Outcome::of(label, refused);
             };
             let length = req
                 .headers
@@ -555,15 +548,23 @@ impl App {
             Ok(bytes) => bytes,
         };
         let pool = &self.db.primary;
-        let cart = match route {
-            Route::PostCart => self.settings.cart_keys.key(token),
-            _ => String::new(),
+        // The caller as its cart is stored under (never its token): its cart, and the scope
+        // of its retry keys, so that two callers who happen to send one key never meet.
+        let caller = if retry_key.is_some() || *route == Route::PostCart {
+            self.settings.cart_keys.key(token)
+        } else {
+            String::new()
         };
-        // A retry of a POST (the same key with the same request) is made once.
+        // A retry of a POST (the same key from the same caller with the same request) is
+        // made once, and a vote's counts once for its row.
         let claim = retry_key
             .filter(|_| posted)
-            .map(|key| write::post_claim(key, &[target.as_bytes(), cart.as_bytes(), &bytes]));
+            .map(|key| write::post_claim(key, &[target.as_bytes(), caller.as_bytes(), &bytes]));
         let claim = claim.as_deref();
+        let vote_key = retry_key
+            .filter(|_| !posted)
+            .map(|key| format!("{caller} {key}"));
+        let vote_key = vote_key.as_deref();
         let result = match *route {
             Route::PostReview => match body::review(&bytes) {
                 Ok(review) => write::add_review(pool, &review, claim).await,
@@ -578,18 +579,18 @@ impl App {
                 Err(_) => Err(WriteError::Invalid),
             },
             Route::PostCart => match body::cart_sku(&bytes) {
-                Ok(sku) => write::add_to_cart(pool, &cart, sku, claim).await,
+                Ok(sku) => write::add_to_cart(pool, &caller, sku, claim).await,
                 Err(_) => Err(WriteError::Invalid),
             },
             Route::PostInteraction => match body::interaction(&bytes) {
                 Ok(interaction) => write::add_interaction(pool, &interaction, claim).await,
                 Err(_) => Err(WriteError::Invalid),
             },
-            Route::MarkReview { id, mark } => write::mark_review(pool, id, mark, retry_key).await,
+            Route::MarkReview { id, mark } => write::mark_review(pool, id, mark, vote_key).await,
             Route::MarkQuestion { id, mark } => {
-                write::mark_question(pool, id, mark, retry_key).await
+                write::mark_question(pool, id, mark, vote_key).await
             }
-            Route::MarkAnswer { id, mark } => write::mark_answer(pool, id, mark, retry_key).await,
+            Route::MarkAnswer { id, mark } => write::mark_answer(pool, id, mark, vote_key).await,
             _ => return Ok(respond::not_found()),
         };
         match result {
@@ -817,16 +818,19 @@ fn supplied_request_id(headers: &hyper::HeaderMap) -> Option<&HeaderValue> {
         .filter(|given| is_request_id(given.as_bytes()))
 }
 
-/// The request's `Idempotency-Key`: `Some(None)` without one, `None` for one that is not a
-/// key ([`is_request_id`]) or is sent twice.
-fn retry_key(headers: &hyper::HeaderMap) -> Option<Option<String>> {
+/// An `Idempotency-Key` that is not 1 to 128 visible ASCII characters, or that came twice.
+struct BadRetryKey;
+
+/// The request's `Idempotency-Key`, if it sent one.
+fn retry_key(headers: &hyper::HeaderMap) -> Result<Option<String>, BadRetryKey> {
     let mut keys = headers.get_all(IDEMPOTENCY_KEY).iter();
     match (keys.next(), keys.next()) {
-        (None, _) => Some(None),
-        (Some(key), None) if is_request_id(key.as_bytes()) => {
-            key.to_str().ok().map(|key| Some(key.to_owned()))
-        }
-        _ => None,
+        (None, _) => Ok(None),
+        (Some(key), None) if is_request_id(key.as_bytes()) => key
+            .to_str()
+            .map(|key| Some(key.to_owned()))
+            .map_err(|_| BadRetryKey),
+        _ => Err(BadRetryKey),
     }
 }
 

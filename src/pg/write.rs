@@ -53,8 +53,7 @@ impl Written {
 }
 
 /// The id a POST claims in `applied_requests` for its `Idempotency-Key`: the key, after a
-/// digest of the request it came with (`request`: its target, the caller's cart where it
-/// names one, its body as sent). A balancer's or a client's retry, the same request again, is
+/// digest of the request it came with (`request`: its target, its caller, its body as sent). A balancer's or a client's retry, the same request again, is
 /// recognised and made once; another request under the same key (a client that reuses keys)
 /// is a request of its own, never lost.
 pub fn post_claim(key: &str, request: &[&[u8]]) -> String {
@@ -190,8 +189,9 @@ pub async fn mark_review(
 
 /// Runs the helpful or the report statement that `pick` names for one row of `what`; NotFound
 /// when no row has that id. A helpful vote is counted once per `retry_key` (the request's
-/// `Idempotency-Key`, the same on a balancer's retry) and row: a client that sends one key
-/// with every request loses no vote on another row. Returns the statement's RETURNING row.
+/// `Idempotency-Key`, the same on a retry, scoped by its caller) and row: a client that sends
+/// one key with every request loses no vote on another row. Returns the statement's
+/// RETURNING row.
 async fn mark_row(
     pool: &Pool,
     (what, id): (&str, i64),

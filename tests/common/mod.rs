@@ -404,8 +404,19 @@ pub async fn post_json_with_key(
     body: &str,
     key: &str,
 ) -> Reply {
+    post_json_as(addr, "test-token", path, body, key).await
+}
+
+/// As [`post_json_with_key`], from the caller whose `Authorization` is `token`.
+pub async fn post_json_as(
+    addr: std::net::SocketAddr,
+    token: &str,
+    path: &str,
+    body: &str,
+    key: &str,
+) -> Reply {
     let raw = format!(
-        "POST {path} HTTP/1.1\r\nHost: test\r\nAuthorization: test-token\r\nIdempotency-Key: {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "POST {path} HTTP/1.1\r\nHost: test\r\nAuthorization: {token}\r\nIdempotency-Key: {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     send_raw(addr, raw.as_bytes()).await
@@ -415,9 +426,15 @@ pub async fn put(addr: std::net::SocketAddr, path: &str) -> Reply {
     request(addr, "PUT", path).await
 }
 
-/// What an instance's /metrics says of `series` (a name, and labels if any): 0 when absent.
+/// What an instance's /metrics says of `series` (a name, and labels if any): 0 when absent, as
+/// a labelled series is until it counts something. A name /metrics does not describe panics.
 pub async fn metric(addr: std::net::SocketAddr, series: &str) -> u64 {
     let metrics = get(addr, "/metrics").await.body;
+    let name = series.split('{').next().unwrap_or(series);
+    assert!(
+        metrics.contains(&format!("# HELP {name} ")),
+        "no metric {name} in /metrics:\n{metrics}"
+    );
     metrics
         .lines()
         .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
