@@ -58,8 +58,8 @@ pub const OPENAPI_YAML: &str = include_str!("../../openapi.yaml");
 const X_REQUEST_ID: &str = "x-request-id";
 /// A write's retry key (the IETF draft's `Idempotency-Key`), the caller's: a helpful vote
 /// whose key the caller spent on the same row already counts no more, and a POST whose key
-/// came with the same request already is not made again. nginx passes on a client's key, or sends its
-/// `$request_id`, the same on every attempt of a request (deploy/nginx.conf). Not
+/// came with the same request already is not made again. nginx passes on a client's key, or
+/// sends its `$request_id`, the same on every attempt of a request (deploy/nginx.conf). Not
 /// `X-Request-Id`: a client that traces its requests under one fixed id must still have every
 /// vote counted.
 const IDEMPOTENCY_KEY: &str = "idempotency-key";

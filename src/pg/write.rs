@@ -53,9 +53,10 @@ impl Written {
 }
 
 /// The id a POST claims in `applied_requests` for its `Idempotency-Key`: the key, after a
-/// digest of the request it came with (`request`: its target, its caller, its body as sent). A balancer's or a client's retry, the same request again, is
-/// recognised and made once; another request under the same key (a client that reuses keys)
-/// is a request of its own, never lost.
+/// digest of the request it came with (`request`: its target, its caller, its body as sent).
+/// A balancer's or a client's retry, the same request again, is recognised and made once;
+/// another request under the same key (a client that reuses keys) is a request of its own,
+/// never lost.
 pub fn post_claim(key: &str, request: &[&[u8]]) -> String {
     use sha2::Digest as _;
     let mut digest = sha2::Sha256::new();
