@@ -1,10 +1,17 @@
 //! JSON string escaping, which rendering a long list of reviews spends much of its time in (a
 //! refresh after a write re-renders the whole list): the writer's block-at-a-time search for
 //! bytes to escape against the byte-at-a-time loop it replaced (kept here for the comparison).
+//! Also a product's lists rendered from its rows as a warm-up renders them (its reviews in both
+//! orders, its questions with their answers, each question's answers), with the full-scale
+//! set's average shape: where the grouping of photos and answers by their parent shows.
 //! `cargo bench --bench render`; the figures are in the README.
 
 use std::hint::black_box;
 
+use atelier::pg::read::{AnswerRow, PhotoUrlRow, QuestionRow, ReviewRow};
+use atelier::render::qa::{render_answer_list_with, render_question_list};
+use atelier::render::reviews::render_review_orders;
+use atelier::render::{Compaction, PhotosByOwner};
 use criterion::{criterion_group, criterion_main, Criterion};
 
 /// The loop `render::json::push_str` used before: one match a byte.
@@ -70,5 +77,108 @@ fn escaping(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, escaping);
+/// One product's rows: `questions` questions with two answers each, every third answer with a
+/// photo, and six reviews, every other with a photo. 4 questions is the full-scale set's
+/// average shape (per product: 5.8 reviews with 2.7 photos, 3.5 questions with 6.9 answers and
+/// 2.1 answer photos), rounded up; its largest product has 2,084 questions.
+struct ProductRows {
+    reviews: Vec<ReviewRow>,
+    dates_us: Vec<i64>,
+    review_photos: Vec<PhotoUrlRow>,
+    questions: Vec<QuestionRow>,
+    answers: Vec<AnswerRow>,
+    answer_photos: Vec<PhotoUrlRow>,
+}
+
+fn product_rows(questions: i64) -> ProductRows {
+    let text = |n: usize| Some("Fits well and the color is as shown. ".repeat(n));
+    let photo = |owner_id: i64, id: i64| PhotoUrlRow {
+        owner_id,
+        id,
+        url: Some(format!("https://images.example.com/photo-{id}.jpg")),
+    };
+    let reviews: Vec<ReviewRow> = (1..=6)
+        .map(|id| ReviewRow {
+            id,
+            rating: 4,
+            summary: text(1),
+            recommend: true,
+            response: None,
+            body: text(5),
+            date_ms: 1_600_000_000_000 + id * 86_400_000,
+            reviewer_name: Some("shopper".into()),
+            helpfulness: 12 - id as i32,
+        })
+        .collect();
+    let question_rows: Vec<QuestionRow> = (1..=questions)
+        .map(|id| QuestionRow {
+            id,
+            body: text(2),
+            date_ms: 1_600_000_000_000 + id * 86_400_000,
+            asker_name: Some("asker".into()),
+            helpfulness: 9 - id as i32,
+        })
+        .collect();
+    let answers: Vec<AnswerRow> = (1..=2 * questions)
+        .map(|id| AnswerRow {
+            question_id: 1 + (id - 1) / 2,
+            id,
+            body: text(2),
+            date_ms: 1_600_000_000_000 + id * 86_400_000,
+            answerer_name: Some("seller".into()),
+            helpfulness: 5,
+        })
+        .collect();
+    ProductRows {
+        dates_us: reviews.iter().map(|r| r.date_ms * 1000).collect(),
+        reviews,
+        review_photos: vec![photo(1, 1), photo(3, 2), photo(5, 3)],
+        answer_photos: answers
+            .iter()
+            .filter(|a| a.id % 3 == 1)
+            .map(|a| photo(a.id, a.id))
+            .collect(),
+        questions: question_rows,
+        answers,
+    }
+}
+
+fn product_lists(c: &mut Criterion) {
+    let mut g = c.benchmark_group("a product's lists, as a warm-up renders them");
+    for questions in [4, 200] {
+        let rows = product_rows(questions);
+        let name = format!("{questions} questions: reviews (both orders), questions, answers");
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let orders = render_review_orders(
+                    1,
+                    black_box(&rows.reviews),
+                    &rows.dates_us,
+                    &rows.review_photos,
+                    Compaction::None,
+                    None,
+                );
+                let questions = render_question_list(
+                    black_box(&rows.questions),
+                    &rows.answers,
+                    &rows.answer_photos,
+                );
+                let answer_photos = PhotosByOwner::new(&rows.answer_photos);
+                let answers: Vec<_> = rows
+                    .questions
+                    .iter()
+                    .map(|q| {
+                        let first = rows.answers.partition_point(|a| a.question_id < q.id);
+                        let end = rows.answers.partition_point(|a| a.question_id <= q.id);
+                        render_answer_list_with(&rows.answers[first..end], &answer_photos)
+                    })
+                    .collect();
+                (orders, questions, answers)
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, escaping, product_lists);
 criterion_main!(benches);

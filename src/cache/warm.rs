@@ -31,9 +31,9 @@ use crate::pg::scan::{CatalogScan, ProductRows, Snapshot};
 use crate::pg::DbError;
 use crate::render::compress::{self, DictionaryKind};
 use crate::render::products::{render_product, render_product_list, render_related, render_styles};
-use crate::render::qa::{render_answer_list, render_question_list};
+use crate::render::qa::{render_answer_list_with, render_question_list};
 use crate::render::reviews::{render_meta, render_review_orders};
-use crate::render::{Compaction, Rendered};
+use crate::render::{Compaction, PhotosByOwner, Rendered};
 use crate::shard::Shard;
 
 /// Pages of `GET /products` warmed, at the default count.
@@ -380,6 +380,7 @@ fn rendered(
     if holds(id) {
         product_bodies(rows, compaction, &mut out);
     }
+    let answer_photos = PhotosByOwner::new(&rows.answer_photos);
     for q in &rows.questions {
         if !holds(q.row.id) {
             continue;
@@ -387,7 +388,7 @@ fn rendered(
         let answers = answers_of(&rows.answers, q.row.id);
         out.push((
             Key::Answers(q.row.id),
-            Rendered::List(Arc::new(render_answer_list(answers, &rows.answer_photos))),
+            Rendered::List(Arc::new(render_answer_list_with(answers, &answer_photos))),
         ));
     }
     out

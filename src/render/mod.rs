@@ -1276,14 +1276,34 @@ pub(crate) fn leading_id(item: &[u8], prefix: &[u8]) -> Option<i64> {
     int_of(rest.get(..rest.iter().position(|&b| b == b',')?)?)
 }
 
+/// A map by row id. foldhash rather than std's SipHash: the ids are the database's (sequences
+/// and the data set's), never a client's choice that could collide on purpose, and grouping
+/// rows is a warm-up's most frequent map work.
+pub(crate) type ById<V> = HashMap<i64, V, foldhash::fast::RandomState>;
+
 /// Groups rows by a parent id (a photo's review or answer, an answer's question), keeping
 /// their order within each group.
-pub(crate) fn group_by<T>(rows: &[T], parent: impl Fn(&T) -> i64) -> HashMap<i64, Vec<&T>> {
-    let mut groups: HashMap<i64, Vec<&T>> = HashMap::new();
+pub(crate) fn group_by<T>(rows: &[T], parent: impl Fn(&T) -> i64) -> ById<Vec<&T>> {
+    let mut groups = ById::with_capacity_and_hasher(rows.len(), Default::default());
     for row in rows {
-        groups.entry(parent(row)).or_default().push(row);
+        groups.entry(parent(row)).or_insert_with(Vec::new).push(row);
     }
     groups
+}
+
+/// Photos grouped by the row they belong to (a review, an answer), each group in the order
+/// given: grouped once for a product, then read for each of its lists.
+pub struct PhotosByOwner<'a>(ById<Vec<&'a PhotoUrlRow>>);
+
+impl<'a> PhotosByOwner<'a> {
+    pub fn new(photos: &'a [PhotoUrlRow]) -> PhotosByOwner<'a> {
+        PhotosByOwner(group_by(photos, |p| p.owner_id))
+    }
+
+    /// The photos of the row `owner`, if it has any.
+    pub(crate) fn of(&self, owner: i64) -> Option<&Vec<&'a PhotoUrlRow>> {
+        self.0.get(&owner)
+    }
 }
 
 /// `[{"id":2,"url":"…"}]`: the photos of a review or of an answer in `/answers`.

@@ -1,7 +1,6 @@
 //! Bodies of the ratings & reviews widget: a product's reviews (every page of one sort order
 //! from one list) and its review metadata.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -11,7 +10,7 @@ use super::json::{
 };
 use super::{
     group_by, int_of, item_key, key_at, leading_id, place_by_key, push_id_url_photos, value_at,
-    Compaction, Frame, ItemKey, ItemList, ItemListBuilder, Parts, Replaced,
+    ById, Compaction, Frame, ItemKey, ItemList, ItemListBuilder, Parts, Replaced,
 };
 use crate::pg::read::{CharacteristicRow, MetaCountRow, PhotoUrlRow, ReviewRow, SortKeyRow};
 
@@ -99,7 +98,8 @@ pub fn revoted_review_orders(
         return None;
     }
     let buffer = held.own_items()?;
-    let mut by_id: HashMap<i64, HeldReview<'_>> = HashMap::with_capacity(keys.len());
+    let mut by_id: ById<HeldReview<'_>> =
+        ById::with_capacity_and_hasher(keys.len(), Default::default());
     for p in 0..held.len() {
         let review = HeldReview::parse(held.own_item(&buffer, p)?)?;
         if by_id.insert(review.id, review).is_some() {
