@@ -9,9 +9,9 @@
 use std::hint::black_box;
 
 use atelier::pg::read::{AnswerRow, PhotoUrlRow, QuestionRow, ReviewRow};
-use atelier::render::qa::{render_answer_list_with, render_question_list};
+use atelier::render::qa::{render_answer_list, render_answer_list_with, render_question_list};
 use atelier::render::reviews::render_review_orders;
-use atelier::render::{Compaction, PhotosByOwner};
+use atelier::render::{Compaction, ItemList, PhotosByOwner};
 use criterion::{criterion_group, criterion_main, Criterion};
 
 /// The loop `render::json::push_str` used before: one match a byte.
@@ -147,35 +147,53 @@ fn product_lists(c: &mut Criterion) {
     let mut g = c.benchmark_group("a product's lists, as a warm-up renders them");
     for questions in [4, 200] {
         let rows = product_rows(questions);
-        let name = format!("{questions} questions: reviews (both orders), questions, answers");
-        g.bench_function(name, |b| {
+        let answers_of = |q: &QuestionRow| {
+            let first = rows.answers.partition_point(|a| a.question_id < q.id);
+            let end = rows.answers.partition_point(|a| a.question_id <= q.id);
+            &rows.answers[first..end]
+        };
+        let lists = |answers_by_question: &dyn Fn() -> Vec<ItemList>| {
+            let orders = render_review_orders(
+                1,
+                black_box(&rows.reviews),
+                &rows.dates_us,
+                &rows.review_photos,
+                Compaction::None,
+                None,
+            );
+            let questions = render_question_list(
+                black_box(&rows.questions),
+                &rows.answers,
+                &rows.answer_photos,
+            );
+            (orders, questions, answers_by_question())
+        };
+        g.bench_function(format!("{questions} questions, photos grouped once"), |b| {
             b.iter(|| {
-                let orders = render_review_orders(
-                    1,
-                    black_box(&rows.reviews),
-                    &rows.dates_us,
-                    &rows.review_photos,
-                    Compaction::None,
-                    None,
-                );
-                let questions = render_question_list(
-                    black_box(&rows.questions),
-                    &rows.answers,
-                    &rows.answer_photos,
-                );
-                let answer_photos = PhotosByOwner::new(&rows.answer_photos);
-                let answers: Vec<_> = rows
-                    .questions
-                    .iter()
-                    .map(|q| {
-                        let first = rows.answers.partition_point(|a| a.question_id < q.id);
-                        let end = rows.answers.partition_point(|a| a.question_id <= q.id);
-                        render_answer_list_with(&rows.answers[first..end], &answer_photos)
-                    })
-                    .collect();
-                (orders, questions, answers)
+                lists(&|| {
+                    let photos = PhotosByOwner::new(&rows.answer_photos);
+                    let answers = rows.questions.iter().map(answers_of);
+                    answers
+                        .map(|a| render_answer_list_with(a, &photos))
+                        .collect()
+                })
             })
         });
+        // What the warm-up did before: all the product's answer photos grouped again for each
+        // question's answers.
+        g.bench_function(
+            format!("{questions} questions, photos grouped for each question (before)"),
+            |b| {
+                b.iter(|| {
+                    lists(&|| {
+                        let answers = rows.questions.iter().map(answers_of);
+                        answers
+                            .map(|a| render_answer_list(a, &rows.answer_photos))
+                            .collect()
+                    })
+                })
+            },
+        );
     }
     g.finish();
 }
