@@ -170,10 +170,21 @@ fn render_bodies(c: &mut Criterion) {
     });
     let (q, a, qp) = questions(20);
     g.bench_function("questions (20, 40 answers)", |b| {
-        b.iter(|| render::qa::render_question_list(black_box(&q), black_box(&a), black_box(&qp)))
+        b.iter(|| {
+            render::qa::render_question_list(
+                black_box(&q),
+                black_box(&a),
+                &render::PhotosByOwner::new(black_box(&qp)),
+            )
+        })
     });
     g.bench_function("answers (40)", |b| {
-        b.iter(|| render::qa::render_answer_list(black_box(&a), black_box(&qp)))
+        b.iter(|| {
+            render::qa::render_answer_list(
+                black_box(&a),
+                &render::PhotosByOwner::new(black_box(&qp)),
+            )
+        })
     });
     g.finish();
 }

@@ -7,9 +7,10 @@
 //! `cargo bench --bench render`; the figures are in the README.
 
 use std::hint::black_box;
+use std::sync::Arc;
 
 use atelier::pg::read::{AnswerRow, PhotoUrlRow, QuestionRow, ReviewRow};
-use atelier::render::qa::{render_answer_list, render_answer_list_with, render_question_list};
+use atelier::render::qa::{render_answer_list, render_question_list};
 use atelier::render::reviews::render_review_orders;
 use atelier::render::{Compaction, ItemList, PhotosByOwner};
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -143,53 +144,56 @@ fn product_rows(questions: i64) -> ProductRows {
     }
 }
 
+/// A product's reviews in both orders, its questions list (with `question_photos`) and each
+/// question's answers list (by `answer_list`).
+fn lists(
+    rows: &ProductRows,
+    question_photos: &PhotosByOwner<'_>,
+    answer_list: impl Fn(&[AnswerRow]) -> ItemList,
+) -> ((Arc<ItemList>, Arc<ItemList>), ItemList, Vec<ItemList>) {
+    let orders = render_review_orders(
+        1,
+        black_box(&rows.reviews),
+        &rows.dates_us,
+        &rows.review_photos,
+        Compaction::None,
+        None,
+    );
+    let questions =
+        render_question_list(black_box(&rows.questions), &rows.answers, question_photos);
+    let answers: Vec<ItemList> = rows
+        .questions
+        .iter()
+        .map(|q| {
+            let first = rows.answers.partition_point(|a| a.question_id < q.id);
+            let end = rows.answers.partition_point(|a| a.question_id <= q.id);
+            answer_list(&rows.answers[first..end])
+        })
+        .collect();
+    (orders, questions, answers)
+}
+
 fn product_lists(c: &mut Criterion) {
     let mut g = c.benchmark_group("a product's lists, as a warm-up renders them");
     for questions in [4, 200] {
         let rows = product_rows(questions);
-        let answers_of = |q: &QuestionRow| {
-            let first = rows.answers.partition_point(|a| a.question_id < q.id);
-            let end = rows.answers.partition_point(|a| a.question_id <= q.id);
-            &rows.answers[first..end]
-        };
-        let lists = |answers_by_question: &dyn Fn() -> Vec<ItemList>| {
-            let orders = render_review_orders(
-                1,
-                black_box(&rows.reviews),
-                &rows.dates_us,
-                &rows.review_photos,
-                Compaction::None,
-                None,
-            );
-            let questions = render_question_list(
-                black_box(&rows.questions),
-                &rows.answers,
-                &rows.answer_photos,
-            );
-            (orders, questions, answers_by_question())
-        };
         g.bench_function(format!("{questions} questions, photos grouped once"), |b| {
             b.iter(|| {
-                lists(&|| {
-                    let photos = PhotosByOwner::new(&rows.answer_photos);
-                    let answers = rows.questions.iter().map(answers_of);
-                    answers
-                        .map(|a| render_answer_list_with(a, &photos))
-                        .collect()
+                let photos = PhotosByOwner::new(&rows.answer_photos);
+                lists(&rows, &photos, |answers| {
+                    render_answer_list(answers, &photos)
                 })
             })
         });
         // What the warm-up did before: all the product's answer photos grouped again for each
-        // question's answers.
+        // list.
         g.bench_function(
-            format!("{questions} questions, photos grouped for each question (before)"),
+            format!("{questions} questions, photos grouped for each list (before)"),
             |b| {
                 b.iter(|| {
-                    lists(&|| {
-                        let answers = rows.questions.iter().map(answers_of);
-                        answers
-                            .map(|a| render_answer_list(a, &rows.answer_photos))
-                            .collect()
+                    let regrouped = || PhotosByOwner::new(&rows.answer_photos);
+                    lists(&rows, &regrouped(), |answers| {
+                        render_answer_list(answers, &regrouped())
                     })
                 })
             },

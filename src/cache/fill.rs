@@ -21,7 +21,7 @@ use crate::render::reviews::{
     render_meta, render_review_list, render_review_orders, revoted_review_orders,
     revoted_review_orders_of,
 };
-use crate::render::{Compaction, ItemList, Rendered};
+use crate::render::{Compaction, ItemList, PhotosByOwner, Rendered};
 
 /// Renders the resource behind `key` fresh from the database: what a fill caches, what the
 /// sweep compares with, and what tests compare cached bodies with.
@@ -255,7 +255,9 @@ async fn fill_questions(pool: &Pool, product_id: i64) -> Result<Rendered, DbErro
         .run(|c| async move { read::questions(&c, product_id).await })
         .await?;
     Ok(Rendered::List(Arc::new(render_question_list(
-        &questions, &answers, &photos,
+        &questions,
+        &answers,
+        &PhotosByOwner::new(&photos),
     ))))
 }
 
@@ -264,7 +266,10 @@ async fn fill_answers(pool: &Pool, question_id: i64) -> Result<Rendered, DbError
         .run(|c| async move { read::answers(&c, question_id).await })
         .await?;
     Ok(match found {
-        Some((answers, photos)) => Rendered::List(Arc::new(render_answer_list(&answers, &photos))),
+        Some((answers, photos)) => Rendered::List(Arc::new(render_answer_list(
+            &answers,
+            &PhotosByOwner::new(&photos),
+        ))),
         None => Rendered::NotFound,
     })
 }

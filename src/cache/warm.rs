@@ -31,7 +31,7 @@ use crate::pg::scan::{CatalogScan, ProductRows, Snapshot};
 use crate::pg::DbError;
 use crate::render::compress::{self, DictionaryKind};
 use crate::render::products::{render_product, render_product_list, render_related, render_styles};
-use crate::render::qa::{render_answer_list_with, render_question_list};
+use crate::render::qa::{render_answer_list, render_question_list};
 use crate::render::reviews::{render_meta, render_review_orders};
 use crate::render::{Compaction, PhotosByOwner, Rendered};
 use crate::shard::Shard;
@@ -377,10 +377,11 @@ fn rendered(
     let holds = |id: i64| shard.is_none_or(|s| s.holds(id));
     let id = rows.product.id;
     let mut out = Vec::with_capacity(8 + rows.questions.len());
-    if holds(id) {
-        product_bodies(rows, compaction, &mut out);
-    }
+    // Grouped once for the questions list and every question's answers.
     let answer_photos = PhotosByOwner::new(&rows.answer_photos);
+    if holds(id) {
+        product_bodies(rows, &answer_photos, compaction, &mut out);
+    }
     for q in &rows.questions {
         if !holds(q.row.id) {
             continue;
@@ -388,14 +389,19 @@ fn rendered(
         let answers = answers_of(&rows.answers, q.row.id);
         out.push((
             Key::Answers(q.row.id),
-            Rendered::List(Arc::new(render_answer_list_with(answers, &answer_photos))),
+            Rendered::List(Arc::new(render_answer_list(answers, &answer_photos))),
         ));
     }
     out
 }
 
 /// The bodies keyed by the product's id.
-fn product_bodies(rows: &ProductRows, compaction: Compaction, out: &mut Vec<(Key, Rendered)>) {
+fn product_bodies(
+    rows: &ProductRows,
+    answer_photos: &PhotosByOwner<'_>,
+    compaction: Compaction,
+    out: &mut Vec<(Key, Rendered)>,
+) {
     let id = rows.product.id;
     out.push((
         Key::Product(id),
@@ -450,7 +456,7 @@ fn product_bodies(rows: &ProductRows, compaction: Compaction, out: &mut Vec<(Key
         Rendered::List(Arc::new(render_question_list(
             &visible,
             &rows.answers,
-            &rows.answer_photos,
+            answer_photos,
         ))),
     ));
 }

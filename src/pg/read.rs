@@ -237,8 +237,8 @@ statements! {
         "WITH", claimed_once!("$4", "WHERE"),
         "added AS (
               INSERT INTO interactions (element, widget, time)
-              SELECT $1, $2, $3 WHERE ", unclaimed!("$4"), " RETURNING 1)
-          SELECT (SELECT 1 FROM added)"
+              SELECT $1, $2, $3 WHERE ", unclaimed!("$4"), " RETURNING 1::int8)
+          SELECT (SELECT * FROM added)"
     );
 }
 

@@ -33,9 +33,9 @@ impl Written {
         }
     }
 
-    /// What a POST's statement returned: the new row's id (NULL where an earlier attempt of
-    /// the request claimed its retry key, and this one wrote nothing), then the transaction's
-    /// id. A retry still reports `changes`: what the first attempt changed, so that this
+    /// What a POST's statement returned: the new row's id, or 1 (NULL where an earlier attempt
+    /// of the request claimed its retry key, and this one wrote nothing), then the
+    /// transaction's id where the log has the write. A retry still reports `changes`: what the first attempt changed, so that this
     /// instance refreshes it before answering, and the writer's next read has the write (all
     /// but a new question's answers, whose id a retry does not learn: the feed refreshes
     /// them). It reports no transaction, since its own wrote nothing for the feed to bring
@@ -397,10 +397,7 @@ pub async fn add_interaction(
                 .await
         })
         .await?;
-    // One row: 1 where the interaction was stored, NULL where an earlier attempt stored it.
-    // Nothing a read shows changed, and the log has no interactions.
-    Ok(Written {
-        repeated: matches!(row.try_get::<_, Option<i32>>(0), Ok(None)),
-        ..Written::default()
-    })
+    // Nothing a read shows changed, and the log has no interactions (nor the row a
+    // transaction id).
+    Ok(Written::posted(&row, Vec::new()))
 }

@@ -27,9 +27,8 @@ fn push_answer_fields(out: &mut Vec<u8>, a: &AnswerRow) {
 pub fn render_question_list(
     questions: &[QuestionRow],
     answers: &[AnswerRow],
-    photos: &[PhotoUrlRow],
+    photos: &PhotosByOwner<'_>,
 ) -> ItemList {
-    let photos = PhotosByOwner::new(photos);
     let by_question = group_by(answers, |a| a.question_id);
     let mut list = ItemListBuilder::default();
     for q in questions {
@@ -47,7 +46,7 @@ pub fn render_question_list(
         out.extend_from_slice(b",\"reported\":");
         push_bool(out, false);
         out.extend_from_slice(ANSWERS_KEY);
-        push_nested_answers(out, by_question.get(&q.id), &photos);
+        push_nested_answers(out, by_question.get(&q.id), photos);
         list.end_item();
     }
     list.finish()
@@ -221,15 +220,11 @@ pub(super) fn questions_head(product_id: i64) -> Vec<u8> {
     head
 }
 
-/// The items of `GET /qa/questions/{id}/answers`, photos as `{id, url}`.
-pub fn render_answer_list(answers: &[AnswerRow], photos: &[PhotoUrlRow]) -> ItemList {
-    render_answer_list_with(answers, &PhotosByOwner::new(photos))
-}
-
-/// [`render_answer_list`] with the photos already grouped: a warm-up groups a product's answer
-/// photos once for all its questions, where grouping them again for each question took time
-/// in the product of the two (807 million photo-question pairs at full scale).
-pub fn render_answer_list_with(answers: &[AnswerRow], photos: &PhotosByOwner<'_>) -> ItemList {
+/// The items of `GET /qa/questions/{id}/answers`, photos as `{id, url}`, from `photos` grouped
+/// by answer: a warm-up groups a product's answer photos once for all its questions, where
+/// grouping them again for each question took time in the product of the two (807 million
+/// photo-question pairs at full scale).
+pub fn render_answer_list(answers: &[AnswerRow], photos: &PhotosByOwner<'_>) -> ItemList {
     let mut list = ItemListBuilder::default();
     for a in answers {
         let out = list.next_item();
@@ -353,7 +348,7 @@ mod tests {
     #[test]
     fn a_list_reanswered_from_its_items_is_the_list_rendered_afresh() {
         let (rows, dates, answers, photos) = questions(17);
-        let held = render_question_list(&rows, &answers, &photos);
+        let held = render_question_list(&rows, &answers, &PhotosByOwner::new(&photos));
         let answered = [rows[2].id, rows[9].id, rows[16].id];
         // An answer added to one, one hidden from another, photos of a third's changed.
         let mut now = answers.clone();
@@ -374,7 +369,7 @@ mod tests {
             url: Some("https://p/new".into()),
         });
         now_photos.sort_by_key(|p| (p.owner_id, p.id));
-        let fresh = render_question_list(&rows, &now, &now_photos);
+        let fresh = render_question_list(&rows, &now, &PhotosByOwner::new(&now_photos));
         let (theirs, their_photos) = answers_of(&answered, &now, &now_photos);
         let sort_keys = keys(&rows, &dates);
         let reanswer = |list: &ItemList, answered: &[i64]| {
@@ -425,7 +420,10 @@ mod tests {
             for seed in 0..40u64 {
                 let n = 40 + (seed as i64 * 7) % 120;
                 let (rows, dates, answers, photos) = questions(n);
-                let held = kept(render_question_list(&rows, &answers, &photos), compaction);
+                let held = kept(
+                    render_question_list(&rows, &answers, &PhotosByOwner::new(&photos)),
+                    compaction,
+                );
                 assert!(compaction.keeps_in_runs(&held, Frame::Questions(3)));
                 // One question's answers: one added (with a photo), one hidden, all hidden,
                 // or a photo of one changed; in the lead page or past it.
@@ -466,7 +464,10 @@ mod tests {
                 }
                 now_photos.retain(|p| now.iter().any(|a| a.id == p.owner_id));
                 now_photos.sort_by_key(|p| (p.owner_id, p.id));
-                let fresh = kept(render_question_list(&rows, &now, &now_photos), compaction);
+                let fresh = kept(
+                    render_question_list(&rows, &now, &PhotosByOwner::new(&now_photos)),
+                    compaction,
+                );
                 let (theirs, their_photos) = answers_of(&[question], &now, &now_photos);
                 let key = keys(&rows, &dates)[at];
                 let before = reused();
@@ -505,7 +506,7 @@ mod tests {
         // A key that does not place a question the list holds where it is: not in place.
         let (rows, dates, answers, photos) = questions(90);
         let held = kept(
-            render_question_list(&rows, &answers, &photos),
+            render_question_list(&rows, &answers, &PhotosByOwner::new(&photos)),
             Compaction::All,
         );
         let key = keys(&rows, &dates)[40];
@@ -525,7 +526,7 @@ mod tests {
     #[test]
     fn anything_but_answers_in_the_keys_asks_for_a_fresh_read() {
         let (rows, dates, answers, photos) = questions(9);
-        let held = render_question_list(&rows, &answers, &photos);
+        let held = render_question_list(&rows, &answers, &PhotosByOwner::new(&photos));
         let keys = keys(&rows, &dates);
         let none: [i64; 0] = [];
         assert!(reanswered_question_list(&held, &keys, &none, &[], &[]).is_some());
