@@ -1,5 +1,6 @@
-//! Criterion benches: a cache hit through the router (no socket), and rendering each body
-//! type from rows. `cargo bench --bench cache`; figures in the README.
+//! Criterion benches: a cache hit through the router (no socket), rendering each body type from
+//! rows, and gzipping a whole body as the catalog keeps it. `cargo bench --bench cache`; figures
+//! in the README.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -126,6 +127,28 @@ fn questions(n: i64) -> (Vec<QuestionRow>, Vec<AnswerRow>, Vec<PhotoUrlRow>) {
     (questions, answers, photos)
 }
 
+fn meta() -> (Vec<MetaCountRow>, Vec<CharacteristicRow>) {
+    let counts = (1..=5)
+        .flat_map(|rating| {
+            [false, true].map(|recommend| MetaCountRow {
+                rating,
+                recommend,
+                count: 7,
+            })
+        })
+        .collect();
+    let chars = ["Fit", "Length", "Comfort", "Quality"]
+        .iter()
+        .enumerate()
+        .map(|(i, n)| CharacteristicRow {
+            id: i as i64,
+            name: Some((*n).into()),
+            mean: Some("3.5000000000000000".into()),
+        })
+        .collect();
+    (counts, chars)
+}
+
 fn render_bodies(c: &mut Criterion) {
     let mut g = c.benchmark_group("render");
     let p = product();
@@ -147,24 +170,7 @@ fn render_bodies(c: &mut Criterion) {
     g.bench_function("reviews (50)", |b| {
         b.iter(|| render::reviews::render_review_list(black_box(&r), black_box(&rp)))
     });
-    let counts: Vec<MetaCountRow> = (1..=5)
-        .flat_map(|rating| {
-            [false, true].map(|recommend| MetaCountRow {
-                rating,
-                recommend,
-                count: 7,
-            })
-        })
-        .collect();
-    let chars: Vec<CharacteristicRow> = ["Fit", "Length", "Comfort", "Quality"]
-        .iter()
-        .enumerate()
-        .map(|(i, n)| CharacteristicRow {
-            id: i as i64,
-            name: Some((*n).into()),
-            mean: Some("3.5000000000000000".into()),
-        })
-        .collect();
+    let (counts, chars) = meta();
     g.bench_function("reviews meta", |b| {
         b.iter(|| render::reviews::render_meta(42, black_box(&counts), black_box(&chars)))
     });
@@ -316,5 +322,50 @@ fn cache_hit(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, render_bodies, cache_hit, revote);
+/// A whole body gzipped as the catalog keeps it (`render::compress::gzip`, libdeflate level 1)
+/// against level 6, which it used before: bytes out are printed once per body, since the level
+/// trades the warm-up's time against the catalog's memory (README, Warm-up).
+fn gzip_levels(c: &mut Criterion) {
+    use libdeflater::{CompressionLvl, Compressor};
+    let (s, ph, sk) = styles();
+    let (counts, chars) = meta();
+    let bodies = [
+        (
+            "product",
+            render::products::render_product(&product(), &features()),
+        ),
+        (
+            "styles (4 styles, 12 photos, 24 skus)",
+            render::products::render_styles(42, &s, &ph, &sk),
+        ),
+        (
+            "reviews meta",
+            render::reviews::render_meta(42, &counts, &chars),
+        ),
+    ];
+    let mut g = c.benchmark_group("gzip a whole body");
+    let mut level6 = Compressor::new(CompressionLvl::new(6).expect("a level libdeflate has"));
+    let mut out = vec![0u8; 1 << 16];
+    for (name, plain) in &bodies {
+        let kept = render::compress::gzip(plain).map_or(plain.len(), |gz| gz.len());
+        let before = level6.gzip_compress(plain, &mut out).expect("fits");
+        println!(
+            "{name}: {} bytes plain, {kept} kept (level 1), {before} at level 6",
+            plain.len()
+        );
+        g.bench_function(format!("{name}, level 1 (kept)"), |b| {
+            b.iter(|| render::compress::gzip(black_box(plain)))
+        });
+        g.bench_function(format!("{name}, level 6 (before)"), |b| {
+            b.iter(|| {
+                level6
+                    .gzip_compress(black_box(plain), &mut out)
+                    .expect("fits")
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, render_bodies, cache_hit, revote, gzip_levels);
 criterion_main!(benches);
