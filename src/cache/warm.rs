@@ -5,7 +5,8 @@
 //! answers of the questions it holds ([`crate::shard`]); it scans the whole catalog all the
 //! same (the scan is ordered by product, and a question's answers come with its product).
 //!
-//! Priority, when the catalog is larger than the budget: products in id order, and for each
+//! Priority, when the catalog is larger than the budget: products in id order (give or take
+//! the few in flight: several threads render them, one a core), and for each
 //! product its detail, styles, related ids, reviews meta, reviews (both orders), questions and
 //! the answers of each of its questions; then the first pages of the products list. The
 //! warm-up stops adding entries when the cache is nine tenths full, leaving room for the
@@ -151,13 +152,18 @@ async fn scan_into(
     cache.open_catalog(size);
     let mut first_products = Vec::with_capacity(PRODUCT_PAGES * PAGE_SIZE);
     let mut logged = Instant::now();
-    // Rendering and compressing are most of a warm-up's work: a thread of their own does them
+    // Rendering and compressing are most of a warm-up's work: threads of their own do them
     // while this task reads and decodes the next products.
     let (rows_tx, rows_rx) = tokio::sync::mpsc::channel(READ_AHEAD);
-    let renderer = {
-        let (cache, status) = (Arc::clone(cache), Arc::clone(status));
-        tokio::task::spawn_blocking(move || render_into(&cache, &status, rows_rx))
-    };
+    let renderers = Arc::new(Renderers::new(rows_rx, cache));
+    let threads: Vec<_> = (0..renderer_threads())
+        .map(|_| {
+            let (cache, status) = (Arc::clone(cache), Arc::clone(status));
+            let renderers = Arc::clone(&renderers);
+            tokio::task::spawn_blocking(move || renderers.render_into(&cache, &status))
+        })
+        .collect();
+    drop(renderers);
     let mut scanned = Ok(());
     loop {
         let rows = match scan.next().await {
@@ -187,11 +193,18 @@ async fn scan_into(
         }
     }
     drop(rows_tx);
-    let rendered = match renderer.await {
-        Ok(rendered) => rendered,
-        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        Err(_) => Err(WarmStop::Interrupted), // the runtime is shutting down
-    };
+    let mut rendered = Ok(());
+    for thread in threads {
+        let stopped = match thread.await {
+            Ok(stopped) => stopped,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Err(WarmStop::Interrupted), // the runtime is shutting down
+        };
+        // An interruption outranks the budget: the warm-up must start over.
+        if stopped.is_err() && rendered != Err(WarmStop::Interrupted) {
+            rendered = stopped;
+        }
+    }
     scanned?;
     let mut outcome = match rendered {
         Ok(()) => WarmupOutcome::Complete,
@@ -242,21 +255,74 @@ async fn scan_into(
     Ok(outcome)
 }
 
-/// Renders the products the scan hands over into the catalog, in the order it reads them,
-/// until the scan ends or the catalog stops taking them.
-fn render_into(
-    cache: &ResponseCache,
-    status: &WarmupStatus,
-    mut rows: tokio::sync::mpsc::Receiver<ProductRows>,
-) -> Result<(), WarmStop> {
-    let mut trainers = DictionaryTrainer::for_cache(cache);
-    while let Some(rows) = rows.blocking_recv() {
-        let bodies = bodies(&rows, cache.compaction, cache.shard);
-        trainers.retain_mut(|trainer| !trainer.sampled(&bodies));
-        cache.insert_warm(bodies, status)?;
-        status.products_done.fetch_add(1, Ordering::Relaxed);
+/// How many threads render a warm-up's products: one a core. One renderer kept a core about
+/// four fifths busy on a 2-core machine, the scan and PostgreSQL sharing the other (README,
+/// Warm-up); on more cores the scan feeds several.
+fn renderer_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_RENDERERS))
+}
+
+/// Past this many renderers they would wait for the scan, which one task reads and decodes.
+const MAX_RENDERERS: usize = 8;
+
+/// What a warm-up's renderer threads share: the products the scan hands over, the dictionary
+/// trainers still sampling, and whether one of them has stopped.
+struct Renderers {
+    rows: std::sync::Mutex<tokio::sync::mpsc::Receiver<ProductRows>>,
+    trainers: std::sync::Mutex<Vec<DictionaryTrainer>>,
+    sampling: AtomicBool,
+    stopped: AtomicBool,
+}
+
+impl Renderers {
+    fn new(rows: tokio::sync::mpsc::Receiver<ProductRows>, cache: &ResponseCache) -> Renderers {
+        let trainers = DictionaryTrainer::for_cache(cache);
+        Renderers {
+            rows: std::sync::Mutex::new(rows),
+            sampling: AtomicBool::new(!trainers.is_empty()),
+            trainers: std::sync::Mutex::new(trainers),
+            stopped: AtomicBool::new(false),
+        }
     }
-    Ok(())
+
+    /// The next product the scan hands over; None once it ends or a renderer has stopped.
+    fn next(&self) -> Option<ProductRows> {
+        if self.stopped.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.rows.lock().ok()?.blocking_recv()
+    }
+
+    /// Renders the products the scan hands over into the catalog, in the order it reads them
+    /// (give or take the products other renderers hold), until the scan ends or the catalog
+    /// stops taking them.
+    fn render_into(&self, cache: &ResponseCache, status: &WarmupStatus) -> Result<(), WarmStop> {
+        while let Some(rows) = self.next() {
+            let bodies = bodies(&rows, cache.compaction, cache.shard);
+            if self.sampling.load(Ordering::Relaxed) {
+                self.sample(&bodies);
+            }
+            if let Err(stop) = cache.insert_warm(bodies, status) {
+                self.stopped.store(true, Ordering::Relaxed);
+                return Err(stop);
+            }
+            status.products_done.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Gives one product's bodies to the trainers still sampling, so that every product up to
+    /// the one that completes a sample is in it. Training (a third of a second at full scale)
+    /// holds the lock, and the other renderers wait for it once.
+    fn sample(&self, bodies: &[(Key, Rendered)]) {
+        let Ok(mut trainers) = self.trainers.lock() else {
+            return;
+        };
+        trainers.retain_mut(|trainer| !trainer.sampled(bodies));
+        if trainers.is_empty() {
+            self.sampling.store(false, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Collects the first lists (or whole bodies) a warm-up renders and, once it has enough,
