@@ -102,7 +102,7 @@ pub(crate) enum WarmStop {
     Interrupted,
 }
 
-/// Products read ahead of the renderer.
+/// Products read ahead of the renderers.
 const READ_AHEAD: usize = 256;
 
 /// Renders every body of the catalog from one scan of `database` into `cache`, in the
@@ -155,12 +155,12 @@ async fn scan_into(
     // Rendering and compressing are most of a warm-up's work: threads of their own do them
     // while this task reads and decodes the next products.
     let (rows_tx, rows_rx) = tokio::sync::mpsc::channel(READ_AHEAD);
-    let renderers = Arc::new(Renderers::new(rows_rx, cache));
+    let renderers = Arc::new(Renderers::new(rows_rx));
     let threads: Vec<_> = (0..renderer_threads())
-        .map(|_| {
+        .map(|i| {
             let (cache, status) = (Arc::clone(cache), Arc::clone(status));
             let renderers = Arc::clone(&renderers);
-            tokio::task::spawn_blocking(move || renderers.render_into(&cache, &status))
+            tokio::task::spawn_blocking(move || renderers.render_into(i == 0, &cache, &status))
         })
         .collect();
     drop(renderers);
@@ -178,7 +178,7 @@ async fn scan_into(
             first_products.push(rows.product.clone());
         }
         if rows_tx.send(rows).await.is_err() {
-            break; // the renderer stopped: the budget is spent, or everything changed
+            break; // the renderers stopped: the budget is spent, or everything changed
         }
         if logged.elapsed() > Duration::from_secs(5) {
             logged = Instant::now();
@@ -265,22 +265,27 @@ fn renderer_threads() -> usize {
 /// Past this many renderers they would wait for the scan, which one task reads and decodes.
 const MAX_RENDERERS: usize = 8;
 
-/// What a warm-up's renderer threads share: the products the scan hands over, the dictionary
-/// trainers still sampling, and whether one of them has stopped.
+/// What a warm-up's renderer threads share: the products the scan hands over, whether the
+/// first renderer has trained the dictionaries, and whether one of them has stopped.
+///
+/// The first renderer renders alone until it has trained the dictionaries its compaction
+/// packs against, as the only renderer did: they are trained on the first products in id
+/// order, everything before is compacted without them and everything after against them, so
+/// a warm-up's dictionary and where it starts do not depend on how threads were scheduled.
+/// That takes the first 4 MB of lists, under a second at full scale.
 struct Renderers {
     rows: std::sync::Mutex<tokio::sync::mpsc::Receiver<ProductRows>>,
-    trainers: std::sync::Mutex<Vec<DictionaryTrainer>>,
-    sampling: AtomicBool,
+    trained: std::sync::Mutex<bool>,
+    trained_changed: std::sync::Condvar,
     stopped: AtomicBool,
 }
 
 impl Renderers {
-    fn new(rows: tokio::sync::mpsc::Receiver<ProductRows>, cache: &ResponseCache) -> Renderers {
-        let trainers = DictionaryTrainer::for_cache(cache);
+    fn new(rows: tokio::sync::mpsc::Receiver<ProductRows>) -> Renderers {
         Renderers {
             rows: std::sync::Mutex::new(rows),
-            sampling: AtomicBool::new(!trainers.is_empty()),
-            trainers: std::sync::Mutex::new(trainers),
+            trained: std::sync::Mutex::new(false),
+            trained_changed: std::sync::Condvar::new(),
             stopped: AtomicBool::new(false),
         }
     }
@@ -290,17 +295,59 @@ impl Renderers {
         if self.stopped.load(Ordering::Relaxed) {
             return None;
         }
-        self.rows.lock().ok()?.blocking_recv()
+        let rows = self.rows.lock().ok()?.blocking_recv()?;
+        // A renderer may have stopped while this one waited: the warm-up takes no more.
+        (!self.stopped.load(Ordering::Relaxed)).then_some(rows)
+    }
+
+    /// Lets the renderers after the first start.
+    fn open(&self) {
+        if let Ok(mut trained) = self.trained.lock() {
+            *trained = true;
+        }
+        self.trained_changed.notify_all();
+    }
+
+    /// Waits until the first renderer has trained the dictionaries, or has stopped.
+    fn wait_for_the_first(&self) {
+        let Ok(trained) = self.trained.lock() else {
+            return;
+        };
+        let _trained = self
+            .trained_changed
+            .wait_while(trained, |trained| !*trained);
     }
 
     /// Renders the products the scan hands over into the catalog, in the order it reads them
     /// (give or take the products other renderers hold), until the scan ends or the catalog
-    /// stops taking them.
-    fn render_into(&self, cache: &ResponseCache, status: &WarmupStatus) -> Result<(), WarmStop> {
+    /// stops taking them. The `first` renderer trains the dictionaries while the others wait.
+    fn render_into(
+        &self,
+        first: bool,
+        cache: &ResponseCache,
+        status: &WarmupStatus,
+    ) -> Result<(), WarmStop> {
+        let _exit = OnExit {
+            renderers: self,
+            first,
+        };
+        let mut trainers = match first {
+            true => DictionaryTrainer::for_cache(cache),
+            false => {
+                self.wait_for_the_first();
+                Vec::new()
+            }
+        };
+        if trainers.is_empty() {
+            self.open();
+        }
         while let Some(rows) = self.next() {
             let bodies = bodies(&rows, cache.compaction, cache.shard);
-            if self.sampling.load(Ordering::Relaxed) {
-                self.sample(&bodies);
+            if !trainers.is_empty() {
+                trainers.retain_mut(|trainer| !trainer.sampled(&bodies));
+                if trainers.is_empty() {
+                    self.open();
+                }
             }
             if let Err(stop) = cache.insert_warm(bodies, status) {
                 self.stopped.store(true, Ordering::Relaxed);
@@ -310,17 +357,23 @@ impl Renderers {
         }
         Ok(())
     }
+}
 
-    /// Gives one product's bodies to the trainers still sampling, so that every product up to
-    /// the one that completes a sample is in it. Training (a third of a second at full scale)
-    /// holds the lock, and the other renderers wait for it once.
-    fn sample(&self, bodies: &[(Key, Rendered)]) {
-        let Ok(mut trainers) = self.trainers.lock() else {
-            return;
-        };
-        trainers.retain_mut(|trainer| !trainer.sampled(bodies));
-        if trainers.is_empty() {
-            self.sampling.store(false, Ordering::Relaxed);
+/// A renderer's way out, however it leaves: a panic stops the others (the scan then stops at
+/// its next product, and the warm-up re-raises the panic), and the first renderer lets the
+/// others go on if it leaves before it has trained the dictionaries.
+struct OnExit<'a> {
+    renderers: &'a Renderers,
+    first: bool,
+}
+
+impl Drop for OnExit<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.renderers.stopped.store(true, Ordering::Relaxed);
+        }
+        if self.first {
+            self.renderers.open();
         }
     }
 }

@@ -137,8 +137,10 @@ struct Read {
 }
 
 /// A `FETCH` under way in a task of its own, so that PostgreSQL reads the next chunk while the
-/// scan hands out this one: waiting for each chunk only once it was needed left the two cores
-/// about a seventh idle through a full-scale warm-up. Dropped with its scan, it is aborted.
+/// scan hands out this one (with the renderers waiting on the scan, and it on each chunk, a
+/// full-scale warm-up left the two cores about a seventh idle; README, Warm-up). Dropped
+/// with its scan, the task is aborted; a `FETCH` already sent still runs to its end on the
+/// server, and the connection closes after it.
 struct Fetch(tokio::task::JoinHandle<Result<Vec<Row>, tokio_postgres::Error>>);
 
 impl Drop for Fetch {
@@ -163,14 +165,18 @@ impl Read {
     async fn refill(&mut self) -> Result<(), DbError> {
         if self.rows.is_empty() && !self.done {
             self.prefetch();
-            let Some(mut fetch) = self.next.take() else {
+            let Some(fetch) = self.next.as_mut() else {
                 return Ok(());
             };
-            let chunk = match (&mut fetch.0).await {
+            // Taken only once it has arrived: a refill dropped while it waits loses no rows.
+            let fetched = (&mut fetch.0).await;
+            self.next = None;
+            let chunk = match fetched {
                 Ok(chunk) => chunk.map_err(DbError::query("scanning the catalog"))?,
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
                 Err(_) => {
                     return Err(DbError::Unavailable(
-                        "a fetch of the catalog scan was cancelled or panicked".into(),
+                        "a fetch of the catalog scan was cancelled: the runtime is stopping".into(),
                     ))
                 }
             };
