@@ -359,9 +359,9 @@ impl Renderers {
     }
 }
 
-/// A renderer's way out, however it leaves: a panic stops the others (the scan then stops at
-/// its next product, and the warm-up re-raises the panic), and the first renderer lets the
-/// others go on if it leaves before it has trained the dictionaries.
+/// A renderer's way out, however it leaves: a panic stops the others at their next product
+/// (the scan stops once they have all left, and the warm-up re-raises the panic), and the
+/// first renderer lets the others go on if it leaves before it has trained the dictionaries.
 struct OnExit<'a> {
     renderers: &'a Renderers,
     first: bool,

@@ -173,11 +173,12 @@ impl Read {
             self.next = None;
             let chunk = match fetched {
                 Ok(chunk) => chunk.map_err(DbError::query("scanning the catalog"))?,
-                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                Err(_) => {
-                    return Err(DbError::Unavailable(
-                        "a fetch of the catalog scan was cancelled: the runtime is stopping".into(),
-                    ))
+                // An error, not a panic re-raised here: the warm-up then joins its renderers
+                // before it ends, as after any failed read.
+                Err(e) => {
+                    return Err(DbError::Unavailable(format!(
+                        "a fetch of the catalog scan did not finish: {e}"
+                    )))
                 }
             };
             self.done = chunk.len() < CHUNK as usize;
