@@ -35,11 +35,11 @@ impl Written {
 
     /// What a POST's statement returned: the new row's id, or 1 (NULL where an earlier attempt
     /// of the request claimed its retry key, and this one wrote nothing), then the
-    /// transaction's id where the log has the write. A retry still reports `changes`: what the first attempt changed, so that this
-    /// instance refreshes it before answering, and the writer's next read has the write (all
-    /// but a new question's answers, whose id a retry does not learn: the feed refreshes
-    /// them). It reports no transaction, since its own wrote nothing for the feed to bring
-    /// back.
+    /// transaction's id where the log has the write. A retry still reports `changes`: what
+    /// the first attempt changed, so that this instance refreshes it before answering, and the
+    /// writer's next read has the write (all but a new question's answers, whose id a retry
+    /// does not learn: the feed refreshes them). It reports no transaction, since its own
+    /// wrote nothing for the feed to bring back.
     fn posted(row: &tokio_postgres::Row, changes: Vec<Change>) -> Written {
         match row.try_get::<_, Option<i64>>(0) {
             Ok(None) => Written {
