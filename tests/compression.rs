@@ -364,6 +364,49 @@ async fn compaction_goes_as_far_as_configured() {
     }
 }
 
+/// The list dictionary a warm-up trains on `sample_bytes`, rebuilt from fresh renders: the
+/// items of every list of the first products in id order (each product's lists in the order
+/// the warm-up renders them, its questions' answers in the order the scan reads its
+/// questions), up to the product whose lists pass that size.
+async fn list_dictionary_of_the_first_products(
+    db: &common::TestDb,
+    pool: &Pool,
+    sample_bytes: usize,
+) -> Vec<u8> {
+    let (mut samples, mut sampled) = (Vec::new(), 0);
+    for id in db.ids("SELECT id FROM products ORDER BY id").await {
+        let questions = db
+            .ids(&format!(
+                "SELECT id FROM questions WHERE product_id = {id}
+                  ORDER BY helpfulness DESC, date DESC, id DESC"
+            ))
+            .await;
+        // The newest order is an index into the helpful order's items, not items of its own.
+        let helpful = Key::Reviews {
+            product_id: id,
+            order: ReviewOrder::Helpful,
+        };
+        let keys = [helpful, Key::Questions(id)];
+        for key in keys
+            .into_iter()
+            .chain(questions.into_iter().map(Key::Answers))
+        {
+            let Rendered::List(list) = fill(&key, pool).await.unwrap() else {
+                continue;
+            };
+            if let Some(items) = list.own_items().filter(|items| !items.is_empty()) {
+                sampled += items.len();
+                samples.push(items.into_owned());
+            }
+        }
+        if sampled >= sample_bytes {
+            break;
+        }
+    }
+    let max_bytes = compress::DICTIONARY_MAX_BYTES.min(sampled / 4);
+    compress::train_dictionary(&samples, max_bytes).expect("enough samples to train on")
+}
+
 #[tokio::test]
 async fn lists_are_packed_against_a_dictionary_trained_on_the_first_ones() {
     let (_dir, db, _) = catalog_with_a_long_list("dictionary", 0.0005).await;
@@ -373,6 +416,11 @@ async fn lists_are_packed_against_a_dictionary_trained_on_the_first_ones() {
     let dictionary =
         compress::dictionary(DictionaryKind::Lists).expect("the warm-up trained a dictionary");
     assert_eq!(common::dictionary_gauge(a, "lists").await, dictionary.len());
+    // However many threads render, it is trained on the first products in id order.
+    assert!(
+        dictionary == list_dictionary_of_the_first_products(&db, &pool, 64 << 10).await,
+        "the list dictionary is not the one the first products' lists train"
+    );
 
     // A question's answers: most of the catalog's lists, and the ones deflate does least for.
     let questions = db.ids("SELECT id FROM questions ORDER BY id").await;
