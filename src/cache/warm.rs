@@ -273,15 +273,15 @@ const MAX_RENDERERS: usize = 8;
 /// order, everything before is compacted without them and everything after against them, so
 /// a warm-up's dictionary and where it starts do not depend on how threads were scheduled.
 /// That takes the first 4 MB of lists, under a second at full scale.
-struct Renderers {
-    rows: std::sync::Mutex<tokio::sync::mpsc::Receiver<ProductRows>>,
+struct Renderers<T> {
+    rows: std::sync::Mutex<tokio::sync::mpsc::Receiver<T>>,
     trained: std::sync::Mutex<bool>,
     trained_changed: std::sync::Condvar,
     stopped: AtomicBool,
 }
 
-impl Renderers {
-    fn new(rows: tokio::sync::mpsc::Receiver<ProductRows>) -> Renderers {
+impl<T> Renderers<T> {
+    fn new(rows: tokio::sync::mpsc::Receiver<T>) -> Renderers<T> {
         Renderers {
             rows: std::sync::Mutex::new(rows),
             trained: std::sync::Mutex::new(false),
@@ -291,7 +291,7 @@ impl Renderers {
     }
 
     /// The next product the scan hands over; None once it ends or a renderer has stopped.
-    fn next(&self) -> Option<ProductRows> {
+    fn next(&self) -> Option<T> {
         if self.stopped.load(Ordering::Relaxed) {
             return None;
         }
@@ -318,6 +318,44 @@ impl Renderers {
             .wait_while(trained, |trained| !*trained);
     }
 
+    /// Hands the products the scan hands over to `render`, taking turns with the other
+    /// renderers, until the scan ends or one of them stops. `render` says whether it is still
+    /// training (the `first` renderer's, while it has dictionaries to train: until then the
+    /// others wait), or why the warm-up takes no more.
+    fn take_turns(
+        &self,
+        first: bool,
+        mut training: bool,
+        mut render: impl FnMut(T) -> Result<bool, WarmStop>,
+    ) -> Result<(), WarmStop> {
+        let _exit = OnExit {
+            renderers: self,
+            first,
+        };
+        match first {
+            true if !training => self.open(),
+            true => {}
+            false => self.wait_for_the_first(),
+        }
+        while let Some(rows) = self.next() {
+            match render(rows) {
+                Ok(still_training) => {
+                    if training && !still_training {
+                        training = false;
+                        self.open();
+                    }
+                }
+                Err(stop) => {
+                    self.stopped.store(true, Ordering::Relaxed);
+                    return Err(stop);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Renderers<ProductRows> {
     /// Renders the products the scan hands over into the catalog, in the order it reads them
     /// (give or take the products other renderers hold), until the scan ends or the catalog
     /// stops taking them. The `first` renderer trains the dictionaries while the others wait.
@@ -327,47 +365,29 @@ impl Renderers {
         cache: &ResponseCache,
         status: &WarmupStatus,
     ) -> Result<(), WarmStop> {
-        let _exit = OnExit {
-            renderers: self,
-            first,
-        };
         let mut trainers = match first {
             true => DictionaryTrainer::for_cache(cache),
-            false => {
-                self.wait_for_the_first();
-                Vec::new()
-            }
+            false => Vec::new(),
         };
-        if trainers.is_empty() {
-            self.open();
-        }
-        while let Some(rows) = self.next() {
+        self.take_turns(first, !trainers.is_empty(), |rows| {
             let bodies = bodies(&rows, cache.compaction, cache.shard);
-            if !trainers.is_empty() {
-                trainers.retain_mut(|trainer| !trainer.sampled(&bodies));
-                if trainers.is_empty() {
-                    self.open();
-                }
-            }
-            if let Err(stop) = cache.insert_warm(bodies, status) {
-                self.stopped.store(true, Ordering::Relaxed);
-                return Err(stop);
-            }
+            trainers.retain_mut(|trainer| !trainer.sampled(&bodies));
+            cache.insert_warm(bodies, status)?;
             status.products_done.fetch_add(1, Ordering::Relaxed);
-        }
-        Ok(())
+            Ok(!trainers.is_empty())
+        })
     }
 }
 
 /// A renderer's way out, however it leaves: a panic stops the others at their next product
 /// (the scan stops once they have all left, and the warm-up re-raises the panic), and the
 /// first renderer lets the others go on if it leaves before it has trained the dictionaries.
-struct OnExit<'a> {
-    renderers: &'a Renderers,
+struct OnExit<'a, T> {
+    renderers: &'a Renderers<T>,
     first: bool,
 }
 
-impl Drop for OnExit<'_> {
+impl<T> Drop for OnExit<'_, T> {
     fn drop(&mut self) {
         if std::thread::panicking() {
             self.renderers.stopped.store(true, Ordering::Relaxed);
@@ -640,5 +660,174 @@ impl ResponseCache {
             status.entries.fetch_add(1, Ordering::Relaxed);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+    use std::sync::{Arc, Mutex};
+    use std::thread::JoinHandle;
+    use std::time::{Duration, Instant};
+
+    use super::{Renderers, WarmStop};
+
+    /// Long enough for a thread that is runnable to reach the wait it is heading for.
+    const SETTLE: Duration = Duration::from_millis(200);
+
+    fn renderers() -> (tokio::sync::mpsc::Sender<u32>, Arc<Renderers<u32>>) {
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        (tx, Arc::new(Renderers::new(rx)))
+    }
+
+    /// Waits (up to ten seconds) until a renderer has stopped the warm-up.
+    fn until_stopped(renderers: &Renderers<u32>) {
+        let started = Instant::now();
+        while !renderers.stopped.load(std::sync::atomic::Ordering::Relaxed) {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "no renderer stopped"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// A renderer's outcome, or None if it has not left within ten seconds.
+    fn outcome(
+        thread: JoinHandle<()>,
+        done: &mpsc::Receiver<Result<(), WarmStop>>,
+    ) -> Option<Result<(), WarmStop>> {
+        let outcome = done.recv_timeout(Duration::from_secs(10)).ok();
+        if outcome.is_some() {
+            let _ = thread.join();
+        }
+        outcome
+    }
+
+    #[test]
+    fn a_renderer_waiting_for_a_product_when_another_stops_drops_it() {
+        let (tx, renderers) = renderers();
+        let rendered = Arc::new(Mutex::new(Vec::new()));
+        let (holding, held) = mpsc::channel();
+        let (release, released) = mpsc::channel::<()>();
+        let released = Arc::new(Mutex::new(released));
+        let (done_tx, done) = mpsc::channel();
+        let threads: Vec<_> = (0..2)
+            .map(|i| {
+                let (renderers, rendered) = (Arc::clone(&renderers), Arc::clone(&rendered));
+                let (holding, released, done_tx) =
+                    (holding.clone(), Arc::clone(&released), done_tx.clone());
+                std::thread::spawn(move || {
+                    let outcome = renderers.take_turns(i == 0, false, |item| {
+                        if item == 1 {
+                            // The budget fills with this product, once the other renderer is
+                            // waiting for the next.
+                            let _ = holding.send(());
+                            let _ = released.lock().map(|r| r.recv());
+                            return Err(WarmStop::BudgetFull);
+                        }
+                        rendered.lock().unwrap().push(item);
+                        Ok(false)
+                    });
+                    let _ = done_tx.send(outcome);
+                })
+            })
+            .collect();
+        tx.blocking_send(1).unwrap();
+        held.recv_timeout(Duration::from_secs(10)).unwrap();
+        std::thread::sleep(SETTLE);
+        release.send(()).unwrap();
+        until_stopped(&renderers);
+        tx.blocking_send(2).unwrap();
+        drop(tx);
+        let mut outcomes: Vec<_> = threads.into_iter().map(|t| outcome(t, &done)).collect();
+        outcomes.sort_by_key(|o| format!("{o:?}"));
+        assert_eq!(outcomes, [Some(Err(WarmStop::BudgetFull)), Some(Ok(()))]);
+        assert_eq!(
+            *rendered.lock().unwrap(),
+            [] as [u32; 0],
+            "a product received after the budget filled was rendered"
+        );
+    }
+
+    #[test]
+    fn a_first_renderer_that_panics_while_training_lets_the_others_go_and_stops_them() {
+        let (tx, renderers) = renderers();
+        let rendered = Arc::new(Mutex::new(Vec::new()));
+        let first = {
+            let renderers = Arc::clone(&renderers);
+            std::thread::spawn(move || {
+                renderers.take_turns(true, true, |item| -> Result<bool, WarmStop> {
+                    panic!("rendering product {item} failed")
+                })
+            })
+        };
+        let (done_tx, done) = mpsc::channel();
+        let other = {
+            let (renderers, rendered) = (Arc::clone(&renderers), Arc::clone(&rendered));
+            std::thread::spawn(move || {
+                let outcome = renderers.take_turns(false, false, |item| {
+                    rendered.lock().unwrap().push(item);
+                    Ok(false)
+                });
+                let _ = done_tx.send(outcome);
+            })
+        };
+        tx.blocking_send(1).unwrap();
+        assert!(first.join().is_err(), "the first renderer did not panic");
+        tx.blocking_send(2).unwrap();
+        drop(tx);
+        assert_eq!(
+            outcome(other, &done),
+            Some(Ok(())),
+            "the other renderer still waits for the first to train"
+        );
+        assert_eq!(
+            *rendered.lock().unwrap(),
+            [] as [u32; 0],
+            "a product was rendered after a renderer panicked"
+        );
+    }
+
+    #[test]
+    fn the_others_wait_until_the_first_has_trained() {
+        let (tx, renderers) = renderers();
+        let by_renderer = Arc::new(Mutex::new(Vec::new()));
+        let (holding, held) = mpsc::channel();
+        let (release, released) = mpsc::channel::<()>();
+        let released = Arc::new(Mutex::new(released));
+        let threads: Vec<_> = (0..2)
+            .map(|i| {
+                let (renderers, by_renderer) = (Arc::clone(&renderers), Arc::clone(&by_renderer));
+                let (holding, released) = (holding.clone(), Arc::clone(&released));
+                std::thread::spawn(move || {
+                    renderers.take_turns(i == 0, i == 0, |item| {
+                        by_renderer.lock().unwrap().push((item, i));
+                        if item == 1 {
+                            let _ = holding.send(());
+                            let _ = released.lock().map(|r| r.recv());
+                        }
+                        // Trained after the second product.
+                        Ok(item < 2)
+                    })
+                })
+            })
+            .collect();
+        tx.blocking_send(1).unwrap();
+        held.recv_timeout(Duration::from_secs(10)).unwrap();
+        // While the first renders its first product, the second waits in the queue.
+        tx.blocking_send(2).unwrap();
+        std::thread::sleep(SETTLE);
+        release.send(()).unwrap();
+        for item in 3..10 {
+            tx.blocking_send(item).unwrap();
+        }
+        drop(tx);
+        for thread in threads {
+            assert_eq!(thread.join().unwrap(), Ok(()));
+        }
+        let by_renderer = by_renderer.lock().unwrap();
+        assert_eq!(by_renderer.len(), 9);
+        assert_eq!(by_renderer[..2], [(1, 0), (2, 0)], "{by_renderer:?}");
     }
 }
