@@ -188,10 +188,11 @@ pub fn answer(bytes: &[u8]) -> Result<NewAnswer, BodyError> {
     })
 }
 
-/// `POST /cart`: `sku_id` or `skuId`.
+/// `POST /cart`: `sku_id` or `skuId` (a `null` is none, as for a question's `product_id`).
 pub fn cart_sku(bytes: &[u8]) -> Result<i64, BodyError> {
     let o = object(bytes)?;
-    id(o.get("sku_id").or_else(|| o.get("skuId")))
+    let given = |name| o.get(name).filter(|v| !v.is_null());
+    id(given("sku_id").or_else(|| given("skuId")))
 }
 
 /// `POST /interactions`.
@@ -295,6 +296,9 @@ mod tests {
         assert_eq!(cart_sku(br#"{"sku_id":3}"#), Ok(3));
         assert_eq!(cart_sku(br#"{"skuId":"4"}"#), Ok(4));
         assert_eq!(cart_sku(br#"{"sku":4}"#), Err(BodyError::Invalid));
+        assert_eq!(cart_sku(br#"{"sku_id":null,"skuId":5}"#), Ok(5));
+        assert_eq!(cart_sku(br#"{"sku_id":6,"skuId":null}"#), Ok(6));
+        assert_eq!(cart_sku(br#"{"sku_id":null}"#), Err(BodyError::Invalid));
         let q = question(br#"{"body":"Why?","name":"a","email":"a@b.co"}"#, Some(7)).unwrap();
         assert_eq!(q.product_id, 7);
         assert!(question(br#"{"body":"Why?","name":"a","email":"a@b.co"}"#, None).is_err());

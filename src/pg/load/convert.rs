@@ -225,7 +225,12 @@ impl<'a> Converter<'a> {
                     out.extend_from_slice(b"\\N")
                 }
                 Column::Text | Column::OptText => push_text(out, raw, name, repair),
-                Column::Money if null || raw == b"null" => out.extend_from_slice(b"\\N"),
+                // An empty price is no price: the original files are known to leave a sale
+                // price empty, and one empty field must not take a style with its photos and
+                // skus (or a product with everything under it) out of the catalog.
+                Column::Money if null || raw == b"null" || raw.is_empty() => {
+                    out.extend_from_slice(b"\\N")
+                }
                 Column::Money => {
                     if !is_money(raw) {
                         return Err(bad("not a price"));
@@ -234,7 +239,7 @@ impl<'a> Converter<'a> {
                 }
                 Column::OptMoney => {
                     let zero = !raw.is_empty() && raw.iter().all(|&b| b == b'0' || b == b'.');
-                    if null || raw == b"null" || zero {
+                    if null || raw == b"null" || raw.is_empty() || zero {
                         out.extend_from_slice(b"\\N");
                     } else if is_money(raw) {
                         out.extend_from_slice(raw);
@@ -442,6 +447,25 @@ mod tests {
         assert!(matches!(o, Outcome::Skipped(_)));
         let (o, _) = convert(Table::Styles, &parents, r#"1,1,"A",null,nothing,0"#);
         assert!(matches!(o, Outcome::Skipped(_)), "not a price");
+        for empty in [r#"1,1,"A",,140,1"#, r#"1,1,"A","",140,1"#] {
+            let (o, row) = convert(Table::Styles, &parents, empty);
+            assert_eq!(
+                (o, row.as_str()),
+                (Outcome::Loaded, "1\t1\tA\t\\N\t140\tt\n"),
+                "an empty sale price is no sale: {empty}"
+            );
+        }
+        let (o, row) = convert(Table::Styles, &parents, r#"1,1,"A",,,1"#);
+        assert_eq!(
+            (o, row.as_str()),
+            (Outcome::Loaded, "1\t1\tA\t\\N\t\\N\tt\n"),
+            "an empty price is a missing one"
+        );
+        let (o, row) = convert(Table::Products, &parents, r#"2,"P","S","D","Pants","#);
+        assert_eq!(
+            (o, row.as_str()),
+            (Outcome::Loaded, "2\tP\tS\tD\tPants\t\\N\n")
+        );
     }
 
     /// The format's `null` is a missing value in every column, the ones the data set always
