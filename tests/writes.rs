@@ -251,6 +251,52 @@ async fn a_new_answer_with_photos_appears_nested_and_in_answers() {
     assert_eq!(questions["results"][0]["answers"], serde_json::json!({}));
 }
 
+/// A review, question or answer written through the API is dated to the millisecond, as the
+/// loaded rows are and as bodies show dates: rows written within one millisecond then go by
+/// id in every order, as the contract says, not by microseconds no body shows.
+#[tokio::test]
+async fn writes_are_dated_to_the_millisecond() {
+    let (db, server) = server_with_data(&common::sample_dir()).await;
+    let a = server.addr;
+    for (path, body) in [
+        (
+            "/reviews",
+            r#"{"product_id":2,"rating":3,"summary":"Okay","body":"Fine.","recommend":false,
+                "name":"n","email":"n@example.com","characteristics":{}}"#,
+        ),
+        (
+            "/qa/questions",
+            r#"{"product_id":2,"body":"Why?","name":"q","email":"q@example.com"}"#,
+        ),
+        (
+            "/qa/questions/6/answers",
+            r#"{"body":"Because.","name":"s","email":"s@example.com"}"#,
+        ),
+    ] {
+        // Three of each: a date written to the microsecond is whole in the millisecond once
+        // in a thousand.
+        for _ in 0..3 {
+            let r = post_json(a, path, body).await;
+            assert_eq!((r.status, r.body.as_str()), (201, "Created"), "{path}");
+        }
+    }
+    let client = db.client().await;
+    for table in ["reviews", "questions", "answers"] {
+        let finer: i64 = client
+            .query_one(
+                &format!(
+                    "SELECT count(*) FROM (SELECT * FROM {table} ORDER BY id DESC LIMIT 3) w
+                      WHERE date <> date_trunc('milliseconds', date)"
+                ),
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(finer, 0, "{table} written finer than the millisecond");
+    }
+}
+
 #[tokio::test]
 async fn cart_and_interactions() {
     let (db, server) = server_with_data(&common::sample_dir()).await;

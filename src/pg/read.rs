@@ -60,6 +60,16 @@ macro_rules! counted_once {
     };
 }
 
+/// The date a new review, question or answer is written with: now, to the millisecond. Loaded
+/// rows are dated to the millisecond and bodies show no finer, so two rows written within one
+/// millisecond tie on the date and go by id, as the contract's orders say, rather than by
+/// microseconds no client sees.
+macro_rules! to_the_millisecond {
+    () => {
+        "date_trunc('milliseconds', now())"
+    };
+}
+
 /// The CTE (`claimed`) with which a POST claims its retry key (`$key`, see
 /// `pg::write::post_claim`, or NULL) in `applied_requests`, `$when` (the clause that ends in
 /// `WHERE` or `AND`) the request is valid. A key already claimed, by an earlier attempt of the
@@ -183,8 +193,8 @@ statements! {
                        WHERE product_id = $1 AND id = ANY ($9::int8[])) = cardinality($9::int8[]) AS ok),",
         claimed_once!("$11", "FROM valid WHERE ok AND"),
         "review AS (
-              INSERT INTO reviews (product_id, rating, summary, body, recommend, reviewer_name, reviewer_email)
-              SELECT $1, $2, $3, $4, $5, $6, $7 FROM valid WHERE ok AND ", unclaimed!("$11"), "
+              INSERT INTO reviews (product_id, rating, summary, body, recommend, reviewer_name, reviewer_email, date)
+              SELECT $1, $2, $3, $4, $5, $6, $7, ", to_the_millisecond!(), " FROM valid WHERE ok AND ", unclaimed!("$11"), "
               RETURNING id),
           photos AS (
               INSERT INTO reviews_photos (review_id, url)
@@ -199,8 +209,8 @@ statements! {
     add_question = concat!(
         "WITH", claimed_once!("$5", "WHERE"),
         "question AS (
-              INSERT INTO questions (product_id, body, asker_name, asker_email)
-              SELECT $1, $2, $3, $4 WHERE ", unclaimed!("$5"), "
+              INSERT INTO questions (product_id, body, asker_name, asker_email, date)
+              SELECT $1, $2, $3, $4, ", to_the_millisecond!(), " WHERE ", unclaimed!("$5"), "
               RETURNING id)
           SELECT (SELECT id FROM question), pg_current_xact_id()::text::int8"
     );
@@ -209,8 +219,8 @@ statements! {
     add_answer = concat!(
         "WITH", claimed_once!("$6", "WHERE"),
         "answer AS (
-              INSERT INTO answers (question_id, body, answerer_name, answerer_email)
-              SELECT $1, $2, $3, $4 WHERE ", unclaimed!("$6"), " RETURNING id),
+              INSERT INTO answers (question_id, body, answerer_name, answerer_email, date)
+              SELECT $1, $2, $3, $4, ", to_the_millisecond!(), " WHERE ", unclaimed!("$6"), " RETURNING id),
           photos AS (
               INSERT INTO answers_photos (answer_id, url)
               SELECT answer.id, url FROM answer, unnest($5::text[]) WITH ORDINALITY AS p(url, n) ORDER BY n)
