@@ -278,6 +278,10 @@ struct Renderers<T> {
     trained: std::sync::Mutex<bool>,
     trained_changed: std::sync::Condvar,
     stopped: AtomicBool,
+    /// How many times a renderer has gone to wait, for a product or for the first: a test
+    /// waits on this rather than on the clock.
+    #[cfg(test)]
+    waits: std::sync::atomic::AtomicUsize,
 }
 
 impl<T> Renderers<T> {
@@ -287,6 +291,8 @@ impl<T> Renderers<T> {
             trained: std::sync::Mutex::new(false),
             trained_changed: std::sync::Condvar::new(),
             stopped: AtomicBool::new(false),
+            #[cfg(test)]
+            waits: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -295,6 +301,8 @@ impl<T> Renderers<T> {
         if self.stopped.load(Ordering::Relaxed) {
             return None;
         }
+        #[cfg(test)]
+        self.waits.fetch_add(1, Ordering::SeqCst);
         let rows = self.rows.lock().ok()?.blocking_recv()?;
         // A renderer may have stopped while this one waited: the warm-up takes no more.
         (!self.stopped.load(Ordering::Relaxed)).then_some(rows)
@@ -310,6 +318,8 @@ impl<T> Renderers<T> {
 
     /// Waits until the first renderer has trained the dictionaries, or has stopped.
     fn wait_for_the_first(&self) {
+        #[cfg(test)]
+        self.waits.fetch_add(1, Ordering::SeqCst);
         let Ok(trained) = self.trained.lock() else {
             return;
         };
@@ -665,6 +675,7 @@ impl ResponseCache {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::Ordering;
     use std::sync::mpsc;
     use std::sync::{Arc, Mutex};
     use std::thread::JoinHandle;
@@ -672,24 +683,32 @@ mod tests {
 
     use super::{Renderers, WarmStop};
 
-    /// Long enough for a thread that is runnable to reach the wait it is heading for.
-    const SETTLE: Duration = Duration::from_millis(200);
-
     fn renderers() -> (tokio::sync::mpsc::Sender<u32>, Arc<Renderers<u32>>) {
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         (tx, Arc::new(Renderers::new(rx)))
     }
 
-    /// Waits (up to ten seconds) until a renderer has stopped the warm-up.
-    fn until_stopped(renderers: &Renderers<u32>) {
+    /// Waits (up to ten seconds) until `done` says so.
+    fn until(what: &str, done: impl Fn() -> bool) {
         let started = Instant::now();
-        while !renderers.stopped.load(std::sync::atomic::Ordering::Relaxed) {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "no renderer stopped"
-            );
-            std::thread::sleep(Duration::from_millis(5));
+        while !done() {
+            assert!(started.elapsed() < Duration::from_secs(10), "{what}");
+            std::thread::sleep(Duration::from_millis(1));
         }
+    }
+
+    /// Waits until a renderer has stopped the warm-up.
+    fn until_stopped(renderers: &Renderers<u32>) {
+        until("no renderer stopped", || {
+            renderers.stopped.load(Ordering::Relaxed)
+        });
+    }
+
+    /// Waits until the renderers have gone to wait `n` times in all.
+    fn until_waits(renderers: &Renderers<u32>, n: usize) {
+        until("the renderers did not go to wait", || {
+            renderers.waits.load(Ordering::SeqCst) >= n
+        });
     }
 
     /// A renderer's outcome, or None if it has not left within ten seconds.
@@ -735,7 +754,8 @@ mod tests {
             .collect();
         tx.blocking_send(1).unwrap();
         held.recv_timeout(Duration::from_secs(10)).unwrap();
-        std::thread::sleep(SETTLE);
+        // Each renderer has gone for a product: the other is past its check for a stop.
+        until_waits(&renderers, 2);
         release.send(()).unwrap();
         until_stopped(&renderers);
         tx.blocking_send(2).unwrap();
@@ -802,11 +822,12 @@ mod tests {
                 let (holding, released) = (holding.clone(), Arc::clone(&released));
                 std::thread::spawn(move || {
                     renderers.take_turns(i == 0, i == 0, |item| {
-                        by_renderer.lock().unwrap().push((item, i));
+                        by_renderer.lock().unwrap().push(("start", item, i));
                         if item == 1 {
                             let _ = holding.send(());
                             let _ = released.lock().map(|r| r.recv());
                         }
+                        by_renderer.lock().unwrap().push(("end", item, i));
                         // Trained after the second product.
                         Ok(item < 2)
                     })
@@ -815,9 +836,9 @@ mod tests {
             .collect();
         tx.blocking_send(1).unwrap();
         held.recv_timeout(Duration::from_secs(10)).unwrap();
-        // While the first renders its first product, the second waits in the queue.
+        // While the first renders its first product, the other waits for it to train.
+        until_waits(&renderers, 2);
         tx.blocking_send(2).unwrap();
-        std::thread::sleep(SETTLE);
         release.send(()).unwrap();
         for item in 3..10 {
             tx.blocking_send(item).unwrap();
@@ -827,7 +848,16 @@ mod tests {
             assert_eq!(thread.join().unwrap(), Ok(()));
         }
         let by_renderer = by_renderer.lock().unwrap();
-        assert_eq!(by_renderer.len(), 9);
-        assert_eq!(by_renderer[..2], [(1, 0), (2, 0)], "{by_renderer:?}");
+        assert_eq!(by_renderer.len(), 18);
+        assert_eq!(
+            by_renderer[..4],
+            [
+                ("start", 1, 0),
+                ("end", 1, 0),
+                ("start", 2, 0),
+                ("end", 2, 0)
+            ],
+            "the other renderer began before the first had trained: {by_renderer:?}"
+        );
     }
 }
