@@ -305,9 +305,11 @@ async fn cart_and_interactions() {
     assert_eq!(post_json(a, "/cart", r#"{"sku_id":3}"#).await.status, 201);
     assert_eq!(post_json(a, "/cart", r#"{"skuId":"3"}"#).await.status, 201);
     assert_eq!(post_json(a, "/cart", r#"{"sku_id":1}"#).await.status, 201);
+    let r = post_json(a, "/cart", r#"{"sku_id":null,"skuId":1}"#).await;
+    assert_eq!(r.status, 201, "a null sku_id is none: skuId is taken");
     assert_eq!(
         get(a, "/cart").await.body,
-        r#"[{"sku_id":1,"count":"1"},{"sku_id":3,"count":"2"}]"#
+        r#"[{"sku_id":1,"count":"2"},{"sku_id":3,"count":"2"}]"#
     );
     let other = common::send_raw(a, b"GET /cart HTTP/1.1\r\nHost: t\r\nAuthorization: someone-else\r\nConnection: close\r\n\r\n").await;
     assert_eq!(other.body, "[]", "carts are per Authorization token");

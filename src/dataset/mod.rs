@@ -46,9 +46,9 @@ pub enum Column {
     /// Text or the `null` token.
     OptText,
     /// A price in dollars (`140`, `35.5`), which the data set always gives (a `null` loads as
-    /// SQL NULL all the same).
+    /// SQL NULL all the same, and so does an empty field, reported as a repair).
     Money,
-    /// A sale price: `null`, or `0` which means the same, or a price.
+    /// A sale price: `null`, or `0` or an empty field which mean the same, or a price.
     OptMoney,
     /// `true`/`false` or `1`/`0`.
     Bool,

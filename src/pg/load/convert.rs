@@ -225,11 +225,13 @@ impl<'a> Converter<'a> {
                     out.extend_from_slice(b"\\N")
                 }
                 Column::Text | Column::OptText => push_text(out, raw, name, repair),
-                // An empty price is no price: the original files are known to leave a sale
-                // price empty, and one empty field must not take a style with its photos and
-                // skus (or a product with everything under it) out of the catalog.
-                Column::Money if null || raw == b"null" || raw.is_empty() => {
-                    out.extend_from_slice(b"\\N")
+                Column::Money if null || raw == b"null" => out.extend_from_slice(b"\\N"),
+                // An empty price is outside the format, but one empty field must not take a
+                // style with its photos and skus (or a product with everything under it) out
+                // of the catalog: it loads as no price, and the report says so.
+                Column::Money if raw.is_empty() => {
+                    out.extend_from_slice(b"\\N");
+                    *repair = Some(format!("{name}: empty, loaded as no price"));
                 }
                 Column::Money => {
                     if !is_money(raw) {
@@ -237,8 +239,9 @@ impl<'a> Converter<'a> {
                     }
                     out.extend_from_slice(raw);
                 }
+                // An empty sale price, like `null` or a zero, is no sale.
                 Column::OptMoney => {
-                    let zero = !raw.is_empty() && raw.iter().all(|&b| b == b'0' || b == b'.');
+                    let zero = is_money(raw) && raw.iter().all(|&b| b == b'0' || b == b'.');
                     if null || raw == b"null" || raw.is_empty() || zero {
                         out.extend_from_slice(b"\\N");
                     } else if is_money(raw) {
@@ -458,13 +461,30 @@ mod tests {
         let (o, row) = convert(Table::Styles, &parents, r#"1,1,"A",,,1"#);
         assert_eq!(
             (o, row.as_str()),
-            (Outcome::Loaded, "1\t1\tA\t\\N\t\\N\tt\n"),
-            "an empty price is a missing one"
+            (
+                Outcome::Repaired("original_price: empty, loaded as no price".into()),
+                "1\t1\tA\t\\N\t\\N\tt\n"
+            ),
+            "an empty price is a missing one, and reported"
         );
         let (o, row) = convert(Table::Products, &parents, r#"2,"P","S","D","Pants","#);
         assert_eq!(
             (o, row.as_str()),
-            (Outcome::Loaded, "2\tP\tS\tD\tPants\t\\N\n")
+            (
+                Outcome::Repaired("default_price: empty, loaded as no price".into()),
+                "2\tP\tS\tD\tPants\t\\N\n"
+            )
+        );
+        for not_zero in [".", "0.0.0", "00."] {
+            let line = format!("1,1,\"A\",{not_zero},140,1");
+            let (o, _) = convert(Table::Styles, &parents, &line);
+            assert!(matches!(o, Outcome::Skipped(_)), "{not_zero}: {o:?}");
+        }
+        let (o, row) = convert(Table::Styles, &parents, r#"1,1,"A",0.00,140,1"#);
+        assert_eq!(
+            (o, row.as_str()),
+            (Outcome::Loaded, "1\t1\tA\t\\N\t140\tt\n"),
+            "a zero sale price is no sale"
         );
     }
 
