@@ -9,6 +9,16 @@ pub enum ReviewOrder {
     Newest,
 }
 
+/// `page` and `count` as a request wrote them (digits, no leading zero), kept where one is
+/// past 2^64-1: the arithmetic takes such a number as 2^64-1 (no list is that long), and the
+/// heads that echo them write them as given, as the contract asks of huge counts (serve them,
+/// never overflow).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PagingDigits {
+    pub page: Box<str>,
+    pub count: Box<str>,
+}
+
 /// The two `PUT` actions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mark {

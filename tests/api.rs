@@ -243,6 +243,30 @@ async fn reviews_in_every_order_and_page() {
         .body,
         r#"{"product":"2","page":81129638414606654674191240921090,"count":9007199254740991,"results":[]}"#
     );
+    // Past 2^64-1 too: a count is echoed as written (less its leading zeros), and the offset
+    // is computed exactly.
+    assert_eq!(
+        get(a, "/reviews?product_id=2&count=0099999999999999999999")
+            .await
+            .body,
+        page("2", 0, 5, &[review_3(), review_4()])
+            .replace(r#""count":5"#, r#""count":99999999999999999999"#)
+    );
+    assert_eq!(
+        get(a, "/reviews?product_id=2&page=18446744073709551616&count=1")
+            .await
+            .body,
+        r#"{"product":"2","page":18446744073709551615,"count":1,"results":[]}"#
+    );
+    assert_eq!(
+        get(
+            a,
+            "/reviews?product_id=2&page=99999999999999999999&count=99999999999999999999"
+        )
+        .await
+        .body,
+        r#"{"product":"2","page":9999999999999999999700000000000000000002,"count":99999999999999999999,"results":[]}"#
+    );
     assert_eq!(
         get(a, "/reviews?product_id=6").await.body,
         page("6", 0, 5, &[])
@@ -323,6 +347,19 @@ async fn questions_and_answers() {
         answer_2_photo()
     );
     assert_eq!(get(a, "/qa/questions/1/answers").await.body, answers);
+    assert_eq!(
+        get(a, "/qa/questions/1/answers?count=18446744073709551616")
+            .await
+            .body,
+        answers.replace(r#""count":5"#, r#""count":18446744073709551616"#),
+        "a count past 2^64-1 is echoed as written"
+    );
+    assert_eq!(
+        get(a, "/qa/questions/1/answers?page=99999999999999999999999&count=2")
+            .await
+            .body,
+        r#"{"question":"1","page":99999999999999999999999,"count":2,"results":[]}"#
+    );
     assert_eq!(
         get(a, "/qa/questions/1/answers?page=2&count=2").await.body,
         r#"{"question":"1","page":2,"count":2,"results":[{"answer_id":1,"body":"Supposedly suede, but I think its synthetic","date":"2020-09-13T00:53:05.988Z","answerer_name":"sillyguy","helpfulness":1,"photos":[]}]}"#

@@ -11,6 +11,7 @@ use hyper::Response;
 use super::respond::{self, Body, Coding};
 use super::route::Route;
 use crate::cache::Key;
+use crate::domain::PagingDigits;
 use crate::render::{self, Gzipped, Rendered, RenderedRef};
 
 /// A catalog read's answer, borrowing from the entry it was made of (`'a`).
@@ -114,8 +115,13 @@ impl<'a> Reply<'a> {
     }
 
     /// What `entry` shows for a request of `shown` (see [`catalog_read`]).
-    pub fn of(entry: RenderedRef<'a>, key: &Key, shown: Shown, gzip: bool) -> Reply<'a> {
-        let Shown::Page { page, count } = shown else {
+    pub fn of(entry: RenderedRef<'a>, key: &Key, shown: Shown<'_>, gzip: bool) -> Reply<'a> {
+        let Shown::Page {
+            page,
+            count,
+            digits,
+        } = shown
+        else {
             return match entry {
                 RenderedRef::Body(body) => Reply::whole(body, gzip),
                 RenderedRef::List(_) => Reply::NotFound,
@@ -128,7 +134,7 @@ impl<'a> Reply<'a> {
             // The lead page as it is kept, or the page cut from the list.
             RenderedRef::List(list) => match list.lead_page(page, count) {
                 Some(lead) => Reply::gzipped(lead, gzip),
-                None => Reply::fresh(frame.page(list, page, count)),
+                None => Reply::fresh(frame.page_echoing(list, page, count, digits)),
             },
             // Only a question that does not exist has no list: a product's lists are empty,
             // never absent.
@@ -162,18 +168,20 @@ impl<'a> Reply<'a> {
 
 /// How a request shows its cache entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Shown {
+pub enum Shown<'r> {
     Whole,
     /// One page of the entry's list.
     Page {
         page: u64,
         count: u64,
+        /// How the request wrote `page` and `count`, where one was past 2^64-1.
+        digits: Option<&'r PagingDigits>,
     },
 }
 
 /// The one cache entry `route` reads, for the routes whose answer is one entry of the
 /// precomputed catalog; `None` for the rest (products pages, carts, writes, operations).
-pub fn catalog_read(route: &Route) -> Option<(Key, Shown)> {
+pub fn catalog_read(route: &Route) -> Option<(Key, Shown<'_>)> {
     Some(match *route {
         Route::Product(id) => (Key::Product(id), Shown::Whole),
         Route::Styles(id) => (Key::Styles(id), Shown::Whole),
@@ -184,20 +192,41 @@ pub fn catalog_read(route: &Route) -> Option<(Key, Shown)> {
             page,
             count,
             order,
+            ref digits,
         } => (
             Key::Reviews { product_id, order },
-            Shown::Page { page, count },
+            Shown::Page {
+                page,
+                count,
+                digits: digits.as_deref(),
+            },
         ),
+        // The questions' head echoes neither.
         Route::Questions {
             product_id,
             page,
             count,
-        } => (Key::Questions(product_id), Shown::Page { page, count }),
+        } => (
+            Key::Questions(product_id),
+            Shown::Page {
+                page,
+                count,
+                digits: None,
+            },
+        ),
         Route::Answers {
             question_id,
             page,
             count,
-        } => (Key::Answers(question_id), Shown::Page { page, count }),
+            ref digits,
+        } => (
+            Key::Answers(question_id),
+            Shown::Page {
+                page,
+                count,
+                digits: digits.as_deref(),
+            },
+        ),
         _ => return None,
     })
 }

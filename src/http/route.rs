@@ -5,7 +5,7 @@ use std::borrow::Cow;
 
 use hyper::Method;
 
-use crate::domain::ReviewOrder;
+use crate::domain::{PagingDigits, ReviewOrder};
 
 /// What a request asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +22,8 @@ pub enum Route {
         page: u64,
         count: u64,
         order: ReviewOrder,
+        /// Where `page` or `count` is past 2^64-1: both as written, for the echo.
+        digits: Option<Box<PagingDigits>>,
     },
     ReviewsMeta {
         product_id: i64,
@@ -35,6 +37,8 @@ pub enum Route {
         question_id: i64,
         page: u64,
         count: u64,
+        /// Where `page` or `count` is past 2^64-1: both as written, for the echo.
+        digits: Option<Box<PagingDigits>>,
     },
     Cart,
     PostReview,
@@ -198,7 +202,7 @@ pub fn parse(method: &Method, path: &str, query: Option<&str>) -> Result<Route, 
     match segments[..count] {
         ["products"] => {
             get()?;
-            let (page, count) = q.paging()?;
+            let Paging { page, count, .. } = q.paging()?;
             Ok(Route::ProductsList { page, count })
         }
         ["products", id] => {
@@ -222,7 +226,11 @@ pub fn parse(method: &Method, path: &str, query: Option<&str>) -> Result<Route, 
                 return Ok(Route::PostReview);
             }
             let product_id = q.product_id()?;
-            let (page, count) = q.paging()?;
+            let Paging {
+                page,
+                count,
+                digits,
+            } = q.paging()?;
             let newest = q
                 .get("sort")
                 .is_some_and(|s| s.eq_ignore_ascii_case("newest"));
@@ -236,6 +244,7 @@ pub fn parse(method: &Method, path: &str, query: Option<&str>) -> Result<Route, 
                 page,
                 count,
                 order,
+                digits,
             })
         }
         ["reviews", "meta"] => {
@@ -256,7 +265,7 @@ pub fn parse(method: &Method, path: &str, query: Option<&str>) -> Result<Route, 
                 return Ok(Route::PostQuestion { product_id });
             }
             let product_id = q.product_id()?;
-            let (page, count) = q.paging()?;
+            let Paging { page, count, .. } = q.paging()?;
             Ok(Route::Questions {
                 product_id,
                 page,
@@ -269,11 +278,16 @@ pub fn parse(method: &Method, path: &str, query: Option<&str>) -> Result<Route, 
             if !read {
                 return Ok(Route::PostAnswer { question_id });
             }
-            let (page, count) = q.paging()?;
+            let Paging {
+                page,
+                count,
+                digits,
+            } = q.paging()?;
             Ok(Route::Answers {
                 question_id,
                 page,
                 count,
+                digits,
             })
         }
         ["qa", "questions", id, action] => {
@@ -336,20 +350,44 @@ impl Query<'_> {
     }
 
     /// `page` (default 1) and `count` (default 5): integers ≥ 1. One past 2^64-1 counts as
-    /// 2^64-1: clients send huge counts to mean "all", and the contract says never to fail them.
-    fn paging(&self) -> Result<(u64, u64), RouteError> {
-        let number = |name: &'static str, default: u64| match self.get(name) {
-            None => Ok(default),
-            Some(v) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => {
-                // All digits: parsing fails only past u64::MAX.
-                Some(v.parse::<u64>().unwrap_or(u64::MAX))
-                    .filter(|&n| n >= 1)
-                    .ok_or(RouteError::InvalidPaging(name))
+    /// 2^64-1 (clients send huge counts to mean "all", and the contract says never to fail
+    /// them), and both are kept as written for the heads that echo them.
+    fn paging(&self) -> Result<Paging, RouteError> {
+        let number = |name: &'static str, default: &'static str| {
+            let v = self.get(name).unwrap_or(Cow::Borrowed(default));
+            if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(RouteError::InvalidPaging(name));
             }
-            Some(_) => Err(RouteError::InvalidPaging(name)),
+            let digits = v.trim_start_matches('0');
+            // All digits: parsing fails only past u64::MAX.
+            match digits.parse::<u64>() {
+                _ if digits.is_empty() => Err(RouteError::InvalidPaging(name)),
+                Ok(n) => Ok((n, None)),
+                Err(_) => Ok((u64::MAX, Some(Box::<str>::from(digits)))),
+            }
         };
-        Ok((number("page", 1)?, number("count", 5)?))
+        let ((page, page_past), (count, count_past)) =
+            (number("page", "1")?, number("count", "5")?);
+        let digits = match (page_past, count_past) {
+            (None, None) => None,
+            (page_past, count_past) => Some(Box::new(PagingDigits {
+                page: page_past.unwrap_or_else(|| page.to_string().into()),
+                count: count_past.unwrap_or_else(|| count.to_string().into()),
+            })),
+        };
+        Ok(Paging {
+            page,
+            count,
+            digits,
+        })
     }
+}
+
+/// A request's `page` and `count` ([`Query::paging`]).
+struct Paging {
+    page: u64,
+    count: u64,
+    digits: Option<Box<PagingDigits>>,
 }
 
 /// Decodes `%XX` escapes and `+` (a space in form encoding); invalid escapes stay as written.
@@ -428,7 +466,8 @@ mod tests {
             Ok(Route::Answers {
                 question_id: 1,
                 page: 1,
-                count: 5
+                count: 5,
+                digits: None
             })
         );
         assert_eq!(
@@ -445,7 +484,8 @@ mod tests {
                 product_id: 2,
                 page: 1,
                 count: 9_007_199_254_740_991,
-                order: ReviewOrder::Newest
+                order: ReviewOrder::Newest,
+                digits: None
             })
         );
     }
@@ -471,6 +511,45 @@ mod tests {
             get("/qa/questions", Some("product_id=1&count=x")),
             Err(RouteError::InvalidPaging("count"))
         );
+        // Past 2^64-1, both are kept as written (without leading zeros) for the echo.
+        assert_eq!(
+            get(
+                "/qa/questions/7/answers",
+                Some("page=018446744073709551616&count=0042")
+            ),
+            Ok(Route::Answers {
+                question_id: 7,
+                page: u64::MAX,
+                count: 42,
+                digits: Some(Box::new(PagingDigits {
+                    page: "18446744073709551616".into(),
+                    count: "42".into()
+                }))
+            })
+        );
+        assert_eq!(
+            get(
+                "/reviews",
+                Some("product_id=1&count=99999999999999999999999999999999")
+            ),
+            Ok(Route::Reviews {
+                product_id: 1,
+                page: 1,
+                count: u64::MAX,
+                order: ReviewOrder::Helpful,
+                digits: Some(Box::new(PagingDigits {
+                    page: "1".into(),
+                    count: "99999999999999999999999999999999".into()
+                }))
+            })
+        );
+        assert!(matches!(
+            get(
+                "/reviews",
+                Some("product_id=1&page=18446744073709551615&count=18446744073709551615")
+            ),
+            Ok(Route::Reviews { digits: None, .. })
+        ));
         for (huge, saturated) in [
             ("18446744073709551615", u64::MAX),
             ("18446744073709551616", u64::MAX),

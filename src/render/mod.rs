@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::domain::PagingDigits;
 use crate::pg::read::PhotoUrlRow;
 use compress::{Codec, DictionaryKind};
 
@@ -377,15 +378,32 @@ pub enum Frame {
 impl Frame {
     /// Page `page` (1-based) of `count` items of `list`, as the endpoint sends it.
     pub fn page(self, list: &ItemList, page: u64, count: u64) -> Bytes {
-        envelope(&self.head(page, count), list, page, count, b"]}")
+        self.page_echoing(list, page, count, None)
+    }
+
+    /// [`Frame::page`] for a request whose `page` or `count` was past 2^64-1 when `digits` says
+    /// how it wrote them: the head echoes them as written.
+    pub fn page_echoing(
+        self,
+        list: &ItemList,
+        page: u64,
+        count: u64,
+        digits: Option<&PagingDigits>,
+    ) -> Bytes {
+        let echo = Echo {
+            page,
+            count,
+            digits,
+        };
+        envelope(&self.head(echo), list, page, count, b"]}")
     }
 
     /// The bytes before the items of a page; the bytes after them are always `]}`.
-    fn head(self, page: u64, count: u64) -> Vec<u8> {
+    fn head(self, echo: Echo<'_>) -> Vec<u8> {
         match self {
-            Frame::Reviews(product_id) => reviews::page_head(product_id, page, count),
+            Frame::Reviews(product_id) => reviews::page_head(product_id, echo),
             Frame::Questions(product_id) => qa::questions_head(product_id),
-            Frame::Answers(question_id) => qa::answers_head(question_id, page, count),
+            Frame::Answers(question_id) => qa::answers_head(question_id, echo),
         }
     }
 
@@ -1081,7 +1099,11 @@ impl<'a> Replaced<'a> {
 /// The gzip body of page 1 of `count` items in `frame` holding `items` (comma-separated): a
 /// list's lead page ([`Lead`]), and where the items begin in its plain bytes.
 fn lead_body(frame: Frame, count: u64, items: &[u8]) -> Option<(Gzipped, u32)> {
-    let head = frame.head(1, count);
+    let head = frame.head(Echo {
+        page: 1,
+        count,
+        digits: None,
+    });
     let mut body = Vec::with_capacity(head.len() + items.len() + 2);
     body.extend_from_slice(&head);
     body.extend_from_slice(items);
@@ -1228,6 +1250,39 @@ impl ItemListBuilder {
 
     pub fn finish(self) -> ItemList {
         ItemList::from_parts(&self.ends, &self.json, Codec::Plain, None)
+    }
+}
+
+/// What a page's head echoes of the request's `page` and `count`: the numbers, or, where the
+/// request gave one past 2^64-1, both as it wrote them.
+#[derive(Debug, Clone, Copy)]
+struct Echo<'a> {
+    page: u64,
+    count: u64,
+    digits: Option<&'a PagingDigits>,
+}
+
+impl Echo<'_> {
+    fn push_page(&self, out: &mut Vec<u8>) {
+        match self.digits {
+            Some(d) => out.extend_from_slice(d.page.as_bytes()),
+            None => json::push_int(out, self.page),
+        }
+    }
+
+    fn push_count(&self, out: &mut Vec<u8>) {
+        match self.digits {
+            Some(d) => out.extend_from_slice(d.count.as_bytes()),
+            None => json::push_int(out, self.count),
+        }
+    }
+
+    /// `(page-1)*count`, which `/reviews` echoes as its `page`.
+    fn push_offset(&self, out: &mut Vec<u8>) {
+        match self.digits {
+            Some(d) => crate::digits::push_page_offset(out, &d.page, &d.count),
+            None => json::push_uint(out, page_offset(self.page, self.count)),
+        }
     }
 }
 

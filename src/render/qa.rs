@@ -4,7 +4,7 @@
 use super::json::{push_bool, push_date, push_int, push_int_str, push_opt_str};
 use super::{
     group_by, int_of, item_key, key_at, leading_id, place_by_key, push_id_url_photos, value_at,
-    Frame, ItemKey, ItemList, ItemListBuilder, PhotosByOwner,
+    Echo, Frame, ItemKey, ItemList, ItemListBuilder, PhotosByOwner,
 };
 use crate::pg::read::{AnswerRow, PhotoUrlRow, QuestionRow, SortKeyRow};
 
@@ -240,14 +240,14 @@ pub fn render_answer_list(answers: &[AnswerRow], photos: &PhotosByOwner<'_>) -> 
 
 /// What precedes the items of a page of `GET /qa/questions/{id}/answers`: page and count echo
 /// the request.
-pub(super) fn answers_head(question_id: i64, page: u64, count: u64) -> Vec<u8> {
+pub(super) fn answers_head(question_id: i64, echo: Echo<'_>) -> Vec<u8> {
     let mut head = Vec::with_capacity(80);
     head.extend_from_slice(b"{\"question\":");
     push_int_str(&mut head, question_id);
     head.extend_from_slice(b",\"page\":");
-    push_int(&mut head, page);
+    echo.push_page(&mut head);
     head.extend_from_slice(b",\"count\":");
-    push_int(&mut head, count);
+    echo.push_count(&mut head);
     head.extend_from_slice(b",\"results\":[");
     head
 }

@@ -5,12 +5,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::json::{
-    push_bool, push_date, push_int, push_int_str, push_opt_str, push_str, push_uint,
-};
+use super::json::{push_bool, push_date, push_int, push_int_str, push_opt_str, push_str};
 use super::{
     group_by, int_of, item_key, key_at, leading_id, place_by_key, push_id_url_photos, value_at,
-    ById, Compaction, Frame, ItemKey, ItemList, ItemListBuilder, Parts, Replaced,
+    ById, Compaction, Echo, Frame, ItemKey, ItemList, ItemListBuilder, Parts, Replaced,
 };
 use crate::pg::read::{CharacteristicRow, MetaCountRow, PhotoUrlRow, ReviewRow, SortKeyRow};
 
@@ -397,15 +395,14 @@ fn both_orders(
 
 /// What precedes the items of a page of `GET /reviews`: `page` is echoed as the zero-based
 /// row offset.
-pub(super) fn page_head(product_id: i64, page: u64, count: u64) -> Vec<u8> {
-    let offset = super::page_offset(page, count);
+pub(super) fn page_head(product_id: i64, echo: Echo<'_>) -> Vec<u8> {
     let mut head = Vec::with_capacity(96);
     head.extend_from_slice(b"{\"product\":");
     push_int_str(&mut head, product_id);
     head.extend_from_slice(b",\"page\":");
-    push_uint(&mut head, offset);
+    echo.push_offset(&mut head);
     head.extend_from_slice(b",\"count\":");
-    push_int(&mut head, count);
+    echo.push_count(&mut head);
     head.extend_from_slice(b",\"results\":[");
     head
 }
