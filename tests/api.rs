@@ -355,9 +355,12 @@ async fn questions_and_answers() {
         "a count past 2^64-1 is echoed as written"
     );
     assert_eq!(
-        get(a, "/qa/questions/1/answers?page=99999999999999999999999&count=2")
-            .await
-            .body,
+        get(
+            a,
+            "/qa/questions/1/answers?page=99999999999999999999999&count=2"
+        )
+        .await
+        .body,
         r#"{"question":"1","page":99999999999999999999999,"count":2,"results":[]}"#
     );
     assert_eq!(
