@@ -3,21 +3,27 @@
 //! set's CSV files with its own parser, computes what every GET must answer (bodies, key order,
 //! JSON types, statuses) and compares. Here it runs over real HTTP against a server loaded from
 //! the same files: a generated set, and the hand-made sample (every quirk at least once).
+//! `tests/model/contract_writes.py`, written the same way, sends writes of every kind (and
+//! writes the contract refuses), applies them to the model, and compares every GET they touch.
 
 mod common;
 
 use std::path::Path;
 
-/// Runs the model over the data set in `dir` against a server loaded from it.
-async fn model_agrees_on(dir: &Path) {
+/// Runs the model's `script` with `args` over the data set in `dir` against a server loaded
+/// from it.
+async fn model_agrees_on(dir: &Path, script: &str, args: &[&str]) {
     let (_db, server) = common::server_with_data(dir).await;
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/model/contract_model.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/model")
+        .join(script);
     let mut command = std::process::Command::new("python3");
     command
         .arg(script)
         .arg(dir)
         .args(["--base", &format!("http://{}", server.addr)])
-        .args(["--sample", "400", "--threads", "4"]);
+        .args(["--threads", "4"])
+        .args(args);
     let output = tokio::task::spawn_blocking(move || command.output())
         .await
         .expect("the model's thread")
@@ -33,7 +39,7 @@ async fn model_agrees_on(dir: &Path) {
         dir.display()
     );
     assert!(
-        printed.contains("=== per-endpoint: fully matching / compared ==="),
+        printed.contains("=== mismatch classes (0) ==="),
         "the model did not get to compare:\n{printed}"
     );
 }
@@ -41,10 +47,20 @@ async fn model_agrees_on(dir: &Path) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_get_on_a_generated_set_matches_an_independent_model_of_the_contract() {
     let data = common::generated("contract-model", 0.002, 11);
-    model_agrees_on(data.path()).await;
+    model_agrees_on(data.path(), "contract_model.py", &["--sample", "400"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_get_on_the_hand_made_sample_matches_an_independent_model_of_the_contract() {
-    model_agrees_on(&common::sample_dir()).await;
+    let sample = common::sample_dir();
+    model_agrees_on(&sample, "contract_model.py", &["--sample", "400"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_of_every_kind_show_as_an_independent_model_of_the_contract_says() {
+    let data = common::generated("contract-writes", 0.002, 12);
+    let journal = common::TempDir::new("contract-writes-journal");
+    let journal = journal.path().join("journal.json");
+    let journal = journal.to_str().expect("a UTF-8 temp path");
+    model_agrees_on(data.path(), "contract_writes.py", &["--journal", journal]).await;
 }
