@@ -754,8 +754,9 @@ mod tests {
             .collect();
         tx.blocking_send(1).unwrap();
         held.recv_timeout(Duration::from_secs(10)).unwrap();
-        // Each renderer has gone for a product: the other is past its check for a stop.
-        until_waits(&renderers, 2);
+        // Each renderer has gone for a product (the second after waiting for the first): the
+        // other is past its check for a stop.
+        until_waits(&renderers, 3);
         release.send(()).unwrap();
         until_stopped(&renderers);
         tx.blocking_send(2).unwrap();

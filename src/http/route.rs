@@ -349,9 +349,9 @@ impl Query<'_> {
             .ok_or(RouteError::InvalidProductId)
     }
 
-    /// `page` (default 1) and `count` (default 5): integers ≥ 1. One past 2^64-1 counts as
-    /// 2^64-1 (clients send huge counts to mean "all", and the contract says never to fail
-    /// them), and both are kept as written for the heads that echo them.
+    /// `page` (default 1) and `count` (default 5): integers ≥ 1. A number past 2^64-1 is
+    /// 2^64-1 to the arithmetic (clients send huge counts to mean "all", and the contract says
+    /// never to fail them), and then both are kept as written for the heads that echo them.
     fn paging(&self) -> Result<Paging, RouteError> {
         let number = |name: &'static str, default: &'static str| {
             let v = self.get(name).unwrap_or(Cow::Borrowed(default));
@@ -549,6 +549,28 @@ mod tests {
                 Some("product_id=1&page=18446744073709551615&count=18446744073709551615")
             ),
             Ok(Route::Reviews { digits: None, .. })
+        ));
+        for empty in ["page=", "count=", "count", "page=&count=5"] {
+            assert!(
+                matches!(
+                    get("/qa/questions/1/answers", Some(empty)),
+                    Err(RouteError::InvalidPaging(_))
+                ),
+                "{empty}"
+            );
+        }
+        // Escaped digits are digits, as in a path.
+        assert!(matches!(
+            get("/qa/questions/1/answers", Some("count=%35")),
+            Ok(Route::Answers {
+                count: 5,
+                digits: None,
+                ..
+            })
+        ));
+        assert!(matches!(
+            get("/qa/questions/1/answers", Some("page=%31%38446744073709551616")),
+            Ok(Route::Answers { page: u64::MAX, digits: Some(d), .. }) if &*d.page == "18446744073709551616"
         ));
         for (huge, saturated) in [
             ("18446744073709551615", u64::MAX),

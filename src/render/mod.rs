@@ -1286,8 +1286,8 @@ impl Echo<'_> {
     }
 }
 
-/// The zero-based row offset of page `page` (1-based) of `count` rows. It needs 128 bits:
-/// clients send counts up to 2^64-1, and `/reviews` echoes the exact offset.
+/// The zero-based row offset of page `page` (1-based) of `count` rows, in 128 bits: the
+/// product of two numbers up to 2^64-1 (past that, the echo is [`Echo::push_offset`]'s).
 pub fn page_offset(page: u64, count: u64) -> u128 {
     u128::from(page.saturating_sub(1)) * u128::from(count)
 }
