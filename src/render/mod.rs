@@ -1287,7 +1287,7 @@ impl Echo<'_> {
 }
 
 /// The zero-based row offset of page `page` (1-based) of `count` rows, in 128 bits: the
-/// product of two numbers up to 2^64-1 (past that, the echo is [`Echo::push_offset`]'s).
+/// product of two numbers up to 2^64-1 (past that, the echo computes its own, from the digits).
 pub fn page_offset(page: u64, count: u64) -> u128 {
     u128::from(page.saturating_sub(1)) * u128::from(count)
 }
