@@ -56,11 +56,11 @@ pub fn push_page_offset(out: &mut Vec<u8>, page: &str, count: &str) {
     while product.len() > 1 && product.last() == Some(&0) {
         product.pop();
     }
-    let mut limbs = product.iter().rev();
-    if let Some(&top) = limbs.next() {
+    let mut from_the_top = product.iter().rev();
+    if let Some(&top) = from_the_top.next() {
         push_u128(out, top.into());
     }
-    for &limb in limbs {
+    for &limb in from_the_top {
         let mut nine = [b'0'; 9];
         let mut n = limb;
         for digit in nine.iter_mut().rev() {

@@ -62,7 +62,8 @@ async fn writes_of_every_kind_show_as_an_independent_model_of_the_contract_says(
     let journal = common::TempDir::new("contract-writes-journal");
     let journal = journal.path().join("journal.json");
     let journal = journal.to_str().expect("a UTF-8 temp path");
-    // A write shows at once on the instance that took it; the wait is for a loaded machine.
-    let args = ["--journal", journal, "--poll", "15"];
+    // A write shows at once on the instance that took it; the wait is for a loaded machine,
+    // and each GET that never matches waits it out (a broken vote took ten minutes at 15 s).
+    let args = ["--journal", journal, "--poll", "5"];
     model_agrees_on(data.path(), "contract_writes.py", &args).await;
 }

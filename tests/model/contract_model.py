@@ -20,6 +20,7 @@ values, JSON types (int vs str vs bool vs null), and key order. Prints mismatch 
 import argparse
 import collections
 import concurrent.futures as cf
+import contextlib
 import datetime as dt
 import http.client
 import json
@@ -150,32 +151,35 @@ def pg_avg(values):
 # --------------------------------------------------------------------------- the model
 
 class Model:
+    @contextlib.contextmanager
+    def skipping(self, name):
+        """Skips the row read in its block if a field is not of its type (a malformed row),
+        as the format says, counting it."""
+        try:
+            yield
+        except (ValueError, TypeError, IndexError):
+            self.dropped[name + ' malformed'] += 1
+
     def __init__(self, d):
         self.dropped = collections.Counter()
         P = self.products = {}
         for r in read_csv(d, 'product.csv'):
-            try:
+            with self.skipping('product.csv'):
                 P[int(r[0])] = dict(id=int(r[0]), name=r[1], slogan=r[2], description=r[3],
                                     category=r[4], default_price=r[5])
-            except (ValueError, TypeError, IndexError):
-                # A malformed row (a field not of its type): skipped, as the format says.
-                self.dropped['product.csv malformed'] += 1
         self.pids = sorted(P)
         self.features = collections.defaultdict(list)
         for r in read_csv(d, 'features.csv'):
-            try:
+            with self.skipping('features.csv'):
                 pid = int(r[1])
                 if pid not in P:
                     self.dropped['features'] += 1
                     continue
                 self.features[pid].append((int(r[0]), r[2], r[3]))
-            except (ValueError, TypeError, IndexError):
-                # A malformed row (a field not of its type): skipped, as the format says.
-                self.dropped['features.csv malformed'] += 1
         self.styles = collections.defaultdict(list)
         S = self.style_by_id = {}
         for r in read_csv(d, 'styles.csv'):
-            try:
+            with self.skipping('styles.csv'):
                 pid = int(r[1])
                 if pid not in P:
                     self.dropped['styles'] += 1
@@ -183,49 +187,37 @@ class Model:
                 s = dict(id=int(r[0]), pid=pid, name=r[2], sale=r[3], orig=r[4], default=to_bool(r[5]))
                 S[s['id']] = s
                 self.styles[pid].append(s)
-            except (ValueError, TypeError, IndexError):
-                # A malformed row (a field not of its type): skipped, as the format says.
-                self.dropped['styles.csv malformed'] += 1
         self.photos = collections.defaultdict(list)
         for r in read_csv(d, 'photos.csv'):
-            try:
+            with self.skipping('photos.csv'):
                 sid = int(r[1])
                 if sid not in S:
                     self.dropped['photos'] += 1
                     continue
                 self.photos[sid].append((int(r[0]), r[2], r[3]))  # url, thumbnail
-            except (ValueError, TypeError, IndexError):
-                # A malformed row (a field not of its type): skipped, as the format says.
-                self.dropped['photos.csv malformed'] += 1
         self.skus = collections.defaultdict(list)
         for r in read_csv(d, 'skus.csv'):
-            try:
+            with self.skipping('skus.csv'):
                 sid = int(r[1])
                 if sid not in S:
                     self.dropped['skus'] += 1
                     continue
                 self.skus[sid].append((int(r[0]), r[2], None if r[3] is None else int(r[3])))
-            except (ValueError, TypeError, IndexError):
-                # A malformed row (a field not of its type): skipped, as the format says.
-                self.dropped['skus.csv malformed'] += 1
         self.related = collections.defaultdict(list)
         self.related_raw = collections.defaultdict(list)
         for r in read_csv(d, 'related.csv'):
-            try:
+            with self.skipping('related.csv'):
                 cur, rel = int(r[1]), int(r[2])
                 self.related_raw[cur].append(rel)
                 if cur not in P or rel not in P:
                     self.dropped['related'] += 1
                     continue
                 self.related[cur].append((int(r[0]), rel))
-            except (ValueError, TypeError, IndexError):
-                # A malformed row (a field not of its type): skipped, as the format says.
-                self.dropped['related.csv malformed'] += 1
         # reviews
         R = self.review_by_id = {}
         self.reviews = collections.defaultdict(list)
         for r in read_csv(d, 'reviews.csv'):
-            try:
+            with self.skipping('reviews.csv'):
                 pid = int(r[1])
                 if pid not in P:
                     self.dropped['reviews'] += 1
@@ -235,24 +227,18 @@ class Model:
                           response=r[10], helpfulness=int(r[11]))
                 R[rv['id']] = rv
                 self.reviews[pid].append(rv)
-            except (ValueError, TypeError, IndexError):
-                # A malformed row (a field not of its type): skipped, as the format says.
-                self.dropped['reviews.csv malformed'] += 1
         self.review_photos = collections.defaultdict(list)
         for r in read_csv(d, 'reviews_photos.csv'):
-            try:
+            with self.skipping('reviews_photos.csv'):
                 rid = int(r[1])
                 if rid not in R:
                     self.dropped['reviews_photos'] += 1
                     continue
                 self.review_photos[rid].append((int(r[0]), r[2]))
-            except (ValueError, TypeError, IndexError):
-                # A malformed row (a field not of its type): skipped, as the format says.
-                self.dropped['reviews_photos.csv malformed'] += 1
         C = self.char_by_id = {}
         self.chars = collections.defaultdict(list)
         for r in read_csv(d, 'characteristics.csv'):
-            try:
+            with self.skipping('characteristics.csv'):
                 pid = int(r[1])
                 if pid not in P:
                     self.dropped['characteristics'] += 1
@@ -260,25 +246,19 @@ class Model:
                 c = dict(id=int(r[0]), pid=pid, name=r[2])
                 C[c['id']] = c
                 self.chars[pid].append(c)
-            except (ValueError, TypeError, IndexError):
-                # A malformed row (a field not of its type): skipped, as the format says.
-                self.dropped['characteristics.csv malformed'] += 1
         self.char_reviews = collections.defaultdict(list)
         for r in read_csv(d, 'characteristic_reviews.csv'):
-            try:
+            with self.skipping('characteristic_reviews.csv'):
                 cid, rid = int(r[1]), int(r[2])
                 if cid not in C or rid not in R:
                     self.dropped['characteristic_reviews'] += 1
                     continue
                 self.char_reviews[cid].append((rid, rating(r[3])))
-            except (ValueError, TypeError, IndexError):
-                # A malformed row (a field not of its type): skipped, as the format says.
-                self.dropped['characteristic_reviews.csv malformed'] += 1
         # Q&A
         Q = self.question_by_id = {}
         self.questions = collections.defaultdict(list)
         for r in read_csv(d, 'questions.csv'):
-            try:
+            with self.skipping('questions.csv'):
                 pid = int(r[1])
                 if pid not in P:
                     self.dropped['questions'] += 1
@@ -287,13 +267,10 @@ class Model:
                          reported=to_bool(r[6]), helpful=int(r[7]))
                 Q[q['id']] = q
                 self.questions[pid].append(q)
-            except (ValueError, TypeError, IndexError):
-                # A malformed row (a field not of its type): skipped, as the format says.
-                self.dropped['questions.csv malformed'] += 1
         A = self.answer_by_id = {}
         self.answers = collections.defaultdict(list)
         for r in read_csv(d, 'answers.csv'):
-            try:
+            with self.skipping('answers.csv'):
                 qid = int(r[1])
                 if qid not in Q:
                     self.dropped['answers'] += 1
@@ -302,20 +279,14 @@ class Model:
                          reported=to_bool(r[6]), helpful=int(r[7]))
                 A[a['id']] = a
                 self.answers[qid].append(a)
-            except (ValueError, TypeError, IndexError):
-                # A malformed row (a field not of its type): skipped, as the format says.
-                self.dropped['answers.csv malformed'] += 1
         self.answer_photos = collections.defaultdict(list)
         for r in read_csv(d, 'answers_photos.csv'):
-            try:
+            with self.skipping('answers_photos.csv'):
                 aid = int(r[1])
                 if aid not in A:
                     self.dropped['answers_photos'] += 1
                     continue
                 self.answer_photos[aid].append((int(r[0]), r[2]))
-            except (ValueError, TypeError, IndexError):
-                # A malformed row (a field not of its type): skipped, as the format says.
-                self.dropped['answers_photos.csv malformed'] += 1
         for dct in (self.features, self.photos, self.skus, self.related, self.review_photos,
                     self.answer_photos):
             for k in dct:

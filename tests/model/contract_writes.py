@@ -185,27 +185,17 @@ class WModel(cm.Model):
             self.answers[a['qid']].append(a)
             self.answer_photos[a['id']] = sorted((int(i), u) for i, u in photos)
             self.new_ids['answer'].add(a['id'])
-        elif kind in ('review_helpful', 'review_report'):
-            r = self.review_by_id.get(op[1])
-            if r is not None:
-                if kind == 'review_helpful':
-                    r['helpfulness'] += 1
+        elif kind.endswith(('_helpful', '_report')):
+            table, mark = kind.rsplit('_', 1)
+            rows, votes = {'review': (self.review_by_id, 'helpfulness'),
+                           'question': (self.question_by_id, 'helpful'),
+                           'answer': (self.answer_by_id, 'helpful')}[table]
+            row = rows.get(op[1])
+            if row is not None:
+                if mark == 'helpful':
+                    row[votes] += 1
                 else:
-                    r['reported'] = True
-        elif kind in ('question_helpful', 'question_report'):
-            q = self.question_by_id.get(op[1])
-            if q is not None:
-                if kind == 'question_helpful':
-                    q['helpful'] += 1
-                else:
-                    q['reported'] = True
-        elif kind in ('answer_helpful', 'answer_report'):
-            a = self.answer_by_id.get(op[1])
-            if a is not None:
-                if kind == 'answer_helpful':
-                    a['helpful'] += 1
-                else:
-                    a['reported'] = True
+                    row['reported'] = True
         elif kind == 'taint':
             self.tainted.add(op[1])
         else:
