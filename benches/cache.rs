@@ -1,6 +1,6 @@
 //! Criterion benches: a cache hit through the router (no socket), rendering each body type from
 //! rows, and gzipping a whole body as the catalog keeps it. `cargo bench --bench cache`; figures
-//! in the README.
+//! in docs/benchmarks.md.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -324,7 +324,7 @@ fn cache_hit(c: &mut Criterion) {
 
 /// A whole body gzipped as the catalog keeps it (`render::compress::gzip`, libdeflate level 1)
 /// against level 6, which it used before: bytes out are printed once per body, since the level
-/// trades the warm-up's time against the catalog's memory (README, Warm-up).
+/// trades the warm-up's time against the catalog's memory (docs/benchmarks.md, Warm-up).
 fn gzip_levels(c: &mut Criterion) {
     use libdeflater::{CompressionLvl, Compressor};
     let (s, ph, sk) = styles();

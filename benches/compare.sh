@@ -238,7 +238,7 @@ for setup in "precomputed|all|$cache_mb|all|fast" "precomputed hyper|all|$cache_
     echo "  ready after $(($(date +%s) - started)) s, $(($(ps -o rss= -p "$pid") / 1024)) MB resident" >&2
     # The read-only workloads first, in the ceiling's order: c's writes leave PostgreSQL
     # checkpointing and vacuuming on the same two cores for a while, which reads measured
-    # after it would pay for (the endpoints lost about 10 points that way, README).
+    # after it would pay for (the endpoints lost about 10 points that way, docs/benchmarks.md).
     for w in "a|wrk-mix.lua|$tail_first|$tail_count" "b|wrk-mix.lua|1|$max_id"; do
         IFS='|' read -r name script first count <<<"$w"
         run_wrk "atelier $label" "$name" http://127.0.0.1:4503 "$script" "$first" "$count"

@@ -1,6 +1,6 @@
 //! Request-body parsing: serde_json against simd-json, on a typical review body and on one
 //! near the 64 KiB limit. `cargo bench --features simd-json --bench json`; the figures and the
-//! decision are in the README.
+//! decision are in docs/benchmarks.md.
 
 use std::hint::black_box;
 

@@ -4,7 +4,7 @@
 //! Also a product's lists rendered from its rows as a warm-up renders them (its reviews in both
 //! orders, its questions with their answers, each question's answers), with the full-scale
 //! set's average shape: where the grouping of photos and answers by their parent shows.
-//! `cargo bench --bench render`; the figures are in the README.
+//! `cargo bench --bench render`; the figures are in docs/benchmarks.md.
 
 use std::hint::black_box;
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! The binary's allocation census (`--features alloc-census`): mimalloc behind a counter of
 //! live allocations by size, logged every 30 s, to say where an instance's resident memory
-//! goes (README, Warm-up): bytes asked for, bytes mimalloc's size classes hand out for them,
-//! and, against the process's resident size, what the allocator holds beside both.
+//! goes (docs/benchmarks.md, Warm-up): bytes asked for, bytes mimalloc's size classes hand out
+//! for them, and, against the process's resident size, what the allocator holds beside both.
 //!
 //! Off by default: every allocation and free pays three atomic additions and a size lookup.
 //! What C code allocates with its own `malloc` (libdeflate's and zstd's contexts) is not

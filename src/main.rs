@@ -1,12 +1,14 @@
 //! The `atelier` command line: migrate, generate, load, demo.
 
 /// Millions of small bodies are allocated and freed while the catalog warms up: mimalloc
-/// takes a quarter off a full-scale warm-up against glibc's malloc (README, Warm-up).
+/// takes a quarter off a full-scale warm-up against glibc's malloc (docs/benchmarks.md,
+/// Warm-up).
 #[cfg(not(feature = "alloc-census"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// The same allocator, with live allocations counted by size and logged (README, Warm-up).
+/// The same allocator, with live allocations counted by size and logged (docs/benchmarks.md,
+/// Warm-up).
 #[cfg(feature = "alloc-census")]
 #[global_allocator]
 static ALLOCATOR: alloc_census::Counted = alloc_census::Counted;
@@ -172,7 +174,7 @@ struct HttpArgs {
     body_limit: usize,
     /// HTTP front end: `fast` (the default: the catalog's hits answered on the socket, every
     /// other request by hyper), `hyper` (every request by hyper), or `may` (may_minihttp;
-    /// needs a build with `--features may-server`). The README says how they measured.
+    /// needs a build with `--features may-server`). docs/benchmarks.md says how they measured.
     #[arg(long, env = "ATELIER_ENGINE", default_value = "fast", value_parser = ["fast", "hyper", "may"])]
     engine: String,
     /// Seconds the change feed may be down before /readyz answers 503.
@@ -828,7 +830,8 @@ async fn serve(
 /// advance, and memory the allocator has reserved but not used stays unbacked). A catalog of
 /// gigabytes is mostly cold to the kernel, however hot its bodies are to clients: a host's
 /// proactive reclaim (DAMON on this project's benchmark machine) kept scanning it, and the
-/// fixed-rate p99 was twice what it is with the pages locked (README, "The host's reclaim").
+/// fixed-rate p99 was twice what it is with the pages locked (docs/benchmarks.md, "The host's
+/// reclaim").
 fn lock_memory() -> Result<()> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,

@@ -6,7 +6,8 @@
 //! [`Rendered`], a list's slot the [`ItemList`] itself. A hit there is two atomic loads (and a
 //! reference count for a reader that keeps the body); a refresh swaps a slot's body for a new
 //! one, so a reader gets the old body or the new one and never waits. `benches/hit_path.rs`
-//! measured the slot against quick_cache's hit (72 ns against 152 ns a lookup; README).
+//! measured the slot against quick_cache's hit (72 ns against 152 ns a lookup;
+//! docs/benchmarks.md).
 //! Catalog entries are never
 //! evicted: the warm-up fills the catalog in priority order up to nine tenths of the budget,
 //! and the on-demand cache, with the remaining tenth (or what the catalog leaves once the

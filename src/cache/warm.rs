@@ -256,8 +256,8 @@ async fn scan_into(
 }
 
 /// How many threads render a warm-up's products: one a core. One renderer kept a core about
-/// four fifths busy on a 2-core machine, the scan and PostgreSQL sharing the other (README,
-/// Warm-up); on more cores the scan feeds several.
+/// four fifths busy on a 2-core machine, the scan and PostgreSQL sharing the other
+/// (docs/benchmarks.md, Warm-up); on more cores the scan feeds several.
 fn renderer_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_RENDERERS))
 }

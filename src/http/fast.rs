@@ -3,8 +3,8 @@
 //!
 //! Nearly every request a storefront makes is a whole `GET` of a body the precomputed catalog
 //! holds. Through hyper such a hit costs about three times the user time of a hit answered
-//! from a parsed head with a head written by hand (see the README's "fast lane"): hyper's
-//! request and response maps, a timer per request, header values allocated one by one. So
+//! from a parsed head with a head written by hand (see docs/benchmarks.md, "The front end"):
+//! hyper's request and response maps, a timer per request, header values allocated one by one. So
 //! every connection starts here. While its requests are ones the lane answers exactly as the
 //! handler behind hyper would (same bytes, same headers, same metrics and log), it answers
 //! them, pipelined ones in one write; at the first request it does not, it hands the

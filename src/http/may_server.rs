@@ -1,5 +1,5 @@
 //! An optional front end on may_minihttp (feature `may-server`, `atelier serve --engine may`),
-//! kept so the choice of hyper can be re-measured (README, "hyper or may_minihttp").
+//! kept so the choice of hyper can be re-measured (docs/benchmarks.md, "The front end").
 //!
 //! may_minihttp runs its own coroutine runtime; each request is turned into the same
 //! `http::Request` the hyper front end builds and answered by the same [`App::handle`], run

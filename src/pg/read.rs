@@ -132,7 +132,7 @@ statements! {
     // After votes on some reviews alone: their sort keys, of those still visible. By primary
     // key: `product_id + 0` keeps the planner off the product's index, which a prepared
     // statement's generic plan otherwise scans whole, filtering by id (0.19 ms against
-    // 0.007 ms for a product with 4,400 reviews; README, What a write costs).
+    // 0.007 ms for a product with 4,400 reviews; docs/benchmarks.md, What a write costs).
     review_keys_of = "SELECT id, helpfulness, date FROM reviews
                        WHERE id = ANY($1) AND product_id + 0 = $2 AND NOT reported";
     review_photos = "SELECT p.review_id, p.id, p.url

@@ -138,8 +138,8 @@ struct Read {
 
 /// A `FETCH` under way in a task of its own, so that PostgreSQL reads the next chunk while the
 /// scan hands out this one (with the renderers waiting on the scan, and it on each chunk, a
-/// full-scale warm-up left the two cores about a seventh idle; README, Warm-up). Dropped
-/// with its scan, the task is aborted; a `FETCH` already sent still runs to its end on the
+/// full-scale warm-up left the two cores about a seventh idle; docs/benchmarks.md, Warm-up).
+/// Dropped with its scan, the task is aborted; a `FETCH` already sent still runs to its end on the
 /// server, and the connection closes after it.
 struct Fetch(tokio::task::JoinHandle<Result<Vec<Row>, tokio_postgres::Error>>);
 

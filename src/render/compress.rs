@@ -14,8 +14,8 @@
 //! keys, dates and phrases are in every list. A zstd dictionary trained on the catalog's own
 //! lists (the first few megabytes a warm-up renders) gives every list that knowledge up front:
 //! measured on 2,000 random products of the full-scale set, a question's answers 758 → 355
-//! bytes a product, reviews 802 → 539, questions 680 → 484 (README, Dictionaries). With
-//! `--compress dense` whole bodies get a dictionary of their own. A dictionary is one per
+//! bytes a product, reviews 802 → 539, questions 680 → 484 (docs/benchmarks.md, Dictionaries).
+//! With `--compress dense` whole bodies get a dictionary of their own. A dictionary is one per
 //! process and kind, trained once or restored with a snapshot, and never replaced: what was
 //! packed against it can always be unpacked, and nothing packed carries a pointer to it.
 
@@ -29,8 +29,8 @@ use zstd::zstd_safe::{CParameter, DParameter, FrameFormat};
 /// libdeflate's level 1. A catalog's bodies are small, so much of the time goes to building
 /// each body's codes rather than to finding matches: on a sample of the full-scale set's
 /// bodies level 6 kept 1.7% fewer bytes (1% of the whole catalog) and took half as long
-/// again, and deflate was a third of a full-scale warm-up's CPU (README, Warm-up; `cargo
-/// bench --bench cache -- gzip`).
+/// again, and deflate was a third of a full-scale warm-up's CPU (docs/benchmarks.md, Warm-up;
+/// `cargo bench --bench cache -- gzip`).
 const LEVEL: CompressionLvl = match CompressionLvl::new(1) {
     Ok(level) => level,
     Err(_) => CompressionLvl::fastest(),
@@ -128,8 +128,8 @@ pub enum Codec {
 }
 
 /// zstd's level: the dictionary does most of the work. With level 3 packing the lists a
-/// full-scale warm-up took 142 s, against 165 s deflating them (README, Dictionaries); level 9
-/// measured 2–6% smaller, and zstd's higher levels are the slower ones.
+/// full-scale warm-up took 142 s, against 165 s deflating them (docs/benchmarks.md,
+/// Dictionaries); level 9 measured 2–6% smaller, and zstd's higher levels are the slower ones.
 const DICTIONARY_LEVEL: i32 = 3;
 
 /// How large a trained dictionary may be: zstd's own default (it measured better than 64 KiB,

@@ -108,7 +108,7 @@ impl Compaction {
 #[derive(Debug, Clone)]
 pub struct Gzipped {
     /// A box, not `Bytes`: the catalog holds four million whole bodies, and the box (16 bytes
-    /// against 32) puts each body's own box a size class lower (README, Warm-up).
+    /// against 32) puts each body's own box a size class lower (docs/benchmarks.md, Warm-up).
     pub gz: Box<[u8]>,
     pub digest: u64,
 }
@@ -1574,7 +1574,8 @@ mod tests {
     fn a_whole_body_is_40_bytes_so_that_its_box_takes_mimallocs_64_byte_class() {
         // The catalog holds four million whole bodies at full scale, each in a box with two
         // counts (16 bytes) before it: 40 bytes here is a 56-byte box, which mimalloc gives 64,
-        // against 80 for the 72 while a body's bytes were `Bytes` (65 MB; README, Warm-up).
+        // against 80 for the 72 while a body's bytes were `Bytes` (65 MB; docs/benchmarks.md,
+        // Warm-up).
         assert!(std::mem::size_of::<Rendered>() <= 40);
         assert!(std::mem::size_of::<Gzipped>() <= 24);
     }
