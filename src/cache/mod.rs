@@ -351,6 +351,12 @@ impl ResponseCache {
         });
     }
 
+    /// Lets go of the precomputed catalog without freeing its memory: for a process about to
+    /// exit, and for nothing else (the memory is never freed).
+    pub fn abandon_catalog_for_exit(&self) {
+        self.store.abandon_catalog_for_exit();
+    }
+
     pub fn stats(&self) -> CacheStats {
         CacheStats {
             hits: self.lookups.sum(HITS),
