@@ -1,6 +1,7 @@
-//! A lenient parser for one line of the data set's CSV dialect.
+//! A lenient parser for one record of the data set's CSV dialect.
 //!
-//! The files are line-oriented: a record never spans lines. Text is usually quoted with `""`
+//! The files are line-oriented: a record is a line, unless a quoted field holds a line break
+//! ([`super::records`] joins those lines before they get here). Text is usually quoted with `""`
 //! for an embedded quote, but unquoted text appears too, and the unquoted word `null` means a
 //! missing value. Some lines in photos.csv lose the closing quote of their last field; the
 //! parser reports that as [`LineError::UnbalancedQuote`] so the caller can decide to repair it.

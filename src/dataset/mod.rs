@@ -5,6 +5,7 @@
 pub mod csv_line;
 pub mod generate;
 pub mod manifest;
+pub mod records;
 pub mod rng;
 
 /// The fourteenth file of the original set: an older cart shape (sessions and product ids)

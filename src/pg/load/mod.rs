@@ -29,6 +29,7 @@ use tokio_postgres::{Client, Config};
 use self::convert::{Converter, LoadedIds, Outcome};
 use super::migrate::{migrate, MigrateError, SCHEMA_LOCK};
 use super::{connect, DbError};
+use crate::dataset::records::Records;
 use crate::dataset::Table;
 use crate::progress::{group_thousands, Progress};
 
@@ -608,26 +609,18 @@ fn read_file(
     };
     let mut progress = Progress::new(table.file_name(), quiet);
     let mut converter = Converter::new(table, parents);
-    let mut line = Vec::with_capacity(4096);
+    let mut header = Vec::new();
+    reader.read_until(b'\n', &mut header).map_err(io)?;
+    let header_bytes = header.len() as u64;
+    let mut records = Records::new(reader, table.columns().len());
+    let mut record = Vec::with_capacity(4096);
     let mut out = Vec::with_capacity(CHUNK + 64 * 1024);
-    let mut consumed = reader.read_until(b'\n', &mut line).map_err(io)? as u64; // the header
-    let mut line_number = 1;
-    loop {
-        line.clear();
-        let n = reader.read_until(b'\n', &mut line).map_err(io)?;
-        if n == 0 {
-            break;
-        }
-        consumed += n as u64;
-        line_number += 1;
-        while matches!(line.last(), Some(b'\n' | b'\r')) {
-            line.pop();
-        }
-        if line.is_empty() && reader.fill_buf().map_err(io)?.is_empty() {
+    while let Some(span) = records.next_into(&mut record).map_err(io)? {
+        if record.is_empty() && records.at_end().map_err(io)? {
             break; // a blank last line is the end of the file, not a row
         }
-        report.lines += 1;
-        report.count(line_number, converter.convert(&line, &mut out));
+        report.lines += span.lines;
+        report.count(span.first_line, converter.convert(&record, &mut out));
         if out.len() >= CHUNK {
             let chunk = Bytes::from(std::mem::replace(
                 &mut out,
@@ -638,7 +631,7 @@ fn read_file(
                     file: table.file_name(),
                 });
             }
-            progress.update(report.lines, consumed, size);
+            progress.update(report.lines, header_bytes + records.consumed(), size);
         }
     }
     if !out.is_empty() && chunks.blocking_send(Bytes::from(out)).is_err() {
