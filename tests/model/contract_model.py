@@ -694,6 +694,8 @@ def main():
             checks.append(('GET /qa/questions/:id/answers paged', '/qa/questions/%d/answers?page=2&count=1' % q['id'], st, b))
     # edge / error cases
     unk = max(m.pids) + 1000
+    if unk > 2**63 - 1:  # past the largest ID a data set may use: not an unknown ID but no ID
+        unk = next(i for i in range(2**63 - 1, 0, -1) if i not in m.pids)
     E = [('/products/%d' % unk, 404), ('/products/999999999', 404), ('/products/%d/styles' % unk, 404),
          ('/products/%d/related' % unk, 404), ('/products/0', 404), ('/products/abc', 404),
          ('/products/99999999999999999999', 404),
