@@ -186,7 +186,7 @@ pub fn nginx_config(shards: &[Vec<String>], listen: &str) -> String {
          proxy_set_header Host $host;\n        \
          proxy_set_header X-Request-Id $request_id;\n        \
          proxy_set_header Idempotency-Key $atelier_retry_key;\n        \
-         # As deploy/nginx.conf: a retry never applies a write twice (README, Deployment).\n        \
+         # As deploy/nginx.conf: a retry never applies a write twice (docs/deployment.md).\n        \
          proxy_next_upstream error timeout http_503 non_idempotent;\n        \
          proxy_next_upstream_tries 3;\n        \
          proxy_connect_timeout 1s;\n        \

@@ -622,7 +622,8 @@ async fn quoted_fields_that_hold_line_breaks_load_whole_and_are_shown_with_them(
     append(
         "reviews.csv",
         "9101,902,4,1600000000000,\"Sum\",\"Body one\n\nbody two\",true,false,\"n\",\"n@x.co\",\"Re\r\nply\",2\n\
-         9102,902,5,1600000000001,\"Next\",\"Plain.\",false,false,\"m\",\"m@x.co\",null,1\n",
+         9102,902,5,1600000000001,\"Next\",\"Plain.\",false,false,\"m\",\"m@x.co\",null,1\n\
+         9103,902,7,1600000000002,\"Seven\",\"Out of range.\",true,false,\"o\",\"o@x.co\",null,0\n",
     );
     append(
         "questions.csv",
@@ -640,7 +641,7 @@ async fn quoted_fields_that_hold_line_breaks_load_whole_and_are_shown_with_them(
     for (file, lines, loaded, repaired, skipped) in [
         ("product.csv", 6 + 4, 6 + 1, 0, 0),
         ("photos.csv", 9, 8, 1, 0),
-        ("reviews.csv", 9 + 5, 6 + 2, 0, 3),
+        ("reviews.csv", 9 + 6, 6 + 2, 0, 3 + 1),
         ("questions.csv", 6 + 2, 6 + 1, 0, 0),
         ("answers.csv", 7 + 2, 6 + 1, 1, 0),
     ] {
@@ -651,6 +652,12 @@ async fn quoted_fields_that_hold_line_breaks_load_whole_and_are_shown_with_them(
             "{file}"
         );
     }
+
+    // A row after a record of four lines is named by its own line: the header and the sample's
+    // nine lines, then 11 to 14, 15, and 16.
+    let reviews = report.file("reviews.csv").unwrap();
+    let last = reviews.notes.last().map(|n| n.line);
+    assert_eq!(last, Some(16), "{:?}", reviews.notes);
 
     let settings = atelier::config::ServeSettings {
         listen: "127.0.0.1:0".parse().unwrap(),

@@ -352,8 +352,11 @@ impl ResponseCache {
     }
 
     /// Lets go of the precomputed catalog without freeing its memory: for a process about to
-    /// exit, and for nothing else (the memory is never freed).
+    /// exit, and for nothing else (the memory is never freed). Counted as an emptying, so that
+    /// a snapshot still being written (a periodic one that began during the drain) is thrown
+    /// away rather than renamed over the good one with the bodies it no longer finds left out.
     pub fn abandon_catalog_for_exit(&self) {
+        self.clears.fetch_add(1, Ordering::AcqRel);
         self.store.abandon_catalog_for_exit();
     }
 

@@ -1077,13 +1077,16 @@ mod tests {
     }
 
     #[test]
-    fn a_snapshot_written_across_an_emptying_or_a_warm_up_is_thrown_away() {
+    fn a_snapshot_written_across_an_emptying_an_exit_or_a_warm_up_is_thrown_away() {
         let cache = catalog();
         let warmup = WarmupStatus::default();
         let clears = cache.clears.load(Ordering::Acquire);
         assert!(catalog_kept(&cache, clears, &warmup));
         cache.clear();
         assert!(!catalog_kept(&cache, clears, &warmup));
+        let clears = cache.clears.load(Ordering::Acquire);
+        cache.abandon_catalog_for_exit();
+        assert!(!catalog_kept(&cache, clears, &warmup), "abandoned at exit");
         let clears = cache.clears.load(Ordering::Acquire);
         warmup.running.store(true, Ordering::Release);
         assert!(!catalog_kept(&cache, clears, &warmup));

@@ -16,7 +16,8 @@ use std::io::{self, BufRead};
 use super::csv_line::{has_unbalanced_quote, Fields, LineError};
 
 /// The most lines one record may span, and the most bytes: past either, the first line is
-/// taken alone (and the loader never holds more than this of a file).
+/// taken alone (so a join never holds more of a file than this and the one line that went past
+/// it).
 const MAX_LINES: usize = 64;
 const MAX_BYTES: usize = 1 << 20;
 
@@ -80,16 +81,20 @@ impl<R: BufRead> Records<R> {
             lines: 1,
         };
         if self.ends_inside_a_field(strip_line_end(record)) {
-            let mut tried = Vec::new();
+            // The lines tried, as their numbers and where each lies in `record`.
+            let mut tried: Vec<(u64, usize)> = Vec::new();
             let joined = loop {
-                if tried.len() + 1 >= MAX_LINES || record.len() > MAX_BYTES {
+                if tried.len() + 1 >= MAX_LINES {
                     break false;
                 }
                 let start = record.len();
                 let Some(number) = self.line_into(record)? else {
                     break false;
                 };
-                tried.push((number, record[start..].to_vec()));
+                tried.push((number, start));
+                if record.len() > MAX_BYTES {
+                    break false;
+                }
                 match self.fields.parse(strip_line_end(record)) {
                     Ok(()) => break self.fields.len() == self.columns,
                     Err(LineError::UnbalancedQuote) => continue,
@@ -99,10 +104,12 @@ impl<R: BufRead> Records<R> {
             if joined {
                 span.lines += tried.len() as u64;
             } else {
-                record.truncate(first_len);
-                for line in tried.into_iter().rev() {
-                    self.ahead.push_front(line);
+                let mut end = record.len();
+                for &(number, start) in tried.iter().rev() {
+                    self.ahead.push_front((number, record[start..end].to_vec()));
+                    end = start;
                 }
+                record.truncate(first_len);
             }
         }
         let len = strip_line_end(record).len();
@@ -226,16 +233,77 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_field_open_past_the_limit_leaves_its_first_line_alone() {
-        let mut text = String::from("id,body\n1,\"never closed\n");
-        for i in 0..MAX_LINES + 5 {
-            text.push_str(&format!("more {i}\n"));
+    /// A record whose quoted field opens on its first line and closes on line `lines` of it.
+    fn spanning(lines: usize) -> String {
+        let mut record = String::from("1,\"open");
+        for i in 2..lines {
+            record.push_str(&format!("\nline {i}"));
         }
-        text.push_str("2,\"closing\"\"\n");
-        let all = records(&text, 2);
-        assert_eq!(all[0], ("1,\"never closed".to_owned(), 2, 1));
-        assert_eq!(all[1], ("more 0".to_owned(), 3, 1));
-        assert_eq!(all.len(), MAX_LINES + 7);
+        record.push_str("\nclosed\"");
+        record
+    }
+
+    #[test]
+    fn a_record_spans_at_most_its_limit_of_lines() {
+        let longest = spanning(MAX_LINES);
+        let all = records(&format!("id,body\n{longest}\n2,after\n"), 2);
+        assert_eq!(
+            all,
+            [
+                (longest, 2, MAX_LINES as u64),
+                ("2,after".into(), 2 + MAX_LINES as u64, 1)
+            ]
+        );
+
+        // One line more: the first line alone, then every other line as a record of its own, in
+        // order, each with its own number.
+        let all = records(&format!("id,body\n{}\n", spanning(MAX_LINES + 1)), 2);
+        assert_eq!(all.len(), MAX_LINES + 1);
+        assert_eq!(all[0], ("1,\"open".to_owned(), 2, 1));
+        for (i, (text, first, lines)) in all[1..MAX_LINES].iter().enumerate() {
+            assert_eq!(
+                (text.as_str(), *first, *lines),
+                (format!("line {}", i + 2).as_str(), i as u64 + 3, 1)
+            );
+        }
+        assert_eq!(
+            all[MAX_LINES],
+            ("closed\"".to_owned(), MAX_LINES as u64 + 2, 1)
+        );
+    }
+
+    #[test]
+    fn a_record_spans_at_most_its_limit_of_bytes() {
+        let long = "x".repeat(MAX_BYTES / 2);
+        let fits = format!("1,\"{long}\n{}\"", &long[..MAX_BYTES / 2 - 16]);
+        let all = records(&format!("id,body\n{fits}\n"), 2);
+        assert_eq!(all, [(fits, 2, 2)]);
+
+        let too_long = format!("1,\"{long}\n{long}\n\"");
+        let all = records(&format!("id,body\n{too_long}\n"), 2);
+        let taken: Vec<(u64, usize)> = all.iter().map(|(t, first, _)| (*first, t.len())).collect();
+        assert_eq!(taken, [(2, long.len() + 3), (3, long.len()), (4, 1)]);
+    }
+
+    #[test]
+    fn lines_read_ahead_are_not_the_end_of_the_file() {
+        // A blank line read ahead is a record of its own, not the end: a line follows it.
+        let mut records = Records::new(&b"1,\"open\n\nX\n"[..], 2);
+        let mut out = Vec::new();
+        assert_eq!(
+            records.next_into(&mut out).unwrap().map(|s| s.first_line),
+            Some(2)
+        );
+        assert_eq!(
+            records.next_into(&mut out).unwrap().map(|s| s.first_line),
+            Some(3)
+        );
+        assert!(out.is_empty() && !records.at_end().unwrap());
+        assert_eq!(
+            records.next_into(&mut out).unwrap().map(|s| s.first_line),
+            Some(4)
+        );
+        assert_eq!(out, b"X");
+        assert!(records.at_end().unwrap());
     }
 }
