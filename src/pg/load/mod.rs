@@ -333,7 +333,7 @@ fn check_files(dir: &Path) -> Result<Vec<(Table, PathBuf)>, LoadError> {
             let found = found
                 .trim_start_matches('\u{feff}')
                 .trim_end_matches(['\r', '\n']);
-            if found != table.header() {
+            if !header_names(found, table.header()) {
                 return Err(LoadError::BadHeader {
                     path,
                     found: found.to_owned(),
@@ -343,6 +343,21 @@ fn check_files(dir: &Path) -> Result<Vec<(Table, PathBuf)>, LoadError> {
             Ok((table, path))
         })
         .collect()
+}
+
+/// Whether `found` names the columns of `expected`, in its order: as written, or each name
+/// quoted (as a CSV writer that quotes every field writes a header).
+fn header_names(found: &str, expected: &str) -> bool {
+    if found == expected {
+        return true;
+    }
+    let mut fields = crate::dataset::csv_line::Fields::new();
+    fields.parse(found.as_bytes()).is_ok()
+        && fields.len() == expected.split(',').count()
+        && expected
+            .split(',')
+            .enumerate()
+            .all(|(i, name)| fields.bytes(i) == name.as_bytes())
 }
 
 async fn first_non_empty(client: &Client) -> Result<Option<String>, DbError> {
@@ -669,7 +684,28 @@ pub async fn finish_interrupted_load(config: &Config, quiet: bool) -> Result<(),
 
 #[cfg(test)]
 mod tests {
-    use super::{FileReport, LoadReport, Outcome, MAX_DROPS_NOTED};
+    use super::{header_names, FileReport, LoadReport, Outcome, MAX_DROPS_NOTED};
+
+    #[test]
+    fn a_header_may_quote_its_names_but_not_change_them() {
+        let expected = "id,styleId,size,quantity";
+        assert!(header_names(expected, expected));
+        assert!(header_names(
+            r#""id","styleId","size","quantity""#,
+            expected
+        ));
+        assert!(header_names(r#"id,"styleId",size,"quantity""#, expected));
+        for wrong in [
+            "id,styleId,size",
+            "id,styleId,size,quantity,extra",
+            "id,style_id,size,quantity",
+            r#""id","styleId","size","quantity"#,
+            "id, styleId, size, quantity",
+            r#""id,styleId",size,quantity"#,
+        ] {
+            assert!(!header_names(wrong, expected), "{wrong}");
+        }
+    }
 
     fn file_with(repaired: u64, skipped: u64, dropped: u64) -> FileReport {
         let mut f = FileReport {
