@@ -826,7 +826,7 @@ async fn serve(
     // The process exits next: the kernel takes the catalog back at once, where freeing it body
     // by body kept a full-scale instance alive 5 s longer.
     cache.abandon_catalog_for_exit();
-    tracing::info!("stopped");
+    tracing::info!(catalog = "left to the exit", "stopped");
     Ok(())
 }
 

@@ -35,7 +35,7 @@ async fn serve_tells_systemd_when_it_is_ready_alive_and_stopping_and_drains() {
     );
 
     // The address, from the start line.
-    let (addr, _lines) = common::served_address(&mut child);
+    let (addr, lines) = common::served_address(&mut child);
 
     // Messages until READY=1: the instance answers /readyz with 200 by then, and not before
     // its first STATUS.
@@ -111,6 +111,16 @@ async fn serve_tells_systemd_when_it_is_ready_alive_and_stopping_and_drains() {
         "not before the delay"
     );
     assert!(child.wait().unwrap().success());
+    // Its last word: stopped, the catalog left for the exit to take back rather than freed
+    // body by body.
+    // (Every line to the end: the reader's channel closes once the exited child's pipe does.)
+    let stopped: Vec<serde_json::Value> = lines
+        .iter()
+        .filter_map(|line| serde_json::from_str(&line).ok())
+        .filter(|line: &serde_json::Value| line["fields"]["message"] == "stopped")
+        .collect();
+    assert_eq!(stopped.len(), 1, "one stopped line");
+    assert_eq!(stopped[0]["fields"]["catalog"], "left to the exit");
 }
 
 /// A second signal while the instance drains skips the rest of the delay: with a delay of an
