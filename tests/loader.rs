@@ -26,6 +26,33 @@ async fn load_dir(config: &Config, dir: &std::path::Path) -> LoadReport {
     load(config, &options(dir)).await.expect("load")
 }
 
+/// Appends `rows` to `file` in `dir`, a copy of the sample, after a line ending if its last line
+/// lacks one. Bytes, not text: a file of the sample is not all UTF-8 (a quirk of its own).
+fn append_to_sample_copy(dir: &TempDir, file: &str, rows: &str) {
+    let path = dir.path().join(file);
+    let mut text = std::fs::read(&path).unwrap();
+    if !text.ends_with(b"\n") {
+        text.push(b'\n');
+    }
+    text.extend_from_slice(rows.as_bytes());
+    std::fs::write(&path, text).unwrap();
+}
+
+/// A server over `db`, once it is ready (no sweep).
+async fn ready_server(db: &common::TestDb) -> atelier::http::Running {
+    let settings = atelier::config::ServeSettings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        pool_size: 2,
+        sweep_period: None,
+        ..Default::default()
+    };
+    let server = atelier::http::start(settings, db.config.clone())
+        .await
+        .expect("start server");
+    common::ready(server.addr).await;
+    server
+}
+
 #[tokio::test]
 async fn loads_the_sample_with_every_quirk_handled() {
     let db = common::migrated_database().await;
@@ -441,17 +468,8 @@ async fn a_date_outside_years_1_to_9999_skips_its_row_not_the_load() {
 #[tokio::test]
 async fn a_null_in_any_column_loads_as_null_and_is_shown_as_null() {
     let dir = TempDir::new("loader-nulls");
+    let append = |file: &str, rows: &str| append_to_sample_copy(&dir, file, rows);
     common::copy_dir(&common::sample_dir(), dir.path());
-    let append = |file: &str, rows: &str| {
-        let path = dir.path().join(file);
-        // Bytes, not text: a file of the sample is not all UTF-8 (a quirk of its own).
-        let mut text = std::fs::read(&path).unwrap();
-        if !text.ends_with(b"\n") {
-            text.push(b'\n');
-        }
-        text.extend_from_slice(rows.as_bytes());
-        std::fs::write(&path, text).unwrap();
-    };
     append("product.csv", "901,null,null,null,\"null\",null\n");
     append("features.csv", "9001,901,null,null\n");
     append("styles.csv", "9001,901,null,null,null,1\n");
@@ -484,17 +502,8 @@ async fn a_null_in_any_column_loads_as_null_and_is_shown_as_null() {
         assert_eq!(n, 1, "{table:?}: the row with nulls was loaded");
     }
 
-    let settings = atelier::config::ServeSettings {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        pool_size: 2,
-        sweep_period: None,
-        ..Default::default()
-    };
-    let server = atelier::http::start(settings, db.config.clone())
-        .await
-        .expect("start server");
+    let server = ready_server(&db).await;
     let a = server.addr;
-    common::ready(a).await;
     const DATE: &str = "2020-09-13T12:26:40.000Z";
     let review = |helpfulness: u32| {
         format!(
@@ -605,16 +614,8 @@ async fn a_null_in_any_column_loads_as_null_and_is_shown_as_null() {
 #[tokio::test]
 async fn quoted_fields_that_hold_line_breaks_load_whole_and_are_shown_with_them() {
     let dir = TempDir::new("loader-line-breaks");
+    let append = |file: &str, rows: &str| append_to_sample_copy(&dir, file, rows);
     common::copy_dir(&common::sample_dir(), dir.path());
-    let append = |file: &str, rows: &str| {
-        let path = dir.path().join(file);
-        let mut text = std::fs::read(&path).unwrap();
-        if !text.ends_with(b"\n") {
-            text.push(b'\n');
-        }
-        text.extend_from_slice(rows.as_bytes());
-        std::fs::write(&path, text).unwrap();
-    };
     append(
         "product.csv",
         "902,\"Two\nlines\",\"s\",\"A \"\"quoted\"\"\nand\r\nthird line\",\"c\",10\n",
@@ -659,17 +660,8 @@ async fn quoted_fields_that_hold_line_breaks_load_whole_and_are_shown_with_them(
     let last = reviews.notes.last().map(|n| n.line);
     assert_eq!(last, Some(16), "{:?}", reviews.notes);
 
-    let settings = atelier::config::ServeSettings {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        pool_size: 2,
-        sweep_period: None,
-        ..Default::default()
-    };
-    let server = atelier::http::start(settings, db.config.clone())
-        .await
-        .expect("start server");
+    let server = ready_server(&db).await;
     let a = server.addr;
-    common::ready(a).await;
     const DATE: &str = "2020-09-13T12:26:40.000Z";
     let expected = [
         (
