@@ -2,6 +2,8 @@
 //! loader's COPY rows and the JSON renderer — code that writes millions of numbers; and the
 //! one product of numbers of any size the API echoes ([`push_page_offset`]).
 
+use std::io::Write;
+
 /// Appends `v` in decimal.
 pub fn push_u128(out: &mut Vec<u8>, v: u128) {
     let mut buf = [0u8; 40];
@@ -61,13 +63,8 @@ pub fn push_page_offset(out: &mut Vec<u8>, page: &str, count: &str) {
         push_u128(out, top.into());
     }
     for &limb in from_the_top {
-        let mut nine = [b'0'; 9];
-        let mut n = limb;
-        for digit in nine.iter_mut().rev() {
-            *digit = b'0' + (n % 10) as u8;
-            n /= 10;
-        }
-        out.extend_from_slice(&nine);
+        // Writing to a Vec cannot fail.
+        let _ = write!(out, "{limb:09}");
     }
 }
 

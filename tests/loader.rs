@@ -38,6 +38,19 @@ fn append_to_sample_copy(dir: &TempDir, file: &str, rows: &str) {
     std::fs::write(&path, text).unwrap();
 }
 
+/// Asks the server at `a` for each path and requires a 200 with exactly its body.
+async fn answers_200_with(a: std::net::SocketAddr, expected: &[(impl AsRef<str>, String)]) {
+    for (path, body) in expected {
+        let path = path.as_ref();
+        let reply = common::get(a, path).await;
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (200, body.as_str()),
+            "{path}"
+        );
+    }
+}
+
 /// A server over `db`, once it is ready (no sweep).
 async fn ready_server(db: &common::TestDb) -> atelier::http::Running {
     let settings = atelier::config::ServeSettings {
@@ -542,14 +555,7 @@ async fn a_null_in_any_column_loads_as_null_and_is_shown_as_null() {
             format!(r#"{{"question":"9001","page":1,"count":5,"results":[{{"answer_id":9001,"body":null,"date":"{DATE}","answerer_name":null,"helpfulness":1,"photos":[{{"id":9001,"url":null}}]}}]}}"#),
         ),
     ];
-    for (path, body) in &expected {
-        let reply = common::get(a, path).await;
-        assert_eq!(
-            (reply.status, reply.body.as_str()),
-            (200, body.as_str()),
-            "{path}"
-        );
-    }
+    answers_200_with(a, &expected).await;
     let list = common::get(a, "/products?page=1&count=1000").await;
     assert!(list.body.contains(&format!("{product}}}")), "{}", list.body);
     let pool =
@@ -681,14 +687,7 @@ async fn quoted_fields_that_hold_line_breaks_load_whole_and_are_shown_with_them(
             ),
         ),
     ];
-    for (path, body) in &expected {
-        let reply = common::get(a, path).await;
-        assert_eq!(
-            (reply.status, reply.body.as_str()),
-            (200, body.as_str()),
-            "{path}"
-        );
-    }
+    answers_200_with(a, &expected).await;
 }
 
 /// `text` with every field of every line that splits cleanly quoted, header included, as a CSV

@@ -353,8 +353,10 @@ impl Query<'_> {
     /// 2^64-1 to the arithmetic (clients send huge counts to mean "all", and the contract says
     /// never to fail them), and then both are kept as written for the heads that echo them.
     fn paging(&self) -> Result<Paging, RouteError> {
-        let number = |name: &'static str, default: &'static str| {
-            let v = self.get(name).unwrap_or(Cow::Borrowed(default));
+        let number = |name: &'static str, default: u64| {
+            let Some(v) = self.get(name) else {
+                return Ok((default, None));
+            };
             if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(RouteError::InvalidPaging(name));
             }
@@ -366,8 +368,7 @@ impl Query<'_> {
                 Err(_) => Ok((u64::MAX, Some(Box::<str>::from(digits)))),
             }
         };
-        let ((page, page_past), (count, count_past)) =
-            (number("page", "1")?, number("count", "5")?);
+        let ((page, page_past), (count, count_past)) = (number("page", 1)?, number("count", 5)?);
         let digits = match (page_past, count_past) {
             (None, None) => None,
             (page_past, count_past) => Some(Box::new(PagingDigits {

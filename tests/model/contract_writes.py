@@ -462,36 +462,31 @@ class Burst:
         p['photos'] = ['https://img.example.com/mw/%s/%d.jpg' % (t, i) for i in range(rnd.randint(1, 3))]
         p['characteristics'] = collections.OrderedDict(
             (str(c['id']), rnd.randint(1, 5)) for c in m.chars.get(pid, []))
-        for k, v in over.items():
-            if v is DEL:
-                p.pop(k, None)
-            else:
-                p[k] = v
-        return p
+        return overridden(p, over)
 
     def question(self, pid, t, **over):
         p = collections.OrderedDict(body='Model question %s: does it run small?' % t, name=self.name_for(t),
                                     email='mw.%s@example.com' % t.lower(), product_id=pid)
-        for k, v in over.items():
-            if v is DEL:
-                p.pop(k, None)
-            else:
-                p[k] = v
-        return p
+        return overridden(p, over)
 
     def answer(self, t, nphotos=0, **over):
         p = collections.OrderedDict(body='Model answer %s: true to size.' % t, name=self.name_for(t),
                                     email='mw.%s@example.com' % t.lower(),
                                     photos=['https://img.example.com/mwa/%s/%d.jpg' % (t, i) for i in range(nphotos)])
-        for k, v in over.items():
-            if v is DEL:
-                p.pop(k, None)
-            else:
-                p[k] = v
-        return p
+        return overridden(p, over)
 
 
 DEL = object()
+
+
+def overridden(body, over):
+    """`body` with the fields of `over` set, or removed where their value is DEL."""
+    for k, v in over.items():
+        if v is DEL:
+            body.pop(k, None)
+        else:
+            body[k] = v
+    return body
 
 
 def nid(rows):
