@@ -627,6 +627,15 @@ def pick_products(m, n, seed):
     return sample, edge
 
 
+def unknown_id(ids):
+    """An ID (1 ..= 2^63-1) that is none of `ids`: past the largest, or below the top where the
+    largest is near it."""
+    unk = max(ids) + 1000
+    if unk > 2**63 - 1:
+        unk = next(i for i in range(2**63 - 1, 0, -1) if i not in ids)
+    return unk
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('csv_dir')
@@ -693,9 +702,7 @@ def main():
             st, b = m.get_answers(q['id'], 2, 1)
             checks.append(('GET /qa/questions/:id/answers paged', '/qa/questions/%d/answers?page=2&count=1' % q['id'], st, b))
     # edge / error cases
-    unk = max(m.pids) + 1000
-    if unk > 2**63 - 1:  # past the largest ID a data set may use: not an unknown ID but no ID
-        unk = next(i for i in range(2**63 - 1, 0, -1) if i not in m.pids)
+    unk = unknown_id(m.pids)
     E = [('/products/%d' % unk, 404), ('/products/999999999', 404), ('/products/%d/styles' % unk, 404),
          ('/products/%d/related' % unk, 404), ('/products/0', 404), ('/products/abc', 404),
          ('/products/99999999999999999999', 404),

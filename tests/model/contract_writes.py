@@ -778,9 +778,7 @@ def main():
     rand = [p for p, t in P.items() if t == 'random']
     print('run %d, seed %d: %d products touched: %s' % (run, a.seed, len(P), dict(collections.Counter(P.values()))))
 
-    unk = max(m.pids) + 1000
-    if unk > 2**63 - 1:  # past the largest ID a data set may use: not an unknown ID but no ID
-        unk = next(i for i in range(2**63 - 1, 0, -1) if i not in m.pids)
+    unk = cm.unknown_id(m.pids)
 
     def all_specs(extra_q=()):
         S = [('GET /products (unaffected)', '/products?page=1&count=5', lambda: (200, m.get_products(1, 5))),
