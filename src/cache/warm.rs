@@ -146,12 +146,16 @@ async fn scan_into(
     for b in &status.bytes {
         b.store(0, Ordering::Relaxed);
     }
+    tracing::info!(
+        products = snapshot.products,
+        "warm-up started: one scan of the catalog, every body rendered"
+    );
+    let _progress = ProgressLog::start(Arc::clone(status), started, PROGRESS_PERIOD);
     // The catalog held so far is dropped only once the scan is open: a scan that cannot start
     // leaves what the instance had.
     let mut scan = CatalogScan::open(snapshot, database).await?;
     cache.open_catalog(size);
     let mut first_products = Vec::with_capacity(PRODUCT_PAGES * PAGE_SIZE);
-    let mut logged = Instant::now();
     // Rendering and compressing are most of a warm-up's work: threads of their own do them
     // while this task reads and decodes the next products.
     let (rows_tx, rows_rx) = tokio::sync::mpsc::channel(READ_AHEAD);
@@ -179,17 +183,6 @@ async fn scan_into(
         }
         if rows_tx.send(rows).await.is_err() {
             break; // the renderers stopped: the budget is spent, or everything changed
-        }
-        if logged.elapsed() > Duration::from_secs(5) {
-            logged = Instant::now();
-            tracing::info!(
-                products = status.products_done.load(Ordering::Relaxed),
-                of = scan.products,
-                entries = status.entries.load(Ordering::Relaxed),
-                mb = cache.stats().bytes >> 20,
-                seconds = started.elapsed().as_secs(),
-                "warm-up in progress"
-            );
         }
     }
     drop(rows_tx);
@@ -253,6 +246,52 @@ async fn scan_into(
         "warm-up done"
     );
     Ok(outcome)
+}
+
+/// How often a running warm-up logs its progress.
+const PROGRESS_PERIOD: Duration = Duration::from_secs(5);
+
+/// Logs a warm-up's progress every period until dropped: the products rendered so far, or,
+/// before the first, that the scan waits for the database's first rows. PostgreSQL sorts the
+/// catalog's largest tables before it sends a row (about half a minute at full scale), and a
+/// start that long must not be a silent one.
+struct ProgressLog(tokio::task::JoinHandle<()>);
+
+impl ProgressLog {
+    fn start(status: Arc<WarmupStatus>, started: Instant, period: Duration) -> ProgressLog {
+        ProgressLog(tokio::spawn(async move {
+            let first = tokio::time::Instant::now() + period;
+            let mut tick = tokio::time::interval_at(first, period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let seconds = started.elapsed().as_secs();
+                let products = status.products_done.load(Ordering::Relaxed);
+                if products == 0 {
+                    tracing::info!(
+                        seconds,
+                        "warm-up waits for the database's first rows (it sorts the catalog first)"
+                    );
+                    continue;
+                }
+                let bytes: u64 = status.bytes.iter().map(|b| b.load(Ordering::Relaxed)).sum();
+                tracing::info!(
+                    products,
+                    of = status.products_total.load(Ordering::Relaxed),
+                    entries = status.entries.load(Ordering::Relaxed),
+                    mb = bytes >> 20,
+                    seconds,
+                    "warm-up in progress"
+                );
+            }
+        }))
+    }
+}
+
+impl Drop for ProgressLog {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// How many threads render a warm-up's products: one a core. One renderer kept a core about
@@ -681,7 +720,7 @@ mod tests {
     use std::thread::JoinHandle;
     use std::time::{Duration, Instant};
 
-    use super::{Renderers, WarmStop};
+    use super::{ProgressLog, Renderers, WarmStop, WarmupStatus};
 
     fn renderers() -> (tokio::sync::mpsc::Sender<u32>, Arc<Renderers<u32>>) {
         let (tx, rx) = tokio::sync::mpsc::channel(16);
@@ -860,5 +899,76 @@ mod tests {
             ],
             "the other renderer began before the first had trained: {by_renderer:?}"
         );
+    }
+
+    /// Log lines written by this thread's events: a current-thread runtime's tasks run on it.
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Lines {
+        fn with(&self, needle: &str) -> Vec<String> {
+            let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
+            text.lines()
+                .filter(|l| l.contains(needle))
+                .map(String::from)
+                .collect()
+        }
+
+        /// Waits (up to ten seconds) until `n` lines mention `needle`.
+        async fn until(&self, needle: &str, n: usize) {
+            let started = Instant::now();
+            while self.with(needle).len() < n {
+                assert!(
+                    started.elapsed() < Duration::from_secs(10),
+                    "fewer than {n} lines say {needle:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_warm_up_says_it_waits_for_the_database_until_its_first_product_then_counts_them() {
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let _logging = tracing::subscriber::set_default(subscriber);
+        let status = Arc::new(WarmupStatus::default());
+        status.products_total.store(7, Ordering::Relaxed);
+        let period = Duration::from_millis(10);
+        let progress = ProgressLog::start(Arc::clone(&status), Instant::now(), period);
+
+        let waiting = "waits for the database's first rows";
+        lines.until(waiting, 2).await;
+        assert!(lines.with("in progress").is_empty());
+
+        status.products_done.store(3, Ordering::Relaxed);
+        status.entries.store(30, Ordering::Relaxed);
+        status.bytes[2].store(3 << 20, Ordering::Relaxed);
+        lines.until("warm-up in progress", 1).await;
+        let line = &lines.with("warm-up in progress")[0];
+        for field in ["products=3", "of=7", "entries=30", "mb=3"] {
+            assert!(line.contains(field), "{field} missing from {line}");
+        }
+
+        // Dropped with the warm-up: nothing more is logged.
+        drop(progress);
+        tokio::task::yield_now().await;
+        let logged = lines.with("warm-up").len();
+        tokio::time::sleep(period * 5).await;
+        assert_eq!(lines.with("warm-up").len(), logged);
     }
 }
