@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use crate::pg::feed::FeedSettings;
 
+/// How often a running warm-up logs its progress, unless a library user says otherwise.
+pub const WARMUP_PROGRESS_PERIOD: Duration = Duration::from_secs(5);
+
 /// Everything `atelier serve` needs besides the database connection string.
 #[derive(Debug, Clone)]
 pub struct ServeSettings {
@@ -49,6 +52,8 @@ pub struct ServeSettings {
     /// How many bytes of lists (and, dense, of whole bodies) a warm-up samples to train
     /// a dictionary on (0: none is trained; one restored with a snapshot is still used).
     pub dictionary_sample_bytes: usize,
+    /// How often a running warm-up logs its progress ([`WARMUP_PROGRESS_PERIOD`]).
+    pub warmup_progress_period: Duration,
     /// What one client can make the server hold or do.
     pub limits: Limits,
     /// A request at least this slow gets a log line.
@@ -160,6 +165,7 @@ impl Default for ServeSettings {
             replicas: Default::default(),
             compaction: crate::render::Compaction::All,
             dictionary_sample_bytes: crate::cache::DEFAULT_DICTIONARY_SAMPLE_BYTES,
+            warmup_progress_period: WARMUP_PROGRESS_PERIOD,
             limits: Limits::default(),
             slow_request: Duration::from_secs(1),
             access_log_sample: 0,

@@ -353,6 +353,7 @@ impl HttpArgs {
                 _ => atelier::render::Compaction::All,
             },
             dictionary_sample_bytes: self.dictionary_sample_kb.saturating_mul(1024),
+            warmup_progress_period: atelier::config::WARMUP_PROGRESS_PERIOD,
             sweep_max_rate: self.sweep_max_rate,
             precompute: if self.precompute == "none" {
                 atelier::config::Precompute::None

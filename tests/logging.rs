@@ -244,3 +244,43 @@ async fn serve_logs_its_start_with_secrets_redacted_and_its_stop() {
     assert!(message("change feed: connected and listening").is_some());
     assert!(message("stopped").is_some(), "a stop line: {lines:?}");
 }
+
+#[tokio::test]
+async fn a_warm_up_logs_its_progress_as_it_goes_and_nothing_after_its_summary() {
+    let log = Captured::default();
+    let _installed = log.install();
+    let data = common::generated("warm-up-progress", 0.002, 9);
+    let period = Duration::from_millis(1);
+    let (_db, server) = server_with_settings(
+        data.path(),
+        ServeSettings {
+            precompute: atelier::config::Precompute::All,
+            warmup_progress_period: period,
+            ..settings()
+        },
+    )
+    .await;
+    common::ready(server.addr).await;
+    // Long enough for a progress task left running to have logged again many times over.
+    tokio::time::sleep(period * 50).await;
+
+    let messages: Vec<String> = log
+        .lines_with("warm-up")
+        .iter()
+        .filter_map(|l| l["fields"]["message"].as_str().map(String::from))
+        .collect();
+    let at = |m: &str| messages.iter().position(|l| l.starts_with(m));
+    let started = at("warm-up started").expect("a line as it starts");
+    let done = at("warm-up done").expect("a summary");
+    let progress = |m: &String| {
+        m == "warm-up in progress" || m == "warm-up waits for the database's first rows"
+    };
+    assert!(
+        messages[started..done].iter().any(progress),
+        "progress between the start and the summary: {messages:?}"
+    );
+    assert!(
+        !messages[done..].iter().any(progress),
+        "nothing after the summary: {messages:?}"
+    );
+}

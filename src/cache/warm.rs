@@ -108,16 +108,26 @@ const READ_AHEAD: usize = 256;
 /// Renders every body of the catalog from one scan of `database` into `cache`, in the
 /// warming record `generation` ([`ResponseCache::begin_warmup`]), begun before the scan's
 /// source was chosen. With `replayed_to`, `database` is a standby that must have replayed
-/// the primary's log that far ([`Snapshot::take`]).
+/// the primary's log that far ([`Snapshot::take`]). Progress is logged every
+/// `progress_period`.
 pub(crate) async fn warm(
     cache: &Arc<ResponseCache>,
     database: &Config,
     replayed_to: Option<Lsn>,
     status: &Arc<WarmupStatus>,
     generation: u64,
+    progress_period: Duration,
 ) -> Result<WarmupOutcome, DbError> {
     status.running.store(true, Ordering::Release);
-    let outcome = scan_into(cache, database, replayed_to, status, generation).await;
+    let outcome = scan_into(
+        cache,
+        database,
+        replayed_to,
+        status,
+        generation,
+        progress_period,
+    )
+    .await;
     cache.end_warmup();
     status.running.store(false, Ordering::Release);
     outcome
@@ -129,8 +139,16 @@ async fn scan_into(
     replayed_to: Option<Lsn>,
     status: &Arc<WarmupStatus>,
     generation: u64,
+    progress_period: Duration,
 ) -> Result<WarmupOutcome, DbError> {
     let started = Instant::now();
+    status.products_done.store(0, Ordering::Relaxed);
+    status.entries.store(0, Ordering::Relaxed);
+    for b in &status.bytes {
+        b.store(0, Ordering::Relaxed);
+    }
+    tracing::info!("warm-up started: one scan of the catalog, every body rendered");
+    let progress = ProgressLog::start(Arc::clone(status), started, progress_period);
     let snapshot = Snapshot::take(database, replayed_to).await?;
     let size = CatalogSize {
         products: snapshot.products,
@@ -138,19 +156,9 @@ async fn scan_into(
         questions: snapshot.questions,
         max_question_id: snapshot.max_question_id,
     };
-    status.products_done.store(0, Ordering::Relaxed);
-    status.entries.store(0, Ordering::Relaxed);
     status
         .products_total
         .store(snapshot.products.max(0) as u64, Ordering::Relaxed);
-    for b in &status.bytes {
-        b.store(0, Ordering::Relaxed);
-    }
-    tracing::info!(
-        products = snapshot.products,
-        "warm-up started: one scan of the catalog, every body rendered"
-    );
-    let _progress = ProgressLog::start(Arc::clone(status), started, PROGRESS_PERIOD);
     // The catalog held so far is dropped only once the scan is open: a scan that cannot start
     // leaves what the instance had.
     let mut scan = CatalogScan::open(snapshot, database).await?;
@@ -198,6 +206,8 @@ async fn scan_into(
             rendered = stopped;
         }
     }
+    // Stopped here, so that no progress line can follow the summary.
+    drop(progress);
     scanned?;
     let mut outcome = match rendered {
         Ok(()) => WarmupOutcome::Complete,
@@ -248,9 +258,6 @@ async fn scan_into(
     Ok(outcome)
 }
 
-/// How often a running warm-up logs its progress.
-const PROGRESS_PERIOD: Duration = Duration::from_secs(5);
-
 /// Logs a warm-up's progress every period until dropped: the products rendered so far, or,
 /// before the first, that the scan waits for the database's first rows. PostgreSQL sorts the
 /// catalog's largest tables before it sends a row (about half a minute at full scale), and a
@@ -259,6 +266,8 @@ struct ProgressLog(tokio::task::JoinHandle<()>);
 
 impl ProgressLog {
     fn start(status: Arc<WarmupStatus>, started: Instant, period: Duration) -> ProgressLog {
+        // (An interval of zero would panic.)
+        let period = period.max(Duration::from_millis(1));
         ProgressLog(tokio::spawn(async move {
             let first = tokio::time::Instant::now() + period;
             let mut tick = tokio::time::interval_at(first, period);
@@ -268,10 +277,7 @@ impl ProgressLog {
                 let seconds = started.elapsed().as_secs();
                 let products = status.products_done.load(Ordering::Relaxed);
                 if products == 0 {
-                    tracing::info!(
-                        seconds,
-                        "warm-up waits for the database's first rows (it sorts the catalog first)"
-                    );
+                    tracing::info!(seconds, "warm-up waits for the database's first rows");
                     continue;
                 }
                 let bytes: u64 = status.bytes.iter().map(|b| b.load(Ordering::Relaxed)).sum();

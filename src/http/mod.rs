@@ -1168,11 +1168,17 @@ async fn keep_warm(
             source.replayed_to(),
             &app.warmup,
             generation,
+            app.settings.warmup_progress_period,
         )
         .await;
         replica_failed = source.finished(&warmed);
         match warmed {
-            Ok(WarmupOutcome::Interrupted) => continue,
+            Ok(WarmupOutcome::Interrupted) => {
+                tracing::info!(
+                    "warm-up interrupted: everything changed (a bulk load); it starts over"
+                );
+                continue;
+            }
             Ok(_) => app.warmup.first_done.store(true, Ordering::Release),
             Err(e) if e.is_lock_timeout() => {
                 // A bulk load or a migration: expected, and retried until it is done.
