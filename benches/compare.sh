@@ -235,7 +235,7 @@ for setup in "precomputed|all|$cache_mb|all|fast" "precomputed hyper|all|$cache_
     pids+=("$pid")
     started=$(date +%s)
     wait_ready http://127.0.0.1:4503
-    echo "  ready after $(($(date +%s) - started)) s, $(($(ps -o rss= -p "$pid") / 1024)) MB resident" >&2
+    echo "  ready after $(($(date +%s) - started)) s, $(($(ps -o rss= -p "$pid") / 1024)) MiB resident" >&2
     # The read-only workloads first, in the ceiling's order: c's writes leave PostgreSQL
     # checkpointing and vacuuming on the same two cores for a while, which reads measured
     # after it would pay for (the endpoints lost about 10 points that way, docs/benchmarks.md).

@@ -44,13 +44,13 @@ start_and_stop() {
     done
     ready=$(date +%s.%N)
     if [ "$(metric atelier_snapshot_restored_total)" = 1 ]; then how=snapshot; else how=scan; fi
-    printf '| %s | %.1f s | %d MB | %s entries |' "$how" "$(echo "$ready - $began" | bc)" \
+    printf '| %s | %.1f s | %d MiB | %s entries |' "$how" "$(echo "$ready - $began" | bc)" \
         "$(($(ps -o rss= -p "$pid") / 1024))" "$(metric atelier_cache_catalog_entries)"
     began=$(date +%s.%N)
     kill -TERM "$pid"
     wait "$pid"
     stopped=$(date +%s.%N)
-    printf ' %.1f s | %d MB |\n' "$(echo "$stopped - $began" | bc)" \
+    printf ' %.1f s | %d MiB |\n' "$(echo "$stopped - $began" | bc)" \
         "$(($(stat -c %s "$dir/catalog.snapshot") >> 20))"
 }
 
