@@ -70,12 +70,15 @@ const READS: [&str; 13] = [
       WHERE NOT r.reported ORDER BY r.product_id, p.review_id, p.id",
     "SELECT product_id, rating, recommend, count(*) FROM reviews WHERE NOT reported
       GROUP BY product_id, rating, recommend ORDER BY product_id",
-    "SELECT c.product_id, c.id, c.name, a.mean
+    // Each characteristic's mean read beside it, as the keyed query reads it, so that the rows
+    // stream in product order: the whole table aggregated at once (19 million ratings at full
+    // scale) kept every read of the scan waiting about 14 s for its first row.
+    "SELECT c.product_id, c.id, c.name,
+            (SELECT round(avg(cr.value), 16)::text
+               FROM characteristic_reviews cr
+               JOIN reviews r ON r.id = cr.review_id
+              WHERE cr.characteristic_id = c.id AND NOT r.reported)
        FROM characteristics c
-       LEFT JOIN (SELECT cr.characteristic_id, round(avg(cr.value), 16)::text AS mean
-                    FROM reviews r JOIN characteristic_reviews cr ON cr.review_id = r.id
-                   WHERE NOT r.reported GROUP BY cr.characteristic_id) a
-         ON a.characteristic_id = c.id
       ORDER BY c.product_id, c.id",
     "SELECT product_id, id, body, date, asker_name, helpfulness, reported FROM questions
       ORDER BY product_id, helpfulness DESC, date DESC, id DESC",
