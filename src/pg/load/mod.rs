@@ -353,11 +353,9 @@ fn header_names(found: &str, expected: &str) -> bool {
     }
     let mut fields = crate::dataset::csv_line::Fields::new();
     fields.parse(found.as_bytes()).is_ok()
-        && fields.len() == expected.split(',').count()
-        && expected
-            .split(',')
-            .enumerate()
-            .all(|(i, name)| fields.bytes(i) == name.as_bytes())
+        && (0..fields.len())
+            .map(|i| fields.bytes(i))
+            .eq(expected.split(',').map(str::as_bytes))
 }
 
 async fn first_non_empty(client: &Client) -> Result<Option<String>, DbError> {
