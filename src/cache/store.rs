@@ -2,8 +2,8 @@
 //! read reaches without taking any lock, and the on-demand cache (quick_cache) for the rest.
 //!
 //! The catalog is a fixed array of `arc-swap` slots per kind of body, sized by the largest
-//! product and question ids when a warm-up opens it: a whole body's slot holds its
-//! [`Rendered`], a list's slot the [`ItemList`] itself. A hit there is two atomic loads (and a
+//! product and question ids when a warm-up opens it: a whole body's slot holds it as one
+//! allocation ([`Kept`]), a list's slot the [`ItemList`] itself. A hit there is two atomic loads (and a
 //! reference count for a reader that keeps the body); a refresh swaps a slot's body for a new
 //! one, so a reader gets the old body or the new one and never waits. `benches/hit_path.rs`
 //! measured the slot against quick_cache's hit (72 ns against 152 ns a lookup;
@@ -26,15 +26,22 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use arc_swap::ArcSwapOption;
+use arc_swap::{ArcSwapAny, ArcSwapOption, RefCnt};
 
 use super::Key;
 use crate::domain::ReviewOrder;
+use crate::render::kept::{self, Kept};
 use crate::render::{ItemList, Rendered, RenderedRef};
 
-/// What an entry costs besides its body: a catalog slot and its body's reference-counted box,
-/// or an on-demand entry's key and bookkeeping.
+/// What an on-demand entry costs besides its body: its key and bookkeeping.
 const ENTRY_OVERHEAD: u64 = 72;
+
+/// What a catalog slot holds a whole body (or a 404) in.
+type BodySlot = ArcSwapAny<Option<Kept>>;
+
+/// What a whole body in the catalog costs besides its bytes: its slot's pointer and the head
+/// in front of the bytes.
+const KEPT_OVERHEAD: u64 = (std::mem::size_of::<BodySlot>() + kept::HEAD_BYTES) as u64;
 
 /// The catalog's share of the budget, in tenths.
 const CATALOG_TENTHS: u64 = 9;
@@ -54,12 +61,18 @@ fn weight(key: &Key, value: &Rendered) -> u64 {
 
 /// What a catalog entry weighs: its slot holds no key. A list's slot holds the list's own box,
 /// which the list's weight counts already ([`Rendered::weight`]): the slot adds its pointer.
+/// A whole body is kept with its head ([`kept_weight`]).
 fn catalog_weight(value: &Rendered) -> u64 {
     const SLOT: u64 = std::mem::size_of::<ArcSwapOption<ItemList>>() as u64;
     match value {
         Rendered::List(_) => SLOT + value.weight() as u64,
-        _ => ENTRY_OVERHEAD + value.weight() as u64,
+        _ => KEPT_OVERHEAD + value.weight() as u64,
     }
+}
+
+/// What a whole body's slot holds weighs, as [`catalog_weight`] weighed the body put in.
+fn kept_weight(body: &Kept) -> u64 {
+    KEPT_OVERHEAD + kept::bytes(body).len() as u64
 }
 
 #[derive(Clone, Default)]
@@ -147,8 +160,11 @@ const FIRST_LIST_KIND: usize = REVIEWS_HELPFUL;
 
 /// The precomputed catalog's slots: whole bodies (and 404s) by kind, then lists by kind.
 struct Catalog {
-    bodies: [Box<[ArcSwapOption<Rendered>]>; FIRST_LIST_KIND],
+    bodies: [Box<[BodySlot]>; FIRST_LIST_KIND],
     lists: [Box<[ArcSwapOption<ItemList>]>; SLOT_KINDS - FIRST_LIST_KIND],
+    /// Dropped with the catalog: a test's way to see which thread frees it.
+    #[cfg(test)]
+    freed_with: std::sync::Mutex<Option<tests::Tattletale>>,
 }
 
 impl Catalog {
@@ -179,11 +195,12 @@ impl Catalog {
 static EMPTY_LIST: std::sync::LazyLock<Arc<ItemList>> =
     std::sync::LazyLock::new(|| Arc::new(ItemList::default()));
 
-/// An entry read out by [`Store::peek_held`]: a catalog body shared with its slot (a count on
-/// the box that holds it, none on its bytes), or a list or an on-demand entry, cloned.
+/// An entry read out by [`Store::peek_held`]: a catalog body with a count on what its slot
+/// holds (which tells it from a body refreshed into the slot since) and a copy to read, or a
+/// list or an on-demand entry, cloned.
 #[derive(Debug)]
 pub(crate) enum Held {
-    Shared(Arc<Rendered>),
+    Shared { kept: Kept, body: Rendered },
     Cloned(Rendered),
 }
 
@@ -192,7 +209,7 @@ impl std::ops::Deref for Held {
 
     fn deref(&self) -> &Rendered {
         match self {
-            Held::Shared(body) => body,
+            Held::Shared { body, .. } => body,
             Held::Cloned(body) => body,
         }
     }
@@ -215,7 +232,7 @@ fn free_when_unheld(mut catalog: Arc<Catalog>) {
 /// One slot of the catalog, of either sort.
 #[derive(Clone, Copy)]
 enum Slot<'a> {
-    Body(&'a ArcSwapOption<Rendered>),
+    Body(&'a BodySlot),
     List(&'a ArcSwapOption<ItemList>),
 }
 
@@ -223,26 +240,26 @@ impl Slot<'_> {
     /// The body held, if any.
     fn load(self) -> Option<Rendered> {
         match self {
-            Slot::Body(slot) => slot.load().as_deref().cloned(),
+            Slot::Body(slot) => slot.load().as_ref().map(kept::to_rendered),
             Slot::List(slot) => slot.load_full().map(Rendered::List),
         }
     }
 
-    /// The body held, if any, with no count taken on its bytes ([`Store::peek_held`]).
+    /// The body held, if any, with a count on what the slot holds ([`Store::peek_held`]).
     fn held(self) -> Option<Held> {
         match self {
-            Slot::Body(slot) => slot.load_full().map(Held::Shared),
+            Slot::Body(slot) => slot.load_full().map(|kept| Held::Shared {
+                body: kept::to_rendered(&kept),
+                kept,
+            }),
             Slot::List(slot) => slot.load_full().map(|l| Held::Cloned(Rendered::List(l))),
         }
     }
 
     /// Whether the slot can hold `body`: a list's slot holds lists only (the 404 of a
-    /// question that does not exist is kept on demand).
+    /// question that does not exist is kept on demand), a whole body's slot anything else.
     fn fits(self, body: &Rendered) -> bool {
-        matches!(
-            (self, body),
-            (Slot::Body(_), _) | (Slot::List(_), Rendered::List(_))
-        )
+        matches!(body, Rendered::List(_)) == matches!(self, Slot::List(_))
     }
 
     /// Puts `body` in (one that does not fit empties the slot: callers check
@@ -250,8 +267,8 @@ impl Slot<'_> {
     fn swap(self, body: Option<Rendered>) -> Option<u64> {
         match self {
             Slot::Body(slot) => slot
-                .swap(body.map(Arc::new))
-                .map(|old| catalog_weight(&old)),
+                .swap(body.as_ref().and_then(kept::keep))
+                .map(|old| kept_weight(&old)),
             Slot::List(slot) => {
                 let list = match body {
                     Some(Rendered::List(list)) => Some(list),
@@ -266,7 +283,9 @@ impl Slot<'_> {
     /// Empties the slot if `f` says so of its body; returns the emptied body's weight.
     fn take_if(self, f: impl Fn(&Rendered) -> bool) -> Option<u64> {
         match self {
-            Slot::Body(slot) => take(slot, |body| f(body).then(|| catalog_weight(body))),
+            Slot::Body(slot) => take(slot, |now| {
+                f(&kept::to_rendered(now)).then(|| kept_weight(now))
+            }),
             Slot::List(slot) => take(slot, |list| {
                 let body = Rendered::List(Arc::clone(list));
                 f(&body).then(|| catalog_weight(&body))
@@ -274,12 +293,12 @@ impl Slot<'_> {
         }
     }
 
-    /// Empties the slot if it still holds the very box `body` ([`Store::peek_held`]); returns
-    /// the emptied body's weight.
-    fn take_if_box(self, body: &Arc<Rendered>) -> Option<u64> {
+    /// Empties the slot if it still holds the very allocation `body` ([`Store::peek_held`]);
+    /// returns the emptied body's weight.
+    fn take_if_box(self, body: &Kept) -> Option<u64> {
         match self {
             Slot::Body(slot) => take(slot, |now| {
-                Arc::ptr_eq(now, body).then(|| catalog_weight(now))
+                kept::is_same(now, body).then(|| kept_weight(now))
             }),
             Slot::List(_) => None,
         }
@@ -288,7 +307,7 @@ impl Slot<'_> {
     /// The catalog weight of what the slot holds (0 when empty).
     fn held_weight(self) -> u64 {
         match self {
-            Slot::Body(slot) => slot.load().as_deref().map_or(0, catalog_weight),
+            Slot::Body(slot) => slot.load().as_ref().map_or(0, kept_weight),
             Slot::List(slot) => slot
                 .load_full()
                 .map_or(0, |list| catalog_weight(&Rendered::List(list))),
@@ -298,11 +317,14 @@ impl Slot<'_> {
 
 /// Empties `slot` if `weigh_if` gives its value a weight, and it is still that value; returns
 /// that weight.
-fn take<T>(slot: &ArcSwapOption<T>, weigh_if: impl Fn(&Arc<T>) -> Option<u64>) -> Option<u64> {
+fn take<P: RefCnt>(
+    slot: &ArcSwapAny<Option<P>>,
+    weigh_if: impl Fn(&P) -> Option<u64>,
+) -> Option<u64> {
     let current = slot.load_full();
     let weight = weigh_if(current.as_ref()?)?;
     let previous = slot.compare_and_swap(&current, None);
-    let same = matches!((&*previous, &current), (Some(a), Some(b)) if Arc::ptr_eq(a, b));
+    let same = matches!((&*previous, &current), (Some(a), Some(b)) if P::as_ptr(a) == P::as_ptr(b));
     same.then_some(weight)
 }
 
@@ -407,8 +429,8 @@ impl Store {
             let catalog = self.catalog.load();
             match catalog.as_ref().and_then(|c| c.slot(key)) {
                 Some(Slot::Body(slot)) => {
-                    if let Some(body) = slot.load().as_deref() {
-                        return Some(f(RenderedRef::Body(body)));
+                    if let Some(body) = slot.load().as_ref() {
+                        return Some(f(RenderedRef::Kept(body)));
                     }
                 }
                 Some(Slot::List(slot)) => {
@@ -559,7 +581,7 @@ impl Store {
     /// another 404 is not taken for the one read; an entry cloned is told as
     /// [`Rendered::is_same_value`] tells it.
     pub(crate) fn remove_if_still(&self, key: &Key, held: &Held) -> bool {
-        let Held::Shared(body) = held else {
+        let Held::Shared { kept: body, .. } = held else {
             return self.remove_if(key, |now| now.is_same_value(held));
         };
         let catalog = self.catalog.load();
@@ -585,8 +607,12 @@ impl Store {
         self.drop_catalog();
         self.on_demand
             .set_capacity(self.capacity - self.catalog_share());
-        self.catalog
-            .store(Some(Arc::new(Catalog { bodies, lists })));
+        self.catalog.store(Some(Arc::new(Catalog {
+            bodies,
+            lists,
+            #[cfg(test)]
+            freed_with: Default::default(),
+        })));
     }
 
     /// Gives the on-demand cache what the catalog leaves of the budget (at least a tenth):
@@ -693,12 +719,12 @@ impl Store {
     }
 }
 
-fn empty_slots<T>(len: usize) -> Box<[ArcSwapOption<T>]> {
-    (0..len).map(|_| ArcSwapOption::empty()).collect()
+fn empty_slots<P: RefCnt>(len: usize) -> Box<[ArcSwapAny<Option<P>>]> {
+    (0..len).map(|_| ArcSwapAny::new(None)).collect()
 }
 
 /// The indexes of the slots that hold something.
-fn filled<T>(slots: &[ArcSwapOption<T>]) -> impl Iterator<Item = usize> + '_ {
+fn filled<P: RefCnt>(slots: &[ArcSwapAny<Option<P>>]) -> impl Iterator<Item = usize> + '_ {
     (0..slots.len()).filter(|&i| slots[i].load().is_some())
 }
 
@@ -761,9 +787,9 @@ mod tests {
             store.peek_held(&Key::Product(3)),
             store.peek_held(&Key::Product(3)),
         ) {
-            // The slot's own box both times, not a copy of it.
-            (Some(Held::Shared(one)), Some(Held::Shared(two))) => {
-                assert!(Arc::ptr_eq(&one, &two) && one.is_same_value(&seen));
+            // What the slot holds both times, not a copy of it.
+            (Some(Held::Shared { kept: one, body }), Some(Held::Shared { kept: two, .. })) => {
+                assert!(kept::is_same(&one, &two) && body == seen);
             }
             other => panic!("{other:?}"),
         }
@@ -790,26 +816,25 @@ mod tests {
         assert!(catalog.upgrade().is_some(), "left for the exit to free");
     }
 
+    /// Says, when dropped, which thread dropped it.
+    pub(super) struct Tattletale(Arc<std::sync::Mutex<Option<String>>>);
+
+    impl Drop for Tattletale {
+        fn drop(&mut self) {
+            let thread = std::thread::current().name().map(str::to_owned);
+            *self.0.lock().unwrap() = thread;
+        }
+    }
+
     #[test]
     fn a_catalog_a_reader_holds_when_it_is_dropped_is_freed_on_the_drop_thread() {
-        /// Bytes that say, when freed, which thread freed them.
-        struct Tattletale(Arc<std::sync::Mutex<Option<String>>>);
-        impl AsRef<[u8]> for Tattletale {
-            fn as_ref(&self) -> &[u8] {
-                b"body"
-            }
-        }
-        impl Drop for Tattletale {
-            fn drop(&mut self) {
-                let thread = std::thread::current().name().map(str::to_owned);
-                *self.0.lock().unwrap() = thread;
-            }
-        }
         let store = catalog_store();
         let freed_by = Arc::new(std::sync::Mutex::new(None));
-        let body = Bytes::from_owner(Tattletale(Arc::clone(&freed_by)));
+        let catalog = store.catalog.load_full().expect("opened");
+        *catalog.freed_with.lock().unwrap() = Some(Tattletale(Arc::clone(&freed_by)));
+        drop(catalog);
         assert!(store
-            .insert_precomputed(Key::Product(3), Rendered::Json(body))
+            .insert_precomputed(Key::Product(3), body("warm"))
             .stored());
         store.with_held(&Key::Product(3), |_| {
             store.clear();
@@ -1008,10 +1033,11 @@ mod tests {
             .insert_precomputed(Key::Product(2), body("a"))
             .stored());
         let seen = store.peek(&Key::Product(2)).expect("held");
-        store.insert(Key::Product(2), body("a"));
-        assert!(!store.remove_if(&Key::Product(2), |now| now.is_same_value(&seen)));
-        let now = store.peek(&Key::Product(2)).expect("held");
-        assert!(store.remove_if(&Key::Product(2), |b| b.is_same_value(&now)));
+        store.insert(Key::Product(2), body("b"));
+        // The catalog's slot is asked about what it holds now (a copy of it: a catalog body is
+        // told from another by what its slot holds, `remove_if_still`).
+        assert!(!store.remove_if(&Key::Product(2), |now| *now == seen));
+        assert!(store.remove_if(&Key::Product(2), |now| *now == body("b")));
         assert_eq!(store.peek(&Key::Product(2)), None);
         assert_eq!(store.catalog_entries(), 0);
     }

@@ -12,6 +12,7 @@ use super::respond::{self, Body, Coding};
 use super::route::Route;
 use crate::cache::Key;
 use crate::domain::PagingDigits;
+use crate::render::kept::{self, Form, Kept};
 use crate::render::{self, Gzipped, Rendered, RenderedRef};
 
 /// A catalog read's answer, borrowing from the entry it was made of (`'a`).
@@ -35,7 +36,7 @@ pub enum Reply<'a> {
 /// bytes made for the request.
 #[derive(Debug, Clone)]
 pub enum Payload<'a> {
-    /// A body kept compressed: its bytes are a box, not shared.
+    /// Bytes an entry keeps in a box or in a catalog slot's allocation: borrowed, not shared.
     Kept(&'a [u8]),
     /// A plain body, whose bytes can be shared.
     Shared(&'a Bytes),
@@ -88,17 +89,37 @@ impl<'a> Reply<'a> {
         }
     }
 
+    /// The whole body a catalog slot keeps, as [`Reply::whole`] sends a body.
+    pub fn kept(entry: &'a Kept, gzip: bool) -> Reply<'a> {
+        let digest = kept::digest_of(entry);
+        match kept::form(entry) {
+            Form::Json => Reply::Json {
+                body: Payload::Kept(kept::bytes(entry)),
+                digest,
+                coding: Coding::Identity,
+            },
+            Form::Gzip => Reply::gzip_member(kept::bytes(entry), digest, gzip),
+            Form::Packed => Reply::unpacked(kept::plain(entry), digest),
+            Form::NotFound => Reply::NotFound,
+        }
+    }
+
     /// A body kept gzip-compressed: as it is to a client that takes gzip, inflated for one
     /// that does not.
     fn gzipped(kept: &'a Gzipped, gzip: bool) -> Reply<'a> {
+        Reply::gzip_member(&kept.gz, kept.digest, gzip)
+    }
+
+    /// The gzip member `gz` of a body whose plain bytes' digest is `digest`.
+    fn gzip_member(gz: &'a [u8], digest: u64, gzip: bool) -> Reply<'a> {
         if gzip {
             return Reply::Json {
-                body: Payload::Kept(&kept.gz),
-                digest: kept.digest,
+                body: Payload::Kept(gz),
+                digest,
                 coding: Coding::Gzip,
             };
         }
-        Reply::unpacked(kept.plain(), kept.digest)
+        Reply::unpacked(render::compress::gunzip(gz).map(Bytes::from), digest)
     }
 
     /// A kept body unpacked for the client (sent plain), or `Unreadable` when it would not
@@ -124,6 +145,7 @@ impl<'a> Reply<'a> {
         else {
             return match entry {
                 RenderedRef::Body(body) => Reply::whole(body, gzip),
+                RenderedRef::Kept(body) => Reply::kept(body, gzip),
                 RenderedRef::List(_) => Reply::NotFound,
             };
         };
@@ -138,8 +160,12 @@ impl<'a> Reply<'a> {
             },
             // Only a question that does not exist has no list: a product's lists are empty,
             // never absent.
-            RenderedRef::Body(_) if matches!(frame, render::Frame::Answers(_)) => Reply::NotFound,
-            RenderedRef::Body(_) => Reply::Unreadable,
+            RenderedRef::Body(_) | RenderedRef::Kept(_)
+                if matches!(frame, render::Frame::Answers(_)) =>
+            {
+                Reply::NotFound
+            }
+            RenderedRef::Body(_) | RenderedRef::Kept(_) => Reply::Unreadable,
         }
     }
 

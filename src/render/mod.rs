@@ -5,6 +5,7 @@
 pub mod cart;
 pub mod compress;
 pub mod json;
+pub mod kept;
 pub mod products;
 pub mod qa;
 pub mod reviews;
@@ -35,12 +36,14 @@ pub enum Rendered {
     NotFound,
 }
 
-/// A cache entry borrowed where it lies: a whole body, or a list as its own slot holds it
-/// (with no `Rendered` around it to point at). A reader that copies the bytes out takes no
-/// count on them.
+/// A cache entry borrowed where it lies: a whole body as the on-demand cache holds it or as a
+/// catalog slot keeps it, or a list as its own slot holds it (with no `Rendered` around it to
+/// point at). A reader that copies the bytes out takes no count on them.
 #[derive(Debug, Clone, Copy)]
 pub enum RenderedRef<'a> {
     Body(&'a Rendered),
+    /// A whole body (or 404) as a catalog slot keeps it.
+    Kept(&'a kept::Kept),
     List(&'a ItemList),
 }
 
@@ -107,8 +110,9 @@ impl Compaction {
 /// A whole body as a gzip member, with the digest of its plain bytes (for its entity tags).
 #[derive(Debug, Clone)]
 pub struct Gzipped {
-    /// A box, not `Bytes`: the catalog holds four million whole bodies, and the box (16 bytes
-    /// against 32) puts each body's own box a size class lower (docs/benchmarks.md, Warm-up).
+    /// A box, not `Bytes`: the catalog holds two and a half million lead pages, and the box
+    /// (16 bytes against 32) puts each one's `More` a size class lower (docs/benchmarks.md,
+    /// Warm-up).
     pub gz: Box<[u8]>,
     pub digest: u64,
 }
@@ -124,10 +128,9 @@ impl Gzipped {
 /// with the digest of its plain bytes (for its entity tag). Unpacked for every request, and
 /// sent plain.
 ///
-/// The bytes are boxed, not shared (`Bytes` or an `Arc`): readers borrow a catalog body where
-/// it lies, and the sweep tells one it judged from a refreshed one by the box its slot holds,
-/// so nothing needs a count on the bytes (an `Arc`'s counts measured 75 MB at full scale, at
-/// rest), and the box is 16 bytes against `Bytes`' 32 ([`Gzipped`]).
+/// The bytes are boxed, not shared (`Bytes` or an `Arc`): the catalog keeps the body as one
+/// allocation of its own ([`kept::Kept`]), and the box is 16 bytes against `Bytes`' 32
+/// ([`Gzipped`]).
 #[derive(Debug, Clone)]
 pub struct PackedBody {
     packed: Box<[u8]>,
@@ -158,7 +161,7 @@ impl Rendered {
     /// an entry dropped and filled again is a new value even when its bytes are the old ones;
     /// a body kept compressed is copied when cloned (it is held in a box of its own, not in
     /// shared bytes), so it is told by its kept bytes, and a 404 is any 404. The catalog tells
-    /// its own bodies apart by the box its slot holds ([`crate::cache`]'s sweep).
+    /// its own bodies apart by what their slots hold ([`kept::is_same`], for the sweep).
     pub fn is_same_value(&self, other: &Rendered) -> bool {
         let same = |a: &[u8], b: &[u8]| a.as_ptr() == b.as_ptr() && a.len() == b.len();
         match (self, other) {
@@ -1571,11 +1574,11 @@ mod tests {
     }
 
     #[test]
-    fn a_whole_body_is_40_bytes_so_that_its_box_takes_mimallocs_64_byte_class() {
-        // The catalog holds four million whole bodies at full scale, each in a box with two
-        // counts (16 bytes) before it: 40 bytes here is a 56-byte box, which mimalloc gives 64,
-        // against 80 for the 72 while a body's bytes were `Bytes` (65 MB; docs/benchmarks.md,
-        // Warm-up).
+    fn a_whole_body_is_40_bytes_and_a_gzip_member_24() {
+        // An on-demand entry holds a `Rendered`, and a lead page its `Gzipped` inside a `More`
+        // (whose size `a_list_is_one_small_box_and_one_allocation` checks): the bytes in a box,
+        // not `Bytes`, keep both small (docs/benchmarks.md, Warm-up). The catalog keeps a
+        // whole body as one allocation of its own ([`kept::Kept`]).
         assert!(std::mem::size_of::<Rendered>() <= 40);
         assert!(std::mem::size_of::<Gzipped>() <= 24);
     }
