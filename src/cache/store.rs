@@ -450,8 +450,9 @@ impl Store {
     }
 
     /// The body for `key` for a reader that keeps it a while (the sweep, the snapshot): a
-    /// catalog body as the box its slot holds, not cloned (a clone would copy a kept body's
-    /// bytes, and such a reader reads every body in turn); an on-demand entry cloned.
+    /// catalog body with a count on what its slot holds, which tells it from what a refresh
+    /// puts in later, and a copy to read (dropped with it: such a reader reads every body in
+    /// turn); an on-demand entry cloned.
     pub(crate) fn peek_held(&self, key: &Key) -> Option<Held> {
         let catalog = self.catalog.load();
         let held = catalog.as_ref().and_then(|c| c.slot(key)?.held());
@@ -577,7 +578,8 @@ impl Store {
     }
 
     /// Removes `key`'s entry if it is still the very value `held` ([`Store::peek_held`]);
-    /// returns whether it did. A catalog body is told by its box, so that a 404 replaced by
+    /// returns whether it did. A catalog body is told by what its slot holds (one allocation
+    /// each), so that a 404 replaced by
     /// another 404 is not taken for the one read; an entry cloned is told as
     /// [`Rendered::is_same_value`] tells it.
     pub(crate) fn remove_if_still(&self, key: &Key, held: &Held) -> bool {
