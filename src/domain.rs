@@ -9,6 +9,11 @@ pub enum ReviewOrder {
     Newest,
 }
 
+/// The contract's default `count` of every paged endpoint: what the storefront's product page
+/// asks for, so the catalog keeps page 1 of this many ready (a list's lead page, the first
+/// `GET /products` pages).
+pub const DEFAULT_COUNT: u64 = 5;
+
 /// `page` and `count` as a request wrote them (digits, no leading zero), kept where one is
 /// past 2^64-1: the arithmetic takes such a number as 2^64-1 (no list is that long), and the
 /// heads that echo them write them as given, as the contract asks of huge counts (serve them,

@@ -40,7 +40,7 @@ use crate::shard::Shard;
 /// Pages of `GET /products` warmed, at the default count.
 const PRODUCT_PAGES: usize = 20;
 /// The contract's default `count`.
-const PAGE_SIZE: usize = 5;
+const PAGE_SIZE: usize = crate::domain::DEFAULT_COUNT as usize;
 
 /// The kinds of body, for the bytes-by-kind report.
 pub const KINDS: [&str; 8] = [

@@ -5,7 +5,7 @@ use std::borrow::Cow;
 
 use hyper::Method;
 
-use crate::domain::{PagingDigits, ReviewOrder};
+use crate::domain::{PagingDigits, ReviewOrder, DEFAULT_COUNT};
 
 /// What a request asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -368,7 +368,8 @@ impl Query<'_> {
                 Err(_) => Ok((u64::MAX, Some(Box::<str>::from(digits)))),
             }
         };
-        let ((page, page_past), (count, count_past)) = (number("page", 1)?, number("count", 5)?);
+        let ((page, page_past), (count, count_past)) =
+            (number("page", 1)?, number("count", DEFAULT_COUNT)?);
         let digits = match (page_past, count_past) {
             (None, None) => None,
             (page_past, count_past) => Some(Box::new(PagingDigits {

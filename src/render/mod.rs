@@ -341,9 +341,9 @@ enum More {
     },
 }
 
-/// The contract's default `count`, which the storefront's product page asks for: the lead
-/// page of a product's reviews and questions is page 1 of this many.
-pub const LEAD_COUNT: u64 = 5;
+/// The lead page of a product's reviews and questions is page 1 of the contract's default
+/// `count`, which the storefront's product page asks for.
+pub const LEAD_COUNT: u64 = crate::domain::DEFAULT_COUNT;
 
 /// How many items one run of a packed list holds. The items after a list's lead page are
 /// packed in runs of this many, each on its own (most lists fit in one): a page unpacks only
