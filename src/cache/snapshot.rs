@@ -327,7 +327,7 @@ fn write_records(
                       helpful: &mut Option<Arc<ItemList>>| {
         let key = key_of(kind, id);
         let Some(body) = cache.body_for_snapshot(&key) else {
-            written.left_out += u64::from(cache.store.peek_held(&key).is_some());
+            written.left_out += u64::from(cache.store.contains_key(&key));
             *helpful = None;
             return;
         };

@@ -304,6 +304,14 @@ impl Slot<'_> {
         }
     }
 
+    /// Whether the slot holds a body.
+    fn is_filled(self) -> bool {
+        match self {
+            Slot::Body(slot) => slot.load().is_some(),
+            Slot::List(slot) => slot.load().is_some(),
+        }
+    }
+
     /// The catalog weight of what the slot holds (0 when empty).
     fn held_weight(self) -> u64 {
         match self {
@@ -417,9 +425,8 @@ impl Store {
     }
 
     /// Calls `f` with the body for `key` if it is held now (no fill, no wait: a fill in flight
-    /// is a miss), borrowed where it lies. A catalog body is not cloned out of its slot: a
-    /// clone of a body kept compressed copies its bytes (a box), and one of a plain body takes
-    /// a count on its bytes, whose first clone allocates that count.
+    /// is a miss), borrowed where it lies: a catalog body is not copied out of its slot, nor
+    /// is a count taken on it.
     pub(crate) fn with_held<R>(
         &self,
         key: &Key,
@@ -467,8 +474,15 @@ impl Store {
         catalog.as_ref().and_then(|c| c.slot(key)).is_some()
     }
 
+    /// Whether either place holds a body for `key` (a catalog body is not copied to tell).
     pub(crate) fn contains_key(&self, key: &Key) -> bool {
-        self.peek_held(key).is_some()
+        let catalog = self.catalog.load();
+        let in_catalog = catalog
+            .as_ref()
+            .and_then(|c| c.slot(key))
+            .is_some_and(Slot::is_filled);
+        // An empty slot's key may be held on demand (past the catalog's share, a 404).
+        in_catalog || self.on_demand.contains_key(key)
     }
 
     /// Puts `body` in for `key`: in the catalog if it has the key's slot and its share of the
@@ -1059,6 +1073,48 @@ mod tests {
         let now = store.peek_held(&key).expect("held");
         assert!(store.remove_if_still(&key, &now));
         assert_eq!(store.peek(&key), None);
+        assert_eq!(store.catalog_entries(), 0);
+    }
+
+    #[test]
+    fn a_catalog_body_refreshed_into_the_same_bytes_is_not_the_one_read_and_weighs_as_put_in() {
+        use crate::render::compress::{self, DictionaryKind};
+        use crate::render::Compaction;
+        compress::test_dictionary(DictionaryKind::Bodies);
+        let plain = || Rendered::Json(Bytes::from(compress::tests::product(2)));
+        let store = catalog_store();
+        let key = Key::Product(2);
+        for body in [
+            plain(),
+            plain().compacted(None),
+            plain().compacted_as(Compaction::Dense, None),
+            Rendered::NotFound,
+        ] {
+            assert!(store.insert_precomputed(key.clone(), body.clone()).stored());
+            assert_eq!(store.catalog_bytes(), catalog_weight(&body), "{body:?}");
+            let seen = store.peek_held(&key).expect("held");
+            assert_eq!(*seen, body);
+            // A refresh puts in the same bytes again: an equal body, not the value read.
+            store.insert(key.clone(), body.clone());
+            assert_eq!(store.catalog_bytes(), catalog_weight(&body));
+            assert!(!store.remove_if_still(&key, &seen));
+            let now = store.peek_held(&key).expect("held");
+            assert!(store.remove_if_still(&key, &now));
+            assert_eq!((store.catalog_entries(), store.catalog_bytes()), (0, 0));
+            assert!(!store.contains_key(&key));
+        }
+    }
+
+    #[test]
+    fn a_list_does_not_go_in_a_whole_bodys_slot_nor_a_body_in_a_lists() {
+        let store = catalog_store();
+        let list = Rendered::List(Arc::new(crate::render::ItemList::default()));
+        assert!(!store
+            .insert_precomputed(Key::Product(2), list.clone())
+            .stored());
+        assert!(!store
+            .insert_precomputed(Key::Answers(2), body("a"))
+            .stored());
         assert_eq!(store.catalog_entries(), 0);
     }
 

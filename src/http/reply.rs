@@ -52,8 +52,9 @@ impl Payload<'_> {
         }
     }
 
-    /// The bytes, owned: a kept body's copied (the catalog keeps it in a box rather than in
-    /// `Bytes`, which puts a whole body's own box a size class lower), a plain one's shared.
+    /// The bytes, owned: a kept body's copied (the catalog keeps it with its head in one
+    /// allocation, and an entry kept compressed in a box, neither of them `Bytes`), a plain
+    /// one's shared.
     pub fn into_bytes(self) -> Bytes {
         match self {
             Payload::Kept(body) => Bytes::copy_from_slice(body),
@@ -289,5 +290,49 @@ mod tests {
             g.gz.as_ptr(),
             "copied: the box is the entry's"
         );
+    }
+
+    /// A reply's status, and its bytes, digest and coding if it has a body.
+    fn sent(reply: Reply<'_>) -> (u16, Option<(Bytes, u64, Coding)>) {
+        let status = reply.status();
+        match reply {
+            Reply::Json {
+                body,
+                digest,
+                coding,
+            } => (status, Some((body.into_bytes(), digest, coding))),
+            _ => (status, None),
+        }
+    }
+
+    #[test]
+    fn a_body_a_catalog_slot_keeps_is_answered_as_the_body_it_was_kept_from() {
+        render::compress::test_dictionary(render::compress::DictionaryKind::Bodies);
+        let plain = Bytes::from(render::compress::tests::product(7));
+        for body in [
+            Rendered::Json(plain.clone()),
+            Rendered::Json(plain.clone()).compacted(None),
+            Rendered::Json(plain.clone()).compacted_as(render::Compaction::Dense, None),
+            Rendered::NotFound,
+        ] {
+            let kept = kept::keep(&body).expect("a whole body");
+            for gzip in [true, false] {
+                let expected = sent(Reply::whole(&body, gzip));
+                assert_eq!(
+                    sent(Reply::kept(&kept, gzip)),
+                    expected,
+                    "{body:?}, gzip {gzip}"
+                );
+                assert_eq!(
+                    sent(Reply::of(
+                        RenderedRef::Kept(&kept),
+                        &Key::Product(7),
+                        Shown::Whole,
+                        gzip
+                    )),
+                    expected
+                );
+            }
+        }
     }
 }

@@ -23,7 +23,7 @@ pub type Kept = ThinArc<KeptHead, u8>;
 pub struct KeptHead {
     /// The digest of the plain bytes, which the body's entity tag is made from.
     digest: u64,
-    /// The plain bytes' length, for a body packed against the body dictionary.
+    /// The plain bytes' length, for a body packed against the body dictionary (0 otherwise).
     plain_len: u32,
     form: Form,
 }
@@ -43,13 +43,9 @@ pub enum Form {
 
 /// `body` as the catalog keeps it; None for a list, which the catalog keeps as it is.
 pub fn keep(body: &Rendered) -> Option<Kept> {
+    // The plain length is kept for a packed body only, which needs it to unpack.
     let (form, digest, plain_len, bytes): (Form, u64, u32, &[u8]) = match body {
-        Rendered::Json(plain) => (
-            Form::Json,
-            digest(plain),
-            u32::try_from(plain.len()).ok()?,
-            plain,
-        ),
+        Rendered::Json(plain) => (Form::Json, digest(plain), 0, plain),
         Rendered::Gzip(g) => (Form::Gzip, g.digest, 0, &g.gz),
         Rendered::Packed(p) => (Form::Packed, p.digest, p.len, &p.packed),
         Rendered::NotFound => (Form::NotFound, 0, 0, &[]),
