@@ -33,6 +33,8 @@ KINDS = [
 PRODUCTS_PAGE = 8
 JSON, GZIP, LIST, NOT_FOUND, REORDERED, PACKED = range(6)
 ORDERED, LED = 2, 4
+# A whole body's tag, and the bytes of its fields before its own (a digest; and a length).
+WHOLE = {JSON: 0, GZIP: 8, PACKED: 12}
 
 
 def u32(buf, at):
@@ -48,22 +50,13 @@ def count_records(frame, stats):
         s["records"] += 1
         tag = frame[at]
         at += 1
-        if tag == JSON:
-            n, at = u32(frame, at)
+        if tag in WHOLE:
+            # The fields before the bytes (digest; plain length), then the bytes.
+            before = WHOLE[tag]
+            n, at = u32(frame, at + before)
             at += n
             s["bytes"] += n
-        elif tag == GZIP:
-            at += 8
-            n, at = u32(frame, at)
-            at += n
-            s["bytes"] += n
-            s["meta"] += 8
-        elif tag == PACKED:
-            at += 12
-            n, at = u32(frame, at)
-            at += n
-            s["bytes"] += n
-            s["meta"] += 12
+            s["meta"] += before
         elif tag == REORDERED:
             n, at = u32(frame, at)
             at += 4 * n
