@@ -5,13 +5,12 @@
 //! A product's reviews in the newest order share the helpful order's buffer in memory; the
 //! snapshot keeps that sharing, writing the newest order as its index into the list before it.
 
-use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use bytes::Bytes;
 
 use super::compress::{self, Codec, DictionaryKind};
-use super::{Gzipped, ItemList, Lead, More, PackedBody, Rendered};
+use super::{Gzipped, ItemList, Lead, More, PackedBody, Rendered, LEAD_COUNT};
 
 const JSON: u8 = 0;
 const GZIP: u8 = 1;
@@ -102,14 +101,13 @@ fn encode_list(list: &ItemList, out: &mut Vec<u8>) {
     if let Some(lead) = list.lead() {
         out.extend_from_slice(&lead.body.digest.to_le_bytes());
         put_bytes(out, &lead.body.gz);
-        out.extend_from_slice(&lead.items_start.to_le_bytes());
-        out.extend_from_slice(&lead.len.to_le_bytes());
-        match lead.count {
-            Some(count) => {
-                out.push(1);
-                out.extend_from_slice(&u64::from(count.get()).to_le_bytes());
-            }
-            None => out.push(0),
+        out.extend_from_slice(&u32::from(lead.items_start).to_le_bytes());
+        out.extend_from_slice(&u32::from(lead.len).to_le_bytes());
+        if lead.echoes_count {
+            out.push(1);
+            out.extend_from_slice(&LEAD_COUNT.to_le_bytes());
+        } else {
+            out.push(0);
         }
     }
 }
@@ -181,23 +179,21 @@ fn decode_list(input: &mut &[u8]) -> Result<ItemList, Damaged> {
     let lead = if flags & LED != 0 {
         let digest = take_u64(input)?;
         let gz = take_boxed(input)?;
-        let items_start = take_u32(input)?;
+        let items_start = u16::try_from(take_u32(input)?)
+            .map_err(|_| Damaged("a lead page's head longer than this build writes"))?;
         let len = take_u32(input)?;
-        let count = match take_u8(input)? {
-            0 => None,
-            1 => {
-                let count = u32::try_from(take_u64(input)?).ok();
-                Some(
-                    count
-                        .and_then(NonZeroU32::new)
-                        .ok_or(Damaged("a lead page's count"))?,
-                )
-            }
+        let echoes_count = match take_u8(input)? {
+            0 => false,
+            // A lead page is page 1 of the contract's default count, the only count it echoes.
+            1 if take_u64(input)? == LEAD_COUNT => true,
+            1 => return Err(Damaged("a lead page's count")),
             _ => return Err(Damaged("a lead page's count flag")),
         };
         if len == 0 || len as usize > ends.len() {
             return Err(Damaged("a lead page longer than its list"));
         }
+        let len =
+            u8::try_from(len).map_err(|_| Damaged("a lead page longer than this build writes"))?;
         // The lead's items lie within its body.
         let lead_end = ends[len as usize - 1] as usize;
         if (items_start as usize).saturating_add(lead_end) > gzip_size(&gz)? {
@@ -207,7 +203,7 @@ fn decode_list(input: &mut &[u8]) -> Result<ItemList, Damaged> {
             body: Gzipped { gz, digest },
             items_start,
             len,
-            count,
+            echoes_count,
         })
     } else {
         None
@@ -432,6 +428,35 @@ mod tests {
         assert!(
             matches!(decode(&mut &out[..], None), Err(Damaged(why)) if why.contains("two ways"))
         );
+    }
+
+    #[test]
+    fn a_lead_page_this_build_would_not_write_is_refused() {
+        let items: Vec<String> = (0..8)
+            .map(|i| format!("{{\"id\":{i},\"x\":\"{}\"}}", "y".repeat(40)))
+            .collect();
+        let items: Vec<&str> = items.iter().map(String::as_str).collect();
+        let led = list(&items).compacted(Some(Frame::Reviews(7)));
+        assert!(led.has_lead_page());
+        let led = Rendered::List(Arc::new(led));
+        let mut out = Vec::new();
+        encode(&led, None, &mut out);
+        assert!(decode(&mut &out[..], None).is_ok());
+        // The record ends with the lead's items start, length, count flag and count.
+        let n = out.len();
+        let (start_at, len_at, count_at) = (n - 17, n - 13, n - 8);
+        let refused = |at: usize, value: &[u8], why: &str| {
+            let mut bad = out.clone();
+            bad[at..at + value.len()].copy_from_slice(value);
+            let read = decode(&mut &bad[..], None);
+            assert!(
+                matches!(&read, Err(Damaged(w)) if w.contains(why)),
+                "{why}: {read:?}"
+            );
+        };
+        refused(count_at, &6u64.to_le_bytes(), "count");
+        refused(start_at, &70_000u32.to_le_bytes(), "head longer");
+        refused(len_at, &9u32.to_le_bytes(), "longer than its list");
     }
 
     #[test]
