@@ -267,10 +267,9 @@ fn cache_hit(c: &mut Criterion) {
     let p = product();
     let product = Rendered::Json(render::products::render_product(&p, &features()));
     let (r, rp) = reviews(200);
-    let helpful = Arc::new(render::reviews::render_review_list(&r, &rp));
-    let newest = helpful
-        .reordered((0..200).rev().collect())
-        .expect("a permutation");
+    let helpful = render::SharedList::new(render::reviews::render_review_list(&r, &rp));
+    let newest =
+        render::ItemList::reordered(&helpful, (0..200).rev().collect()).expect("a permutation");
     let entries = [
         (Key::Product(42), product),
         (
@@ -285,7 +284,7 @@ fn cache_hit(c: &mut Criterion) {
                 product_id: 42,
                 order: ReviewOrder::Newest,
             },
-            Rendered::List(Arc::new(newest)),
+            Rendered::List(render::SharedList::new(newest)),
         ),
     ];
     for (key, body) in entries.clone() {

@@ -6,8 +6,8 @@
 //! set's average shape: where the grouping of photos and answers by their parent shows.
 //! `cargo bench --bench render`; the figures are in docs/benchmarks.md.
 
+use atelier::render::SharedList;
 use std::hint::black_box;
-use std::sync::Arc;
 
 use atelier::pg::read::{AnswerRow, PhotoUrlRow, QuestionRow, ReviewRow};
 use atelier::render::qa::{render_answer_list, render_question_list};
@@ -150,7 +150,7 @@ fn lists(
     rows: &ProductRows,
     question_photos: &PhotosByOwner<'_>,
     answer_list: impl Fn(&[AnswerRow]) -> ItemList,
-) -> ((Arc<ItemList>, Arc<ItemList>), ItemList, Vec<ItemList>) {
+) -> ((SharedList, SharedList), ItemList, Vec<ItemList>) {
     let orders = render_review_orders(
         1,
         black_box(&rows.reviews),

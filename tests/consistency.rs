@@ -27,7 +27,7 @@ fn json(entry: Rendered) -> String {
     }
 }
 
-fn list(entry: Rendered) -> std::sync::Arc<render::ItemList> {
+fn list(entry: Rendered) -> render::SharedList {
     match entry {
         Rendered::List(l) => l,
         other => panic!("expected a list, got {other:?}"),

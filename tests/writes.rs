@@ -970,10 +970,7 @@ async fn an_instance_answering_a_posts_retry_refreshes_what_the_first_attempt_ch
 }
 
 /// The list behind `key`, rendered fresh from the database.
-async fn fresh_list(
-    key: &Key,
-    pool: &atelier::pg::pool::Pool,
-) -> std::sync::Arc<atelier::render::ItemList> {
+async fn fresh_list(key: &Key, pool: &atelier::pg::pool::Pool) -> atelier::render::SharedList {
     match atelier::cache::fill(key, pool).await.unwrap() {
         Rendered::List(list) => list,
         other => panic!("{key:?} is a list: {other:?}"),

@@ -2,8 +2,6 @@
 //! then rendered. The only place where reading and rendering meet; rendering itself
 //! (`crate::render`) never touches the database.
 
-use std::sync::Arc;
-
 use super::Key;
 use crate::domain::ReviewOrder;
 use crate::pg::database::Database;
@@ -21,7 +19,7 @@ use crate::render::reviews::{
     render_meta, render_review_list, render_review_orders, revoted_review_orders,
     revoted_review_orders_of,
 };
-use crate::render::{Compaction, ItemList, PhotosByOwner, Rendered};
+use crate::render::{Compaction, ItemList, PhotosByOwner, Rendered, SharedList};
 
 /// Renders the resource behind `key` fresh from the database: what a fill caches, what the
 /// sweep compares with, and what tests compare cached bodies with.
@@ -135,7 +133,7 @@ async fn fill_reviews(
     let (reviews, photos) = pool
         .run(|c| async move { read::reviews(&c, product_id, order).await })
         .await?;
-    Ok(Rendered::List(Arc::new(render_review_list(
+    Ok(Rendered::List(SharedList::new(render_review_list(
         &reviews, &photos,
     ))))
 }
@@ -216,7 +214,7 @@ pub async fn revote_review_orders(
 pub async fn reanswer_questions(
     pool: &Pool,
     product_id: i64,
-    held: &Arc<ItemList>,
+    held: &SharedList,
     whose: QuestionKeys,
     answered: &[i64],
 ) -> Result<Option<Rendered>, DbError> {
@@ -227,13 +225,13 @@ pub async fn reanswer_questions(
         .await?;
     let list = match (whose, keys.as_slice()) {
         (QuestionKeys::Every, _) => {
-            reanswered_question_list(held, &keys, answered, &answers, &photos).map(Arc::new)
+            reanswered_question_list(held, &keys, answered, &answers, &photos).map(SharedList::new)
         }
         (QuestionKeys::Of(question), [key]) if key.id == question => {
-            reanswered_in_place(product_id, held, key, &answers, &photos).map(Arc::new)
+            reanswered_in_place(product_id, held, key, &answers, &photos).map(SharedList::new)
         }
         // Not a question the list shows (reported): its answers change nothing in it.
-        (QuestionKeys::Of(_), []) => Some(Arc::clone(held)),
+        (QuestionKeys::Of(_), []) => Some(SharedList::clone(held)),
         (QuestionKeys::Of(_), _) => None,
     };
     Ok(list.map(Rendered::List))
@@ -254,7 +252,7 @@ async fn fill_questions(pool: &Pool, product_id: i64) -> Result<Rendered, DbErro
     let (questions, answers, photos) = pool
         .run(|c| async move { read::questions(&c, product_id).await })
         .await?;
-    Ok(Rendered::List(Arc::new(render_question_list(
+    Ok(Rendered::List(SharedList::new(render_question_list(
         &questions,
         &answers,
         &PhotosByOwner::new(&photos),
@@ -266,7 +264,7 @@ async fn fill_answers(pool: &Pool, question_id: i64) -> Result<Rendered, DbError
         .run(|c| async move { read::answers(&c, question_id).await })
         .await?;
     Ok(match found {
-        Some((answers, photos)) => Rendered::List(Arc::new(render_answer_list(
+        Some((answers, photos)) => Rendered::List(SharedList::new(render_answer_list(
             &answers,
             &PhotosByOwner::new(&photos),
         ))),

@@ -39,7 +39,7 @@ use crate::pg::pool::Pool;
 use crate::pg::DbError;
 use crate::render::compress::{self, DictionaryKind};
 use crate::render::stored::{self, take_u32, take_u64, take_u8, Damaged};
-use crate::render::{Compaction, ItemList, Rendered};
+use crate::render::{Compaction, Rendered, SharedList};
 
 /// The file's name in the snapshot directory.
 pub const FILE_NAME: &str = "catalog.snapshot";
@@ -324,7 +324,7 @@ fn write_records(
     let mut record = |frames: &mut FrameWriter,
                       kind: usize,
                       id: usize,
-                      helpful: &mut Option<Arc<ItemList>>| {
+                      helpful: &mut Option<SharedList>| {
         let key = key_of(kind, id);
         let Some(body) = cache.body_for_snapshot(&key) else {
             written.left_out += u64::from(cache.store.contains_key(&key));
@@ -350,7 +350,7 @@ fn write_records(
         frames.frame.extend_from_slice(&(id as u64).to_le_bytes());
         stored::encode(&body, previous, &mut frames.frame);
         *helpful = match (kind, &*body) {
-            (REVIEWS_HELPFUL, Rendered::List(list)) => Some(Arc::clone(list)),
+            (REVIEWS_HELPFUL, Rendered::List(list)) => Some(SharedList::clone(list)),
             _ => None,
         };
         written.bodies += 1;
@@ -621,7 +621,7 @@ fn decode_records(
     let input = &mut input;
     let mut batch = Vec::new();
     // The last record's list, if it was a product's helpful reviews: the next may share it.
-    let mut helpful: Option<(u64, Arc<ItemList>)> = None;
+    let mut helpful: Option<(u64, SharedList)> = None;
     while !input.is_empty() {
         let kind = take_u8(input)?;
         if kind == PRODUCTS_PAGE {
@@ -655,7 +655,7 @@ fn decode_records(
             ));
         }
         helpful = match (kind, &body) {
-            (REVIEWS_HELPFUL, Rendered::List(list)) => Some((id, Arc::clone(list))),
+            (REVIEWS_HELPFUL, Rendered::List(list)) => Some((id, SharedList::clone(list))),
             _ => None,
         };
         if kind == 0 {
@@ -1004,7 +1004,7 @@ mod tests {
         assert_eq!(packed.codec(), compress::Codec::Dictionary);
         let mut records = vec![(SLOT_KINDS - 1) as u8];
         records.extend_from_slice(&12u64.to_le_bytes());
-        stored::encode(&Rendered::List(Arc::new(packed)), None, &mut records);
+        stored::encode(&Rendered::List(SharedList::new(packed)), None, &mut records);
         let warmup = WarmupStatus::default();
         let read =
             decode_records(&records, 0, &warmup, [true, false]).expect("with the dictionary");

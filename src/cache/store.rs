@@ -31,7 +31,7 @@ use arc_swap::{ArcSwapAny, ArcSwapOption, RefCnt};
 use super::Key;
 use crate::domain::ReviewOrder;
 use crate::render::kept::{self, Kept};
-use crate::render::{ItemList, Rendered, RenderedRef};
+use crate::render::{ItemList, Rendered, RenderedRef, SharedList};
 
 /// What an on-demand entry costs besides its body: its key and bookkeeping.
 const ENTRY_OVERHEAD: u64 = 72;
@@ -63,7 +63,7 @@ fn weight(key: &Key, value: &Rendered) -> u64 {
 /// which the list's weight counts already ([`Rendered::weight`]): the slot adds its pointer.
 /// A whole body is kept with its head ([`kept_weight`]).
 fn catalog_weight(value: &Rendered) -> u64 {
-    const SLOT: u64 = std::mem::size_of::<ArcSwapOption<ItemList>>() as u64;
+    const SLOT: u64 = std::mem::size_of::<ArcSwapAny<Option<SharedList>>>() as u64;
     match value {
         Rendered::List(_) => SLOT + value.weight() as u64,
         _ => KEPT_OVERHEAD + value.weight() as u64,
@@ -161,7 +161,7 @@ const FIRST_LIST_KIND: usize = REVIEWS_HELPFUL;
 /// The precomputed catalog's slots: whole bodies (and 404s) by kind, then lists by kind.
 struct Catalog {
     bodies: [Box<[BodySlot]>; FIRST_LIST_KIND],
-    lists: [Box<[ArcSwapOption<ItemList>]>; SLOT_KINDS - FIRST_LIST_KIND],
+    lists: [Box<[ArcSwapAny<Option<SharedList>>]>; SLOT_KINDS - FIRST_LIST_KIND],
     /// Dropped with the catalog: a test's way to see which thread frees it.
     #[cfg(test)]
     freed_with: std::sync::Mutex<Option<tests::Tattletale>>,
@@ -192,8 +192,8 @@ impl Catalog {
 /// box of its own, so that an empty list replaced and then emptied again is a new value
 /// ([`Rendered::is_same_value`]): the sweep must not take a list emptied again for the one
 /// it judged.
-static EMPTY_LIST: std::sync::LazyLock<Arc<ItemList>> =
-    std::sync::LazyLock::new(|| Arc::new(ItemList::default()));
+static EMPTY_LIST: std::sync::LazyLock<SharedList> =
+    std::sync::LazyLock::new(|| SharedList::new(ItemList::default()));
 
 /// An entry read out by [`Store::peek_held`]: a catalog body with a count on what its slot
 /// holds (which tells it from a body refreshed into the slot since) and a copy to read, or a
@@ -233,7 +233,7 @@ fn free_when_unheld(mut catalog: Arc<Catalog>) {
 #[derive(Clone, Copy)]
 enum Slot<'a> {
     Body(&'a BodySlot),
-    List(&'a ArcSwapOption<ItemList>),
+    List(&'a ArcSwapAny<Option<SharedList>>),
 }
 
 impl Slot<'_> {
@@ -287,7 +287,7 @@ impl Slot<'_> {
                 f(&kept::to_rendered(now)).then(|| kept_weight(now))
             }),
             Slot::List(slot) => take(slot, |list| {
-                let body = Rendered::List(Arc::clone(list));
+                let body = Rendered::List(SharedList::clone(list));
                 f(&body).then(|| catalog_weight(&body))
             }),
         }
@@ -520,7 +520,9 @@ impl Store {
         };
         // An empty list as the one shared box.
         let body = match body {
-            Rendered::List(list) if list.is_empty() => Rendered::List(Arc::clone(&EMPTY_LIST)),
+            Rendered::List(list) if list.is_empty() => {
+                Rendered::List(SharedList::clone(&EMPTY_LIST))
+            }
             other => other,
         };
         let (body, weight) = weigh(body);
@@ -900,22 +902,22 @@ mod tests {
         let mut builder = crate::render::ItemListBuilder::default();
         builder.next_item().extend_from_slice(br#"{"answer_id":1}"#);
         builder.end_item();
-        let list = Arc::new(builder.finish());
+        let list = SharedList::new(builder.finish());
         let key = Key::Answers(2);
         assert!(store
-            .insert_precomputed(key.clone(), Rendered::List(Arc::clone(&list)))
+            .insert_precomputed(key.clone(), Rendered::List(SharedList::clone(&list)))
             .stored());
         // The very list put in comes out: the slot holds it, with no box around it.
         match store.catalog_body(&key) {
-            Some(Rendered::List(held)) => assert!(Arc::ptr_eq(&held, &list)),
+            Some(Rendered::List(held)) => assert!(SharedList::ptr_eq(&held, &list)),
             other => panic!("{other:?}"),
         }
         assert_eq!(store.catalog_entries(), 1);
-        let weight = catalog_weight(&Rendered::List(Arc::clone(&list)));
+        let weight = catalog_weight(&Rendered::List(SharedList::clone(&list)));
         // The slot's pointer, the list's box and what it holds: the box is not counted twice.
         assert_eq!(
             weight,
-            8 + (std::mem::size_of::<ItemList>() + 16 + list.weight()) as u64
+            8 + (std::mem::size_of::<ItemList>() + 8 + list.weight()) as u64
         );
         assert_eq!(store.catalog_bytes(), weight);
         assert_eq!(store.keys(), vec![key.clone()]);
@@ -930,8 +932,9 @@ mod tests {
         ));
         // Empty lists, in whatever order, share one box when a warm-up puts them in; one a
         // refresh puts in is a new value.
-        let empty = Arc::new(crate::render::ItemListBuilder::default().finish());
-        let reordered = Arc::new(empty.reordered(Vec::new()).expect("no items, no order"));
+        let empty = SharedList::new(crate::render::ItemListBuilder::default().finish());
+        let reordered =
+            SharedList::new(ItemList::reordered(&empty, Vec::new()).expect("no items, no order"));
         for (id, list) in [(5, empty), (6, reordered)] {
             assert!(store
                 .insert_precomputed(Key::Answers(id), Rendered::List(list))
@@ -942,13 +945,13 @@ mod tests {
             store.catalog_body(&Key::Answers(6)),
         ) {
             (Some(Rendered::List(a)), Some(Rendered::List(b))) => {
-                assert!(Arc::ptr_eq(&a, &b) && a.is_empty())
+                assert!(SharedList::ptr_eq(&a, &b) && a.is_empty())
             }
             other => panic!("{other:?}"),
         }
         store.insert(
             Key::Answers(6),
-            Rendered::List(Arc::new(ItemList::default())),
+            Rendered::List(SharedList::new(ItemList::default())),
         );
         match (
             store.catalog_body(&Key::Answers(5)),
@@ -961,7 +964,7 @@ mod tests {
             assert!(store.remove_if(&Key::Answers(id), |_| true));
         }
         // And a list taken out only if the test says so.
-        store.insert(key.clone(), Rendered::List(Arc::clone(&list)));
+        store.insert(key.clone(), Rendered::List(SharedList::clone(&list)));
         assert!(!store.remove_if(&key, |_| false));
         assert!(store.remove_if(&key, |b| matches!(b, Rendered::List(_))));
         assert!(store.peek(&key).is_none());
@@ -1108,7 +1111,7 @@ mod tests {
     #[test]
     fn a_list_does_not_go_in_a_whole_bodys_slot_nor_a_body_in_a_lists() {
         let store = catalog_store();
-        let list = Rendered::List(Arc::new(crate::render::ItemList::default()));
+        let list = Rendered::List(SharedList::new(crate::render::ItemList::default()));
         assert!(!store
             .insert_precomputed(Key::Product(2), list.clone())
             .stored());

@@ -34,7 +34,7 @@ use crate::render::compress::{self, DictionaryKind};
 use crate::render::products::{render_product, render_product_list, render_related, render_styles};
 use crate::render::qa::{render_answer_list, render_question_list};
 use crate::render::reviews::{render_meta, render_review_orders};
-use crate::render::{Compaction, PhotosByOwner, Rendered};
+use crate::render::{Compaction, PhotosByOwner, Rendered, SharedList};
 use crate::shard::Shard;
 
 /// Pages of `GET /products` warmed, at the default count.
@@ -583,7 +583,7 @@ fn rendered(
         let answers = answers_of(&rows.answers, q.row.id);
         out.push((
             Key::Answers(q.row.id),
-            Rendered::List(Arc::new(render_answer_list(answers, &answer_photos))),
+            Rendered::List(SharedList::new(render_answer_list(answers, &answer_photos))),
         ));
     }
     out
@@ -647,7 +647,7 @@ fn product_bodies(
         .collect();
     out.push((
         Key::Questions(id),
-        Rendered::List(Arc::new(render_question_list(
+        Rendered::List(SharedList::new(render_question_list(
             &visible,
             &rows.answers,
             answer_photos,

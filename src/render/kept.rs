@@ -129,8 +129,8 @@ pub fn is_same(a: &Kept, b: &Kept) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::render::SharedList;
     use crate::render::{Compaction, ItemList};
-    use std::sync::Arc;
 
     #[test]
     fn a_kept_body_is_a_thin_pointer_to_a_32_byte_head_and_its_bytes() {
@@ -168,7 +168,7 @@ mod tests {
             form(&keep(&Rendered::Json(text.clone()).compacted(None)).expect("kept")),
             Form::Gzip
         ));
-        assert!(keep(&Rendered::List(Arc::new(ItemList::default()))).is_none());
+        assert!(keep(&Rendered::List(SharedList::new(ItemList::default()))).is_none());
     }
 
     #[test]

@@ -12,13 +12,17 @@ pub mod reviews;
 pub mod stored;
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use bytes::Bytes;
 
 use crate::domain::PagingDigits;
 use crate::pg::read::PhotoUrlRow;
 use compress::{Codec, DictionaryKind};
+
+/// A list as the cache and other lists share it: an `Arc` with no weak count, so that with a
+/// 24-byte [`ItemList`] its box is 32 bytes, mimalloc's 32-byte class (a `std` `Arc`'s would
+/// be 40, in the 48-byte class): five million lists at full scale.
+pub type SharedList = triomphe::Arc<ItemList>;
 
 /// A rendered resource: what the cache holds.
 #[derive(Debug, Clone)]
@@ -30,7 +34,7 @@ pub enum Rendered {
     /// A whole body packed against the body dictionary (`--compress dense`).
     Packed(PackedBody),
     /// The items of a paged list; each request wraps a slice of them.
-    List(Arc<ItemList>),
+    List(SharedList),
     /// The resource does not exist (404, or an empty list where the contract says so).
     NotFound,
 }
@@ -169,7 +173,7 @@ impl Rendered {
             (Rendered::Packed(a), Rendered::Packed(b)) => {
                 a.digest == b.digest && a.packed == b.packed
             }
-            (Rendered::List(a), Rendered::List(b)) => Arc::ptr_eq(a, b),
+            (Rendered::List(a), Rendered::List(b)) => SharedList::ptr_eq(a, b),
             (Rendered::NotFound, Rendered::NotFound) => true,
             _ => false,
         }
@@ -181,8 +185,8 @@ impl Rendered {
             Rendered::Json(b) => b.len(),
             Rendered::Gzip(g) => g.gz.len(),
             Rendered::Packed(p) => p.packed.len(),
-            // The list's own box, besides what it holds.
-            Rendered::List(l) => std::mem::size_of::<ItemList>() + 16 + l.weight(),
+            // The list's own box (its count and the list), besides what it holds.
+            Rendered::List(l) => std::mem::size_of::<ItemList>() + 8 + l.weight(),
             Rendered::NotFound => 0,
         }
     }
@@ -234,7 +238,7 @@ impl Rendered {
                     _ => None,
                 };
                 match list.compacted_over(compaction.lead_frame(frame), previous) {
-                    compact if compact.is_compacted() => Rendered::List(Arc::new(compact)),
+                    compact if compact.is_compacted() => Rendered::List(SharedList::new(compact)),
                     _ => Rendered::List(list),
                 }
             }
@@ -313,16 +317,15 @@ pub fn digest(body: &[u8]) -> u64 {
 /// their items (a lead page, another order) is boxed apart.
 #[derive(Debug, Clone, Default)]
 pub struct ItemList {
-    /// How many items the list holds.
-    len: u32,
-    /// How the items are kept.
-    codec: Codec,
-    /// The end offset of each item in the whole list's plain buffer, lead page included (the
-    /// comma after it, if any, not included), as `len` little-endian `u32`s; then the items
+    /// How many items the list holds (a little-endian `u32`) and how they are kept (a
+    /// [`Codec`], one byte): [`LIST_HEAD`] bytes, here rather than in fields of their own, so
+    /// that a list is 24 bytes. Then the end offset of each item in the whole list's plain
+    /// buffer, lead page included (the comma after it, if any, not included), as that many
+    /// little-endian `u32`s; then the items
     /// (after the lead page's, if there is one) as `codec` keeps them: plainly, or packed in
     /// runs of [`RUN_ITEMS`], several runs after a table of their ends (`u32`s, in the packed
     /// bytes after the table), one run alone.
-    /// Empty in a reordered list, which reads its base's.
+    /// Empty in an empty list, and in a reordered list, which reads its base's.
     data: Box<[u8]>,
     /// What few lists have besides their items.
     more: Option<Box<More>>,
@@ -334,10 +337,7 @@ enum More {
     Lead(Lead),
     /// The items of `base` in another order: `order[i]` is the position in `base` of item `i`.
     /// A base is never itself reordered.
-    Reordered {
-        base: Arc<ItemList>,
-        order: Box<[u32]>,
-    },
+    Reordered { base: SharedList, order: Box<[u32]> },
 }
 
 /// The lead page of a product's reviews and questions is page 1 of the contract's default
@@ -427,30 +427,74 @@ impl Frame {
     }
 }
 
+/// The bytes in front of a list's item ends: its length and its codec ([`ItemList::data`]).
+const LIST_HEAD: usize = 5;
+
+/// Starts a list's data: its length (over 4 billion items is not a thing this server makes)
+/// and its codec.
+fn push_list_head(data: &mut Vec<u8>, len: usize, codec: Codec) {
+    data.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_le_bytes());
+    data.push(match codec {
+        Codec::Plain => 0,
+        Codec::Deflate => 1,
+        Codec::Dictionary => 2,
+    });
+}
+
 impl ItemList {
     pub fn len(&self) -> usize {
-        self.len as usize
+        match self.more.as_deref() {
+            Some(More::Reordered { order, .. }) => order.len(),
+            _ => self.own_len(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
     }
 
-    /// A list of the items that end at `ends` in `items` (as [`ItemList::data`] describes
-    /// them), in one exact allocation.
-    fn from_parts(ends: &[u32], items: &[u8], codec: Codec, more: Option<Box<More>>) -> Self {
-        let mut data = Vec::with_capacity(ends.len() * 4 + items.len());
-        for end in ends {
-            data.extend_from_slice(&end.to_le_bytes());
+    /// The length its data records (0 for an empty or reordered list, whose data is empty).
+    fn own_len(&self) -> usize {
+        self.data
+            .get(..4)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map_or(0, |b| u32::from_le_bytes(b) as usize)
+    }
+
+    /// How its own data keeps the items (plainly, for an empty or reordered list).
+    fn own_codec(&self) -> Codec {
+        match self.data.get(4) {
+            Some(1) => Codec::Deflate,
+            Some(2) => Codec::Dictionary,
+            _ => Codec::Plain,
         }
-        data.extend_from_slice(items);
+    }
+
+    /// A list of `len` items whose ends and items are `parts` one after another (as
+    /// [`ItemList::data`] describes them), kept as `codec` says, in one exact allocation.
+    fn assembled_from(len: usize, codec: Codec, parts: &[&[u8]], more: Option<Box<More>>) -> Self {
+        let size: usize = parts.iter().map(|part| part.len()).sum();
+        if len == 0 && size == 0 && codec == Codec::Plain {
+            return ItemList {
+                data: Box::default(),
+                more,
+            };
+        }
+        let mut data = Vec::with_capacity(LIST_HEAD + size);
+        push_list_head(&mut data, len, codec);
+        for part in parts {
+            data.extend_from_slice(part);
+        }
         ItemList {
-            // Lists of over 4 billion items are not a thing this server makes.
-            len: u32::try_from(ends.len()).unwrap_or(u32::MAX),
-            codec,
             data: data.into_boxed_slice(),
             more,
         }
+    }
+
+    /// A list of the items that end at `ends` in `items`, in one exact allocation.
+    fn from_parts(ends: &[u32], items: &[u8], codec: Codec, more: Option<Box<More>>) -> Self {
+        let ends: Vec<u8> = ends.iter().flat_map(|end| end.to_le_bytes()).collect();
+        ItemList::assembled_from(ends.len() / 4, codec, &[&ends, items], more)
     }
 
     /// The list whose buffer this one reads: the one it was reordered from, or itself.
@@ -480,18 +524,21 @@ impl ItemList {
     /// The item ends, as stored: `len` little-endian `u32`s.
     fn ends_bytes(&self) -> &[u8] {
         let base = self.base();
-        base.data.get(..base.len() * 4).unwrap_or_default()
+        let at = LIST_HEAD + base.own_len() * 4;
+        base.data.get(LIST_HEAD..at).unwrap_or_default()
     }
 
     /// The items as stored: after the lead page's, as the base's codec keeps them.
     fn stored_items(&self) -> &[u8] {
         let base = self.base();
-        base.data.get(base.len() * 4..).unwrap_or_default()
+        base.data
+            .get(LIST_HEAD + base.own_len() * 4..)
+            .unwrap_or_default()
     }
 
-    /// This list's ends followed by `items`, in one exact allocation.
-    fn with_items(&self, items: &[u8]) -> Box<[u8]> {
-        [self.ends_bytes(), items].concat().into_boxed_slice()
+    /// A list with this one's ends and `items`, kept as `codec` says.
+    fn with_items(&self, codec: Codec, items: &[u8], more: Option<Box<More>>) -> ItemList {
+        ItemList::assembled_from(self.len(), codec, &[self.ends_bytes(), items], more)
     }
 
     /// Where item `p` of the buffer's own order ends (the comma after it not included); 0
@@ -511,12 +558,12 @@ impl ItemList {
 
     /// Whether the list is kept compacted: packed, or with a lead page.
     pub fn is_compacted(&self) -> bool {
-        self.base().codec != Codec::Plain || self.lead().is_some()
+        self.base().own_codec() != Codec::Plain || self.lead().is_some()
     }
 
     /// How the items of the buffer this list reads are kept.
     pub fn codec(&self) -> Codec {
-        self.base().codec
+        self.base().own_codec()
     }
 
     /// Whether the list's buffer holds its first items as a gzip-ready lead page.
@@ -581,18 +628,13 @@ impl ItemList {
             if !base.is_compacted() {
                 return self.clone();
             }
-            return ItemList::over(Arc::new(base), order.clone());
+            return ItemList::over(SharedList::new(base), order.clone());
         }
         if let Some(led) = frame.and_then(|frame| self.with_lead(frame, previous)) {
             return led;
         }
         match self.pack_rest(0, self.stored_items(), previous) {
-            Some((codec, packed)) => ItemList {
-                len: self.len,
-                codec,
-                data: self.with_items(&packed),
-                more: None,
-            },
+            Some((codec, packed)) => self.with_items(codec, &packed, None),
             None => self.clone(),
         }
     }
@@ -618,7 +660,8 @@ impl ItemList {
             return Some((codec, first));
         }
         // Runs `previous` keeps the same way, in the same places, with the same items.
-        let reusable = previous.filter(|p| p.list.codec == codec && p.list.lead_len() == lead_len);
+        let reusable =
+            previous.filter(|p| p.list.own_codec() == codec && p.list.lead_len() == lead_len);
         let mut packed = vec![first];
         for r in 1..runs {
             let (first, last) = run_bounds(self.len(), lead_len, r)?;
@@ -667,7 +710,7 @@ impl ItemList {
         frame: Frame,
         parts: &mut Parts<'_>,
     ) -> Option<ItemList> {
-        let (n, codec, lead_len) = (self.len(), self.codec, self.lead_len());
+        let (n, codec, lead_len) = (self.len(), self.own_codec(), self.lead_len());
         let span = at..at.checked_add(items.len())?;
         if self.order().is_some() || codec == Codec::Plain || span.end > n || span.is_empty() {
             return None;
@@ -738,14 +781,13 @@ impl ItemList {
             ));
         }
         let size: usize = packed.iter().map(|run| run.len()).sum();
-        let mut data = Vec::with_capacity(n * 4 + runs * 4 + size);
+        let mut data = Vec::with_capacity(LIST_HEAD + n * 4 + runs * 4 + size);
+        push_list_head(&mut data, n, codec);
         for end in &ends {
             data.extend_from_slice(&end.to_le_bytes());
         }
         push_runs(&mut data, &packed)?;
         Some(ItemList {
-            len: self.len,
-            codec,
             data: data.into_boxed_slice(),
             more: lead.map(|lead| Box::new(More::Lead(lead))),
         })
@@ -836,7 +878,7 @@ impl ItemList {
     fn with_lead(&self, frame: Frame, previous: Option<Replaced>) -> Option<ItemList> {
         let count = frame.lead_count()?;
         let len = usize::try_from(count).ok()?.min(self.len());
-        if len == 0 || self.more.is_some() || self.codec != Codec::Plain {
+        if len == 0 || self.more.is_some() || self.own_codec() != Codec::Plain {
             return None;
         }
         let items = self.stored_items();
@@ -844,20 +886,15 @@ impl ItemList {
         let (body, items_start) = lead_body(frame, count, items.get(..split)?)?;
         // The rest begins after the comma that follows the lead's last item.
         let rest = items.get(split + 1..).unwrap_or_default();
-        let (data, codec) = match self.pack_rest(len, rest, previous) {
-            Some((codec, packed)) => (self.with_items(&packed), codec),
-            None => (self.with_items(rest), Codec::Plain),
-        };
-        Some(ItemList {
-            len: self.len,
-            codec,
-            data,
-            more: Some(Box::new(More::Lead(Lead {
-                body,
-                items_start,
-                len: u8::try_from(len).ok()?,
-                echoes_count: frame.echoes_count(),
-            }))),
+        let more = Some(Box::new(More::Lead(Lead {
+            body,
+            items_start,
+            len: u8::try_from(len).ok()?,
+            echoes_count: frame.echoes_count(),
+        })));
+        Some(match self.pack_rest(len, rest, previous) {
+            Some((codec, packed)) => self.with_items(codec, &packed, more),
+            None => self.with_items(Codec::Plain, rest, more),
         })
     }
 
@@ -921,36 +958,34 @@ impl ItemList {
         Some(out)
     }
 
-    /// The same items in another order: `order[i]` is the index in `self` of item `i`. The
-    /// buffer is shared, not copied: the new list reads the one `self` reads. None if `order`
-    /// is not a permutation of `self`'s items.
-    pub fn reordered(self: &Arc<Self>, order: Vec<u32>) -> Option<ItemList> {
-        let mut seen = vec![false; self.len()];
+    /// The items of `list` in another order: `order[i]` is the index in `list` of item `i`.
+    /// The buffer is shared, not copied: the new list reads the one `list` reads. None if
+    /// `order` is not a permutation of `list`'s items.
+    pub fn reordered(list: &SharedList, order: Vec<u32>) -> Option<ItemList> {
+        let mut seen = vec![false; list.len()];
         for &i in &order {
-            let slot = seen.get_mut(self.position(i as usize)?)?;
+            let slot = seen.get_mut(list.position(i as usize)?)?;
             if std::mem::replace(slot, true) {
                 return None;
             }
         }
-        if order.len() != self.len() {
+        if order.len() != list.len() {
             return None;
         }
         let order = order
             .into_iter()
-            .map(|i| self.position(i as usize).map(|p| p as u32))
+            .map(|i| list.position(i as usize).map(|p| p as u32))
             .collect::<Option<Box<[u32]>>>()?;
-        let base = match self.more.as_deref() {
-            Some(More::Reordered { base, .. }) => Arc::clone(base),
-            _ => Arc::clone(self),
+        let base = match list.more.as_deref() {
+            Some(More::Reordered { base, .. }) => SharedList::clone(base),
+            _ => SharedList::clone(list),
         };
         Some(ItemList::over(base, order))
     }
 
     /// The items of `base` (never itself reordered) in `order`, positions in `base`.
-    fn over(base: Arc<ItemList>, order: Box<[u32]>) -> ItemList {
+    fn over(base: SharedList, order: Box<[u32]>) -> ItemList {
         ItemList {
-            len: base.len,
-            codec: Codec::Plain,
             data: Box::default(),
             more: Some(Box::new(More::Reordered { base, order })),
         }
@@ -1480,12 +1515,13 @@ mod tests {
 
     #[test]
     fn a_reordered_list_shares_the_buffer_and_equals_a_list_rendered_in_its_order() {
-        let list = Arc::new(list_of(&[
+        let list = SharedList::new(list_of(&[
             "\"a review\"",
             "\"another review\"",
             "\"a third\"",
         ]));
-        let reordered = Arc::new(list.reordered(vec![2, 0, 1]).expect("a permutation"));
+        let reordered =
+            SharedList::new(ItemList::reordered(&list, vec![2, 0, 1]).expect("a permutation"));
         assert!(reordered.shares_buffer_with(&list), "shared, not copied");
         assert!(reordered.data.is_empty());
         assert_eq!(
@@ -1501,7 +1537,7 @@ mod tests {
         assert_ne!(*reordered, *list);
         assert_eq!(reordered.weight(), std::mem::size_of::<More>() + 3 * 4);
         // Reordering a reordered list composes the orders.
-        let back = reordered.reordered(vec![1, 2, 0]).expect("a permutation");
+        let back = ItemList::reordered(&reordered, vec![1, 2, 0]).expect("a permutation");
         assert_eq!(back, *list);
         assert!(
             back.shares_buffer_with(&list),
@@ -1511,63 +1547,69 @@ mod tests {
         let long: Vec<String> = (0..40)
             .map(|i| format!("{{\"review_id\":{i},\"body\":\"the same words again\"}}"))
             .collect();
-        let long = Arc::new(list_of(
+        let long = SharedList::new(list_of(
             &long.iter().map(String::as_str).collect::<Vec<_>>(),
         ));
-        let deflated = Arc::new(long.compacted(None));
+        let deflated = SharedList::new(long.compacted(None));
         assert!(deflated.is_compacted() && deflated.weight() < long.weight() / 2);
         assert_eq!(deflated, long);
         // A reordered list compacted: its buffer deflated under it, the order kept.
-        let newest = Arc::new(
-            long.reordered((0..40).rev().collect())
-                .expect("a permutation"),
+        let newest = SharedList::new(
+            ItemList::reordered(&long, (0..40).rev().collect()).expect("a permutation"),
         );
         let compacted = newest.compacted(Some(Frame::Reviews(1)));
         assert!(compacted.is_compacted() && !compacted.has_lead_page());
         assert_eq!(compacted, *newest);
         // Lists too short to shrink stay as they are, the orders still sharing one buffer.
-        let short = Arc::new(list_of(&["\"a\"", "\"b\""]));
-        let newest = Arc::new(short.reordered(vec![1, 0]).expect("a permutation"));
+        let short = SharedList::new(list_of(&["\"a\"", "\"b\""]));
+        let newest =
+            SharedList::new(ItemList::reordered(&short, vec![1, 0]).expect("a permutation"));
         let frame = Some(Frame::Reviews(1));
         let (Rendered::List(h), Rendered::List(n)) = (
-            Rendered::List(Arc::clone(&short)).compacted(frame),
-            Rendered::List(Arc::clone(&newest)).compacted(frame),
+            Rendered::List(SharedList::clone(&short)).compacted(frame),
+            Rendered::List(SharedList::clone(&newest)).compacted(frame),
         ) else {
             panic!("lists")
         };
-        assert!(Arc::ptr_eq(&h, &short) && Arc::ptr_eq(&n, &newest));
+        assert!(SharedList::ptr_eq(&h, &short) && SharedList::ptr_eq(&n, &newest));
         assert!(n.shares_buffer_with(&h));
         assert!(newest.compacted(frame).shares_buffer_with(&short));
         assert_eq!(slice(&deflated, 7, 3), slice(&long, 7, 3));
         let order: Vec<u32> = (0..40).rev().collect();
         assert_eq!(
-            deflated.reordered(order.clone()),
-            long.reordered(order.clone())
+            ItemList::reordered(&deflated, order.clone()),
+            ItemList::reordered(&long, order.clone())
         );
         assert_eq!(
             slice(
-                &deflated.reordered(order.clone()).expect("a permutation"),
+                &ItemList::reordered(&deflated, order.clone()).expect("a permutation"),
                 5,
                 2
             ),
-            slice(&long.reordered(order).expect("a permutation"), 5, 2)
+            slice(
+                &ItemList::reordered(&long, order).expect("a permutation"),
+                5,
+                2
+            )
         );
         for bad in [vec![0, 0, 1], vec![0, 1], vec![0, 1, 3], vec![0, 1, 2, 0]] {
-            assert!(list.reordered(bad.clone()).is_none(), "{bad:?}");
+            assert!(ItemList::reordered(&list, bad.clone()).is_none(), "{bad:?}");
         }
     }
 
     #[test]
     fn a_list_is_one_small_box_and_one_allocation() {
-        // The catalog holds 6.5 million lists at full scale: 16 bytes more here is 100 MB.
-        assert!(std::mem::size_of::<ItemList>() <= 32);
+        // The catalog holds 6.5 million lists at full scale: with its count, a list's box is
+        // 32 bytes, mimalloc's 32-byte class (48 while a list was 32 bytes in a `std` `Arc`).
+        assert!(std::mem::size_of::<ItemList>() <= 24);
+        assert_eq!(std::mem::size_of::<SharedList>(), 8);
         // What a lead page or another order adds, boxed apart (2.3 million of them): 32 bytes,
         // mimalloc's 32-byte class (48 for the 40 it was with 32-bit fields in a lead page, 64
         // for the 56 while a lead page's bytes were `Bytes`).
         assert!(std::mem::size_of::<More>() <= 32);
         let list = list_of(&["{\"answer_id\":1}", "{\"answer_id\":2}"]);
         assert!(list.more.is_none());
-        assert_eq!(list.data.len(), 2 * 4 + list.total());
+        assert_eq!(list.data.len(), LIST_HEAD + 2 * 4 + list.total());
         assert_eq!(list.weight(), list.data.len());
         assert_eq!(slice(&list, 0, 2), b"{\"answer_id\":1},{\"answer_id\":2}");
     }
@@ -1595,9 +1637,9 @@ mod tests {
     #[test]
     fn a_lead_page_is_kept_gzip_ready_and_every_page_is_still_cut_right() {
         for n in [1, 4, 5, 6, 13] {
-            let plain = Arc::new(reviews(n));
+            let plain = SharedList::new(reviews(n));
             let frame = Frame::Reviews(42);
-            let led = Arc::new(plain.compacted(Some(frame)));
+            let led = SharedList::new(plain.compacted(Some(frame)));
             assert!(led.has_lead_page(), "{n} items");
             assert_eq!(*led, *plain, "{n} items");
             for (page, count) in [(1, 5), (1, 1), (2, 5), (1, 100), (3, 2), (0, 5), (9, 9)] {
@@ -1618,12 +1660,12 @@ mod tests {
                     "{n}: {page} of {count}"
                 );
             }
-            let newest = led.reordered((0..n as u32).rev().collect()).unwrap();
+            let newest = ItemList::reordered(&led, (0..n as u32).rev().collect()).unwrap();
             assert!(newest.lead_page(1, 5).is_none(), "another order");
             assert!(newest.shares_buffer_with(&led));
             assert_eq!(
                 newest,
-                plain.reordered((0..n as u32).rev().collect()).unwrap()
+                ItemList::reordered(&plain, (0..n as u32).rev().collect()).unwrap()
             );
         }
         // A question's page names no count: the lead answers any count that shows its items.
@@ -1671,11 +1713,11 @@ mod tests {
                 compress::pack_as(Codec::Deflate, run).unwrap().into_vec()
             })
             .collect();
-        let mut data = plain.ends_bytes().to_vec();
+        let mut data = Vec::new();
+        push_list_head(&mut data, plain.len(), Codec::Deflate);
+        data.extend_from_slice(plain.ends_bytes());
         push_runs(&mut data, &runs).unwrap();
         let list = ItemList {
-            len: plain.len,
-            codec: Codec::Deflate,
             data: data.into_boxed_slice(),
             more: None,
         };
@@ -1688,13 +1730,14 @@ mod tests {
         compress::test_dictionary(DictionaryKind::Lists);
         let frame = Frame::Questions(3);
         let plain = varied(4 * RUN_ITEMS, &[]);
-        let kept =
-            |compaction: Compaction, list: &ItemList| match Rendered::List(Arc::new(list.clone()))
-                .compacted_as(compaction, Some(frame))
-            {
-                Rendered::List(list) => (*list).clone(),
-                other => panic!("not a list: {other:?}"),
-            };
+        let kept = |compaction: Compaction, list: &ItemList| match Rendered::List(SharedList::new(
+            list.clone(),
+        ))
+        .compacted_as(compaction, Some(frame))
+        {
+            Rendered::List(list) => (*list).clone(),
+            other => panic!("not a list: {other:?}"),
+        };
         let (all, dense) = (
             kept(Compaction::All, &plain),
             kept(Compaction::Dense, &plain),
@@ -1722,9 +1765,9 @@ mod tests {
     #[test]
     fn a_long_list_is_packed_in_runs_and_every_page_is_still_cut_right() {
         for n in [RUN_ITEMS, RUN_ITEMS + 1, 3 * RUN_ITEMS + 7, 200] {
-            let plain = Arc::new(varied(n, &[]));
+            let plain = SharedList::new(varied(n, &[]));
             for frame in [None, Some(Frame::Reviews(4))] {
-                let packed = Arc::new(plain.compacted(frame));
+                let packed = SharedList::new(plain.compacted(frame));
                 assert!(packed.is_compacted() && packed.runs_fit());
                 let rest = n - packed.lead_len();
                 assert_eq!(packed.runs(), rest.div_ceil(RUN_ITEMS), "{n} items");
@@ -1733,8 +1776,8 @@ mod tests {
                 let reordered = (order.iter().collect::<std::collections::HashSet<_>>().len() == n)
                     .then(|| {
                         (
-                            packed.reordered(order.clone()).unwrap(),
-                            plain.reordered(order).unwrap(),
+                            ItemList::reordered(&packed, order.clone()).unwrap(),
+                            ItemList::reordered(&plain, order).unwrap(),
                         )
                     });
                 for (page, count) in [(1, 5), (2, 5), (1, 1), (7, 3), (1, 1000), (2, 31), (4, 33)] {

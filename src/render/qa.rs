@@ -254,7 +254,7 @@ pub(super) fn answers_head(question_id: i64, echo: Echo<'_>) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
+    use crate::render::SharedList;
 
     use super::super::compress::{self, DictionaryKind};
     use super::super::{Compaction, Rendered};
@@ -390,7 +390,7 @@ mod tests {
     /// `list` as the catalog keeps a fresh render of it under `compaction`.
     fn kept(list: ItemList, compaction: Compaction) -> ItemList {
         let frame = Some(Frame::Questions(3));
-        match Rendered::List(Arc::new(list)).compacted_as(compaction, frame) {
+        match Rendered::List(SharedList::new(list)).compacted_as(compaction, frame) {
             Rendered::List(list) => (*list).clone(),
             other => panic!("not a list: {other:?}"),
         }

@@ -1,14 +1,12 @@
 //! Bodies of the ratings & reviews widget: a product's reviews (every page of one sort order
 //! from one list) and its review metadata.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 
 use super::json::{push_bool, push_date, push_int, push_int_str, push_opt_str, push_str};
 use super::{
     group_by, int_of, item_key, key_at, leading_id, place_by_key, push_id_url_photos, value_at,
-    ById, Compaction, Echo, Frame, ItemKey, ItemList, ItemListBuilder, Parts, Replaced,
+    ById, Compaction, Echo, Frame, ItemKey, ItemList, ItemListBuilder, Parts, Replaced, SharedList,
 };
 use crate::pg::read::{CharacteristicRow, MetaCountRow, PhotoUrlRow, ReviewRow, SortKeyRow};
 
@@ -69,7 +67,7 @@ pub fn render_review_orders(
     photos: &[PhotoUrlRow],
     compaction: Compaction,
     previous: Option<&ItemList>,
-) -> (Arc<ItemList>, Arc<ItemList>) {
+) -> (SharedList, SharedList) {
     let ids: Vec<i64> = reviews.iter().map(|r| r.id).collect();
     let helpful = render_review_list(reviews, photos);
     let previous = previous.map(Replaced::packed);
@@ -91,7 +89,7 @@ pub fn revoted_review_orders(
     held: &ItemList,
     keys: &[SortKeyRow],
     compaction: Compaction,
-) -> Option<(Arc<ItemList>, Arc<ItemList>)> {
+) -> Option<(SharedList, SharedList)> {
     if held.len() != keys.len() {
         return None;
     }
@@ -146,7 +144,7 @@ pub fn revoted_review_orders_of(
     voted: &[i64],
     keys: &[SortKeyRow],
     compaction: Compaction,
-) -> Option<(Arc<ItemList>, Arc<ItemList>)> {
+) -> Option<(SharedList, SharedList)> {
     let n = held.len();
     let by_date = newest
         .order()
@@ -236,7 +234,7 @@ fn revoted_in_place(
     held: &ItemList,
     by_date: &[u32],
     key: &SortKeyRow,
-) -> Option<(Arc<ItemList>, Arc<ItemList>)> {
+) -> Option<(SharedList, SharedList)> {
     let n = held.len();
     let mut parts = held.parts();
     // The helpfulness of the item at `p`.
@@ -302,9 +300,9 @@ fn revoted_in_place(
     };
     let frame = Frame::Reviews(product_id);
     let helpful = held.with_span_replaced(from.min(to), &span, frame, &mut parts)?;
-    let helpful = Arc::new(helpful);
+    let helpful = SharedList::new(helpful);
     let newest = by_date.iter().map(|&p| moved(p as usize) as u32).collect();
-    let newest = Arc::new(helpful.reordered(newest)?);
+    let newest = SharedList::new(ItemList::reordered(&helpful, newest)?);
     Some((helpful, newest))
 }
 
@@ -379,16 +377,16 @@ fn both_orders(
     newest: Vec<u32>,
     compaction: Compaction,
     previous: Option<Replaced>,
-) -> (Arc<ItemList>, Arc<ItemList>) {
+) -> (SharedList, SharedList) {
     if compaction.packs_lists() {
         let frame = compaction.lead_frame(Some(Frame::Reviews(product_id)));
         helpful = helpful.compacted_over(frame, previous);
     }
-    let helpful = Arc::new(helpful);
+    let helpful = SharedList::new(helpful);
     // `newest` is always a permutation, which `reordered` takes.
-    let newest = match helpful.reordered(newest) {
-        Some(newest) => Arc::new(newest),
-        None => Arc::clone(&helpful),
+    let newest = match ItemList::reordered(&helpful, newest) {
+        Some(newest) => SharedList::new(newest),
+        None => SharedList::clone(&helpful),
     };
     (helpful, newest)
 }
@@ -536,7 +534,7 @@ mod tests {
     }
 
     /// Every page of both orders, as `GET /reviews` sends them, and the lead page.
-    fn pages(both: &(Arc<ItemList>, Arc<ItemList>)) -> Vec<Vec<u8>> {
+    fn pages(both: &(SharedList, SharedList)) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
         for list in [&both.0, &both.1] {
             for count in [1, 2, 5, 1000] {
@@ -556,8 +554,8 @@ mod tests {
     /// Revoted lists serve the pages of the `fresh` ones, keep a lead page where they do, and
     /// are still one buffer in two orders.
     fn assert_revoted_as_fresh(
-        revoted: &(Arc<ItemList>, Arc<ItemList>),
-        fresh: &(Arc<ItemList>, Arc<ItemList>),
+        revoted: &(SharedList, SharedList),
+        fresh: &(SharedList, SharedList),
         what: &str,
     ) {
         assert_eq!(pages(revoted), pages(fresh), "{what}");

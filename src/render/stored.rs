@@ -5,12 +5,10 @@
 //! A product's reviews in the newest order share the helpful order's buffer in memory; the
 //! snapshot keeps that sharing, writing the newest order as its index into the list before it.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 
 use super::compress::{self, Codec, DictionaryKind};
-use super::{Gzipped, ItemList, Lead, More, PackedBody, Rendered, LEAD_COUNT};
+use super::{Gzipped, ItemList, Lead, More, PackedBody, Rendered, SharedList, LEAD_COUNT};
 
 const JSON: u8 = 0;
 const GZIP: u8 = 1;
@@ -92,7 +90,7 @@ fn encode_list(list: &ItemList, out: &mut Vec<u8>) {
     out.push(flags);
     put_bytes(out, list.stored_items());
     // The ends are kept as the little-endian `u32`s `put_u32s` writes.
-    out.extend_from_slice(&list.len.to_le_bytes());
+    out.extend_from_slice(&len_u32(list.len()).to_le_bytes());
     out.extend_from_slice(list.ends_bytes());
     if let Some(order) = list.order() {
         // (The reader refuses this: a caller writes reordered lists after their base.)
@@ -114,7 +112,7 @@ fn encode_list(list: &ItemList, out: &mut Vec<u8>) {
 
 /// Reads one body from the front of `input`, advancing it. `previous` is the list read just
 /// before, for a list written as an index into it.
-pub fn decode(input: &mut &[u8], previous: Option<&Arc<ItemList>>) -> Result<Rendered, Damaged> {
+pub fn decode(input: &mut &[u8], previous: Option<&SharedList>) -> Result<Rendered, Damaged> {
     Ok(match take_u8(input)? {
         JSON => Rendered::Json(take_bytes(input)?),
         GZIP => {
@@ -138,16 +136,15 @@ pub fn decode(input: &mut &[u8], previous: Option<&Arc<ItemList>>) -> Result<Ren
             })
         }
         NOT_FOUND => Rendered::NotFound,
-        LIST => Rendered::List(Arc::new(decode_list(input)?)),
+        LIST => Rendered::List(SharedList::new(decode_list(input)?)),
         REORDERED => {
             let base = previous
                 .filter(|base| base.order().is_none())
                 .ok_or(Damaged("a reordered list with no list before it"))?;
             let order = take_u32s(input)?;
-            let list = base
-                .reordered(order)
+            let list = ItemList::reordered(base, order)
                 .ok_or(Damaged("an order that is not a permutation of its list"))?;
-            Rendered::List(Arc::new(list))
+            Rendered::List(SharedList::new(list))
         }
         _ => return Err(Damaged("an unknown kind of body")),
     })
@@ -320,21 +317,21 @@ mod tests {
 
     fn round_trip(bodies: &[Rendered]) -> Vec<Rendered> {
         let mut out = Vec::new();
-        let mut previous: Option<Arc<ItemList>> = None;
+        let mut previous: Option<SharedList> = None;
         for body in bodies {
             encode(body, previous.as_deref(), &mut out);
             previous = match body {
-                Rendered::List(l) => Some(Arc::clone(l)),
+                Rendered::List(l) => Some(SharedList::clone(l)),
                 _ => None,
             };
         }
         let mut input = &out[..];
         let mut read = Vec::new();
-        let mut previous: Option<Arc<ItemList>> = None;
+        let mut previous: Option<SharedList> = None;
         while !input.is_empty() {
             let body = decode(&mut input, previous.as_ref()).expect("decodes");
             previous = match &body {
-                Rendered::List(l) => Some(Arc::clone(l)),
+                Rendered::List(l) => Some(SharedList::clone(l)),
                 _ => None,
             };
             read.push(body);
@@ -348,20 +345,18 @@ mod tests {
             .map(|i| format!("{{\"id\":{i},\"x\":\"{}\"}}", "y".repeat(i)))
             .collect();
         let items: Vec<&str> = items.iter().map(String::as_str).collect();
-        let helpful = Arc::new(list(&items).compacted(Some(Frame::Reviews(7))));
+        let helpful = SharedList::new(list(&items).compacted(Some(Frame::Reviews(7))));
         assert!(helpful.has_lead_page());
-        let newest = helpful
-            .reordered((0..40).rev().collect())
-            .expect("a permutation");
+        let newest = ItemList::reordered(&helpful, (0..40).rev().collect()).expect("a permutation");
         let plain = list(&items);
         let bodies = vec![
             Rendered::Json(Bytes::from_static(b"{\"id\":1}")),
             Rendered::Json(Bytes::from(vec![b'a'; 500])).compacted(None),
             Rendered::NotFound,
-            Rendered::List(Arc::clone(&helpful)),
-            Rendered::List(Arc::new(newest)),
-            Rendered::List(Arc::new(plain.clone())),
-            Rendered::List(Arc::new(plain.compacted(None))),
+            Rendered::List(SharedList::clone(&helpful)),
+            Rendered::List(SharedList::new(newest)),
+            Rendered::List(SharedList::new(plain.clone())),
+            Rendered::List(SharedList::new(plain.compacted(None))),
         ];
         assert!(matches!(bodies[1], Rendered::Gzip(_)));
         let read = round_trip(&bodies);
@@ -381,9 +376,9 @@ mod tests {
     #[test]
     fn damaged_bytes_are_refused_not_trusted() {
         let mut out = Vec::new();
-        let l = Arc::new(list(&["{\"a\":1}", "{\"b\":2}", "{\"c\":3}"]));
+        let l = SharedList::new(list(&["{\"a\":1}", "{\"b\":2}", "{\"c\":3}"]));
         let json_len = l.stored_items().len();
-        encode(&Rendered::List(Arc::clone(&l)), None, &mut out);
+        encode(&Rendered::List(SharedList::clone(&l)), None, &mut out);
         // Every prefix is cut short, never a panic.
         for cut in 0..out.len() {
             assert!(decode(&mut &out[..cut], None).is_err(), "cut at {cut}");
@@ -395,8 +390,8 @@ mod tests {
         assert!(decode(&mut &bad[..], None).is_err());
         // An order that is no permutation, and a reordered list with nothing before it.
         let mut out = Vec::new();
-        let newest = l.reordered(vec![2, 1, 0]).expect("a permutation");
-        encode(&Rendered::List(Arc::new(newest)), Some(&l), &mut out);
+        let newest = ItemList::reordered(&l, vec![2, 1, 0]).expect("a permutation");
+        encode(&Rendered::List(SharedList::new(newest)), Some(&l), &mut out);
         assert!(decode(&mut &out[..], None).is_err());
         let last = out.len() - 4;
         out[last..].copy_from_slice(&1u32.to_le_bytes());
@@ -405,12 +400,12 @@ mod tests {
 
         // A list in another order with a buffer of its own.
         let mut out = Vec::new();
-        let newest = l.reordered(vec![2, 1, 0]).expect("a permutation");
-        encode(&Rendered::List(Arc::new(newest)), None, &mut out);
+        let newest = ItemList::reordered(&l, vec![2, 1, 0]).expect("a permutation");
+        encode(&Rendered::List(SharedList::new(newest)), None, &mut out);
         assert!(decode(&mut &out[..], None).is_err());
         // Ends past the buffer: the last item ends one byte further than the buffer goes.
         let mut out = Vec::new();
-        encode(&Rendered::List(Arc::clone(&l)), None, &mut out);
+        encode(&Rendered::List(SharedList::clone(&l)), None, &mut out);
         let last_end = 1 + 1 + 4 + json_len + 4 + 8;
         out[last_end..last_end + 4].copy_from_slice(&(json_len as u32 + 1).to_le_bytes());
         assert!(matches!(decode(&mut &out[..], None), Err(Damaged(why)) if why.contains("buffer")));
@@ -423,7 +418,7 @@ mod tests {
         assert!(decode(&mut &out[..], None).is_err());
         // A list flagged as packed two ways.
         let mut out = Vec::new();
-        encode(&Rendered::List(Arc::clone(&l)), None, &mut out);
+        encode(&Rendered::List(SharedList::clone(&l)), None, &mut out);
         out[1] = DEFLATED | DICTIONARY;
         assert!(
             matches!(decode(&mut &out[..], None), Err(Damaged(why)) if why.contains("two ways"))
@@ -438,7 +433,7 @@ mod tests {
         let items: Vec<&str> = items.iter().map(String::as_str).collect();
         let led = list(&items).compacted(Some(Frame::Reviews(7)));
         assert!(led.has_lead_page());
-        let led = Rendered::List(Arc::new(led));
+        let led = Rendered::List(SharedList::new(led));
         let mut out = Vec::new();
         encode(&led, None, &mut out);
         assert!(decode(&mut &out[..], None).is_ok());
@@ -465,9 +460,9 @@ mod tests {
             .map(|i| format!("{{\"id\":{i},\"x\":\"same words\"}}"))
             .collect();
         let plain = list(&items.iter().map(String::as_str).collect::<Vec<_>>());
-        let packed = Arc::new(plain.compacted(None));
+        let packed = SharedList::new(plain.compacted(None));
         assert_eq!(packed.runs(), 4);
-        let read = round_trip(&[Rendered::List(Arc::clone(&packed))]);
+        let read = round_trip(&[Rendered::List(SharedList::clone(&packed))]);
         assert!(matches!(&read[0], Rendered::List(l) if **l == plain));
         let mut out = Vec::new();
         encode(&Rendered::List(packed), None, &mut out);
@@ -503,7 +498,7 @@ mod tests {
         let list = ItemList::from_parts(&ends, &deflated, Codec::Deflate, None);
         assert_eq!(list.codec(), Codec::Deflate);
         assert_eq!(list, plain);
-        let read = round_trip(&[Rendered::List(Arc::new(list))]);
+        let read = round_trip(&[Rendered::List(SharedList::new(list))]);
         assert!(
             matches!(&read[0], Rendered::List(l) if l.codec() == Codec::Deflate && **l == plain)
         );
