@@ -113,7 +113,7 @@ impl Compaction {
 /// A whole body as a gzip member, with the digest of its plain bytes (for its entity tags).
 #[derive(Debug, Clone)]
 pub struct Gzipped {
-    /// A box, not `Bytes`: the catalog holds two and a half million lead pages, and the box
+    /// A box, not `Bytes`: the catalog holds a million and a half lead pages, and the box
     /// (16 bytes against 32) puts each one's `More` a size class lower (docs/benchmarks.md,
     /// Warm-up).
     pub gz: Box<[u8]>,
@@ -322,7 +322,7 @@ pub struct ItemList {
     /// that a list is 24 bytes. Then the end offset of each item in the whole list's plain
     /// buffer, lead page included (the comma after it, if any, not included), as that many
     /// little-endian `u32`s; then the items
-    /// (after the lead page's, if there is one) as `codec` keeps them: plainly, or packed in
+    /// (after the lead page's, if there is one) as the codec keeps them: plainly, or packed in
     /// runs of [`RUN_ITEMS`], several runs after a table of their ends (`u32`s, in the packed
     /// bytes after the table), one run alone.
     /// Empty in an empty list, and in a reordered list, which reads its base's.
@@ -434,11 +434,22 @@ const LIST_HEAD: usize = 5;
 /// and its codec.
 fn push_list_head(data: &mut Vec<u8>, len: usize, codec: Codec) {
     data.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_le_bytes());
-    data.push(match codec {
+    data.push(codec_byte(codec));
+}
+
+/// The byte a list's head keeps its codec in, and back ([`ItemList::data`]).
+fn codec_byte(codec: Codec) -> u8 {
+    match codec {
         Codec::Plain => 0,
         Codec::Deflate => 1,
         Codec::Dictionary => 2,
-    });
+    }
+}
+
+fn codec_of_byte(byte: u8) -> Option<Codec> {
+    [Codec::Plain, Codec::Deflate, Codec::Dictionary]
+        .into_iter()
+        .find(|&codec| codec_byte(codec) == byte)
 }
 
 impl ItemList {
@@ -463,11 +474,11 @@ impl ItemList {
 
     /// How its own data keeps the items (plainly, for an empty or reordered list).
     fn own_codec(&self) -> Codec {
-        match self.data.get(4) {
-            Some(1) => Codec::Deflate,
-            Some(2) => Codec::Dictionary,
-            _ => Codec::Plain,
-        }
+        // Only this module writes the byte, always from a codec.
+        self.data
+            .get(4)
+            .and_then(|&byte| codec_of_byte(byte))
+            .unwrap_or_default()
     }
 
     /// A list of `len` items whose ends and items are `parts` one after another (as
@@ -493,8 +504,19 @@ impl ItemList {
 
     /// A list of the items that end at `ends` in `items`, in one exact allocation.
     fn from_parts(ends: &[u32], items: &[u8], codec: Codec, more: Option<Box<More>>) -> Self {
-        let ends: Vec<u8> = ends.iter().flat_map(|end| end.to_le_bytes()).collect();
-        ItemList::assembled_from(ends.len() / 4, codec, &[&ends, items], more)
+        if ends.is_empty() && items.is_empty() && codec == Codec::Plain {
+            return ItemList::assembled_from(0, codec, &[], more);
+        }
+        let mut data = Vec::with_capacity(LIST_HEAD + ends.len() * 4 + items.len());
+        push_list_head(&mut data, ends.len(), codec);
+        for end in ends {
+            data.extend_from_slice(&end.to_le_bytes());
+        }
+        data.extend_from_slice(items);
+        ItemList {
+            data: data.into_boxed_slice(),
+            more,
+        }
     }
 
     /// The list whose buffer this one reads: the one it was reordered from, or itself.
@@ -906,9 +928,16 @@ impl ItemList {
             return None;
         }
         let lead = self.lead()?;
-        let shown = count.min(self.len() as u64);
+        // The page shows `count.min(len)` items, which must be the lead's. A lead never holds
+        // more than its list, so the list's length (in its data, another allocation for the
+        // product page's hit to touch) matters only to a count past the lead's.
+        let shown_is_lead = match count.cmp(&u64::from(lead.len)) {
+            std::cmp::Ordering::Equal => true,
+            std::cmp::Ordering::Less => false,
+            std::cmp::Ordering::Greater => self.len() == usize::from(lead.len),
+        };
         let fits = page_offset(page, count) == 0
-            && shown == u64::from(lead.len)
+            && shown_is_lead
             && (!lead.echoes_count || count == LEAD_COUNT);
         fits.then_some(&lead.body)
     }
@@ -1603,6 +1632,8 @@ mod tests {
         // 32 bytes, mimalloc's 32-byte class (48 while a list was 32 bytes in a `std` `Arc`).
         assert!(std::mem::size_of::<ItemList>() <= 24);
         assert_eq!(std::mem::size_of::<SharedList>(), 8);
+        // The box: one count and the list.
+        assert!(std::mem::size_of::<usize>() + std::mem::size_of::<ItemList>() <= 32);
         // What a lead page or another order adds, boxed apart (2.3 million of them): 32 bytes,
         // mimalloc's 32-byte class (48 for the 40 it was with 32-bit fields in a lead page, 64
         // for the 56 while a lead page's bytes were `Bytes`).

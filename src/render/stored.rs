@@ -189,8 +189,10 @@ fn decode_list(input: &mut &[u8]) -> Result<ItemList, Damaged> {
         if len == 0 || len as usize > ends.len() {
             return Err(Damaged("a lead page longer than its list"));
         }
-        let len =
-            u8::try_from(len).map_err(|_| Damaged("a lead page longer than this build writes"))?;
+        let len = u8::try_from(len)
+            .ok()
+            .filter(|&len| u64::from(len) <= LEAD_COUNT)
+            .ok_or(Damaged("a lead page longer than this build writes"))?;
         // The lead's items lie within its body.
         let lead_end = ends[len as usize - 1] as usize;
         if (items_start as usize).saturating_add(lead_end) > gzip_size(&gz)? {
@@ -452,6 +454,7 @@ mod tests {
         refused(count_at, &6u64.to_le_bytes(), "count");
         refused(start_at, &70_000u32.to_le_bytes(), "head longer");
         refused(len_at, &9u32.to_le_bytes(), "longer than its list");
+        refused(len_at, &6u32.to_le_bytes(), "longer than this build writes");
     }
 
     #[test]
