@@ -39,6 +39,9 @@ const ENTRY_OVERHEAD: u64 = 72;
 /// What a catalog slot holds a whole body (or a 404) in.
 type BodySlot = ArcSwapAny<Option<Kept>>;
 
+/// What a catalog slot holds a list in.
+type ListSlot = ArcSwapAny<Option<SharedList>>;
+
 /// What a whole body in the catalog costs besides its bytes: its slot's pointer and the head
 /// in front of the bytes.
 const KEPT_OVERHEAD: u64 = (std::mem::size_of::<BodySlot>() + kept::HEAD_BYTES) as u64;
@@ -63,7 +66,7 @@ fn weight(key: &Key, value: &Rendered) -> u64 {
 /// which the list's weight counts already ([`Rendered::weight`]): the slot adds its pointer.
 /// A whole body is kept with its head ([`kept_weight`]).
 fn catalog_weight(value: &Rendered) -> u64 {
-    const SLOT: u64 = std::mem::size_of::<ArcSwapAny<Option<SharedList>>>() as u64;
+    const SLOT: u64 = std::mem::size_of::<ListSlot>() as u64;
     match value {
         Rendered::List(_) => SLOT + value.weight() as u64,
         _ => KEPT_OVERHEAD + value.weight() as u64,
@@ -161,7 +164,7 @@ const FIRST_LIST_KIND: usize = REVIEWS_HELPFUL;
 /// The precomputed catalog's slots: whole bodies (and 404s) by kind, then lists by kind.
 struct Catalog {
     bodies: [Box<[BodySlot]>; FIRST_LIST_KIND],
-    lists: [Box<[ArcSwapAny<Option<SharedList>>]>; SLOT_KINDS - FIRST_LIST_KIND],
+    lists: [Box<[ListSlot]>; SLOT_KINDS - FIRST_LIST_KIND],
     /// Dropped with the catalog: a test's way to see which thread frees it.
     #[cfg(test)]
     freed_with: std::sync::Mutex<Option<tests::Tattletale>>,
@@ -233,7 +236,7 @@ fn free_when_unheld(mut catalog: Arc<Catalog>) {
 #[derive(Clone, Copy)]
 enum Slot<'a> {
     Body(&'a BodySlot),
-    List(&'a ArcSwapAny<Option<SharedList>>),
+    List(&'a ListSlot),
 }
 
 impl Slot<'_> {

@@ -1,6 +1,19 @@
 //! Everything that talks to PostgreSQL: connecting, the private throwaway cluster, schema
 //! migrations, the bulk loader, and where reads go (the primary or a fenced replica).
 
+/// The mean of characteristic `c`'s ratings as the API shows it, as SQL: every rating by a
+/// review that is not reported counts, whatever the review's product
+/// (sql/0008_characteristic_means.sql), to 16 places. The keyed read (`read`) and the warm-up's
+/// scan (`scan`) both read it from here, so that they cannot disagree.
+macro_rules! characteristic_mean {
+    () => {
+        "(SELECT round(avg(cr.value), 16)::text
+            FROM characteristic_reviews cr
+            JOIN reviews r ON r.id = cr.review_id
+           WHERE cr.characteristic_id = c.id AND NOT r.reported)"
+    };
+}
+
 pub mod cluster;
 pub mod database;
 pub mod feed;

@@ -140,15 +140,12 @@ statements! {
                       WHERE r.product_id = $1 AND NOT r.reported ORDER BY p.review_id, p.id";
     meta_counts = "SELECT rating, recommend, count(*) FROM reviews
                     WHERE product_id = $1 AND NOT reported GROUP BY rating, recommend";
-    // Every visible review that rated the characteristic counts, whatever its product (as
-    // in the scan; sql/0008_characteristic_means.sql).
-    meta_characteristics = "SELECT c.id, c.name,
-                                   (SELECT round(avg(cr.value), 16)::text
-                                      FROM characteristic_reviews cr
-                                      JOIN reviews r ON r.id = cr.review_id
-                                     WHERE cr.characteristic_id = c.id AND NOT r.reported)
-                              FROM characteristics c
-                             WHERE c.product_id = $1 ORDER BY c.id";
+    // The mean as `characteristic_mean!` (src/pg/mod.rs) defines it, as the scan reads it.
+    meta_characteristics = concat!(
+        "SELECT c.id, c.name, ",
+        characteristic_mean!(),
+        " FROM characteristics c WHERE c.product_id = $1 ORDER BY c.id"
+    );
     questions = "SELECT id, body, date, asker_name, helpfulness
            FROM questions WHERE product_id = $1 AND NOT reported
           ORDER BY helpfulness DESC, date DESC, id DESC";

@@ -73,13 +73,11 @@ const READS: [&str; 13] = [
     // Each characteristic's mean read beside it, as the keyed query reads it, so that the rows
     // stream in product order: the whole table aggregated at once (19 million ratings at full
     // scale) kept every read of the scan waiting about 14 s for its first row.
-    "SELECT c.product_id, c.id, c.name,
-            (SELECT round(avg(cr.value), 16)::text
-               FROM characteristic_reviews cr
-               JOIN reviews r ON r.id = cr.review_id
-              WHERE cr.characteristic_id = c.id AND NOT r.reported)
-       FROM characteristics c
-      ORDER BY c.product_id, c.id",
+    concat!(
+        "SELECT c.product_id, c.id, c.name, ",
+        characteristic_mean!(),
+        " FROM characteristics c ORDER BY c.product_id, c.id"
+    ),
     "SELECT product_id, id, body, date, asker_name, helpfulness, reported FROM questions
       ORDER BY product_id, helpfulness DESC, date DESC, id DESC",
     "SELECT q.product_id, a.question_id, a.id, a.body, a.date, a.answerer_name, a.helpfulness

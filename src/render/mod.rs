@@ -481,10 +481,16 @@ impl ItemList {
             .unwrap_or_default()
     }
 
-    /// A list of `len` items whose ends and items are `parts` one after another (as
-    /// [`ItemList::data`] describes them), kept as `codec` says, in one exact allocation.
-    fn assembled_from(len: usize, codec: Codec, parts: &[&[u8]], more: Option<Box<More>>) -> Self {
-        let size: usize = parts.iter().map(|part| part.len()).sum();
+    /// A list of `len` items kept as `codec` says, whose item ends and items (`size` bytes)
+    /// `fill` writes after its head (as [`ItemList::data`] describes them), in one exact
+    /// allocation; an empty plain list holds no data at all.
+    fn written(
+        len: usize,
+        codec: Codec,
+        size: usize,
+        more: Option<Box<More>>,
+        fill: impl FnOnce(&mut Vec<u8>),
+    ) -> Self {
         if len == 0 && size == 0 && codec == Codec::Plain {
             return ItemList {
                 data: Box::default(),
@@ -493,9 +499,7 @@ impl ItemList {
         }
         let mut data = Vec::with_capacity(LIST_HEAD + size);
         push_list_head(&mut data, len, codec);
-        for part in parts {
-            data.extend_from_slice(part);
-        }
+        fill(&mut data);
         ItemList {
             data: data.into_boxed_slice(),
             more,
@@ -504,19 +508,13 @@ impl ItemList {
 
     /// A list of the items that end at `ends` in `items`, in one exact allocation.
     fn from_parts(ends: &[u32], items: &[u8], codec: Codec, more: Option<Box<More>>) -> Self {
-        if ends.is_empty() && items.is_empty() && codec == Codec::Plain {
-            return ItemList::assembled_from(0, codec, &[], more);
-        }
-        let mut data = Vec::with_capacity(LIST_HEAD + ends.len() * 4 + items.len());
-        push_list_head(&mut data, ends.len(), codec);
-        for end in ends {
-            data.extend_from_slice(&end.to_le_bytes());
-        }
-        data.extend_from_slice(items);
-        ItemList {
-            data: data.into_boxed_slice(),
-            more,
-        }
+        let size = ends.len() * 4 + items.len();
+        ItemList::written(ends.len(), codec, size, more, |data| {
+            for end in ends {
+                data.extend_from_slice(&end.to_le_bytes());
+            }
+            data.extend_from_slice(items);
+        })
     }
 
     /// The list whose buffer this one reads: the one it was reordered from, or itself.
@@ -560,7 +558,11 @@ impl ItemList {
 
     /// A list with this one's ends and `items`, kept as `codec` says.
     fn with_items(&self, codec: Codec, items: &[u8], more: Option<Box<More>>) -> ItemList {
-        ItemList::assembled_from(self.len(), codec, &[self.ends_bytes(), items], more)
+        let ends = self.ends_bytes();
+        ItemList::written(self.len(), codec, ends.len() + items.len(), more, |data| {
+            data.extend_from_slice(ends);
+            data.extend_from_slice(items);
+        })
     }
 
     /// Where item `p` of the buffer's own order ends (the comma after it not included); 0
