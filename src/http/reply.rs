@@ -13,7 +13,7 @@ use super::route::Route;
 use crate::cache::Key;
 use crate::domain::PagingDigits;
 use crate::render::kept::{self, Form, Kept};
-use crate::render::{self, Gzipped, Rendered, RenderedRef};
+use crate::render::{self, Rendered, RenderedRef};
 
 /// A catalog read's answer, borrowing from the entry it was made of (`'a`).
 #[derive(Debug, Clone)]
@@ -84,7 +84,7 @@ impl<'a> Reply<'a> {
                 digest: render::digest(body),
                 coding: Coding::Identity,
             },
-            Rendered::Gzip(g) => Reply::gzipped(g, gzip),
+            Rendered::Gzip(g) => Reply::gzip_member(&g.gz, g.digest, gzip),
             Rendered::Packed(p) => Reply::unpacked(p.plain(), p.digest),
             Rendered::List(_) | Rendered::NotFound => Reply::NotFound,
         }
@@ -103,12 +103,6 @@ impl<'a> Reply<'a> {
             Form::Packed => Reply::unpacked(kept::plain(entry), digest),
             Form::NotFound => Reply::NotFound,
         }
-    }
-
-    /// A body kept gzip-compressed: as it is to a client that takes gzip, inflated for one
-    /// that does not.
-    fn gzipped(kept: &'a Gzipped, gzip: bool) -> Reply<'a> {
-        Reply::gzip_member(&kept.gz, kept.digest, gzip)
     }
 
     /// The gzip member `gz` of a body whose plain bytes' digest is `digest`.
@@ -156,7 +150,7 @@ impl<'a> Reply<'a> {
         match entry {
             // The lead page as it is kept, or the page cut from the list.
             RenderedRef::List(list) => match list.lead_page(page, count) {
-                Some(lead) => Reply::gzipped(lead, gzip),
+                Some(lead) => Reply::gzip_member(lead.gz, lead.digest, gzip),
                 None => Reply::fresh(frame.page_echoing(list, page, count, digits)),
             },
             // Only a question that does not exist has no list: a product's lists are empty,

@@ -113,9 +113,8 @@ impl Compaction {
 /// A whole body as a gzip member, with the digest of its plain bytes (for its entity tags).
 #[derive(Debug, Clone)]
 pub struct Gzipped {
-    /// A box, not `Bytes`: the catalog holds a million and a half lead pages, and the box
-    /// (16 bytes against 32) puts each one's `More` a size class lower (docs/benchmarks.md,
-    /// Warm-up).
+    /// A box, not `Bytes`: a `Rendered` that holds one is 40 bytes, not 48
+    /// (`a_whole_body_is_40_bytes_and_a_gzip_member_24`).
     pub gz: Box<[u8]>,
     pub digest: u64,
 }
@@ -313,31 +312,33 @@ pub fn digest(body: &[u8]) -> u64 {
 /// ([`ItemList::lead_page`]), sent as it is.
 ///
 /// The catalog holds millions of these (6.5 million at full scale, most of them a question's
-/// few answers), so a list is one small box and one allocation: what few lists have beyond
-/// their items (a lead page, another order) is boxed apart.
+/// few answers), so a list is one small box and one allocation, its lead page included: only
+/// a list in another order has a box beside it.
 #[derive(Debug, Clone, Default)]
 pub struct ItemList {
     /// How many items the list holds (a little-endian `u32`) and how they are kept (a
-    /// [`Codec`], one byte): [`LIST_HEAD`] bytes, here rather than in fields of their own, so
-    /// that a list is 24 bytes. Then the end offset of each item in the whole list's plain
-    /// buffer, lead page included (the comma after it, if any, not included), as that many
-    /// little-endian `u32`s; then the items
-    /// (after the lead page's, if there is one) as the codec keeps them: plainly, or packed in
-    /// runs of [`RUN_ITEMS`], several runs after a table of their ends (`u32`s, in the packed
-    /// bytes after the table), one run alone.
+    /// [`Codec`], one byte, with [`LED`] set where the list has a lead page): [`LIST_HEAD`]
+    /// bytes, here rather than in fields of their own, so that a list is 24 bytes. Then, for a
+    /// list with a lead page, the lead's head ([`LEAD_HEAD`] bytes: the digest of its plain
+    /// body, the length of its gzip member, where its items begin, how many it holds, whether
+    /// it echoes its count) and its gzip member. Then the end offset of each item in the whole
+    /// list's plain buffer, lead page included (the comma after it, if any, not included), as
+    /// that many little-endian `u32`s; then the items (after the lead page's, if there is one)
+    /// as the codec keeps them: plainly, or packed in runs of [`RUN_ITEMS`], several runs
+    /// after a table of their ends (`u32`s, in the packed bytes after the table), one run
+    /// alone.
     /// Empty in an empty list, and in a reordered list, which reads its base's.
     data: Box<[u8]>,
-    /// What few lists have besides their items.
-    more: Option<Box<More>>,
+    /// Where the list is another's items in another order.
+    reordered: Option<Box<Reordered>>,
 }
 
+/// The items of `base` in another order: `order[i]` is the position in `base` of item `i`.
+/// A base is never itself reordered.
 #[derive(Debug, Clone)]
-enum More {
-    /// The first items, held as the body of the lead page.
-    Lead(Lead),
-    /// The items of `base` in another order: `order[i]` is the position in `base` of item `i`.
-    /// A base is never itself reordered.
-    Reordered { base: SharedList, order: Box<[u32]> },
+struct Reordered {
+    base: SharedList,
+    order: Box<[u32]>,
 }
 
 /// The lead page of a product's reviews and questions is page 1 of the contract's default
@@ -352,20 +353,37 @@ pub const RUN_ITEMS: usize = 32;
 
 /// The first page of a list in the buffer's order, kept as the finished gzip body of that
 /// page's response: the product page's request for it is answered without inflating,
-/// slicing or copying anything.
-#[derive(Debug, Clone)]
-struct Lead {
-    body: Gzipped,
+/// slicing or copying anything. Kept in the list's own data ([`ItemList::data`]), not in
+/// allocations of its own: at full scale a million and a half lists have one, and a box and
+/// a gzip member apart cost them a size class's rounding and 32 bytes more each
+/// (docs/benchmarks.md, Warm-up).
+#[derive(Debug, Clone, Copy)]
+struct Lead<'a> {
+    body: GzipRef<'a>,
     /// Where the items begin in the body's plain bytes (after a head of a few dozen bytes).
     items_start: u16,
     /// How many items it holds: the list's first, at most [`LEAD_COUNT`].
     len: u8,
     /// Whether the body's head echoes its count ([`LEAD_COUNT`]): then it answers only a
     /// request for that count.
-    ///
-    /// (Narrow fields put [`More`], of which the catalog holds 2.3 million, in mimalloc's
-    /// 32-byte size class: `a_list_is_one_small_box_and_one_allocation`.)
     echoes_count: bool,
+}
+
+/// A gzip member borrowed where it is kept, with the digest of its plain bytes (for its
+/// entity tag): a list's lead page ([`ItemList::lead_page`]).
+#[derive(Debug, Clone, Copy)]
+pub struct GzipRef<'a> {
+    pub gz: &'a [u8],
+    pub digest: u64,
+}
+
+impl<'a> From<&'a Gzipped> for GzipRef<'a> {
+    fn from(body: &'a Gzipped) -> GzipRef<'a> {
+        GzipRef {
+            gz: &body.gz,
+            digest: body.digest,
+        }
+    }
 }
 
 /// What wraps the pages of a list: the endpoint, and the id its head names.
@@ -427,14 +445,39 @@ impl Frame {
     }
 }
 
-/// The bytes in front of a list's item ends: its length and its codec ([`ItemList::data`]).
+/// The bytes at the front of a list's data: its length and its codec ([`ItemList::data`]).
 const LIST_HEAD: usize = 5;
 
-/// Starts a list's data: its length (over 4 billion items is not a thing this server makes)
-/// and its codec.
-fn push_list_head(data: &mut Vec<u8>, len: usize, codec: Codec) {
-    data.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_le_bytes());
-    data.push(codec_byte(codec));
+/// The bit of a list's codec byte that says its data holds a lead page ([`ItemList::data`]).
+const LED: u8 = 0x80;
+
+/// The bytes of a lead page's head in its list's data, before its gzip member: the digest
+/// (8), the member's length (4), where its items begin (2), how many it holds (1), whether it
+/// echoes its count (1).
+const LEAD_HEAD: usize = 16;
+
+/// Starts a list's data: its length and its codec, and its lead page if it has one. (Over 4
+/// billion items, or a lead page's gzip member over 4 GiB, is not a thing this server makes:
+/// a page of five items at most, each from a request body of 64 KiB at most.)
+fn push_list_head(data: &mut Vec<u8>, len: usize, codec: Codec, lead: Option<Lead<'_>>) {
+    let u32_le = |n: usize| u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes();
+    data.extend_from_slice(&u32_le(len));
+    let Some(lead) = lead else {
+        data.push(codec_byte(codec));
+        return;
+    };
+    data.push(codec_byte(codec) | LED);
+    data.extend_from_slice(&lead.body.digest.to_le_bytes());
+    data.extend_from_slice(&u32_le(lead.body.gz.len()));
+    data.extend_from_slice(&lead.items_start.to_le_bytes());
+    data.push(lead.len);
+    data.push(u8::from(lead.echoes_count));
+    data.extend_from_slice(lead.body.gz);
+}
+
+/// The bytes of a list's data a lead page takes, head and member (0 without one).
+fn lead_size(lead: Option<Lead<'_>>) -> usize {
+    lead.map_or(0, |lead| LEAD_HEAD + lead.body.gz.len())
 }
 
 /// The byte a list's head keeps its codec in, and back ([`ItemList::data`]).
@@ -454,9 +497,9 @@ fn codec_of_byte(byte: u8) -> Option<Codec> {
 
 impl ItemList {
     pub fn len(&self) -> usize {
-        match self.more.as_deref() {
-            Some(More::Reordered { order, .. }) => order.len(),
-            _ => self.own_len(),
+        match self.reordered.as_deref() {
+            Some(reordered) => reordered.order.len(),
+            None => self.own_len(),
         }
     }
 
@@ -477,39 +520,62 @@ impl ItemList {
         // Only this module writes the byte, always from a codec.
         self.data
             .get(4)
-            .and_then(|&byte| codec_of_byte(byte))
+            .and_then(|&byte| codec_of_byte(byte & !LED))
             .unwrap_or_default()
     }
 
-    /// A list of `len` items kept as `codec` says, whose item ends and items (`size` bytes)
-    /// `fill` writes after its head (as [`ItemList::data`] describes them), in one exact
-    /// allocation; an empty plain list holds no data at all.
+    /// The lead page its own data holds, if any ([`ItemList::data`]).
+    fn own_lead(&self) -> Option<Lead<'_>> {
+        if self.data.get(4)? & LED == 0 {
+            return None;
+        }
+        let head = self.data.get(LIST_HEAD..LIST_HEAD + LEAD_HEAD)?;
+        let gz_len = u32::from_le_bytes(head.get(8..12)?.try_into().ok()?) as usize;
+        let gz_start = LIST_HEAD + LEAD_HEAD;
+        Some(Lead {
+            body: GzipRef {
+                gz: self.data.get(gz_start..gz_start.checked_add(gz_len)?)?,
+                digest: u64::from_le_bytes(head.get(..8)?.try_into().ok()?),
+            },
+            items_start: u16::from_le_bytes(head.get(12..14)?.try_into().ok()?),
+            len: *head.get(14)?,
+            echoes_count: *head.get(15)? != 0,
+        })
+    }
+
+    /// Where its own item ends begin in its data: after its head and lead page.
+    fn own_ends_start(&self) -> usize {
+        LIST_HEAD + lead_size(self.own_lead())
+    }
+
+    /// A list of `len` items kept as `codec` says, with `lead` as its lead page, whose item
+    /// ends and items (`size` bytes) `fill` writes after its head and lead page (as
+    /// [`ItemList::data`] describes them), in one exact allocation; an empty plain list holds
+    /// no data at all.
     fn written(
         len: usize,
         codec: Codec,
         size: usize,
-        more: Option<Box<More>>,
+        lead: Option<Lead<'_>>,
         fill: impl FnOnce(&mut Vec<u8>),
     ) -> Self {
-        if len == 0 && size == 0 && codec == Codec::Plain {
-            return ItemList {
-                data: Box::default(),
-                more,
-            };
+        if len == 0 && size == 0 && codec == Codec::Plain && lead.is_none() {
+            return ItemList::default();
         }
-        let mut data = Vec::with_capacity(LIST_HEAD + size);
-        push_list_head(&mut data, len, codec);
+        let mut data = Vec::with_capacity(LIST_HEAD + lead_size(lead) + size);
+        push_list_head(&mut data, len, codec, lead);
         fill(&mut data);
         ItemList {
             data: data.into_boxed_slice(),
-            more,
+            reordered: None,
         }
     }
 
-    /// A list of the items that end at `ends` in `items`, in one exact allocation.
-    fn from_parts(ends: &[u32], items: &[u8], codec: Codec, more: Option<Box<More>>) -> Self {
+    /// A list of the items that end at `ends` in `items`, with `lead` as its lead page, in
+    /// one exact allocation.
+    fn from_parts(ends: &[u32], items: &[u8], codec: Codec, lead: Option<Lead<'_>>) -> Self {
         let size = ends.len() * 4 + items.len();
-        ItemList::written(ends.len(), codec, size, more, |data| {
+        ItemList::written(ends.len(), codec, size, lead, |data| {
             for end in ends {
                 data.extend_from_slice(&end.to_le_bytes());
             }
@@ -519,47 +585,43 @@ impl ItemList {
 
     /// The list whose buffer this one reads: the one it was reordered from, or itself.
     fn base(&self) -> &ItemList {
-        match self.more.as_deref() {
-            Some(More::Reordered { base, .. }) => base,
-            _ => self,
+        match self.reordered.as_deref() {
+            Some(reordered) => &reordered.base,
+            None => self,
         }
     }
 
     /// The list's order as positions in its base; None: the buffer's own order.
     fn order(&self) -> Option<&[u32]> {
-        match self.more.as_deref() {
-            Some(More::Reordered { order, .. }) => Some(order),
-            _ => None,
-        }
+        self.reordered.as_deref().map(|reordered| &*reordered.order)
     }
 
     /// The lead page of the buffer this list reads, if it has one.
-    fn lead(&self) -> Option<&Lead> {
-        match self.base().more.as_deref() {
-            Some(More::Lead(lead)) => Some(lead),
-            _ => None,
-        }
+    fn lead(&self) -> Option<Lead<'_>> {
+        self.base().own_lead()
     }
 
     /// The item ends, as stored: `len` little-endian `u32`s.
     fn ends_bytes(&self) -> &[u8] {
         let base = self.base();
-        let at = LIST_HEAD + base.own_len() * 4;
-        base.data.get(LIST_HEAD..at).unwrap_or_default()
+        let start = base.own_ends_start();
+        let at = start + base.own_len() * 4;
+        base.data.get(start..at).unwrap_or_default()
     }
 
     /// The items as stored: after the lead page's, as the base's codec keeps them.
     fn stored_items(&self) -> &[u8] {
         let base = self.base();
         base.data
-            .get(LIST_HEAD + base.own_len() * 4..)
+            .get(base.own_ends_start() + base.own_len() * 4..)
             .unwrap_or_default()
     }
 
-    /// A list with this one's ends and `items`, kept as `codec` says.
-    fn with_items(&self, codec: Codec, items: &[u8], more: Option<Box<More>>) -> ItemList {
+    /// A list with this one's ends and `items`, kept as `codec` says, with `lead` as its lead
+    /// page.
+    fn with_items(&self, codec: Codec, items: &[u8], lead: Option<Lead<'_>>) -> ItemList {
         let ends = self.ends_bytes();
-        ItemList::written(self.len(), codec, ends.len() + items.len(), more, |data| {
+        ItemList::written(self.len(), codec, ends.len() + items.len(), lead, |data| {
             data.extend_from_slice(ends);
             data.extend_from_slice(items);
         })
@@ -624,11 +686,9 @@ impl ItemList {
     /// Bytes held (for the cache's weight), besides the list's own box. A reordered list
     /// counts only its index: the buffer is counted once, by the list it was made from.
     pub fn weight(&self) -> usize {
-        let more = std::mem::size_of::<More>();
-        match self.more.as_deref() {
+        match self.reordered.as_deref() {
             None => self.data.len(),
-            Some(More::Lead(lead)) => self.data.len() + more + lead.body.gz.len(),
-            Some(More::Reordered { order, .. }) => more + order.len() * 4,
+            Some(reordered) => std::mem::size_of::<Reordered>() + reordered.order.len() * 4,
         }
     }
 
@@ -647,7 +707,7 @@ impl ItemList {
         if self.is_compacted() {
             return self.clone();
         }
-        if let Some(More::Reordered { base, order }) = self.more.as_deref() {
+        if let Some(Reordered { base, order }) = self.reordered.as_deref() {
             let base = base.compacted_over(None, previous);
             if !base.is_compacted() {
                 return self.clone();
@@ -757,6 +817,7 @@ impl ItemList {
             end = start + len;
             ends.push(u32::try_from(end).ok()?);
         }
+        let new_body;
         let lead = match self.lead() {
             Some(lead) if span.start < lead_len => {
                 let mut items = Vec::new();
@@ -766,9 +827,10 @@ impl ItemList {
                     }
                     new_item(parts, p, &mut items)?;
                 }
-                let (body, items_start) = lead_body(frame, frame.lead_count()?, &items)?;
+                let items_start;
+                (new_body, items_start) = lead_body(frame, frame.lead_count()?, &items)?;
                 Some(Lead {
-                    body,
+                    body: GzipRef::from(&new_body),
                     items_start,
                     len: lead.len,
                     echoes_count: lead.echoes_count,
@@ -779,7 +841,7 @@ impl ItemList {
                 if other.is_some() {
                     tests::REUSED_LEADS.with(|n| n.set(n.get() + 1));
                 }
-                other.cloned()
+                other
             }
         };
         let runs = self.runs();
@@ -805,16 +867,9 @@ impl ItemList {
             ));
         }
         let size: usize = packed.iter().map(|run| run.len()).sum();
-        let mut data = Vec::with_capacity(LIST_HEAD + n * 4 + runs * 4 + size);
-        push_list_head(&mut data, n, codec);
-        for end in &ends {
-            data.extend_from_slice(&end.to_le_bytes());
-        }
-        push_runs(&mut data, &packed)?;
-        Some(ItemList {
-            data: data.into_boxed_slice(),
-            more: lead.map(|lead| Box::new(More::Lead(lead))),
-        })
+        let mut items = Vec::with_capacity(runs * 4 + size);
+        push_runs(&mut items, &packed)?;
+        Some(ItemList::from_parts(&ends, &items, codec, lead))
     }
 
     /// Reads the items of the buffer this list reads, one part (the lead page, a run) unpacked
@@ -902,7 +957,11 @@ impl ItemList {
     fn with_lead(&self, frame: Frame, previous: Option<Replaced>) -> Option<ItemList> {
         let count = frame.lead_count()?;
         let len = usize::try_from(count).ok()?.min(self.len());
-        if len == 0 || self.more.is_some() || self.own_codec() != Codec::Plain {
+        if len == 0
+            || self.reordered.is_some()
+            || self.own_lead().is_some()
+            || self.own_codec() != Codec::Plain
+        {
             return None;
         }
         let items = self.stored_items();
@@ -910,29 +969,28 @@ impl ItemList {
         let (body, items_start) = lead_body(frame, count, items.get(..split)?)?;
         // The rest begins after the comma that follows the lead's last item.
         let rest = items.get(split + 1..).unwrap_or_default();
-        let more = Some(Box::new(More::Lead(Lead {
-            body,
+        let lead = Some(Lead {
+            body: GzipRef::from(&body),
             items_start,
             len: u8::try_from(len).ok()?,
             echoes_count: frame.echoes_count(),
-        })));
+        });
         Some(match self.pack_rest(len, rest, previous) {
-            Some((codec, packed)) => self.with_items(codec, &packed, more),
-            None => self.with_items(Codec::Plain, rest, more),
+            Some((codec, packed)) => self.with_items(codec, &packed, lead),
+            None => self.with_items(Codec::Plain, rest, lead),
         })
     }
 
     /// The lead page's body, if it is exactly page `page` of `count` items of this list: the
     /// page at offset 0, in the buffer's order, holding the lead's items and naming the
     /// lead's count where the endpoint echoes it.
-    pub fn lead_page(&self, page: u64, count: u64) -> Option<&Gzipped> {
+    pub fn lead_page(&self, page: u64, count: u64) -> Option<GzipRef<'_>> {
         if self.order().is_some() {
             return None;
         }
         let lead = self.lead()?;
         // The page shows `count.min(len)` items, which must be the lead's. A lead never holds
-        // more than its list, so the list's length (in its data, another allocation for the
-        // product page's hit to touch) matters only to a count past the lead's.
+        // more than its list, so the list's length matters only to a count past the lead's.
         let shown_is_lead = match count.cmp(&u64::from(lead.len)) {
             std::cmp::Ordering::Equal => true,
             std::cmp::Ordering::Less => false,
@@ -941,7 +999,7 @@ impl ItemList {
         let fits = page_offset(page, count) == 0
             && shown_is_lead
             && (!lead.echoes_count || count == LEAD_COUNT);
-        fits.then_some(&lead.body)
+        fits.then_some(lead.body)
     }
 
     /// The plain buffer: the lead page's items and the rest, unpacked if need be (empty if
@@ -961,7 +1019,7 @@ impl ItemList {
             Some(lead) => {
                 let lead_end = self.end((lead.len as usize).checked_sub(1)?);
                 let start = lead.items_start as usize;
-                let plain = compress::gunzip(&lead.body.gz)?;
+                let plain = compress::gunzip(lead.body.gz)?;
                 let mut out = Vec::with_capacity(total);
                 out.extend_from_slice(plain.get(start..start + lead_end)?);
                 // The rest follows the comma after the lead's last item.
@@ -1007,9 +1065,9 @@ impl ItemList {
             .into_iter()
             .map(|i| list.position(i as usize).map(|p| p as u32))
             .collect::<Option<Box<[u32]>>>()?;
-        let base = match list.more.as_deref() {
-            Some(More::Reordered { base, .. }) => SharedList::clone(base),
-            _ => SharedList::clone(list),
+        let base = match list.reordered.as_deref() {
+            Some(reordered) => SharedList::clone(&reordered.base),
+            None => SharedList::clone(list),
         };
         Some(ItemList::over(base, order))
     }
@@ -1018,7 +1076,7 @@ impl ItemList {
     fn over(base: SharedList, order: Box<[u32]>) -> ItemList {
         ItemList {
             data: Box::default(),
-            more: Some(Box::new(More::Reordered { base, order })),
+            reordered: Some(Box::new(Reordered { base, order })),
         }
     }
 
@@ -1256,7 +1314,7 @@ impl<'a> Parts<'a> {
             let lead = list.lead()?;
             let plain = self
                 .lead
-                .get_or_insert_with(|| compress::gunzip(&lead.body.gz))
+                .get_or_insert_with(|| compress::gunzip(lead.body.gz))
                 .as_deref()?;
             let at = lead.items_start as usize;
             return plain.get(at + start..at + end);
@@ -1566,7 +1624,7 @@ mod tests {
             list_of(&["\"a third\"", "\"a review\"", "\"another review\""])
         );
         assert_ne!(*reordered, *list);
-        assert_eq!(reordered.weight(), std::mem::size_of::<More>() + 3 * 4);
+        assert_eq!(reordered.weight(), std::mem::size_of::<Reordered>() + 3 * 4);
         // Reordering a reordered list composes the orders.
         let back = ItemList::reordered(&reordered, vec![1, 2, 0]).expect("a permutation");
         assert_eq!(back, *list);
@@ -1636,23 +1694,36 @@ mod tests {
         assert_eq!(std::mem::size_of::<SharedList>(), 8);
         // The box: one count and the list.
         assert!(std::mem::size_of::<usize>() + std::mem::size_of::<ItemList>() <= 32);
-        // What a lead page or another order adds, boxed apart (2.3 million of them): 32 bytes,
-        // mimalloc's 32-byte class (48 for the 40 it was with 32-bit fields in a lead page, 64
-        // for the 56 while a lead page's bytes were `Bytes`).
-        assert!(std::mem::size_of::<More>() <= 32);
+        // What another order adds, boxed apart (a million of them): 24 bytes, mimalloc's
+        // 24-byte class.
+        assert!(std::mem::size_of::<Reordered>() <= 24);
         let list = list_of(&["{\"answer_id\":1}", "{\"answer_id\":2}"]);
-        assert!(list.more.is_none());
+        assert!(list.reordered.is_none());
         assert_eq!(list.data.len(), LIST_HEAD + 2 * 4 + list.total());
         assert_eq!(list.weight(), list.data.len());
         assert_eq!(slice(&list, 0, 2), b"{\"answer_id\":1},{\"answer_id\":2}");
+        // A lead page is in the list's own data, not in a box and a member of its own (a
+        // million and a half of them at full scale).
+        for n in [3, 5, 40] {
+            let led = reviews(n).compacted(Some(Frame::Reviews(1)));
+            let lead = led.lead_page(1, 5).expect("a lead page");
+            assert!(led.reordered.is_none());
+            let data = led.data.as_ptr_range();
+            let gz = lead.gz.as_ptr_range();
+            assert!(data.start <= gz.start && gz.end <= data.end, "{n} items");
+            assert_eq!(led.weight(), led.data.len());
+            assert_eq!(
+                led.data.len(),
+                LIST_HEAD + LEAD_HEAD + lead.gz.len() + n * 4 + led.stored_items().len()
+            );
+        }
     }
 
     #[test]
     fn a_whole_body_is_40_bytes_and_a_gzip_member_24() {
-        // An on-demand entry holds a `Rendered`, and a lead page its `Gzipped` inside a `More`
-        // (whose size `a_list_is_one_small_box_and_one_allocation` checks): the bytes in a box,
-        // not `Bytes`, keep both small (docs/benchmarks.md, Warm-up). The catalog keeps a
-        // whole body as one allocation of its own ([`kept::Kept`]).
+        // An on-demand entry holds a `Rendered`: the bytes in a box, not `Bytes`, keep it small
+        // (docs/benchmarks.md, Warm-up). The catalog keeps a whole body as one allocation of
+        // its own ([`kept::Kept`]), and a lead page in its list's data.
         assert!(std::mem::size_of::<Rendered>() <= 40);
         assert!(std::mem::size_of::<Gzipped>() <= 24);
     }
@@ -1684,7 +1755,7 @@ mod tests {
             }
             // The lead answers page 1 of 5 (page 0 is the same offset), in the buffer's order.
             let lead = led.lead_page(1, 5).expect("page 1 of 5");
-            assert_eq!(lead.plain().unwrap(), frame.page(&plain, 1, 5));
+            assert_eq!(compress::gunzip(lead.gz).unwrap(), frame.page(&plain, 1, 5));
             assert_eq!(lead.digest, digest(&frame.page(&plain, 1, 5)));
             assert!(led.lead_page(0, 5).is_some());
             for (page, count) in [(2, 5), (1, 4), (1, 6)] {
@@ -1707,7 +1778,10 @@ mod tests {
         assert!(three.lead_page(1, 100).is_some() && three.lead_page(1, 3).is_some());
         assert!(three.lead_page(1, 2).is_none() && three.lead_page(2, 100).is_none());
         let lead = three.lead_page(1, 100).unwrap();
-        assert_eq!(lead.plain().unwrap(), questions.page(&reviews(3), 1, 100));
+        assert_eq!(
+            compress::gunzip(lead.gz).unwrap(),
+            questions.page(&reviews(3), 1, 100)
+        );
         // Answers keep no lead; nor does an empty list.
         assert!(!reviews(9)
             .compacted(Some(Frame::Answers(1)))
@@ -1747,12 +1821,12 @@ mod tests {
             })
             .collect();
         let mut data = Vec::new();
-        push_list_head(&mut data, plain.len(), Codec::Deflate);
+        push_list_head(&mut data, plain.len(), Codec::Deflate, None);
         data.extend_from_slice(plain.ends_bytes());
         push_runs(&mut data, &runs).unwrap();
         let list = ItemList {
             data: data.into_boxed_slice(),
-            more: None,
+            reordered: None,
         };
         assert_eq!(list, *plain);
         list

@@ -8,7 +8,7 @@
 use bytes::Bytes;
 
 use super::compress::{self, Codec, DictionaryKind};
-use super::{Gzipped, ItemList, Lead, More, PackedBody, Rendered, SharedList, LEAD_COUNT};
+use super::{GzipRef, Gzipped, ItemList, Lead, PackedBody, Rendered, SharedList, LEAD_COUNT};
 
 const JSON: u8 = 0;
 const GZIP: u8 = 1;
@@ -98,7 +98,7 @@ fn encode_list(list: &ItemList, out: &mut Vec<u8>) {
     }
     if let Some(lead) = list.lead() {
         out.extend_from_slice(&lead.body.digest.to_le_bytes());
-        put_bytes(out, &lead.body.gz);
+        put_bytes(out, lead.body.gz);
         out.extend_from_slice(&u32::from(lead.items_start).to_le_bytes());
         out.extend_from_slice(&u32::from(lead.len).to_le_bytes());
         if lead.echoes_count {
@@ -198,12 +198,8 @@ fn decode_list(input: &mut &[u8]) -> Result<ItemList, Damaged> {
         if (items_start as usize).saturating_add(lead_end) > gzip_size(&gz)? {
             return Err(Damaged("a lead page shorter than its items"));
         }
-        Some(Lead {
-            body: Gzipped { gz, digest },
-            items_start,
-            len,
-            echoes_count,
-        })
+        // The member is held here until the list copies it into its data.
+        Some((Gzipped { gz, digest }, items_start, len, echoes_count))
     } else {
         None
     };
@@ -213,7 +209,7 @@ fn decode_list(input: &mut &[u8]) -> Result<ItemList, Damaged> {
     let total = ends.last().map_or(0, |&end| end as usize);
     let rest = match &lead {
         None => total,
-        Some(lead) => total.saturating_sub(ends[lead.len as usize - 1] as usize + 1),
+        Some((_, _, len, _)) => total.saturating_sub(ends[*len as usize - 1] as usize + 1),
     };
     let fits = if codec != Codec::Plain {
         rest > 0 && rest <= json.len().saturating_mul(compress::MAX_DEFLATE_RATIO)
@@ -223,8 +219,15 @@ fn decode_list(input: &mut &[u8]) -> Result<ItemList, Damaged> {
     if !fits {
         return Err(Damaged("a list's buffer does not hold its items"));
     }
-    let more = lead.map(|lead| Box::new(More::Lead(lead)));
-    let list = ItemList::from_parts(&ends, &json, codec, more);
+    let lead = lead
+        .as_ref()
+        .map(|(body, items_start, len, echoes_count)| Lead {
+            body: GzipRef::from(body),
+            items_start: *items_start,
+            len: *len,
+            echoes_count: *echoes_count,
+        });
+    let list = ItemList::from_parts(&ends, &json, codec, lead);
     if !list.runs_fit() {
         return Err(Damaged("a list's runs are not where its table says"));
     }
