@@ -10,9 +10,13 @@ random page and count and whole, and (with an ids file) three of its questions' 
 
     benches/byte-check.py http://127.0.0.1:3000 http://127.0.0.1:3001 SEED PRODUCTS [IDS_FILE]
 
+With `GZIP=1` the server under test is asked with `Accept-Encoding: gzip`, and a gzip body it
+sends is decoded by Python's own gzip before the comparison (the fresh server is asked plain).
+
 Products are picked at random from IDS_FILE (one id a line: say, the products written to
 during a load run, from `change_log`), or from 1 to MAX_ID (default 1000011) without one.
 """
+import gzip
 import http.client
 import json
 import os
@@ -26,10 +30,13 @@ def connect(url):
     return http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=30)
 
 
-def get(conn, path):
-    conn.request("GET", path)
+def get(conn, path, headers=None):
+    conn.request("GET", path, headers=headers or {})
     response = conn.getresponse()
-    return response.status, response.read()
+    body = response.read()
+    if response.getheader("Content-Encoding") == "gzip":
+        body = gzip.decompress(body)
+    return response.status, body
 
 
 def main():
@@ -45,11 +52,12 @@ def main():
         if not ids:
             sys.exit(f"no ids in {sys.argv[5]}")
     max_id = int(os.environ.get("MAX_ID", "1000011"))
+    asked = {"Accept-Encoding": "gzip"} if os.environ.get("GZIP") == "1" else {}
     total = differ = 0
 
     def compare(path):
         nonlocal total, differ
-        a, b = get(tested, path), get(fresh, path)
+        a, b = get(tested, path, asked), get(fresh, path)
         total += 1
         if a != b:
             differ += 1

@@ -321,9 +321,11 @@ fn cache_hit(c: &mut Criterion) {
     g.finish();
 }
 
-/// A whole body gzipped as the catalog keeps it (`render::compress::gzip`, libdeflate level 1)
-/// against level 6, which it used before: bytes out are printed once per body, since the level
-/// trades the warm-up's time against the catalog's memory (docs/benchmarks.md, Warm-up).
+/// A whole body gzipped as the catalog keeps it once its kind's shared code is trained
+/// (`render::shared_codes`), against a whole member at libdeflate's level 1 (as before the
+/// code, and for a kind without one) and level 6: bytes out are printed once per body, since
+/// how bodies are gzipped trades the warm-up's time against the catalog's memory
+/// (docs/benchmarks.md, Warm-up and Shared codes).
 fn gzip_levels(c: &mut Criterion) {
     use libdeflater::{CompressionLvl, Compressor};
     let (s, ph, sk) = styles();
@@ -345,15 +347,28 @@ fn gzip_levels(c: &mut Criterion) {
     let mut g = c.benchmark_group("gzip a whole body");
     let mut level6 = Compressor::new(CompressionLvl::new(6).expect("a level libdeflate has"));
     let mut out = vec![0u8; 1 << 16];
+    // A shared code trained on these bodies themselves: the bytes it keeps are a best case,
+    // its time is not.
+    let mut counts = render::shared_codes::SymbolCounts::default();
+    for (_, plain) in &bodies {
+        counts.add(plain);
+    }
+    let code = render::shared_codes::SharedCodes::from_lengths(&counts.lengths()).expect("usable");
     for (name, plain) in &bodies {
         let kept = render::compress::gzip(plain).map_or(plain.len(), |gz| gz.len());
         let before = level6.gzip_compress(plain, &mut out).expect("fits");
         println!(
-            "{name}: {} bytes plain, {kept} kept (level 1), {before} at level 6",
-            plain.len()
+            "{name}: {} bytes plain, {kept} as a whole member (level 1), {before} at level 6, {} \
+             in a shared code (behind a {}-byte prefix)",
+            plain.len(),
+            code.encode(plain).len(),
+            code.prefix().len()
         );
-        g.bench_function(format!("{name}, level 1 (kept)"), |b| {
+        g.bench_function(format!("{name}, level 1 (a whole member)"), |b| {
             b.iter(|| render::compress::gzip(black_box(plain)))
+        });
+        g.bench_function(format!("{name}, shared code (kept)"), |b| {
+            b.iter(|| code.encode(black_box(plain)))
         });
         g.bench_function(format!("{name}, level 6 (before)"), |b| {
             b.iter(|| {

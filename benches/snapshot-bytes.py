@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """What the precomputed catalog's bodies are made of, counted from a catalog snapshot.
 
-A snapshot (`atelier serve --snapshot-dir DIR`, format 4 of src/cache/snapshot.rs and
+A snapshot (`atelier serve --snapshot-dir DIR`, format 5 of src/cache/snapshot.rs and
 src/render/stored.rs) lays every body of the catalog end to end, as the catalog keeps it, with
 a few bytes of framing each. Counting its records gives what any in-memory layout of the same
 catalog must hold, whatever its allocator or boxes: the kept bytes (gzip members, packed or
@@ -11,7 +11,8 @@ positions).
     python3 benches/snapshot-bytes.py DIR/catalog.snapshot
 
 Prints, per kind of record, the records, the kept bytes, the lead pages' share of them, the
-metadata, and the lists that are empty, in MB (10^6 bytes); then the totals.
+metadata, the lists that are empty, and the bodies (or lead pages) written in a shared code;
+sizes in MB (10^6 bytes); then the totals.
 """
 
 import collections
@@ -31,10 +32,11 @@ KINDS = [
     "products pages",
 ]
 PRODUCTS_PAGE = 8
-JSON, GZIP, LIST, NOT_FOUND, REORDERED, PACKED = range(6)
+JSON, GZIP, LIST, NOT_FOUND, REORDERED, PACKED, CODED = range(7)
 ORDERED, LED = 2, 4
-# A whole body's tag, and the bytes of its fields before its own (a digest; and a length).
-WHOLE = {JSON: 0, GZIP: 8, PACKED: 12}
+# A whole body's tag, and the bytes of its fields before its own (a digest; and a length; a
+# shared code's kind).
+WHOLE = {JSON: 0, GZIP: 8, PACKED: 12, CODED: 9}
 
 
 def u32(buf, at):
@@ -50,6 +52,7 @@ def count_records(frame, stats):
         s["records"] += 1
         tag = frame[at]
         at += 1
+        s["coded"] += tag == CODED
         if tag in WHOLE:
             # The fields before the bytes (digest; plain length), then the bytes.
             before = WHOLE[tag]
@@ -83,8 +86,11 @@ def count_records(frame, stats):
                 s["meta"] += 8 + 8
                 counted = frame[at]
                 at += 1 + (8 if counted else 0)
+                # The shared code's kind, 0 for none.
+                s["coded"] += frame[at] != 0
+                at += 1
         elif tag != NOT_FOUND:
-            sys.exit(f"an unknown body tag {tag}: not a format-4 snapshot?")
+            sys.exit(f"an unknown body tag {tag}: not a format-5 snapshot?")
 
 
 def main(path):
@@ -101,15 +107,15 @@ def main(path):
             if frame[:1] == b"R":
                 count_records(frame, stats)
     mb = lambda n: f"{n / 1e6:,.1f}"
-    print(f"{'kind':<18} {'records':>11} {'bytes MB':>10} {'lead MB':>9} {'meta MB':>9} {'empty':>9}")
+    print(f"{'kind':<18} {'records':>11} {'bytes MB':>10} {'lead MB':>9} {'meta MB':>9} {'empty':>9} {'coded':>11}")
     total = collections.Counter()
     for kind in KINDS:
         s = stats.get(kind)
         if not s:
             continue
         total.update(s)
-        print(f"{kind:<18} {s['records']:>11,} {mb(s['bytes']):>10} {mb(s['lead']):>9} {mb(s['meta']):>9} {s['empty']:>9,}")
-    print(f"{'total':<18} {total['records']:>11,} {mb(total['bytes']):>10} {mb(total['lead']):>9} {mb(total['meta']):>9} {total['empty']:>9,}")
+        print(f"{kind:<18} {s['records']:>11,} {mb(s['bytes']):>10} {mb(s['lead']):>9} {mb(s['meta']):>9} {s['empty']:>9,} {s['coded']:>11,}")
+    print(f"{'total':<18} {total['records']:>11,} {mb(total['bytes']):>10} {mb(total['lead']):>9} {mb(total['meta']):>9} {total['empty']:>9,} {total['coded']:>11,}")
     print(f"kept bytes and metadata: {mb(total['bytes'] + total['meta'])} MB")
 
 

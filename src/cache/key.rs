@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use crate::domain::ReviewOrder;
+use crate::render::shared_codes::CodesKind;
 use crate::render::Frame;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -42,6 +43,17 @@ impl Key {
             Key::Questions(product_id) => Some(Frame::Questions(product_id)),
             Key::Answers(question_id) => Some(Frame::Answers(question_id)),
             _ => None,
+        }
+    }
+
+    /// The shared code this key's gzip body is written in, if its kind has one: its whole
+    /// body's, or its list's lead page's.
+    pub fn codes_kind(&self) -> Option<CodesKind> {
+        match self {
+            Key::Product(_) => Some(CodesKind::Product),
+            Key::Styles(_) => Some(CodesKind::Styles),
+            Key::ReviewsMeta(_) => Some(CodesKind::Meta),
+            _ => self.frame().and_then(Frame::lead_codes),
         }
     }
 

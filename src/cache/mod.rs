@@ -333,7 +333,12 @@ impl ResponseCache {
             Rendered::List(list) if !list.is_compacted() => self.store.peek(key),
             _ => None,
         };
-        body.compacted_over(self.compaction, key.frame(), previous.as_ref())
+        body.compacted_over(
+            self.compaction,
+            key.frame(),
+            key.codes_kind(),
+            previous.as_ref(),
+        )
     }
 
     /// Drops everything.

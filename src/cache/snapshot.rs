@@ -38,13 +38,14 @@ use crate::pg::feed::{FeedPosition, FeedStatus};
 use crate::pg::pool::Pool;
 use crate::pg::DbError;
 use crate::render::compress::{self, DictionaryKind};
+use crate::render::shared_codes::{self, CodesKind, SharedCodes};
 use crate::render::stored::{self, take_u32, take_u64, take_u8, Damaged};
 use crate::render::{Compaction, Rendered, SharedList};
 
 /// The file's name in the snapshot directory.
 pub const FILE_NAME: &str = "catalog.snapshot";
 const MAGIC: &[u8; 16] = b"atelier catalog\n";
-const FORMAT: u32 = 4;
+const FORMAT: u32 = 5;
 
 const HEADER: u8 = b'H';
 const RECORDS: u8 = b'R';
@@ -140,6 +141,10 @@ struct Header {
     /// had; [`crate::render::compress`]): checked as the header is read, installed once the
     /// bodies have loaded.
     dictionaries: [Option<Vec<u8>>; 2],
+    /// The shared codes whole bodies are gzipped in, by [`CodesKind`] (their lengths; those
+    /// the process had; [`shared_codes`]): checked as the header is read, installed before
+    /// the bodies load.
+    codes: [Option<Vec<u8>>; shared_codes::KINDS],
 }
 
 /// The digest of the code that decides what a cached body's bytes are (computed by
@@ -194,10 +199,10 @@ impl Header {
         for xid in &p.pending {
             out.extend_from_slice(&xid.to_le_bytes());
         }
-        for dictionary in &self.dictionaries {
-            let dictionary = dictionary.as_deref().unwrap_or_default();
-            out.extend_from_slice(&(dictionary.len() as u32).to_le_bytes());
-            out.extend_from_slice(dictionary);
+        for bytes in self.dictionaries.iter().chain(&self.codes) {
+            let bytes = bytes.as_deref().unwrap_or_default();
+            out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+            out.extend_from_slice(bytes);
         }
     }
 
@@ -240,6 +245,19 @@ impl Header {
             *dictionary = (len > 0).then(|| bytes.to_vec());
             *input = rest;
         }
+        let mut codes: [Option<Vec<u8>>; shared_codes::KINDS] = Default::default();
+        for code in &mut codes {
+            let len = take_u32(input)? as usize;
+            if input.len() < len {
+                return Err(Damaged("cut short"));
+            }
+            let (lengths, rest) = input.split_at(len);
+            if len > 0 && SharedCodes::from_lengths(lengths).is_none() {
+                return Err(Damaged("a shared code no body can be written in"));
+            }
+            *code = (len > 0).then(|| lengths.to_vec());
+            *input = rest;
+        }
         if !input.is_empty() {
             return Err(Damaged("a header longer than its fields"));
         }
@@ -255,6 +273,7 @@ impl Header {
                 pending_from,
             },
             dictionaries,
+            codes,
         })
     }
 }
@@ -538,7 +557,10 @@ impl SnapshotFile {
                 }
                 _ => return Err(self.damaged("an unknown frame")),
             }
-            let stored = self.header.dictionaries.each_ref().map(Option::is_some);
+            let stored = Stored {
+                dictionaries: self.header.dictionaries.each_ref().map(Option::is_some),
+                codes: self.header.codes.each_ref().map(Option::is_some),
+            };
             let batch = decode_records(&self.frame[1..], generation, warmup, stored)
                 .map_err(|e| self.damaged(e.0))?;
             bodies += batch.len() as u64;
@@ -608,15 +630,22 @@ fn read_frame(input: &mut impl Read, frame: &mut Vec<u8>) -> Result<u8, &'static
     Ok(frame[0])
 }
 
-/// The bodies of one frame of records, counting products as the warm-up does. `stored`: which
-/// of the dictionaries (by [`DictionaryKind`]) the snapshot stored; a body
-/// packed against one it did not store is damage, not a body the process's own dictionary
-/// can read.
+/// Which dictionaries (by [`DictionaryKind`]) and shared codes (by [`CodesKind`]) a snapshot
+/// stored.
+#[derive(Debug, Clone, Copy, Default)]
+struct Stored {
+    dictionaries: [bool; 2],
+    codes: [bool; shared_codes::KINDS],
+}
+
+/// The bodies of one frame of records, counting products as the warm-up does. `stored`: the
+/// dictionaries and codes the snapshot stored; a body packed against a dictionary, or written
+/// in a code, that it did not store is damage, not a body the process's own can read.
 fn decode_records(
     mut input: &[u8],
     generation: u64,
     warmup: &WarmupStatus,
-    stored: [bool; 2],
+    stored: Stored,
 ) -> Result<Vec<(Key, Rendered)>, Damaged> {
     let input = &mut input;
     let mut batch = Vec::new();
@@ -649,9 +678,14 @@ fn decode_records(
             _ => None,
         };
         let body = stored::decode(input, previous)?;
-        if stored::dictionary_of(&body).is_some_and(|kind| !stored[kind.index()]) {
+        if stored::dictionary_of(&body).is_some_and(|kind| !stored.dictionaries[kind.index()]) {
             return Err(Damaged(
                 "a body packed against a dictionary the snapshot lacks",
+            ));
+        }
+        if stored::codes_of(&body).is_some_and(|kind| !stored.codes[kind.index()]) {
+            return Err(Damaged(
+                "a body written in a shared code the snapshot lacks",
             ));
         }
         helpful = match (kind, &body) {
@@ -748,6 +782,7 @@ async fn write_current(
         position,
         dictionaries: DictionaryKind::ALL
             .map(|kind| compress::dictionary(kind).map(<[u8]>::to_vec)),
+        codes: CodesKind::ALL.map(|kind| shared_codes::codes(kind).map(|c| c.lengths().to_vec())),
     };
     let generation = cache.products_generation.load(Ordering::Acquire);
     let (cache, dir, warmup, status) = (
@@ -873,6 +908,16 @@ async fn load_checked(
             }
         }
     }
+    // Likewise the shared codes; but they are installed before the bodies load, and kept if
+    // the snapshot is refused halfway: a code is only a way of writing bodies, and a warm-up
+    // after the refusal writes in it as well as in one of its own.
+    for (kind, wanted) in CodesKind::ALL.into_iter().zip(&snapshot.header.codes) {
+        if let Some(wanted) = wanted {
+            if let Err(e) = shared_codes::install(kind, wanted) {
+                return Err(snapshot.refused(e.to_string()));
+            }
+        }
+    }
     let path = snapshot.path.clone();
     let position = snapshot.header.position.clone();
     // Slots for the catalog as it is now (products created since the snapshot included).
@@ -970,6 +1015,7 @@ mod tests {
                 pending_from: 1,
             },
             dictionaries: [None, None],
+            codes: Default::default(),
         }
     }
 
@@ -1006,11 +1052,11 @@ mod tests {
         records.extend_from_slice(&12u64.to_le_bytes());
         stored::encode(&Rendered::List(SharedList::new(packed)), None, &mut records);
         let warmup = WarmupStatus::default();
-        let read =
-            decode_records(&records, 0, &warmup, [true, false]).expect("with the dictionary");
+        let read = decode_records(&records, 0, &warmup, only_dictionaries([true, false]))
+            .expect("with the dictionary");
         assert!(matches!(&read[0].1, Rendered::List(l) if **l == plain));
         assert!(matches!(
-            decode_records(&records, 0, &warmup, [false, true]),
+            decode_records(&records, 0, &warmup, only_dictionaries([false, true])),
             Err(Damaged(why)) if why.contains("lacks")
         ));
 
@@ -1022,10 +1068,48 @@ mod tests {
         let mut records = vec![0];
         records.extend_from_slice(&12u64.to_le_bytes());
         stored::encode(&packed, None, &mut records);
-        let read = decode_records(&records, 0, &warmup, [false, true]).expect("with it");
+        let read = decode_records(&records, 0, &warmup, only_dictionaries([false, true]))
+            .expect("with it");
         assert_eq!(read[0].1.plain(), Some(plain));
         assert!(matches!(
-            decode_records(&records, 0, &warmup, [true, false]),
+            decode_records(&records, 0, &warmup, only_dictionaries([true, false])),
+            Err(Damaged(why)) if why.contains("lacks")
+        ));
+    }
+
+    /// What a snapshot that stored these dictionaries, and no shared code, stored.
+    fn only_dictionaries(dictionaries: [bool; 2]) -> Stored {
+        Stored {
+            dictionaries,
+            codes: [false; shared_codes::KINDS],
+        }
+    }
+
+    #[test]
+    fn a_body_written_in_a_shared_code_the_snapshot_lacks_is_damage() {
+        shared_codes::test_codes(CodesKind::Styles);
+        let plain = bytes::Bytes::from(compress::tests::product(12));
+        let coded = Rendered::Json(plain.clone()).compacted_over(
+            Compaction::All,
+            None,
+            Some(CodesKind::Styles),
+            None,
+        );
+        assert!(matches!(&coded, Rendered::Gzip(g) if g.codes == Some(CodesKind::Styles)));
+        let mut records = vec![1];
+        records.extend_from_slice(&12u64.to_le_bytes());
+        stored::encode(&coded, None, &mut records);
+        let warmup = WarmupStatus::default();
+        let mut stored = Stored::default();
+        stored.codes[CodesKind::Styles.index()] = true;
+        let read = decode_records(&records, 0, &warmup, stored).expect("with the code");
+        assert_eq!(read[0].1, coded);
+        assert_eq!(read[0].1.plain(), Some(plain));
+        let mut others = Stored::default();
+        others.codes[CodesKind::Meta.index()] = true;
+        others.codes[CodesKind::Product.index()] = true;
+        assert!(matches!(
+            decode_records(&records, 0, &warmup, others),
             Err(Damaged(why)) if why.contains("lacks")
         ));
     }
@@ -1106,6 +1190,13 @@ mod tests {
                 pending_from: 10,
             },
             dictionaries: [Some(b"a dictionary".to_vec()), None],
+            codes: [
+                None,
+                Some(shared_codes::SymbolCounts::default().lengths()),
+                None,
+                None,
+                Some(shared_codes::SymbolCounts::default().lengths()),
+            ],
         };
         let mut out = Vec::new();
         header.encode(&mut out);
@@ -1133,6 +1224,19 @@ mod tests {
             ([7; 32], 1, (2, 3), 123)
         );
         assert_eq!(read.dictionaries, header.dictionaries);
+        assert_eq!(read.codes, header.codes);
+        // Lengths that are not a whole code are damage.
+        let mut lengths = shared_codes::SymbolCounts::default().lengths();
+        lengths[3] += 1;
+        let damaged = Header {
+            codes: [Some(lengths), None, None, None, None],
+            ..header.clone()
+        };
+        let mut damaged_out = Vec::new();
+        damaged.encode(&mut damaged_out);
+        assert!(
+            matches!(Header::decode(&damaged_out), Err(Damaged(why)) if why.contains("shared code"))
+        );
         for cut in 0..out.len() {
             assert!(Header::decode(&out[..cut]).is_err());
         }
@@ -1152,6 +1256,7 @@ mod tests {
                 pending_from: 1_000,
             },
             dictionaries: [None, None],
+            codes: Default::default(),
         };
         let database = crate::pg::restore::DatabaseState {
             identity: "42/7".into(),

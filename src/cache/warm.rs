@@ -34,6 +34,7 @@ use crate::render::compress::{self, DictionaryKind};
 use crate::render::products::{render_product, render_product_list, render_related, render_styles};
 use crate::render::qa::{render_answer_list, render_question_list};
 use crate::render::reviews::{render_meta, render_review_orders};
+use crate::render::shared_codes::{self, CodesKind, SymbolCounts};
 use crate::render::{Compaction, PhotosByOwner, Rendered, SharedList};
 use crate::shard::Shard;
 
@@ -420,16 +421,21 @@ impl Renderers<ProductRows> {
         cache: &ResponseCache,
         status: &WarmupStatus,
     ) -> Result<(), WarmStop> {
-        let mut trainers = match first {
-            true => DictionaryTrainer::for_cache(cache),
-            false => Vec::new(),
+        let (mut trainers, mut coders) = match first {
+            true => (
+                DictionaryTrainer::for_cache(cache),
+                CodesTrainer::for_cache(cache),
+            ),
+            false => (Vec::new(), Vec::new()),
         };
-        self.take_turns(first, !trainers.is_empty(), |rows| {
+        let training = !trainers.is_empty() || !coders.is_empty();
+        self.take_turns(first, training, |rows| {
             let bodies = bodies(&rows, cache.compaction, cache.shard);
             trainers.retain_mut(|trainer| !trainer.sampled(&bodies));
+            coders.retain_mut(|coder| !coder.sampled(&bodies));
             cache.insert_warm(bodies, status)?;
             status.products_done.fetch_add(1, Ordering::Relaxed);
-            Ok(!trainers.is_empty())
+            Ok(!trainers.is_empty() || !coders.is_empty())
         })
     }
 }
@@ -541,6 +547,84 @@ impl DictionaryTrainer {
     }
 }
 
+/// How much of the first bodies of a kind a warm-up counts to train that kind's shared code
+/// on (or the dictionary sample's size, if smaller): about 1,200 products' product bodies,
+/// 2,000 products' meta bodies at full scale. Symbol counts settle long before a dictionary's
+/// sample would.
+const CODES_SAMPLE_BYTES: usize = 512 << 10;
+
+/// Counts the symbols of the first gzip bodies of one kind (whole bodies, or lists' lead
+/// pages) a warm-up renders and, once it has counted enough, trains the process's shared code
+/// of that kind on them ([`shared_codes`]): every body of that kind gzipped from then on is
+/// written in it. What was rendered before stays a whole gzip member.
+struct CodesTrainer {
+    kind: CodesKind,
+    target_bytes: usize,
+    counts: SymbolCounts,
+    sampled_bytes: usize,
+}
+
+impl CodesTrainer {
+    /// The trainers `cache`'s warm-up needs: one for each kind of gzip body with a code of
+    /// its own that its compaction keeps (whole bodies unless dense or plain, lead pages with
+    /// `all`), if it samples at all and the process has no code of that kind yet (one trained
+    /// by an earlier warm-up, or restored, is kept).
+    fn for_cache(cache: &ResponseCache) -> Vec<CodesTrainer> {
+        let keeps = |kind: CodesKind| match kind {
+            CodesKind::ReviewsLead | CodesKind::QuestionsLead => {
+                cache.compaction == Compaction::All
+            }
+            _ => matches!(cache.compaction, Compaction::All | Compaction::Bodies),
+        };
+        let target_bytes = cache.dictionary_sample_bytes.min(CODES_SAMPLE_BYTES);
+        CodesKind::ALL
+            .into_iter()
+            .filter(|&kind| keeps(kind) && target_bytes > 0 && shared_codes::codes(kind).is_none())
+            .map(|kind| CodesTrainer {
+                kind,
+                target_bytes,
+                counts: SymbolCounts::default(),
+                sampled_bytes: 0,
+            })
+            .collect()
+    }
+
+    /// Counts one product's body of this trainer's kind; trains once there are enough. Whether
+    /// the trainer is done.
+    fn sampled(&mut self, bodies: &[(Key, Rendered)]) -> bool {
+        for (key, body) in bodies {
+            if key.codes_kind() != Some(self.kind) {
+                continue;
+            }
+            // A 404 has no plain body, nor a list without a lead page (the newest reviews).
+            let plain = match body {
+                Rendered::List(list) => list.kept_lead_page().and_then(|lead| lead.plain()),
+                body => body.plain().map(Vec::from),
+            };
+            if let Some(plain) = plain {
+                self.counts.add(&plain);
+                self.sampled_bytes += plain.len();
+            }
+        }
+        if self.sampled_bytes < self.target_bytes {
+            return false;
+        }
+        let kind = self.kind.name();
+        match shared_codes::install(self.kind, &self.counts.lengths()) {
+            Ok(()) => tracing::info!(
+                kind,
+                samples = self.counts.bodies(),
+                sampled_kb = self.sampled_bytes >> 10,
+                prefix_bytes = shared_codes::prefix(Some(self.kind)).map_or(0, <[u8]>::len),
+                "shared code trained; gzipping in it from here"
+            ),
+            // Another warm-up installed one meanwhile: bodies are written in that.
+            Err(e) => tracing::debug!(cause = %e, "shared code not installed"),
+        }
+        true
+    }
+}
+
 /// Every cached body of one product, in the warm-up's priority order, compacted for the
 /// catalog (here, before the warm-up takes the lock it inserts under).
 fn bodies(
@@ -554,8 +638,8 @@ fn bodies(
             // Compacted as they were rendered, so that both orders share one buffer.
             Key::Reviews { .. } => (key, body),
             _ => {
-                let frame = key.frame();
-                (key, body.compacted_as(compaction, frame))
+                let (frame, codes) = (key.frame(), key.codes_kind());
+                (key, body.compacted_over(compaction, frame, codes, None))
             }
         })
         .collect()

@@ -222,7 +222,7 @@ pub struct Framing<'a> {
 /// request asked for it, then `content-length` and `date`.
 pub fn write_response(out: &mut Vec<u8>, reply: &Reply<'_>, framing: &Framing<'_>) {
     const TEXT: &[u8] = b"content-type: text/plain; charset=utf-8\r\n";
-    let body: &[u8] = match reply {
+    let (before, body): (&[u8], &[u8]) = match reply {
         Reply::Json {
             body,
             digest,
@@ -234,17 +234,17 @@ pub fn write_response(out: &mut Vec<u8>, reply: &Reply<'_>, framing: &Framing<'_
             if *coding == Coding::Gzip {
                 out.extend_from_slice(b"content-encoding: gzip\r\n");
             }
-            body.as_bytes()
+            body.parts()
         }
         Reply::NotFound => {
             out.extend_from_slice(b"HTTP/1.1 404 Not Found\r\n");
             out.extend_from_slice(TEXT);
-            respond::NOT_FOUND.as_bytes()
+            (&[], respond::NOT_FOUND.as_bytes())
         }
         Reply::Unreadable => {
             out.extend_from_slice(b"HTTP/1.1 500 Internal Server Error\r\n");
             out.extend_from_slice(TEXT);
-            respond::INTERNAL_ERROR.as_bytes()
+            (&[], respond::INTERNAL_ERROR.as_bytes())
         }
     };
     out.extend_from_slice(b"access-control-allow-origin: ");
@@ -258,10 +258,15 @@ pub fn write_response(out: &mut Vec<u8>, reply: &Reply<'_>, framing: &Framing<'_
         out.extend_from_slice(b"\r\nconnection: close");
     }
     out.extend_from_slice(b"\r\ncontent-length: ");
-    out.extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
+    out.extend_from_slice(
+        itoa::Buffer::new()
+            .format(before.len() + body.len())
+            .as_bytes(),
+    );
     out.extend_from_slice(b"\r\ndate: ");
     http_date(|date| out.extend_from_slice(date));
     out.extend_from_slice(b"\r\n\r\n");
+    out.extend_from_slice(before);
     out.extend_from_slice(body);
 }
 

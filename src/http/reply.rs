@@ -13,7 +13,7 @@ use super::route::Route;
 use crate::cache::Key;
 use crate::domain::PagingDigits;
 use crate::render::kept::{self, Form, Kept};
-use crate::render::{self, Rendered, RenderedRef};
+use crate::render::{self, shared_codes, Rendered, RenderedRef};
 
 /// A catalog read's answer, borrowing from the entry it was made of (`'a`).
 #[derive(Debug, Clone)]
@@ -38,17 +38,23 @@ pub enum Reply<'a> {
 pub enum Payload<'a> {
     /// Bytes an entry keeps in a box or in a catalog slot's allocation: borrowed, not shared.
     Kept(&'a [u8]),
+    /// Kept bytes sent behind a prefix the process keeps once for a kind of body: a body
+    /// written in a shared code ([`crate::render::shared_codes`]).
+    Behind(&'static [u8], &'a [u8]),
     /// A plain body, whose bytes can be shared.
     Shared(&'a Bytes),
     Made(Bytes),
 }
 
 impl Payload<'_> {
-    pub fn as_bytes(&self) -> &[u8] {
+    /// The bytes sent, in two parts: what goes before (empty but for a body behind a prefix),
+    /// and the rest.
+    pub fn parts(&self) -> (&[u8], &[u8]) {
         match self {
-            Payload::Kept(body) => body,
-            Payload::Shared(body) => body,
-            Payload::Made(body) => body,
+            Payload::Kept(body) => (&[], body),
+            Payload::Behind(prefix, body) => (prefix, body),
+            Payload::Shared(body) => (&[], body),
+            Payload::Made(body) => (&[], body),
         }
     }
 
@@ -58,6 +64,7 @@ impl Payload<'_> {
     pub fn into_bytes(self) -> Bytes {
         match self {
             Payload::Kept(body) => Bytes::copy_from_slice(body),
+            Payload::Behind(prefix, body) => Bytes::from([prefix, body].concat()),
             Payload::Shared(body) => body.clone(),
             Payload::Made(body) => body,
         }
@@ -84,7 +91,9 @@ impl<'a> Reply<'a> {
                 digest: render::digest(body),
                 coding: Coding::Identity,
             },
-            Rendered::Gzip(g) => Reply::gzip_member(&g.gz, g.digest, gzip),
+            Rendered::Gzip(g) => {
+                Reply::gzip_member(shared_codes::prefix(g.codes), &g.gz, g.digest, gzip)
+            }
             Rendered::Packed(p) => Reply::unpacked(p.plain(), p.digest),
             Rendered::List(_) | Rendered::NotFound => Reply::NotFound,
         }
@@ -99,22 +108,45 @@ impl<'a> Reply<'a> {
                 digest,
                 coding: Coding::Identity,
             },
-            Form::Gzip => Reply::gzip_member(kept::bytes(entry), digest, gzip),
+            Form::Gzip => Reply::gzip_member(Some(&[]), kept::bytes(entry), digest, gzip),
+            Form::Coded(kind) => Reply::gzip_member(
+                shared_codes::prefix(Some(kind)),
+                kept::bytes(entry),
+                digest,
+                gzip,
+            ),
             Form::Packed => Reply::unpacked(kept::plain(entry), digest),
             Form::NotFound => Reply::NotFound,
         }
     }
 
-    /// The gzip member `gz` of a body whose plain bytes' digest is `digest`.
-    fn gzip_member(gz: &'a [u8], digest: u64, gzip: bool) -> Reply<'a> {
+    /// The gzip member that `prefix` and `gz` make, of a body whose plain bytes' digest is
+    /// `digest`; `prefix` None (a shared code the process lacks, which no body can be written
+    /// in) is `Unreadable`.
+    fn gzip_member(
+        prefix: Option<&'static [u8]>,
+        gz: &'a [u8],
+        digest: u64,
+        gzip: bool,
+    ) -> Reply<'a> {
+        let Some(prefix) = prefix else {
+            return Reply::Unreadable;
+        };
         if gzip {
+            let body = match prefix {
+                [] => Payload::Kept(gz),
+                prefix => Payload::Behind(prefix, gz),
+            };
             return Reply::Json {
-                body: Payload::Kept(gz),
+                body,
                 digest,
                 coding: Coding::Gzip,
             };
         }
-        Reply::unpacked(render::compress::gunzip(gz).map(Bytes::from), digest)
+        Reply::unpacked(
+            render::compress::gunzip_behind(prefix, gz).map(Bytes::from),
+            digest,
+        )
     }
 
     /// A kept body unpacked for the client (sent plain), or `Unreadable` when it would not
@@ -150,7 +182,9 @@ impl<'a> Reply<'a> {
         match entry {
             // The lead page as it is kept, or the page cut from the list.
             RenderedRef::List(list) => match list.lead_page(page, count) {
-                Some(lead) => Reply::gzip_member(lead.gz, lead.digest, gzip),
+                Some(lead) => {
+                    Reply::gzip_member(shared_codes::prefix(lead.codes), lead.gz, lead.digest, gzip)
+                }
                 None => Reply::fresh(frame.page_echoing(list, page, count, digits)),
             },
             // Only a question that does not exist has no list: a product's lists are empty,
@@ -286,6 +320,47 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_body_in_a_shared_code_is_sent_behind_its_prefix_and_inflated_with_it() {
+        let kind = shared_codes::CodesKind::Styles;
+        let code = shared_codes::test_codes(kind);
+        let plain = Bytes::from(render::compress::tests::product(9));
+        let body = Rendered::Json(plain.clone()).compacted_over(
+            render::Compaction::All,
+            None,
+            Some(kind),
+            None,
+        );
+        let Rendered::Gzip(g) = &body else {
+            panic!("not kept gzip: {body:?}")
+        };
+        assert_eq!(g.codes, Some(kind));
+        let kept = kept::keep(&body).expect("a whole body");
+        for reply in [Reply::whole(&body, true), Reply::kept(&kept, true)] {
+            let Reply::Json {
+                body: payload,
+                coding: Coding::Gzip,
+                ..
+            } = &reply
+            else {
+                panic!("not gzip: {reply:?}")
+            };
+            assert_eq!(payload.parts(), (code.prefix(), &g.gz[..]));
+            let member = owned(reply.clone());
+            assert_eq!(member.len(), code.prefix().len() + g.gz.len());
+            assert_eq!(render::compress::gunzip(&member), Some(plain.to_vec()));
+        }
+        for reply in [Reply::whole(&body, false), Reply::kept(&kept, false)] {
+            assert_eq!(
+                sent(reply),
+                (
+                    200,
+                    Some((plain.clone(), render::digest(&plain), Coding::Identity))
+                )
+            );
+        }
+    }
+
     /// A reply's status, and its bytes, digest and coding if it has a body.
     fn sent(reply: Reply<'_>) -> (u16, Option<(Bytes, u64, Coding)>) {
         let status = reply.status();
@@ -303,10 +378,18 @@ mod tests {
     fn a_body_a_catalog_slot_keeps_is_answered_as_the_body_it_was_kept_from() {
         render::compress::test_dictionary(render::compress::DictionaryKind::Bodies);
         let plain = Bytes::from(render::compress::tests::product(7));
+        let kind = shared_codes::CodesKind::Meta;
+        shared_codes::test_codes(kind);
         for body in [
             Rendered::Json(plain.clone()),
             Rendered::Json(plain.clone()).compacted(None),
             Rendered::Json(plain.clone()).compacted_as(render::Compaction::Dense, None),
+            Rendered::Json(plain.clone()).compacted_over(
+                render::Compaction::All,
+                None,
+                Some(kind),
+                None,
+            ),
             Rendered::NotFound,
         ] {
             let kept = kept::keep(&body).expect("a whole body");

@@ -103,6 +103,19 @@ pub fn gunzip(gz: &[u8]) -> Option<Vec<u8>> {
     (n == out.len()).then_some(out)
 }
 
+/// The bytes of the gzip member that `prefix` and then `gz` make (a body written in a shared
+/// code behind its kind's prefix, [`super::shared_codes`]; or a whole member behind an empty
+/// prefix).
+pub fn gunzip_behind(prefix: &[u8], gz: &[u8]) -> Option<Vec<u8>> {
+    if prefix.is_empty() {
+        return gunzip(gz);
+    }
+    let mut member = Vec::with_capacity(prefix.len() + gz.len());
+    member.extend_from_slice(prefix);
+    member.extend_from_slice(gz);
+    gunzip(&member)
+}
+
 /// The most deflate expands: 258 bytes from each 2-bit code, give or take its block headers.
 pub const MAX_DEFLATE_RATIO: usize = 1_032;
 

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use triomphe::ThinArc;
 
 use super::compress::{self, DictionaryKind};
+use super::shared_codes::{self, CodesKind};
 use super::{digest, Gzipped, PackedBody, Rendered};
 
 /// A whole body (or a 404) in one reference-counted allocation; a catalog slot holds one.
@@ -35,6 +36,9 @@ pub enum Form {
     Json,
     /// A gzip member, sent as it is to a client that takes gzip.
     Gzip,
+    /// A gzip body written in its kind's shared code, sent behind that code's prefix
+    /// ([`shared_codes`]).
+    Coded(CodesKind),
     /// Packed against the process's body dictionary (`--compress dense`).
     Packed,
     /// The resource does not exist; no bytes.
@@ -46,7 +50,10 @@ pub fn keep(body: &Rendered) -> Option<Kept> {
     // The plain length is kept for a packed body only, which needs it to unpack.
     let (form, digest, plain_len, bytes): (Form, u64, u32, &[u8]) = match body {
         Rendered::Json(plain) => (Form::Json, digest(plain), 0, plain),
-        Rendered::Gzip(g) => (Form::Gzip, g.digest, 0, &g.gz),
+        Rendered::Gzip(g) => {
+            let form = g.codes.map_or(Form::Gzip, Form::Coded);
+            (form, g.digest, 0, &g.gz)
+        }
         Rendered::Packed(p) => (Form::Packed, p.digest, p.len, &p.packed),
         Rendered::NotFound => (Form::NotFound, 0, 0, &[]),
         Rendered::List(_) => return None,
@@ -85,6 +92,9 @@ pub fn plain(kept: &Kept) -> Option<Bytes> {
     match form(kept) {
         Form::Json => Some(Bytes::copy_from_slice(bytes)),
         Form::Gzip => compress::gunzip(bytes).map(Bytes::from),
+        Form::Coded(kind) => {
+            compress::gunzip_behind(shared_codes::prefix(Some(kind))?, bytes).map(Bytes::from)
+        }
         Form::Packed => {
             compress::unpack_against(DictionaryKind::Bodies, bytes, head(kept).plain_len as usize)
                 .map(Bytes::from)
@@ -102,6 +112,12 @@ pub fn to_rendered(kept: &Kept) -> Rendered {
         Form::Gzip => Rendered::Gzip(Gzipped {
             gz: bytes.into(),
             digest: head.digest,
+            codes: None,
+        }),
+        Form::Coded(kind) => Rendered::Gzip(Gzipped {
+            gz: bytes.into(),
+            digest: head.digest,
+            codes: Some(kind),
         }),
         Form::Packed => Rendered::Packed(PackedBody {
             packed: bytes.into(),
@@ -144,9 +160,21 @@ mod tests {
     #[test]
     fn every_whole_body_is_kept_as_it_was_and_serves_the_same_bytes() {
         let text = Bytes::from(format!("{{\"name\":\"{}\"}}", "wool coat ".repeat(20)));
+        shared_codes::test_codes(CodesKind::Product);
+        let coded = Rendered::Json(text.clone()).compacted_over(
+            Compaction::All,
+            None,
+            Some(CodesKind::Product),
+            None,
+        );
+        assert!(matches!(
+            form(&keep(&coded).expect("kept")),
+            Form::Coded(CodesKind::Product)
+        ));
         for body in [
             Rendered::Json(text.clone()),
             Rendered::Json(text.clone()).compacted_as(Compaction::All, None),
+            coded,
             Rendered::NotFound,
         ] {
             let kept = keep(&body).expect("a whole body");

@@ -9,6 +9,7 @@ pub mod kept;
 pub mod products;
 pub mod qa;
 pub mod reviews;
+pub mod shared_codes;
 pub mod stored;
 
 use std::collections::HashMap;
@@ -18,6 +19,7 @@ use bytes::Bytes;
 use crate::domain::PagingDigits;
 use crate::pg::read::PhotoUrlRow;
 use compress::{Codec, DictionaryKind};
+use shared_codes::CodesKind;
 
 /// A list as the cache and other lists share it: an `Arc` with no weak count, so that with a
 /// 24-byte [`ItemList`] its box is 32 bytes, mimalloc's 32-byte class (a `std` `Arc`'s would
@@ -110,19 +112,23 @@ impl Compaction {
     }
 }
 
-/// A whole body as a gzip member, with the digest of its plain bytes (for its entity tags).
+/// A whole body gzipped (a whole member, or a body written in a shared code), with the digest
+/// of its plain bytes (for its entity tags).
 #[derive(Debug, Clone)]
 pub struct Gzipped {
     /// A box, not `Bytes`: a `Rendered` that holds one is 40 bytes, not 48
-    /// (`a_whole_body_is_40_bytes_and_a_gzip_member_24`).
+    /// (`a_whole_body_is_40_bytes`).
     pub gz: Box<[u8]>,
     pub digest: u64,
+    /// The shared code `gz` is written in, behind whose prefix it is sent
+    /// ([`shared_codes`]); None for a whole gzip member.
+    pub codes: Option<CodesKind>,
 }
 
 impl Gzipped {
     /// The plain bytes, inflated.
     pub fn plain(&self) -> Option<Bytes> {
-        compress::gunzip(&self.gz).map(Bytes::from)
+        compress::gunzip_behind(shared_codes::prefix(self.codes)?, &self.gz).map(Bytes::from)
     }
 }
 
@@ -168,7 +174,9 @@ impl Rendered {
         let same = |a: &[u8], b: &[u8]| a.as_ptr() == b.as_ptr() && a.len() == b.len();
         match (self, other) {
             (Rendered::Json(a), Rendered::Json(b)) => same(a, b),
-            (Rendered::Gzip(a), Rendered::Gzip(b)) => a.digest == b.digest && a.gz == b.gz,
+            (Rendered::Gzip(a), Rendered::Gzip(b)) => {
+                a.digest == b.digest && a.gz == b.gz && a.codes == b.codes
+            }
             (Rendered::Packed(a), Rendered::Packed(b)) => {
                 a.digest == b.digest && a.packed == b.packed
             }
@@ -199,15 +207,17 @@ impl Rendered {
 
     /// [`Rendered::compacted`], as far as `compaction` goes.
     pub fn compacted_as(self, compaction: Compaction, frame: Option<Frame>) -> Rendered {
-        self.compacted_over(compaction, frame, None)
+        self.compacted_over(compaction, frame, None, None)
     }
 
-    /// [`Rendered::compacted_as`], reusing what `previous` (the body this one replaces) keeps
-    /// packed of a list's unchanged runs ([`ItemList::compacted_over`]).
+    /// [`Rendered::compacted_as`], a whole body gzipped in the shared code of `codes` once the
+    /// process has one ([`shared_codes`]), reusing what `previous` (the body this one
+    /// replaces) keeps packed of a list's unchanged runs ([`ItemList::compacted_over`]).
     pub fn compacted_over(
         self,
         compaction: Compaction,
         frame: Option<Frame>,
+        codes: Option<CodesKind>,
         previous: Option<&Rendered>,
     ) -> Rendered {
         match (compaction, &self) {
@@ -222,10 +232,11 @@ impl Rendered {
                     None => Rendered::Json(plain).compacted_as(Compaction::All, None),
                 }
             }
-            Rendered::Json(plain) => match compress::gzip(&plain) {
-                Some(gz) => Rendered::Gzip(Gzipped {
+            Rendered::Json(plain) => match gzip_whole(&plain, codes) {
+                Some((gz, codes)) => Rendered::Gzip(Gzipped {
                     gz,
                     digest: digest(&plain),
+                    codes,
                 }),
                 None => Rendered::Json(plain),
             },
@@ -255,6 +266,19 @@ impl Rendered {
             _ => None,
         }
     }
+}
+
+/// `plain` gzipped as the catalog keeps a whole body: in the shared code of `codes` once the
+/// process has one, and as a whole member otherwise (or if that code's member would not save
+/// an eighth); None if neither saves an eighth.
+fn gzip_whole(plain: &[u8], codes: Option<CodesKind>) -> Option<(Box<[u8]>, Option<CodesKind>)> {
+    if let Some((kind, code)) = codes.and_then(|k| Some((k, shared_codes::codes(k)?))) {
+        let body = code.encode(plain);
+        if compress::saves_enough(code.prefix().len() + body.len(), plain.len()) {
+            return Some((body, Some(kind)));
+        }
+    }
+    compress::gzip(plain).map(|gz| (gz, None))
 }
 
 /// Two values are equal when they serve the same bytes, however they are kept: a compacted
@@ -369,12 +393,21 @@ struct Lead<'a> {
     echoes_count: bool,
 }
 
-/// A gzip member borrowed where it is kept, with the digest of its plain bytes (for its
-/// entity tag): a list's lead page ([`ItemList::lead_page`]).
+/// A gzip body borrowed where it is kept, with the digest of its plain bytes (for its entity
+/// tag) and the shared code it is written in, if any: a list's lead page
+/// ([`ItemList::lead_page`]).
 #[derive(Debug, Clone, Copy)]
 pub struct GzipRef<'a> {
     pub gz: &'a [u8],
     pub digest: u64,
+    pub codes: Option<CodesKind>,
+}
+
+impl GzipRef<'_> {
+    /// The plain bytes, inflated.
+    pub fn plain(&self) -> Option<Vec<u8>> {
+        compress::gunzip_behind(shared_codes::prefix(self.codes)?, self.gz)
+    }
 }
 
 impl<'a> From<&'a Gzipped> for GzipRef<'a> {
@@ -382,6 +415,7 @@ impl<'a> From<&'a Gzipped> for GzipRef<'a> {
         GzipRef {
             gz: &body.gz,
             digest: body.digest,
+            codes: body.codes,
         }
     }
 }
@@ -439,6 +473,15 @@ impl Frame {
         }
     }
 
+    /// The shared code its lead page is gzipped in, once the process has one.
+    pub fn lead_codes(self) -> Option<CodesKind> {
+        match self {
+            Frame::Reviews(_) => Some(CodesKind::ReviewsLead),
+            Frame::Questions(_) => Some(CodesKind::QuestionsLead),
+            Frame::Answers(_) => None,
+        }
+    }
+
     /// Whether the head names the requested count (questions' does not).
     fn echoes_count(self) -> bool {
         !matches!(self, Frame::Questions(_))
@@ -451,10 +494,13 @@ const LIST_HEAD: usize = 5;
 /// The bit of a list's codec byte that says its data holds a lead page ([`ItemList::data`]).
 const LED: u8 = 0x80;
 
-/// The bytes of a lead page's head in its list's data, before its gzip member: the digest
-/// (8), the member's length (4), where its items begin (2), how many it holds (1), whether it
-/// echoes its count (1).
+/// The bytes of a lead page's head in its list's data, before its gzip body: the digest (8),
+/// the body's length (4), where its items begin (2), how many it holds (1), and one byte of
+/// flags: whether it echoes its count ([`ECHOES`]) and the shared code it is written in, if
+/// any (its [`CodesKind::index`] plus one, times [`CODES_UNIT`]).
 const LEAD_HEAD: usize = 16;
+const ECHOES: u8 = 1;
+const CODES_UNIT: u8 = 2;
 
 /// Starts a list's data: its length and its codec, and its lead page if it has one. (Over 4
 /// billion items, or a lead page's gzip member over 4 GiB, is not a thing this server makes:
@@ -471,7 +517,8 @@ fn push_list_head(data: &mut Vec<u8>, len: usize, codec: Codec, lead: Option<Lea
     data.extend_from_slice(&u32_le(lead.body.gz.len()));
     data.extend_from_slice(&lead.items_start.to_le_bytes());
     data.push(lead.len);
-    data.push(u8::from(lead.echoes_count));
+    let codes = lead.body.codes.map_or(0, |kind| kind.index() as u8 + 1);
+    data.push(u8::from(lead.echoes_count) * ECHOES + codes * CODES_UNIT);
     data.extend_from_slice(lead.body.gz);
 }
 
@@ -532,14 +579,20 @@ impl ItemList {
         let head = self.data.get(LIST_HEAD..LIST_HEAD + LEAD_HEAD)?;
         let gz_len = u32::from_le_bytes(head.get(8..12)?.try_into().ok()?) as usize;
         let gz_start = LIST_HEAD + LEAD_HEAD;
+        let flags = *head.get(15)?;
+        let codes = match flags / CODES_UNIT {
+            0 => None,
+            kind => Some(CodesKind::from_index(usize::from(kind - 1))?),
+        };
         Some(Lead {
             body: GzipRef {
                 gz: self.data.get(gz_start..gz_start.checked_add(gz_len)?)?,
                 digest: u64::from_le_bytes(head.get(..8)?.try_into().ok()?),
+                codes,
             },
             items_start: u16::from_le_bytes(head.get(12..14)?.try_into().ok()?),
             len: *head.get(14)?,
-            echoes_count: *head.get(15)? != 0,
+            echoes_count: flags & ECHOES != 0,
         })
     }
 
@@ -655,6 +708,11 @@ impl ItemList {
     /// Whether the list's buffer holds its first items as a gzip-ready lead page.
     pub fn has_lead_page(&self) -> bool {
         self.lead().is_some()
+    }
+
+    /// Its lead page's body as it is kept, if it has one.
+    pub fn kept_lead_page(&self) -> Option<GzipRef<'_>> {
+        self.lead().map(|lead| lead.body)
     }
 
     /// The plain items of the buffer this list holds (unpacked if need be); None for a list
@@ -1019,7 +1077,7 @@ impl ItemList {
             Some(lead) => {
                 let lead_end = self.end((lead.len as usize).checked_sub(1)?);
                 let start = lead.items_start as usize;
-                let plain = compress::gunzip(lead.body.gz)?;
+                let plain = lead.body.plain()?;
                 let mut out = Vec::with_capacity(total);
                 out.extend_from_slice(plain.get(start..start + lead_end)?);
                 // The rest follows the comma after the lead's last item.
@@ -1233,9 +1291,11 @@ fn lead_body(frame: Frame, count: u64, items: &[u8]) -> Option<(Gzipped, u16)> {
     body.extend_from_slice(&head);
     body.extend_from_slice(items);
     body.extend_from_slice(b"]}");
+    let (gz, codes) = gzip_whole(&body, frame.lead_codes())?;
     let gz = Gzipped {
-        gz: compress::gzip(&body)?,
+        gz,
         digest: digest(&body),
+        codes,
     };
     Some((gz, u16::try_from(head.len()).ok()?))
 }
@@ -1314,7 +1374,7 @@ impl<'a> Parts<'a> {
             let lead = list.lead()?;
             let plain = self
                 .lead
-                .get_or_insert_with(|| compress::gunzip(lead.body.gz))
+                .get_or_insert_with(|| lead.body.plain())
                 .as_deref()?;
             let at = lead.items_start as usize;
             return plain.get(at + start..at + end);
@@ -1720,12 +1780,11 @@ mod tests {
     }
 
     #[test]
-    fn a_whole_body_is_40_bytes_and_a_gzip_member_24() {
+    fn a_whole_body_is_40_bytes() {
         // An on-demand entry holds a `Rendered`: the bytes in a box, not `Bytes`, keep it small
         // (docs/benchmarks.md, Warm-up). The catalog keeps a whole body as one allocation of
         // its own ([`kept::Kept`]), and a lead page in its list's data.
         assert!(std::mem::size_of::<Rendered>() <= 40);
-        assert!(std::mem::size_of::<Gzipped>() <= 24);
     }
 
     fn reviews(n: usize) -> ItemList {
@@ -1755,7 +1814,7 @@ mod tests {
             }
             // The lead answers page 1 of 5 (page 0 is the same offset), in the buffer's order.
             let lead = led.lead_page(1, 5).expect("page 1 of 5");
-            assert_eq!(compress::gunzip(lead.gz).unwrap(), frame.page(&plain, 1, 5));
+            assert_eq!(lead.plain().unwrap(), frame.page(&plain, 1, 5));
             assert_eq!(lead.digest, digest(&frame.page(&plain, 1, 5)));
             assert!(led.lead_page(0, 5).is_some());
             for (page, count) in [(2, 5), (1, 4), (1, 6)] {
@@ -1778,10 +1837,7 @@ mod tests {
         assert!(three.lead_page(1, 100).is_some() && three.lead_page(1, 3).is_some());
         assert!(three.lead_page(1, 2).is_none() && three.lead_page(2, 100).is_none());
         let lead = three.lead_page(1, 100).unwrap();
-        assert_eq!(
-            compress::gunzip(lead.gz).unwrap(),
-            questions.page(&reviews(3), 1, 100)
-        );
+        assert_eq!(lead.plain().unwrap(), questions.page(&reviews(3), 1, 100));
         // Answers keep no lead; nor does an empty list.
         assert!(!reviews(9)
             .compacted(Some(Frame::Answers(1)))

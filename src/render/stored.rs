@@ -8,6 +8,7 @@
 use bytes::Bytes;
 
 use super::compress::{self, Codec, DictionaryKind};
+use super::shared_codes::CodesKind;
 use super::{GzipRef, Gzipped, ItemList, Lead, PackedBody, Rendered, SharedList, LEAD_COUNT};
 
 const JSON: u8 = 0;
@@ -18,6 +19,9 @@ const NOT_FOUND: u8 = 3;
 const REORDERED: u8 = 4;
 /// A whole body packed against the body dictionary.
 const PACKED: u8 = 5;
+/// A whole body gzipped in its kind's shared code (which the snapshot stores before its
+/// bodies).
+const CODED: u8 = 6;
 
 const DEFLATED: u8 = 1;
 const ORDERED: u8 = 2;
@@ -31,6 +35,16 @@ pub fn dictionary_of(body: &Rendered) -> Option<DictionaryKind> {
     match body {
         Rendered::List(list) if list.codec() == Codec::Dictionary => Some(DictionaryKind::Lists),
         Rendered::Packed(_) => Some(DictionaryKind::Bodies),
+        _ => None,
+    }
+}
+
+/// The shared code `body` was written in, if any: a snapshot holding it must hold that code
+/// too.
+pub fn codes_of(body: &Rendered) -> Option<CodesKind> {
+    match body {
+        Rendered::Gzip(g) => g.codes,
+        Rendered::List(list) => list.lead().and_then(|lead| lead.body.codes),
         _ => None,
     }
 }
@@ -49,7 +63,13 @@ pub fn encode(body: &Rendered, previous: Option<&ItemList>, out: &mut Vec<u8>) {
             put_bytes(out, json);
         }
         Rendered::Gzip(gz) => {
-            out.push(GZIP);
+            match gz.codes {
+                None => out.push(GZIP),
+                Some(kind) => {
+                    out.push(CODED);
+                    out.push(codes_byte(Some(kind)));
+                }
+            }
             out.extend_from_slice(&gz.digest.to_le_bytes());
             put_bytes(out, &gz.gz);
         }
@@ -107,6 +127,21 @@ fn encode_list(list: &ItemList, out: &mut Vec<u8>) {
         } else {
             out.push(0);
         }
+        out.push(codes_byte(lead.body.codes));
+    }
+}
+
+/// A shared code's kind as a record writes it: its index plus one, 0 for none.
+fn codes_byte(codes: Option<CodesKind>) -> u8 {
+    codes.map_or(0, |kind| kind.index() as u8 + 1)
+}
+
+fn take_codes(input: &mut &[u8]) -> Result<Option<CodesKind>, Damaged> {
+    match take_u8(input)? {
+        0 => Ok(None),
+        byte => CodesKind::from_index(usize::from(byte - 1))
+            .map(Some)
+            .ok_or(Damaged("an unknown kind of shared code")),
     }
 }
 
@@ -119,7 +154,22 @@ pub fn decode(input: &mut &[u8], previous: Option<&SharedList>) -> Result<Render
             let digest = take_u64(input)?;
             let gz = take_boxed(input)?;
             gzip_size(&gz)?;
-            Rendered::Gzip(Gzipped { digest, gz })
+            Rendered::Gzip(Gzipped {
+                digest,
+                gz,
+                codes: None,
+            })
+        }
+        CODED => {
+            let kind = take_codes(input)?.ok_or(Damaged("a shared-code body without a code"))?;
+            let digest = take_u64(input)?;
+            let gz = take_boxed(input)?;
+            coded_size(&gz)?;
+            Rendered::Gzip(Gzipped {
+                digest,
+                gz,
+                codes: Some(kind),
+            })
         }
         PACKED => {
             let digest = take_u64(input)?;
@@ -186,6 +236,7 @@ fn decode_list(input: &mut &[u8]) -> Result<ItemList, Damaged> {
             1 => return Err(Damaged("a lead page's count")),
             _ => return Err(Damaged("a lead page's count flag")),
         };
+        let codes = take_codes(input)?;
         if len == 0 || len as usize > ends.len() {
             return Err(Damaged("a lead page longer than its list"));
         }
@@ -195,11 +246,16 @@ fn decode_list(input: &mut &[u8]) -> Result<ItemList, Damaged> {
             .ok_or(Damaged("a lead page longer than this build writes"))?;
         // The lead's items lie within its body.
         let lead_end = ends[len as usize - 1] as usize;
-        if (items_start as usize).saturating_add(lead_end) > gzip_size(&gz)? {
+        let size = match codes {
+            None => gzip_size(&gz)?,
+            Some(_) => coded_size(&gz)?,
+        };
+        if (items_start as usize).saturating_add(lead_end) > size {
             return Err(Damaged("a lead page shorter than its items"));
         }
-        // The member is held here until the list copies it into its data.
-        Some((Gzipped { gz, digest }, items_start, len, echoes_count))
+        // The body is held here until the list copies it into its data.
+        let lead = Gzipped { gz, digest, codes };
+        Some((lead, items_start, len, echoes_count))
     } else {
         None
     };
@@ -240,6 +296,22 @@ fn gzip_size(gz: &[u8]) -> Result<usize, Damaged> {
     compress::gzip_size(gz).ok_or(Damaged(
         "a gzip member too short, or that says it inflates too far",
     ))
+}
+
+/// The plain size a body written in a shared code says it has (its trailer's last four
+/// bytes), if plausible: a byte of the block at least and the trailer, and no more than
+/// deflate expands.
+fn coded_size(body: &[u8]) -> Result<usize, Damaged> {
+    const WHY: &str = "a shared-code body too short, or that says it inflates too far";
+    let at = body
+        .len()
+        .checked_sub(4)
+        .filter(|_| body.len() >= 9)
+        .ok_or(Damaged(WHY))?;
+    let size = u32::from_le_bytes([body[at], body[at + 1], body[at + 2], body[at + 3]]) as usize;
+    (size <= body.len().saturating_mul(compress::MAX_DEFLATE_RATIO))
+        .then_some(size)
+        .ok_or(Damaged(WHY))
 }
 
 fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -379,6 +451,45 @@ mod tests {
     }
 
     #[test]
+    fn bodies_and_lead_pages_in_shared_codes_read_back_as_they_were_written() {
+        use crate::render::shared_codes;
+        shared_codes::test_codes(CodesKind::ReviewsLead);
+        shared_codes::test_codes(CodesKind::Product);
+        let words = "the same words, again and again. ".repeat(8);
+        let items: Vec<String> = (0..12)
+            .map(|i| format!("{{\"id\":{i},\"body\":\"{words}\"}}"))
+            .collect();
+        let items: Vec<&str> = items.iter().map(String::as_str).collect();
+        let frame = Frame::Reviews(7);
+        let plain = list(&items);
+        let led = SharedList::new(plain.compacted(Some(frame)));
+        let lead = led.kept_lead_page().expect("a lead page");
+        assert_eq!(lead.codes, Some(CodesKind::ReviewsLead));
+        let whole = Rendered::Json(Bytes::from(vec![b'a'; 500])).compacted_over(
+            crate::render::Compaction::All,
+            None,
+            Some(CodesKind::Product),
+            None,
+        );
+        let bodies = vec![whole, Rendered::List(SharedList::clone(&led))];
+        assert_eq!(codes_of(&bodies[0]), Some(CodesKind::Product));
+        assert_eq!(codes_of(&bodies[1]), Some(CodesKind::ReviewsLead));
+        let read = round_trip(&bodies);
+        assert_eq!(read, bodies);
+        assert_eq!(read[0].plain(), Some(Bytes::from(vec![b'a'; 500])));
+        let Rendered::List(back) = &read[1] else {
+            panic!("a list")
+        };
+        let page = back.lead_page(1, 5).expect("the lead page serves");
+        assert_eq!(page.gz, lead.gz);
+        assert_eq!(page.codes, Some(CodesKind::ReviewsLead));
+        assert_eq!(
+            page.plain().as_deref(),
+            Some(frame.page(&plain, 1, 5).as_ref())
+        );
+    }
+
+    #[test]
     fn damaged_bytes_are_refused_not_trusted() {
         let mut out = Vec::new();
         let l = SharedList::new(list(&["{\"a\":1}", "{\"b\":2}", "{\"c\":3}"]));
@@ -442,9 +553,10 @@ mod tests {
         let mut out = Vec::new();
         encode(&led, None, &mut out);
         assert!(decode(&mut &out[..], None).is_ok());
-        // The record ends with the lead's items start, length, count flag and count.
+        // The record ends with the lead's items start, length, count flag and count, and its
+        // shared code's kind.
         let n = out.len();
-        let (start_at, len_at, count_at) = (n - 17, n - 13, n - 8);
+        let (start_at, len_at, count_at, codes_at) = (n - 18, n - 14, n - 9, n - 1);
         let refused = |at: usize, value: &[u8], why: &str| {
             let mut bad = out.clone();
             bad[at..at + value.len()].copy_from_slice(value);
@@ -458,6 +570,7 @@ mod tests {
         refused(start_at, &70_000u32.to_le_bytes(), "head longer");
         refused(len_at, &9u32.to_le_bytes(), "longer than its list");
         refused(len_at, &6u32.to_le_bytes(), "longer than this build writes");
+        refused(codes_at, &[99], "unknown kind of shared code");
     }
 
     #[test]
