@@ -72,6 +72,29 @@ async fn assert_served_in_its_code(
         assert_eq!(r.body.as_bytes(), &fresh[..], "gzip -d gives {path}");
     }
     assert_eq!(lane.raw_body, hyper.raw_body, "{path}");
+    // Its tag names the code too, and validates itself only.
+    let plain_tag = request(a, "HEAD", path, "").await;
+    let plain_tag = plain_tag.header("etag").unwrap();
+    let digest = u64::from_str_radix(&plain_tag[1..17], 16).unwrap();
+    let fingerprint = shared_codes::codes(kind).unwrap().fingerprint();
+    let tag = format!("\"{:016x}-gzip\"", digest ^ fingerprint);
+    for r in [&lane, &hyper] {
+        assert_eq!(r.header("etag"), Some(tag.as_str()), "{path}");
+    }
+    let validated = format!("Accept-Encoding: gzip\r\nIf-None-Match: {tag}\r\n");
+    assert_eq!(request(a, "GET", path, &validated).await.status, 304);
+    let member_tag = format!("If-None-Match: {}-gzip\"\r\n", &plain_tag[..17]);
+    let whole = request(
+        a,
+        "GET",
+        path,
+        &format!("Accept-Encoding: gzip\r\n{member_tag}"),
+    )
+    .await;
+    assert_eq!(
+        whole.status, 200,
+        "{path}: a whole member's tag is another's"
+    );
     let head = request(a, "HEAD", path, "Accept-Encoding: gzip\r\n").await;
     assert_eq!(
         head.header("content-length"),
@@ -126,6 +149,28 @@ async fn gzip_bodies_are_written_in_shared_codes_trained_on_the_first_ones() {
         assert!(shared_codes::codes(kind).is_some(), "{kind:?} trained");
     }
     let pool = Pool::new(db.config.clone(), 2, Duration::from_secs(5));
+    // Trained on the first products in id order: their first 16 KiB of each kind.
+    let first = db.ids("SELECT id FROM products ORDER BY id").await;
+    for (kind, key) in [
+        (CodesKind::Product, Key::Product as fn(i64) -> Key),
+        (CodesKind::Meta, Key::ReviewsMeta),
+    ] {
+        let mut counts = shared_codes::SymbolCounts::default();
+        let mut sampled = 0;
+        for &id in &first {
+            if sampled >= 16 << 10 {
+                break;
+            }
+            let plain = fresh(&key(id), &pool).await;
+            counts.add(&plain);
+            sampled += plain.len();
+        }
+        assert_eq!(
+            shared_codes::codes(kind).unwrap().lengths(),
+            counts.lengths(),
+            "{kind:?} trained on the first products"
+        );
+    }
     let id = last_product_with_reviews_and_questions(&db).await;
     let helpful = Key::Reviews {
         product_id: id,

@@ -465,3 +465,72 @@ async fn a_restart_restores_the_dictionaries_the_snapshots_bodies_are_packed_aga
     assert_eq!(dictionary_bytes(addr).await, [0, 0]);
     assert_eq!(pages(addr).await, before);
 }
+
+/// What `addr` sends a client that takes gzip for each product page body of the last
+/// `products`: status, entity tag and the bytes as they came.
+async fn gzip_answers(addr: std::net::SocketAddr, products: &[i64]) -> Vec<(u16, String, Vec<u8>)> {
+    let mut answers = Vec::new();
+    for p in products {
+        for path in [
+            format!("/products/{p}"),
+            format!("/products/{p}/styles"),
+            format!("/reviews/meta?product_id={p}"),
+            format!("/reviews?product_id={p}&count=5"),
+            format!("/qa/questions?product_id={p}&count=5"),
+        ] {
+            let raw = format!(
+                "GET {path} HTTP/1.1\r\nHost: test\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n"
+            );
+            let r = common::send_raw(addr, raw.as_bytes()).await;
+            let tag = r.header("etag").unwrap_or_default().to_owned();
+            answers.push((r.status, tag, r.raw_body));
+        }
+    }
+    answers
+}
+
+#[tokio::test]
+async fn a_restart_restores_the_shared_codes_the_snapshots_bodies_are_written_in() {
+    let data = generated("snapshot-codes");
+    let db = common::loaded_database(data.path()).await;
+    let products = db
+        .ids("SELECT id FROM products ORDER BY id DESC LIMIT 30")
+        .await;
+    let snapshots = TempDir::new("snapshot-code-files");
+    // The codes trained on the first 16 KiB of each kind: the last products are written in
+    // them.
+    let (addr, mut child) = serve_with(&db, snapshots.path(), &["--dictionary-sample-kb", "16"]);
+    ready(addr).await;
+    let before = gzip_answers(addr, &products).await;
+    stop(&mut child);
+
+    // An instance that samples nothing has codes only if its snapshot gave them: then it
+    // sends the very same members under the same tags.
+    let sample_none = ["--dictionary-sample-kb", "0"];
+    let (addr, child) = serve_with(&db, snapshots.path(), &sample_none);
+    ready(addr).await;
+    let metrics = get(addr, "/metrics").await.body;
+    assert!(
+        metrics.contains("atelier_snapshot_restored_total 1"),
+        "{metrics}"
+    );
+    assert_eq!(gzip_answers(addr, &products).await, before);
+    drop(child);
+
+    // Without a snapshot it has none: the same bodies go out as whole members, other bytes
+    // under other tags.
+    let empty = TempDir::new("snapshot-code-none");
+    let (addr, _child) = serve_with(&db, empty.path(), &sample_none);
+    ready(addr).await;
+    let whole = gzip_answers(addr, &products).await;
+    let differ = whole
+        .iter()
+        .zip(&before)
+        .filter(|(a, b)| a.1 != b.1 && a.2 != b.2)
+        .count();
+    assert!(
+        differ > whole.len() / 2,
+        "{differ} of {} sent otherwise without the codes",
+        whole.len()
+    );
+}

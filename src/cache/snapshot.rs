@@ -141,9 +141,9 @@ struct Header {
     /// had; [`crate::render::compress`]): checked as the header is read, installed once the
     /// bodies have loaded.
     dictionaries: [Option<Vec<u8>>; 2],
-    /// The shared codes whole bodies are gzipped in, by [`CodesKind`] (their lengths; those
-    /// the process had; [`shared_codes`]): checked as the header is read, installed before
-    /// the bodies load.
+    /// The shared codes whole bodies and lead pages are gzipped in, by [`CodesKind`] (their
+    /// lengths; those the process had; [`shared_codes`]): checked as the header is read,
+    /// installed before the bodies load.
     codes: [Option<Vec<u8>>; shared_codes::KINDS],
 }
 

@@ -312,13 +312,17 @@ fn renderer_threads() -> usize {
 const MAX_RENDERERS: usize = 8;
 
 /// What a warm-up's renderer threads share: the products the scan hands over, whether the
-/// first renderer has trained the dictionaries, and whether one of them has stopped.
+/// first renderer has trained the dictionaries and shared codes, and whether one of them has
+/// stopped.
 ///
 /// The first renderer renders alone until it has trained the dictionaries its compaction
-/// packs against, as the only renderer did: they are trained on the first products in id
-/// order, everything before is compacted without them and everything after against them, so
-/// a warm-up's dictionary and where it starts do not depend on how threads were scheduled.
-/// That takes the first 4 MB of lists, under a second at full scale.
+/// packs against and the shared codes it gzips in, as the only renderer did: they are trained
+/// on the first products in id order, everything before is compacted without them and
+/// everything after with them, so a warm-up's dictionary and codes and where they start do
+/// not depend on how threads were scheduled. That takes the first 4 MB of lists and 512 KiB of
+/// each kind with a code (about 2,000 products' meta bodies), under a second at full scale. A
+/// kind a catalog has too little of never gets its code, and then the first renderer renders
+/// the whole catalog alone.
 struct Renderers<T> {
     rows: std::sync::Mutex<tokio::sync::mpsc::Receiver<T>>,
     trained: std::sync::Mutex<bool>,
@@ -376,8 +380,8 @@ impl<T> Renderers<T> {
 
     /// Hands the products the scan hands over to `render`, taking turns with the other
     /// renderers, until the scan ends or one of them stops. `render` says whether it is still
-    /// training (the `first` renderer's, while it has dictionaries to train: until then the
-    /// others wait), or why the warm-up takes no more.
+    /// training (the `first` renderer's, while it has dictionaries or codes to train: until
+    /// then the others wait), or why the warm-up takes no more.
     fn take_turns(
         &self,
         first: bool,
@@ -414,7 +418,8 @@ impl<T> Renderers<T> {
 impl Renderers<ProductRows> {
     /// Renders the products the scan hands over into the catalog, in the order it reads them
     /// (give or take the products other renderers hold), until the scan ends or the catalog
-    /// stops taking them. The `first` renderer trains the dictionaries while the others wait.
+    /// stops taking them. The `first` renderer trains the dictionaries and shared codes while
+    /// the others wait.
     fn render_into(
         &self,
         first: bool,
@@ -442,7 +447,8 @@ impl Renderers<ProductRows> {
 
 /// A renderer's way out, however it leaves: a panic stops the others at their next product
 /// (the scan stops once they have all left, and the warm-up re-raises the panic), and the
-/// first renderer lets the others go on if it leaves before it has trained the dictionaries.
+/// first renderer lets the others go on if it leaves before it has trained the dictionaries
+/// and codes.
 struct OnExit<'a, T> {
     renderers: &'a Renderers<T>,
     first: bool,
@@ -596,7 +602,8 @@ impl CodesTrainer {
             if key.codes_kind() != Some(self.kind) {
                 continue;
             }
-            // A 404 has no plain body, nor a list without a lead page (the newest reviews).
+            // A 404 has no plain body, nor a list without a lead page of its own (the newest
+            // reviews, reordered over the helpful ones, whose lead page is counted once).
             let plain = match body {
                 Rendered::List(list) => list.kept_lead_page().and_then(|lead| lead.plain()),
                 body => body.plain().map(Vec::from),

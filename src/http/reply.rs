@@ -13,13 +13,15 @@ use super::route::Route;
 use crate::cache::Key;
 use crate::domain::PagingDigits;
 use crate::render::kept::{self, Form, Kept};
-use crate::render::{self, shared_codes, Rendered, RenderedRef};
+use crate::render::shared_codes::{self, CodesKind};
+use crate::render::{self, Rendered, RenderedRef};
 
 /// A catalog read's answer, borrowing from the entry it was made of (`'a`).
 #[derive(Debug, Clone)]
 pub enum Reply<'a> {
-    /// A 200 JSON body as it is sent (`coding`), with the digest of its plain bytes, which
-    /// its entity tag is made from.
+    /// A 200 JSON body as it is sent (`coding`), with the digest its entity tag is made from:
+    /// of its plain bytes, mixed with the fingerprint of the shared code a gzip body is
+    /// written in ([`shared_codes::SharedCodes::fingerprint`]).
     Json {
         body: Payload<'a>,
         digest: u64,
@@ -91,9 +93,7 @@ impl<'a> Reply<'a> {
                 digest: render::digest(body),
                 coding: Coding::Identity,
             },
-            Rendered::Gzip(g) => {
-                Reply::gzip_member(shared_codes::prefix(g.codes), &g.gz, g.digest, gzip)
-            }
+            Rendered::Gzip(g) => Reply::gzip_member(g.codes, &g.gz, g.digest, gzip),
             Rendered::Packed(p) => Reply::unpacked(p.plain(), p.digest),
             Rendered::List(_) | Rendered::NotFound => Reply::NotFound,
         }
@@ -108,29 +108,24 @@ impl<'a> Reply<'a> {
                 digest,
                 coding: Coding::Identity,
             },
-            Form::Gzip => Reply::gzip_member(Some(&[]), kept::bytes(entry), digest, gzip),
-            Form::Coded(kind) => Reply::gzip_member(
-                shared_codes::prefix(Some(kind)),
-                kept::bytes(entry),
-                digest,
-                gzip,
-            ),
+            Form::Gzip => Reply::gzip_member(None, kept::bytes(entry), digest, gzip),
+            Form::Coded(kind) => Reply::gzip_member(Some(kind), kept::bytes(entry), digest, gzip),
             Form::Packed => Reply::unpacked(kept::plain(entry), digest),
             Form::NotFound => Reply::NotFound,
         }
     }
 
-    /// The gzip member that `prefix` and `gz` make, of a body whose plain bytes' digest is
-    /// `digest`; `prefix` None (a shared code the process lacks, which no body can be written
-    /// in) is `Unreadable`.
-    fn gzip_member(
-        prefix: Option<&'static [u8]>,
-        gz: &'a [u8],
-        digest: u64,
-        gzip: bool,
-    ) -> Reply<'a> {
-        let Some(prefix) = prefix else {
-            return Reply::Unreadable;
+    /// The gzip member `gz` of a body whose plain bytes' digest is `digest`, or with `codes`
+    /// the member that body written in that shared code makes behind the code's prefix. Its
+    /// tag's digest mixes in the code's fingerprint: another code would send other bytes. A
+    /// code the process lacks (which no body can be written in) is `Unreadable`.
+    fn gzip_member(codes: Option<CodesKind>, gz: &'a [u8], digest: u64, gzip: bool) -> Reply<'a> {
+        let (prefix, tagged): (&'static [u8], u64) = match codes {
+            None => (&[], digest),
+            Some(kind) => match shared_codes::codes(kind) {
+                Some(code) => (code.prefix(), digest ^ code.fingerprint()),
+                None => return Reply::Unreadable,
+            },
         };
         if gzip {
             let body = match prefix {
@@ -139,7 +134,7 @@ impl<'a> Reply<'a> {
             };
             return Reply::Json {
                 body,
-                digest,
+                digest: tagged,
                 coding: Coding::Gzip,
             };
         }
@@ -182,9 +177,7 @@ impl<'a> Reply<'a> {
         match entry {
             // The lead page as it is kept, or the page cut from the list.
             RenderedRef::List(list) => match list.lead_page(page, count) {
-                Some(lead) => {
-                    Reply::gzip_member(shared_codes::prefix(lead.codes), lead.gz, lead.digest, gzip)
-                }
+                Some(lead) => Reply::gzip_member(lead.codes, lead.gz, lead.digest, gzip),
                 None => Reply::fresh(frame.page_echoing(list, page, count, digits)),
             },
             // Only a question that does not exist has no list: a product's lists are empty,
@@ -340,12 +333,15 @@ mod tests {
             let Reply::Json {
                 body: payload,
                 coding: Coding::Gzip,
-                ..
+                digest,
             } = &reply
             else {
                 panic!("not gzip: {reply:?}")
             };
             assert_eq!(payload.parts(), (code.prefix(), &g.gz[..]));
+            // Tagged with the code's fingerprint: a whole member is tagged with the digest.
+            assert_eq!(*digest, render::digest(&plain) ^ code.fingerprint());
+            assert_ne!(code.fingerprint(), 0);
             let member = owned(reply.clone());
             assert_eq!(member.len(), code.prefix().len() + g.gz.len());
             assert_eq!(render::compress::gunzip(&member), Some(plain.to_vec()));

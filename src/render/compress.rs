@@ -1,5 +1,6 @@
 //! Compact bodies for the precomputed catalog: a whole body kept gzip-compressed (sent as it
-//! is to clients that accept gzip, inflated for those that do not), and a list's item buffer
+//! is to clients that accept gzip, inflated for those that do not; written in its kind's
+//! shared code once there is one, [`super::shared_codes`]), and a list's item buffer
 //! packed ([`pack`]; unpacked to copy a page out of it): compressed against the catalog's
 //! list dictionary once there is one, raw deflate before.
 //!

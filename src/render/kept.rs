@@ -34,7 +34,7 @@ pub struct KeptHead {
 pub enum Form {
     /// Plain JSON.
     Json,
-    /// A gzip member, sent as it is to a client that takes gzip.
+    /// A whole gzip member, sent as it is to a client that takes gzip.
     Gzip,
     /// A gzip body written in its kind's shared code, sent behind that code's prefix
     /// ([`shared_codes`]).

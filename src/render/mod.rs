@@ -65,8 +65,9 @@ impl<'a> From<&'a Rendered> for RenderedRef<'a> {
 /// spends unpacking.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Compaction {
-    /// Whole bodies gzip-compressed (sent as they are to clients that take gzip), list buffers
-    /// packed in runs (a page unpacks the runs it shows; [`compress::pack`]).
+    /// Whole bodies gzip-compressed (sent as they are to clients that take gzip, behind their
+    /// kind's prefix where written in a shared code: [`shared_codes`]), list buffers packed in
+    /// runs (a page unpacks the runs it shows; [`compress::pack`]).
     #[default]
     All,
     /// Whole bodies only: list pages are copied from plain buffers.
@@ -344,8 +345,9 @@ pub struct ItemList {
     /// [`Codec`], one byte, with [`LED`] set where the list has a lead page): [`LIST_HEAD`]
     /// bytes, here rather than in fields of their own, so that a list is 24 bytes. Then, for a
     /// list with a lead page, the lead's head ([`LEAD_HEAD`] bytes: the digest of its plain
-    /// body, the length of its gzip member, where its items begin, how many it holds, whether
-    /// it echoes its count) and its gzip member. Then the end offset of each item in the whole
+    /// body, the length of its gzip body, where its items begin, how many it holds, whether
+    /// it echoes its count and the shared code it is written in) and its gzip body (a whole
+    /// member, or written in a shared code). Then the end offset of each item in the whole
     /// list's plain buffer, lead page included (the comma after it, if any, not included), as
     /// that many little-endian `u32`s; then the items (after the lead page's, if there is one)
     /// as the codec keeps them: plainly, or packed in runs of [`RUN_ITEMS`], several runs
@@ -376,8 +378,9 @@ pub const LEAD_COUNT: u64 = crate::domain::DEFAULT_COUNT;
 pub const RUN_ITEMS: usize = 32;
 
 /// The first page of a list in the buffer's order, kept as the finished gzip body of that
-/// page's response: the product page's request for it is answered without inflating,
-/// slicing or copying anything. Kept in the list's own data ([`ItemList::data`]), not in
+/// page's response (a whole member, or written in its kind's shared code and sent behind the
+/// code's prefix): the product page's request for it is answered without inflating, slicing
+/// or copying anything. Kept in the list's own data ([`ItemList::data`]), not in
 /// allocations of its own: at full scale a million and a half lists have one, and a box and
 /// a gzip member apart cost them a size class's rounding and 32 bytes more each
 /// (docs/benchmarks.md, Warm-up).
@@ -503,7 +506,7 @@ const ECHOES: u8 = 1;
 const CODES_UNIT: u8 = 2;
 
 /// Starts a list's data: its length and its codec, and its lead page if it has one. (Over 4
-/// billion items, or a lead page's gzip member over 4 GiB, is not a thing this server makes:
+/// billion items, or a lead page's gzip body over 4 GiB, is not a thing this server makes:
 /// a page of five items at most, each from a request body of 64 KiB at most.)
 fn push_list_head(data: &mut Vec<u8>, len: usize, codec: Codec, lead: Option<Lead<'_>>) {
     let u32_le = |n: usize| u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes();
@@ -522,7 +525,7 @@ fn push_list_head(data: &mut Vec<u8>, len: usize, codec: Codec, lead: Option<Lea
     data.extend_from_slice(lead.body.gz);
 }
 
-/// The bytes of a list's data a lead page takes, head and member (0 without one).
+/// The bytes of a list's data a lead page takes, head and gzip body (0 without one).
 fn lead_size(lead: Option<Lead<'_>>) -> usize {
     lead.map_or(0, |lead| LEAD_HEAD + lead.body.gz.len())
 }
@@ -710,9 +713,10 @@ impl ItemList {
         self.lead().is_some()
     }
 
-    /// Its lead page's body as it is kept, if it has one.
+    /// The lead page its own data keeps, if any: none for a list reordered over another's,
+    /// which serves no lead page.
     pub fn kept_lead_page(&self) -> Option<GzipRef<'_>> {
-        self.lead().map(|lead| lead.body)
+        self.own_lead().map(|lead| lead.body)
     }
 
     /// The plain items of the buffer this list holds (unpacked if need be); None for a list

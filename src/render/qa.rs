@@ -404,7 +404,7 @@ mod tests {
                 out.push(Frame::Questions(3).page(list, page, count).to_vec());
             }
         }
-        let lead = list.lead_page(1, 5).map(|g| g.gz.to_vec());
+        let lead = list.lead_page(1, 5).and_then(|g| g.plain());
         out.push(lead.unwrap_or_default());
         out
     }
@@ -489,7 +489,7 @@ mod tests {
                     usize::from(at >= lead),
                     "{compaction:?} seed {seed}"
                 );
-                let lead_bytes = |list: &ItemList| list.lead_page(1, 5).map(|g| g.gz.to_vec());
+                let lead_bytes = |list: &ItemList| list.lead_page(1, 5).and_then(|g| g.plain());
                 assert_eq!(
                     lead_bytes(&replaced) == lead_bytes(&held),
                     at >= lead,

@@ -544,7 +544,7 @@ mod tests {
             }
             out.push(
                 list.lead_page(1, 5)
-                    .map(|g| g.gz.to_vec())
+                    .and_then(|g| g.plain())
                     .unwrap_or_default(),
             );
         }

@@ -124,6 +124,8 @@ pub struct SharedCodes {
     /// The block header's last bits, which the first byte of every body holds.
     tail: u8,
     tail_bits: u8,
+    /// The digest of the lengths: what tells this code's gzip bodies from another's.
+    fingerprint: u64,
 }
 
 /// Why code lengths cannot be a shared code.
@@ -161,12 +163,20 @@ impl SharedCodes {
             prefix: header.out.into_boxed_slice(),
             tail,
             tail_bits,
+            fingerprint: super::digest(lengths),
         })
     }
 
     /// The code lengths it was made from.
     pub fn lengths(&self) -> &[u8] {
         &self.lengths
+    }
+
+    /// What a gzip body's entity tag mixes into the digest of its plain bytes when the body
+    /// is written in this code: the same body in another code (another instance's, trained on
+    /// other bodies) or as a whole member is another byte sequence, and a strong tag names one.
+    pub fn fingerprint(&self) -> u64 {
+        self.fingerprint
     }
 
     /// What is sent before each body written in this code: the gzip header and the block

@@ -490,6 +490,48 @@ mod tests {
     }
 
     #[test]
+    fn a_damaged_shared_code_record_is_refused_not_trusted() {
+        use crate::render::shared_codes;
+        shared_codes::test_codes(CodesKind::Meta);
+        let body = Rendered::Json(Bytes::from(vec![b'a'; 500])).compacted_over(
+            crate::render::Compaction::All,
+            None,
+            Some(CodesKind::Meta),
+            None,
+        );
+        let mut out = Vec::new();
+        encode(&body, None, &mut out);
+        assert_eq!(out[0], CODED);
+        assert!(decode(&mut &out[..], None).is_ok());
+        for cut in 0..out.len() {
+            assert!(decode(&mut &out[..cut], None).is_err(), "cut at {cut}");
+        }
+        let refused = |at: usize, value: &[u8], why: &str| {
+            let mut bad = out.clone();
+            bad[at..at + value.len()].copy_from_slice(value);
+            let read = decode(&mut &bad[..], None);
+            assert!(
+                matches!(&read, Err(Damaged(w)) if w.contains(why)),
+                "{why}: {read:?}"
+            );
+        };
+        // The kind: none, or one this build does not have.
+        refused(1, &[0], "without a code");
+        refused(1, &[99], "unknown kind");
+        // A body that says it inflates past what deflate can.
+        let n = out.len();
+        refused(n - 4, &u32::MAX.to_le_bytes(), "inflates too far");
+        // Too short for a trailer and a byte of the block.
+        let mut short = out[..2 + 8].to_vec();
+        short.extend_from_slice(&8u32.to_le_bytes());
+        short.extend_from_slice(&[0; 8]);
+        assert!(matches!(
+            decode(&mut &short[..], None),
+            Err(Damaged(w)) if w.contains("too short")
+        ));
+    }
+
+    #[test]
     fn damaged_bytes_are_refused_not_trusted() {
         let mut out = Vec::new();
         let l = SharedList::new(list(&["{\"a\":1}", "{\"b\":2}", "{\"c\":3}"]));
