@@ -59,19 +59,6 @@ async fn product_with_the_most(db: &common::TestDb, table: &str) -> i64 {
         .get(0)
 }
 
-/// The lowest id of `product_id`'s visible reviews.
-async fn first_visible_review(db: &common::TestDb, product_id: i64) -> i64 {
-    db.client()
-        .await
-        .query_one(
-            "SELECT min(id) FROM reviews WHERE product_id = $1 AND NOT reported",
-            &[&product_id],
-        )
-        .await
-        .unwrap()
-        .get(0)
-}
-
 /// Asserts that `path` answers with page 1 of 5 of `key`'s list, as a fresh render gives it:
 /// to a client that takes gzip, the lead page sent gzip-coded as it is kept; to one that does
 /// not, the same bytes plain, under the matching entity tag.
@@ -284,7 +271,7 @@ async fn compacted_bodies_go_out_gzip_coded_to_clients_that_take_gzip_and_plain_
     assert_lead_page(a, cache, &pool, &questions, &Key::Questions(asked)).await;
 
     // A write refreshes the catalog's entries, compacted again, with the new bytes.
-    let review = first_visible_review(&db, id).await;
+    let review = db.first_visible_review(id).await;
     assert_eq!(
         put(a, &format!("/reviews/{review}/helpful")).await.status,
         204
@@ -379,7 +366,7 @@ async fn compaction_goes_as_far_as_configured() {
         let page = format!("/reviews?product_id={id}&count=3&sort=newest");
         assert_eq!(request(a, "GET", &page, "").await.status, 200);
         // A write's refresh keeps to the same policy.
-        let review = first_visible_review(&db, id).await;
+        let review = db.first_visible_review(id).await;
         assert_eq!(
             put(a, &format!("/reviews/{review}/helpful")).await.status,
             204

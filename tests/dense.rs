@@ -135,14 +135,7 @@ async fn dense_packs_whole_bodies_against_a_dictionary_too_and_sends_them_plain(
         cache.peek(&Key::Product(id)),
         Some(Rendered::Packed(_))
     ));
-    let review: i64 = client
-        .query_one(
-            "SELECT min(id) FROM reviews WHERE product_id = $1 AND NOT reported",
-            &[&id],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let review = db.first_visible_review(id).await;
     assert_eq!(
         put(a, &format!("/reviews/{review}/helpful")).await.status,
         204

@@ -193,16 +193,7 @@ async fn gzip_bodies_are_written_in_shared_codes_trained_on_the_first_ones() {
     }
 
     // A write refreshes the lead page and the meta body in their codes.
-    let review: i64 = db
-        .client()
-        .await
-        .query_one(
-            "SELECT min(id) FROM reviews WHERE product_id = $1 AND NOT reported",
-            &[&id],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let review = db.first_visible_review(id).await;
     assert_eq!(
         put(server.addr, &format!("/reviews/{review}/helpful"))
             .await

@@ -489,6 +489,18 @@ mod tests {
         );
     }
 
+    /// Asserts that the record `out` with `value` written at `at` is refused as damage that
+    /// says `why`.
+    fn assert_refused(out: &[u8], at: usize, value: &[u8], why: &str) {
+        let mut bad = out.to_vec();
+        bad[at..at + value.len()].copy_from_slice(value);
+        let read = decode(&mut &bad[..], None);
+        assert!(
+            matches!(&read, Err(Damaged(w)) if w.contains(why)),
+            "{why}: {read:?}"
+        );
+    }
+
     #[test]
     fn a_damaged_shared_code_record_is_refused_not_trusted() {
         use crate::render::shared_codes;
@@ -506,15 +518,7 @@ mod tests {
         for cut in 0..out.len() {
             assert!(decode(&mut &out[..cut], None).is_err(), "cut at {cut}");
         }
-        let refused = |at: usize, value: &[u8], why: &str| {
-            let mut bad = out.clone();
-            bad[at..at + value.len()].copy_from_slice(value);
-            let read = decode(&mut &bad[..], None);
-            assert!(
-                matches!(&read, Err(Damaged(w)) if w.contains(why)),
-                "{why}: {read:?}"
-            );
-        };
+        let refused = |at: usize, value: &[u8], why: &str| assert_refused(&out, at, value, why);
         // The kind: none, or one this build does not have.
         refused(1, &[0], "without a code");
         refused(1, &[99], "unknown kind");
@@ -599,15 +603,7 @@ mod tests {
         // shared code's kind.
         let n = out.len();
         let (start_at, len_at, count_at, codes_at) = (n - 18, n - 14, n - 9, n - 1);
-        let refused = |at: usize, value: &[u8], why: &str| {
-            let mut bad = out.clone();
-            bad[at..at + value.len()].copy_from_slice(value);
-            let read = decode(&mut &bad[..], None);
-            assert!(
-                matches!(&read, Err(Damaged(w)) if w.contains(why)),
-                "{why}: {read:?}"
-            );
-        };
+        let refused = |at: usize, value: &[u8], why: &str| assert_refused(&out, at, value, why);
         refused(count_at, &6u64.to_le_bytes(), "count");
         refused(start_at, &70_000u32.to_le_bytes(), "head longer");
         refused(len_at, &9u32.to_le_bytes(), "longer than its list");

@@ -89,6 +89,19 @@ impl TestDb {
         let rows = self.client().await.query(sql, &[]).await.expect(sql);
         rows.iter().map(|r| r.get(0)).collect()
     }
+
+    /// The lowest id of `product_id`'s visible reviews.
+    pub async fn first_visible_review(&self, product_id: i64) -> i64 {
+        self.client()
+            .await
+            .query_one(
+                "SELECT min(id) FROM reviews WHERE product_id = $1 AND NOT reported",
+                &[&product_id],
+            )
+            .await
+            .unwrap()
+            .get(0)
+    }
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
