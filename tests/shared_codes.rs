@@ -145,8 +145,17 @@ async fn gzip_bodies_are_written_in_shared_codes_trained_on_the_first_ones() {
         .await
         .unwrap();
     eventually(server.addr, "/readyz", |b| b == "ready").await;
+    let metrics = get(server.addr, "/metrics").await.body;
     for kind in CodesKind::ALL {
-        assert!(shared_codes::codes(kind).is_some(), "{kind:?} trained");
+        let prefix = shared_codes::codes(kind).expect("trained").prefix().len();
+        let gauge = format!(
+            "atelier_shared_code_prefix_bytes{{kind=\"{}\"}} {prefix}\n",
+            kind.name()
+        );
+        assert!(
+            prefix > 10 && metrics.contains(&gauge),
+            "{gauge}: {metrics}"
+        );
     }
     let pool = Pool::new(db.config.clone(), 2, Duration::from_secs(5));
     // Trained on the first products in id order: their first 16 KiB of each kind.

@@ -374,6 +374,16 @@ impl Metrics {
                     kind.name()
                 );
             }
+            out.push_str("# HELP atelier_shared_code_prefix_bytes Size of the prefix the catalog sends a kind's gzip bodies behind, once it has trained that kind's shared code (0: none yet).\n# TYPE atelier_shared_code_prefix_bytes gauge\n");
+            for kind in crate::render::shared_codes::CodesKind::ALL {
+                let prefix = crate::render::shared_codes::prefix(Some(kind));
+                let _ = writeln!(
+                    out,
+                    "atelier_shared_code_prefix_bytes{{kind=\"{}\"}} {}",
+                    kind.name(),
+                    prefix.map_or(0, <[u8]>::len)
+                );
+            }
             out.push_str("# HELP atelier_warmup_bytes Bytes of bodies the last warm-up put in the cache, by kind.\n# TYPE atelier_warmup_bytes gauge\n");
             for (kind, bytes) in crate::cache::warm::KINDS.iter().zip(&w.bytes) {
                 let _ = writeln!(

@@ -89,8 +89,8 @@ impl CodesKind {
             CodesKind::Product => "product",
             CodesKind::Styles => "styles",
             CodesKind::Meta => "meta",
-            CodesKind::ReviewsLead => "reviews lead page",
-            CodesKind::QuestionsLead => "questions lead page",
+            CodesKind::ReviewsLead => "reviews_lead",
+            CodesKind::QuestionsLead => "questions_lead",
         }
     }
 
