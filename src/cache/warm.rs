@@ -321,8 +321,9 @@ const MAX_RENDERERS: usize = 8;
 /// everything after with them, so a warm-up's dictionary and codes and where they start do
 /// not depend on how threads were scheduled. That takes the first 4 MB of lists and 512 KiB of
 /// each kind with a code (about 2,000 products' meta bodies), under a second at full scale. A
-/// kind a catalog has too little of never gets its code, and then the first renderer renders
-/// the whole catalog alone.
+/// kind the first [`MAX_CODE_TRAINING_PRODUCTS`] have too little of gets no code; a catalog
+/// with less than a dictionary's sample of lists trains none, and its first renderer renders
+/// it alone.
 struct Renderers<T> {
     rows: std::sync::Mutex<tokio::sync::mpsc::Receiver<T>>,
     trained: std::sync::Mutex<bool>,
@@ -434,13 +435,14 @@ impl Renderers<ProductRows> {
             false => (Vec::new(), Vec::new()),
         };
         let training = !trainers.is_empty() || !coders.is_empty();
+        let mut products = 0;
         self.take_turns(first, training, |rows| {
             let bodies = bodies(&rows, cache.compaction, cache.shard);
-            trainers.retain_mut(|trainer| !trainer.sampled(&bodies));
-            coders.retain_mut(|coder| !coder.sampled(&bodies));
+            products += 1;
+            let still_training = sample(&mut trainers, &mut coders, &bodies, products);
             cache.insert_warm(bodies, status)?;
             status.products_done.fetch_add(1, Ordering::Relaxed);
-            Ok(!trainers.is_empty() || !coders.is_empty())
+            Ok(still_training)
         })
     }
 }
@@ -632,6 +634,37 @@ impl CodesTrainer {
     }
 }
 
+/// How many products the first renderer renders alone, at most, to train the shared codes: a
+/// kind the first products have too little of (a catalog with few questions, say) gets no
+/// code, rather than keep the other renderers waiting through the whole catalog. At full scale
+/// every code is trained within the first 2,000 products.
+const MAX_CODE_TRAINING_PRODUCTS: u64 = 20_000;
+
+/// Has the trainers still training sample the `products`-th product's `bodies`: those done
+/// drop out, and code trainers give up at [`MAX_CODE_TRAINING_PRODUCTS`]. Whether any is
+/// still training.
+fn sample(
+    trainers: &mut Vec<DictionaryTrainer>,
+    coders: &mut Vec<CodesTrainer>,
+    bodies: &[(Key, Rendered)],
+    products: u64,
+) -> bool {
+    trainers.retain_mut(|trainer| !trainer.sampled(bodies));
+    coders.retain_mut(|coder| !coder.sampled(bodies));
+    if products >= MAX_CODE_TRAINING_PRODUCTS {
+        for coder in coders.drain(..) {
+            tracing::info!(
+                kind = coder.kind.name(),
+                samples = coder.counts.bodies(),
+                sampled_kb = coder.sampled_bytes >> 10,
+                products,
+                "no shared code: too few bodies of this kind in the first products; gzipping them whole"
+            );
+        }
+    }
+    !trainers.is_empty() || !coders.is_empty()
+}
+
 /// Every cached body of one product, in the warm-up's priority order, compacted for the
 /// catalog (here, before the warm-up takes the lock it inserts under).
 fn bodies(
@@ -818,6 +851,35 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::{ProgressLog, Renderers, WarmStop, WarmupStatus};
+
+    #[test]
+    fn a_kind_too_rare_in_the_first_products_gets_no_code_and_ends_the_wait() {
+        use super::{sample, CodesTrainer, MAX_CODE_TRAINING_PRODUCTS};
+        use crate::cache::Key;
+        use crate::render::shared_codes::{CodesKind, SymbolCounts};
+        use crate::render::Rendered;
+        let mut coders = vec![CodesTrainer {
+            kind: CodesKind::QuestionsLead,
+            target_bytes: 1 << 10,
+            counts: SymbolCounts::default(),
+            sampled_bytes: 0,
+        }];
+        // Products with no questions: nothing to count.
+        let bodies = vec![(
+            Key::Product(1),
+            Rendered::Json(bytes::Bytes::from_static(b"{\"id\":1}")),
+        )];
+        for products in 1..MAX_CODE_TRAINING_PRODUCTS {
+            assert!(sample(&mut Vec::new(), &mut coders, &bodies, products));
+        }
+        assert!(!sample(
+            &mut Vec::new(),
+            &mut coders,
+            &bodies,
+            MAX_CODE_TRAINING_PRODUCTS
+        ));
+        assert!(coders.is_empty(), "given up");
+    }
 
     fn renderers() -> (tokio::sync::mpsc::Sender<u32>, Arc<Renderers<u32>>) {
         let (tx, rx) = tokio::sync::mpsc::channel(16);
