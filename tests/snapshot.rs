@@ -391,13 +391,19 @@ async fn serve_writes_a_snapshot_when_it_stops_and_restores_it_when_it_starts() 
 
     let (addr, _child) = serve(&db, snapshots.path());
     ready(addr).await;
+    assert_restored(addr).await;
+    let metrics = get(addr, "/metrics").await.body;
+    assert!(
+        metrics.contains("atelier_warmup_completed_total 0"),
+        "{metrics}"
+    );
+}
+
+/// Asserts that the server at `addr` restored its catalog from a snapshot.
+async fn assert_restored(addr: std::net::SocketAddr) {
     let metrics = get(addr, "/metrics").await.body;
     assert!(
         metrics.contains("atelier_snapshot_restored_total 1"),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains("atelier_warmup_completed_total 0"),
         "{metrics}"
     );
 }
@@ -445,11 +451,7 @@ async fn a_restart_restores_the_dictionaries_the_snapshots_bodies_are_packed_aga
     let sample_none = [&dense[..], &["--dictionary-sample-kb", "0"]].concat();
     let (addr, child) = serve_with(&db, snapshots.path(), &sample_none);
     ready(addr).await;
-    let metrics = get(addr, "/metrics").await.body;
-    assert!(
-        metrics.contains("atelier_snapshot_restored_total 1"),
-        "{metrics}"
-    );
+    assert_restored(addr).await;
     assert_eq!(
         dictionary_bytes(addr).await,
         trained,
@@ -509,11 +511,7 @@ async fn a_restart_restores_the_shared_codes_the_snapshots_bodies_are_written_in
     let sample_none = ["--dictionary-sample-kb", "0"];
     let (addr, child) = serve_with(&db, snapshots.path(), &sample_none);
     ready(addr).await;
-    let metrics = get(addr, "/metrics").await.body;
-    assert!(
-        metrics.contains("atelier_snapshot_restored_total 1"),
-        "{metrics}"
-    );
+    assert_restored(addr).await;
     assert_eq!(gzip_answers(addr, &products).await, before);
     drop(child);
 

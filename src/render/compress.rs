@@ -124,9 +124,24 @@ pub const MAX_DEFLATE_RATIO: usize = 1_032;
 /// bodies here are far smaller), if plausible for its length: a header (10 bytes) and a
 /// trailer (8) at least, and no more than deflate expands. What inflating it allocates.
 pub fn gzip_size(gz: &[u8]) -> Option<usize> {
-    let at = gz.len().checked_sub(4).filter(|_| gz.len() >= 18)?;
-    let size = u32::from_le_bytes(gz.get(at..)?.try_into().ok()?) as usize;
-    (size <= gz.len().saturating_mul(MAX_DEFLATE_RATIO)).then_some(size)
+    trailer_size(gz, 18)
+}
+
+/// [`gzip_size`] for a body written in a shared code ([`super::shared_codes`]), which has no
+/// header of its own: a byte of its block at least, and the trailer.
+pub fn coded_size(body: &[u8]) -> Option<usize> {
+    trailer_size(body, 9)
+}
+
+/// The size the gzip trailer ending `bytes` says, if `bytes` are at least `min_len` long and
+/// no more than deflate expands.
+fn trailer_size(bytes: &[u8], min_len: usize) -> Option<usize> {
+    let at = bytes
+        .len()
+        .checked_sub(4)
+        .filter(|_| bytes.len() >= min_len)?;
+    let size = u32::from_le_bytes(bytes.get(at..)?.try_into().ok()?) as usize;
+    (size <= bytes.len().saturating_mul(MAX_DEFLATE_RATIO)).then_some(size)
 }
 
 /// How a list's items are kept.

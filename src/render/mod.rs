@@ -499,8 +499,8 @@ const LED: u8 = 0x80;
 
 /// The bytes of a lead page's head in its list's data, before its gzip body: the digest (8),
 /// the body's length (4), where its items begin (2), how many it holds (1), and one byte of
-/// flags: whether it echoes its count ([`ECHOES`]) and the shared code it is written in, if
-/// any (its [`CodesKind::index`] plus one, times [`CODES_UNIT`]).
+/// flags: whether it echoes its count ([`ECHOES`]) and the shared code it is written in
+/// ([`CodesKind::byte_of`], times [`CODES_UNIT`]).
 const LEAD_HEAD: usize = 16;
 const ECHOES: u8 = 1;
 const CODES_UNIT: u8 = 2;
@@ -520,7 +520,7 @@ fn push_list_head(data: &mut Vec<u8>, len: usize, codec: Codec, lead: Option<Lea
     data.extend_from_slice(&u32_le(lead.body.gz.len()));
     data.extend_from_slice(&lead.items_start.to_le_bytes());
     data.push(lead.len);
-    let codes = lead.body.codes.map_or(0, |kind| kind.index() as u8 + 1);
+    let codes = CodesKind::byte_of(lead.body.codes);
     data.push(u8::from(lead.echoes_count) * ECHOES + codes * CODES_UNIT);
     data.extend_from_slice(lead.body.gz);
 }
@@ -583,10 +583,7 @@ impl ItemList {
         let gz_len = u32::from_le_bytes(head.get(8..12)?.try_into().ok()?) as usize;
         let gz_start = LIST_HEAD + LEAD_HEAD;
         let flags = *head.get(15)?;
-        let codes = match flags / CODES_UNIT {
-            0 => None,
-            kind => Some(CodesKind::from_index(usize::from(kind - 1))?),
-        };
+        let codes = CodesKind::of_byte(flags / CODES_UNIT)?;
         Some(Lead {
             body: GzipRef {
                 gz: self.data.get(gz_start..gz_start.checked_add(gz_len)?)?,

@@ -103,6 +103,21 @@ impl CodesKind {
     pub fn from_index(index: usize) -> Option<CodesKind> {
         CodesKind::ALL.get(index).copied()
     }
+
+    /// The byte a snapshot record or a list's lead head keeps `codes` in: the kind's index
+    /// plus one, 0 for none.
+    pub fn byte_of(codes: Option<CodesKind>) -> u8 {
+        codes.map_or(0, |kind| kind.index() as u8 + 1)
+    }
+
+    /// The codes [`CodesKind::byte_of`] wrote `byte` for; None if it names no kind this
+    /// build has.
+    pub fn of_byte(byte: u8) -> Option<Option<CodesKind>> {
+        match byte {
+            0 => Some(None),
+            byte => CodesKind::from_index(usize::from(byte - 1)).map(Some),
+        }
+    }
 }
 
 /// One symbol's code: its bits, reversed as deflate writes them, and how many.

@@ -67,7 +67,7 @@ pub fn encode(body: &Rendered, previous: Option<&ItemList>, out: &mut Vec<u8>) {
                 None => out.push(GZIP),
                 Some(kind) => {
                     out.push(CODED);
-                    out.push(codes_byte(Some(kind)));
+                    out.push(CodesKind::byte_of(Some(kind)));
                 }
             }
             out.extend_from_slice(&gz.digest.to_le_bytes());
@@ -127,22 +127,13 @@ fn encode_list(list: &ItemList, out: &mut Vec<u8>) {
         } else {
             out.push(0);
         }
-        out.push(codes_byte(lead.body.codes));
+        out.push(CodesKind::byte_of(lead.body.codes));
     }
 }
 
-/// A shared code's kind as a record writes it: its index plus one, 0 for none.
-fn codes_byte(codes: Option<CodesKind>) -> u8 {
-    codes.map_or(0, |kind| kind.index() as u8 + 1)
-}
-
+/// The shared code a record names ([`CodesKind::byte_of`]).
 fn take_codes(input: &mut &[u8]) -> Result<Option<CodesKind>, Damaged> {
-    match take_u8(input)? {
-        0 => Ok(None),
-        byte => CodesKind::from_index(usize::from(byte - 1))
-            .map(Some)
-            .ok_or(Damaged("an unknown kind of shared code")),
-    }
+    CodesKind::of_byte(take_u8(input)?).ok_or(Damaged("an unknown kind of shared code"))
 }
 
 /// Reads one body from the front of `input`, advancing it. `previous` is the list read just
@@ -150,26 +141,15 @@ fn take_codes(input: &mut &[u8]) -> Result<Option<CodesKind>, Damaged> {
 pub fn decode(input: &mut &[u8], previous: Option<&SharedList>) -> Result<Rendered, Damaged> {
     Ok(match take_u8(input)? {
         JSON => Rendered::Json(take_bytes(input)?),
-        GZIP => {
+        tag @ (GZIP | CODED) => {
+            let codes = match tag {
+                GZIP => None,
+                _ => Some(take_codes(input)?.ok_or(Damaged("a shared-code body without a code"))?),
+            };
             let digest = take_u64(input)?;
             let gz = take_boxed(input)?;
-            gzip_size(&gz)?;
-            Rendered::Gzip(Gzipped {
-                digest,
-                gz,
-                codes: None,
-            })
-        }
-        CODED => {
-            let kind = take_codes(input)?.ok_or(Damaged("a shared-code body without a code"))?;
-            let digest = take_u64(input)?;
-            let gz = take_boxed(input)?;
-            coded_size(&gz)?;
-            Rendered::Gzip(Gzipped {
-                digest,
-                gz,
-                codes: Some(kind),
-            })
+            plain_size(&gz, codes)?;
+            Rendered::Gzip(Gzipped { digest, gz, codes })
         }
         PACKED => {
             let digest = take_u64(input)?;
@@ -246,11 +226,7 @@ fn decode_list(input: &mut &[u8]) -> Result<ItemList, Damaged> {
             .ok_or(Damaged("a lead page longer than this build writes"))?;
         // The lead's items lie within its body.
         let lead_end = ends[len as usize - 1] as usize;
-        let size = match codes {
-            None => gzip_size(&gz)?,
-            Some(_) => coded_size(&gz)?,
-        };
-        if (items_start as usize).saturating_add(lead_end) > size {
+        if (items_start as usize).saturating_add(lead_end) > plain_size(&gz, codes)? {
             return Err(Damaged("a lead page shorter than its items"));
         }
         // The body is held here until the list copies it into its data.
@@ -290,28 +266,17 @@ fn decode_list(input: &mut &[u8]) -> Result<ItemList, Damaged> {
     Ok(list)
 }
 
-/// The size a gzip member says its contents have, if plausible for its length: what inflating
-/// it allocates.
-fn gzip_size(gz: &[u8]) -> Result<usize, Damaged> {
-    compress::gzip_size(gz).ok_or(Damaged(
-        "a gzip member too short, or that says it inflates too far",
-    ))
-}
-
-/// The plain size a body written in a shared code says it has (its trailer's last four
-/// bytes), if plausible: a byte of the block at least and the trailer, and no more than
-/// deflate expands.
-fn coded_size(body: &[u8]) -> Result<usize, Damaged> {
-    const WHY: &str = "a shared-code body too short, or that says it inflates too far";
-    let at = body
-        .len()
-        .checked_sub(4)
-        .filter(|_| body.len() >= 9)
-        .ok_or(Damaged(WHY))?;
-    let size = u32::from_le_bytes([body[at], body[at + 1], body[at + 2], body[at + 3]]) as usize;
-    (size <= body.len().saturating_mul(compress::MAX_DEFLATE_RATIO))
-        .then_some(size)
-        .ok_or(Damaged(WHY))
+/// The size a gzip body (a whole member, or one written in the shared code of `codes`) says
+/// its contents have, if plausible for its length: what inflating it allocates.
+fn plain_size(gz: &[u8], codes: Option<CodesKind>) -> Result<usize, Damaged> {
+    match codes {
+        None => compress::gzip_size(gz).ok_or(Damaged(
+            "a gzip member too short, or that says it inflates too far",
+        )),
+        Some(_) => compress::coded_size(gz).ok_or(Damaged(
+            "a shared-code body too short, or that says it inflates too far",
+        )),
+    }
 }
 
 fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
