@@ -16,19 +16,6 @@ static ALLOCATOR: alloc_census::Counted = alloc_census::Counted;
 #[cfg(feature = "alloc-census")]
 mod alloc_census;
 
-/// mimalloc purges (gives back to the system) the pages freed in a thread a second after,
-/// and only once that thread allocates again: the warm-up's temporaries, freed by renderers
-/// that then go quiet, stayed resident (about 550 MB at full scale once the catalog's bodies
-/// live in its own heap, `render::heap`). Purged at once, they go back as they are freed
-/// (docs/benchmarks.md, The catalog's heap).
-fn purge_freed_pages_at_once() {
-    // `mi_option_purge_delay` in mimalloc 3's `mi_option_t` (include/mimalloc.h), which the
-    // bindings do not name for that version; Cargo.toml pins the bindings' version.
-    const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-    // SAFETY: sets one of mimalloc's options, an integer it reads when it purges.
-    unsafe { libmimalloc_sys::mi_option_set(PURGE_DELAY, 0) };
-}
-
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -457,7 +444,6 @@ fn ms(millis: u64) -> std::time::Duration {
 }
 
 fn main() -> Result<()> {
-    purge_freed_pages_at_once();
     let cli = Cli::parse();
     let format = match cli.log_format.as_str() {
         "human" => LogFormat::Human,

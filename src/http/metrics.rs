@@ -384,14 +384,6 @@ impl Metrics {
                     prefix.map_or(0, <[u8]>::len)
                 );
             }
-            let heap = crate::render::heap::stats();
-            out.push_str("# HELP atelier_catalog_heap_bytes The catalog's heap, where its whole bodies and lists' data live: the bytes of its live blocks, and the bytes it holds from the allocator (live blocks, free blocks and chunks not yet cut).\n# TYPE atelier_catalog_heap_bytes gauge\n");
-            for (state, bytes) in [("live", heap.live_bytes), ("held", heap.held_bytes)] {
-                let _ = writeln!(
-                    out,
-                    "atelier_catalog_heap_bytes{{state=\"{state}\"}} {bytes}"
-                );
-            }
             out.push_str("# HELP atelier_warmup_bytes Bytes of bodies the last warm-up put in the cache, by kind.\n# TYPE atelier_warmup_bytes gauge\n");
             for (kind, bytes) in crate::cache::warm::KINDS.iter().zip(&w.bytes) {
                 let _ = writeln!(

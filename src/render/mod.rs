@@ -4,7 +4,6 @@
 
 pub mod cart;
 pub mod compress;
-pub mod heap;
 pub mod json;
 pub mod kept;
 pub mod products;
@@ -354,9 +353,8 @@ pub struct ItemList {
     /// as the codec keeps them: plainly, or packed in runs of [`RUN_ITEMS`], several runs
     /// after a table of their ends (`u32`s, in the packed bytes after the table), one run
     /// alone.
-    /// Empty in an empty list, and in a reordered list, which reads its base's. In the
-    /// catalog's [`heap`], which rounds it up less than a general allocator would.
-    data: heap::HeapBytes,
+    /// Empty in an empty list, and in a reordered list, which reads its base's.
+    data: Box<[u8]>,
     /// Where the list is another's items in another order.
     reordered: Option<Box<Reordered>>,
 }
@@ -367,14 +365,6 @@ pub struct ItemList {
 struct Reordered {
     base: SharedList,
     order: Box<[u32]>,
-}
-
-/// Where a list's data lives: the catalog's heap for what the catalog keeps, the global
-/// allocator for a list rendered to be compacted ([`heap::HeapBytes::boxed`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Home {
-    Heap,
-    Global,
 }
 
 /// The lead page of a product's reviews and questions is page 1 of the contract's default
@@ -518,68 +508,21 @@ const CODES_UNIT: u8 = 2;
 /// Starts a list's data: its length and its codec, and its lead page if it has one. (Over 4
 /// billion items, or a lead page's gzip body over 4 GiB, is not a thing this server makes:
 /// a page of five items at most, each from a request body of 64 KiB at most.)
-fn push_list_head(data: &mut dyn Sink, len: usize, codec: Codec, lead: Option<Lead<'_>>) {
+fn push_list_head(data: &mut Vec<u8>, len: usize, codec: Codec, lead: Option<Lead<'_>>) {
     let u32_le = |n: usize| u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes();
-    data.put(&u32_le(len));
+    data.extend_from_slice(&u32_le(len));
     let Some(lead) = lead else {
-        data.put(&[codec_byte(codec)]);
+        data.push(codec_byte(codec));
         return;
     };
-    data.put(&[codec_byte(codec) | LED]);
-    data.put(&lead.body.digest.to_le_bytes());
-    data.put(&u32_le(lead.body.gz.len()));
-    data.put(&lead.items_start.to_le_bytes());
+    data.push(codec_byte(codec) | LED);
+    data.extend_from_slice(&lead.body.digest.to_le_bytes());
+    data.extend_from_slice(&u32_le(lead.body.gz.len()));
+    data.extend_from_slice(&lead.items_start.to_le_bytes());
+    data.push(lead.len);
     let codes = CodesKind::byte_of(lead.body.codes);
-    data.put(&[
-        lead.len,
-        u8::from(lead.echoes_count) * ECHOES + codes * CODES_UNIT,
-    ]);
-    data.put(lead.body.gz);
-}
-
-/// Where a list's data is written: a vector, or a block cut to its size ([`Cursor`]).
-trait Sink {
-    fn put(&mut self, bytes: &[u8]);
-}
-
-impl Sink for Vec<u8> {
-    fn put(&mut self, bytes: &[u8]) {
-        self.extend_from_slice(bytes);
-    }
-}
-
-/// A block being written from its start. [`ItemList::written`] cuts it to the bytes it
-/// writes, so it never runs out.
-struct Cursor<'a> {
-    out: &'a mut [u8],
-    at: usize,
-}
-
-impl Sink for Cursor<'_> {
-    fn put(&mut self, bytes: &[u8]) {
-        let end = self.at + bytes.len();
-        match self.out.get_mut(self.at..end) {
-            Some(to) => to.copy_from_slice(bytes),
-            None => debug_assert!(false, "a list's block cut short"),
-        }
-        self.at = end;
-    }
-}
-
-/// A list's item ends, as numbers or as the little-endian bytes a list keeps them in.
-#[derive(Clone, Copy)]
-enum Ends<'a> {
-    Values(&'a [u32]),
-    Bytes(&'a [u8]),
-}
-
-impl Ends<'_> {
-    fn byte_len(self) -> usize {
-        match self {
-            Ends::Values(ends) => ends.len() * 4,
-            Ends::Bytes(ends) => ends.len(),
-        }
-    }
+    data.push(u8::from(lead.echoes_count) * ECHOES + codes * CODES_UNIT);
+    data.extend_from_slice(lead.body.gz);
 }
 
 /// The bytes of a list's data a lead page takes, head and gzip body (0 without one).
@@ -658,55 +601,39 @@ impl ItemList {
         LIST_HEAD + lead_size(self.own_lead())
     }
 
-    /// A list of `len` items kept as `codec` says, with `lead` as its lead page, and `ends`
-    /// and `items` after its head and lead page (as [`ItemList::data`] describes them), written
-    /// straight into one block of the catalog's heap (or, `Home::Global`, one allocation of the
-    /// global allocator's); an empty plain list holds no data at all.
+    /// A list of `len` items kept as `codec` says, with `lead` as its lead page, whose item
+    /// ends and items (`size` bytes) `fill` writes after its head and lead page (as
+    /// [`ItemList::data`] describes them), in one exact allocation; an empty plain list holds
+    /// no data at all.
     fn written(
         len: usize,
         codec: Codec,
+        size: usize,
         lead: Option<Lead<'_>>,
-        ends: Ends<'_>,
-        items: &[u8],
-        home: Home,
+        fill: impl FnOnce(&mut Vec<u8>),
     ) -> Self {
-        let size = ends.byte_len() + items.len();
         if len == 0 && size == 0 && codec == Codec::Plain && lead.is_none() {
             return ItemList::default();
         }
-        let total = LIST_HEAD + lead_size(lead) + size;
-        let write = |sink: &mut dyn Sink| {
-            push_list_head(sink, len, codec, lead);
-            match ends {
-                Ends::Values(ends) => ends.iter().for_each(|end| sink.put(&end.to_le_bytes())),
-                Ends::Bytes(ends) => sink.put(ends),
-            }
-            sink.put(items);
-        };
-        let data = match home {
-            Home::Heap => heap::HeapBytes::filled(total, |out| write(&mut Cursor { out, at: 0 })),
-            Home::Global => {
-                let mut data = Vec::with_capacity(total);
-                write(&mut data);
-                heap::HeapBytes::boxed(data)
-            }
-        };
+        let mut data = Vec::with_capacity(LIST_HEAD + lead_size(lead) + size);
+        push_list_head(&mut data, len, codec, lead);
+        fill(&mut data);
         ItemList {
-            data,
+            data: data.into_boxed_slice(),
             reordered: None,
         }
     }
 
     /// A list of the items that end at `ends` in `items`, with `lead` as its lead page, in
-    /// one block of the catalog's heap (or, `Home::Global`, one allocation).
-    fn from_parts(
-        ends: &[u32],
-        items: &[u8],
-        codec: Codec,
-        lead: Option<Lead<'_>>,
-        home: Home,
-    ) -> Self {
-        ItemList::written(ends.len(), codec, lead, Ends::Values(ends), items, home)
+    /// one exact allocation.
+    fn from_parts(ends: &[u32], items: &[u8], codec: Codec, lead: Option<Lead<'_>>) -> Self {
+        let size = ends.len() * 4 + items.len();
+        ItemList::written(ends.len(), codec, size, lead, |data| {
+            for end in ends {
+                data.extend_from_slice(&end.to_le_bytes());
+            }
+            data.extend_from_slice(items);
+        })
     }
 
     /// The list whose buffer this one reads: the one it was reordered from, or itself.
@@ -746,8 +673,11 @@ impl ItemList {
     /// A list with this one's ends and `items`, kept as `codec` says, with `lead` as its lead
     /// page.
     fn with_items(&self, codec: Codec, items: &[u8], lead: Option<Lead<'_>>) -> ItemList {
-        let ends = Ends::Bytes(self.ends_bytes());
-        ItemList::written(self.len(), codec, lead, ends, items, Home::Heap)
+        let ends = self.ends_bytes();
+        ItemList::written(self.len(), codec, ends.len() + items.len(), lead, |data| {
+            data.extend_from_slice(ends);
+            data.extend_from_slice(items);
+        })
     }
 
     /// Where item `p` of the buffer's own order ends (the comma after it not included); 0
@@ -998,7 +928,7 @@ impl ItemList {
         let size: usize = packed.iter().map(|run| run.len()).sum();
         let mut items = Vec::with_capacity(runs * 4 + size);
         push_runs(&mut items, &packed)?;
-        Some(ItemList::from_parts(&ends, &items, codec, lead, Home::Heap))
+        Some(ItemList::from_parts(&ends, &items, codec, lead))
     }
 
     /// Reads the items of the buffer this list reads, one part (the lead page, a run) unpacked
@@ -1204,7 +1134,7 @@ impl ItemList {
     /// The items of `base` (never itself reordered) in `order`, positions in `base`.
     fn over(base: SharedList, order: Box<[u32]>) -> ItemList {
         ItemList {
-            data: heap::HeapBytes::default(),
+            data: Box::default(),
             reordered: Some(Box::new(Reordered { base, order })),
         }
     }
@@ -1505,9 +1435,7 @@ impl ItemListBuilder {
     }
 
     pub fn finish(self) -> ItemList {
-        // A rendered list is most often compacted into another and dropped; one that is not
-        // (it would not shrink, or nothing compacts) is served from where it is.
-        ItemList::from_parts(&self.ends, &self.json, Codec::Plain, None, Home::Global)
+        ItemList::from_parts(&self.ends, &self.json, Codec::Plain, None)
     }
 }
 
@@ -1954,7 +1882,7 @@ mod tests {
         data.extend_from_slice(plain.ends_bytes());
         push_runs(&mut data, &runs).unwrap();
         let list = ItemList {
-            data: heap::HeapBytes::copy_of(&data),
+            data: data.into_boxed_slice(),
             reordered: None,
         };
         assert_eq!(list, *plain);

@@ -9,7 +9,7 @@ use bytes::Bytes;
 
 use super::compress::{self, Codec, DictionaryKind};
 use super::shared_codes::CodesKind;
-use super::{GzipRef, Gzipped, Home, ItemList, Lead, PackedBody, Rendered, SharedList, LEAD_COUNT};
+use super::{GzipRef, Gzipped, ItemList, Lead, PackedBody, Rendered, SharedList, LEAD_COUNT};
 
 const JSON: u8 = 0;
 const GZIP: u8 = 1;
@@ -259,7 +259,7 @@ fn decode_list(input: &mut &[u8]) -> Result<ItemList, Damaged> {
             len: *len,
             echoes_count: *echoes_count,
         });
-    let list = ItemList::from_parts(&ends, &json, codec, lead, Home::Heap);
+    let list = ItemList::from_parts(&ends, &json, codec, lead);
     if !list.runs_fit() {
         return Err(Damaged("a list's runs are not where its table says"));
     }
@@ -617,7 +617,7 @@ mod tests {
         assert!(plain.len() <= crate::render::RUN_ITEMS);
         let deflated = compress::deflate(plain.stored_items()).expect("repetitive items shrink");
         let ends: Vec<u32> = (0..plain.len()).map(|p| plain.end(p) as u32).collect();
-        let list = ItemList::from_parts(&ends, &deflated, Codec::Deflate, None, Home::Heap);
+        let list = ItemList::from_parts(&ends, &deflated, Codec::Deflate, None);
         assert_eq!(list.codec(), Codec::Deflate);
         assert_eq!(list, plain);
         let read = round_trip(&[Rendered::List(SharedList::new(list))]);
